@@ -1,0 +1,271 @@
+// Public options of runSandboxed/spawnSandboxed and their synchronous validation (nothing runs before it).
+import { statSync } from 'node:fs';
+import { isAbsolute, normalize } from 'node:path';
+import { Readable } from 'node:stream';
+import { SandboxOptionError } from '../errors.js';
+import { parseSize } from '../units.js';
+
+/** A host path bound into the sandbox, or a fresh tmpfs. */
+export type MountSpec =
+  | { type: 'bind'; source: string; target?: string; readOnly?: boolean }
+  | { type: 'tmpfs'; target: string; size?: number | string };
+
+export interface SandboxOptions {
+  /** Environment inside; nothing of the host's is inherited. PATH and HOME get defaults unless given. */
+  env?: Record<string, string>;
+  /** Working directory inside (absolute). Default: /tmp. */
+  cwd?: string;
+  /** Hostname inside. Default: "cubicle". */
+  hostname?: string;
+  /** uid/gid inside. Default 1000/1000. 0 is allowed (no capabilities either way). */
+  uid?: number;
+  gid?: number;
+  /** User and group name written to the generated /etc/passwd and /etc/group. Default "sandbox" ("root" for uid 0). */
+  username?: string;
+  /** When the caller is root: the unprivileged host uid/gid the sandbox maps to. Default 65534. Never 0. */
+  hostUid?: number;
+  hostGid?: number;
+  /** When the caller is root: create the sandbox as this host user, so namespaces are made without privilege. */
+  runAs?: { uid: number; gid: number };
+  /** Extra binds and tmpfs mounts, applied after the default view (so they may cover parts of it). */
+  mounts?: readonly MountSpec[];
+  /** Size of the fresh root tmpfs. Default 16M. */
+  rootSize?: number | string;
+  /** Size of /tmp and of /dev/shm. Default 64M each. */
+  tmpSize?: number | string;
+  shmSize?: number | string;
+  /** Wall-clock limit in ms; the whole sandbox is killed when it passes. */
+  timeout?: number;
+  /** Aborting kills the whole sandbox; the result has isCanceled. */
+  cancelSignal?: AbortSignal;
+  /** After kill('SIGTERM'), how long to wait before SIGKILL. Default 2000 ms. */
+  forceKillAfterDelay?: number;
+  /** Resolve instead of rejecting when the run fails. Default true (reject). */
+  reject?: boolean;
+  /** Data for stdin. */
+  input?: string | Uint8Array | Readable;
+  /** A host file read as stdin. */
+  inputFile?: string;
+  /** stdin when neither input nor inputFile is given. Default 'ignore' (empty). */
+  stdin?: 'ignore' | 'inherit' | 'pipe';
+  /** 'pipe' captures (runSandboxed) or streams (spawnSandboxed); 'inherit' passes through. Default 'pipe'. */
+  stdout?: 'pipe' | 'inherit' | 'ignore';
+  stderr?: 'pipe' | 'inherit' | 'ignore';
+  /** 'utf8' gives strings, 'buffer' gives Buffers (binary-safe). Default 'utf8'. */
+  encoding?: 'utf8' | 'buffer';
+}
+
+export interface ResolvedMount {
+  type: 'bind' | 'tmpfs';
+  source?: string;
+  target: string;
+  readOnly: boolean;
+  size?: number;
+}
+
+/** Options after validation and defaults; every field is final. */
+export interface ResolvedOptions {
+  argv: string[];
+  env: Record<string, string>;
+  cwd: string;
+  hostname: string;
+  uid: number;
+  gid: number;
+  username: string;
+  outerUid: number;
+  outerGid: number;
+  runAs?: { uid: number; gid: number };
+  mounts: ResolvedMount[];
+  rootSize: number;
+  tmpSize: number;
+  shmSize: number;
+  timeout?: number;
+  cancelSignal?: AbortSignal;
+  forceKillAfterDelay: number;
+  reject: boolean;
+  input?: string | Uint8Array | Readable;
+  inputFile?: string;
+  stdin: 'ignore' | 'inherit' | 'pipe';
+  stdout: 'pipe' | 'inherit' | 'ignore';
+  stderr: 'pipe' | 'inherit' | 'ignore';
+  encoding: 'utf8' | 'buffer';
+}
+
+export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin';
+const KNOWN = new Set(['env', 'cwd', 'hostname', 'uid', 'gid', 'username', 'hostUid', 'hostGid', 'runAs', 'mounts', 'rootSize', 'tmpSize', 'shmSize', 'timeout', 'cancelSignal', 'forceKillAfterDelay', 'reject', 'input', 'inputFile', 'stdin', 'stdout', 'stderr', 'encoding']);
+
+const fail = (option: string, message: string): never => {
+  throw new SandboxOptionError(option, message);
+};
+
+function checkId(option: string, v: unknown, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xfffffffe) fail(option, `${option} must be an integer from 0 to 4294967294, got ${String(v)}`);
+  return v as number;
+}
+
+/** An absolute, normalized inside path without '..'; `what` names the option in errors. */
+export function checkInsidePath(option: string, p: unknown): string {
+  if (typeof p !== 'string' || p.length === 0) return fail(option, `${option} must be a non-empty string`);
+  if (!isAbsolute(p)) fail(option, `${option} "${p}" must be an absolute path inside the sandbox (start it with /)`);
+  if (p.includes('\0')) fail(option, `${option} contains a NUL byte`);
+  if (p.split('/').includes('..')) fail(option, `${option} "${p}" must not contain '..'`);
+  const n = normalize(p);
+  return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n;
+}
+
+function checkSize(option: string, v: unknown, dflt: number): number {
+  if (v === undefined) return dflt;
+  try {
+    const n = parseSize(v, option);
+    if (n < 4096) fail(option, `${option} must be at least 4K`);
+    return n;
+  } catch (e) {
+    if (e instanceof SandboxOptionError) throw e;
+    return fail(option, (e as Error).message);
+  }
+}
+
+function checkMount(m: unknown, i: number): ResolvedMount {
+  const where = `mounts[${i}]`;
+  if (typeof m !== 'object' || m === null) return fail(where, `${where} must be an object like { type: 'bind', source, target }`);
+  const spec = m as Record<string, unknown>;
+  if (spec.type === 'tmpfs') {
+    return { type: 'tmpfs', target: checkInsidePath(`${where}.target`, spec.target), readOnly: false, size: checkSize(`${where}.size`, spec.size, 64 << 20) };
+  }
+  if (spec.type !== 'bind') return fail(`${where}.type`, `${where}.type must be 'bind' or 'tmpfs', got ${JSON.stringify(spec.type)}`);
+  const source = spec.source;
+  if (typeof source !== 'string' || source.length === 0) return fail(`${where}.source`, `${where}.source must be a host path`);
+  if (!isAbsolute(source)) fail(`${where}.source`, `bind source "${source}" is a relative path; give an absolute host path`);
+  if (source.split('/').includes('..')) fail(`${where}.source`, `bind source "${source}" must not contain '..'`);
+  try {
+    statSync(source);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new SandboxOptionError(`${where}.source`, code === 'ENOENT' ? `bind source "${source}" does not exist on the host` : `bind source "${source}" cannot be used: ${code ?? (e as Error).message}`, 'ERR_SANDBOX_BIND_SOURCE');
+  }
+  const target = checkInsidePath(`${where}.target`, spec.target ?? source);
+  if (target === '/') fail(`${where}.target`, `${where}.target cannot be / (the root is always a fresh tmpfs)`);
+  if (spec.readOnly !== undefined && typeof spec.readOnly !== 'boolean') fail(`${where}.readOnly`, `${where}.readOnly must be a boolean`);
+  return { type: 'bind', source: normalize(source), target, readOnly: spec.readOnly === true };
+}
+
+function checkCommand(cmd: unknown): string[] {
+  if (typeof cmd === 'string') {
+    if (cmd.length === 0) fail('command', 'the command is an empty string');
+    return ['/bin/sh', '-c', cmd];
+  }
+  if (!Array.isArray(cmd) || cmd.length === 0) return fail('command', 'the command must be a non-empty string (run by /bin/sh -c) or a non-empty array (argv)');
+  cmd.forEach((a, i) => {
+    if (typeof a !== 'string') fail('command', `argv[${i}] must be a string, got ${typeof a}`);
+    if (a.includes('\0')) fail('command', `argv[${i}] contains a NUL byte`);
+  });
+  if ((cmd[0] as string).length === 0) fail('command', 'argv[0] is empty');
+  return [...(cmd as string[])];
+}
+
+const oneOf = <T extends string>(option: string, v: unknown, allowed: readonly T[], dflt: T): T => {
+  if (v === undefined) return dflt;
+  if (!allowed.includes(v as T)) fail(option, `${option} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(v)}`);
+  return v as T;
+};
+
+/** Validates and resolves options; throws SandboxOptionError (a TypeError) naming the option. */
+export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): ResolvedOptions {
+  if (typeof options !== 'object' || options === null) fail('options', 'options must be an object');
+  for (const k of Object.keys(options)) if (!KNOWN.has(k)) fail(k, `unknown option "${k}"`);
+  const o = options as Record<string, unknown>;
+  const argv = checkCommand(cmd);
+
+  const env: Record<string, string> = {};
+  if (o.env !== undefined) {
+    if (typeof o.env !== 'object' || o.env === null) fail('env', 'env must be an object of strings');
+    for (const [k, v] of Object.entries(o.env as object)) {
+      if (!/^[^=\0]+$/.test(k)) fail('env', `env key ${JSON.stringify(k)} must be non-empty without '=' or NUL`);
+      if (typeof v !== 'string') fail('env', `env.${k} must be a string, got ${typeof v}`);
+      if ((v as string).includes('\0')) fail('env', `env.${k} contains a NUL byte`);
+      env[k] = v as string;
+    }
+  }
+  env.PATH ??= DEFAULT_PATH;
+  env.HOME ??= '/tmp';
+
+  const uid = checkId('uid', o.uid, 1000);
+  const gid = checkId('gid', o.gid, 1000);
+  let runAs: { uid: number; gid: number } | undefined;
+  if (o.runAs !== undefined) {
+    const r = o.runAs as Record<string, unknown>;
+    if (typeof r !== 'object' || r === null) fail('runAs', 'runAs must be { uid, gid }');
+    runAs = { uid: checkId('runAs.uid', r.uid, -1), gid: checkId('runAs.gid', r.gid, -1) };
+    if (runAs.uid < 0 || runAs.gid < 0) fail('runAs', 'runAs needs both uid and gid');
+    if (process.geteuid?.() !== 0) fail('runAs', 'runAs needs the caller to be root (it chooses which host user creates the sandbox)');
+  }
+  const callerUid = runAs?.uid ?? process.geteuid!();
+  const callerGid = runAs?.gid ?? process.getegid!();
+  let outerUid = callerUid;
+  let outerGid = callerGid;
+  if (callerUid === 0) {
+    outerUid = checkId('hostUid', o.hostUid, 65534);
+    outerGid = checkId('hostGid', o.hostGid, 65534);
+    if (outerUid === 0 || outerGid === 0) fail(o.hostUid === 0 ? 'hostUid' : 'hostGid', 'the sandbox never maps to host root: choose an unprivileged hostUid/hostGid');
+  } else if ((o.hostUid !== undefined && o.hostUid !== callerUid) || (o.hostGid !== undefined && o.hostGid !== callerGid)) {
+    fail('hostUid', `hostUid/hostGid can only be chosen by root; a rootless sandbox maps to the caller's own ids (${callerUid}/${callerGid})`);
+  }
+  const username = o.username === undefined ? (uid === 0 ? 'root' : 'sandbox') : String(o.username);
+  if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(username)) fail('username', `username "${username}" must match [a-z_][a-z0-9_-]{0,31}`);
+
+  const hostname = o.hostname === undefined ? 'cubicle' : String(o.hostname);
+  if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/.test(hostname)) fail('hostname', `hostname "${hostname}" must be 1-63 letters, digits, '.' or '-'`);
+
+  if (o.mounts !== undefined && !Array.isArray(o.mounts)) fail('mounts', 'mounts must be an array');
+  const mounts = ((o.mounts as unknown[]) ?? []).map(checkMount);
+
+  let timeout: number | undefined;
+  if (o.timeout !== undefined && o.timeout !== 0) {
+    if (typeof o.timeout !== 'number' || !Number.isFinite(o.timeout) || o.timeout < 0) fail('timeout', `timeout must be a positive number of milliseconds, got ${String(o.timeout)}`);
+    timeout = o.timeout as number;
+  }
+  if (o.cancelSignal !== undefined && !(o.cancelSignal instanceof AbortSignal)) fail('cancelSignal', 'cancelSignal must be an AbortSignal');
+  const forceKillAfterDelay = o.forceKillAfterDelay === undefined ? 2000 : (o.forceKillAfterDelay as number);
+  if (typeof forceKillAfterDelay !== 'number' || !(forceKillAfterDelay >= 0)) fail('forceKillAfterDelay', 'forceKillAfterDelay must be a non-negative number of milliseconds');
+  if (o.reject !== undefined && typeof o.reject !== 'boolean') fail('reject', 'reject must be a boolean');
+
+  const input = o.input;
+  if (input !== undefined && typeof input !== 'string' && !(input instanceof Uint8Array) && !(input instanceof Readable)) fail('input', 'input must be a string, a Buffer/Uint8Array or a Readable stream');
+  if (o.inputFile !== undefined) {
+    if (input !== undefined) fail('inputFile', 'give either input or inputFile, not both');
+    if (typeof o.inputFile !== 'string') fail('inputFile', 'inputFile must be a path');
+    try {
+      if (!statSync(o.inputFile as string).isFile()) fail('inputFile', `inputFile "${String(o.inputFile)}" is not a regular file`);
+    } catch (e) {
+      if (e instanceof SandboxOptionError) throw e;
+      fail('inputFile', `inputFile "${String(o.inputFile)}" cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
+  return {
+    argv,
+    env,
+    cwd: o.cwd === undefined ? '/tmp' : checkInsidePath('cwd', o.cwd),
+    hostname,
+    uid,
+    gid,
+    username,
+    outerUid,
+    outerGid,
+    ...(runAs ? { runAs } : {}),
+    mounts,
+    rootSize: checkSize('rootSize', o.rootSize, 16 << 20),
+    tmpSize: checkSize('tmpSize', o.tmpSize, 64 << 20),
+    shmSize: checkSize('shmSize', o.shmSize, 64 << 20),
+    ...(timeout !== undefined ? { timeout } : {}),
+    ...(o.cancelSignal ? { cancelSignal: o.cancelSignal as AbortSignal } : {}),
+    forceKillAfterDelay,
+    reject: o.reject !== false,
+    ...(input !== undefined ? { input: input as ResolvedOptions['input'] } : {}),
+    ...(o.inputFile !== undefined ? { inputFile: o.inputFile as string } : {}),
+    stdin: oneOf('stdin', o.stdin, ['ignore', 'inherit', 'pipe'] as const, 'ignore'),
+    stdout: oneOf('stdout', o.stdout, ['pipe', 'inherit', 'ignore'] as const, 'pipe'),
+    stderr: oneOf('stderr', o.stderr, ['pipe', 'inherit', 'ignore'] as const, 'pipe'),
+    encoding: oneOf('encoding', o.encoding, ['utf8', 'buffer'] as const, 'utf8'),
+  };
+}

@@ -1,0 +1,51 @@
+// The result shape shared by a resolved run and a SandboxError, and the verdict derived from it.
+
+/** Why a run ended; exactly one per run. */
+export type Verdict = 'ok' | 'nonzero-exit' | 'signaled' | 'wall-time-limit' | 'canceled' | 'setup-error';
+
+export interface SandboxUsage {
+  /** Wall time from the payload's fork to its exit, measured inside by init (ms). */
+  wallMs: number;
+  /** CPU of every process of the sandbox, from the helper's wait4 on init (ms). */
+  cpuUserMs: number;
+  cpuSystemMs: number;
+  cpuMs: number;
+  /** Largest resident set of any single process (bytes). */
+  maxRssBytes: number;
+  voluntaryContextSwitches: number;
+  involuntaryContextSwitches: number;
+  minorPageFaults: number;
+  majorPageFaults: number;
+}
+
+/** A setup failure reported by the helper: where, which syscall, which errno, and the fix. */
+export interface SetupFailure {
+  stage: string;
+  op?: string;
+  /** The plan step that failed, e.g. 'bind /data -> /data (rw)'. */
+  step?: string;
+  syscall?: string;
+  errno?: number;
+  errnoName?: string;
+  message: string;
+  hint: string;
+}
+
+export interface SandboxResult {
+  command: readonly string[];
+  stdout: string | Buffer | undefined;
+  stderr: string | Buffer | undefined;
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  verdict: Verdict;
+  timedOut: boolean;
+  isCanceled: boolean;
+  failed: boolean;
+  usage: SandboxUsage | undefined;
+  /** Setup time inside the helper, from start to the payload's fork (ms). */
+  setup: { ms: number } | undefined;
+  helperPid: number | undefined;
+  initPid: number | undefined;
+  namespaces: Record<string, number> | undefined;
+  setupFailure: SetupFailure | undefined;
+}

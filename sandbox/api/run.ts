@@ -1,0 +1,40 @@
+// The public entry points: runSandboxed (buffered) and spawnSandboxed (streaming).
+import type { Readable, Writable } from 'node:stream';
+import { buildPlan } from '../plan/build-plan.js';
+import { supervise } from '../supervisor/supervisor.js';
+import { resolveOptions, type SandboxOptions } from './options.js';
+import type { SandboxResult } from './result.js';
+
+const NO_SECCOMP = Buffer.alloc(0);
+
+/**
+ * Runs a command in a fresh sandbox and resolves with its output and usage. A string runs via /bin/sh -c
+ * inside; an array is exec'd directly. Invalid options throw synchronously; a failed run rejects with a
+ * SandboxError carrying the result, unless `reject: false`.
+ */
+export function runSandboxed(cmd: string | readonly string[], options?: SandboxOptions): Promise<SandboxResult> {
+  const o = resolveOptions(cmd, options);
+  const plan = buildPlan(o);
+  return supervise(o, plan, NO_SECCOMP, true).result;
+}
+
+export interface SandboxProcess {
+  /** The helper's host pid. */
+  readonly pid: number | undefined;
+  readonly stdin: Writable | null;
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  /** Settles when the sandbox is gone; stdout/stderr are not buffered here (read the streams). */
+  readonly result: Promise<SandboxResult>;
+  /** SIGTERM asks every process inside to stop (SIGKILL after forceKillAfterDelay); SIGKILL ends it at once. */
+  kill(signal?: 'SIGTERM' | 'SIGKILL'): void;
+}
+
+/** Starts a command in a fresh sandbox and returns its streams; `stdin: 'pipe'` gives a writable stdin. */
+export function spawnSandboxed(cmd: string | readonly string[], options?: SandboxOptions): SandboxProcess {
+  const o = resolveOptions(cmd, options);
+  const plan = buildPlan(o);
+  const s = supervise(o, plan, NO_SECCOMP, false);
+  s.result.catch(() => {}); // the caller may only read streams; a rejection still reaches whoever awaits result
+  return s;
+}

@@ -1,0 +1,82 @@
+/* Shared declarations of the helper: the parsed plan and each subsystem's entry points. */
+#ifndef CUBICLE_HELPER_H
+#define CUBICLE_HELPER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "protocol.h"
+
+struct op {
+  enum cub_op code;
+  unsigned index; /* position in the plan, reported back so the supervisor can name the op */
+  const char *a[CUB_MAX_ARITY];
+};
+
+struct plan {
+  char *buf;
+  size_t len;
+  struct op *ops; /* filesystem ops, in plan order */
+  size_t nops;
+  uid_t inner_uid, outer_uid;
+  gid_t inner_gid, outer_gid;
+  unsigned long long root_size;
+  int root_ro;
+  int loopback;
+  const char *hostname;
+  const char *cwd;
+  const char *exec;
+  const char **argv; /* NULL-terminated */
+  const char **envp; /* NULL-terminated */
+  const char **search; /* NULL-terminated */
+  unsigned char *bpf;
+  size_t bpf_len;
+};
+
+/* Messages from init (stage 1) to the parent (stage 0), fixed size so each write is atomic. */
+enum init_msg_kind { MSG_READY = 1, MSG_EXEC_OK, MSG_STATUS, MSG_FAILED };
+struct init_msg {
+  int kind;
+  int payload_pid; /* inside the pid namespace */
+  int wait_status;
+  long long setup_us;
+  long long wall_us;
+};
+
+/* report.c: the structured status channel. die*() always emit one error event before exiting. */
+void report_set_stage(const char *stage);
+void report_set_failure_fd(int fd);
+void report_event_raw(const char *json_line);
+__attribute__((noreturn)) void die_op(const struct op *op, const char *syscall_name, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+__attribute__((noreturn)) void die_sys(const char *syscall_name, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+__attribute__((noreturn)) void die_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+size_t json_escape(char *dst, size_t cap, const char *src);
+long long monotonic_us(void);
+
+/* plan.c */
+void plan_read(struct plan *p, int plan_fd, int bpf_fd);
+int path_is_clean_absolute(const char *path);
+
+/* userns.c: run by the parent for the child pid */
+void userns_write_maps_from_parent(const struct plan *p, pid_t child);
+
+/* mount.c: run by init, inside the new namespaces */
+void mount_build_root(const struct plan *p);
+
+/* net.c */
+void net_loopback_up(void);
+
+/* caps.c: run by the payload stage before exec */
+void caps_drop_all(void);
+
+/* stages */
+__attribute__((noreturn)) void stage_init_main(const struct plan *p, int from_parent_fd, int to_parent_fd,
+                                               long long t0_us);
+__attribute__((noreturn)) void stage_exec_main(const struct plan *p, int exec_report_fd);
+
+ssize_t write_all(int fd, const void *buf, size_t len);
+
+#endif

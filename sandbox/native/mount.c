@@ -1,0 +1,224 @@
+/* Init, inside the new mount namespace: builds the fresh tmpfs root from the plan's ops and pivots into it.
+ *
+ * Layout while building: a small base tmpfs is mounted over /tmp and pivoted to, so the host's root sits at
+ * /oldroot (bind sources are read from there) and the new root is a second tmpfs at /newroot. At the end
+ * /newroot becomes the root and the base, with the host beneath it, is detached.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "helper.h"
+
+#define BASE_DIR "/tmp"
+#define HOST_PREFIX "/oldroot"
+#define NEW_PREFIX "/newroot"
+
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x00000001
+#define MOUNT_ATTR_NOSUID 0x00000002
+#define MOUNT_ATTR_NODEV 0x00000004
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+struct cub_mount_attr {
+  unsigned long long attr_set, attr_clr, propagation, userns_fd;
+};
+
+static void join(char *out, const char *prefix, const char *path) {
+  snprintf(out, PATH_MAX, "%s%s", prefix, path);
+}
+
+/* Creates the parents of an inside path, refusing to pass through any symlink. */
+static void make_parents(const struct op *op, const char *inside) {
+  char buf[PATH_MAX];
+  join(buf, NEW_PREFIX, inside);
+  size_t base = strlen(NEW_PREFIX);
+  for (char *s = buf + base + 1; (s = strchr(s, '/')); s++) {
+    *s = '\0';
+    struct stat st;
+    if (lstat(buf, &st) == 0) {
+      if (S_ISLNK(st.st_mode))
+        die_op(op, "lstat", ELOOP, "%s passes through the symlink %s; use the real path", inside, buf + base);
+      if (!S_ISDIR(st.st_mode)) die_op(op, "lstat", ENOTDIR, "%s is not a directory", buf + base);
+    } else if (errno == ENOENT) {
+      if (mkdir(buf, 0755) < 0) die_op(op, "mkdir", errno, "creating %s", buf + base);
+    } else {
+      die_op(op, "lstat", errno, "%s", buf + base);
+    }
+    *s = '/';
+  }
+  struct stat st;
+  if (lstat(buf, &st) == 0 && S_ISLNK(st.st_mode))
+    die_op(op, "lstat", ELOOP, "%s is a symlink; use the real path", inside);
+}
+
+static unsigned long statvfs_to_ms(unsigned long f) {
+  unsigned long ms = 0;
+  if (f & ST_RDONLY) ms |= MS_RDONLY;
+  if (f & ST_NOSUID) ms |= MS_NOSUID;
+  if (f & ST_NODEV) ms |= MS_NODEV;
+  if (f & ST_NOEXEC) ms |= MS_NOEXEC;
+  if (f & ST_NOATIME) ms |= MS_NOATIME;
+  if (f & ST_NODIRATIME) ms |= MS_NODIRATIME;
+  if (f & ST_RELATIME) ms |= MS_RELATIME;
+  return ms;
+}
+
+/* Adds restrictions to a mount and everything below it; never clears a flag the host set. */
+static void restrict_mount(const struct op *op, const char *path, int rdonly, int nodev) {
+  struct cub_mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID};
+  if (rdonly) attr.attr_set |= MOUNT_ATTR_RDONLY;
+  if (nodev) attr.attr_set |= MOUNT_ATTR_NODEV;
+#ifdef SYS_mount_setattr
+  if (syscall(SYS_mount_setattr, AT_FDCWD, path, AT_RECURSIVE, &attr, sizeof attr) == 0) return;
+  if (errno != ENOSYS) die_op(op, "mount_setattr", errno, "restricting %s", path);
+#endif
+  /* Kernels before 5.12: remount the top mount only, keeping the flags the host locked. */
+  struct statvfs sv;
+  if (statvfs(path, &sv) < 0) die_op(op, "statvfs", errno, "%s", path);
+  unsigned long flags = MS_REMOUNT | MS_BIND | MS_NOSUID | statvfs_to_ms(sv.f_flag);
+  if (rdonly) flags |= MS_RDONLY;
+  if (nodev) flags |= MS_NODEV;
+  if (mount(NULL, path, NULL, flags, NULL) < 0) die_op(op, "mount", errno, "remounting %s", path);
+}
+
+static void op_dir(const struct op *op) {
+  char dst[PATH_MAX];
+  make_parents(op, op->a[0]);
+  join(dst, NEW_PREFIX, op->a[0]);
+  mode_t mode = (mode_t)strtoul(op->a[1], NULL, 8);
+  if (mkdir(dst, mode) < 0 && errno != EEXIST) die_op(op, "mkdir", errno, "%s", op->a[0]);
+  if (chmod(dst, mode) < 0) die_op(op, "chmod", errno, "%s", op->a[0]);
+}
+
+static void op_bind(const struct op *op) {
+  char src[PATH_MAX], dst[PATH_MAX];
+  join(src, HOST_PREFIX, op->a[0]);
+  join(dst, NEW_PREFIX, op->a[1]);
+  struct stat st;
+  if (stat(src, &st) < 0) die_op(op, "stat", errno, "bind source %s", op->a[0]);
+  make_parents(op, op->a[1]);
+  if (S_ISDIR(st.st_mode)) {
+    if (mkdir(dst, 0755) < 0 && errno != EEXIST) die_op(op, "mkdir", errno, "bind target %s", op->a[1]);
+  } else {
+    int fd = open(dst, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) die_op(op, "open", errno, "bind target %s", op->a[1]);
+    close(fd);
+  }
+  if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0) die_op(op, "mount", errno, "binding %s to %s", op->a[0], op->a[1]);
+  const char *access = op->a[2];
+  restrict_mount(op, dst, strcmp(access, "ro") == 0, strcmp(access, "dev") != 0);
+}
+
+static void op_copy(const struct op *op) {
+  char src[PATH_MAX], dst[PATH_MAX];
+  join(src, HOST_PREFIX, op->a[0]);
+  join(dst, NEW_PREFIX, op->a[1]);
+  int in = open(src, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (in < 0) die_op(op, "open", errno, "copy source %s", op->a[0]);
+  struct stat st;
+  if (fstat(in, &st) < 0) die_op(op, "fstat", errno, "copy source %s", op->a[0]);
+  if (!S_ISREG(st.st_mode)) die_op(op, "fstat", EINVAL, "copy source %s is not a regular file", op->a[0]);
+  make_parents(op, op->a[1]);
+  int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)strtoul(op->a[2], NULL, 8));
+  if (out < 0) die_op(op, "open", errno, "copy target %s", op->a[1]);
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(in, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) die_op(op, "read", errno, "copy source %s", op->a[0]);
+    if (n == 0) break;
+    if (write_all(out, buf, (size_t)n) < 0) die_op(op, "write", errno, "copy target %s", op->a[1]);
+  }
+  close(in);
+  close(out);
+}
+
+static void op_symlink(const struct op *op) {
+  char dst[PATH_MAX];
+  make_parents(op, op->a[1]);
+  join(dst, NEW_PREFIX, op->a[1]);
+  if (symlink(op->a[0], dst) < 0) die_op(op, "symlink", errno, "%s -> %s", op->a[1], op->a[0]);
+}
+
+static void op_file(const struct op *op) {
+  char dst[PATH_MAX];
+  make_parents(op, op->a[0]);
+  join(dst, NEW_PREFIX, op->a[0]);
+  int fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, (mode_t)strtoul(op->a[1], NULL, 8));
+  if (fd < 0) die_op(op, "open", errno, "%s", op->a[0]);
+  if (write_all(fd, op->a[2], strlen(op->a[2])) < 0) die_op(op, "write", errno, "%s", op->a[0]);
+  close(fd);
+}
+
+static void op_tmpfs(const struct op *op) {
+  char dst[PATH_MAX], data[96];
+  make_parents(op, op->a[0]);
+  join(dst, NEW_PREFIX, op->a[0]);
+  if (mkdir(dst, 0755) < 0 && errno != EEXIST) die_op(op, "mkdir", errno, "%s", op->a[0]);
+  snprintf(data, sizeof data, "size=%s,mode=%s", op->a[1], op->a[2]);
+  if (mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV, data) < 0) die_op(op, "mount", errno, "tmpfs on %s", op->a[0]);
+}
+
+static void op_proc(const struct op *op) {
+  char dst[PATH_MAX];
+  make_parents(op, op->a[0]);
+  join(dst, NEW_PREFIX, op->a[0]);
+  if (mkdir(dst, 0555) < 0 && errno != EEXIST) die_op(op, "mkdir", errno, "%s", op->a[0]);
+  if (mount("proc", dst, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+    die_op(op, "mount", errno, "proc on %s", op->a[0]);
+}
+
+static void enter_base(void) {
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die_sys("mount", errno, "making / private");
+  if (mount("tmpfs", BASE_DIR, "tmpfs", MS_NOSUID | MS_NODEV, "size=65536,mode=0700") < 0)
+    die_sys("mount", errno, "tmpfs on " BASE_DIR " (the build area)");
+  if (chdir(BASE_DIR) < 0) die_sys("chdir", errno, BASE_DIR);
+  if (mkdir("newroot", 0755) < 0 || mkdir("oldroot", 0755) < 0) die_sys("mkdir", errno, "build area directories");
+  if (syscall(SYS_pivot_root, ".", "oldroot") < 0) die_sys("pivot_root", errno, "entering the build area");
+  if (chdir("/") < 0) die_sys("chdir", errno, "/");
+}
+
+static void enter_newroot(const struct plan *p) {
+  if (chdir(NEW_PREFIX) < 0) die_sys("chdir", errno, NEW_PREFIX);
+  /* pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then drops it and,
+   * with it, every path to the host. */
+  if (syscall(SYS_pivot_root, ".", ".") < 0) die_sys("pivot_root", errno, "entering the new root");
+  if (umount2(".", MNT_DETACH) < 0) die_sys("umount2", errno, "detaching the old root");
+  if (chdir("/") < 0) die_sys("chdir", errno, "/");
+  if (p->root_ro && mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+    die_sys("mount", errno, "remounting the root read-only");
+}
+
+void mount_build_root(const struct plan *p) {
+  char data[64];
+  enter_base();
+  if (mkdir(NEW_PREFIX, 0755) < 0 && errno != EEXIST) die_sys("mkdir", errno, NEW_PREFIX);
+  snprintf(data, sizeof data, "size=%llu,mode=0755", p->root_size);
+  if (mount("tmpfs", NEW_PREFIX, "tmpfs", MS_NOSUID | MS_NODEV, data) < 0) die_sys("mount", errno, "the root tmpfs");
+  for (size_t i = 0; i < p->nops; i++) {
+    const struct op *op = &p->ops[i];
+    switch (op->code) {
+    case CUB_OP_DIR: op_dir(op); break;
+    case CUB_OP_BIND: op_bind(op); break;
+    case CUB_OP_COPY: op_copy(op); break;
+    case CUB_OP_SYMLINK: op_symlink(op); break;
+    case CUB_OP_FILE: op_file(op); break;
+    case CUB_OP_TMPFS: op_tmpfs(op); break;
+    case CUB_OP_PROC: op_proc(op); break;
+    default: die_op(op, NULL, 0, "not a filesystem op");
+    }
+  }
+  enter_newroot(p);
+}

@@ -1,0 +1,236 @@
+/* Reads and validates the plan (fd 3) and the seccomp program (fd 4). Anything malformed is refused. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helper.h"
+
+static size_t read_bounded(int fd, char **out, size_t max, const char *what) {
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap + 1);
+  if (!buf) die_sys("malloc", ENOMEM, "out of memory reading the %s", what);
+  for (;;) {
+    if (len == cap) {
+      if (cap > max) die_msg("the %s is larger than %zu bytes", what, max);
+      cap *= 2;
+      char *nb = realloc(buf, cap + 1);
+      if (!nb) die_sys("realloc", ENOMEM, "out of memory reading the %s", what);
+      buf = nb;
+    }
+    ssize_t n = read(fd, buf + len, cap - len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      die_sys("read", errno, "reading the %s from fd %d", what, fd);
+    }
+    if (n == 0) break;
+    len += (size_t)n;
+    if (len > max) die_msg("the %s is larger than %zu bytes", what, max);
+  }
+  buf[len] = '\0';
+  *out = buf;
+  return len;
+}
+
+/* Absolute, no empty, '.' or '..' components, bounded length. */
+int path_is_clean_absolute(const char *path) {
+  size_t len = strlen(path);
+  if (len == 0 || path[0] != '/' || len >= PATH_MAX - 64) return 0;
+  if (len == 1) return 1;
+  if (path[len - 1] == '/') return 0;
+  const char *c = path + 1;
+  for (;;) {
+    const char *slash = strchr(c, '/');
+    size_t n = slash ? (size_t)(slash - c) : strlen(c);
+    if (n == 0) return 0;
+    if (n == 1 && c[0] == '.') return 0;
+    if (n == 2 && c[0] == '.' && c[1] == '.') return 0;
+    if (!slash) return 1;
+    c = slash + 1;
+  }
+}
+
+static unsigned long long parse_num(const char *s, unsigned long long max, const struct op *op, const char *what) {
+  if (!*s || strlen(s) > 20) die_op(op, NULL, 0, "%s '%s' is not a decimal number", what, s);
+  unsigned long long v = 0;
+  for (const char *c = s; *c; c++) {
+    if (*c < '0' || *c > '9') die_op(op, NULL, 0, "%s '%s' is not a decimal number", what, s);
+    if (v > (ULLONG_MAX - 9) / 10) die_op(op, NULL, 0, "%s '%s' is out of range", what, s);
+    v = v * 10 + (unsigned)(*c - '0');
+  }
+  if (v > max) die_op(op, NULL, 0, "%s %s is out of range (max %llu)", what, s, max);
+  return v;
+}
+
+static void check_mode(const char *s, const struct op *op) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 4) die_op(op, NULL, 0, "mode '%s' is not 1-4 octal digits", s);
+  for (const char *c = s; *c; c++)
+    if (*c < '0' || *c > '7') die_op(op, NULL, 0, "mode '%s' is not octal", s);
+}
+
+static void check_path(const char *s, const struct op *op) {
+  if (!path_is_clean_absolute(s))
+    die_op(op, NULL, 0, "path '%s' must be absolute without '.', '..' or empty components", s);
+}
+
+/* Appends to a NULL-terminated vector with a known count. */
+static void vec_push(const char ***vec, size_t *count, const char *s) {
+  const char **nv = realloc(*vec, (*count + 2) * sizeof **vec);
+  if (!nv) die_sys("realloc", ENOMEM, "out of memory building the plan");
+  nv[(*count)++] = s;
+  nv[*count] = NULL;
+  *vec = nv;
+}
+
+static void check_op(struct plan *p, struct op *op, int *seen) {
+  const char **a = op->a;
+  switch (op->code) {
+  case CUB_OP_USERNS:
+    if (seen[CUB_OP_USERNS]) die_op(op, NULL, 0, "userns given twice");
+    p->inner_uid = (uid_t)parse_num(a[0], 0xfffffffeULL, op, "inner uid");
+    p->inner_gid = (gid_t)parse_num(a[1], 0xfffffffeULL, op, "inner gid");
+    p->outer_uid = (uid_t)parse_num(a[2], 0xfffffffeULL, op, "outer uid");
+    p->outer_gid = (gid_t)parse_num(a[3], 0xfffffffeULL, op, "outer gid");
+    break;
+  case CUB_OP_ROOT:
+    if (seen[CUB_OP_ROOT]) die_op(op, NULL, 0, "root given twice");
+    if (p->nops) die_op(op, NULL, 0, "root must come before every filesystem op");
+    p->root_size = parse_num(a[0], 1ULL << 40, op, "root size");
+    if (p->root_size < 4096) die_op(op, NULL, 0, "root size must be at least 4096 bytes");
+    break;
+  case CUB_OP_DIR:
+  case CUB_OP_FILE:
+  case CUB_OP_TMPFS:
+  case CUB_OP_PROC:
+  case CUB_OP_SYMLINK:
+  case CUB_OP_BIND:
+  case CUB_OP_COPY: {
+    if (!seen[CUB_OP_ROOT]) die_op(op, NULL, 0, "filesystem op before root");
+    if (seen[CUB_OP_ROOT_RO]) die_op(op, NULL, 0, "filesystem op after root-ro");
+    const char *path = (op->code == CUB_OP_BIND || op->code == CUB_OP_COPY || op->code == CUB_OP_SYMLINK) ? a[1] : a[0];
+    check_path(path, op);
+    if (strcmp(path, "/") == 0) die_op(op, NULL, 0, "an op cannot target the root itself");
+    if (op->code == CUB_OP_BIND || op->code == CUB_OP_COPY) check_path(a[0], op);
+    if (op->code == CUB_OP_DIR || op->code == CUB_OP_FILE) check_mode(a[1], op);
+    if (op->code == CUB_OP_COPY) check_mode(a[2], op);
+    if (op->code == CUB_OP_TMPFS) {
+      if (parse_num(a[1], 1ULL << 40, op, "tmpfs size") < 4096) die_op(op, NULL, 0, "tmpfs size must be at least 4096 bytes");
+      check_mode(a[2], op);
+    }
+    if (op->code == CUB_OP_SYMLINK && (!*a[0] || strlen(a[0]) >= PATH_MAX - 64))
+      die_op(op, NULL, 0, "symlink target is empty or too long");
+    if (op->code == CUB_OP_BIND) {
+      int ok = 0;
+      for (int i = 0; i < CUB_BIND_ACCESS_COUNT; i++) ok |= strcmp(a[2], CUB_BIND_ACCESS_NAMES[i]) == 0;
+      if (!ok) die_op(op, NULL, 0, "bind access '%s' is not ro, rw or dev", a[2]);
+    }
+    p->ops[p->nops++] = *op;
+    break;
+  }
+  case CUB_OP_ROOT_RO:
+    p->root_ro = 1;
+    break;
+  case CUB_OP_HOSTNAME:
+    if (!*a[0] || strlen(a[0]) > 64) die_op(op, NULL, 0, "hostname must be 1-64 bytes");
+    p->hostname = a[0];
+    break;
+  case CUB_OP_LOOPBACK:
+    p->loopback = 1;
+    break;
+  case CUB_OP_CWD:
+    check_path(a[0], op);
+    p->cwd = a[0];
+    break;
+  case CUB_OP_ENV: /* collected by plan_read */
+  case CUB_OP_ARG:
+    break;
+  case CUB_OP_SEARCH:
+    check_path(a[0], op);
+    break;
+  case CUB_OP_EXEC:
+    if (seen[CUB_OP_EXEC]) die_op(op, NULL, 0, "exec given twice");
+    if (!*a[0]) die_op(op, NULL, 0, "exec program is empty");
+    if (strchr(a[0], '/')) check_path(a[0], op);
+    p->exec = a[0];
+    break;
+  case CUB_OP_END:
+  case CUB_OP__COUNT:
+    break;
+  }
+  seen[op->code]++;
+}
+
+void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
+  memset(p, 0, sizeof *p);
+  p->len = read_bounded(plan_fd, &p->buf, CUB_PLAN_MAX_BYTES, "plan");
+  char *raw_bpf = NULL;
+  p->bpf_len = read_bounded(bpf_fd, &raw_bpf, (size_t)CUB_BPF_MAX_INSNS * 8, "seccomp program");
+  p->bpf = (unsigned char *)raw_bpf;
+  if (p->bpf_len % 8 != 0) die_msg("the seccomp program is %zu bytes, not a multiple of 8", p->bpf_len);
+
+  if (p->len == 0 || p->buf[p->len - 1] != '\0') die_msg("the plan must be a sequence of NUL-terminated tokens");
+  p->ops = calloc(CUB_MAX_OPS, sizeof *p->ops);
+  if (!p->ops) die_sys("calloc", ENOMEM, "out of memory");
+
+  /* Tokenize. */
+  char *cur = p->buf, *endp = p->buf + p->len;
+  const char *tok[3];
+  for (int i = 0; i < 2; i++) {
+    if (cur >= endp) die_msg("the plan is truncated before its header");
+    tok[i] = cur;
+    cur += strlen(cur) + 1;
+  }
+  if (strcmp(tok[0], CUB_PLAN_MAGIC) != 0) die_msg("the plan does not start with '" CUB_PLAN_MAGIC "'");
+  char want[16];
+  snprintf(want, sizeof want, "%d", CUB_PROTOCOL_VERSION);
+  if (strcmp(tok[1], want) != 0)
+    die_msg("plan protocol version '%s' is not supported (the helper speaks %s); rebuild with npm run build", tok[1], want);
+
+  int seen[CUB_OP__COUNT] = {0};
+  size_t nargv = 0, nenv = 0, nsearch = 0;
+  unsigned index = 0;
+  int ended = 0;
+  while (cur < endp) {
+    if (ended) die_msg("the plan has tokens after 'end'");
+    if (index >= CUB_MAX_OPS) die_msg("the plan has more than %d ops", CUB_MAX_OPS);
+    const char *name = cur;
+    cur += strlen(cur) + 1;
+    int code = -1;
+    for (int c = 0; c < CUB_OP__COUNT; c++)
+      if (strcmp(name, CUB_OP_SPECS[c].name) == 0) code = c;
+    struct op op = {.index = index++};
+    if (code < 0) {
+      char esc[200];
+      json_escape(esc, sizeof esc, name);
+      die_msg("unknown plan opcode '%s' at op %u", esc, op.index);
+    }
+    op.code = (enum cub_op)code;
+    for (unsigned i = 0; i < CUB_OP_SPECS[code].arity; i++) {
+      if (cur >= endp) die_op(&op, NULL, 0, "'%s' needs %u arguments", name, CUB_OP_SPECS[code].arity);
+      op.a[i] = cur;
+      if (strlen(cur) > CUB_TOKEN_MAX_BYTES) die_op(&op, NULL, 0, "argument %u is longer than %d bytes", i, CUB_TOKEN_MAX_BYTES);
+      cur += strlen(cur) + 1;
+    }
+    if (op.code == CUB_OP_END) ended = 1;
+    if (op.code == CUB_OP_ARG) vec_push(&p->argv, &nargv, op.a[0]);
+    if (op.code == CUB_OP_SEARCH) vec_push(&p->search, &nsearch, op.a[0]);
+    if (op.code == CUB_OP_ENV) {
+      if (!strchr(op.a[0], '=') || op.a[0][0] == '=') die_op(&op, NULL, 0, "env entry is not KEY=VALUE");
+      vec_push(&p->envp, &nenv, op.a[0]);
+    }
+    check_op(p, &op, seen);
+  }
+  if (!ended) die_msg("the plan has no 'end'");
+  if (!seen[CUB_OP_USERNS]) die_msg("the plan has no userns op");
+  if (!seen[CUB_OP_ROOT]) die_msg("the plan has no root op");
+  if (!seen[CUB_OP_EXEC]) die_msg("the plan has no exec op");
+  if (nargv == 0) die_msg("the plan has no argv (at least argv[0] is required)");
+  static const char *empty[1] = {NULL};
+  if (!p->envp) p->envp = empty;
+  if (!p->search) p->search = empty;
+  if (!p->cwd) p->cwd = "/";
+}

@@ -1,0 +1,83 @@
+/* Stage 2: the payload's last steps before execve. Seccomp is installed last. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "helper.h"
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+static void reset_signals(void) {
+  sigset_t none;
+  sigemptyset(&none);
+  if (sigprocmask(SIG_SETMASK, &none, NULL) < 0) die_sys("sigprocmask", errno, "unblocking signals");
+  for (int sig = 1; sig < NSIG; sig++) signal(sig, SIG_DFL); /* SIGKILL/SIGSTOP/RT reserved fail: fine */
+}
+
+/* Everything but 0-2 closes on exec; the status and exec-report fds stay usable until then. */
+static void mark_fds_cloexec(void) {
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+  if (errno != ENOSYS && errno != EINVAL) die_sys("close_range", errno, "marking fds close-on-exec");
+#endif
+  struct rlimit rl;
+  long max = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY) ? (long)rl.rlim_max : 65536;
+  if (max > 1 << 20) max = 1 << 20;
+  for (long fd = 3; fd < max; fd++) {
+    int fl = fcntl((int)fd, F_GETFD);
+    if (fl >= 0 && fcntl((int)fd, F_SETFD, fl | FD_CLOEXEC) < 0) die_sys("fcntl", errno, "F_SETFD on fd %ld", fd);
+  }
+}
+
+static void install_seccomp(const struct plan *p) {
+  if (p->bpf_len == 0) return;
+  struct sock_fprog prog = {.len = (unsigned short)(p->bpf_len / 8), .filter = (struct sock_filter *)p->bpf};
+  if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_SECCOMP");
+}
+
+static __attribute__((noreturn)) void exec_payload(const struct plan *p) {
+  char *const *argv = (char *const *)p->argv;
+  char *const *envp = (char *const *)p->envp;
+  if (strchr(p->exec, '/')) {
+    execve(p->exec, argv, envp);
+    die_sys("execve", errno, "%s", p->exec);
+  }
+  int saved = ENOENT;
+  char path[4096];
+  for (const char **dir = p->search; *dir; dir++) {
+    int n = snprintf(path, sizeof path, "%s/%s", strcmp(*dir, "/") == 0 ? "" : *dir, p->exec);
+    if (n < 0 || (size_t)n >= sizeof path) continue;
+    execve(path, argv, envp);
+    if (errno != ENOENT && errno != ENOTDIR) saved = errno;
+    if (errno != ENOENT && errno != ENOTDIR && errno != EACCES) break;
+  }
+  die_sys("execve", saved, "%s (searched the sandbox's PATH)", p->exec);
+}
+
+void stage_exec_main(const struct plan *p, int exec_report_fd) {
+  report_set_stage(CUB_STAGE_EXEC);
+  report_set_failure_fd(exec_report_fd);
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_PDEATHSIG");
+  prctl(PR_SET_NAME, "cubicle-exec", 0, 0, 0);
+  reset_signals();
+  if (setsid() < 0) die_sys("setsid", errno, "new session");
+  caps_drop_all();
+  if (chdir(p->cwd) < 0) die_sys("chdir", errno, "working directory %s", p->cwd);
+  mark_fds_cloexec();
+  umask(022);
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_NO_NEW_PRIVS");
+  install_seccomp(p); /* last: the filter must still allow write (failure report) and execve */
+  exec_payload(p);
+}

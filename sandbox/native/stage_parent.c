@@ -1,0 +1,185 @@
+/* Stage 0: the helper's entry point, on the host side. Reads the plan, clones into new namespaces, writes the
+ * id maps, then supervises: relays control commands, and reports the single terminal event. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helper.h"
+
+#ifndef CLONE_NEWCGROUP
+#define CLONE_NEWCGROUP 0x02000000
+#endif
+
+#define NS_FLAGS (CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWCGROUP)
+
+static void require_fds(void) {
+  int fds[] = {CUB_FD_PLAN, CUB_FD_BPF, CUB_FD_STATUS, CUB_FD_CONTROL};
+  for (size_t i = 0; i < sizeof fds / sizeof *fds; i++) {
+    int fl = fcntl(fds[i], F_GETFD);
+    if (fl < 0) {
+      fprintf(stderr, "cubicle-helper: fd %d is not open; the helper is started by the cubicle library, not by hand\n",
+              fds[i]);
+      _exit(CUB_EXIT_USAGE);
+    }
+    fcntl(fds[i], F_SETFD, fl | FD_CLOEXEC);
+  }
+}
+
+static unsigned long long ns_inode(pid_t pid, const char *ns) {
+  char path[64];
+  struct stat st;
+  snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)pid, ns);
+  return stat(path, &st) == 0 ? (unsigned long long)st.st_ino : 0;
+}
+
+static void report_ready(pid_t init, const struct init_msg *m) {
+  char line[512];
+  snprintf(line, sizeof line,
+           "{\"ev\":\"" CUB_EV_READY "\",\"initPid\":%d,\"payloadPid\":%d,\"setupUs\":%lld,"
+           "\"ns\":{\"user\":%llu,\"mnt\":%llu,\"pid\":%llu,\"net\":%llu,\"uts\":%llu,\"ipc\":%llu}}\n",
+           (int)init, m->payload_pid, m->setup_us, ns_inode(init, "user"), ns_inode(init, "mnt"),
+           ns_inode(init, "pid"), ns_inode(init, "net"), ns_inode(init, "uts"), ns_inode(init, "ipc"));
+  report_event_raw(line);
+}
+
+static void report_exit(int have_status, const struct init_msg *st, int init_status, const struct rusage *ru) {
+  char line[768], how[96];
+  if (have_status && WIFEXITED(st->wait_status))
+    snprintf(how, sizeof how, "\"code\":%d", WEXITSTATUS(st->wait_status));
+  else if (have_status && WIFSIGNALED(st->wait_status))
+    snprintf(how, sizeof how, "\"signal\":%d,\"core\":%s", WTERMSIG(st->wait_status),
+             WCOREDUMP(st->wait_status) ? "true" : "false");
+  else /* init itself was killed (kill command, or its parent gone): the whole namespace died with it */
+    snprintf(how, sizeof how, "\"signal\":%d,\"killed\":true", WIFSIGNALED(init_status) ? WTERMSIG(init_status) : SIGKILL);
+  snprintf(line, sizeof line,
+           "{\"ev\":\"" CUB_EV_EXIT "\",%s,\"wallUs\":%lld,\"usage\":{\"utimeUs\":%lld,\"stimeUs\":%lld,"
+           "\"maxRssKb\":%ld,\"minflt\":%ld,\"majflt\":%ld,\"nvcsw\":%ld,\"nivcsw\":%ld,\"inblock\":%ld,\"oublock\":%ld}}\n",
+           how, have_status ? st->wall_us : -1LL, (long long)ru->ru_utime.tv_sec * 1000000LL + ru->ru_utime.tv_usec,
+           (long long)ru->ru_stime.tv_sec * 1000000LL + ru->ru_stime.tv_usec, ru->ru_maxrss, ru->ru_minflt,
+           ru->ru_majflt, ru->ru_nvcsw, ru->ru_nivcsw, ru->ru_inblock, ru->ru_oublock);
+  report_event_raw(line);
+}
+
+static void null_stdio(void) {
+  int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return;
+  for (int i = 0; i < 3; i++) dup2(fd, i);
+  if (fd > 2) close(fd);
+}
+
+int main(int argc, char **argv) {
+  long long t0 = monotonic_us();
+  if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+    printf("cubicle-helper protocol %d\n", CUB_PROTOCOL_VERSION);
+    return 0;
+  }
+  require_fds();
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_PDEATHSIG");
+  prctl(PR_SET_NAME, "cubicle-parent", 0, 0, 0);
+  char hello[96];
+  snprintf(hello, sizeof hello, "{\"ev\":\"" CUB_EV_HELLO "\",\"v\":%d,\"pid\":%d}\n", CUB_PROTOCOL_VERSION, (int)getpid());
+  report_event_raw(hello);
+
+  struct plan plan;
+  plan_read(&plan, CUB_FD_PLAN, CUB_FD_BPF);
+  close(CUB_FD_PLAN);
+  close(CUB_FD_BPF);
+
+  /* Root's supplementary groups would follow the sandbox; drop them (others keep theirs, as any process). */
+  if (geteuid() == 0 && setgroups(0, NULL) < 0) die_sys("setgroups", errno, "dropping supplementary groups");
+
+  int go[2], up[2];
+  if (pipe2(go, O_CLOEXEC) < 0 || pipe2(up, O_CLOEXEC) < 0) die_sys("pipe2", errno, "internal pipes");
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  if (sigprocmask(SIG_BLOCK, &chld, NULL) < 0) die_sys("sigprocmask", errno, "blocking SIGCHLD");
+  int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sfd < 0) die_sys("signalfd", errno, "SIGCHLD fd");
+
+  pid_t init = (pid_t)syscall(SYS_clone, NS_FLAGS | SIGCHLD, NULL, NULL, NULL, NULL);
+  if (init < 0) die_sys("clone", errno, "creating the namespaces");
+  if (init == 0) {
+    close(go[1]);
+    close(up[0]);
+    close(CUB_FD_CONTROL);
+    close(sfd);
+    stage_init_main(&plan, go[0], up[1], t0);
+  }
+  close(go[0]);
+  close(up[1]);
+  null_stdio(); /* only the payload holds the caller's stdio */
+
+  userns_write_maps_from_parent(&plan, init);
+  if (write_all(go[1], "g", 1) < 0) die_sys("write", errno, "releasing init");
+
+  int failed = 0, exec_ok = 0, have_status = 0, init_status = 0;
+  struct init_msg status = {0};
+  struct rusage ru;
+  memset(&ru, 0, sizeof ru);
+  struct pollfd pfd[3] = {{.fd = CUB_FD_CONTROL, .events = POLLIN}, {.fd = up[0], .events = POLLIN},
+                          {.fd = sfd, .events = POLLIN}};
+  for (;;) {
+    if (poll(pfd, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      kill(init, SIGKILL);
+      die_sys("poll", errno, "supervising init");
+    }
+    if (pfd[0].revents) {
+      char cmd[64];
+      ssize_t n = read(CUB_FD_CONTROL, cmd, sizeof cmd);
+      if (n <= 0 && !(n < 0 && errno == EINTR)) { /* EOF: the supervisor is gone; nothing may outlive it */
+        kill(init, SIGKILL);
+        pfd[0].fd = -1;
+      }
+      for (ssize_t i = 0; i < n; i++) kill(init, cmd[i] == CUB_CTL_TERMINATE ? SIGTERM : SIGKILL);
+    }
+    if (pfd[1].revents) {
+      struct init_msg m;
+      ssize_t n = read(up[0], &m, sizeof m);
+      if (n == (ssize_t)sizeof m) {
+        if (m.kind == MSG_EXEC_OK) exec_ok = 1, report_ready(init, &m);
+        else if (m.kind == MSG_STATUS) have_status = 1, status = m;
+        else if (m.kind == MSG_FAILED) failed = 1;
+      } else if (n == 0 || (n < 0 && errno != EINTR)) {
+        pfd[1].fd = -1;
+      }
+    }
+    if (pfd[2].revents) {
+      struct signalfd_siginfo si;
+      while (read(sfd, &si, sizeof si) == sizeof si) {}
+      pid_t r = wait4(init, &init_status, WNOHANG, &ru);
+      if (r == init) break;
+    }
+  }
+  /* Drain what init wrote just before exiting. */
+  struct init_msg m;
+  while (read(up[0], &m, sizeof m) == (ssize_t)sizeof m) {
+    if (m.kind == MSG_EXEC_OK) exec_ok = 1, report_ready(init, &m);
+    else if (m.kind == MSG_STATUS) have_status = 1, status = m;
+    else if (m.kind == MSG_FAILED) failed = 1;
+  }
+  if (failed) _exit(CUB_EXIT_SETUP_FAILED); /* the failing stage already wrote the error event */
+  if (!exec_ok) {
+    report_set_stage(CUB_STAGE_INIT);
+    if (WIFSIGNALED(init_status))
+      die_msg("init was killed by signal %d before the payload started", WTERMSIG(init_status));
+    die_msg("init exited with status %d before the payload started", WEXITSTATUS(init_status));
+  }
+  report_exit(have_status, &status, init_status, &ru);
+  return CUB_EXIT_OK;
+}

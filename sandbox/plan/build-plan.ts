@@ -1,0 +1,56 @@
+// Turns resolved options into the ordered list of ops the helper interprets. Pure apart from the host view.
+import { posix } from 'node:path';
+import { hostViewOps } from '../../rootfs-builder/host-view.js';
+import type { ResolvedOptions } from '../api/options.js';
+import { Op, type PlanOp } from './ops.js';
+
+/** Device nodes bound from the host's /dev (the rest of /dev is a fresh tmpfs). */
+const DEVICES = ['null', 'zero', 'full', 'random', 'urandom'];
+
+function passwd(o: ResolvedOptions): string {
+  const lines = new Map<number, string>();
+  lines.set(65534, 'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin');
+  lines.set(0, 'root:x:0:0:root:/nonexistent:/usr/sbin/nologin');
+  lines.set(o.uid, `${o.username}:x:${o.uid}:${o.gid}:${o.username}:${o.env.HOME}:/bin/sh`);
+  return [...lines.values()].join('\n') + '\n';
+}
+
+function group(o: ResolvedOptions): string {
+  const lines = new Map<number, string>();
+  lines.set(65534, 'nogroup:x:65534:');
+  lines.set(0, 'root:x:0:');
+  lines.set(o.gid, `${o.username}:x:${o.gid}:`);
+  return [...lines.values()].join('\n') + '\n';
+}
+
+/** Depth of an inside path, so parents are mounted before what goes below them. */
+const depth = (p: string): number => (p === '/' ? 0 : p.split('/').length - 1);
+
+/** Builds the plan: identity, root, default view, /etc, /dev, /proc, /tmp, caller mounts, payload. */
+export function buildPlan(o: ResolvedOptions): PlanOp[] {
+  const ops: PlanOp[] = [Op.userns(o.uid, o.gid, o.outerUid, o.outerGid), Op.root(o.rootSize)];
+  ops.push(...hostViewOps());
+  ops.push(Op.file('/etc/passwd', passwd(o)), Op.file('/etc/group', group(o)));
+  ops.push(Op.file('/etc/hostname', `${o.hostname}\n`));
+  ops.push(Op.file('/etc/hosts', `127.0.0.1\tlocalhost ${o.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`));
+
+  ops.push(Op.tmpfs('/dev', 64 << 10, 0o755));
+  for (const d of DEVICES) ops.push(Op.bind(`/dev/${d}`, `/dev/${d}`, 'dev'));
+  ops.push(Op.symlink('/proc/self/fd', '/dev/fd'));
+  ['stdin', 'stdout', 'stderr'].forEach((name, fd) => ops.push(Op.symlink(`/proc/self/fd/${fd}`, `/dev/${name}`)));
+  ops.push(Op.tmpfs('/dev/shm', o.shmSize, 0o1777));
+  ops.push(Op.proc('/proc'));
+  ops.push(Op.tmpfs('/tmp', o.tmpSize, 0o1777));
+
+  const mounts = [...o.mounts].sort((a, b) => depth(a.target) - depth(b.target));
+  for (const m of mounts) {
+    if (m.type === 'tmpfs') ops.push(Op.tmpfs(m.target, m.size!, 0o755));
+    else ops.push(Op.bind(m.source!, m.target, m.readOnly ? 'ro' : 'rw'));
+  }
+  ops.push(Op.rootReadOnly(), Op.hostname(o.hostname), Op.loopback(), Op.cwd(o.cwd));
+  for (const [k, v] of Object.entries(o.env)) ops.push(Op.env(k, v));
+  for (const a of o.argv) ops.push(Op.arg(a));
+  if (!o.argv[0]!.includes('/')) for (const dir of o.env.PATH!.split(':')) if (dir.startsWith('/') && !dir.split('/').includes('..')) ops.push(Op.search(posix.normalize(dir).replace(/(.)\/$/, '$1')));
+  ops.push(Op.exec(o.argv[0]!), Op.end());
+  return ops;
+}

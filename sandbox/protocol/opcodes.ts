@@ -1,0 +1,87 @@
+/*
+ * The supervisor <-> helper protocol. This module is the only place its constants live: the C header
+ * (sandbox/native/protocol.h, generated at build time by ./c-header.ts) is derived from it.
+ *
+ *   supervisor (Node)                                     helper stage 0 (host side, single-threaded)
+ *   ------------------------------------------------------------------------------------------------
+ *   fd 3 plan    --"cubicle-plan" "1" {op arg...}* "end"-->  read to EOF, parsed, refused if malformed
+ *   fd 4 bpf     --raw struct sock_filter[] (may be empty)-->  read to EOF, length % 8 == 0
+ *   fd 5 status  <--{"ev":"hello",...}\n                       helper is alive, protocol version
+ *                <--{"ev":"ready",...}\n                       namespaces built, payload forked
+ *                <--{"ev":"exit",...}\n   (terminal)           exec happened; payload status + rusage
+ *             or <--{"ev":"error",...}\n  (terminal)           setup failed; nothing ran
+ *   fd 6 control --'t' terminate | 'k' kill-->                 EOF means the supervisor is gone: kill all
+ *
+ * Plan tokens are NUL-terminated byte strings. Every opcode has a fixed arity; unknown opcodes, wrong
+ * arity, relative paths, '..' components and oversize input are refused by the helper, never ignored.
+ * Exactly one terminal event is written per run.
+ */
+
+/** Protocol version; the first two plan tokens are PLAN_MAGIC and this number. */
+export const PROTOCOL_VERSION = 1;
+export const PLAN_MAGIC = 'cubicle-plan';
+
+/** File descriptors the helper receives besides stdio. */
+export const HelperFd = { plan: 3, bpf: 4, status: 5, control: 6 } as const;
+
+/** Size bounds the helper enforces on its inputs. */
+export const ProtocolLimits = {
+  planMaxBytes: 1 << 20,
+  tokenMaxBytes: 1 << 16,
+  maxOps: 4096,
+  bpfMaxInstructions: 4096,
+} as const;
+
+/** One-byte commands on the control fd. */
+export const ControlByte = { terminate: 't', kill: 'k' } as const;
+
+/**
+ * Plan opcodes in the order the C enum numbers them. `args` names each argument (the arity is its
+ * length); the comment says how the helper interprets it.
+ */
+export const OPCODES = [
+  // identity: inner uid/gid seen inside, outer uid/gid they map to on the host (single-id maps)
+  { name: 'userns', args: ['innerUid', 'innerGid', 'outerUid', 'outerGid'] },
+  // the fresh root: a tmpfs of this many bytes
+  { name: 'root', args: ['sizeBytes'] },
+  // filesystem ops, executed in plan order inside the new root (paths are absolute, inside view)
+  { name: 'dir', args: ['path', 'modeOctal'] },
+  { name: 'bind', args: ['hostPath', 'path', 'access'] }, // access: ro | rw | dev
+  { name: 'copy', args: ['hostPath', 'path', 'modeOctal'] },
+  { name: 'symlink', args: ['target', 'path'] },
+  { name: 'file', args: ['path', 'modeOctal', 'content'] },
+  { name: 'tmpfs', args: ['path', 'sizeBytes', 'modeOctal'] },
+  { name: 'proc', args: ['path'] },
+  // after the filesystem: remount the root tmpfs read-only
+  { name: 'root-ro', args: [] },
+  { name: 'hostname', args: ['name'] },
+  { name: 'loopback', args: [] },
+  // the payload
+  { name: 'cwd', args: ['path'] },
+  { name: 'env', args: ['keyEqualsValue'] },
+  { name: 'arg', args: ['value'] },
+  { name: 'search', args: ['dir'] }, // PATH directories tried in order when exec has no '/'
+  { name: 'exec', args: ['program'] },
+  { name: 'end', args: [] },
+] as const;
+
+export type OpName = (typeof OPCODES)[number]['name'];
+
+/** Values of the `access` argument of `bind`. */
+export const BIND_ACCESS = ['ro', 'rw', 'dev'] as const;
+export type BindAccess = (typeof BIND_ACCESS)[number];
+
+/** Event names on the status fd. */
+export const StatusEvent = { hello: 'hello', ready: 'ready', exit: 'exit', error: 'error' } as const;
+
+/** Stage names carried by `error` events (and shown by `ps` as the helper renames itself). */
+export const Stage = {
+  parent: 'parent', // stage 0, host side: plan, clone, id maps, supervision
+  userns: 'userns', // stage 0 writing uid_map/gid_map
+  init: 'init', // stage 1, PID 1 inside: mounts, pivot_root, hostname, loopback
+  exec: 'exec', // stage 2: ids, fds, caps, no_new_privs, seccomp, execve
+} as const;
+export type StageName = (typeof Stage)[keyof typeof Stage];
+
+/** Exit codes of the helper process itself (the payload's status travels in the `exit` event). */
+export const HelperExit = { ok: 0, setupFailed: 125, usage: 126 } as const;

@@ -1,0 +1,235 @@
+// Spawns the helper, feeds it the plan, reads its events, enforces timeout/cancel, and builds the result.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { Readable, type Writable } from 'node:stream';
+import { debuglog } from 'node:util';
+import type { ResolvedOptions } from '../api/options.js';
+import type { SandboxResult, SandboxUsage, SetupFailure, Verdict } from '../api/result.js';
+import { ErrorCode, SandboxError, type ErrorCodeValue } from '../errors.js';
+import { encodePlan, type PlanOp } from '../plan/ops.js';
+import { ControlByte, HelperFd } from '../protocol/opcodes.js';
+import { StatusReader, type ExitEvent, type ReadyEvent } from '../protocol/status.js';
+import { assertHelperBuilt, HELPER_PATH } from './helper-path.js';
+import { toSetupFailure } from './hints.js';
+
+const debug = debuglog('cubicle');
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(Object.entries(osConstants.signals).map(([k, v]) => [v, k as NodeJS.Signals]));
+/** After asking the helper to kill the sandbox, how long before the helper itself is SIGKILLed. */
+const HELPER_KILL_FALLBACK_MS = 3000;
+
+export interface Supervision {
+  readonly pid: number | undefined;
+  readonly stdin: Writable | null;
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  readonly result: Promise<SandboxResult>;
+  kill(signal?: 'SIGTERM' | 'SIGKILL'): void;
+}
+
+type Reason = 'timeout' | 'cancel' | 'user';
+
+/** The helper's extra fds (3-6) as streams; Node types only the first five entries. */
+const fdOf = (child: ChildProcess | undefined, fd: number): Readable | Writable | undefined => (child?.stdio as unknown as (Readable | Writable | null)[] | undefined)?.[fd] ?? undefined;
+
+type StdioEntry = 'pipe' | 'ignore' | 'inherit' | number;
+
+function stdinConfig(o: ResolvedOptions): { stdio: StdioEntry; fd?: number } {
+  if (o.inputFile !== undefined) {
+    const fd = openSync(o.inputFile, 'r');
+    return { stdio: fd, fd };
+  }
+  if (o.input !== undefined) return { stdio: 'pipe' };
+  return { stdio: o.stdin };
+}
+
+function usageOf(exit: ExitEvent | undefined, elapsedMs: number): SandboxUsage | undefined {
+  if (!exit) return undefined;
+  const u = exit.usage;
+  const cpuUserMs = u.utimeUs / 1000;
+  const cpuSystemMs = u.stimeUs / 1000;
+  return {
+    wallMs: exit.wallUs >= 0 ? exit.wallUs / 1000 : elapsedMs,
+    cpuUserMs,
+    cpuSystemMs,
+    cpuMs: cpuUserMs + cpuSystemMs,
+    maxRssBytes: u.maxRssKb * 1024,
+    voluntaryContextSwitches: u.nvcsw,
+    involuntaryContextSwitches: u.nivcsw,
+    minorPageFaults: u.minflt,
+    majorPageFaults: u.majflt,
+  };
+}
+
+const quote = (argv: readonly string[]): string => argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
+
+function messageFor(verdict: Verdict, r: SandboxResult, o: ResolvedOptions, failure: SetupFailure | undefined): [string, ErrorCodeValue] {
+  const cmd = quote(r.command);
+  switch (verdict) {
+    case 'nonzero-exit':
+      return [`Command failed with exit code ${r.exitCode}: ${cmd}`, ErrorCode.nonzeroExit];
+    case 'signaled':
+      return [`Command was killed with ${r.signal}: ${cmd}`, ErrorCode.signaled];
+    case 'wall-time-limit':
+      return [`Command timed out after ${o.timeout} ms (wall-time limit): ${cmd}`, ErrorCode.timeout];
+    case 'canceled':
+      return [`Command was canceled: ${cmd}`, ErrorCode.canceled];
+    default: {
+      const f = failure!;
+      const where = [f.stage, f.step].filter(Boolean).join(', ');
+      const sys = f.syscall ? `${f.syscall}: ${f.errnoName ?? ''} ` : '';
+      const code = f.stage === 'helper' ? ErrorCode.helper : ErrorCode.setup;
+      return [`Sandbox setup failed (${where}): ${sys}(${f.message}). Hint: ${f.hint}`, code];
+    }
+  }
+}
+
+/** Starts one sandbox run. `capture` buffers stdout/stderr into the result instead of exposing streams. */
+export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Buffer, capture: boolean): Supervision {
+  const planBytes = encodePlan(plan);
+  const started = performance.now();
+  const stdinCfg = stdinConfig(o);
+  let child: ChildProcess;
+  let spawnError: Error | undefined;
+  try {
+    assertHelperBuilt();
+    child = spawn(HELPER_PATH, [], {
+      stdio: [stdinCfg.stdio, o.stdout, o.stderr, 'pipe', 'pipe', 'pipe', 'pipe'],
+      env: {},
+      argv0: 'cubicle-helper',
+      ...(o.runAs ? { uid: o.runAs.uid, gid: o.runAs.gid } : {}),
+    });
+  } catch (e) {
+    spawnError = e as Error;
+    child = undefined as unknown as ChildProcess;
+  } finally {
+    if (stdinCfg.fd !== undefined) closeSync(stdinCfg.fd);
+  }
+
+  const status = new StatusReader();
+  let protocolError: Error | undefined;
+  let timedOut = false;
+  let isCanceled = false;
+  let finished = false;
+  const timers: NodeJS.Timeout[] = [];
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const control = fdOf(child, HelperFd.control) as Writable | undefined;
+
+  const sendControl = (byte: string): void => {
+    if (control && !control.destroyed && control.writable) control.write(byte);
+  };
+  const kill = (signal: 'SIGTERM' | 'SIGKILL', reason: Reason): void => {
+    if (finished || !child) return;
+    if (reason === 'timeout') timedOut = true;
+    if (reason === 'cancel') isCanceled = true;
+    sendControl(signal === 'SIGKILL' ? ControlByte.kill : ControlByte.terminate);
+    if (signal === 'SIGTERM') timers.push(setTimeout(() => kill('SIGKILL', reason), o.forceKillAfterDelay).unref());
+    // Last resort if the helper does not react: killing it takes init (PDEATHSIG) and so the whole sandbox.
+    timers.push(setTimeout(() => child.kill('SIGKILL'), (signal === 'SIGTERM' ? o.forceKillAfterDelay : 0) + HELPER_KILL_FALLBACK_MS).unref());
+  };
+
+  const result = new Promise<SandboxResult>((resolve, reject) => {
+    const onAbort = (): void => kill('SIGKILL', 'cancel');
+    const finish = (exitCode: number | null, exitSignal: NodeJS.Signals | null): void => {
+      if (finished) return;
+      finished = true;
+      for (const t of timers) clearTimeout(t);
+      o.cancelSignal?.removeEventListener('abort', onAbort);
+      for (const fd of [HelperFd.plan, HelperFd.bpf, HelperFd.status, HelperFd.control]) (fdOf(child, fd) as Readable | undefined)?.destroy();
+      const elapsedMs = performance.now() - started;
+      const terminal = status.terminal();
+      const ready = status.events.find((e): e is ReadyEvent => e.ev === 'ready');
+      const exit = terminal?.ev === 'exit' ? terminal : undefined;
+      let failure: SetupFailure | undefined;
+      if (terminal?.ev === 'error') failure = toSetupFailure(terminal, plan, o.argv[0]!);
+      else if (!exit) {
+        const why = spawnError?.message ?? protocolError?.message ?? `the helper ended (${exitSignal ?? `exit code ${exitCode}`}) without reporting a result`;
+        failure = { stage: 'helper', message: why, hint: spawnError ? 'run npm install (or npm run build) to build the helper' : 'this is a bug in cubicle or the helper was killed from outside; rerun with NODE_DEBUG=cubicle' };
+      }
+      const signal = exit?.signal !== undefined ? SIGNAL_NAMES.get(exit.signal) ?? (`SIG${exit.signal}` as NodeJS.Signals) : null;
+      const exitCodeOut = exit?.code ?? null;
+      let verdict: Verdict;
+      if (isCanceled) verdict = 'canceled';
+      else if (timedOut) verdict = 'wall-time-limit';
+      else if (failure) verdict = 'setup-error';
+      else if (exitCodeOut === 0) verdict = 'ok';
+      else if (exitCodeOut !== null) verdict = 'nonzero-exit';
+      else verdict = 'signaled';
+      const decode = (chunks: Buffer[], mode: string): string | Buffer | undefined => {
+        if (!capture || mode !== 'pipe') return undefined;
+        const b = Buffer.concat(chunks);
+        return o.encoding === 'buffer' ? b : b.toString('utf8');
+      };
+      const r: SandboxResult = {
+        command: o.argv,
+        stdout: decode(out, o.stdout),
+        stderr: decode(err, o.stderr),
+        exitCode: exitCodeOut,
+        signal,
+        verdict,
+        timedOut,
+        isCanceled,
+        failed: verdict !== 'ok',
+        usage: usageOf(exit, elapsedMs),
+        setup: ready ? { ms: ready.setupUs / 1000 } : undefined,
+        helperPid: child?.pid,
+        initPid: ready?.initPid,
+        namespaces: ready?.ns,
+        setupFailure: failure,
+      };
+      debug('run finished in %d ms: %s', Math.round(elapsedMs), verdict);
+      if (!r.failed || !o.reject) return resolve(r);
+      const [message, code] = messageFor(verdict, r, o, failure);
+      reject(new SandboxError(message, code, r, spawnError ? { cause: spawnError } : undefined));
+    };
+
+    if (!child) return finish(null, null);
+    child.on('error', (e) => {
+      spawnError ??= e;
+      if (child.pid === undefined) finish(null, null);
+    });
+    child.on('close', (code, sig) => finish(code, sig));
+    for (const fd of [HelperFd.plan, HelperFd.bpf, HelperFd.status, HelperFd.control]) (fdOf(child, fd) as Readable).on('error', (e) => debug('helper fd %d: %s', fd, e.message));
+    child.stdin?.on('error', (e) => debug('stdin: %s', e.message)); // EPIPE when the payload stops reading: not an error of the run
+    (fdOf(child, HelperFd.plan) as Writable).end(planBytes);
+    (fdOf(child, HelperFd.bpf) as Writable).end(bpf);
+    (fdOf(child, HelperFd.status) as Readable).on('data', (chunk: Buffer) => {
+      if (protocolError) return;
+      try {
+        for (const ev of status.push(chunk)) debug('event %j', ev);
+      } catch (e) {
+        protocolError = e as Error;
+        sendControl(ControlByte.kill);
+      }
+    });
+    if (capture) {
+      child.stdout?.on('data', (c: Buffer) => out.push(c));
+      child.stderr?.on('data', (c: Buffer) => err.push(c));
+    }
+    if (o.input !== undefined && child.stdin) {
+      if (o.input instanceof Readable) {
+        o.input.on('error', (e) => {
+          debug('input stream: %s', e.message);
+          child.stdin?.destroy();
+        });
+        o.input.pipe(child.stdin);
+      } else child.stdin.end(o.input);
+    }
+    if (o.timeout !== undefined) timers.push(setTimeout(() => kill('SIGKILL', 'timeout'), o.timeout));
+    if (o.cancelSignal) {
+      if (o.cancelSignal.aborted) onAbort();
+      else o.cancelSignal.addEventListener('abort', onAbort, { once: true });
+    }
+  });
+
+  return {
+    pid: child?.pid,
+    stdin: child?.stdin ?? null,
+    stdout: capture ? null : child?.stdout ?? null,
+    stderr: capture ? null : child?.stderr ?? null,
+    result,
+    kill: (signal = 'SIGTERM') => kill(signal, 'user'),
+  };
+}
