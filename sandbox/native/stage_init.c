@@ -22,6 +22,8 @@ static void send_to_parent(int fd, const struct init_msg *m) {
   }
 }
 
+static void noop_handler(int sig) { (void)sig; }
+
 static void take_identity(const struct plan *p) {
   /* Keep the namespace capabilities across the id change; mounts still need them. */
   if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_KEEPCAPS");
@@ -45,6 +47,12 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   if (p->hostname && sethostname(p->hostname, strlen(p->hostname)) < 0) die_sys("sethostname", errno, "%s", p->hostname);
   if (p->loopback) net_loopback_up();
 
+  /* PID 1 drops signals whose disposition is SIG_DFL, even from the parent namespace; a (never run) handler makes
+   * SIGTERM deliverable, and the signalfd below consumes it. */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = noop_handler;
+  if (sigaction(SIGTERM, &sa, NULL) < 0) die_sys("sigaction", errno, "SIGTERM");
   sigset_t set;
   sigemptyset(&set);
   int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT};
@@ -105,7 +113,9 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
     struct signalfd_siginfo si;
     if (read(sfd, &si, sizeof si) != sizeof si) continue;
     if (si.ssi_signo != SIGCHLD) {
-      kill(-1, (int)si.ssi_signo); /* forwarded by the parent (terminate): pass to everything inside */
+      /* Only a sender outside the namespace (the parent relaying 'terminate') shows as pid 0; the payload
+       * signalling its init is ignored. */
+      if (si.ssi_pid == 0) kill(-1, (int)si.ssi_signo);
       continue;
     }
     for (;;) {

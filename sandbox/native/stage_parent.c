@@ -46,13 +46,20 @@ static unsigned long long ns_inode(pid_t pid, const char *ns) {
   return stat(path, &st) == 0 ? (unsigned long long)st.st_ino : 0;
 }
 
+/* Namespace inodes, read while init is still dumpable (before its release): later, only root could read them. */
+static unsigned long long ns_ids[6];
+static const char *const NS_NAMES[6] = {"user", "mnt", "pid", "net", "uts", "ipc"};
+
+static void read_ns_ids(pid_t init) {
+  for (int i = 0; i < 6; i++) ns_ids[i] = ns_inode(init, NS_NAMES[i]);
+}
+
 static void report_ready(pid_t init, const struct init_msg *m) {
   char line[512];
   snprintf(line, sizeof line,
            "{\"ev\":\"" CUB_EV_READY "\",\"initPid\":%d,\"payloadPid\":%d,\"setupUs\":%lld,"
            "\"ns\":{\"user\":%llu,\"mnt\":%llu,\"pid\":%llu,\"net\":%llu,\"uts\":%llu,\"ipc\":%llu}}\n",
-           (int)init, m->payload_pid, m->setup_us, ns_inode(init, "user"), ns_inode(init, "mnt"),
-           ns_inode(init, "pid"), ns_inode(init, "net"), ns_inode(init, "uts"), ns_inode(init, "ipc"));
+           (int)init, m->payload_pid, m->setup_us, ns_ids[0], ns_ids[1], ns_ids[2], ns_ids[3], ns_ids[4], ns_ids[5]);
   report_event_raw(line);
 }
 
@@ -90,6 +97,9 @@ int main(int argc, char **argv) {
   require_fds();
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_PDEATHSIG");
   prctl(PR_SET_NAME, "cubicle-parent", 0, 0, 0);
+  /* Terminal signals are the supervisor's to handle (it decides how to stop the sandbox); the payload resets them. */
+  signal(SIGINT, SIG_IGN);
+  signal(SIGQUIT, SIG_IGN);
   char hello[96];
   snprintf(hello, sizeof hello, "{\"ev\":\"" CUB_EV_HELLO "\",\"v\":%d,\"pid\":%d}\n", CUB_PROTOCOL_VERSION, (int)getpid());
   report_event_raw(hello);
@@ -124,6 +134,7 @@ int main(int argc, char **argv) {
   close(up[1]);
   null_stdio(); /* only the payload holds the caller's stdio */
 
+  read_ns_ids(init);
   userns_write_maps_from_parent(&plan, init);
   if (write_all(go[1], "g", 1) < 0) die_sys("write", errno, "releasing init");
 

@@ -64,7 +64,7 @@ function hintFor(e: ErrorEvent, name: string | undefined, op: PlanOp | undefined
   if (op?.op === 'bind' && name === 'EACCES') return `the caller cannot access ${op.args[0]}; a rootless sandbox sees the host with the caller's own permissions`;
   if (op?.op === 'proc' && name === 'EPERM')
     return "the kernel refused a fresh /proc: the host's /proc has paths masked by over-mounts (Docker/Podman default); run the container with --security-opt systempaths=unconfined (or podman --security-opt unmask=ALL)";
-  if (op?.op === 'bind' && sys === 'lstat' && name === 'ELOOP') return `the mount target ${op.args[1]} goes through a symlink inside the sandbox; bind to the real path (e.g. /usr/bin instead of /bin)`;
+  if (sys === 'lstat' && name === 'ELOOP') return `the target goes through a symlink inside the sandbox (${e.msg}); use the real path (e.g. /usr/bin instead of /bin)`;
   if ((op?.op === 'tmpfs' || op?.op === 'bind' || op?.op === 'dir' || op?.op === 'file') && name === 'EROFS')
     return 'the target lies inside a read-only bind; mount it somewhere else (e.g. under /tmp or a tmpfs of its own)';
   if (name === 'ENOSPC' && (op?.op === 'copy' || op?.op === 'file' || op?.op === 'dir' || op?.op === 'symlink')) return 'the root tmpfs is full; raise rootSize';

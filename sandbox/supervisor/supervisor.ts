@@ -15,7 +15,9 @@ import { assertHelperBuilt, HELPER_PATH } from './helper-path.js';
 import { toSetupFailure } from './hints.js';
 
 const debug = debuglog('cubicle');
-const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(Object.entries(osConstants.signals).map(([k, v]) => [v, k as NodeJS.Signals]));
+/** Signal number -> name; the first name wins, so 6 is SIGABRT rather than its alias SIGIOT. */
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
+for (const [name, num] of Object.entries(osConstants.signals)) if (!SIGNAL_NAMES.has(num)) SIGNAL_NAMES.set(num, name as NodeJS.Signals);
 /** After asking the helper to kill the sandbox, how long before the helper itself is SIGKILLed. */
 const HELPER_KILL_FALLBACK_MS = 3000;
 

@@ -1,0 +1,111 @@
+// Parses `cubicle run|plan [options] -- CMD [ARGS...]` into SandboxOptions; errors name the flag.
+import { parseArgs } from 'node:util';
+import type { MountSpec, SandboxOptions } from '../api/options.js';
+import { parseDurationMs } from '../units.js';
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export interface RunArgs {
+  command: string[];
+  options: SandboxOptions;
+  json: boolean;
+  resultFile?: string;
+}
+
+const RUN_FLAGS = {
+  bind: { type: 'string', multiple: true },
+  'ro-bind': { type: 'string', multiple: true },
+  tmpfs: { type: 'string', multiple: true },
+  env: { type: 'string', multiple: true },
+  cwd: { type: 'string' },
+  hostname: { type: 'string' },
+  uid: { type: 'string' },
+  gid: { type: 'string' },
+  'host-uid': { type: 'string' },
+  'host-gid': { type: 'string' },
+  timeout: { type: 'string' },
+  json: { type: 'boolean' },
+  result: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+export const RUN_USAGE = `Usage: cubicle run [options] -- CMD [ARGS...]
+
+Runs CMD in a fresh rootless sandbox. stdio passes through; the exit code is CMD's,
+128+N if a signal N killed it, 124 on --timeout, 125 if the sandbox itself failed.
+
+Options:
+  --bind SRC[:DST]       bind host path SRC read-write at DST (default: the same path)
+  --ro-bind SRC[:DST]    bind host path SRC read-only
+  --tmpfs DST[:SIZE]     a fresh tmpfs at DST (SIZE like 64M; default 64M)
+  --env K=V              set a variable inside (repeatable); nothing is inherited
+  --cwd DIR              working directory inside (default /tmp)
+  --hostname NAME        hostname inside (default cubicle)
+  --uid N, --gid N       ids inside (default 1000)
+  --host-uid N, --host-gid N
+                         as root: the unprivileged host ids the sandbox maps to (default 65534)
+  --timeout SECONDS      wall-clock limit (fractions or units: 1.5, 500ms, 2m)
+  --json                 capture output; print one JSON object (the result) and exit 0
+                         unless the sandbox itself failed
+  --result FILE          pass stdio through and write the result object to FILE
+  -h, --help             this help
+`;
+
+function intFlag(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v)) throw new UsageError(`--${name} must be a non-negative integer, got "${v}"`);
+  return Number(v);
+}
+
+/** SRC[:DST] with DST absolute: split at the last ":/" so a SRC may itself contain ':'. */
+function splitBind(flag: string, v: string): { source: string; target?: string } {
+  const at = v.lastIndexOf(':/');
+  if (at > 0) return { source: v.slice(0, at), target: v.slice(at + 1) };
+  if (v.endsWith(':') || v.length === 0) throw new UsageError(`--${flag} "${v}" needs SRC[:DST]`);
+  return { source: v };
+}
+
+/** Parses run/plan arguments (everything after the subcommand). */
+export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean } {
+  const dash = argv.indexOf('--');
+  const flagPart = dash >= 0 ? argv.slice(0, dash) : argv;
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...flagPart], options: RUN_FLAGS, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message}${dash < 0 ? '\nPut the command after --, e.g. cubicle run --timeout 2 -- ls -la' : ''}`);
+  }
+  const v = parsed.values;
+  const command = dash >= 0 ? argv.slice(dash + 1) : parsed.positionals;
+  if (dash >= 0 && parsed.positionals.length) throw new UsageError(`unexpected argument "${parsed.positionals[0]}" before --`);
+  if (!v.help && command.length === 0) throw new UsageError('no command given: cubicle run [options] -- CMD [ARGS...]');
+
+  const mounts: MountSpec[] = [];
+  for (const b of v.bind ?? []) mounts.push({ type: 'bind', ...splitBind('bind', b) });
+  for (const b of v['ro-bind'] ?? []) mounts.push({ type: 'bind', readOnly: true, ...splitBind('ro-bind', b) });
+  for (const t of v.tmpfs ?? []) {
+    const at = t.lastIndexOf(':');
+    mounts.push(at > 0 ? { type: 'tmpfs', target: t.slice(0, at), size: t.slice(at + 1) } : { type: 'tmpfs', target: t });
+  }
+  const env: Record<string, string> = {};
+  for (const e of v.env ?? []) {
+    const eq = e.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--env "${e}" must be KEY=VALUE`);
+    env[e.slice(0, eq)] = e.slice(eq + 1);
+  }
+  const options: SandboxOptions = { env, mounts };
+  if (v.cwd !== undefined) options.cwd = v.cwd;
+  if (v.hostname !== undefined) options.hostname = v.hostname;
+  const ids = { uid: intFlag('uid', v.uid), gid: intFlag('gid', v.gid), hostUid: intFlag('host-uid', v['host-uid']), hostGid: intFlag('host-gid', v['host-gid']) };
+  for (const [k, n] of Object.entries(ids)) if (n !== undefined) (options as Record<string, unknown>)[k] = n;
+  if (v.timeout !== undefined) {
+    try {
+      options.timeout = parseDurationMs(v.timeout, '--timeout');
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
+  return { command: [...command], options, json: v.json === true, ...(v.result !== undefined ? { resultFile: v.result } : {}), help: v.help === true };
+}

@@ -1,0 +1,141 @@
+// The cubicle command line: run, plan, doctor (the bin entry is ./main.ts).
+import { writeFileSync } from 'node:fs';
+import { constants } from 'node:os';
+import { resolveOptions } from '../api/options.js';
+import type { SandboxResult } from '../api/result.js';
+import { runSandboxed, spawnSandboxed } from '../api/run.js';
+import { SandboxError, SandboxOptionError } from '../errors.js';
+import { buildPlan } from '../plan/build-plan.js';
+import { formatPlan } from '../plan/ops.js';
+import { parseRunArgs, RUN_USAGE, UsageError } from './args.js';
+
+const EXIT_SANDBOX_FAILED = 125;
+const EXIT_TIMEOUT = 124;
+
+const USAGE = `Usage: cubicle <command> [options]
+
+Commands:
+  run [options] -- CMD [ARGS...]   run CMD in a fresh rootless sandbox
+  plan [options] -- CMD [ARGS...]  print the resolved setup plan without running it
+  doctor                           check this host and print the fix for each problem
+  help                             this help
+
+Run 'cubicle run --help' for the run options.
+`;
+
+/** The result as plain JSON (stdout/stderr as strings); nothing from the sandbox is interpreted. */
+export function resultToJson(r: SandboxResult, error?: SandboxError): Record<string, unknown> {
+  const text = (v: string | Buffer | undefined): string | undefined => (v === undefined ? undefined : v.toString());
+  return {
+    command: r.command,
+    verdict: r.verdict,
+    exitCode: r.exitCode,
+    signal: r.signal,
+    timedOut: r.timedOut,
+    isCanceled: r.isCanceled,
+    failed: r.failed,
+    stdout: text(r.stdout),
+    stderr: text(r.stderr),
+    usage: r.usage ?? null,
+    setupMs: r.setup?.ms ?? null,
+    namespaces: r.namespaces ?? null,
+    setupFailure: r.setupFailure ?? null,
+    ...(error ? { error: { code: error.code, message: error.message } } : {}),
+  };
+}
+
+/** Maps a finished run to the CLI's exit code. */
+export function exitCodeFor(r: SandboxResult): number {
+  if (r.verdict === 'setup-error') return EXIT_SANDBOX_FAILED;
+  if (r.timedOut) return EXIT_TIMEOUT;
+  if (r.exitCode !== null) return r.exitCode;
+  if (r.signal) return 128 + signalNumber(r.signal);
+  return EXIT_SANDBOX_FAILED;
+}
+
+const signalNumber = (name: NodeJS.Signals): number => (constants.signals as Record<string, number>)[name] ?? 0;
+
+async function cmdRun(argv: string[]): Promise<number> {
+  const args = parseRunArgs(argv);
+  if (args.help) {
+    process.stdout.write(RUN_USAGE);
+    return 0;
+  }
+  if (args.json) {
+    const r = await runSandboxed(args.command, { ...args.options, reject: false, stdin: 'inherit' });
+    process.stdout.write(JSON.stringify(resultToJson(r)) + '\n');
+    if (r.verdict === 'setup-error') process.stderr.write(`cubicle: ${describeFailure(r)}\n`);
+    return r.verdict === 'setup-error' ? EXIT_SANDBOX_FAILED : 0;
+  }
+  const proc = spawnSandboxed(args.command, { ...args.options, reject: false, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit' });
+  let interrupts = 0;
+  const onSignal = (): void => proc.kill(++interrupts > 1 ? 'SIGKILL' : 'SIGTERM');
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onSignal);
+  const r = await proc.result;
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  process.off('SIGHUP', onSignal);
+  if (args.resultFile !== undefined) writeFileSync(args.resultFile, JSON.stringify(resultToJson(r), null, 2) + '\n');
+  if (r.verdict === 'setup-error') process.stderr.write(`cubicle: ${describeFailure(r)}\n`);
+  if (r.timedOut) process.stderr.write(`cubicle: timed out after ${args.options.timeout} ms; the sandbox was killed\n`);
+  return exitCodeFor(r);
+}
+
+function describeFailure(r: SandboxResult): string {
+  const f = r.setupFailure;
+  if (!f) return 'the sandbox failed';
+  const where = [f.stage, f.step].filter(Boolean).join(', ');
+  const sys = f.syscall ? ` ${f.syscall}: ${f.errnoName ?? ''}` : '';
+  return `sandbox setup failed (${where}):${sys} ${f.message}\n  hint: ${f.hint}`;
+}
+
+function cmdPlan(argv: string[]): number {
+  const args = parseRunArgs(argv);
+  if (args.help) {
+    process.stdout.write(RUN_USAGE.replace('cubicle run', 'cubicle plan'));
+    return 0;
+  }
+  process.stdout.write(formatPlan(buildPlan(resolveOptions(args.command, args.options))) + '\n');
+  return 0;
+}
+
+async function cmdDoctor(): Promise<number> {
+  const doctor = await import('../doctor/index.js');
+  const checks = await doctor.runDoctor();
+  process.stdout.write(doctor.formatDoctor(checks) + '\n');
+  return doctor.doctorExitCode(checks);
+}
+
+/** Entry point; returns the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'run':
+        return await cmdRun(rest);
+      case 'plan':
+        return cmdPlan(rest);
+      case 'doctor':
+        return await cmdDoctor();
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE);
+        return cmd === undefined ? 2 : 0;
+      default:
+        process.stderr.write(`cubicle: unknown command "${cmd}"\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (e) {
+    if (e instanceof UsageError || e instanceof SandboxOptionError) {
+      process.stderr.write(`cubicle: ${e.message}\n`);
+      return e instanceof UsageError ? 2 : EXIT_SANDBOX_FAILED;
+    }
+    process.stderr.write(`cubicle: ${(e as Error).stack ?? String(e)}\n`);
+    return EXIT_SANDBOX_FAILED;
+  }
+}
+

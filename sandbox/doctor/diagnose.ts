@@ -1,0 +1,409 @@
+// Judges the probed facts of a host: one check per requirement, each naming the exact fix when not ok.
+// Pure: everything it knows comes in through HostFacts.
+import type { SetupFailure } from '../api/result.js';
+import { NS_KINDS, type Fact, type HostFacts, type NsKind, type SandboxProbe, type SysctlValue } from './facts.js';
+
+export type DoctorStatus = 'ok' | 'warn' | 'fail' | 'skip';
+
+export interface DoctorCheck {
+  id: string;
+  title: string;
+  status: DoctorStatus;
+  detail: string;
+  /** What to run to fix it: one command (or `# comment`) per line. */
+  fix?: string;
+}
+
+/** Oldest kernel cubicle supports, and the one that brings mount_setattr (recursive read-only binds). */
+export const MIN_KERNEL: readonly [number, number] = [5, 4];
+export const MOUNT_SETATTR_KERNEL: readonly [number, number] = [5, 12];
+/** Below this many allowed namespaces of a kind, concurrent sandboxes run out. */
+export const SMALL_NS_LIMIT = 64;
+export const SUGGESTED_NS_LIMIT = 15000;
+export const SYSCTL_CONF = '/etc/sysctl.d/99-cubicle.conf';
+
+const KCONFIG: Record<NsKind, string> = {
+  user: 'CONFIG_USER_NS',
+  mnt: 'CONFIG_NAMESPACES',
+  pid: 'CONFIG_PID_NS',
+  net: 'CONFIG_NET_NS',
+  uts: 'CONFIG_UTS_NS',
+  ipc: 'CONFIG_IPC_NS',
+  cgroup: 'CONFIG_CGROUPS',
+};
+const NS_SYSCALLS = new Set(['clone', 'clone3', 'unshare', 'setns']);
+const MOUNT_SYSCALLS = new Set(['mount', 'umount2', 'pivot_root', 'mount_setattr', 'open_tree', 'move_mount']);
+
+/** `sysctl -w` now, and the line that keeps it across reboots. */
+const sysctlFix = (key: string, value: number | string): string[] => [
+  `sudo sysctl -w ${key}=${value}`,
+  `echo '${key}=${value}' | sudo tee -a ${SYSCTL_CONF}   # keep it after a reboot`,
+];
+
+const versionBelow = (major: number, minor: number, [wantMajor, wantMinor]: readonly [number, number]): boolean =>
+  major < wantMajor || (major === wantMajor && minor < wantMinor);
+
+const value = <T>(f: Fact<T> | undefined): T | undefined => (f?.ok ? f.value : undefined);
+
+const describeFailure = (sf: SetupFailure): string => {
+  const where = [`stage ${sf.stage}`, sf.step].filter(Boolean).join(', ');
+  const sys = sf.syscall ? `${sf.syscall}: ${sf.errnoName ?? (sf.errno !== undefined ? `errno ${sf.errno}` : 'failed')}` : undefined;
+  return `${where}${sys ? `, ${sys}` : ''} (${sf.message})`;
+};
+
+/** The sandbox probes that were made, the caller's first. */
+const probes = (f: HostFacts): SandboxProbe[] => (f.sandboxUnprivileged ? [f.sandbox, f.sandboxUnprivileged] : [f.sandbox]);
+
+const failureOf = (p: SandboxProbe | undefined): SetupFailure | undefined => value(p?.run)?.setupFailure;
+const runOk = (p: SandboxProbe | undefined): boolean => value(p?.run)?.verdict === 'ok';
+
+/** The probe that went through the unprivileged path: the runAs one, or the caller's when not root. */
+function unprivilegedProbe(f: HostFacts): SandboxProbe | undefined {
+  if (f.sandboxUnprivileged) return f.sandboxUnprivileged;
+  const euid = value(f.euid);
+  return euid !== undefined && euid !== 0 ? f.sandbox : undefined;
+}
+
+const isRoot = (f: HostFacts): boolean => value(f.euid) === 0;
+
+const apparmorRestricts = (f: HostFacts): boolean =>
+  value(f.sysctl.apparmorRestrictUnprivilegedUserns) === 1 && value(f.confinement)?.apparmorEnabled !== false;
+
+/** Whether the unprivileged probe's failure is explained by a userns sysctl (then it is not seccomp's doing). */
+function explainedByUsernsPolicy(f: HostFacts, p: SandboxProbe): boolean {
+  if (p !== unprivilegedProbe(f)) return false;
+  return value(f.sysctl.unprivilegedUsernsClone) === 0 || apparmorRestricts(f);
+}
+
+const isProcFailure = (sf: SetupFailure | undefined): boolean =>
+  !!sf && (sf.op === 'proc' || (sf.step?.startsWith('proc ') ?? false)) && sf.syscall === 'mount' && sf.errnoName === 'EPERM';
+
+const isSeccompLike = (sf: SetupFailure | undefined): boolean =>
+  !!sf && sf.syscall !== undefined && (NS_SYSCALLS.has(sf.syscall) || MOUNT_SYSCALLS.has(sf.syscall)) && (sf.errnoName === 'EPERM' || sf.errnoName === 'ENOSYS') && !isProcFailure(sf);
+
+const isApparmorDenial = (sf: SetupFailure | undefined): boolean =>
+  !!sf && sf.syscall !== undefined && MOUNT_SYSCALLS.has(sf.syscall) && sf.errnoName === 'EACCES';
+
+const skip = (id: string, title: string, what: string, f: { error: string }): DoctorCheck => ({ id, title, status: 'skip', detail: `could not read ${what}: ${f.error}` });
+
+function checkKernel(f: HostFacts): DoctorCheck {
+  const id = 'kernel';
+  const title = 'kernel version';
+  if (!f.kernel.ok) return skip(id, title, 'the kernel release', f.kernel);
+  const { release, major, minor } = f.kernel.value;
+  if (versionBelow(major, minor, MIN_KERNEL))
+    return {
+      id,
+      title,
+      status: 'fail',
+      detail: `${release} is older than ${MIN_KERNEL.join('.')}, the oldest kernel cubicle supports`,
+      fix: [
+        `# upgrade to a kernel >= ${MIN_KERNEL.join('.')}, then reboot:`,
+        'sudo apt-get update && sudo apt-get install linux-image-generic   # Ubuntu (Debian: linux-image-amd64)',
+        'sudo dnf upgrade kernel   # Fedora/RHEL',
+      ].join('\n'),
+    };
+  if (versionBelow(major, minor, MOUNT_SETATTR_KERNEL))
+    return {
+      id,
+      title,
+      status: 'warn',
+      detail: `${release} has no mount_setattr (added in ${MOUNT_SETATTR_KERNEL.join('.')}): read-only binds fall back to remounting the top mount only, so mounts below a read-only bind stay writable`,
+      fix: `# upgrade to a kernel >= ${MOUNT_SETATTR_KERNEL.join('.')} for recursive read-only binds, or avoid read-only binds of trees that contain other mounts`,
+    };
+  return { id, title, status: 'ok', detail: `${release} (>= ${MOUNT_SETATTR_KERNEL.join('.')}: mount_setattr available)` };
+}
+
+function checkKernelNamespaces(f: HostFacts): DoctorCheck {
+  const id = 'kernel-namespaces';
+  const title = 'namespace support';
+  if (!f.hostNamespaces.ok) return skip(id, title, '/proc/self/ns', f.hostNamespaces);
+  const missing = NS_KINDS.filter((k) => f.hostNamespaces.ok && f.hostNamespaces.value[k] === undefined);
+  if (missing.length)
+    return {
+      id,
+      title,
+      status: 'fail',
+      detail: `this kernel was built without ${missing.join(', ')} namespaces (/proc/self/ns/${missing[0]} is missing)`,
+      fix: `# boot a kernel built with ${missing.map((k) => `${KCONFIG[k]}=y`).join(' ')} (every mainstream distribution kernel has them)`,
+    };
+  return { id, title, status: 'ok', detail: `kernel supports ${NS_KINDS.join(', ')} namespaces` };
+}
+
+function checkUsernsSysctl(f: HostFacts): DoctorCheck {
+  const id = 'userns-sysctl';
+  const title = 'unprivileged user namespaces';
+  const s = f.sysctl.unprivilegedUsernsClone;
+  if (!s.ok) return skip(id, title, 'kernel.unprivileged_userns_clone', s);
+  if (s.value === null) return { id, title, status: 'ok', detail: 'enabled (no kernel.unprivileged_userns_clone switch on this kernel)' };
+  if (s.value !== 0) return { id, title, status: 'ok', detail: `enabled (kernel.unprivileged_userns_clone = ${s.value})` };
+  return {
+    id,
+    title,
+    status: 'fail',
+    detail: `disabled: kernel.unprivileged_userns_clone = 0, so only root can create user namespaces${isRoot(f) ? ' (this root caller can, but runAs and every non-root caller cannot)' : ''}`,
+    fix: sysctlFix('kernel.unprivileged_userns_clone', 1).join('\n'),
+  };
+}
+
+function checkApparmorUserns(f: HostFacts): DoctorCheck {
+  const id = 'apparmor-userns';
+  const title = 'AppArmor user-namespace restriction';
+  const s = f.sysctl.apparmorRestrictUnprivilegedUserns;
+  if (!s.ok) return skip(id, title, 'kernel.apparmor_restrict_unprivileged_userns', s);
+  if (s.value === null) return { id, title, status: 'ok', detail: 'none (no kernel.apparmor_restrict_unprivileged_userns on this kernel)' };
+  if (s.value === 0) return { id, title, status: 'ok', detail: 'off (kernel.apparmor_restrict_unprivileged_userns = 0)' };
+  if (value(f.confinement)?.apparmorEnabled === false)
+    return { id, title, status: 'ok', detail: `kernel.apparmor_restrict_unprivileged_userns = ${s.value}, but AppArmor is not enabled` };
+  const p = unprivilegedProbe(f);
+  if (p && runOk(p))
+    return { id, title, status: 'ok', detail: `on (kernel.apparmor_restrict_unprivileged_userns = ${s.value}), but an AppArmor profile lets cubicle's helper create user namespaces` };
+  const helper = f.helperPath;
+  const profile = '/etc/apparmor.d/cubicle-helper';
+  return {
+    id,
+    title,
+    status: 'fail',
+    detail: `on (kernel.apparmor_restrict_unprivileged_userns = ${s.value}, Ubuntu 23.10+): an unprivileged process gets a user namespace without capabilities, so cubicle cannot map ids or mount${isRoot(f) ? ' (root is not affected; runAs and non-root callers are)' : ''}`,
+    fix: [
+      ...sysctlFix('kernel.apparmor_restrict_unprivileged_userns', 0),
+      `# or keep the restriction and allow only cubicle's helper (${helper} creates the namespaces, not node):`,
+      `printf 'abi <abi/4.0>,\\ninclude <tunables/global>\\nprofile cubicle-helper ${helper} flags=(unconfined) {\\n  userns,\\n}\\n' | sudo tee ${profile}`,
+      `sudo apparmor_parser -r ${profile}`,
+    ].join('\n'),
+  };
+}
+
+function checkNamespaceLimits(f: HostFacts): DoctorCheck {
+  const id = 'namespace-limits';
+  const title = 'namespace limits';
+  const limits = f.sysctl.maxNamespaces;
+  const unreadable = NS_KINDS.filter((k) => !limits[k].ok);
+  const known = NS_KINDS.flatMap((k): [NsKind, number][] => {
+    const v: SysctlValue | undefined = value(limits[k]);
+    return v === null || v === undefined ? [] : [[k, v]];
+  });
+  const zero = known.filter(([, v]) => v === 0);
+  const small = known.filter(([, v]) => v > 0 && v < SMALL_NS_LIMIT);
+  const exhausted = probes(f).find((p) => failureOf(p)?.errnoName === 'ENOSPC' && NS_SYSCALLS.has(failureOf(p)?.syscall ?? ''));
+  const fixFor = (kinds: NsKind[]): string => kinds.flatMap((k) => sysctlFix(`user.max_${k}_namespaces`, SUGGESTED_NS_LIMIT)).join('\n');
+  const show = (list: [NsKind, number][]): string => list.map(([k, v]) => `user.max_${k}_namespaces = ${v}`).join(', ');
+  if (zero.length)
+    return { id, title, status: 'fail', detail: `${show(zero)}: no such namespace can be created`, fix: fixFor([...zero, ...small].map(([k]) => k)) };
+  if (exhausted) {
+    const kinds = small.length ? small.map(([k]) => k) : (['user'] as NsKind[]);
+    return {
+      id,
+      title,
+      status: 'fail',
+      detail: `the kernel refused a new namespace with ENOSPC: a limit is reached (${show(known.filter(([k]) => kinds.includes(k))) || 'limits unknown'})`,
+      fix: `${fixFor(kinds)}\nlsns   # shows which namespaces are in use`,
+    };
+  }
+  if (small.length)
+    return { id, title, status: 'warn', detail: `${show(small)}: each sandbox needs one of each, so only a few can run at once`, fix: fixFor(small.map(([k]) => k)) };
+  if (unreadable.length === NS_KINDS.length) return skip(id, title, 'user.max_*_namespaces', limits[unreadable[0]!] as { error: string });
+  if (!known.length) return { id, title, status: 'ok', detail: 'no per-user namespace limits on this kernel' };
+  const user = known.find(([k]) => k === 'user');
+  return { id, title, status: 'ok', detail: `${user ? `user.max_user_namespaces = ${user[1]}` : 'limits'}${known.length > 1 ? `; every max_*_namespaces >= ${SMALL_NS_LIMIT}` : ''}` };
+}
+
+function checkSeccompFilter(f: HostFacts): DoctorCheck {
+  const id = 'seccomp-filter';
+  const title = 'seccomp filter on this process';
+  if (!f.confinement.ok) return skip(id, title, '/proc/self/status', f.confinement);
+  const c = f.confinement.value;
+  const inContainer = c.dockerenv || c.containerenv;
+  if (c.seccompMode === null) return { id, title, status: 'ok', detail: 'none (this kernel has no seccomp)' };
+  if (c.seccompMode === 0) return { id, title, status: 'ok', detail: `none (Seccomp: 0)${inContainer ? ', though inside a container' : ''}` };
+  const filters = c.seccompFilters !== null ? `, ${c.seccompFilters} filter${c.seccompFilters === 1 ? '' : 's'}` : '';
+  const blocked = probes(f).find((p) => isSeccompLike(failureOf(p)));
+  const fix = inContainer
+    ? [
+        `docker run --security-opt seccomp=unconfined ...   # ${c.containerenv ? 'podman run takes the same flag' : 'or podman run --security-opt seccomp=unconfined'}`,
+        '# or a seccomp profile (Docker\'s default) that also allows clone, unshare, setns, mount, umount2, pivot_root: docker run --security-opt seccomp=/path/to/profile.json ...',
+        '# Kubernetes: securityContext.seccompProfile.type: Unconfined',
+      ].join('\n')
+    : [
+        '# a seccomp filter was inherited from whatever started this process, e.g. a systemd unit:',
+        '# remove RestrictNamespaces= and the SystemCallFilter= lines that deny @mount/clone/unshare from the unit, then: sudo systemctl daemon-reload && sudo systemctl restart <unit>',
+      ].join('\n');
+  if (blocked && !explainedByUsernsPolicy(f, blocked)) {
+    const sf = failureOf(blocked)!;
+    return {
+      id,
+      title,
+      status: 'fail',
+      detail: `a seccomp filter is active (Seccomp: ${c.seccompMode}${filters}${inContainer ? ', inside a container: Docker\'s default profile blocks these calls' : ''}) and ${sf.syscall} failed with ${sf.errnoName}`,
+      fix,
+    };
+  }
+  if (blocked)
+    return {
+      id,
+      title,
+      status: 'warn',
+      detail: `a seccomp filter is active (Seccomp: ${c.seccompMode}${filters}); ${failureOf(blocked)!.syscall} failed with ${failureOf(blocked)!.errnoName}, explained by the user-namespace setting above, but the filter may block it too`,
+      fix,
+    };
+  if (probes(f).every(runOk))
+    return { id, title, status: 'ok', detail: `a seccomp filter is active (Seccomp: ${c.seccompMode}${filters}) but allows the namespace and mount calls cubicle needs` };
+  return { id, title, status: 'warn', detail: `a seccomp filter is active (Seccomp: ${c.seccompMode}${filters}); the sandbox failed elsewhere, so whether it blocks namespace creation is unknown`, fix };
+}
+
+function checkApparmorProfile(f: HostFacts): DoctorCheck {
+  const id = 'apparmor-profile';
+  const title = 'AppArmor confinement';
+  if (!f.confinement.ok) return skip(id, title, 'the AppArmor state', f.confinement);
+  const c = f.confinement.value;
+  if (c.apparmorEnabled !== true) return { id, title, status: 'ok', detail: 'AppArmor is not enabled' };
+  const label = c.apparmorLabel;
+  if (label === null || label === 'unconfined' || /\((unconfined|complain)\)$/.test(label))
+    return { id, title, status: 'ok', detail: label && label !== 'unconfined' ? `profile ${label} does not enforce` : 'this process is unconfined' };
+  const containerProfile = /^(docker-default|containers-default|lxc-container-default)/.test(label);
+  const fix = [
+    'docker run --security-opt apparmor=unconfined ...   # podman: --security-opt apparmor=unconfined',
+    '# or a profile that allows mount, umount and pivot_root for the container',
+  ].join('\n');
+  const denied = probes(f).find((p) => isApparmorDenial(failureOf(p)));
+  if (denied) {
+    const sf = failureOf(denied)!;
+    return { id, title, status: 'fail', detail: `confined by ${label}, and ${sf.syscall} failed with EACCES: the profile denies mounting`, fix };
+  }
+  if (probes(f).every(runOk)) return { id, title, status: 'ok', detail: `confined by ${label}, which allows what cubicle needs` };
+  if (containerProfile)
+    return { id, title, status: 'warn', detail: `confined by ${label}, which denies mount; the sandbox failed before mounting, so this will likely block it next`, fix };
+  return { id, title, status: 'ok', detail: `confined by ${label}; no failure points at it` };
+}
+
+function checkProc(f: HostFacts): DoctorCheck {
+  const id = 'proc';
+  const title = 'fresh /proc in a user namespace';
+  const refused = probes(f).find((p) => isProcFailure(failureOf(p)));
+  const submounts = value(f.mounts)?.procSubmounts ?? [];
+  const list = submounts.length > 4 ? `${submounts.slice(0, 4).join(', ')} and ${submounts.length - 4} more` : submounts.join(', ');
+  const fix = [
+    'docker run --security-opt systempaths=unconfined ...',
+    'podman run --security-opt unmask=ALL ...',
+    '# Kubernetes: securityContext.procMount: Unmasked (with hostUsers: false)',
+  ].join('\n');
+  const why = 'the kernel only mounts a fresh proc in a user namespace when no file of the existing /proc is covered by another mount (Docker/Podman mask /proc/kcore and others that way)';
+  if (refused)
+    return { id, title, status: 'fail', detail: `refused (mount proc: EPERM)${submounts.length ? `; /proc has mounts over ${list}` : ''}: ${why}`, fix };
+  if (probes(f).some(runOk)) return { id, title, status: 'ok', detail: `mounted${submounts.length ? ` (despite mounts over ${list})` : ''}` };
+  if (!f.mounts.ok) return skip(id, title, '/proc/self/mountinfo', f.mounts);
+  if (submounts.length) return { id, title, status: 'fail', detail: `will be refused: /proc has mounts over ${list}; ${why}`, fix };
+  return { id, title, status: 'ok', detail: 'nothing covers parts of /proc, so the kernel allows it' };
+}
+
+function checkPivotRoot(f: HostFacts): DoctorCheck {
+  const id = 'pivot-root';
+  const title = 'pivot_root';
+  const failed = probes(f).find((p) => failureOf(p)?.syscall === 'pivot_root');
+  const root = value(f.mounts)?.rootFsType;
+  const fix = '# pivot_root cannot leave the initramfs: boot with a real root filesystem, or switch_root onto a tmpfs or disk in the init script, or run cubicle inside a container';
+  if (root === 'rootfs')
+    return { id, title, status: 'fail', detail: 'this system runs from the initramfs (/ is rootfs), where the kernel refuses pivot_root (EINVAL)', fix };
+  if (failed) {
+    const sf = failureOf(failed)!;
+    return { id, title, status: 'fail', detail: `failed: ${describeFailure(sf)}`, fix: sf.hint };
+  }
+  if (!f.mounts.ok) return skip(id, title, '/proc/self/mountinfo', f.mounts);
+  return { id, title, status: 'ok', detail: `/ is ${root ?? 'a mount'}, not the initramfs` };
+}
+
+function checkLibseccomp(f: HostFacts): DoctorCheck {
+  const id = 'libseccomp';
+  const title = 'libseccomp';
+  const l = f.libseccomp;
+  if (l.ok) return { id, title, status: 'ok', detail: `${l.value.library} ${l.value.major}.${l.value.minor}.${l.value.micro} loads through koffi` };
+  if (l.code === 'KOFFI')
+    return { id, title, status: 'fail', detail: `${l.error}; it is needed to compile seccomp policies`, fix: 'npm rebuild koffi   # in the directory that has cubicle in node_modules' };
+  return {
+    id,
+    title,
+    status: 'fail',
+    detail: `${l.error}; it is needed to compile seccomp policies`,
+    fix: ['sudo apt-get install libseccomp2   # Debian/Ubuntu', 'sudo dnf install libseccomp   # Fedora/RHEL', 'sudo apk add libseccomp   # Alpine'].join('\n'),
+  };
+}
+
+function sandboxCheck(f: HostFacts, id: string, title: string, p: SandboxProbe): DoctorCheck {
+  if (!p.run.ok)
+    return {
+      id,
+      title,
+      status: 'fail',
+      detail: `runSandboxed threw: ${p.run.error}`,
+      fix: /not built/.test(p.run.error) ? 'npm run build   # in the cubicle package' : 'rerun with NODE_DEBUG=cubicle and report it as a bug',
+    };
+  const r = p.run.value;
+  if (r.verdict === 'ok') {
+    const host = value(f.hostNamespaces) ?? {};
+    const ns = Object.entries(r.namespaces ?? {}).filter(([, ino]) => ino > 0);
+    const shared = ns.filter(([k, ino]) => host[k as NsKind] === ino).map(([k]) => k);
+    if (shared.length)
+      return { id, title, status: 'fail', detail: `/bin/true ran, but shares the host's ${shared.join(', ')} namespace${shared.length > 1 ? 's' : ''}`, fix: 'rerun with NODE_DEBUG=cubicle and report it as a bug' };
+    const setup = r.setupMs !== undefined ? `setup ${r.setupMs.toFixed(1)} ms` : undefined;
+    const fresh = ns.length ? `new ${ns.map(([k]) => k).join(', ')} namespaces` : undefined;
+    return { id, title, status: 'ok', detail: `/bin/true ran in a fresh sandbox${setup || fresh ? ` (${[setup, fresh].filter(Boolean).join('; ')})` : ''}` };
+  }
+  if (r.setupFailure) {
+    const sf = r.setupFailure;
+    const cannotExec = p.runAs && sf.stage === 'helper' && /EACCES|permission denied/i.test(sf.message);
+    return {
+      id,
+      title,
+      status: 'fail',
+      detail: `setup failed: ${describeFailure(sf)}`,
+      fix: cannotExec
+        ? `# uid ${p.runAs!.uid} cannot execute ${f.helperPath}: install cubicle where every user can read it (not under /root), or: chmod o+x on each directory above it`
+        : sf.hint,
+    };
+  }
+  const how = r.verdict === 'nonzero-exit' ? `exit code ${r.exitCode}` : r.verdict === 'signaled' ? `signal ${r.signal}` : r.verdict;
+  return {
+    id,
+    title,
+    status: 'fail',
+    detail: `/bin/true did not succeed inside the sandbox (${how})${r.stderr ? `: ${r.stderr.trim().split('\n')[0]}` : ''}`,
+    fix: 'rerun with NODE_DEBUG=cubicle; check that /bin/true exists on the host (the sandbox binds /usr, /bin, /lib from it)',
+  };
+}
+
+function checkSandbox(f: HostFacts): DoctorCheck {
+  const euid = value(f.euid);
+  const who = euid === undefined ? 'the caller' : euid === 0 ? 'root' : `uid ${euid}`;
+  return sandboxCheck(f, 'sandbox', `sandbox as ${who}`, f.sandbox);
+}
+
+function checkSandboxUnprivileged(f: HostFacts): DoctorCheck {
+  const id = 'sandbox-unprivileged';
+  const p = f.sandboxUnprivileged;
+  if (!p) {
+    const title = 'sandbox as an unprivileged user';
+    return { id, title, status: 'skip', detail: isRoot(f) ? 'not run' : 'the caller is not root: the run above is already the rootless path' };
+  }
+  return sandboxCheck(f, id, `sandbox as uid ${p.runAs?.uid ?? '?'} (runAs, the rootless path)`, p);
+}
+
+/**
+ * Every check, root causes first: the kernel, then the switches that refuse namespaces, then what confines this
+ * process (seccomp, AppArmor, masked /proc), then libraries, and last the end-to-end runs that show the symptoms.
+ */
+export function diagnose(f: HostFacts): DoctorCheck[] {
+  return [
+    checkKernel(f),
+    checkKernelNamespaces(f),
+    checkUsernsSysctl(f),
+    checkApparmorUserns(f),
+    checkNamespaceLimits(f),
+    checkSeccompFilter(f),
+    checkApparmorProfile(f),
+    checkProc(f),
+    checkPivotRoot(f),
+    checkLibseccomp(f),
+    checkSandbox(f),
+    checkSandboxUnprivileged(f),
+  ];
+}

@@ -1,0 +1,94 @@
+// What `cubicle doctor` knows about a host: plain data, gathered by probe.ts and judged by diagnose.ts.
+import type { SetupFailure, Verdict } from '../api/result.js';
+
+/** One probed fact: its value, or why the probe could not get it (a probe never throws). */
+export type Fact<T> = { ok: true; value: T } | { ok: false; error: string; code?: string };
+
+/** The namespace kinds cubicle creates, plus user (whose limit matters most). */
+export const NS_KINDS = ['user', 'mnt', 'pid', 'net', 'uts', 'ipc', 'cgroup'] as const;
+export type NsKind = (typeof NS_KINDS)[number];
+
+export interface KernelFacts {
+  /** os.release(), e.g. '6.8.0-45-generic'. */
+  release: string;
+  major: number;
+  minor: number;
+}
+
+/** A sysctl's numeric value; null when the file does not exist on this kernel. */
+export type SysctlValue = number | null;
+
+export interface SysctlFacts {
+  /** kernel.unprivileged_userns_clone (Debian/Ubuntu patch; absent on mainline kernels). */
+  unprivilegedUsernsClone: Fact<SysctlValue>;
+  /** kernel.apparmor_restrict_unprivileged_userns (Ubuntu 23.10+). */
+  apparmorRestrictUnprivilegedUserns: Fact<SysctlValue>;
+  /** user.max_<kind>_namespaces. */
+  maxNamespaces: Record<NsKind, Fact<SysctlValue>>;
+}
+
+export interface ConfinementFacts {
+  /** /.dockerenv exists. */
+  dockerenv: boolean;
+  /** /run/.containerenv exists (Podman). */
+  containerenv: boolean;
+  /** `Seccomp:` of /proc/self/status: 0 none, 1 strict, 2 filter (e.g. Docker's default profile); null if absent. */
+  seccompMode: number | null;
+  /** `Seccomp_filters:` of /proc/self/status; null if absent. */
+  seccompFilters: number | null;
+  /** /sys/module/apparmor/parameters/enabled is Y; null when AppArmor is not built in. */
+  apparmorEnabled: boolean | null;
+  /** This process's AppArmor label, e.g. 'docker-default (enforce)' or 'unconfined'; null without AppArmor. */
+  apparmorLabel: string | null;
+}
+
+export interface MountFacts {
+  /** Filesystem type of the mount at /, e.g. 'overlay', 'ext4', or 'rootfs' (initramfs, where pivot_root is refused). */
+  rootFsType: string | null;
+  /** Mounts on paths below /proc (Docker/Podman mask /proc/kcore etc. this way), except the harmless binfmt_misc. */
+  procSubmounts: string[];
+}
+
+export interface LibseccompFacts {
+  /** The soname that was loaded. */
+  library: string;
+  major: number;
+  minor: number;
+  micro: number;
+}
+
+/** What one end-to-end `runSandboxed(['/bin/true'])` gave. */
+export interface SandboxRunFacts {
+  verdict: Verdict;
+  exitCode: number | null;
+  signal: string | null;
+  setupFailure?: SetupFailure;
+  setupMs?: number;
+  /** Namespace inodes of the sandbox's init (0 when the helper could not read them). */
+  namespaces?: Record<string, number>;
+  /** The first part of stderr, for runs that did not end 'ok'. */
+  stderr?: string;
+}
+
+export interface SandboxProbe {
+  /** Set for the run made as an unprivileged host user (the caller being root). */
+  runAs?: { uid: number; gid: number };
+  run: Fact<SandboxRunFacts>;
+}
+
+export interface HostFacts {
+  kernel: Fact<KernelFacts>;
+  euid: Fact<number>;
+  /** Inode of /proc/self/ns/<kind> for each kind this kernel supports (missing key = not built in). */
+  hostNamespaces: Fact<Partial<Record<NsKind, number>>>;
+  sysctl: SysctlFacts;
+  confinement: Fact<ConfinementFacts>;
+  mounts: Fact<MountFacts>;
+  libseccomp: Fact<LibseccompFacts>;
+  /** Where the C helper (the process that creates the namespaces) lives. */
+  helperPath: string;
+  /** The sandbox run as the caller. */
+  sandbox: SandboxProbe;
+  /** When the caller is root: the same run with runAs an unprivileged user (the rootless path). */
+  sandboxUnprivileged?: SandboxProbe;
+}

@@ -1,0 +1,232 @@
+// Reads the facts `cubicle doctor` diagnoses. Each probe is small and independent; a probe that fails
+// records its error as a fact instead of throwing.
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { release } from 'node:os';
+import { runSandboxed } from '../api/run.js';
+import { HELPER_PATH } from '../supervisor/helper-path.js';
+import {
+  NS_KINDS,
+  type ConfinementFacts,
+  type Fact,
+  type HostFacts,
+  type KernelFacts,
+  type LibseccompFacts,
+  type MountFacts,
+  type NsKind,
+  type SandboxProbe,
+  type SandboxRunFacts,
+  type SysctlFacts,
+  type SysctlValue,
+} from './facts.js';
+
+export type * from './facts.js';
+
+/** The unprivileged host user the rootless path is probed as when the caller is root. */
+export const UNPRIVILEGED_PROBE_ID = 65534;
+const E2E_TIMEOUT_MS = 10_000;
+const STDERR_KEEP = 2000;
+
+const errorOf = (e: unknown): { ok: false; error: string; code?: string } => {
+  const err = e as NodeJS.ErrnoException;
+  const error = err instanceof Error ? err.message : String(e);
+  return typeof err?.code === 'string' ? { ok: false, error, code: err.code } : { ok: false, error };
+};
+
+/** Runs a probe, turning a throw into an error fact. */
+export function attempt<T>(probe: () => T): Fact<T> {
+  try {
+    return { ok: true, value: probe() };
+  } catch (e) {
+    return errorOf(e);
+  }
+}
+
+/** Async form of attempt(). */
+export async function attemptAsync<T>(probe: () => Promise<T>): Promise<Fact<T>> {
+  try {
+    return { ok: true, value: await probe() };
+  } catch (e) {
+    return errorOf(e);
+  }
+}
+
+/** A text file's content, or null when it does not exist. */
+function readIfExists(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+}
+
+/** Parses os.release()-style text: '6.8.0-45-generic' -> 6.8. */
+export function parseKernelRelease(rel: string): KernelFacts {
+  const m = /^(\d+)\.(\d+)/.exec(rel);
+  if (!m) throw new Error(`cannot parse the kernel release "${rel}"`);
+  return { release: rel, major: Number(m[1]), minor: Number(m[2]) };
+}
+
+export function probeKernel(): Fact<KernelFacts> {
+  return attempt(() => parseKernelRelease(release()));
+}
+
+export function probeEuid(): Fact<number> {
+  return attempt(() => {
+    if (typeof process.geteuid !== 'function') throw new Error('process.geteuid is not available on this platform');
+    return process.geteuid();
+  });
+}
+
+/** A numeric sysctl under /proc/sys; null when this kernel does not have it. */
+export function probeSysctl(path: string): Fact<SysctlValue> {
+  return attempt(() => {
+    const text = readIfExists(path);
+    if (text === null) return null;
+    const n = Number(text.trim());
+    if (!Number.isInteger(n)) throw new Error(`${path} holds "${text.trim()}", not an integer`);
+    return n;
+  });
+}
+
+export function probeSysctls(): SysctlFacts {
+  const maxNamespaces = Object.fromEntries(NS_KINDS.map((k) => [k, probeSysctl(`/proc/sys/user/max_${k}_namespaces`)])) as SysctlFacts['maxNamespaces'];
+  return {
+    unprivilegedUsernsClone: probeSysctl('/proc/sys/kernel/unprivileged_userns_clone'),
+    apparmorRestrictUnprivilegedUserns: probeSysctl('/proc/sys/kernel/apparmor_restrict_unprivileged_userns'),
+    maxNamespaces,
+  };
+}
+
+/** The namespaces this kernel supports, by the inode of /proc/self/ns/<kind>. */
+export function probeHostNamespaces(): Fact<Partial<Record<NsKind, number>>> {
+  return attempt(() => {
+    const out: Partial<Record<NsKind, number>> = {};
+    for (const k of NS_KINDS) {
+      try {
+        out[k] = statSync(`/proc/self/ns/${k}`).ino;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      }
+    }
+    return out;
+  });
+}
+
+/** A numeric `Key:` line of /proc/self/status. */
+export function statusField(status: string, key: string): number | null {
+  const m = new RegExp(`^${key}:\\s*(\\d+)`, 'm').exec(status);
+  return m ? Number(m[1]) : null;
+}
+
+export function probeConfinement(): Fact<ConfinementFacts> {
+  return attempt(() => {
+    const status = readFileSync('/proc/self/status', 'utf8');
+    const enabled = readIfExists('/sys/module/apparmor/parameters/enabled');
+    const apparmorEnabled = enabled === null ? null : enabled.trim().toUpperCase().startsWith('Y');
+    let apparmorLabel: string | null = null;
+    if (apparmorEnabled) {
+      // The AppArmor-specific file exists since 5.8; before, attr/current is AppArmor's when it is the major LSM.
+      const label = attempt(() => readIfExists('/proc/self/attr/apparmor/current') ?? readIfExists('/proc/self/attr/current'));
+      if (label.ok && label.value !== null) apparmorLabel = label.value.replace(/\0/g, '').trim() || null;
+    }
+    return {
+      dockerenv: existsSync('/.dockerenv'),
+      containerenv: existsSync('/run/.containerenv'),
+      seccompMode: statusField(status, 'Seccomp'),
+      seccompFilters: statusField(status, 'Seccomp_filters'),
+      apparmorEnabled,
+      apparmorLabel,
+    };
+  });
+}
+
+/** Undoes mountinfo's octal escapes (\040 for a space, ...). */
+const unescapeMountinfo = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+
+/** Extracts the facts about / and /proc from /proc/self/mountinfo text. */
+export function parseMountinfo(text: string): MountFacts {
+  let rootFsType: string | null = null;
+  const procSubmounts: string[] = [];
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    const [left, right] = line.split(' - ');
+    const fields = left?.split(' ') ?? [];
+    const mountPoint = fields[4] !== undefined ? unescapeMountinfo(fields[4]) : undefined;
+    const fsType = right?.split(' ')[0];
+    if (mountPoint === undefined || fsType === undefined) continue;
+    if (mountPoint === '/') rootFsType = fsType; // the last one at / is the visible one
+    // binfmt_misc sits on an always-empty procfs directory, which the kernel accepts under a fresh /proc.
+    else if (mountPoint.startsWith('/proc/') && fsType !== 'binfmt_misc' && mountPoint !== '/proc/sys/fs/binfmt_misc') procSubmounts.push(mountPoint);
+  }
+  return { rootFsType, procSubmounts };
+}
+
+export function probeMounts(): Fact<MountFacts> {
+  return attempt(() => parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')));
+}
+
+/** Loads libseccomp through koffi and asks its version (seccomp_version returns a pointer to {major, minor, micro}). */
+export async function probeLibseccomp(library = 'libseccomp.so.2'): Promise<Fact<LibseccompFacts>> {
+  let koffi: typeof import('koffi').default;
+  try {
+    koffi = (await import('koffi')).default;
+  } catch (e) {
+    return { ok: false, error: `the koffi FFI module does not load: ${(e as Error).message}`, code: 'KOFFI' };
+  }
+  let lib: ReturnType<typeof koffi.load>;
+  try {
+    lib = koffi.load(library);
+  } catch (e) {
+    return { ok: false, error: `${library} cannot be loaded: ${(e as Error).message}`, code: 'MISSING' };
+  }
+  try {
+    // An anonymous struct: a named one would collide with any other module registering the same name.
+    const Version = koffi.struct({ major: 'unsigned int', minor: 'unsigned int', micro: 'unsigned int' });
+    const seccompVersion = lib.func('seccomp_version', 'const void *', []);
+    const ptr: unknown = seccompVersion();
+    if (ptr === null || ptr === undefined) throw new Error('seccomp_version() returned NULL');
+    const v = koffi.decode(ptr, Version) as { major: number; minor: number; micro: number };
+    return { ok: true, value: { library, major: v.major, minor: v.minor, micro: v.micro } };
+  } catch (e) {
+    return { ok: false, error: `${library} loaded, but seccomp_version() failed: ${(e as Error).message}`, code: 'CALL' };
+  } finally {
+    lib.unload();
+  }
+}
+
+/** Runs /bin/true in a real sandbox (as the caller, or with runAs) and records how it went. */
+export async function probeSandbox(runAs?: { uid: number; gid: number }): Promise<SandboxProbe> {
+  const run = await attemptAsync(async (): Promise<SandboxRunFacts> => {
+    const r = await runSandboxed(['/bin/true'], { reject: false, timeout: E2E_TIMEOUT_MS, ...(runAs ? { runAs } : {}) });
+    const stderr = typeof r.stderr === 'string' ? r.stderr : r.stderr?.toString('utf8');
+    return {
+      verdict: r.verdict,
+      exitCode: r.exitCode,
+      signal: r.signal,
+      ...(r.setupFailure ? { setupFailure: r.setupFailure } : {}),
+      ...(r.setup ? { setupMs: r.setup.ms } : {}),
+      ...(r.namespaces ? { namespaces: r.namespaces } : {}),
+      ...(r.verdict !== 'ok' && stderr ? { stderr: stderr.slice(0, STDERR_KEEP) } : {}),
+    };
+  });
+  return runAs ? { runAs, run } : { run };
+}
+
+/** Gathers every fact about this host, including two end-to-end sandbox runs when the caller is root. */
+export async function probeHost(): Promise<HostFacts> {
+  const euid = probeEuid();
+  const facts: HostFacts = {
+    kernel: probeKernel(),
+    euid,
+    hostNamespaces: probeHostNamespaces(),
+    sysctl: probeSysctls(),
+    confinement: probeConfinement(),
+    mounts: probeMounts(),
+    libseccomp: await probeLibseccomp(),
+    helperPath: HELPER_PATH,
+    sandbox: await probeSandbox(),
+  };
+  if (euid.ok && euid.value === 0) facts.sandboxUnprivileged = await probeSandbox({ uid: UNPRIVILEGED_PROBE_ID, gid: UNPRIVILEGED_PROBE_ID });
+  return facts;
+}

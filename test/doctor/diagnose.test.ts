@@ -1,0 +1,337 @@
+// diagnose() on the facts of broken hosts: the right check fails, first, and its fix is the exact command.
+import { strict as assert } from 'node:assert';
+import type { SetupFailure } from '../../sandbox/api/result.js';
+import { diagnose, type DoctorCheck } from '../../sandbox/doctor/diagnose.js';
+import { NS_KINDS, type HostFacts, type NsKind, type SandboxProbe } from '../../sandbox/doctor/facts.js';
+
+const HELPER = '/opt/cubicle/dist/native/cubicle-helper';
+
+const okRun = (nsBase = 4026532200): SandboxProbe['run'] => ({
+  ok: true,
+  value: {
+    verdict: 'ok',
+    exitCode: 0,
+    signal: null,
+    setupMs: 4.2,
+    namespaces: { user: nsBase, mnt: nsBase + 1, pid: nsBase + 2, net: nsBase + 3, uts: nsBase + 4, ipc: nsBase + 5 },
+  },
+});
+
+const failedRun = (setupFailure: SetupFailure): SandboxProbe['run'] => ({ ok: true, value: { verdict: 'setup-error', exitCode: null, signal: null, setupFailure } });
+
+/** A healthy mainline-kernel host, the caller an ordinary user (uid 1000). */
+function healthy(): HostFacts {
+  const hostNs = Object.fromEntries(NS_KINDS.map((k, i) => [k, 4026531830 + i])) as Record<NsKind, number>;
+  return {
+    kernel: { ok: true, value: { release: '6.8.0-45-generic', major: 6, minor: 8 } },
+    euid: { ok: true, value: 1000 },
+    hostNamespaces: { ok: true, value: hostNs },
+    sysctl: {
+      unprivilegedUsernsClone: { ok: true, value: null },
+      apparmorRestrictUnprivilegedUserns: { ok: true, value: null },
+      maxNamespaces: Object.fromEntries(NS_KINDS.map((k) => [k, { ok: true, value: 63412 }])) as HostFacts['sysctl']['maxNamespaces'],
+    },
+    confinement: { ok: true, value: { dockerenv: false, containerenv: false, seccompMode: 0, seccompFilters: 0, apparmorEnabled: null, apparmorLabel: null } },
+    mounts: { ok: true, value: { rootFsType: 'ext4', procSubmounts: [] } },
+    libseccomp: { ok: true, value: { library: 'libseccomp.so.2', major: 2, minor: 5, micro: 4 } },
+    helperPath: HELPER,
+    sandbox: { run: okRun() },
+  };
+}
+
+/** The same host with the caller root, which also probes the rootless path as 65534. */
+function healthyRoot(): HostFacts {
+  return { ...healthy(), euid: { ok: true, value: 0 }, sandboxUnprivileged: { runAs: { uid: 65534, gid: 65534 }, run: okRun(4026532300) } };
+}
+
+const byId = (checks: DoctorCheck[], id: string): DoctorCheck => {
+  const c = checks.find((x) => x.id === id);
+  assert.ok(c, `no check ${id} in ${checks.map((x) => x.id).join(', ')}`);
+  return c;
+};
+const failing = (checks: DoctorCheck[]): string[] => checks.filter((c) => c.status === 'fail').map((c) => c.id);
+
+// What the helper reports (through toSetupFailure) for each way of failing.
+const CLONE_EPERM: SetupFailure = { stage: 'parent', syscall: 'clone', errno: 1, errnoName: 'EPERM', message: 'creating the namespaces', hint: 'unprivileged user namespaces are disabled' };
+const CLONE_ENOSPC: SetupFailure = { stage: 'parent', syscall: 'clone', errno: 28, errnoName: 'ENOSPC', message: 'creating the namespaces', hint: 'the user namespace limit is reached or zero' };
+const UIDMAP_EPERM: SetupFailure = { stage: 'userns', syscall: 'write', errno: 1, errnoName: 'EPERM', message: 'writing /proc/1234/uid_map', hint: "the kernel refused the uid/gid map" };
+const PROC_EPERM: SetupFailure = { stage: 'init', op: 'proc', step: 'proc /proc', syscall: 'mount', errno: 1, errnoName: 'EPERM', message: 'proc on /proc', hint: "the kernel refused a fresh /proc" };
+
+describe('doctor diagnose()', () => {
+  it('finds nothing wrong on a healthy host (caller non-root)', () => {
+    const checks = diagnose(healthy());
+    assert.deepEqual(failing(checks), []);
+    assert.deepEqual(checks.filter((c) => c.status === 'warn').map((c) => c.id), []);
+    assert.equal(byId(checks, 'sandbox').status, 'ok');
+    assert.equal(byId(checks, 'sandbox').title, 'sandbox as uid 1000');
+    assert.match(byId(checks, 'sandbox').detail, /new user, mnt, pid, net, uts, ipc namespaces/);
+    assert.equal(byId(checks, 'sandbox-unprivileged').status, 'skip');
+    for (const c of checks) assert.equal(c.fix, undefined, `${c.id} has a fix although it is ${c.status}`);
+  });
+
+  it('finds nothing wrong on a healthy host (caller root, both paths ok)', () => {
+    const checks = diagnose(healthyRoot());
+    assert.deepEqual(failing(checks), []);
+    assert.equal(byId(checks, 'sandbox').title, 'sandbox as root');
+    assert.equal(byId(checks, 'sandbox-unprivileged').status, 'ok');
+    assert.match(byId(checks, 'sandbox-unprivileged').title, /65534/);
+  });
+
+  it('orders the checks from root causes to the end-to-end runs', () => {
+    const ids = diagnose(healthyRoot()).map((c) => c.id);
+    assert.deepEqual(ids, ['kernel', 'kernel-namespaces', 'userns-sysctl', 'apparmor-userns', 'namespace-limits', 'seccomp-filter', 'apparmor-profile', 'proc', 'pivot-root', 'libseccomp', 'sandbox', 'sandbox-unprivileged']);
+  });
+
+  it('unprivileged user namespaces disabled (kernel.unprivileged_userns_clone=0)', () => {
+    const f = healthy();
+    f.sysctl.unprivilegedUsernsClone = { ok: true, value: 0 };
+    f.sandbox = { run: failedRun(CLONE_EPERM) };
+    const checks = diagnose(f);
+    const c = byId(checks, 'userns-sysctl');
+    assert.equal(c.status, 'fail');
+    assert.match(c.detail, /kernel\.unprivileged_userns_clone = 0/);
+    assert.ok(c.fix?.includes('sudo sysctl -w kernel.unprivileged_userns_clone=1'), c.fix);
+    assert.ok(c.fix?.includes("echo 'kernel.unprivileged_userns_clone=1' | sudo tee -a /etc/sysctl.d/99-cubicle.conf"), c.fix);
+    assert.deepEqual(failing(checks), ['userns-sysctl', 'sandbox'], 'the root cause first, the symptom last');
+    assert.match(byId(checks, 'sandbox').detail, /clone: EPERM/);
+  });
+
+  it('unprivileged user namespaces disabled, caller root: root works, the rootless path fails', () => {
+    const f = healthyRoot();
+    f.sysctl.unprivilegedUsernsClone = { ok: true, value: 0 };
+    f.sandboxUnprivileged = { runAs: { uid: 65534, gid: 65534 }, run: failedRun(CLONE_EPERM) };
+    const checks = diagnose(f);
+    assert.deepEqual(failing(checks), ['userns-sysctl', 'sandbox-unprivileged']);
+    assert.match(byId(checks, 'userns-sysctl').detail, /runAs/);
+    assert.equal(byId(checks, 'sandbox').status, 'ok');
+  });
+
+  it('AppArmor restricts unprivileged user namespaces (Ubuntu 23.10+)', () => {
+    const f = healthy();
+    f.sysctl.apparmorRestrictUnprivilegedUserns = { ok: true, value: 1 };
+    f.confinement = { ok: true, value: { dockerenv: false, containerenv: false, seccompMode: 0, seccompFilters: 0, apparmorEnabled: true, apparmorLabel: 'unconfined' } };
+    f.sandbox = { run: failedRun(UIDMAP_EPERM) };
+    const checks = diagnose(f);
+    const c = byId(checks, 'apparmor-userns');
+    assert.equal(c.status, 'fail');
+    assert.ok(c.fix?.includes('sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0'), c.fix);
+    assert.ok(c.fix?.includes(`profile cubicle-helper ${HELPER} flags=(unconfined)`), c.fix);
+    assert.ok(c.fix?.includes('userns,'), c.fix);
+    assert.ok(c.fix?.includes('sudo apparmor_parser -r /etc/apparmor.d/cubicle-helper'), c.fix);
+    assert.deepEqual(failing(checks), ['apparmor-userns', 'sandbox']);
+  });
+
+  it('AppArmor restriction on, but a profile allows the helper: ok', () => {
+    const f = healthy();
+    f.sysctl.apparmorRestrictUnprivilegedUserns = { ok: true, value: 1 };
+    f.confinement = { ok: true, value: { dockerenv: false, containerenv: false, seccompMode: 0, seccompFilters: 0, apparmorEnabled: true, apparmorLabel: 'unconfined' } };
+    const c = byId(diagnose(f), 'apparmor-userns');
+    assert.equal(c.status, 'ok');
+    assert.match(c.detail, /profile/);
+  });
+
+  it('max_user_namespaces = 0', () => {
+    const f = healthy();
+    f.sysctl.maxNamespaces.user = { ok: true, value: 0 };
+    f.sandbox = { run: failedRun(CLONE_ENOSPC) };
+    const checks = diagnose(f);
+    const c = byId(checks, 'namespace-limits');
+    assert.equal(c.status, 'fail');
+    assert.match(c.detail, /user\.max_user_namespaces = 0/);
+    assert.ok(c.fix?.includes('sudo sysctl -w user.max_user_namespaces=15000'), c.fix);
+    assert.ok(c.fix?.includes('/etc/sysctl.d/99-cubicle.conf'), c.fix);
+    assert.deepEqual(failing(checks), ['namespace-limits', 'sandbox']);
+  });
+
+  it('a tiny max_user_namespaces warns, with the same fix', () => {
+    const f = healthy();
+    f.sysctl.maxNamespaces.user = { ok: true, value: 10 };
+    const c = byId(diagnose(f), 'namespace-limits');
+    assert.equal(c.status, 'warn');
+    assert.ok(c.fix?.includes('sudo sysctl -w user.max_user_namespaces=15000'), c.fix);
+  });
+
+  it('a namespace limit reached (clone ENOSPC) fails even with large limits', () => {
+    const f = healthy();
+    f.sandbox = { run: failedRun(CLONE_ENOSPC) };
+    const c = byId(diagnose(f), 'namespace-limits');
+    assert.equal(c.status, 'fail');
+    assert.ok(c.fix?.includes('sudo sysctl -w user.max_user_namespaces=15000'), c.fix);
+  });
+
+  it("Docker's default seccomp profile blocks clone", () => {
+    const f = healthyRoot();
+    f.confinement = { ok: true, value: { dockerenv: true, containerenv: false, seccompMode: 2, seccompFilters: 1, apparmorEnabled: null, apparmorLabel: null } };
+    f.sandbox = { run: failedRun(CLONE_EPERM) };
+    f.sandboxUnprivileged = { runAs: { uid: 65534, gid: 65534 }, run: failedRun(CLONE_EPERM) };
+    const checks = diagnose(f);
+    const c = byId(checks, 'seccomp-filter');
+    assert.equal(c.status, 'fail');
+    assert.match(c.detail, /Seccomp: 2/);
+    assert.ok(c.fix?.includes('docker run --security-opt seccomp=unconfined'), c.fix);
+    assert.deepEqual(failing(checks), ['seccomp-filter', 'sandbox', 'sandbox-unprivileged']);
+    assert.equal(byId(checks, 'userns-sysctl').status, 'ok');
+  });
+
+  it('a seccomp filter that lets the sandbox run is fine', () => {
+    const f = healthy();
+    f.confinement = { ok: true, value: { dockerenv: true, containerenv: false, seccompMode: 2, seccompFilters: 1, apparmorEnabled: null, apparmorLabel: null } };
+    assert.equal(byId(diagnose(f), 'seccomp-filter').status, 'ok');
+  });
+
+  it('clone EPERM explained by the userns sysctl does not blame seccomp', () => {
+    const f = healthy();
+    f.sysctl.unprivilegedUsernsClone = { ok: true, value: 0 };
+    f.confinement = { ok: true, value: { dockerenv: false, containerenv: false, seccompMode: 2, seccompFilters: 1, apparmorEnabled: null, apparmorLabel: null } };
+    f.sandbox = { run: failedRun(CLONE_EPERM) };
+    const checks = diagnose(f);
+    assert.equal(byId(checks, 'seccomp-filter').status, 'warn');
+    assert.equal(failing(checks)[0], 'userns-sysctl');
+  });
+
+  it('masked /proc in a container: a fresh proc is refused', () => {
+    const f = healthy();
+    f.confinement = { ok: true, value: { dockerenv: true, containerenv: false, seccompMode: 0, seccompFilters: 0, apparmorEnabled: null, apparmorLabel: null } };
+    f.mounts = { ok: true, value: { rootFsType: 'overlay', procSubmounts: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger', '/proc/kcore'] } };
+    f.sandbox = { run: failedRun(PROC_EPERM) };
+    const checks = diagnose(f);
+    const c = byId(checks, 'proc');
+    assert.equal(c.status, 'fail');
+    assert.match(c.detail, /\/proc\/bus/);
+    assert.ok(c.fix?.includes('docker run --security-opt systempaths=unconfined'), c.fix);
+    assert.ok(c.fix?.includes('podman run --security-opt unmask=ALL'), c.fix);
+    assert.deepEqual(failing(checks), ['proc', 'sandbox']);
+    assert.equal(byId(checks, 'seccomp-filter').status, 'ok');
+  });
+
+  it("default Docker (seccomp and masked /proc): both causes fail, seccomp first", () => {
+    const f = healthy();
+    f.confinement = { ok: true, value: { dockerenv: true, containerenv: false, seccompMode: 2, seccompFilters: 1, apparmorEnabled: null, apparmorLabel: null } };
+    f.mounts = { ok: true, value: { rootFsType: 'overlay', procSubmounts: ['/proc/kcore', '/proc/keys'] } };
+    f.sandbox = { run: failedRun(CLONE_EPERM) };
+    assert.deepEqual(failing(diagnose(f)), ['seccomp-filter', 'proc', 'sandbox']);
+  });
+
+  it("docker-default AppArmor profile denying mount", () => {
+    const f = healthy();
+    f.confinement = { ok: true, value: { dockerenv: true, containerenv: false, seccompMode: 0, seccompFilters: 0, apparmorEnabled: true, apparmorLabel: 'docker-default (enforce)' } };
+    f.sandbox = { run: failedRun({ stage: 'init', op: 'tmpfs', step: 'tmpfs on / (size 16777216)', syscall: 'mount', errno: 13, errnoName: 'EACCES', message: 'tmpfs', hint: 'x' }) };
+    const c = byId(diagnose(f), 'apparmor-profile');
+    assert.equal(c.status, 'fail');
+    assert.ok(c.fix?.includes('--security-opt apparmor=unconfined'), c.fix);
+  });
+
+  it('libseccomp missing', () => {
+    const f = healthy();
+    f.libseccomp = { ok: false, error: 'libseccomp.so.2 cannot be loaded: cannot open shared object file', code: 'MISSING' };
+    const checks = diagnose(f);
+    const c = byId(checks, 'libseccomp');
+    assert.equal(c.status, 'fail');
+    assert.ok(c.fix?.includes('sudo apt-get install libseccomp2'), c.fix);
+    assert.ok(c.fix?.includes('sudo dnf install libseccomp'), c.fix);
+    assert.deepEqual(failing(checks), ['libseccomp']);
+  });
+
+  it('koffi itself broken: the fix rebuilds it', () => {
+    const f = healthy();
+    f.libseccomp = { ok: false, error: 'the koffi FFI module does not load: no prebuilt binary', code: 'KOFFI' };
+    const c = byId(diagnose(f), 'libseccomp');
+    assert.equal(c.status, 'fail');
+    assert.ok(c.fix?.includes('npm rebuild koffi'), c.fix);
+  });
+
+  it('kernel older than 5.4 fails; older than 5.12 warns about mount_setattr', () => {
+    const old = healthy();
+    old.kernel = { ok: true, value: { release: '4.19.0-25-amd64', major: 4, minor: 19 } };
+    const c = byId(diagnose(old), 'kernel');
+    assert.equal(c.status, 'fail');
+    assert.match(c.detail, /older than 5\.4/);
+    assert.match(c.fix ?? '', /sudo (apt-get|dnf)/);
+    assert.equal(failing(diagnose(old))[0], 'kernel');
+
+    for (const [major, minor] of [[5, 4], [5, 10], [5, 11]] as const) {
+      const mid = healthy();
+      mid.kernel = { ok: true, value: { release: `${major}.${minor}.0`, major, minor } };
+      const w = byId(diagnose(mid), 'kernel');
+      assert.equal(w.status, 'warn', `${major}.${minor}`);
+      assert.match(w.detail, /mount_setattr/);
+    }
+    const ok = healthy();
+    ok.kernel = { ok: true, value: { release: '5.12.0', major: 5, minor: 12 } };
+    assert.equal(byId(diagnose(ok), 'kernel').status, 'ok');
+  });
+
+  it('a kernel without user namespaces', () => {
+    const f = healthy();
+    f.hostNamespaces = { ok: true, value: { mnt: 1, pid: 2, net: 3, uts: 4, ipc: 5, cgroup: 6 } };
+    const c = byId(diagnose(f), 'kernel-namespaces');
+    assert.equal(c.status, 'fail');
+    assert.ok(c.fix?.includes('CONFIG_USER_NS=y'), c.fix);
+  });
+
+  it('an initramfs root makes pivot_root impossible', () => {
+    const f = healthy();
+    f.mounts = { ok: true, value: { rootFsType: 'rootfs', procSubmounts: [] } };
+    f.sandbox = { run: failedRun({ stage: 'init', syscall: 'pivot_root', errno: 22, errnoName: 'EINVAL', message: 'entering the new root', hint: 'x' }) };
+    const checks = diagnose(f);
+    assert.equal(byId(checks, 'pivot-root').status, 'fail');
+    assert.deepEqual(failing(checks), ['pivot-root', 'sandbox']);
+  });
+
+  it('a probe that failed is reported as skipped, never crashes the diagnosis', () => {
+    const f = healthy();
+    f.kernel = { ok: false, error: 'cannot parse the kernel release "weird"' };
+    f.sysctl.unprivilegedUsernsClone = { ok: false, error: 'EACCES: permission denied', code: 'EACCES' };
+    f.confinement = { ok: false, error: 'ENOENT: /proc/self/status', code: 'ENOENT' };
+    f.mounts = { ok: false, error: 'ENOENT: /proc/self/mountinfo', code: 'ENOENT' };
+    const checks = diagnose(f);
+    for (const id of ['kernel', 'userns-sysctl', 'seccomp-filter', 'apparmor-profile', 'pivot-root']) {
+      const c = byId(checks, id);
+      assert.equal(c.status, 'skip', id);
+      assert.match(c.detail, /could not read/);
+    }
+    assert.match(byId(checks, 'kernel').detail, /weird/);
+  });
+
+  it('runSandboxed throwing is a failed sandbox check with its message', () => {
+    const f = healthy();
+    f.sandbox = { run: { ok: false, error: 'the sandbox helper is not built (/x/cubicle-helper is missing or not executable)' } };
+    const c = byId(diagnose(f), 'sandbox');
+    assert.equal(c.status, 'fail');
+    assert.match(c.detail, /not built/);
+    assert.ok(c.fix?.includes('npm run build'), c.fix);
+  });
+
+  it('a sandbox failure carries stage, syscall, errno and the hint', () => {
+    const f = healthy();
+    f.sandbox = { run: failedRun(PROC_EPERM) };
+    const c = byId(diagnose(f), 'sandbox');
+    assert.equal(c.status, 'fail');
+    assert.match(c.detail, /stage init, proc \/proc, mount: EPERM \(proc on \/proc\)/);
+    assert.equal(c.fix, PROC_EPERM.hint);
+  });
+
+  it('the rootless path cannot execute the helper', () => {
+    const f = healthyRoot();
+    f.sandboxUnprivileged = { runAs: { uid: 65534, gid: 65534 }, run: failedRun({ stage: 'helper', message: 'spawn /root/x/cubicle-helper EACCES', hint: 'run npm install' }) };
+    const c = byId(diagnose(f), 'sandbox-unprivileged');
+    assert.equal(c.status, 'fail');
+    assert.match(c.fix ?? '', /uid 65534 cannot execute/);
+  });
+
+  it('a sandbox that shares a host namespace is a failure', () => {
+    const f = healthy();
+    const hostUser = f.hostNamespaces.ok ? f.hostNamespaces.value.user! : 0;
+    f.sandbox = { run: { ok: true, value: { verdict: 'ok', exitCode: 0, signal: null, namespaces: { user: hostUser, mnt: 9, pid: 10, net: 11, uts: 12, ipc: 13 } } } };
+    const c = byId(diagnose(f), 'sandbox');
+    assert.equal(c.status, 'fail');
+    assert.match(c.detail, /shares the host's user namespace/);
+  });
+
+  it('is pure: the same facts give the same checks and the facts are untouched', () => {
+    const f = healthyRoot();
+    const before = JSON.stringify(f);
+    assert.deepEqual(diagnose(f), diagnose(f));
+    assert.equal(JSON.stringify(f), before);
+  });
+});

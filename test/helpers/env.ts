@@ -1,0 +1,96 @@
+// Shared test environment: the identities each test runs as, a world-readable temp area, the compiled probe.
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { runSandboxed, type SandboxOptions, type SandboxResult } from '../../sandbox/index.js';
+
+export const IS_ROOT = process.geteuid!() === 0;
+/** The unprivileged host user the rootless variant runs as when the tests run as root. */
+export const ROOTLESS_ID = { uid: 65534, gid: 65534 };
+
+export interface Identity {
+  label: string;
+  /** Options that make the sandbox be created as this identity. */
+  spawnAs: SandboxOptions;
+  /** The host uid/gid the sandbox's ids map to. */
+  outerUid: number;
+  outerGid: number;
+  rootless: boolean;
+}
+
+/** The invoking user and, when that is root, an unprivileged uid too ("rootless" is the product). */
+export function identities(): Identity[] {
+  const me = process.geteuid!();
+  const list: Identity[] = [{ label: IS_ROOT ? 'as root (maps to 65534)' : `as uid ${me}`, spawnAs: {}, outerUid: IS_ROOT ? 65534 : me, outerGid: IS_ROOT ? 65534 : process.getegid!(), rootless: !IS_ROOT }];
+  if (IS_ROOT) list.push({ label: `rootless, as uid ${ROOTLESS_ID.uid}`, spawnAs: { runAs: ROOTLESS_ID }, outerUid: ROOTLESS_ID.uid, outerGid: ROOTLESS_ID.gid, rootless: true });
+  return list;
+}
+
+/** Defines the same tests once per identity. */
+export function forEachIdentity(body: (id: Identity, run: (cmd: string | string[], o?: SandboxOptions) => Promise<SandboxResult>) => void): void {
+  for (const id of identities()) {
+    describe(id.label, () => body(id, (cmd, o = {}) => runSandboxed(cmd, { ...o, ...id.spawnAs })));
+  }
+}
+
+/** A temp directory every identity can read (mode 0755), removed by the returned cleanup. */
+export function worldReadableTmp(prefix = 'cubicle-test-'): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  chmodSync(dir, 0o755);
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+let probePath: string | undefined;
+
+/** Compiles test/fixtures/probe.c once per test run; returns the host path of the binary (mode 0755). */
+export function probe(): string {
+  if (probePath) return probePath;
+  const repo = fileURLToPath(new URL('../../..', import.meta.url));
+  const { dir } = worldReadableTmp('cubicle-probe-');
+  const out = join(dir, 'probe');
+  execFileSync('cc', ['-O1', '-Wall', '-o', out, join(repo, 'test', 'fixtures', 'probe.c')], { stdio: 'inherit' });
+  chmodSync(out, 0o755);
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  probePath = out;
+  return out;
+}
+
+/** Bind the probe at /probe inside. */
+export const probeMount = (): SandboxOptions['mounts'] => [{ type: 'bind', source: probe(), target: '/probe', readOnly: true }];
+
+/** Host pids whose pid namespace has this inode (processes of a given sandbox still alive). */
+export function pidsInPidNamespace(nsInode: number): number[] {
+  const found: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const link = readlinkSync(`/proc/${name}/ns/pid`);
+      if (link === `pid:[${nsInode}]`) found.push(Number(name));
+    } catch {
+      /* exited, or not ours to inspect */
+    }
+  }
+  return found;
+}
+
+/** Whether a host pid exists (and is not a zombie). */
+export function alive(pid: number): boolean {
+  try {
+    statSync(`/proc/${pid}`);
+    return !/^State:\s+Z/m.test(execFileSync('cat', [`/proc/${pid}/status`], { encoding: 'utf8' }));
+  } catch {
+    return false;
+  }
+}
+
+/** Waits until `cond` is true or `ms` pass; returns the last value of cond. */
+export async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return cond();
+}

@@ -1,0 +1,94 @@
+// The helper refuses malformed plans (never ignores them) and reports exactly one terminal event.
+import { strict as assert } from 'node:assert';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import type { Readable, Writable } from 'node:stream';
+import { Op, encodePlan, type PlanOp } from '../../sandbox/plan/ops.js';
+import { renderProtocolHeader } from '../../sandbox/protocol/c-header.js';
+import { PLAN_MAGIC, ProtocolLimits } from '../../sandbox/protocol/opcodes.js';
+import { HELPER_PATH } from '../../sandbox/supervisor/helper-path.js';
+
+interface Run { events: Record<string, unknown>[]; code: number | null }
+
+/** Starts the helper by hand with raw plan and bpf bytes; collects status events. */
+function helper(plan: Uint8Array, bpf: Uint8Array = Buffer.alloc(0)): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(HELPER_PATH, [], { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'], env: {} });
+    const st = c.stdio as unknown as (Readable & Writable)[];
+    let status = '';
+    st[5]!.on('data', (d: Buffer) => (status += d.toString()));
+    for (const i of [3, 4, 6]) st[i]!.on('error', () => {});
+    st[3]!.end(plan);
+    st[4]!.end(bpf);
+    c.on('error', reject);
+    c.on('close', (code) => resolve({ events: status.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)), code }));
+  });
+}
+
+const raw = (...tokens: string[]): Buffer => Buffer.from(tokens.map((t) => `${t}\0`).join(''));
+const minimal = (extra: PlanOp[] = []): PlanOp[] => [Op.userns(1000, 1000, process.geteuid!() === 0 ? 65534 : process.geteuid!(), process.geteuid!() === 0 ? 65534 : process.getegid!()), Op.root(1 << 20), Op.bind('/usr', '/usr', 'ro'), Op.symlink('usr/bin', '/bin'), Op.symlink('usr/lib', '/lib'), Op.symlink('usr/lib64', '/lib64'), ...extra, Op.arg('/bin/true'), Op.exec('/bin/true'), Op.end()];
+
+async function refused(plan: Uint8Array, re: RegExp, bpf?: Uint8Array): Promise<void> {
+  const r = await helper(plan, bpf);
+  const terminal = r.events.filter((e) => e.ev === 'error' || e.ev === 'exit');
+  assert.equal(terminal.length, 1, `exactly one terminal event: ${JSON.stringify(r.events)}`);
+  assert.equal(terminal[0]!.ev, 'error');
+  assert.match(String(terminal[0]!.msg), re);
+  assert.equal(r.code, 125);
+}
+
+describe('helper protocol', () => {
+  it('the C header is generated from the TS protocol module', () => {
+    assert.equal(readFileSync(new URL('../../native/protocol.h', import.meta.url), 'utf8'), renderProtocolHeader());
+  });
+
+  it('runs a minimal well-formed plan: hello, ready, exit', async () => {
+    const r = await helper(encodePlan(minimal()));
+    assert.deepEqual(r.events.map((e) => e.ev), ['hello', 'ready', 'exit']);
+    assert.equal(r.events[2]!.code, 0);
+    assert.equal(r.code, 0);
+  });
+
+  it('refuses an unknown opcode', () => refused(Buffer.concat([raw(PLAN_MAGIC, '1', 'userns', '1', '1', '1', '1', 'frobnicate')]), /unknown plan opcode 'frobnicate'/));
+  it('refuses a wrong arity (truncated op)', () => refused(raw(PLAN_MAGIC, '1', 'userns', '1', '1'), /needs 4 arguments/));
+  it('refuses relative paths and .. components', async () => {
+    await refused(encodePlan(minimal([Op.tmpfs('relative', 65536)])), /must be absolute/);
+    await refused(encodePlan(minimal([Op.tmpfs('/a/../b', 65536)])), /must be absolute without '\.', '\.\.'/);
+    await refused(encodePlan(minimal([Op.bind('/usr/../etc', '/x', 'ro')])), /must be absolute/);
+  });
+  it('refuses a plan without end, or with tokens after it', async () => {
+    await refused(encodePlan(minimal()).subarray(0, -4), /no 'end'/);
+    await refused(Buffer.concat([encodePlan(minimal()), raw('arg', 'x')]), /tokens after 'end'/);
+  });
+  it('refuses another protocol version or magic', async () => {
+    await refused(raw(PLAN_MAGIC, '999', 'end'), /version '999' is not supported/);
+    await refused(raw('not-a-plan', '1', 'end'), /does not start with/);
+  });
+  it('refuses an oversize plan', () => refused(Buffer.concat([raw(PLAN_MAGIC, '1'), Buffer.alloc(ProtocolLimits.planMaxBytes + 10, 0x61), Buffer.from([0])]), /larger than/));
+  it('refuses a seccomp program whose length is not a multiple of 8', () => refused(encodePlan(minimal()), /not a multiple of 8/, Buffer.alloc(12)));
+  it('refuses a plan missing userns, root or exec', async () => {
+    await refused(raw(PLAN_MAGIC, '1', 'root', '65536', 'arg', 'x', 'exec', '/x', 'end'), /no userns/);
+    await refused(raw(PLAN_MAGIC, '1', 'userns', '1', '1', '1', '1', 'arg', 'x', 'exec', '/x', 'end'), /no root/);
+    await refused(raw(PLAN_MAGIC, '1', 'userns', '1', '1', '1', '1', 'root', '65536', 'arg', 'x', 'end'), /no exec/);
+  });
+  it('refuses a bad bind access mode and non-octal modes', async () => {
+    await refused(encodePlan(minimal([{ op: 'bind', args: ['/usr', '/x', 'rwx'] }])), /bind access 'rwx'/);
+    await refused(encodePlan(minimal([{ op: 'dir', args: ['/x', '999'] }])), /not octal/);
+  });
+  it('a failing op is reported with its index, syscall and errno', async () => {
+    const plan = minimal([Op.bind('/no/such/source', '/x', 'rw')]);
+    const r = await helper(encodePlan(plan));
+    const err = r.events.find((e) => e.ev === 'error')!;
+    assert.equal(err.stage, 'init');
+    assert.equal(err.op, 'bind');
+    assert.equal(plan[err.opIndex as number]!.args[0], '/no/such/source');
+    assert.equal(err.syscall, 'stat');
+    assert.equal(err.errno, 2);
+    assert.equal(r.events.filter((e) => e.ev === 'exit').length, 0);
+  });
+  it('started by hand without its fds, it explains itself and exits 126', () => {
+    const r = spawnSync(HELPER_PATH, [], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    assert.equal(r.status, 126);
+    assert.match(r.stderr, /started by the cubicle library/);
+  });
+});
