@@ -6,12 +6,12 @@ import { Op, type PlanOp } from '../sandbox/plan/ops.js';
 const TOP_LEVEL = ['/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32'];
 
 /** Small /etc files programs read at start-up; copied into the sandbox's root (cheaper than a mount each). */
-const ETC_FILES = ['ld.so.cache', 'ld.so.conf', 'nsswitch.conf', 'host.conf', 'gai.conf', 'protocols', 'services', 'rpc', 'networks', 'mime.types', 'debian_version', 'os-release', 'issue', 'inputrc', 'bash.bashrc', 'profile', 'environment', 'locale.alias', 'papersize'];
+const ETC_FILES = ['ld.so.cache', 'nsswitch.conf', 'host.conf', 'protocols', 'services', 'debian_version', 'os-release', 'localtime', 'timezone'];
 
 /** /etc directories programs resolve at run time (alternatives for java/awk..., ssl certificates, the JDK's config). */
-const ETC_DIRS = ['ld.so.conf.d', 'alternatives', 'ssl/certs', 'ca-certificates', 'profile.d', 'python3', 'python3.11', 'perl', 'gcc'];
+const ETC_DIRS = ['alternatives', 'ssl/certs'];
 
-const ETC_DIR_PATTERNS = [/^java-\d+-openjdk$/];
+const ETC_DIR_PATTERNS = [/^java-\d+-openjdk$/, /^python3(\.\d+)?$/];
 
 function lstatOrNull(path: string): Stats | null {
   try {
@@ -52,12 +52,8 @@ export function hostViewOps(): readonly PlanOp[] {
     const path = `/etc/${name}`;
     if (lstatOrNull(path)?.isDirectory()) ops.push(Op.bind(path, path, 'ro'));
   }
-  for (const name of ['localtime', 'timezone', 'ssl/openssl.cnf']) {
-    const path = `/etc/${name}`;
-    const st = lstatOrNull(path);
-    if (st?.isSymbolicLink()) ops.push(Op.symlink(readlinkSync(path), path));
-    else if (st?.isFile() && st.size <= 1 << 20) ops.push(Op.copy(path, path, 0o644));
-  }
+  const openssl = lstatOrNull('/etc/ssl/openssl.cnf');
+  if (openssl?.isFile() && openssl.size <= 1 << 20) ops.push(Op.copy('/etc/ssl/openssl.cnf', '/etc/ssl/openssl.cnf', 0o644));
   cached = ops;
   return ops;
 }

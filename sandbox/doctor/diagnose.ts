@@ -234,7 +234,7 @@ function checkSeccompFilter(f: HostFacts): DoctorCheck {
       id,
       title,
       status: 'fail',
-      detail: `a seccomp filter is active (Seccomp: ${c.seccompMode}${filters}${inContainer ? ', inside a container: Docker\'s default profile blocks these calls' : ''}) and ${sf.syscall} failed with ${sf.errnoName}`,
+      detail: `a seccomp filter is active (Seccomp: ${c.seccompMode}${filters}${inContainer ? ', inside a container, whose default profile blocks these calls without CAP_SYS_ADMIN' : ''}) and ${sf.syscall} failed with ${sf.errnoName}`,
       fix,
     };
   }
