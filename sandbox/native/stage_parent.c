@@ -26,6 +26,18 @@
 
 #define NS_FLAGS (CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWCGROUP)
 
+/* A helper started with 0-2 closed would hand those numbers to its own pipes; give them /dev/null first. */
+static void ensure_stdio_open(void) {
+  for (int fd = 0; fd < 3; fd++) {
+    if (fcntl(fd, F_GETFD) >= 0) continue;
+    int n = open("/dev/null", O_RDWR);
+    if (n >= 0 && n != fd) {
+      dup2(n, fd);
+      close(n);
+    }
+  }
+}
+
 static void require_fds(void) {
   int fds[] = {CUB_FD_PLAN, CUB_FD_BPF, CUB_FD_STATUS, CUB_FD_CONTROL};
   for (size_t i = 0; i < sizeof fds / sizeof *fds; i++) {
@@ -94,6 +106,7 @@ int main(int argc, char **argv) {
     printf("cubicle-helper protocol %d\n", CUB_PROTOCOL_VERSION);
     return 0;
   }
+  ensure_stdio_open();
   require_fds();
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_PDEATHSIG");
   prctl(PR_SET_NAME, "cubicle-parent", 0, 0, 0);

@@ -1,6 +1,4 @@
 // Spawns the helper, feeds it the plan, reads its events, enforces timeout/cancel, and builds the result.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { Readable, type Writable } from 'node:stream';
@@ -9,9 +7,10 @@ import type { ResolvedOptions } from '../api/options.js';
 import type { SandboxResult, SandboxUsage, SetupFailure, Verdict } from '../api/result.js';
 import { ErrorCode, SandboxError, type ErrorCodeValue } from '../errors.js';
 import { encodePlan, type PlanOp } from '../plan/ops.js';
-import { ControlByte, HelperFd } from '../protocol/opcodes.js';
+import { ControlByte } from '../protocol/opcodes.js';
 import { StatusReader, type ExitEvent, type ReadyEvent } from '../protocol/status.js';
-import { assertHelperBuilt, HELPER_PATH } from './helper-path.js';
+import { assertHelperBuilt } from './helper-path.js';
+import { launchHelper, type LaunchedHelper } from './launch.js';
 import { toSetupFailure } from './hints.js';
 
 const debug = debuglog('cubicle');
@@ -31,20 +30,6 @@ export interface Supervision {
 }
 
 type Reason = 'timeout' | 'cancel' | 'user';
-
-/** The helper's extra fds (3-6) as streams; Node types only the first five entries. */
-const fdOf = (child: ChildProcess | undefined, fd: number): Readable | Writable | undefined => (child?.stdio as unknown as (Readable | Writable | null)[] | undefined)?.[fd] ?? undefined;
-
-type StdioEntry = 'pipe' | 'ignore' | 'inherit' | number;
-
-function stdinConfig(o: ResolvedOptions): { stdio: StdioEntry; fd?: number } {
-  if (o.inputFile !== undefined) {
-    const fd = openSync(o.inputFile, 'r');
-    return { stdio: fd, fd };
-  }
-  if (o.input !== undefined) return { stdio: 'pipe' };
-  return { stdio: o.stdin };
-}
 
 function usageOf(exit: ExitEvent | undefined, elapsedMs: number): SandboxUsage | undefined {
   if (!exit) return undefined;
@@ -91,22 +76,13 @@ function messageFor(verdict: Verdict, r: SandboxResult, o: ResolvedOptions, fail
 export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Buffer, capture: boolean): Supervision {
   const planBytes = encodePlan(plan);
   const started = performance.now();
-  const stdinCfg = stdinConfig(o);
-  let child: ChildProcess;
-  let spawnError: Error | undefined;
+  let helper: LaunchedHelper | undefined;
+  let launchError: Error | undefined;
   try {
     assertHelperBuilt();
-    child = spawn(HELPER_PATH, [], {
-      stdio: [stdinCfg.stdio, o.stdout, o.stderr, 'pipe', 'pipe', 'pipe', 'pipe'],
-      env: {},
-      argv0: 'cubicle-helper',
-      ...(o.runAs ? { uid: o.runAs.uid, gid: o.runAs.gid } : {}),
-    });
+    helper = launchHelper(o, planBytes, bpf);
   } catch (e) {
-    spawnError = e as Error;
-    child = undefined as unknown as ChildProcess;
-  } finally {
-    if (stdinCfg.fd !== undefined) closeSync(stdinCfg.fd);
+    launchError = e as Error;
   }
 
   const status = new StatusReader();
@@ -117,19 +93,20 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Buff
   const timers: NodeJS.Timeout[] = [];
   const out: Buffer[] = [];
   const err: Buffer[] = [];
-  const control = fdOf(child, HelperFd.control) as Writable | undefined;
 
   const sendControl = (byte: string): void => {
-    if (control && !control.destroyed && control.writable) control.write(byte);
+    const c = helper?.control;
+    if (c && !c.destroyed && c.writable) c.write(byte);
   };
   const kill = (signal: 'SIGTERM' | 'SIGKILL', reason: Reason): void => {
-    if (finished || !child) return;
+    if (finished || !helper) return;
     if (reason === 'timeout') timedOut = true;
     if (reason === 'cancel') isCanceled = true;
     sendControl(signal === 'SIGKILL' ? ControlByte.kill : ControlByte.terminate);
     if (signal === 'SIGTERM') timers.push(setTimeout(() => kill('SIGKILL', reason), o.forceKillAfterDelay).unref());
     // Last resort if the helper does not react: killing it takes init (PDEATHSIG) and so the whole sandbox.
-    timers.push(setTimeout(() => child.kill('SIGKILL'), (signal === 'SIGTERM' ? o.forceKillAfterDelay : 0) + HELPER_KILL_FALLBACK_MS).unref());
+    const h = helper;
+    timers.push(setTimeout(() => h.kill(), (signal === 'SIGTERM' ? o.forceKillAfterDelay : 0) + HELPER_KILL_FALLBACK_MS).unref());
   };
 
   const result = new Promise<SandboxResult>((resolve, reject) => {
@@ -139,7 +116,8 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Buff
       finished = true;
       for (const t of timers) clearTimeout(t);
       o.cancelSignal?.removeEventListener('abort', onAbort);
-      for (const fd of [HelperFd.plan, HelperFd.bpf, HelperFd.status, HelperFd.control]) (fdOf(child, fd) as Readable | undefined)?.destroy();
+      helper?.status.destroy();
+      helper?.control.destroy();
       const elapsedMs = performance.now() - started;
       const terminal = status.terminal();
       const ready = status.events.find((e): e is ReadyEvent => e.ev === 'ready');
@@ -147,8 +125,8 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Buff
       let failure: SetupFailure | undefined;
       if (terminal?.ev === 'error') failure = toSetupFailure(terminal, plan, o.argv[0]!);
       else if (!exit) {
-        const why = spawnError?.message ?? protocolError?.message ?? `the helper ended (${exitSignal ?? `exit code ${exitCode}`}) without reporting a result`;
-        failure = { stage: 'helper', message: why, hint: spawnError ? 'run npm install (or npm run build) to build the helper' : 'this is a bug in cubicle or the helper was killed from outside; rerun with NODE_DEBUG=cubicle' };
+        const why = launchError?.message ?? protocolError?.message ?? `the helper ended (${exitSignal ?? `exit code ${exitCode}`}) without reporting a result`;
+        failure = { stage: 'helper', message: why, hint: launchError ? 'run npm install (or npm run build) to build the helper, and check it is executable by this user' : 'this is a bug in cubicle or the helper was killed from outside; rerun with NODE_DEBUG=cubicle' };
       }
       const signal = exit?.signal !== undefined ? SIGNAL_NAMES.get(exit.signal) ?? (`SIG${exit.signal}` as NodeJS.Signals) : null;
       const exitCodeOut = exit?.code ?? null;
@@ -176,28 +154,27 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Buff
         failed: verdict !== 'ok',
         usage: usageOf(exit, elapsedMs),
         setup: ready ? { ms: ready.setupUs / 1000 } : undefined,
-        helperPid: child?.pid,
+        helperPid: helper?.pid,
         initPid: ready?.initPid,
         namespaces: ready?.ns,
         setupFailure: failure,
       };
-      debug('run finished in %d ms: %s', Math.round(elapsedMs), verdict);
+      debug('run finished in %d ms via %s: %s', Math.round(elapsedMs), helper?.launcher, verdict);
       if (!r.failed || !o.reject) return resolve(r);
       const [message, code] = messageFor(verdict, r, o, failure);
-      reject(new SandboxError(message, code, r, spawnError ? { cause: spawnError } : undefined));
+      reject(new SandboxError(message, code, r, launchError ? { cause: launchError } : undefined));
     };
 
-    if (!child) return finish(null, null);
-    child.on('error', (e) => {
-      spawnError ??= e;
-      if (child.pid === undefined) finish(null, null);
-    });
-    child.on('close', (code, sig) => finish(code, sig));
-    for (const fd of [HelperFd.plan, HelperFd.bpf, HelperFd.status, HelperFd.control]) (fdOf(child, fd) as Readable).on('error', (e) => debug('helper fd %d: %s', fd, e.message));
-    child.stdin?.on('error', (e) => debug('stdin: %s', e.message)); // EPIPE when the payload stops reading: not an error of the run
-    (fdOf(child, HelperFd.plan) as Writable).end(planBytes);
-    (fdOf(child, HelperFd.bpf) as Writable).end(bpf);
-    (fdOf(child, HelperFd.status) as Readable).on('data', (chunk: Buffer) => {
+    if (!helper) return finish(null, null);
+    helper.done.then(
+      (x) => finish(x.code, x.signal),
+      (e: Error) => {
+        launchError = e;
+        finish(null, null);
+      },
+    );
+    helper.stdin?.on('error', (e) => debug('stdin: %s', e.message)); // EPIPE when the payload stops reading: not an error of the run
+    helper.status.on('data', (chunk: Buffer) => {
       if (protocolError) return;
       try {
         for (const ev of status.push(chunk)) debug('event %j', ev);
@@ -207,17 +184,18 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Buff
       }
     });
     if (capture) {
-      child.stdout?.on('data', (c: Buffer) => out.push(c));
-      child.stderr?.on('data', (c: Buffer) => err.push(c));
+      helper.stdout?.on('data', (c: Buffer) => out.push(c));
+      helper.stderr?.on('data', (c: Buffer) => err.push(c));
     }
-    if (o.input !== undefined && child.stdin) {
+    const stdin = helper.stdin;
+    if (o.input !== undefined && stdin) {
       if (o.input instanceof Readable) {
         o.input.on('error', (e) => {
           debug('input stream: %s', e.message);
-          child.stdin?.destroy();
+          stdin.destroy();
         });
-        o.input.pipe(child.stdin);
-      } else child.stdin.end(o.input);
+        o.input.pipe(stdin);
+      } else stdin.end(o.input);
     }
     if (o.timeout !== undefined) timers.push(setTimeout(() => kill('SIGKILL', 'timeout'), o.timeout));
     if (o.cancelSignal) {
@@ -227,10 +205,10 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Buff
   });
 
   return {
-    pid: child?.pid,
-    stdin: child?.stdin ?? null,
-    stdout: capture ? null : child?.stdout ?? null,
-    stderr: capture ? null : child?.stderr ?? null,
+    pid: helper?.pid,
+    stdin: helper?.stdin ?? null,
+    stdout: capture ? null : helper?.stdout ?? null,
+    stderr: capture ? null : helper?.stderr ?? null,
     result,
     kill: (signal = 'SIGTERM') => kill(signal, 'user'),
   };

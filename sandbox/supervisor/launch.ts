@@ -1,0 +1,225 @@
+// Starts the helper with its stdio and protocol fds (3 plan, 4 bpf, 5 status, 6 control) and watches it end.
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { Socket } from 'node:net';
+import { constants as osConstants } from 'node:os';
+import { Readable, Writable } from 'node:stream';
+import { debuglog } from 'node:util';
+import type { ResolvedOptions } from '../api/options.js';
+import { HelperFd } from '../protocol/opcodes.js';
+import { HELPER_PATH } from './helper-path.js';
+import { F_DUPFD_CLOEXEC, loadLibc, O_CLOEXEC, POSIX_SPAWN_SETSIGDEF, POSIX_SPAWN_SETSIGMASK, WNOHANG, type Libc } from './libc.js';
+
+const debug = debuglog('cubicle');
+
+export interface HelperExitStatus {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** A running helper: its streams, and a promise that settles once it has exited and its output has closed. */
+export interface LaunchedHelper {
+  readonly pid: number | undefined;
+  readonly stdin: Writable | null;
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  readonly status: Readable;
+  readonly control: Writable;
+  readonly done: Promise<HelperExitStatus>;
+  /** SIGKILLs the helper itself (its init then dies by PDEATHSIG, and with it the sandbox). */
+  kill(): void;
+  readonly launcher: 'posix_spawn' | 'child_process';
+}
+
+export class LaunchError extends Error {
+  override name = 'LaunchError';
+}
+
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
+for (const [name, num] of Object.entries(osConstants.signals)) if (!SIGNAL_NAMES.has(num)) SIGNAL_NAMES.set(num, name as NodeJS.Signals);
+/** A pipe holds 64 KiB by default: a plan this small is written before the helper even starts. */
+const PIPE_PREFILL_MAX = 60 << 10;
+
+/** Picks the fast launcher when it can do the job, else Node's child_process. */
+export function launchHelper(o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array): LaunchedHelper {
+  const libc = o.runAs ? null : loadLibc(); // changing host ids needs child_process (it does setgid/setuid)
+  return libc ? launchWithPosixSpawn(libc, o, plan, bpf) : launchWithChildProcess(o, plan, bpf);
+}
+
+function launchWithChildProcess(o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array): LaunchedHelper {
+  let stdinFd: number | undefined;
+  let stdinCfg: 'pipe' | 'ignore' | 'inherit' | number = o.stdin;
+  if (o.inputFile !== undefined) stdinCfg = stdinFd = openSync(o.inputFile, 'r');
+  else if (o.input !== undefined) stdinCfg = 'pipe';
+  let child;
+  try {
+    child = spawn(HELPER_PATH, [], {
+      stdio: [stdinCfg, o.stdout, o.stderr, 'pipe', 'pipe', 'pipe', 'pipe'],
+      env: {},
+      argv0: 'cubicle-helper',
+      ...(o.runAs ? { uid: o.runAs.uid, gid: o.runAs.gid } : {}),
+    });
+  } finally {
+    if (stdinFd !== undefined) closeSync(stdinFd);
+  }
+  const fd = (n: number) => (child.stdio as unknown as (Readable & Writable)[])[n]!;
+  for (const n of [HelperFd.plan, HelperFd.bpf, HelperFd.status, HelperFd.control]) fd(n).on('error', (e: Error) => debug('helper fd %d: %s', n, e.message));
+  fd(HelperFd.plan).end(plan);
+  fd(HelperFd.bpf).end(bpf);
+  const done = new Promise<HelperExitStatus>((resolve, reject) => {
+    child.on('error', (e) => (child.pid === undefined ? reject(new LaunchError(`cannot start the helper ${HELPER_PATH}: ${e.message}`, { cause: e })) : debug('helper: %s', e.message)));
+    child.on('close', (code, signal) => resolve({ code, signal }));
+  });
+  return { pid: child.pid, stdin: child.stdin, stdout: child.stdout, stderr: child.stderr, status: fd(HelperFd.status), control: fd(HelperFd.control), done, kill: () => child.kill('SIGKILL'), launcher: 'child_process' };
+}
+
+/** Owns raw fds until they are handed to a stream or closed; closes everything left on failure. */
+class FdSet {
+  readonly #open = new Set<number>();
+  constructor(readonly libc: Libc) {}
+  pipe(): [number, number] {
+    const fds = new Int32Array(2);
+    if (this.libc.pipe2(fds, O_CLOEXEC) !== 0) throw new LaunchError(`pipe2 failed: ${errnoText(this.libc.errno())}`);
+    this.#open.add(fds[0]!).add(fds[1]!);
+    return [fds[0]!, fds[1]!];
+  }
+  /** A close-on-exec copy numbered >= 16, so no source fd collides with targets 0-6 in the child. */
+  high(fd: number): number {
+    const h = this.libc.fcntl(fd, F_DUPFD_CLOEXEC, 16);
+    if (h < 0) throw new LaunchError(`fcntl(F_DUPFD_CLOEXEC) failed: ${errnoText(this.libc.errno())}`);
+    this.#open.add(h);
+    return h;
+  }
+  adopt(fd: number): number {
+    this.#open.add(fd);
+    return fd;
+  }
+  release(fd: number): number {
+    this.#open.delete(fd);
+    return fd;
+  }
+  close(fd: number): void {
+    if (this.#open.delete(fd)) this.libc.close(fd);
+  }
+  closeAll(): void {
+    for (const fd of this.#open) this.libc.close(fd);
+    this.#open.clear();
+  }
+}
+
+const errnoText = (n: number): string => Object.entries(osConstants.errno).find(([, v]) => v === n)?.[0] ?? `errno ${n}`;
+
+function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array): LaunchedHelper {
+  const fds = new FdSet(libc);
+  const fa = Buffer.alloc(512);
+  const attr = Buffer.alloc(1024);
+  const sigs = Buffer.alloc(128);
+  libc.fa_init(fa);
+  libc.attr_init(attr);
+  try {
+    // target fd in the helper -> source fd here; parentEnds are what this process keeps.
+    const targets = new Map<number, number>();
+    let stdinEnd: number | undefined;
+    let stdoutEnd: number | undefined;
+    let stderrEnd: number | undefined;
+    if (o.inputFile !== undefined) targets.set(0, fds.adopt(openSync(o.inputFile, 'r')));
+    else if (o.input !== undefined || o.stdin === 'pipe') {
+      const [r, w] = fds.pipe();
+      targets.set(0, r);
+      stdinEnd = w;
+    } else if (o.stdin === 'ignore') targets.set(0, fds.adopt(openSync('/dev/null', 'r')));
+    else targets.set(0, 0); // inherit: dup2 to itself clears close-on-exec, which Node may have set on its stdio
+    for (const [n, mode] of [[1, o.stdout], [2, o.stderr]] as const) {
+      if (mode === 'pipe') {
+        const [r, w] = fds.pipe();
+        targets.set(n, w);
+        if (n === 1) stdoutEnd = r;
+        else stderrEnd = r;
+      } else if (mode === 'ignore') targets.set(n, fds.adopt(openSync('/dev/null', 'w')));
+      else targets.set(n, n);
+    }
+    const [planR, planW] = fds.pipe();
+    const [bpfR, bpfW] = fds.pipe();
+    const [statusR, statusW] = fds.pipe();
+    const [controlR, controlW] = fds.pipe();
+    targets.set(HelperFd.plan, planR).set(HelperFd.bpf, bpfR).set(HelperFd.status, statusW).set(HelperFd.control, controlR);
+
+    for (const [target, src] of targets) if (libc.fa_adddup2(fa, fds.high(src), target) !== 0) throw new LaunchError('posix_spawn_file_actions_adddup2 failed');
+    libc.fa_addclosefrom(fa, HelperFd.control + 1);
+    libc.sigfillset(sigs);
+    libc.attr_setsigdefault(attr, sigs);
+    libc.sigemptyset(sigs);
+    libc.attr_setsigmask(attr, sigs);
+    libc.attr_setflags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+
+    // Small inputs go into the pipes now, so the helper never waits for this event loop.
+    const prefilled = plan.length <= PIPE_PREFILL_MAX && bpf.length <= PIPE_PREFILL_MAX;
+    if (prefilled) {
+      writeSync(planW, plan);
+      fds.close(planW);
+      writeSync(bpfW, bpf);
+      fds.close(bpfW);
+    }
+    const pid = [0];
+    const rc = libc.posix_spawn(pid, HELPER_PATH, fa, attr, ['cubicle-helper', null], [null]);
+    if (rc !== 0) throw new LaunchError(`cannot start the helper ${HELPER_PATH}: posix_spawn: ${errnoText(rc)}`);
+    const helperPid = pid[0]!;
+    // Everything but our own ends closes now; the helper holds its copies.
+    const keep = new Set([stdinEnd, stdoutEnd, stderrEnd, statusR, controlW, ...(prefilled ? [] : [planW, bpfW])].filter((x): x is number => x !== undefined));
+    for (const fd of keep) fds.release(fd);
+    fds.closeAll();
+
+    const readable = (fd: number) => new Socket({ fd, readable: true, writable: false });
+    const writable = (fd: number) => new Socket({ fd, readable: false, writable: true });
+    if (!prefilled) {
+      writable(planW).on('error', (e) => debug('plan fd: %s', e.message)).end(plan);
+      writable(bpfW).on('error', (e) => debug('bpf fd: %s', e.message)).end(bpf);
+    }
+    const status = readable(statusR);
+    const control = writable(controlW);
+    control.on('error', (e) => debug('control fd: %s', e.message));
+    const stdin = stdinEnd !== undefined ? writable(stdinEnd) : null;
+    const stdout = stdoutEnd !== undefined ? readable(stdoutEnd) : null;
+    const stderr = stderrEnd !== undefined ? readable(stderrEnd) : null;
+
+    // The helper has exited once its status fd reaches EOF (init, which shares it, is gone first) and wait
+    // reaps it; its output is complete once stdout/stderr close.
+    const closed = (s: Readable | Writable | null) => (s ? new Promise<void>((r) => s.once('close', () => r())) : Promise.resolve());
+    let exited: HelperExitStatus | undefined;
+    const reap = (): HelperExitStatus | undefined => {
+      if (exited) return exited;
+      const st = new Int32Array(1);
+      const r = libc.waitpid(helperPid, st, WNOHANG);
+      if (r !== helperPid) return undefined;
+      const s = st[0]!;
+      exited = (s & 0x7f) === 0 ? { code: (s >> 8) & 0xff, signal: null } : { code: null, signal: SIGNAL_NAMES.get(s & 0x7f) ?? null };
+      return exited;
+    };
+    const waitExit = (): Promise<HelperExitStatus> =>
+      new Promise((resolve) => {
+        const poll = (delay: number): void => {
+          const e = reap();
+          if (e) resolve(e);
+          else setTimeout(() => poll(Math.min(delay * 2, 50)), delay);
+        };
+        poll(0);
+      });
+    const done = Promise.all([closed(status), closed(stdout), closed(stderr)]).then(waitExit);
+    const kill = (): void => {
+      if (!reap()) {
+        try {
+          process.kill(helperPid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+    };
+    return { pid: helperPid, stdin, stdout, stderr, status, control, done, kill, launcher: 'posix_spawn' };
+  } catch (e) {
+    fds.closeAll();
+    throw e;
+  } finally {
+    libc.fa_destroy(fa);
+    libc.attr_destroy(attr);
+  }
+}
