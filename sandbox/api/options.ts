@@ -1,5 +1,8 @@
 // Public options of runSandboxed/spawnSandboxed and their synchronous validation (nothing runs before it).
-import { statSync } from 'node:fs';
+import { lstatSync, realpathSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { isAbsolute, normalize } from 'node:path';
 import { Readable } from 'node:stream';
 import { SandboxOptionError } from '../errors.js';
@@ -104,6 +107,24 @@ function checkId(option: string, v: unknown, dflt: number): number {
   return v as number;
 }
 
+const stripSlash = (p: string): string => (p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p);
+
+let protectedCache: string[] | undefined;
+
+/** Host directories holding code that runs outside the sandbox: this package's build and koffi. */
+function protectedPaths(): string[] {
+  if (protectedCache) return protectedCache;
+  const dist = realpathSync(fileURLToPath(new URL('../..', import.meta.url))); // dist/ (compiled JS and the helper)
+  const paths = [dist];
+  try {
+    paths.push(realpathSync(dirname(createRequire(import.meta.url).resolve('koffi/package.json'))));
+  } catch {
+    /* koffi not installed: nothing of it to protect */
+  }
+  protectedCache = paths;
+  return paths;
+}
+
 /** An absolute, normalized inside path without '..'; `what` names the option in errors. */
 export function checkInsidePath(option: string, p: unknown): string {
   if (typeof p !== 'string' || p.length === 0) return fail(option, `${option} must be a non-empty string`);
@@ -144,10 +165,20 @@ function checkMount(m: unknown, i: number): ResolvedMount {
     const code = (e as NodeJS.ErrnoException).code;
     throw new SandboxOptionError(`${where}.source`, code === 'ENOENT' ? `bind source "${source}" does not exist on the host` : `bind source "${source}" cannot be used: ${code ?? (e as Error).message}`, 'ERR_SANDBOX_BIND_SOURCE');
   }
+  const clean = stripSlash(normalize(source));
+  const real = realpathSync(clean);
+  if (real !== clean)
+    throw new SandboxOptionError(`${where}.source`, `bind source "${source}" goes through a symlink (it resolves to "${real}"); symlinks in bind sources are not followed, so give the resolved path if that is what you mean`, 'ERR_SANDBOX_BIND_SOURCE');
   const target = checkInsidePath(`${where}.target`, spec.target ?? source);
   if (target === '/') fail(`${where}.target`, `${where}.target cannot be / (the root is always a fresh tmpfs)`);
   if (spec.readOnly !== undefined && typeof spec.readOnly !== 'boolean') fail(`${where}.readOnly`, `${where}.readOnly must be a boolean`);
-  return { type: 'bind', source: normalize(source), target, readOnly: spec.readOnly === true };
+  const readOnly = spec.readOnly === true;
+  if (!readOnly) {
+    const own = protectedPaths().find((p) => p === real || p.startsWith(real === '/' ? '/' : `${real}/`));
+    if (own)
+      throw new SandboxOptionError(`${where}.source`, `a read-write bind of "${source}" would let the sandbox rewrite cubicle's own code (${own}), which runs unsandboxed; bind it read-only (readOnly: true / --ro-bind) and give the writable subdirectories their own binds`, 'ERR_SANDBOX_BIND_SOURCE');
+  }
+  return { type: 'bind', source: real, target, readOnly };
 }
 
 function checkCommand(cmd: unknown): string[] {
@@ -235,8 +266,11 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
   if (o.inputFile !== undefined) {
     if (input !== undefined) fail('inputFile', 'give either input or inputFile, not both');
     if (typeof o.inputFile !== 'string') fail('inputFile', 'inputFile must be a path');
+    // Checked again, race-free, when it is opened (O_NOFOLLOW, regular file): a sandbox may have planted a symlink.
     try {
-      if (!statSync(o.inputFile as string).isFile()) fail('inputFile', `inputFile "${String(o.inputFile)}" is not a regular file`);
+      const st = lstatSync(o.inputFile as string);
+      if (st.isSymbolicLink()) fail('inputFile', `inputFile "${String(o.inputFile)}" is a symlink; give the real path (symlinks are not followed)`);
+      if (!st.isFile()) fail('inputFile', `inputFile "${String(o.inputFile)}" is not a regular file`);
     } catch (e) {
       if (e instanceof SandboxOptionError) throw e;
       fail('inputFile', `inputFile "${String(o.inputFile)}" cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);

@@ -1,5 +1,6 @@
 // The cubicle command line: run, plan, doctor (the bin entry is ./main.ts).
-import { writeFileSync } from 'node:fs';
+import { closeSync, writeFileSync } from 'node:fs';
+import { openRegularForWrite } from '../safe-open.js';
 import { constants } from 'node:os';
 import { resolveOptions } from '../api/options.js';
 import type { SandboxResult } from '../api/result.js';
@@ -67,6 +68,8 @@ async function cmdRun(argv: string[]): Promise<number> {
     if (r.verdict === 'setup-error') process.stderr.write(`cubicle: ${describeFailure(r)}\n`);
     return r.verdict === 'setup-error' ? EXIT_SANDBOX_FAILED : 0;
   }
+  // Opened before the run (no symlink, regular file): the sandbox cannot redirect where the result goes.
+  const resultFd = args.resultFile !== undefined ? openResultFile(args.resultFile) : undefined;
   const proc = spawnSandboxed(args.command, { ...args.options, reject: false, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit' });
   let interrupts = 0;
   const onSignal = (): void => proc.kill(++interrupts > 1 ? 'SIGKILL' : 'SIGTERM');
@@ -77,10 +80,21 @@ async function cmdRun(argv: string[]): Promise<number> {
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
   process.off('SIGHUP', onSignal);
-  if (args.resultFile !== undefined) writeFileSync(args.resultFile, JSON.stringify(resultToJson(r), null, 2) + '\n');
+  if (resultFd !== undefined) {
+    writeFileSync(resultFd, JSON.stringify(resultToJson(r), null, 2) + '\n');
+    closeSync(resultFd);
+  }
   if (r.verdict === 'setup-error') process.stderr.write(`cubicle: ${describeFailure(r)}\n`);
   if (r.timedOut) process.stderr.write(`cubicle: timed out after ${args.options.timeout} ms; the sandbox was killed\n`);
   return exitCodeFor(r);
+}
+
+function openResultFile(path: string): number {
+  try {
+    return openRegularForWrite(path);
+  } catch (e) {
+    throw new UsageError(`--result: ${(e as Error).message}`);
+  }
 }
 
 function describeFailure(r: SandboxResult): string {

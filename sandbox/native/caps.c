@@ -25,6 +25,10 @@ void caps_drop_all(void) {
   }
   if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
     die_sys("prctl", errno, "PR_CAP_AMBIENT_CLEAR_ALL");
+  caps_clear_sets();
+}
+
+void caps_clear_sets(void) {
   struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
   struct __user_cap_data_struct data[2] = {{0, 0, 0}, {0, 0, 0}};
   if (syscall(SYS_capset, &hdr, data) < 0) die_sys("capset", errno, "clearing every capability set");

@@ -19,6 +19,9 @@ struct plan {
   size_t len;
   struct op *ops; /* filesystem ops, in plan order */
   size_t nops;
+  int has_host_ids;
+  uid_t host_uid;
+  gid_t host_gid;
   uid_t inner_uid, outer_uid;
   gid_t inner_gid, outer_gid;
   unsigned long long root_size;
@@ -71,6 +74,8 @@ void net_loopback_up(void);
 
 /* caps.c: run by the payload stage before exec */
 void caps_drop_all(void);
+/* capset to all-zero: effective, permitted, inheritable */
+void caps_clear_sets(void);
 
 /* stages */
 __attribute__((noreturn)) void stage_init_main(const struct plan *p, int from_parent_fd, int to_parent_fd,

@@ -34,6 +34,25 @@
 struct cub_mount_attr {
   unsigned long long attr_set, attr_clr, propagation, userns_fd;
 };
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+#ifndef RESOLVE_NO_MAGICLINKS
+#define RESOLVE_NO_MAGICLINKS 0x02
+#define RESOLVE_NO_SYMLINKS 0x04
+#define RESOLVE_BENEATH 0x08
+#endif
+struct cub_open_how {
+  unsigned long long flags, mode, resolve;
+};
+
+static int oldroot_fd = -1;
 
 static void join(char *out, const char *prefix, const char *path) {
   snprintf(out, PATH_MAX, "%s%s", prefix, path);
@@ -102,23 +121,88 @@ static void op_dir(const struct op *op) {
   if (chmod(dst, mode) < 0) die_op(op, "chmod", errno, "%s", op->a[0]);
 }
 
-static void op_bind(const struct op *op) {
-  char src[PATH_MAX], dst[PATH_MAX];
-  join(src, HOST_PREFIX, op->a[0]);
-  join(dst, NEW_PREFIX, op->a[1]);
-  struct stat st;
-  if (stat(src, &st) < 0) die_op(op, "stat", errno, "bind source %s", op->a[0]);
-  make_parents(op, op->a[1]);
-  if (S_ISDIR(st.st_mode)) {
-    if (mkdir(dst, 0755) < 0 && errno != EEXIST) die_op(op, "mkdir", errno, "bind target %s", op->a[1]);
-  } else {
-    int fd = open(dst, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0) die_op(op, "open", errno, "bind target %s", op->a[1]);
-    close(fd);
+/* Opens a bind source beneath the host root without following any symlink (the supervisor refused symlinked
+ * sources; this closes the race with anything swapping one in since). */
+static int open_bind_source(const struct op *op) {
+  if (oldroot_fd < 0) {
+    oldroot_fd = open(HOST_PREFIX, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (oldroot_fd < 0) die_op(op, "open", errno, HOST_PREFIX);
   }
-  if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0) die_op(op, "mount", errno, "binding %s to %s", op->a[0], op->a[1]);
+  const char *rel = op->a[0][1] ? op->a[0] + 1 : ".";
+#ifdef SYS_openat2
+  struct cub_open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+  int fd = (int)syscall(SYS_openat2, oldroot_fd, rel, &how, sizeof how);
+  if (fd >= 0) return fd;
+  if (errno != ENOSYS) die_op(op, "openat2", errno, "bind source %s (symlinks are not followed)", op->a[0]);
+#endif
+  /* Kernels before 5.6: no symlink at the last component, at least. */
+  fd = openat(oldroot_fd, rel, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) die_op(op, "open", errno, "bind source %s", op->a[0]);
+  return fd;
+}
+
+/* Creates the mount point: a directory for a directory, an empty regular file for anything else. */
+static void make_mount_point(const struct op *op, const char *dst, const char *inside, int is_dir) {
+  make_parents(op, inside);
+  if (is_dir) {
+    if (mkdir(dst, 0755) < 0 && errno != EEXIST) die_op(op, "mkdir", errno, "mount point %s", inside);
+    struct stat st;
+    if (lstat(dst, &st) < 0 || !S_ISDIR(st.st_mode)) die_op(op, "lstat", ENOTDIR, "mount point %s is not a directory", inside);
+    return;
+  }
+  /* O_NONBLOCK: a fifo planted at the mount point must not hang setup. */
+  int fd = open(dst, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0644);
+  if (fd < 0) die_op(op, "open", errno, "mount point %s", inside);
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) die_op(op, "fstat", EINVAL, "mount point %s is not a regular file", inside);
+  close(fd);
+}
+
+static void op_bind(const struct op *op) {
+  char dst[PATH_MAX];
+  join(dst, NEW_PREFIX, op->a[1]);
+  int src = open_bind_source(op);
+  struct stat st;
+  if (fstat(src, &st) < 0) die_op(op, "fstat", errno, "bind source %s", op->a[0]);
+  make_mount_point(op, dst, op->a[1], S_ISDIR(st.st_mode));
   const char *access = op->a[2];
-  restrict_mount(op, dst, strcmp(access, "ro") == 0, strcmp(access, "dev") != 0);
+  int rdonly = strcmp(access, "ro") == 0, nodev = strcmp(access, "dev") != 0;
+#if defined(SYS_open_tree) && defined(SYS_move_mount) && defined(SYS_mount_setattr)
+  /* Clone the tree detached, restrict it, then attach it: it is never visible writable or suid. */
+  int tree = (int)syscall(SYS_open_tree, src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
+  if (tree >= 0) {
+    struct cub_mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID | (rdonly ? MOUNT_ATTR_RDONLY : 0) | (nodev ? MOUNT_ATTR_NODEV : 0)};
+    if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
+      die_op(op, "mount_setattr", errno, "restricting %s", op->a[0]);
+    if (syscall(SYS_move_mount, tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+      die_op(op, "move_mount", errno, "binding %s to %s", op->a[0], op->a[1]);
+    close(tree);
+    close(src);
+    return;
+  }
+  if (errno != ENOSYS) die_op(op, "open_tree", errno, "bind source %s", op->a[0]);
+#endif
+  /* Kernels before 5.12: bind through the opened source's path, then restrict. */
+  char src_path[PATH_MAX];
+  join(src_path, HOST_PREFIX, op->a[0]);
+  if (mount(src_path, dst, NULL, MS_BIND | MS_REC, NULL) < 0) die_op(op, "mount", errno, "binding %s to %s", op->a[0], op->a[1]);
+  close(src);
+  restrict_mount(op, dst, rdonly, nodev);
+}
+
+static void op_remount_ro(const struct op *op) {
+  char dst[PATH_MAX];
+  join(dst, NEW_PREFIX, op->a[0]);
+  struct cub_mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
+#ifdef SYS_mount_setattr
+  if (syscall(SYS_mount_setattr, AT_FDCWD, dst, AT_SYMLINK_NOFOLLOW, &attr, sizeof attr) == 0) return;
+  if (errno != ENOSYS) die_op(op, "mount_setattr", errno, "making %s read-only", op->a[0]);
+#endif
+  (void)attr;
+  struct statvfs sv;
+  if (statvfs(dst, &sv) < 0) die_op(op, "statvfs", errno, "%s", op->a[0]);
+  if (mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | statvfs_to_ms(sv.f_flag), NULL) < 0)
+    die_op(op, "mount", errno, "making %s read-only", op->a[0]);
 }
 
 static void op_copy(const struct op *op) {
@@ -217,8 +301,11 @@ void mount_build_root(const struct plan *p) {
     case CUB_OP_FILE: op_file(op); break;
     case CUB_OP_TMPFS: op_tmpfs(op); break;
     case CUB_OP_PROC: op_proc(op); break;
+    case CUB_OP_REMOUNT_RO: op_remount_ro(op); break;
     default: die_op(op, NULL, 0, "not a filesystem op");
     }
   }
+  if (oldroot_fd >= 0) close(oldroot_fd);
+  oldroot_fd = -1;
   enter_newroot(p);
 }

@@ -96,6 +96,13 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     p->outer_uid = (uid_t)parse_num(a[2], 0xfffffffeULL, op, "outer uid");
     p->outer_gid = (gid_t)parse_num(a[3], 0xfffffffeULL, op, "outer gid");
     break;
+  case CUB_OP_HOST_IDS:
+    if (seen[CUB_OP_HOST_IDS]) die_op(op, NULL, 0, "host-ids given twice");
+    p->host_uid = (uid_t)parse_num(a[0], 0xfffffffeULL, op, "host uid");
+    p->host_gid = (gid_t)parse_num(a[1], 0xfffffffeULL, op, "host gid");
+    if (p->host_uid == 0 || p->host_gid == 0) die_op(op, NULL, 0, "host-ids must be unprivileged (not 0)");
+    p->has_host_ids = 1;
+    break;
   case CUB_OP_ROOT:
     if (seen[CUB_OP_ROOT]) die_op(op, NULL, 0, "root given twice");
     if (p->nops) die_op(op, NULL, 0, "root must come before every filesystem op");
@@ -106,6 +113,7 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
   case CUB_OP_FILE:
   case CUB_OP_TMPFS:
   case CUB_OP_PROC:
+  case CUB_OP_REMOUNT_RO:
   case CUB_OP_SYMLINK:
   case CUB_OP_BIND:
   case CUB_OP_COPY: {

@@ -22,8 +22,6 @@ static void send_to_parent(int fd, const struct init_msg *m) {
   }
 }
 
-static void noop_handler(int sig) { (void)sig; }
-
 static void take_identity(const struct plan *p) {
   /* Keep the namespace capabilities across the id change; mounts still need them. */
   if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_KEEPCAPS");
@@ -42,21 +40,20 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   prctl(PR_SET_NAME, "cubicle-init", 0, 0, 0);
 
   take_identity(p);
+  /* The id change cleared the parent-death signal; set it again, then make sure the parent is still there. */
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_PDEATHSIG");
+  struct pollfd alive = {.fd = from_parent, .events = POLLIN};
+  if (poll(&alive, 1, 0) > 0 && (alive.revents & (POLLHUP | POLLERR))) _exit(CUB_EXIT_SETUP_FAILED);
   umask(0);
   mount_build_root(p);
   if (p->hostname && sethostname(p->hostname, strlen(p->hostname)) < 0) die_sys("sethostname", errno, "%s", p->hostname);
   if (p->loopback) net_loopback_up();
 
-  /* PID 1 drops signals whose disposition is SIG_DFL, even from the parent namespace; a (never run) handler makes
-   * SIGTERM deliverable, and the signalfd below consumes it. */
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = noop_handler;
-  if (sigaction(SIGTERM, &sa, NULL) < 0) die_sys("sigaction", errno, "SIGTERM");
+  /* Only SIGCHLD matters to init (the kernel drops other signals to a pid-namespace init without handlers);
+   * "terminate" arrives as a byte from the parent. */
   sigset_t set;
   sigemptyset(&set);
-  int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT};
-  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaddset(&set, sigs[i]);
+  sigaddset(&set, SIGCHLD);
   if (sigprocmask(SIG_BLOCK, &set, NULL) < 0) die_sys("sigprocmask", errno, "blocking signals");
   int sfd = signalfd(-1, &set, SFD_CLOEXEC);
   if (sfd < 0) die_sys("signalfd", errno, "init's signal fd");
@@ -90,6 +87,8 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   }
   struct init_msg ok = {.kind = MSG_EXEC_OK, .payload_pid = payload, .setup_us = fork_us - t0_us};
   send_to_parent(to_parent, &ok);
+  /* Signalling and reaping its own uid's processes needs no capability: init keeps none. */
+  caps_clear_sets();
 
   /* Init holds none of the payload's stdio: EOF reaches the caller when the payload's side closes. */
   close(0);
@@ -105,19 +104,19 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
       kill(-1, SIGKILL);
       _exit(CUB_EXIT_SETUP_FAILED);
     }
-    if (pfd[1].revents) { /* the parent only closes this pipe: it is gone */
-      kill(-1, SIGKILL);
-      _exit(CUB_EXIT_SETUP_FAILED);
+    if (pfd[1].revents) {
+      char cmd;
+      ssize_t n = read(from_parent, &cmd, 1);
+      if (n == 1 && cmd == 't') {
+        kill(-1, SIGTERM); /* terminate: ask everything inside to stop */
+      } else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+        kill(-1, SIGKILL); /* the parent is gone: nothing may outlive it */
+        _exit(CUB_EXIT_SETUP_FAILED);
+      }
     }
     if (!(pfd[0].revents & POLLIN)) continue;
     struct signalfd_siginfo si;
     if (read(sfd, &si, sizeof si) != sizeof si) continue;
-    if (si.ssi_signo != SIGCHLD) {
-      /* Only a sender outside the namespace (the parent relaying 'terminate') shows as pid 0; the payload
-       * signalling its init is ignored. */
-      if (si.ssi_pid == 0) kill(-1, (int)si.ssi_signo);
-      continue;
-    }
     for (;;) {
       int st;
       pid_t r = waitpid(-1, &st, WNOHANG);

@@ -93,6 +93,33 @@ static void report_exit(int have_status, const struct init_msg *st, int init_sta
   report_event_raw(line);
 }
 
+/* An id change clears the parent-death signal: set it again, and catch a parent that died meanwhile. */
+static void rearm_parent_death(pid_t parent) {
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_PDEATHSIG");
+  if (getppid() != parent) _exit(CUB_EXIT_SETUP_FAILED);
+}
+
+/* Root asked for a rootless sandbox: drop to the given host user before any namespace exists. */
+static void become_host_user(const struct plan *p) {
+  if (geteuid() != 0) die_msg("host-ids needs the helper to start as root (it is uid %u)", (unsigned)geteuid());
+  pid_t parent = getppid();
+  if (setresgid(p->host_gid, p->host_gid, p->host_gid) < 0) die_sys("setresgid", errno, "host gid %u", (unsigned)p->host_gid);
+  if (setresuid(p->host_uid, p->host_uid, p->host_uid) < 0) die_sys("setresuid", errno, "host uid %u", (unsigned)p->host_uid);
+  rearm_parent_death(parent);
+  /* The id change made us non-dumpable, which would make our child's /proc files root's: the id maps could
+   * not be written. Dumpable until the maps are written (stage 0 turns it off again right after). */
+  if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_DUMPABLE");
+}
+
+/* After the sandbox exists, a root stage 0 needs no privilege: only to signal and reap init (same uid). */
+static void drop_to_outer_ids(const struct plan *p) {
+  if (geteuid() != 0) return;
+  pid_t parent = getppid();
+  if (setresgid(p->outer_gid, p->outer_gid, p->outer_gid) < 0) die_sys("setresgid", errno, "outer gid %u", (unsigned)p->outer_gid);
+  if (setresuid(p->outer_uid, p->outer_uid, p->outer_uid) < 0) die_sys("setresuid", errno, "outer uid %u", (unsigned)p->outer_uid);
+  rearm_parent_death(parent);
+}
+
 static void null_stdio(void) {
   int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
   if (fd < 0) return;
@@ -124,6 +151,7 @@ int main(int argc, char **argv) {
 
   /* Root's supplementary groups would follow the sandbox; drop them (others keep theirs, as any process). */
   if (geteuid() == 0 && setgroups(0, NULL) < 0) die_sys("setgroups", errno, "dropping supplementary groups");
+  if (plan.has_host_ids) become_host_user(&plan);
 
   int go[2], up[2];
   if (pipe2(go, O_CLOEXEC) < 0 || pipe2(up, O_CLOEXEC) < 0) die_sys("pipe2", errno, "internal pipes");
@@ -150,6 +178,9 @@ int main(int argc, char **argv) {
   read_ns_ids(init);
   userns_write_maps_from_parent(&plan, init);
   if (write_all(go[1], "g", 1) < 0) die_sys("write", errno, "releasing init");
+  drop_to_outer_ids(&plan);
+  /* Nothing of stage 0 is for anyone to inspect from now on. */
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_DUMPABLE");
 
   int failed = 0, exec_ok = 0, have_status = 0, init_status = 0;
   struct init_msg status = {0};
@@ -170,7 +201,9 @@ int main(int argc, char **argv) {
         kill(init, SIGKILL);
         pfd[0].fd = -1;
       }
-      for (ssize_t i = 0; i < n; i++) kill(init, cmd[i] == CUB_CTL_TERMINATE ? SIGTERM : SIGKILL);
+      /* terminate goes to init as a byte on its own pipe (a signal's sender could be forged from inside) */
+      for (ssize_t i = 0; i < n; i++)
+        if (cmd[i] != CUB_CTL_TERMINATE || write(go[1], "t", 1) != 1) kill(init, SIGKILL);
     }
     if (pfd[1].revents) {
       struct init_msg m;

@@ -28,7 +28,9 @@ const depth = (p: string): number => (p === '/' ? 0 : p.split('/').length - 1);
 
 /** Builds the plan: identity, root, default view, /etc, /dev, /proc, /tmp, caller mounts, payload. */
 export function buildPlan(o: ResolvedOptions): PlanOp[] {
-  const ops: PlanOp[] = [Op.userns(o.uid, o.gid, o.outerUid, o.outerGid), Op.root(o.rootSize)];
+  const ops: PlanOp[] = [];
+  if (o.runAs) ops.push(Op.hostIds(o.runAs.uid, o.runAs.gid));
+  ops.push(Op.userns(o.uid, o.gid, o.outerUid, o.outerGid), Op.root(o.rootSize));
   ops.push(...hostViewOps());
   ops.push(Op.file('/etc/passwd', passwd(o)), Op.file('/etc/group', group(o)));
   ops.push(Op.file('/etc/hostname', `${o.hostname}\n`));
@@ -39,6 +41,7 @@ export function buildPlan(o: ResolvedOptions): PlanOp[] {
   ops.push(Op.symlink('/proc/self/fd', '/dev/fd'));
   ['stdin', 'stdout', 'stderr'].forEach((name, fd) => ops.push(Op.symlink(`/proc/self/fd/${fd}`, `/dev/${name}`)));
   ops.push(Op.tmpfs('/dev/shm', o.shmSize, 0o1777));
+  ops.push(Op.remountReadOnly('/dev')); // the payload may not replace /dev/fd, /dev/stdin... (shm stays writable)
   ops.push(Op.proc('/proc'));
   ops.push(Op.tmpfs('/tmp', o.tmpSize, 0o1777));
 

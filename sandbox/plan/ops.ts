@@ -11,6 +11,7 @@ const mode = (m: number): string => m.toString(8);
 /** Constructors, one per opcode, so callers never spell an opcode or its arity by hand. */
 export const Op = {
   userns: (innerUid: number, innerGid: number, outerUid: number, outerGid: number): PlanOp => ({ op: 'userns', args: [innerUid, innerGid, outerUid, outerGid].map(String) }),
+  hostIds: (uid: number, gid: number): PlanOp => ({ op: 'host-ids', args: [String(uid), String(gid)] }),
   root: (sizeBytes: number): PlanOp => ({ op: 'root', args: [String(sizeBytes)] }),
   dir: (path: string, m = 0o755): PlanOp => ({ op: 'dir', args: [path, mode(m)] }),
   bind: (hostPath: string, path: string, access: BindAccess): PlanOp => ({ op: 'bind', args: [hostPath, path, access] }),
@@ -19,6 +20,7 @@ export const Op = {
   file: (path: string, content: string, m = 0o644): PlanOp => ({ op: 'file', args: [path, mode(m), content] }),
   tmpfs: (path: string, sizeBytes: number, m = 0o755): PlanOp => ({ op: 'tmpfs', args: [path, String(sizeBytes), mode(m)] }),
   proc: (path: string): PlanOp => ({ op: 'proc', args: [path] }),
+  remountReadOnly: (path: string): PlanOp => ({ op: 'remount-ro', args: [path] }),
   rootReadOnly: (): PlanOp => ({ op: 'root-ro', args: [] }),
   hostname: (name: string): PlanOp => ({ op: 'hostname', args: [name] }),
   loopback: (): PlanOp => ({ op: 'loopback', args: [] }),

@@ -42,6 +42,9 @@ export const ControlByte = { terminate: 't', kill: 'k' } as const;
 export const OPCODES = [
   // identity: inner uid/gid seen inside, outer uid/gid they map to on the host (single-id maps)
   { name: 'userns', args: ['innerUid', 'innerGid', 'outerUid', 'outerGid'] },
+  // stage 0, before anything else (only when started as root): become this unprivileged host user, so the
+  // namespaces are created without privilege, as any rootless caller would
+  { name: 'host-ids', args: ['hostUid', 'hostGid'] },
   // the fresh root: a tmpfs of this many bytes
   { name: 'root', args: ['sizeBytes'] },
   // filesystem ops, executed in plan order inside the new root (paths are absolute, inside view)
@@ -52,6 +55,8 @@ export const OPCODES = [
   { name: 'file', args: ['path', 'modeOctal', 'content'] },
   { name: 'tmpfs', args: ['path', 'sizeBytes', 'modeOctal'] },
   { name: 'proc', args: ['path'] },
+  // make the mount at path read-only (that mount only, not those below it)
+  { name: 'remount-ro', args: ['path'] },
   // after the filesystem: remount the root tmpfs read-only
   { name: 'root-ro', args: [] },
   { name: 'hostname', args: ['name'] },

@@ -21,6 +21,7 @@ const MAX_EVENTS = 64;
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v);
 const optInt = (v: unknown): boolean => v === undefined || isInt(v);
 const optStr = (v: unknown): boolean => v === undefined || typeof v === 'string';
+const optBool = (v: unknown): boolean => v === undefined || typeof v === 'boolean';
 
 function validate(e: Record<string, unknown>): HelperEvent {
   const ok = (() => {
@@ -31,7 +32,7 @@ function validate(e: Record<string, unknown>): HelperEvent {
         return isInt(e.initPid) && isInt(e.payloadPid) && isInt(e.setupUs) && typeof e.ns === 'object' && e.ns !== null && Object.values(e.ns).every(isInt);
       case StatusEvent.exit: {
         const u = e.usage as Record<string, unknown> | undefined;
-        return optInt(e.code) && optInt(e.signal) && (e.code !== undefined) !== (e.signal !== undefined) && isInt(e.wallUs) && typeof u === 'object' && u !== null && ['utimeUs', 'stimeUs', 'maxRssKb', 'minflt', 'majflt', 'nvcsw', 'nivcsw', 'inblock', 'oublock'].every((k) => isInt(u[k]));
+        return optInt(e.code) && optInt(e.signal) && optBool(e.core) && optBool(e.killed) && (e.code !== undefined) !== (e.signal !== undefined) && isInt(e.wallUs) && typeof u === 'object' && u !== null && ['utimeUs', 'stimeUs', 'maxRssKb', 'minflt', 'majflt', 'nvcsw', 'nivcsw', 'inblock', 'oublock'].every((k) => isInt(u[k]));
       }
       case StatusEvent.error:
         return typeof e.stage === 'string' && typeof e.msg === 'string' && optStr(e.op) && optInt(e.opIndex) && optStr(e.syscall) && optInt(e.errno);
@@ -54,6 +55,8 @@ export class StatusReader {
     const out: HelperEvent[] = [];
     let nl: number;
     while ((nl = this.#pending.indexOf('\n')) >= 0) {
+      if (nl > MAX_LINE) throw new Error('the helper sent an oversize status line');
+      if (this.terminal()) throw new Error('the helper sent an event after its terminal event');
       const line = this.#pending.slice(0, nl);
       this.#pending = this.#pending.slice(nl + 1);
       if (++this.#count > MAX_EVENTS) throw new Error('the helper sent too many status events');

@@ -82,7 +82,7 @@ describe('helper protocol', () => {
     assert.equal(err.stage, 'init');
     assert.equal(err.op, 'bind');
     assert.equal(plan[err.opIndex as number]!.args[0], '/no/such/source');
-    assert.equal(err.syscall, 'stat');
+    assert.equal(err.syscall, 'openat2');
     assert.equal(err.errno, 2);
     assert.equal(r.events.filter((e) => e.ev === 'exit').length, 0);
   });
