@@ -174,7 +174,8 @@ function checkMount(m: unknown, i: number): ResolvedMount {
   if (spec.readOnly !== undefined && typeof spec.readOnly !== 'boolean') fail(`${where}.readOnly`, `${where}.readOnly must be a boolean`);
   const readOnly = spec.readOnly === true;
   if (!readOnly) {
-    const own = protectedPaths().find((p) => p === real || p.startsWith(real === '/' ? '/' : `${real}/`));
+    const within = (inner: string, outer: string): boolean => inner === outer || inner.startsWith(outer === '/' ? '/' : `${outer}/`);
+    const own = protectedPaths().find((p) => within(p, real) || within(real, p));
     if (own)
       throw new SandboxOptionError(`${where}.source`, `a read-write bind of "${source}" would let the sandbox rewrite cubicle's own code (${own}), which runs unsandboxed; bind it read-only (readOnly: true / --ro-bind) and give the writable subdirectories their own binds`, 'ERR_SANDBOX_BIND_SOURCE');
   }

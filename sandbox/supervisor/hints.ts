@@ -61,6 +61,8 @@ function hintFor(e: ErrorEvent, name: string | undefined, op: PlanOp | undefined
       ? 'the kernel refused the uid/gid map: a rootless sandbox can only map the caller\'s own ids; run `npx cubicle doctor`'
       : 'writing the uid/gid map failed; run `npx cubicle doctor`';
   if (op?.op === 'bind' && (sys === 'openat2' || sys === 'open') && name === 'ENOENT') return `the bind source ${op.args[0]} does not exist on the host; create it or fix the path`;
+  if (op?.op === 'bind' && sys === 'openat2' && (name === 'ELOOP' || name === 'EXDEV'))
+    return `the bind source ${op.args[0]} now has a symlink in its path (it changed since the options were checked); bind sources are never followed through symlinks`;
   if (op?.op === 'bind' && name === 'EACCES') return `the caller cannot access ${op.args[0]}; a rootless sandbox sees the host with the caller's own permissions`;
   if (op?.op === 'proc' && name === 'EPERM')
     return "the kernel refused a fresh /proc: the host's /proc has paths masked by over-mounts (Docker/Podman default); run the container with --security-opt systempaths=unconfined (or podman --security-opt unmask=ALL)";

@@ -1,0 +1,142 @@
+// Escape regressions, each named after what it reproduces; the malicious input is built inside the test.
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { runSandboxed, SandboxOptionError } from '../../sandbox/index.js';
+import { alive, forEachIdentity, IS_ROOT, pidsInPidNamespace, waitFor, worldReadableTmp } from '../helpers/env.js';
+
+const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+const REPO = fileURLToPath(new URL('../../..', import.meta.url));
+
+/** A directory the sandbox's host identity can write, as a shared cache or checkout would be. */
+function sharedDir(): { dir: string; cleanup: () => void } {
+  const t = worldReadableTmp();
+  const dir = join(t.dir, 'shared');
+  mkdirSync(dir, { mode: 0o777 });
+  chmodSync(dir, 0o777);
+  return { dir, cleanup: t.cleanup };
+}
+
+forEachIdentity((id, run) => {
+  it('inputFile is not read through a symlink the payload planted (host file disclosure)', async () => {
+    const t = sharedDir();
+    try {
+      await run(['/bin/sh', '-c', 'ln -s /etc/hostname /work/input.txt'], { mounts: [{ type: 'bind', source: t.dir, target: '/work' }] });
+      assert.throws(() => runSandboxed(['/bin/cat'], { inputFile: join(t.dir, 'input.txt') }), (e: unknown) => e instanceof SandboxOptionError && /symlink/.test(e.message));
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('a bind source is not followed through a symlink the payload planted (host directory takeover)', async () => {
+    const t = sharedDir();
+    try {
+      await run(['/bin/sh', '-c', 'ln -s /usr/share /work/out'], { mounts: [{ type: 'bind', source: t.dir, target: '/work' }] });
+      assert.throws(() => runSandboxed(['/bin/true'], { mounts: [{ type: 'bind', source: join(t.dir, 'out'), target: '/out' }] }), (e: unknown) => e instanceof SandboxOptionError && e.code === 'ERR_SANDBOX_BIND_SOURCE' && /goes through a symlink/.test(e.message));
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('a fifo planted at a mount point fails setup instead of hanging it', async () => {
+    const t = sharedDir();
+    const file = worldReadableTmp();
+    try {
+      writeFileSync(join(file.dir, 'key'), 'k\n', { mode: 0o644 });
+      await run(['/bin/sh', '-c', 'mkfifo /work/key'], { mounts: [{ type: 'bind', source: t.dir, target: '/work' }] });
+      const r = await run(['/bin/true'], {
+        mounts: [
+          { type: 'bind', source: t.dir, target: '/work' },
+          { type: 'bind', source: join(file.dir, 'key'), target: '/work/key', readOnly: true },
+        ],
+        timeout: 10_000,
+        reject: false,
+      });
+      assert.equal(r.timedOut, false);
+      assert.equal(r.verdict, 'setup-error');
+      assert.match(r.setupFailure!.message, /mount point \/work\/key/);
+      assert.ok(['ENXIO', 'EINVAL'].includes(r.setupFailure!.errnoName!), r.setupFailure!.errnoName);
+    } finally {
+      t.cleanup();
+      file.cleanup();
+    }
+  });
+
+  it('a forged queued signal to init (si_pid 0) is not relayed to the sandbox', async () => {
+    // rt_sigqueueinfo(1, SIGTERM, {si_code: SI_QUEUE, si_pid: 0}) looks like a signal from outside the namespace.
+    const forge = 'import ctypes; l=ctypes.CDLL(None, use_errno=True); b=(ctypes.c_int*32)(); b[0]=15; b[2]=-1; print(l.syscall(129, 1, 15, b), ctypes.get_errno())';
+    const r = await run(['/bin/sh', '-c', `python3 -c '${forge}'; sleep 0.3; echo survived`]);
+    assert.match(r.stdout as string, /^0 0\nsurvived\n$/, 'the forged signal was delivered to init, and changed nothing');
+    assert.equal(r.verdict, 'ok');
+  });
+
+  it('init holds no capability once the payload runs, and /dev cannot be rewritten', async () => {
+    const r = await run(['/bin/sh', '-c', 'grep CapEff /proc/1/status; touch /dev/evil 2>&1 | grep -c "Read-only"; rm -f /dev/stdin 2>&1 | grep -c "Read-only"']);
+    assert.equal(r.stdout, 'CapEff:\t0000000000000000\n1\n1\n');
+  });
+
+  it('SIGKILL of the helper itself takes the whole sandbox with it', async () => {
+    const { spawnSandboxed } = await import('../../sandbox/index.js');
+    const p = spawnSandboxed(['/bin/sh', '-c', '(sleep 1000 &); echo up; sleep 1000'], { reject: false, ...id.spawnAs });
+    await new Promise((r) => p.stdout!.once('data', r));
+    const helperPid = p.pid!;
+    const initPid = Number(readFileSync(`/proc/${helperPid}/task/${helperPid}/children`, 'utf8').trim().split(/\s+/)[0]);
+    const pidns = Number(/\[(\d+)\]/.exec(spawnSync('readlink', [`/proc/${initPid}/ns/pid`], { encoding: 'utf8' }).stdout)![1]);
+    process.kill(helperPid, 'SIGKILL');
+    const r = await p.result;
+    assert.equal(r.verdict, 'setup-error', 'no exit event: the helper died');
+    assert.ok(await waitFor(() => !alive(initPid) && pidsInPidNamespace(pidns).length === 0, 10_000), 'init and every payload process are gone');
+  });
+});
+
+describe('host-side paths a sandbox can reach', () => {
+  it('--result cannot be redirected by a symlink the payload plants (arbitrary host file overwrite)', () => {
+    const t = sharedDir();
+    try {
+      const victim = join(t.dir, '..', 'victim');
+      writeFileSync(victim, 'precious\n', { mode: 0o644 });
+      const result = join(t.dir, 'result.json');
+      const r = spawnSync(process.execPath, [CLI, 'run', '--bind', `${t.dir}:/work`, '--result', result, '--', 'sh', '-c', 'ln -sf /victim-does-not-matter /work/result.json; ln -sf ../victim /work/result.json'], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(readFileSync(victim, 'utf8'), 'precious\n', 'the victim is untouched');
+      const again = spawnSync(process.execPath, [CLI, 'run', '--result', result, '--', 'true'], { encoding: 'utf8' });
+      assert.equal(again.status, 2);
+      assert.match(again.stderr, /--result: .*symlink/);
+      assert.equal(readFileSync(victim, 'utf8'), 'precious\n');
+    } finally {
+      t.cleanup();
+    }
+  });
+
+});
+
+describe('binds over cubicle itself', () => {
+  it('a read-write bind containing cubicle\'s code is refused (helper replacement)', () => {
+    assert.throws(() => runSandboxed(['/bin/true'], { mounts: [{ type: 'bind', source: REPO, target: '/proj' }] }), (e: unknown) => e instanceof SandboxOptionError && /cubicle's own code/.test(e.message));
+    assert.throws(() => runSandboxed(['/bin/true'], { mounts: [{ type: 'bind', source: join(REPO, 'dist', 'native'), target: '/n' }] }), /cubicle's own code/);
+  });
+
+  it('a read-only bind of it is fine, and the helper stays unwritable', async () => {
+    const r = await runSandboxed(['/bin/sh', '-c', 'exec 2>&1; echo x > /proj/dist/native/cubicle-helper; mv /proj/dist/native/cubicle-helper /proj/x 2>&1; true'], { mounts: [{ type: 'bind', source: REPO, target: '/proj', readOnly: true }] });
+    assert.match(r.stdout as string, /Read-only file system[\s\S]*Read-only file system/);
+  });
+
+  it('root-owned host files stay out of reach of a root caller\'s sandbox even in a writable bind', async function () {
+    if (!IS_ROOT) {
+      console.log('      skipped: needs root to create root-owned files');
+      this.skip();
+    }
+    const t = sharedDir();
+    try {
+      writeFileSync(join(t.dir, 'owned-by-root'), 'root data\n', { mode: 0o644 });
+      chownSync(join(t.dir, 'owned-by-root'), 0, 0);
+      const r = await runSandboxed(['/bin/sh', '-c', 'exec 2>&1; echo overwrite > /work/owned-by-root; true'], { mounts: [{ type: 'bind', source: t.dir, target: '/work' }] });
+      assert.match(r.stdout as string, /Permission denied/);
+      assert.equal(readFileSync(join(t.dir, 'owned-by-root'), 'utf8'), 'root data\n');
+    } finally {
+      t.cleanup();
+    }
+  });
+});
