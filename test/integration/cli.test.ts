@@ -4,12 +4,14 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { worldReadableTmp } from '../helpers/env.js';
+import { identities, worldReadableTmp } from '../helpers/env.js';
 
 const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
-const cubicle = (args: string[], input?: string) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input: input ?? '', timeout: 30_000 });
 
-describe('cubicle CLI', () => {
+for (const id of identities()) describe(`cubicle CLI, ${id.label}`, () => {
+  // The rootless variant runs the CLI itself as the unprivileged user.
+  const cubicle = (args: string[], input?: string) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input: input ?? '', timeout: 30_000, ...(id.spawnAs.runAs ?? {}) });
+
   it('runs a command with stdio passed through and its exit code', () => {
     const r = cubicle(['run', '--', 'sh', '-c', 'cat; echo to-err >&2; exit 7'], 'piped in\n');
     assert.equal(r.stdout, 'piped in\n');
@@ -50,6 +52,7 @@ describe('cubicle CLI', () => {
   it('--result writes the result object while stdio passes through', () => {
     const t = worldReadableTmp();
     try {
+      chmodSync(t.dir, 0o777);
       const file = join(t.dir, 'result.json');
       const r = cubicle(['run', '--result', file, '--', 'sh', '-c', 'echo visible; exit 4']);
       assert.equal(r.stdout, 'visible\n');
