@@ -35,16 +35,20 @@ struct plan {
   const char **search; /* NULL-terminated */
   unsigned char *bpf;
   size_t bpf_len;
+  int notify_mode; /* enum cub_notify_mode */
 };
 
 /* Messages from init (stage 1) to the parent (stage 0), fixed size so each write is atomic. */
-enum init_msg_kind { MSG_READY = 1, MSG_EXEC_OK, MSG_STATUS, MSG_FAILED };
+enum init_msg_kind { MSG_READY = 1, MSG_EXEC_OK, MSG_STATUS, MSG_FAILED, MSG_LISTENER, MSG_VIOLATION };
 struct init_msg {
   int kind;
   int payload_pid; /* inside the pid namespace */
   int wait_status;
   long long setup_us;
   long long wall_us;
+  int fd;             /* MSG_LISTENER: the seccomp listener's fd number */
+  int nr;             /* MSG_VIOLATION: syscall number */
+  unsigned arch;      /* MSG_VIOLATION: AUDIT_ARCH_* */
 };
 
 /* report.c: the structured status channel. die*() always emit one error event before exiting. */

@@ -165,6 +165,15 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     if (strchr(a[0], '/')) check_path(a[0], op);
     p->exec = a[0];
     break;
+  case CUB_OP_SECCOMP: {
+    if (seen[CUB_OP_SECCOMP]) die_op(op, NULL, 0, "seccomp given twice");
+    int found = -1;
+    for (int i = 0; i < CUB_NOTIFY_MODE_COUNT; i++)
+      if (strcmp(a[0], CUB_NOTIFY_MODE_NAMES[i]) == 0) found = i;
+    if (found < 0) die_op(op, NULL, 0, "seccomp notify mode '%s' is not none, kill or log", a[0]);
+    p->notify_mode = found;
+    break;
+  }
   case CUB_OP_END:
   case CUB_OP__COUNT:
     break;
@@ -241,4 +250,5 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
   if (!p->envp) p->envp = empty;
   if (!p->search) p->search = empty;
   if (!p->cwd) p->cwd = "/";
+  if (p->notify_mode != CUB_NOTIFY_NONE && p->bpf_len == 0) die_msg("seccomp notify mode %s needs a seccomp program on fd %d", CUB_NOTIFY_MODE_NAMES[p->notify_mode], CUB_FD_BPF);
 }

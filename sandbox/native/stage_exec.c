@@ -41,10 +41,19 @@ static void mark_fds_cloexec(void) {
   }
 }
 
-static void install_seccomp(const struct plan *p) {
+/* With a notify mode, the filter's listener fd lands in the fd table this stage shares with init (CLONE_FILES);
+ * its number goes to init on the report pipe. execve then unshares the table, and the listener, being
+ * close-on-exec, is not in the payload's copy. */
+static void install_seccomp(const struct plan *p, int report_fd) {
   if (p->bpf_len == 0) return;
   struct sock_fprog prog = {.len = (unsigned short)(p->bpf_len / 8), .filter = (struct sock_filter *)p->bpf};
-  if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_SECCOMP");
+  unsigned flags = p->notify_mode == CUB_NOTIFY_NONE ? 0 : SECCOMP_FILTER_FLAG_NEW_LISTENER;
+  long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+  if (fd < 0) die_sys("seccomp", errno, "installing the filter (%zu instructions)", p->bpf_len / 8);
+  if (flags) {
+    struct init_msg m = {.kind = MSG_LISTENER, .fd = (int)fd};
+    if (write_all(report_fd, &m, sizeof m) < 0) die_sys("write", errno, "passing the seccomp listener to init");
+  }
 }
 
 static __attribute__((noreturn)) void exec_payload(const struct plan *p) {
@@ -78,6 +87,6 @@ void stage_exec_main(const struct plan *p, int exec_report_fd) {
   mark_fds_cloexec();
   umask(022);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_NO_NEW_PRIVS");
-  install_seccomp(p); /* last: the filter must still allow write (failure report) and execve */
+  install_seccomp(p, exec_report_fd); /* last: the filter must still allow write (failure report) and execve */
   exec_payload(p);
 }

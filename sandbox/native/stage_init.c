@@ -3,10 +3,15 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <fcntl.h>
+#include <linux/seccomp.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -20,6 +25,56 @@ static void send_to_parent(int fd, const struct init_msg *m) {
     kill(-1, SIGKILL);
     _exit(CUB_EXIT_SETUP_FAILED);
   }
+}
+
+struct notify_state {
+  int mode;
+  int reported;
+  struct {
+    int nr;
+    unsigned arch;
+  } seen[CUB_MAX_VIOLATIONS];
+};
+
+/* One seccomp user notification: in kill mode, report the syscall and kill everything; in log mode, report
+ * each distinct syscall once and let the call proceed. Returns 0 when the listener has no more users. */
+static int handle_notification(struct notify_state *ns, int listener, int to_parent) {
+  static struct seccomp_notif_sizes sizes;
+  static struct seccomp_notif *req;
+  static struct seccomp_notif_resp *resp;
+  if (!req) {
+    if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0) sizes = (struct seccomp_notif_sizes){sizeof *req, sizeof *resp, sizeof(struct seccomp_data)};
+    req = calloc(1, sizes.seccomp_notif > sizeof *req ? sizes.seccomp_notif : sizeof *req);
+    resp = calloc(1, sizes.seccomp_notif_resp > sizeof *resp ? sizes.seccomp_notif_resp : sizeof *resp);
+    if (!req || !resp) {
+      kill(-1, SIGKILL);
+      _exit(CUB_EXIT_SETUP_FAILED);
+    }
+  }
+  memset(req, 0, sizes.seccomp_notif > sizeof *req ? sizes.seccomp_notif : sizeof *req);
+  if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, req) < 0) {
+    if (errno == EINTR || errno == ENOENT) return 1; /* interrupted, or the task died meanwhile */
+    return 0;
+  }
+  int known = 0;
+  for (int i = 0; i < ns->reported; i++)
+    if (ns->seen[i].nr == req->data.nr && ns->seen[i].arch == req->data.arch) known = 1;
+  if (!known && ns->reported < CUB_MAX_VIOLATIONS) {
+    ns->seen[ns->reported].nr = req->data.nr;
+    ns->seen[ns->reported].arch = req->data.arch;
+    ns->reported++;
+    struct init_msg v = {.kind = MSG_VIOLATION, .nr = req->data.nr, .arch = req->data.arch};
+    send_to_parent(to_parent, &v);
+  }
+  if (ns->mode == CUB_NOTIFY_KILL) {
+    kill(-1, SIGKILL); /* the blocked call never returns: the whole sandbox dies */
+    return 1;
+  }
+  memset(resp, 0, sizes.seccomp_notif_resp > sizeof *resp ? sizes.seccomp_notif_resp : sizeof *resp);
+  resp->id = req->id;
+  resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+  if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0 && errno != ENOENT) return 1;
+  return 1;
 }
 
 static void take_identity(const struct plan *p) {
@@ -61,24 +116,26 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   int exec_pipe[2];
   if (pipe2(exec_pipe, O_CLOEXEC) < 0) die_sys("pipe2", errno, "exec report pipe");
   long long fork_us = monotonic_us();
-  pid_t payload = fork();
-  if (payload < 0) die_sys("fork", errno, "forking the payload");
-  if (payload == 0) {
-    close(exec_pipe[0]);
-    close(from_parent);
-    close(to_parent);
-    close(sfd);
-    stage_exec_main(p, exec_pipe[1]);
-  }
+  /* CLONE_VFORK: init resumes once the payload stage has exec'd or died. CLONE_FILES: a seccomp listener the
+   * stage creates appears in init's fd table too (execve unshares the table; every fd here is close-on-exec,
+   * so the payload's copy holds only 0-2). Neither side closes a shared fd before that. */
+  pid_t payload = (pid_t)syscall(SYS_clone, CLONE_VFORK | CLONE_FILES | SIGCHLD, NULL, NULL, NULL, NULL);
+  if (payload < 0) die_sys("clone", errno, "starting the payload");
+  if (payload == 0) stage_exec_main(p, exec_pipe[1]);
   close(exec_pipe[1]);
 
-  /* EOF on the exec pipe means execve succeeded (close-on-exec); a message means stage 2 reported a failure. */
-  struct init_msg m = {0};
-  ssize_t n;
-  do n = read(exec_pipe[0], &m, sizeof m);
-  while (n < 0 && errno == EINTR);
+  /* The stage reported its listener, or a failure (and then it has exited); EOF ends its reports. */
+  int listener = -1, failed = 0;
+  for (;;) {
+    struct init_msg m;
+    ssize_t n = read(exec_pipe[0], &m, sizeof m);
+    if (n < 0 && errno == EINTR) continue;
+    if (n != (ssize_t)sizeof m) break;
+    if (m.kind == MSG_LISTENER) listener = m.fd;
+    else failed = 1;
+  }
   close(exec_pipe[0]);
-  if (n != 0) {
+  if (failed) {
     kill(-1, SIGKILL);
     while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {}
     struct init_msg f = {.kind = MSG_FAILED};
@@ -97,9 +154,10 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
 
   int payload_done = 0, payload_status = 0;
   long long wall_us = 0;
-  struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN}, {.fd = from_parent, .events = POLLIN}};
+  struct pollfd pfd[3] = {{.fd = sfd, .events = POLLIN}, {.fd = from_parent, .events = POLLIN}, {.fd = listener, .events = POLLIN}};
+  struct notify_state ns = {.mode = p->notify_mode};
   for (;;) {
-    if (poll(pfd, 2, -1) < 0) {
+    if (poll(pfd, 3, -1) < 0) {
       if (errno == EINTR) continue;
       kill(-1, SIGKILL);
       _exit(CUB_EXIT_SETUP_FAILED);
@@ -113,6 +171,9 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
         kill(-1, SIGKILL); /* the parent is gone: nothing may outlive it */
         _exit(CUB_EXIT_SETUP_FAILED);
       }
+    }
+    if (pfd[2].revents) {
+      if (!handle_notification(&ns, listener, to_parent)) pfd[2].fd = -1; /* every filtered task is gone */
     }
     if (!(pfd[0].revents & POLLIN)) continue;
     struct signalfd_siginfo si;

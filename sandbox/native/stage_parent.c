@@ -75,8 +75,22 @@ static void report_ready(pid_t init, const struct init_msg *m) {
   report_event_raw(line);
 }
 
+static struct {
+  int nr;
+  unsigned arch;
+} violations[CUB_MAX_VIOLATIONS];
+static int nviolations;
+
+static void record_violation(const struct init_msg *m) {
+  if (nviolations < CUB_MAX_VIOLATIONS) violations[nviolations].nr = m->nr, violations[nviolations++].arch = m->arch;
+}
+
 static void report_exit(int have_status, const struct init_msg *st, int init_status, const struct rusage *ru) {
-  char line[768], how[96];
+  char line[768 + CUB_MAX_VIOLATIONS * 40], how[96], viol[CUB_MAX_VIOLATIONS * 40 + 32];
+  size_t off = (size_t)snprintf(viol, sizeof viol, ",\"violations\":[");
+  for (int i = 0; i < nviolations; i++)
+    off += (size_t)snprintf(viol + off, sizeof viol - off, "%s{\"nr\":%d,\"arch\":%u}", i ? "," : "", violations[i].nr, violations[i].arch);
+  snprintf(viol + off, sizeof viol - off, "]");
   if (have_status && WIFEXITED(st->wait_status))
     snprintf(how, sizeof how, "\"code\":%d", WEXITSTATUS(st->wait_status));
   else if (have_status && WIFSIGNALED(st->wait_status))
@@ -86,10 +100,10 @@ static void report_exit(int have_status, const struct init_msg *st, int init_sta
     snprintf(how, sizeof how, "\"signal\":%d,\"killed\":true", WIFSIGNALED(init_status) ? WTERMSIG(init_status) : SIGKILL);
   snprintf(line, sizeof line,
            "{\"ev\":\"" CUB_EV_EXIT "\",%s,\"wallUs\":%lld,\"usage\":{\"utimeUs\":%lld,\"stimeUs\":%lld,"
-           "\"maxRssKb\":%ld,\"minflt\":%ld,\"majflt\":%ld,\"nvcsw\":%ld,\"nivcsw\":%ld,\"inblock\":%ld,\"oublock\":%ld}}\n",
+           "\"maxRssKb\":%ld,\"minflt\":%ld,\"majflt\":%ld,\"nvcsw\":%ld,\"nivcsw\":%ld,\"inblock\":%ld,\"oublock\":%ld}%s}\n",
            how, have_status ? st->wall_us : -1LL, (long long)ru->ru_utime.tv_sec * 1000000LL + ru->ru_utime.tv_usec,
            (long long)ru->ru_stime.tv_sec * 1000000LL + ru->ru_stime.tv_usec, ru->ru_maxrss, ru->ru_minflt,
-           ru->ru_majflt, ru->ru_nvcsw, ru->ru_nivcsw, ru->ru_inblock, ru->ru_oublock);
+           ru->ru_majflt, ru->ru_nvcsw, ru->ru_nivcsw, ru->ru_inblock, ru->ru_oublock, viol);
   report_event_raw(line);
 }
 
@@ -212,6 +226,7 @@ int main(int argc, char **argv) {
         if (m.kind == MSG_EXEC_OK) exec_ok = 1, report_ready(init, &m);
         else if (m.kind == MSG_STATUS) have_status = 1, status = m;
         else if (m.kind == MSG_FAILED) failed = 1;
+        else if (m.kind == MSG_VIOLATION) record_violation(&m);
       } else if (n == 0 || (n < 0 && errno != EINTR)) {
         pfd[1].fd = -1;
       }
@@ -229,6 +244,7 @@ int main(int argc, char **argv) {
     if (m.kind == MSG_EXEC_OK) exec_ok = 1, report_ready(init, &m);
     else if (m.kind == MSG_STATUS) have_status = 1, status = m;
     else if (m.kind == MSG_FAILED) failed = 1;
+    else if (m.kind == MSG_VIOLATION) record_violation(&m);
   }
   if (failed) _exit(CUB_EXIT_SETUP_FAILED); /* the failing stage already wrote the error event */
   if (!exec_ok) {

@@ -1,6 +1,7 @@
 import {
   BIND_ACCESS,
   ControlByte,
+  NOTIFY_MODES,
   HelperExit,
   HelperFd,
   OPCODES,
@@ -44,6 +45,13 @@ export function renderProtocolHeader(): string {
   lines.push('};');
   lines.push(`static const char *const CUB_BIND_ACCESS_NAMES[] = {${BIND_ACCESS.map((a) => JSON.stringify(a)).join(', ')}};`);
   lines.push(`#define CUB_BIND_ACCESS_COUNT ${BIND_ACCESS.length}`);
+  lines.push('');
+  lines.push('enum cub_notify_mode {');
+  NOTIFY_MODES.forEach((m, i) => lines.push(`  CUB_NOTIFY_${cName(m)} = ${i},`));
+  lines.push('};');
+  lines.push(`static const char *const CUB_NOTIFY_MODE_NAMES[] = {${NOTIFY_MODES.map((m) => JSON.stringify(m)).join(', ')}};`);
+  lines.push(`#define CUB_NOTIFY_MODE_COUNT ${NOTIFY_MODES.length}`);
+  lines.push('#define CUB_MAX_VIOLATIONS 64');
   lines.push('');
   lines.push('enum cub_op {');
   OPCODES.forEach((op, i) => lines.push(`  CUB_OP_${cName(op.name)} = ${i},`));

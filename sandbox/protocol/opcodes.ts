@@ -67,6 +67,9 @@ export const OPCODES = [
   { name: 'arg', args: ['value'] },
   { name: 'search', args: ['dir'] }, // PATH directories tried in order when exec has no '/'
   { name: 'exec', args: ['program'] },
+  // how init handles the filter's user notifications: none (no notify actions), kill (report the syscall and
+  // kill the sandbox), log (record it and let the call continue)
+  { name: 'seccomp', args: ['notifyMode'] },
   { name: 'end', args: [] },
 ] as const;
 
@@ -75,6 +78,9 @@ export type OpName = (typeof OPCODES)[number]['name'];
 /** Values of the `access` argument of `bind`. */
 export const BIND_ACCESS = ['ro', 'rw', 'dev'] as const;
 export type BindAccess = (typeof BIND_ACCESS)[number];
+
+export const NOTIFY_MODES = ['none', 'kill', 'log'] as const;
+export type NotifyModeName = (typeof NOTIFY_MODES)[number];
 
 /** Event names on the status fd. */
 export const StatusEvent = { hello: 'hello', ready: 'ready', exit: 'exit', error: 'error' } as const;
