@@ -13,6 +13,9 @@ export const ErrorCode = {
   signaled: 'ERR_SANDBOX_SIGNALED',
   timeout: 'ERR_SANDBOX_TIMEOUT',
   canceled: 'ERR_SANDBOX_CANCELED',
+  policy: 'ERR_SANDBOX_POLICY',
+  seccompUnavailable: 'ERR_SANDBOX_SECCOMP_UNAVAILABLE',
+  seccompViolation: 'ERR_SANDBOX_SECCOMP_VIOLATION',
 } as const;
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -46,6 +49,8 @@ export class SandboxError extends Error implements SandboxResult {
   declare helperPid: SandboxResult['helperPid'];
   declare initPid: SandboxResult['initPid'];
   declare namespaces: SandboxResult['namespaces'];
+  declare seccomp: SandboxResult['seccomp'];
+  declare violation: SandboxResult['violation'];
   declare setupFailure: SetupFailure | undefined;
   /** For setup failures: where it failed and how to fix it. */
   declare stage: string | undefined;

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { isAbsolute, normalize } from 'node:path';
 import { Readable } from 'node:stream';
 import { SandboxOptionError } from '../errors.js';
+import type { PolicyObject } from '../policy/load.js';
 import { parseSize } from '../units.js';
 
 /** A host path bound into the sandbox, or a fresh tmpfs. */
@@ -56,6 +57,10 @@ export interface SandboxOptions {
   stderr?: 'pipe' | 'inherit' | 'ignore';
   /** 'utf8' gives strings, 'buffer' gives Buffers (binary-safe). Default 'utf8'. */
   encoding?: 'utf8' | 'buffer';
+  /** A shipped policy name ('default', 'judge', 'permissive', 'none'), a path to a policy file, or a policy object. Default 'default'. */
+  policy?: string | PolicyObject;
+  /** Audit mode: the seccomp filter reports what it would deny or kill, and lets every call proceed. */
+  seccompLog?: boolean;
 }
 
 export interface ResolvedMount {
@@ -92,10 +97,11 @@ export interface ResolvedOptions {
   stdout: 'pipe' | 'inherit' | 'ignore';
   stderr: 'pipe' | 'inherit' | 'ignore';
   encoding: 'utf8' | 'buffer';
+  seccompLog: boolean;
 }
 
 export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin';
-const KNOWN = new Set(['env', 'cwd', 'hostname', 'uid', 'gid', 'username', 'hostUid', 'hostGid', 'runAs', 'mounts', 'rootSize', 'tmpSize', 'shmSize', 'timeout', 'cancelSignal', 'forceKillAfterDelay', 'reject', 'input', 'inputFile', 'stdin', 'stdout', 'stderr', 'encoding']);
+const KNOWN = new Set(['env', 'cwd', 'hostname', 'uid', 'gid', 'username', 'hostUid', 'hostGid', 'runAs', 'mounts', 'rootSize', 'tmpSize', 'shmSize', 'timeout', 'cancelSignal', 'forceKillAfterDelay', 'reject', 'input', 'inputFile', 'stdin', 'stdout', 'stderr', 'encoding', 'policy', 'seccompLog']);
 
 const fail = (option: string, message: string): never => {
   throw new SandboxOptionError(option, message);
@@ -261,6 +267,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
   const forceKillAfterDelay = o.forceKillAfterDelay === undefined ? 2000 : (o.forceKillAfterDelay as number);
   if (typeof forceKillAfterDelay !== 'number' || !(forceKillAfterDelay >= 0)) fail('forceKillAfterDelay', 'forceKillAfterDelay must be a non-negative number of milliseconds');
   if (o.reject !== undefined && typeof o.reject !== 'boolean') fail('reject', 'reject must be a boolean');
+  if (o.seccompLog !== undefined && typeof o.seccompLog !== 'boolean') fail('seccompLog', 'seccompLog must be a boolean');
 
   const input = o.input;
   if (input !== undefined && typeof input !== 'string' && !(input instanceof Uint8Array) && !(input instanceof Readable)) fail('input', 'input must be a string, a Buffer/Uint8Array or a Readable stream');
@@ -302,5 +309,6 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     stdout: oneOf('stdout', o.stdout, ['pipe', 'inherit', 'ignore'] as const, 'pipe'),
     stderr: oneOf('stderr', o.stderr, ['pipe', 'inherit', 'ignore'] as const, 'pipe'),
     encoding: oneOf('encoding', o.encoding, ['utf8', 'buffer'] as const, 'utf8'),
+    seccompLog: o.seccompLog === true,
   };
 }

@@ -1,7 +1,23 @@
 // The result shape shared by a resolved run and a SandboxError, and the verdict derived from it.
 
 /** Why a run ended; exactly one per run. */
-export type Verdict = 'ok' | 'nonzero-exit' | 'signaled' | 'wall-time-limit' | 'canceled' | 'setup-error';
+export type Verdict = 'ok' | 'nonzero-exit' | 'signaled' | 'seccomp-violation' | 'wall-time-limit' | 'canceled' | 'setup-error';
+
+/** A syscall the seccomp filter stopped (or, in log mode, would have stopped). */
+export interface SeccompViolation {
+  /** e.g. 'ptrace'; null when the kernel killed the process itself (SIGSYS) and did not say which call. */
+  syscall: string | null;
+  nr: number | null;
+  /** e.g. 'x86_64', 'x86' (i386), or null. */
+  arch: string | null;
+}
+
+export interface SeccompReport {
+  policy: string;
+  mode: 'enforce' | 'log';
+  /** Distinct syscalls reported by the filter, in the order they happened (at most 64). */
+  violations: SeccompViolation[];
+}
 
 export interface SandboxUsage {
   /** Wall time from the payload's fork to its exit, measured inside by init (ms). */
@@ -48,4 +64,8 @@ export interface SandboxResult {
   initPid: number | undefined;
   namespaces: Record<string, number> | undefined;
   setupFailure: SetupFailure | undefined;
+  /** The seccomp policy in force and what it reported; undefined without a filter. */
+  seccomp: SeccompReport | undefined;
+  /** With verdict seccomp-violation: the call that ended the run. */
+  violation: SeccompViolation | undefined;
 }

@@ -1,11 +1,9 @@
 // The public entry points: runSandboxed (buffered) and spawnSandboxed (streaming).
 import type { Readable, Writable } from 'node:stream';
-import { buildPlan } from '../plan/build-plan.js';
 import { supervise } from '../supervisor/supervisor.js';
-import { resolveOptions, type SandboxOptions } from './options.js';
+import type { SandboxOptions } from './options.js';
+import { prepareRun } from './prepare.js';
 import type { SandboxResult } from './result.js';
-
-const NO_SECCOMP = Buffer.alloc(0);
 
 /**
  * Runs a command in a fresh sandbox and resolves with its output and usage. A string runs via /bin/sh -c
@@ -13,9 +11,8 @@ const NO_SECCOMP = Buffer.alloc(0);
  * SandboxError carrying the result, unless `reject: false`.
  */
 export function runSandboxed(cmd: string | readonly string[], options?: SandboxOptions): Promise<SandboxResult> {
-  const o = resolveOptions(cmd, options);
-  const plan = buildPlan(o);
-  return supervise(o, plan, NO_SECCOMP, true).result;
+  const p = prepareRun(cmd, options);
+  return supervise(p.options, p.plan, p.bpf, true, p.seccomp, p.failure).result;
 }
 
 export interface SandboxProcess {
@@ -32,9 +29,8 @@ export interface SandboxProcess {
 
 /** Starts a command in a fresh sandbox and returns its streams; `stdin: 'pipe'` gives a writable stdin. */
 export function spawnSandboxed(cmd: string | readonly string[], options?: SandboxOptions): SandboxProcess {
-  const o = resolveOptions(cmd, options);
-  const plan = buildPlan(o);
-  const s = supervise(o, plan, NO_SECCOMP, false);
+  const p = prepareRun(cmd, options);
+  const s = supervise(p.options, p.plan, p.bpf, false, p.seccomp, p.failure);
   s.result.catch(() => {}); // the caller may only read streams; a rejection still reaches whoever awaits result
   return s;
 }

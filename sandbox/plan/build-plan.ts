@@ -2,6 +2,7 @@
 import { posix } from 'node:path';
 import { hostViewOps } from '../../rootfs-builder/host-view.js';
 import type { ResolvedOptions } from '../api/options.js';
+import type { NotifyModeName } from '../protocol/opcodes.js';
 import { Op, type PlanOp } from './ops.js';
 
 /** Device nodes bound from the host's /dev (the rest of /dev is a fresh tmpfs). */
@@ -27,7 +28,7 @@ function group(o: ResolvedOptions): string {
 const depth = (p: string): number => (p === '/' ? 0 : p.split('/').length - 1);
 
 /** Builds the plan: identity, root, default view, /etc, /dev, /proc, /tmp, caller mounts, payload. */
-export function buildPlan(o: ResolvedOptions): PlanOp[] {
+export function buildPlan(o: ResolvedOptions, notify: NotifyModeName = 'none'): PlanOp[] {
   const ops: PlanOp[] = [];
   if (o.runAs) ops.push(Op.hostIds(o.runAs.uid, o.runAs.gid));
   ops.push(Op.userns(o.uid, o.gid, o.outerUid, o.outerGid), Op.root(o.rootSize));
@@ -54,6 +55,8 @@ export function buildPlan(o: ResolvedOptions): PlanOp[] {
   for (const [k, v] of Object.entries(o.env)) ops.push(Op.env(k, v));
   for (const a of o.argv) ops.push(Op.arg(a));
   if (!o.argv[0]!.includes('/')) for (const dir of o.env.PATH!.split(':')) if (dir.startsWith('/') && !dir.split('/').includes('..')) ops.push(Op.search(posix.normalize(dir).replace(/(.)\/$/, '$1')));
-  ops.push(Op.exec(o.argv[0]!), Op.end());
+  ops.push(Op.exec(o.argv[0]!));
+  if (notify !== 'none') ops.push(Op.seccomp(notify));
+  ops.push(Op.end());
   return ops;
 }

@@ -1,5 +1,5 @@
 // Typed constructors for plan ops and the encoder that turns a plan into the helper's token stream.
-import { OPCODES, PLAN_MAGIC, PROTOCOL_VERSION, ProtocolLimits, type BindAccess, type OpName } from '../protocol/opcodes.js';
+import { OPCODES, PLAN_MAGIC, PROTOCOL_VERSION, ProtocolLimits, type BindAccess, type NotifyModeName, type OpName } from '../protocol/opcodes.js';
 
 export interface PlanOp {
   readonly op: OpName;
@@ -29,6 +29,7 @@ export const Op = {
   arg: (value: string): PlanOp => ({ op: 'arg', args: [value] }),
   search: (dir: string): PlanOp => ({ op: 'search', args: [dir] }),
   exec: (program: string): PlanOp => ({ op: 'exec', args: [program] }),
+  seccomp: (notifyMode: NotifyModeName): PlanOp => ({ op: 'seccomp', args: [notifyMode] }),
   end: (): PlanOp => ({ op: 'end', args: [] }),
 } as const;
 

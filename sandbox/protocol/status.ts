@@ -11,6 +11,7 @@ export interface ExitEvent {
   killed?: boolean;
   wallUs: number;
   usage: { utimeUs: number; stimeUs: number; maxRssKb: number; minflt: number; majflt: number; nvcsw: number; nivcsw: number; inblock: number; oublock: number };
+  violations: { nr: number; arch: number }[];
 }
 export interface ErrorEvent { ev: 'error'; stage: string; op?: string; opIndex?: number; syscall?: string; errno?: number; msg: string }
 export type HelperEvent = HelloEvent | ReadyEvent | ExitEvent | ErrorEvent;
@@ -32,7 +33,7 @@ function validate(e: Record<string, unknown>): HelperEvent {
         return isInt(e.initPid) && isInt(e.payloadPid) && isInt(e.setupUs) && typeof e.ns === 'object' && e.ns !== null && Object.values(e.ns).every(isInt);
       case StatusEvent.exit: {
         const u = e.usage as Record<string, unknown> | undefined;
-        return optInt(e.code) && optInt(e.signal) && optBool(e.core) && optBool(e.killed) && (e.code !== undefined) !== (e.signal !== undefined) && isInt(e.wallUs) && typeof u === 'object' && u !== null && ['utimeUs', 'stimeUs', 'maxRssKb', 'minflt', 'majflt', 'nvcsw', 'nivcsw', 'inblock', 'oublock'].every((k) => isInt(u[k]));
+        return optInt(e.code) && optInt(e.signal) && optBool(e.core) && optBool(e.killed) && (e.code !== undefined) !== (e.signal !== undefined) && isInt(e.wallUs) && typeof u === 'object' && u !== null && ['utimeUs', 'stimeUs', 'maxRssKb', 'minflt', 'majflt', 'nvcsw', 'nivcsw', 'inblock', 'oublock'].every((k) => isInt(u[k])) && Array.isArray(e.violations) && e.violations.length <= 64 && (e.violations as unknown[]).every((v) => typeof v === 'object' && v !== null && isInt((v as Record<string, unknown>).nr) && isInt((v as Record<string, unknown>).arch));
       }
       case StatusEvent.error:
         return typeof e.stage === 'string' && typeof e.msg === 'string' && optStr(e.op) && optInt(e.opIndex) && optStr(e.syscall) && optInt(e.errno);

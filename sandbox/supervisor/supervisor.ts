@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { Readable, type Writable } from 'node:stream';
 import { debuglog } from 'node:util';
 import type { ResolvedOptions } from '../api/options.js';
-import type { SandboxResult, SandboxUsage, SetupFailure, Verdict } from '../api/result.js';
+import type { SandboxResult, SandboxUsage, SeccompViolation, SetupFailure, Verdict } from '../api/result.js';
 import { ErrorCode, SandboxError, type ErrorCodeValue } from '../errors.js';
 import { encodePlan, type PlanOp } from '../plan/ops.js';
 import { ControlByte } from '../protocol/opcodes.js';
@@ -62,27 +62,42 @@ function messageFor(verdict: Verdict, r: SandboxResult, o: ResolvedOptions, fail
       return [`Command timed out after ${o.timeout} ms (wall-time limit): ${cmd}`, ErrorCode.timeout];
     case 'canceled':
       return [`Command was canceled: ${cmd}`, ErrorCode.canceled];
+    case 'seccomp-violation': {
+      const v = r.violation!;
+      const what = v.syscall ? `calling ${v.syscall} (nr ${v.nr}, ${v.arch})` : 'a syscall the kernel refused outright (SIGSYS: a foreign ABI such as i386 int 0x80 or x32, or a kill action)';
+      return [`Command was killed by the seccomp policy "${r.seccomp?.policy}" for ${what}: ${cmd}`, ErrorCode.seccompViolation];
+    }
     default: {
       const f = failure!;
       const where = [f.stage, f.step].filter(Boolean).join(', ');
       const sys = f.syscall ? `${f.syscall}: ${f.errnoName ?? ''} ` : '';
-      const code = f.stage === 'helper' ? ErrorCode.helper : ErrorCode.setup;
+      const code = f.stage === 'helper' ? ErrorCode.helper : f.stage === 'seccomp' ? ErrorCode.seccompUnavailable : ErrorCode.setup;
       return [`Sandbox setup failed (${where}): ${sys}(${f.message}). Hint: ${f.hint}`, code];
     }
   }
 }
 
 /** Starts one sandbox run. `capture` buffers stdout/stderr into the result instead of exposing streams. */
-export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Buffer, capture: boolean): Supervision {
+export interface SeccompContext {
+  policy: string;
+  mode: 'enforce' | 'log';
+  notify: 'none' | 'kill' | 'log';
+  /** Turns a reported (arch, nr) into names. */
+  describe(arch: number, nr: number): SeccompViolation;
+}
+
+export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Uint8Array, capture: boolean, seccomp?: SeccompContext, preFailure?: SetupFailure): Supervision {
   const planBytes = encodePlan(plan);
   const started = performance.now();
   let helper: LaunchedHelper | undefined;
   let launchError: Error | undefined;
-  try {
-    assertHelperBuilt();
-    helper = launchHelper(o, planBytes, bpf);
-  } catch (e) {
-    launchError = e as Error;
+  if (!preFailure) {
+    try {
+      assertHelperBuilt();
+      helper = launchHelper(o, planBytes, bpf);
+    } catch (e) {
+      launchError = e as Error;
+    }
   }
 
   const status = new StatusReader();
@@ -122,18 +137,25 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Buff
       const terminal = status.terminal();
       const ready = status.events.find((e): e is ReadyEvent => e.ev === 'ready');
       const exit = terminal?.ev === 'exit' ? terminal : undefined;
-      let failure: SetupFailure | undefined;
-      if (terminal?.ev === 'error') failure = toSetupFailure(terminal, plan, o.argv[0]!);
+      let failure: SetupFailure | undefined = preFailure;
+      if (failure) {
+        /* nothing was started */
+      } else if (terminal?.ev === 'error') failure = toSetupFailure(terminal, plan, o.argv[0]!);
       else if (!exit) {
         const why = launchError?.message ?? protocolError?.message ?? `the helper ended (${exitSignal ?? `exit code ${exitCode}`}) without reporting a result`;
         failure = { stage: 'helper', message: why, hint: launchError ? 'run npm install (or npm run build) to build the helper, and check it is executable by this user' : 'this is a bug in cubicle or the helper was killed from outside; rerun with NODE_DEBUG=cubicle' };
       }
       const signal = exit?.signal !== undefined ? SIGNAL_NAMES.get(exit.signal) ?? (`SIG${exit.signal}` as NodeJS.Signals) : null;
       const exitCodeOut = exit?.code ?? null;
+      const violations = seccomp && exit ? exit.violations.map((v) => seccomp.describe(v.arch, v.nr)) : [];
+      let violation: SeccompViolation | undefined;
+      if (seccomp?.notify === 'kill' && violations.length) violation = violations[0];
+      else if (seccomp && signal === 'SIGSYS') violation = { syscall: null, nr: null, arch: null }; // the kernel killed it: a foreign ABI, or a kill action
       let verdict: Verdict;
       if (isCanceled) verdict = 'canceled';
       else if (timedOut) verdict = 'wall-time-limit';
       else if (failure) verdict = 'setup-error';
+      else if (violation) verdict = 'seccomp-violation';
       else if (exitCodeOut === 0) verdict = 'ok';
       else if (exitCodeOut !== null) verdict = 'nonzero-exit';
       else verdict = 'signaled';
@@ -158,6 +180,8 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Buff
         initPid: ready?.initPid,
         namespaces: ready?.ns,
         setupFailure: failure,
+        seccomp: seccomp ? { policy: seccomp.policy, mode: seccomp.mode, violations } : undefined,
+        violation,
       };
       debug('run finished in %d ms via %s: %s', Math.round(elapsedMs), helper?.launcher, verdict);
       if (!r.failed || !o.reject) return resolve(r);
