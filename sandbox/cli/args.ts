@@ -26,6 +26,8 @@ const RUN_FLAGS = {
   'host-uid': { type: 'string' },
   'host-gid': { type: 'string' },
   timeout: { type: 'string' },
+  policy: { type: 'string' },
+  'seccomp-log': { type: 'boolean' },
   json: { type: 'boolean' },
   result: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -47,6 +49,8 @@ Options:
   --host-uid N, --host-gid N
                          as root: the unprivileged host ids the sandbox maps to (default 65534)
   --timeout SECONDS      wall-clock limit (fractions or units: 1.5, 500ms, 2m)
+  --policy NAME|PATH     a shipped policy (default, judge, permissive, none) or a policy file
+  --seccomp-log          audit mode: report what the filter would deny, and let every call proceed
   --json                 capture output; print one JSON object (the result) and exit 0
                          unless the sandbox itself failed
   --result FILE          pass stdio through and write the result object to FILE
@@ -100,6 +104,8 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
   if (v.hostname !== undefined) options.hostname = v.hostname;
   const ids = { uid: intFlag('uid', v.uid), gid: intFlag('gid', v.gid), hostUid: intFlag('host-uid', v['host-uid']), hostGid: intFlag('host-gid', v['host-gid']) };
   for (const [k, n] of Object.entries(ids)) if (n !== undefined) (options as Record<string, unknown>)[k] = n;
+  if (v.policy !== undefined) options.policy = v.policy;
+  if (v['seccomp-log']) options.seccompLog = true;
   if (v.timeout !== undefined) {
     try {
       options.timeout = parseDurationMs(v.timeout, '--timeout');

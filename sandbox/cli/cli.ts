@@ -2,11 +2,12 @@
 import { closeSync, writeFileSync } from 'node:fs';
 import { openRegularForWrite } from '../safe-open.js';
 import { constants } from 'node:os';
-import { resolveOptions } from '../api/options.js';
+import { prepareRun } from '../api/prepare.js';
+import { listPolicies, loadPolicy } from '../policy/load.js';
+import { profileToText } from '../seccomp/compile.js';
 import type { SandboxResult } from '../api/result.js';
 import { runSandboxed, spawnSandboxed } from '../api/run.js';
 import { SandboxError, SandboxOptionError } from '../errors.js';
-import { buildPlan } from '../plan/build-plan.js';
 import { formatPlan } from '../plan/ops.js';
 import { parseRunArgs, RUN_USAGE, UsageError } from './args.js';
 
@@ -17,7 +18,9 @@ const USAGE = `Usage: cubicle <command> [options]
 
 Commands:
   run [options] -- CMD [ARGS...]   run CMD in a fresh rootless sandbox
-  plan [options] -- CMD [ARGS...]  print the resolved setup plan without running it
+  plan [options] -- CMD [ARGS...]  print the resolved policy, options and setup plan without running anything
+  policy list                      the shipped policies
+  policy show NAME|PATH [--text]   a policy after extends, as JSON (--text: libseccomp's rendering of its filter)
   doctor                           check this host and print the fix for each problem
   help                             this help
 
@@ -41,6 +44,8 @@ export function resultToJson(r: SandboxResult, error?: SandboxError): Record<str
     setupMs: r.setup?.ms ?? null,
     namespaces: r.namespaces ?? null,
     setupFailure: r.setupFailure ?? null,
+    seccomp: r.seccomp ?? null,
+    violation: r.violation ?? null,
     ...(error ? { error: { code: error.code, message: error.message } } : {}),
   };
 }
@@ -48,6 +53,7 @@ export function resultToJson(r: SandboxResult, error?: SandboxError): Record<str
 /** Maps a finished run to the CLI's exit code. */
 export function exitCodeFor(r: SandboxResult): number {
   if (r.verdict === 'setup-error') return EXIT_SANDBOX_FAILED;
+  if (r.verdict === 'seccomp-violation') return 128 + signalNumber('SIGSYS'); // as if the kernel had killed it
   if (r.timedOut) return EXIT_TIMEOUT;
   if (r.exitCode !== null) return r.exitCode;
   if (r.signal) return 128 + signalNumber(r.signal);
@@ -85,6 +91,8 @@ async function cmdRun(argv: string[]): Promise<number> {
     closeSync(resultFd);
   }
   if (r.verdict === 'setup-error') process.stderr.write(`cubicle: ${describeFailure(r)}\n`);
+  if (r.verdict === 'seccomp-violation') process.stderr.write(`cubicle: ${describeViolation(r)}\n`);
+  if (r.seccomp?.mode === 'log') process.stderr.write(`cubicle: seccomp log (policy ${r.seccomp.policy}): ${r.seccomp.violations.length ? r.seccomp.violations.map((v) => v.syscall ?? `nr ${v.nr}`).join(', ') : 'nothing would have been denied'}\n`);
   if (r.timedOut) process.stderr.write(`cubicle: timed out after ${args.options.timeout} ms; the sandbox was killed\n`);
   return exitCodeFor(r);
 }
@@ -95,6 +103,11 @@ function openResultFile(path: string): number {
   } catch (e) {
     throw new UsageError(`--result: ${(e as Error).message}`);
   }
+}
+
+function describeViolation(r: SandboxResult): string {
+  const v = r.violation!;
+  return v.syscall ? `killed by the seccomp policy "${r.seccomp?.policy}": ${v.syscall} (nr ${v.nr}, ${v.arch}) is not allowed` : `killed by the kernel's seccomp action (SIGSYS): a foreign ABI (i386 int 0x80, x32) or a kill rule`;
 }
 
 function describeFailure(r: SandboxResult): string {
@@ -111,8 +124,39 @@ function cmdPlan(argv: string[]): number {
     process.stdout.write(RUN_USAGE.replace('cubicle run', 'cubicle plan'));
     return 0;
   }
-  process.stdout.write(formatPlan(buildPlan(resolveOptions(args.command, args.options))) + '\n');
+  const p = prepareRun(args.command, args.options);
+  const { cancelSignal: _c, input: _i, ...shown } = p.options;
+  const out = [
+    `# policy: ${p.policy.chain.join(' <- ')}${p.policy.description ? ` (${p.policy.description.split('. ')[0]})` : ''}`,
+    p.filter
+      ? `# seccomp: ${p.filter.bpf.length / 8} BPF instructions, ${p.options.seccompLog ? 'log' : 'enforce'} mode, notifications: ${p.filter.notify}, compiled in ${p.filter.compileMs.toFixed(1)} ms${p.filter.unknownSyscalls.length ? `; unknown here (ignored): ${p.filter.unknownSyscalls.join(' ')}` : ''}`
+      : p.failure
+        ? `# seccomp: cannot be applied: ${p.failure.message}`
+        : '# seccomp: none',
+    `# options (call > policy > defaults): ${JSON.stringify(shown)}`,
+    formatPlan(p.plan),
+  ];
+  process.stdout.write(out.join('\n') + '\n');
   return 0;
+}
+
+function cmdPolicy(argv: string[]): number {
+  const [sub, ...rest] = argv;
+  if (sub === 'list') {
+    for (const { name, description } of listPolicies()) process.stdout.write(`${name.padEnd(12)} ${description}\n`);
+    return 0;
+  }
+  if (sub === 'show' && rest.length >= 1) {
+    const text = rest.includes('--text');
+    const spec = rest.find((a) => a !== '--text')!;
+    const policy = loadPolicy(spec);
+    if (text) {
+      if (!policy.seccomp) process.stdout.write(`# policy ${policy.name} has no seccomp filter\n`);
+      else process.stdout.write(profileToText(policy.seccomp));
+    } else process.stdout.write(JSON.stringify({ name: policy.name, chain: policy.chain, description: policy.description, options: policy.options, seccomp: policy.seccomp }, null, 2) + '\n');
+    return 0;
+  }
+  throw new UsageError('usage: cubicle policy list | cubicle policy show NAME|PATH [--text]');
 }
 
 async function cmdDoctor(): Promise<number> {
@@ -131,6 +175,8 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdRun(rest);
       case 'plan':
         return cmdPlan(rest);
+      case 'policy':
+        return cmdPolicy(rest);
       case 'doctor':
         return await cmdDoctor();
       case undefined:

@@ -90,7 +90,7 @@ export function libseccomp(): Bindings {
 function load(): Bindings {
   const require = createRequire(import.meta.url);
   const koffi = require('koffi') as typeof import('koffi');
-  const lib = koffi.load('libseccomp.so.2');
+  const lib = koffi.load(process.env.CUBICLE_LIBSECCOMP || 'libseccomp.so.2'); // override for another soname or path
   const libc = koffi.load('libc.so.6');
   const Version = koffi.struct({ major: 'uint', minor: 'uint', micro: 'uint' });
   const ArgCmpT = koffi.struct({ arg: 'uint', op: 'int', datum_a: 'uint64', datum_b: 'uint64' });

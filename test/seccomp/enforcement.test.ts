@@ -1,0 +1,148 @@
+// The filter in force: each denied syscall, argument filters, foreign ABIs, judge kills named, audit mode, real programs.
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, writeFileSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadPolicy } from '../../sandbox/policy/load.js';
+import { ARCH_TOKENS, libseccomp } from '../../sandbox/seccomp/libseccomp.js';
+import { forEachIdentity, probeMount, worldReadableTmp } from '../helpers/env.js';
+
+const X64 = ARCH_TOKENS.SCMP_ARCH_X86_64!;
+const nr = (name: string): number => libseccomp().resolveName(X64, name);
+const errnoName = (n: number): string => Object.entries(osConstants.errno).find(([, v]) => v === n)![0];
+
+/** Unconditional deny rules of the default profile: name -> errno name. */
+function defaultDenies(): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const r of loadPolicy('default').seccomp!.syscalls) if (!r.args && r.action === 'SCMP_ACT_ERRNO') for (const n of r.names) if (nr(n) >= 0) out.set(n, errnoName(r.errnoRet ?? 1));
+  return out;
+}
+
+if (process.arch !== 'x64') {
+  describe('seccomp enforcement', () => {
+    it('needs x86_64 for its syscall numbers', function () {
+      console.log(`      skipped: the probes use x86_64 syscall numbers; this is ${process.arch}`);
+      this.skip();
+    });
+  });
+} else
+  forEachIdentity((_id, run) => {
+    it('default: every denied syscall is matched by the filter (audit) and fails with its errno (enforce)', async () => {
+      const denies = defaultDenies();
+      const names = [...denies.keys()];
+      const args = ['/probe', 'each', ...names.map((n) => String(nr(n)))];
+      const audit = await run(args, { mounts: probeMount(), seccompLog: true });
+      const seen = new Set(audit.seccomp!.violations.map((v) => v.syscall));
+      assert.deepEqual(names.filter((n) => !seen.has(n)), [], 'calls the audit did not report');
+      const r = await run(args, { mounts: probeMount() });
+      const lines = (r.stdout as string).trim().split('\n');
+      assert.equal(lines.length, names.length);
+      lines.forEach((line, i) => assert.equal(line, `${nr(names[i]!)} -1 ${denies.get(names[i]!)}`, names[i]));
+      assert.deepEqual(r.seccomp!.violations, [], 'errno actions are not violations');
+    });
+
+    it('argument filters: clone/unshare flags, ioctl commands with high bits, socket families, personality', async () => {
+      const checks: [string, string[], string][] = [
+        ['unshare(CLONE_NEWUSER)', ['syscall', String(nr('unshare')), '0x10000000'], '-1 EPERM'],
+        ['clone(CLONE_NEWUSER|SIGCHLD)', ['syscall', String(nr('clone')), '0x10000011'], '-1 EPERM'],
+        ['clone3', ['syscall', String(nr('clone3')), '0', '0'], '-1 ENOSYS'],
+        ['ioctl TIOCSTI', ['syscall', String(nr('ioctl')), '0', '0x5412', '0'], '-1 EPERM'],
+        ['ioctl TIOCSTI with high bits set (CVE-2019-7303)', ['syscall', String(nr('ioctl')), '0', '0xdead00005412', '0'], '-1 EPERM'],
+        ['ioctl TIOCLINUX', ['syscall', String(nr('ioctl')), '0', '0x10000541c', '0'], '-1 EPERM'],
+        ['ioctl TCGETS (allowed; not a tty here)', ['syscall', String(nr('ioctl')), '0', '0x5401', '0'], '-1 ENOTTY'],
+        ['socket AF_PACKET', ['syscall', String(nr('socket')), '17', '3', '0'], '-1 EAFNOSUPPORT'],
+        ['socket AF_VSOCK', ['syscall', String(nr('socket')), '40', '1', '0'], '-1 EAFNOSUPPORT'],
+        ['socket AF_NETLINK, NETLINK_AUDIT', ['syscall', String(nr('socket')), '16', '3', '9'], '-1 EPROTONOSUPPORT'],
+        ['personality(ADDR_NO_RANDOMIZE)', ['syscall', String(nr('personality')), '0x0040000'], '-1 EPERM'],
+        ['personality with bit 31 (not the query)', ['syscall', String(nr('personality')), '0x80400000'], '-1 EPERM'],
+        ['personality above 32 bits', ['syscall', String(nr('personality')), '0x100000000'], '-1 EPERM'],
+      ];
+      const script = checks.map(([, a]) => `/probe ${a.join(' ')}`).join('; ');
+      const r = await run(['/bin/sh', '-c', script], { mounts: probeMount() });
+      const lines = (r.stdout as string).trim().split('\n');
+      checks.forEach(([what, , want], i) => assert.equal(lines[i], want, what));
+      const ok = await run(['/bin/sh', '-c', `/probe syscall ${nr('socket')} 16 3 0; /probe syscall ${nr('personality')} 0xffffffff; /probe syscall ${nr('personality')} 0x20008; /probe syscall ${nr('socket')} 1 1 0`], { mounts: probeMount() });
+      const okLines = (ok.stdout as string).trim().split('\n');
+      assert.match(okLines[0]!, /^\d+ OK$/, 'netlink route sockets are allowed');
+      assert.match(okLines[1]!, /^\d+ OK$/, 'the personality query is allowed');
+      assert.match(okLines[2]!, /^\d+ OK$/, 'PER_LINUX32|UNAME26 is harmless');
+      assert.match(okLines[3]!, /^\d+ OK$/, 'unix sockets are allowed');
+    });
+
+    it('i386 int 0x80 and x32 syscalls are killed, not allowed by omission', async () => {
+      const i386 = await run(['/probe', 'int80'], { mounts: probeMount(), reject: false });
+      assert.equal(i386.stdout, 'int80 start\n');
+      assert.equal(i386.signal, 'SIGSYS');
+      assert.equal(i386.verdict, 'seccomp-violation');
+      const x32 = await run(['/probe', 'syscall', String(0x40000000 + nr('getpid'))], { mounts: probeMount(), reject: false });
+      assert.equal(x32.stdout, '');
+      assert.equal(x32.signal, 'SIGSYS');
+      assert.equal(x32.verdict, 'seccomp-violation');
+      assert.deepEqual(x32.violation, { syscall: null, nr: null, arch: null });
+      for (const policy of ['judge', 'permissive']) {
+        const r = await run(['/probe', 'int80'], { mounts: probeMount(), reject: false, policy });
+        assert.equal(r.signal, 'SIGSYS', policy);
+      }
+    });
+
+    it('judge: a syscall outside the allowlist kills the run, and the result names it', async () => {
+      const r = await run(['/bin/sh', '-c', `echo before; /probe syscall ${nr('ptrace')} 0; echo after`], { mounts: probeMount(), policy: 'judge', reject: false });
+      assert.equal(r.verdict, 'seccomp-violation');
+      assert.deepEqual(r.violation, { syscall: 'ptrace', nr: 101, arch: 'x86_64' });
+      assert.equal(r.stdout, 'before\n', 'nothing ran after the violation');
+      await assert.rejects(run(['/usr/bin/python3', '-c', 'import os; os.mkfifo("/tmp/f")'], { policy: 'judge' }), (e: Error & { code?: string; violation?: { syscall: string } }) => e.code === 'ERR_SANDBOX_SECCOMP_VIOLATION' && e.violation?.syscall === 'mknodat' && /"judge" for calling mknodat/.test(e.message));
+      const sock = await run(['/usr/bin/python3', '-c', 'import socket\ntry:\n  socket.socket()\nexcept OSError as e: print(e.errno)'], { policy: 'judge' });
+      assert.equal(sock.stdout, '13\n', 'socket() fails with EACCES under judge');
+    });
+
+    it('audit mode lists what would be denied and lets the program finish', async () => {
+      const r = await run(['/bin/sh', '-c', `/probe syscall ${nr('ptrace')} 0xffff; /probe syscall ${nr('mknodat')} 0xffff; echo finished`], { mounts: probeMount(), policy: 'judge', seccompLog: true });
+      assert.equal(r.verdict, 'ok');
+      assert.match(r.stdout as string, /finished\n$/);
+      assert.deepEqual(r.seccomp!.violations.map((v) => v.syscall), ['ptrace', 'mknodat']);
+      assert.equal(r.seccomp!.mode, 'log');
+    });
+
+    it('real programs run under default and judge with no violation: gcc compile and run, python3, node', async function () {
+      this.timeout(120_000);
+      const t = worldReadableTmp();
+      try {
+        chmodSync(t.dir, 0o777);
+        writeFileSync(join(t.dir, 'a.c'), '#include <stdio.h>\nint main(void){long s=0;for(int i=0;i<1000;i++)s+=i;printf("%ld\\n",s);return 0;}\n', { mode: 0o644 });
+        for (const policy of ['default', 'judge']) {
+          const programs: [string, string[], string][] = [
+            ['gcc', ['/bin/sh', '-c', 'gcc -O2 -o /tmp/a.out /work/a.c && /tmp/a.out'], '499500\n'],
+            ['python3', ['/usr/bin/python3', '-c', 'import json, math, re; print(json.dumps(math.factorial(5)))'], '120\n'],
+            ['node', [process.execPath, '-e', 'console.log([1,2,3].map((x) => x * 2).join(","))'], '2,4,6\n'],
+          ];
+          for (const [name, cmd, want] of programs) {
+            const r = await run(cmd, { policy, mounts: [{ type: 'bind', source: t.dir, target: '/work', readOnly: true }], reject: false });
+            assert.equal(r.verdict, 'ok', `${name} under ${policy}: ${r.stderr as string} ${JSON.stringify(r.violation)}`);
+            assert.equal(r.stdout, want, `${name} under ${policy}`);
+            assert.deepEqual(r.seccomp!.violations, []);
+          }
+        }
+      } finally {
+        t.cleanup();
+      }
+    });
+  });
+
+describe('without libseccomp', () => {
+  it('a run that needs a filter fails with a clear error and the fix; policy none still runs', () => {
+    const script = `import('${fileURLToPath(new URL('../../sandbox/index.js', import.meta.url))}').then(async (m) => {
+      const r = await m.runSandboxed(['/bin/true'], { reject: false });
+      const n = await m.runSandboxed(['/bin/true'], { policy: 'none' });
+      console.log(JSON.stringify({ verdict: r.verdict, f: r.setupFailure, none: n.verdict }));
+    })`;
+    const out = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, CUBICLE_LIBSECCOMP: '/nonexistent/libseccomp.so.2' } });
+    const j = JSON.parse(out.stdout);
+    assert.equal(j.verdict, 'setup-error');
+    assert.equal(j.f.stage, 'seccomp');
+    assert.match(j.f.message, /libseccomp cannot be loaded/);
+    assert.match(j.f.hint, /apt-get install libseccomp2.*policy 'none'/);
+    assert.equal(j.none, 'ok');
+  });
+});
