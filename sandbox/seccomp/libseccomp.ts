@@ -107,6 +107,13 @@ function load(): Bindings {
   const exportBpf = lib.func('int seccomp_export_bpf(void *ctx, int fd)');
   const exportPfc = lib.func('int seccomp_export_pfc(void *ctx, int fd)');
   const memfdCreate = libc.func('int memfd_create(const char *name, unsigned int flags)');
+  // libseccomp 2.6+ exports to memory; 2.5 only to an fd (a memfd here).
+  let exportBpfMem: ((ctx: unknown, buf: Buffer | null, len: bigint[]) => number) | undefined;
+  try {
+    exportBpfMem = lib.func('int seccomp_export_bpf_mem(void *ctx, void *buf, _Inout_ size_t *len)');
+  } catch {
+    exportBpfMem = undefined;
+  }
   const free = libc.func('void free(void *p)');
   const v = koffi.decode(seccompVersion(), Version) as { major: number; minor: number; micro: number };
 
@@ -149,7 +156,14 @@ function load(): Bindings {
     },
     ruleAdd: (ctx, action, syscall, cmps) =>
       ruleAdd(ctx, action >>> 0, syscall, cmps.length, cmps.length ? cmps.map((c) => ({ arg: c.index, op: c.op, datum_a: c.a, datum_b: c.b })) : null),
-    exportBpf: (ctx) => viaMemfd((fd) => exportBpf(ctx, fd), 'bpf'),
+    exportBpf: (ctx) => {
+      if (!exportBpfMem) return viaMemfd((fd) => exportBpf(ctx, fd), 'bpf');
+      const len = [0n];
+      if (exportBpfMem(ctx, null, len) !== 0) throw new Error('seccomp_export_bpf_mem failed to size the program');
+      const buf = Buffer.alloc(Number(len[0]));
+      if (exportBpfMem(ctx, buf, len) !== 0) throw new Error('seccomp_export_bpf_mem failed');
+      return buf.subarray(0, Number(len[0]));
+    },
     exportPfc: (ctx) => viaMemfd((fd) => exportPfc(ctx, fd), 'pfc').toString('utf8'),
   };
 }
