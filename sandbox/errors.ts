@@ -16,6 +16,7 @@ export const ErrorCode = {
   policy: 'ERR_SANDBOX_POLICY',
   seccompUnavailable: 'ERR_SANDBOX_SECCOMP_UNAVAILABLE',
   seccompViolation: 'ERR_SANDBOX_SECCOMP_VIOLATION',
+  limit: 'ERR_SANDBOX_LIMIT',
 } as const;
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -51,6 +52,7 @@ export class SandboxError extends Error implements SandboxResult {
   declare namespaces: SandboxResult['namespaces'];
   declare seccomp: SandboxResult['seccomp'];
   declare violation: SandboxResult['violation'];
+  declare limits: SandboxResult['limits'];
   declare setupFailure: SetupFailure | undefined;
   /** For setup failures: where it failed and how to fix it. */
   declare stage: string | undefined;

@@ -7,6 +7,7 @@ import { isAbsolute, normalize } from 'node:path';
 import { Readable } from 'node:stream';
 import { SandboxOptionError } from '../errors.js';
 import type { PolicyObject } from '../policy/load.js';
+import { resolveLimits, type LimitOptions, type ResolvedLimits } from '../limits/limits.js';
 import { parseSize } from '../units.js';
 
 /** A host path bound into the sandbox, or a fresh tmpfs. */
@@ -61,6 +62,12 @@ export interface SandboxOptions {
   policy?: string | PolicyObject;
   /** Audit mode: the seccomp filter reports what it would deny or kill, and lets every call proceed. */
   seccompLog?: boolean;
+  /** Resource limits for the whole sandbox (see LimitOptions); the result says which mechanism enforced each. */
+  limits?: LimitOptions;
+  /** Fail closed instead of falling back to rlimits and sampling when memory/process limits cannot use cgroups. */
+  strictLimits?: boolean;
+  /** Use cgroups when the host allows (default true); false always uses rlimits and init's sampler. */
+  cgroups?: boolean;
 }
 
 export interface ResolvedMount {
@@ -98,10 +105,13 @@ export interface ResolvedOptions {
   stderr: 'pipe' | 'inherit' | 'ignore';
   encoding: 'utf8' | 'buffer';
   seccompLog: boolean;
+  limits: ResolvedLimits;
+  strictLimits: boolean;
+  cgroups: boolean;
 }
 
 export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin';
-const KNOWN = new Set(['env', 'cwd', 'hostname', 'uid', 'gid', 'username', 'hostUid', 'hostGid', 'runAs', 'mounts', 'rootSize', 'tmpSize', 'shmSize', 'timeout', 'cancelSignal', 'forceKillAfterDelay', 'reject', 'input', 'inputFile', 'stdin', 'stdout', 'stderr', 'encoding', 'policy', 'seccompLog']);
+const KNOWN = new Set(['env', 'cwd', 'hostname', 'uid', 'gid', 'username', 'hostUid', 'hostGid', 'runAs', 'mounts', 'rootSize', 'tmpSize', 'shmSize', 'timeout', 'cancelSignal', 'forceKillAfterDelay', 'reject', 'input', 'inputFile', 'stdin', 'stdout', 'stderr', 'encoding', 'policy', 'seccompLog', 'limits', 'strictLimits', 'cgroups']);
 
 const fail = (option: string, message: string): never => {
   throw new SandboxOptionError(option, message);
@@ -268,6 +278,9 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
   if (typeof forceKillAfterDelay !== 'number' || !(forceKillAfterDelay >= 0)) fail('forceKillAfterDelay', 'forceKillAfterDelay must be a non-negative number of milliseconds');
   if (o.reject !== undefined && typeof o.reject !== 'boolean') fail('reject', 'reject must be a boolean');
   if (o.seccompLog !== undefined && typeof o.seccompLog !== 'boolean') fail('seccompLog', 'seccompLog must be a boolean');
+  if (o.strictLimits !== undefined && typeof o.strictLimits !== 'boolean') fail('strictLimits', 'strictLimits must be a boolean');
+  if (o.cgroups !== undefined && typeof o.cgroups !== 'boolean') fail('cgroups', 'cgroups must be a boolean');
+  if (o.cgroups === false && o.strictLimits === true) fail('strictLimits', 'strictLimits needs cgroups; do not combine it with cgroups: false');
 
   const input = o.input;
   if (input !== undefined && typeof input !== 'string' && !(input instanceof Uint8Array) && !(input instanceof Readable)) fail('input', 'input must be a string, a Buffer/Uint8Array or a Readable stream');
@@ -310,5 +323,8 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     stderr: oneOf('stderr', o.stderr, ['pipe', 'inherit', 'ignore'] as const, 'pipe'),
     encoding: oneOf('encoding', o.encoding, ['utf8', 'buffer'] as const, 'utf8'),
     seccompLog: o.seccompLog === true,
+    limits: resolveLimits(o.limits, timeout),
+    strictLimits: o.strictLimits === true,
+    cgroups: o.cgroups !== false,
   };
 }

@@ -4,11 +4,14 @@ import { DEFAULT_POLICY, loadPolicy, PolicyError, type PolicyOptions, type Resol
 import { compileProfile, type CompiledFilter } from '../seccomp/compile.js';
 import { ARCH_TOKENS, libseccomp, SeccompUnavailableError } from '../seccomp/libseccomp.js';
 import { ProfileError } from '../seccomp/profile.js';
-import { buildPlan } from '../plan/build-plan.js';
+import { buildPlan, tmpfsPaths } from '../plan/build-plan.js';
+import { planLimits, type LimitPlan } from '../limits/limits.js';
 import type { PlanOp } from '../plan/ops.js';
 import type { SeccompContext } from '../supervisor/supervisor.js';
 import { resolveOptions, type ResolvedOptions, type SandboxOptions } from './options.js';
 import type { SeccompViolation, SetupFailure } from './result.js';
+
+let runCounter = 0;
 
 export interface PreparedRun {
   options: ResolvedOptions;
@@ -19,13 +22,16 @@ export interface PreparedRun {
   seccomp: SeccompContext | undefined;
   /** Set when the host cannot apply the policy (e.g. no libseccomp): the run fails without starting. */
   failure: SetupFailure | undefined;
+  /** Limits as applied, and the run's cgroups (created here; removed by the supervisor). */
+  limits: LimitPlan;
 }
 
 const ARCH_NAMES = new Map(Object.entries(ARCH_TOKENS).map(([k, v]) => [v, k.replace('SCMP_ARCH_', '').toLowerCase()]));
 
 /** Policy defaults under the call's options: call options > policy > built-in defaults. */
 function mergeOptions(policy: PolicyOptions, call: SandboxOptions): SandboxOptions {
-  const merged: SandboxOptions = { ...(policy as SandboxOptions), ...call };
+  const given = Object.fromEntries(Object.entries(call).filter(([, v]) => v !== undefined)) as SandboxOptions; // undefined never cancels a policy default
+  const merged: SandboxOptions = { ...(policy as SandboxOptions), ...given };
   if (policy.env || call.env) merged.env = { ...policy.env, ...call.env };
   return merged;
 }
@@ -41,10 +47,11 @@ function describeViolation(arch: number, nr: number): SeccompViolation {
 }
 
 /** Validates everything and builds the plan; throws SandboxOptionError/PolicyError for bad input. */
-export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun {
+export function prepareRun(cmd: unknown, call: SandboxOptions = {}, dryRun = false): PreparedRun {
   if (typeof call !== 'object' || call === null) resolveOptions(cmd, call); // throws the option error
   const policy = loadPolicy(call.policy ?? DEFAULT_POLICY);
   const options = resolveOptions(cmd, mergeOptions(policy.options, call));
+  if (options.seccompLog && !policy.seccomp) throw new PolicyError(policy.name, 'has no seccomp filter, so seccompLog (audit mode) would report nothing; choose a policy with a filter');
   let filter: CompiledFilter | undefined;
   let failure: SetupFailure | undefined;
   if (policy.seccomp) {
@@ -62,7 +69,10 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun
       };
     }
   }
-  const plan = buildPlan(options, filter?.notify ?? 'none');
+  const runId = `${process.pid}-${++runCounter}-${Date.now().toString(36)}`;
+  const limits = planLimits(options.limits, options.strictLimits, tmpfsPaths(options), runId, dryRun, options.cgroups);
+  const plan = buildPlan(options, filter?.notify ?? 'none', limits);
   const seccomp: SeccompContext | undefined = filter ? { policy: policy.name, mode: options.seccompLog ? 'log' : 'enforce', notify: filter.notify, describe: describeViolation } : undefined;
-  return { options, policy, filter, plan, bpf: filter?.bpf ?? new Uint8Array(0), seccomp, failure };
+  return { options, policy, filter, plan, bpf: filter?.bpf ?? new Uint8Array(0), seccomp, failure, limits };
 }
+

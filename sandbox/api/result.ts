@@ -1,7 +1,20 @@
+import type { AppliedLimit } from '../limits/limits.js';
 // The result shape shared by a resolved run and a SandboxError, and the verdict derived from it.
 
 /** Why a run ended; exactly one per run. */
-export type Verdict = 'ok' | 'nonzero-exit' | 'signaled' | 'seccomp-violation' | 'wall-time-limit' | 'canceled' | 'setup-error';
+export type Verdict =
+  | 'ok'
+  | 'nonzero-exit'
+  | 'signaled'
+  | 'cpu-time-limit'
+  | 'wall-time-limit'
+  | 'memory-limit'
+  | 'output-limit'
+  | 'process-limit'
+  | 'file-size-limit'
+  | 'seccomp-violation'
+  | 'setup-error'
+  | 'canceled';
 
 /** A syscall the seccomp filter stopped (or, in log mode, would have stopped). */
 export interface SeccompViolation {
@@ -32,6 +45,12 @@ export interface SandboxUsage {
   involuntaryContextSwitches: number;
   minorPageFaults: number;
   majorPageFaults: number;
+  /** Peak memory of the whole sandbox (process memory, tmpfs, shm, memfd): the cgroup's peak when a memory
+   *  cgroup enforced the limit, else the peak of init's samples (PSS of every process + tmpfs pages); undefined
+   *  when nothing sampled it. */
+  peakMemoryBytes: number | undefined;
+  /** Most tasks (processes and threads) seen at once by the sampler. */
+  peakProcesses: number | undefined;
 }
 
 /** A setup failure reported by the helper: where, which syscall, which errno, and the fix. */
@@ -68,4 +87,6 @@ export interface SandboxResult {
   seccomp: SeccompReport | undefined;
   /** With verdict seccomp-violation: the call that ended the run. */
   violation: SeccompViolation | undefined;
+  /** Each limit that was set: its value and the mechanism that enforced it. */
+  limits: Record<string, AppliedLimit>;
 }

@@ -12,7 +12,7 @@ import type { SandboxResult } from './result.js';
  */
 export function runSandboxed(cmd: string | readonly string[], options?: SandboxOptions): Promise<SandboxResult> {
   const p = prepareRun(cmd, options);
-  return supervise(p.options, p.plan, p.bpf, true, p.seccomp, p.failure).result;
+  return supervise(p, true).result;
 }
 
 export interface SandboxProcess {
@@ -30,7 +30,7 @@ export interface SandboxProcess {
 /** Starts a command in a fresh sandbox and returns its streams; `stdin: 'pipe'` gives a writable stdin. */
 export function spawnSandboxed(cmd: string | readonly string[], options?: SandboxOptions): SandboxProcess {
   const p = prepareRun(cmd, options);
-  const s = supervise(p.options, p.plan, p.bpf, false, p.seccomp, p.failure);
+  const s = supervise(p, false);
   s.result.catch(() => {}); // the caller may only read streams; a rejection still reaches whoever awaits result
   return s;
 }

@@ -4,7 +4,7 @@ import { openRegularForWrite } from '../safe-open.js';
 import { constants } from 'node:os';
 import { prepareRun } from '../api/prepare.js';
 import { listPolicies, loadPolicy } from '../policy/load.js';
-import { profileToText } from '../seccomp/compile.js';
+import { compileProfile, profileToText } from '../seccomp/compile.js';
 import type { SandboxResult } from '../api/result.js';
 import { runSandboxed, spawnSandboxed } from '../api/run.js';
 import { SandboxError, SandboxOptionError } from '../errors.js';
@@ -152,7 +152,11 @@ function cmdPolicy(argv: string[]): number {
     const policy = loadPolicy(spec);
     if (text) {
       if (!policy.seccomp) process.stdout.write(`# policy ${policy.name} has no seccomp filter\n`);
-      else process.stdout.write(profileToText(policy.seccomp));
+      else {
+        process.stdout.write(profileToText(policy.seccomp));
+        const unknown = compileProfile(policy.seccomp, 'enforce').unknownSyscalls;
+        if (unknown.length) process.stdout.write(`# names libseccomp does not know on this architecture (ignored): ${unknown.join(' ')}\n`);
+      }
     } else process.stdout.write(JSON.stringify({ name: policy.name, chain: policy.chain, description: policy.description, options: policy.options, seccomp: policy.seccomp }, null, 2) + '\n');
     return 0;
   }

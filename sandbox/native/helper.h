@@ -36,10 +36,39 @@ struct plan {
   unsigned char *bpf;
   size_t bpf_len;
   int notify_mode; /* enum cub_notify_mode */
+  /* limits */
+  const char *cgroup_join[8];
+  size_t ncgroup_join;
+  const char *oom_watch_dir;
+  struct {
+    const char *name;
+    unsigned long long value;
+  } ucounts[16];
+  size_t nucounts;
+  struct {
+    int resource; /* index into CUB_RLIMIT_NAMES */
+    unsigned long long soft, hard;
+  } rlimits[CUB_RLIMIT_COUNT];
+  size_t nrlimits;
+  long long watch_interval_us, limit_cpu_us, limit_wall_us;
+  unsigned long long limit_memory;
+  long long limit_tasks;
+  const char *watch_tmpfs[16];
+  size_t nwatch_tmpfs;
+};
+
+/* What init's sampler saw: peaks, and the first limit passed. */
+struct sample_report {
+  int limit_kind; /* enum cub_limit_kind, 0 = none */
+  long long limit_at_us;
+  unsigned long long limit_observed;
+  unsigned long long peak_memory;
+  long long peak_tasks;
+  long long samples;
 };
 
 /* Messages from init (stage 1) to the parent (stage 0), fixed size so each write is atomic. */
-enum init_msg_kind { MSG_READY = 1, MSG_EXEC_OK, MSG_STATUS, MSG_FAILED, MSG_LISTENER, MSG_VIOLATION };
+enum init_msg_kind { MSG_READY = 1, MSG_EXEC_OK, MSG_STATUS, MSG_FAILED, MSG_LISTENER, MSG_VIOLATION, MSG_SAMPLE };
 struct init_msg {
   int kind;
   int payload_pid; /* inside the pid namespace */
@@ -49,6 +78,7 @@ struct init_msg {
   int fd;             /* MSG_LISTENER: the seccomp listener's fd number */
   int nr;             /* MSG_VIOLATION: syscall number */
   unsigned arch;      /* MSG_VIOLATION: AUDIT_ARCH_* */
+  struct sample_report sample; /* MSG_SAMPLE (sent once, just before MSG_STATUS) */
 };
 
 /* report.c: the structured status channel. die*() always emit one error event before exiting. */
@@ -80,6 +110,13 @@ void net_loopback_up(void);
 void caps_drop_all(void);
 /* capset to all-zero: effective, permitted, inheritable */
 void caps_clear_sets(void);
+
+/* limits.c: init's sampler and the payload's rlimits */
+void limits_apply_ucounts(const struct plan *p);
+int limits_watch_start(const struct plan *p); /* returns a timerfd, or -1 when nothing is watched */
+/* One sample; returns the limit kind passed (0 if none) and fills the report. */
+int limits_sample(const struct plan *p, struct sample_report *r, long long since_fork_us);
+void limits_apply_rlimits(const struct plan *p);
 
 /* stages */
 __attribute__((noreturn)) void stage_init_main(const struct plan *p, int from_parent_fd, int to_parent_fd,

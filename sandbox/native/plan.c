@@ -174,6 +174,53 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     p->notify_mode = found;
     break;
   }
+  case CUB_OP_CGROUP_JOIN:
+    check_path(a[0], op);
+    if (p->ncgroup_join >= 8) die_op(op, NULL, 0, "at most 8 cgroup-join ops");
+    p->cgroup_join[p->ncgroup_join++] = a[0];
+    break;
+  case CUB_OP_CGROUP_OOM_WATCH:
+    check_path(a[0], op);
+    if (p->oom_watch_dir) die_op(op, NULL, 0, "cgroup-oom-watch given twice");
+    p->oom_watch_dir = a[0];
+    break;
+  case CUB_OP_UCOUNT: {
+    size_t n = strlen(a[0]);
+    if (n == 0 || n > 40 || strspn(a[0], "abcdefghijklmnopqrstuvwxyz_") != n) die_op(op, NULL, 0, "ucount name '%s' is not [a-z_]+", a[0]);
+    if (p->nucounts >= 16) die_op(op, NULL, 0, "at most 16 ucount ops");
+    p->ucounts[p->nucounts].name = a[0];
+    p->ucounts[p->nucounts++].value = parse_num(a[1], 0x7fffffffULL, op, "ucount value");
+    break;
+  }
+  case CUB_OP_WATCH:
+    if (seen[CUB_OP_WATCH]) die_op(op, NULL, 0, "watch given twice");
+    p->watch_interval_us = (long long)parse_num(a[0], 10000000ULL, op, "watch interval");
+    if (p->watch_interval_us < 1000) die_op(op, NULL, 0, "watch interval must be at least 1000 us");
+    p->limit_cpu_us = (long long)parse_num(a[1], 1ULL << 50, op, "cpu limit");
+    p->limit_wall_us = (long long)parse_num(a[2], 1ULL << 50, op, "wall limit");
+    p->limit_memory = parse_num(a[3], 1ULL << 50, op, "memory limit");
+    p->limit_tasks = (long long)parse_num(a[4], 1ULL << 22, op, "task limit");
+    break;
+  case CUB_OP_WATCH_TMPFS:
+    check_path(a[0], op);
+    if (p->nwatch_tmpfs >= 16) die_op(op, NULL, 0, "at most 16 watch-tmpfs ops");
+    p->watch_tmpfs[p->nwatch_tmpfs++] = a[0];
+    break;
+  case CUB_OP_RLIMIT: {
+    int found = -1;
+    for (int i = 0; i < CUB_RLIMIT_COUNT; i++)
+      if (strcmp(a[0], CUB_RLIMIT_NAMES[i]) == 0) found = i;
+    if (found < 0) die_op(op, NULL, 0, "rlimit resource '%s' is unknown", a[0]);
+    for (size_t i = 0; i < p->nrlimits; i++)
+      if (p->rlimits[i].resource == found) die_op(op, NULL, 0, "rlimit %s given twice", a[0]);
+    unsigned long long v[2];
+    for (int i = 0; i < 2; i++) v[i] = strcmp(a[1 + i], "unlimited") == 0 ? ~0ULL : parse_num(a[1 + i], ~0ULL - 1, op, "rlimit value");
+    if (v[0] > v[1]) die_op(op, NULL, 0, "rlimit %s: soft %s is above hard %s", a[0], a[1], a[2]);
+    p->rlimits[p->nrlimits].resource = found;
+    p->rlimits[p->nrlimits].soft = v[0];
+    p->rlimits[p->nrlimits++].hard = v[1];
+    break;
+  }
   case CUB_OP_END:
   case CUB_OP__COUNT:
     break;

@@ -82,6 +82,7 @@ void stage_exec_main(const struct plan *p, int exec_report_fd) {
   prctl(PR_SET_NAME, "cubicle-exec", 0, 0, 0);
   reset_signals();
   if (setsid() < 0) die_sys("setsid", errno, "new session");
+  limits_apply_rlimits(p);
   caps_drop_all();
   if (chdir(p->cwd) < 0) die_sys("chdir", errno, "working directory %s", p->cwd);
   mark_fds_cloexec();

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <linux/seccomp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -103,6 +104,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   mount_build_root(p);
   if (p->hostname && sethostname(p->hostname, strlen(p->hostname)) < 0) die_sys("sethostname", errno, "%s", p->hostname);
   if (p->loopback) net_loopback_up();
+  limits_apply_ucounts(p);
 
   /* Only SIGCHLD matters to init (the kernel drops other signals to a pid-namespace init without handlers);
    * "terminate" arrives as a byte from the parent. */
@@ -154,10 +156,14 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
 
   int payload_done = 0, payload_status = 0;
   long long wall_us = 0;
-  struct pollfd pfd[3] = {{.fd = sfd, .events = POLLIN}, {.fd = from_parent, .events = POLLIN}, {.fd = listener, .events = POLLIN}};
+  int timer = limits_watch_start(p);
+  struct sample_report rep;
+  memset(&rep, 0, sizeof rep);
+  struct pollfd pfd[4] = {{.fd = sfd, .events = POLLIN}, {.fd = from_parent, .events = POLLIN}, {.fd = listener, .events = POLLIN},
+                          {.fd = timer, .events = POLLIN}};
   struct notify_state ns = {.mode = p->notify_mode};
   for (;;) {
-    if (poll(pfd, 3, -1) < 0) {
+    if (poll(pfd, 4, -1) < 0) {
       if (errno == EINTR) continue;
       kill(-1, SIGKILL);
       _exit(CUB_EXIT_SETUP_FAILED);
@@ -174,6 +180,14 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
     }
     if (pfd[2].revents) {
       if (!handle_notification(&ns, listener, to_parent)) pfd[2].fd = -1; /* every filtered task is gone */
+    }
+    if (pfd[3].revents) {
+      uint64_t ticks;
+      if (read(timer, &ticks, sizeof ticks) < 0) { /* spurious wake-up */ }
+      if (!payload_done && !rep.limit_kind && limits_sample(p, &rep, monotonic_us() - fork_us)) {
+        kill(-1, SIGKILL); /* a limit was passed: the whole sandbox stops at once */
+        pfd[3].fd = -1;
+      }
     }
     if (!(pfd[0].revents & POLLIN)) continue;
     struct signalfd_siginfo si;
@@ -192,6 +206,8 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
       }
       if (r < 0 && errno == EINTR) continue;
       if (r < 0 && errno == ECHILD && payload_done) {
+        struct init_msg sm = {.kind = MSG_SAMPLE, .sample = rep};
+        if (timer >= 0) send_to_parent(to_parent, &sm);
         struct init_msg done = {.kind = MSG_STATUS, .payload_pid = payload, .wait_status = payload_status, .wall_us = wall_us};
         send_to_parent(to_parent, &done);
         _exit(CUB_EXIT_OK);

@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -85,12 +88,50 @@ static void record_violation(const struct init_msg *m) {
   if (nviolations < CUB_MAX_VIOLATIONS) violations[nviolations].nr = m->nr, violations[nviolations++].arch = m->arch;
 }
 
+static struct sample_report sample;
+static int have_sample, oom_fired;
+
+/* Root only, before clone: every process of the sandbox starts inside these cgroups. */
+static void join_cgroups(const struct plan *p) {
+  for (size_t i = 0; i < p->ncgroup_join; i++) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/cgroup.procs", p->cgroup_join[i]);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) die_sys("open", errno, "%s (joining the sandbox's cgroup)", path);
+    if (write_all(fd, "0\n", 2) < 0) die_sys("write", errno, "%s (joining the sandbox's cgroup)", path);
+    close(fd);
+  }
+}
+
+/* cgroup v1: with the OOM killer disabled in the sandbox's memory cgroup, an eventfd says when it hits its
+ * limit; stage 0 then kills the whole sandbox (memory-limit). Returns the eventfd, or -1. */
+static int watch_oom(const struct plan *p) {
+  if (!p->oom_watch_dir) return -1;
+  char path[PATH_MAX], line[64];
+  snprintf(path, sizeof path, "%s/memory.oom_control", p->oom_watch_dir);
+  int ofd = open(path, O_RDONLY | O_CLOEXEC);
+  if (ofd < 0) die_sys("open", errno, "%s", path);
+  int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (efd < 0) die_sys("eventfd", errno, "OOM notifications");
+  snprintf(path, sizeof path, "%s/cgroup.event_control", p->oom_watch_dir);
+  int cfd = open(path, O_WRONLY | O_CLOEXEC);
+  if (cfd < 0) die_sys("open", errno, "%s", path);
+  int n = snprintf(line, sizeof line, "%d %d", efd, ofd);
+  if (write_all(cfd, line, (size_t)n) < 0) die_sys("write", errno, "%s", path);
+  close(cfd);
+  return efd; /* ofd stays open: the registration lives as long as it does */
+}
+
 static void report_exit(int have_status, const struct init_msg *st, int init_status, const struct rusage *ru) {
-  char line[768 + CUB_MAX_VIOLATIONS * 40], how[96], viol[CUB_MAX_VIOLATIONS * 40 + 32];
+  char line[1024 + CUB_MAX_VIOLATIONS * 40], how[96], viol[CUB_MAX_VIOLATIONS * 40 + 32], samp[320];
+  samp[0] = '\0';
+  if (have_sample)
+    snprintf(samp, sizeof samp, ",\"sample\":{\"samples\":%lld,\"peakMemory\":%llu,\"peakTasks\":%lld,\"limit\":\"%s\",\"limitAtUs\":%lld,\"observed\":%llu}",
+             sample.samples, sample.peak_memory, sample.peak_tasks, CUB_LIMIT_NAMES[sample.limit_kind], sample.limit_at_us, sample.limit_observed);
   size_t off = (size_t)snprintf(viol, sizeof viol, ",\"violations\":[");
   for (int i = 0; i < nviolations; i++)
     off += (size_t)snprintf(viol + off, sizeof viol - off, "%s{\"nr\":%d,\"arch\":%u}", i ? "," : "", violations[i].nr, violations[i].arch);
-  snprintf(viol + off, sizeof viol - off, "]");
+  snprintf(viol + off, sizeof viol - off, "]%s%s", samp, oom_fired ? ",\"oom\":true" : "");
   if (have_status && WIFEXITED(st->wait_status))
     snprintf(how, sizeof how, "\"code\":%d", WEXITSTATUS(st->wait_status));
   else if (have_status && WIFSIGNALED(st->wait_status))
@@ -165,6 +206,8 @@ int main(int argc, char **argv) {
 
   /* Root's supplementary groups would follow the sandbox; drop them (others keep theirs, as any process). */
   if (geteuid() == 0 && setgroups(0, NULL) < 0) die_sys("setgroups", errno, "dropping supplementary groups");
+  join_cgroups(&plan);
+  int oom_fd = watch_oom(&plan);
   if (plan.has_host_ids) become_host_user(&plan);
 
   int go[2], up[2];
@@ -200,10 +243,10 @@ int main(int argc, char **argv) {
   struct init_msg status = {0};
   struct rusage ru;
   memset(&ru, 0, sizeof ru);
-  struct pollfd pfd[3] = {{.fd = CUB_FD_CONTROL, .events = POLLIN}, {.fd = up[0], .events = POLLIN},
-                          {.fd = sfd, .events = POLLIN}};
+  struct pollfd pfd[4] = {{.fd = CUB_FD_CONTROL, .events = POLLIN}, {.fd = up[0], .events = POLLIN},
+                          {.fd = sfd, .events = POLLIN}, {.fd = oom_fd, .events = POLLIN}};
   for (;;) {
-    if (poll(pfd, 3, -1) < 0) {
+    if (poll(pfd, 4, -1) < 0) {
       if (errno == EINTR) continue;
       kill(init, SIGKILL);
       die_sys("poll", errno, "supervising init");
@@ -227,9 +270,18 @@ int main(int argc, char **argv) {
         else if (m.kind == MSG_STATUS) have_status = 1, status = m;
         else if (m.kind == MSG_FAILED) failed = 1;
         else if (m.kind == MSG_VIOLATION) record_violation(&m);
+        else if (m.kind == MSG_SAMPLE) have_sample = 1, sample = m.sample;
       } else if (n == 0 || (n < 0 && errno != EINTR)) {
         pfd[1].fd = -1;
       }
+    }
+    if (pfd[3].revents) {
+      uint64_t events;
+      if (read(oom_fd, &events, sizeof events) == sizeof events && events > 0) {
+        oom_fired = 1;
+        kill(init, SIGKILL); /* the memory cgroup is at its limit: the whole sandbox stops */
+      }
+      pfd[3].fd = -1;
     }
     if (pfd[2].revents) {
       struct signalfd_siginfo si;
@@ -245,6 +297,7 @@ int main(int argc, char **argv) {
     else if (m.kind == MSG_STATUS) have_status = 1, status = m;
     else if (m.kind == MSG_FAILED) failed = 1;
     else if (m.kind == MSG_VIOLATION) record_violation(&m);
+    else if (m.kind == MSG_SAMPLE) have_sample = 1, sample = m.sample;
   }
   if (failed) _exit(CUB_EXIT_SETUP_FAILED); /* the failing stage already wrote the error event */
   if (!exec_ok) {

@@ -24,12 +24,17 @@ function group(o: ResolvedOptions): string {
   return [...lines.values()].join('\n') + '\n';
 }
 
+/** Inside paths of every tmpfs the plan mounts (their pages count as the sandbox's memory). */
+export function tmpfsPaths(o: ResolvedOptions): string[] {
+  return ['/', '/dev/shm', '/tmp', ...o.mounts.filter((m) => m.type === 'tmpfs').map((m) => m.target)];
+}
+
 /** Depth of an inside path, so parents are mounted before what goes below them. */
 const depth = (p: string): number => (p === '/' ? 0 : p.split('/').length - 1);
 
 /** Builds the plan: identity, root, default view, /etc, /dev, /proc, /tmp, caller mounts, payload. */
-export function buildPlan(o: ResolvedOptions, notify: NotifyModeName = 'none'): PlanOp[] {
-  const ops: PlanOp[] = [];
+export function buildPlan(o: ResolvedOptions, notify: NotifyModeName = 'none', limits?: { stage0Ops: PlanOp[]; initOps: PlanOp[]; payloadOps: PlanOp[] }): PlanOp[] {
+  const ops: PlanOp[] = [...(limits?.stage0Ops ?? [])];
   if (o.runAs) ops.push(Op.hostIds(o.runAs.uid, o.runAs.gid));
   ops.push(Op.userns(o.uid, o.gid, o.outerUid, o.outerGid), Op.root(o.rootSize));
   ops.push(...hostViewOps());
@@ -51,7 +56,7 @@ export function buildPlan(o: ResolvedOptions, notify: NotifyModeName = 'none'): 
     if (m.type === 'tmpfs') ops.push(Op.tmpfs(m.target, m.size!, 0o755));
     else ops.push(Op.bind(m.source!, m.target, m.readOnly ? 'ro' : 'rw'));
   }
-  ops.push(Op.rootReadOnly(), Op.hostname(o.hostname), Op.loopback(), Op.cwd(o.cwd));
+  ops.push(Op.rootReadOnly(), Op.hostname(o.hostname), Op.loopback(), ...(limits?.initOps ?? []), ...(limits?.payloadOps ?? []), Op.cwd(o.cwd));
   for (const [k, v] of Object.entries(o.env)) ops.push(Op.env(k, v));
   for (const a of o.argv) ops.push(Op.arg(a));
   if (!o.argv[0]!.includes('/')) for (const dir of o.env.PATH!.split(':')) if (dir.startsWith('/') && !dir.split('/').includes('..')) ops.push(Op.search(posix.normalize(dir).replace(/(.)\/$/, '$1')));

@@ -1,5 +1,5 @@
 // Typed constructors for plan ops and the encoder that turns a plan into the helper's token stream.
-import { OPCODES, PLAN_MAGIC, PROTOCOL_VERSION, ProtocolLimits, type BindAccess, type NotifyModeName, type OpName } from '../protocol/opcodes.js';
+import { OPCODES, PLAN_MAGIC, PROTOCOL_VERSION, ProtocolLimits, type BindAccess, type NotifyModeName, type OpName, type RlimitName } from '../protocol/opcodes.js';
 
 export interface PlanOp {
   readonly op: OpName;
@@ -30,6 +30,12 @@ export const Op = {
   search: (dir: string): PlanOp => ({ op: 'search', args: [dir] }),
   exec: (program: string): PlanOp => ({ op: 'exec', args: [program] }),
   seccomp: (notifyMode: NotifyModeName): PlanOp => ({ op: 'seccomp', args: [notifyMode] }),
+  cgroupJoin: (dir: string): PlanOp => ({ op: 'cgroup-join', args: [dir] }),
+  cgroupOomWatch: (dir: string): PlanOp => ({ op: 'cgroup-oom-watch', args: [dir] }),
+  ucount: (name: string, value: number): PlanOp => ({ op: 'ucount', args: [name, String(value)] }),
+  watch: (intervalUs: number, cpuUs: number, wallUs: number, memoryBytes: number, tasks: number): PlanOp => ({ op: 'watch', args: [intervalUs, cpuUs, wallUs, memoryBytes, tasks].map(String) }),
+  watchTmpfs: (path: string): PlanOp => ({ op: 'watch-tmpfs', args: [path] }),
+  rlimit: (resource: RlimitName, soft: number | 'unlimited', hard: number | 'unlimited'): PlanOp => ({ op: 'rlimit', args: [resource, String(soft), String(hard)] }),
   end: (): PlanOp => ({ op: 'end', args: [] }),
 } as const;
 

@@ -82,7 +82,8 @@ function readPolicyFile(path: string, label: string): PolicyObject {
   try {
     return JSON.parse(text) as PolicyObject;
   } catch (e) {
-    throw new PolicyError(label, `${path} is not valid JSON: ${(e as Error).message}`);
+    const pos = /position (\d+)/.exec((e as Error).message)?.[1];
+    throw new PolicyError(label, `${path} is not valid JSON${pos ? ` (at position ${pos})` : ''}`); // never echo the file's content
   }
 }
 

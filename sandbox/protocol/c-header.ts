@@ -2,6 +2,8 @@ import {
   BIND_ACCESS,
   ControlByte,
   NOTIFY_MODES,
+  RLIMIT_NAMES,
+  WATCHED_LIMITS,
   HelperExit,
   HelperFd,
   OPCODES,
@@ -52,6 +54,12 @@ export function renderProtocolHeader(): string {
   lines.push(`static const char *const CUB_NOTIFY_MODE_NAMES[] = {${NOTIFY_MODES.map((m) => JSON.stringify(m)).join(', ')}};`);
   lines.push(`#define CUB_NOTIFY_MODE_COUNT ${NOTIFY_MODES.length}`);
   lines.push('#define CUB_MAX_VIOLATIONS 64');
+  lines.push(`static const char *const CUB_RLIMIT_NAMES[] = {${RLIMIT_NAMES.map((m) => JSON.stringify(m)).join(', ')}};`);
+  lines.push(`#define CUB_RLIMIT_COUNT ${RLIMIT_NAMES.length}`);
+  lines.push('enum cub_limit_kind {');
+  WATCHED_LIMITS.forEach((m, i) => lines.push(`  CUB_LIMIT_${cName(m)} = ${i + 1},`));
+  lines.push('};');
+  lines.push(`static const char *const CUB_LIMIT_NAMES[] = {"none", ${WATCHED_LIMITS.map((m) => JSON.stringify(m)).join(', ')}};`);
   lines.push('');
   lines.push('enum cub_op {');
   OPCODES.forEach((op, i) => lines.push(`  CUB_OP_${cName(op.name)} = ${i},`));

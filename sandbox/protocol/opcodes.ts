@@ -45,6 +45,10 @@ export const OPCODES = [
   // stage 0, before anything else (only when started as root): become this unprivileged host user, so the
   // namespaces are created without privilege, as any rootless caller would
   { name: 'host-ids', args: ['hostUid', 'hostGid'] },
+  // stage 0, before clone (root only): join a cgroup (v1 controller dir or v2 dir) by writing to its cgroup.procs
+  { name: 'cgroup-join', args: ['dir'] },
+  // stage 0: a cgroup v1 memory dir whose OOM events (with the OOM killer disabled) mean memory-limit: kill all
+  { name: 'cgroup-oom-watch', args: ['dir'] },
   // the fresh root: a tmpfs of this many bytes
   { name: 'root', args: ['sizeBytes'] },
   // filesystem ops, executed in plan order inside the new root (paths are absolute, inside view)
@@ -61,6 +65,14 @@ export const OPCODES = [
   { name: 'root-ro', args: [] },
   { name: 'hostname', args: ['name'] },
   { name: 'loopback', args: [] },
+  // init: cap a per-user kernel counter inside the sandbox's own user namespace (/proc/sys/user/max_<name>)
+  { name: 'ucount', args: ['name', 'value'] },
+  // init: sample the sandbox every intervalUs; kill everything when a limit is passed (0 = not watched)
+  { name: 'watch', args: ['intervalUs', 'cpuUs', 'wallUs', 'memoryBytes', 'tasks'] },
+  // init: count this tmpfs's used pages as sandbox memory when sampling
+  { name: 'watch-tmpfs', args: ['path'] },
+  // the payload stage: setrlimit(resource, soft, hard); values are numbers or "unlimited"
+  { name: 'rlimit', args: ['resource', 'soft', 'hard'] },
   // the payload
   { name: 'cwd', args: ['path'] },
   { name: 'env', args: ['keyEqualsValue'] },
@@ -80,6 +92,13 @@ export const BIND_ACCESS = ['ro', 'rw', 'dev'] as const;
 export type BindAccess = (typeof BIND_ACCESS)[number];
 
 export const NOTIFY_MODES = ['none', 'kill', 'log'] as const;
+
+/** Resources the rlimit op accepts, in the helper's table order. */
+export const RLIMIT_NAMES = ['cpu', 'fsize', 'data', 'stack', 'core', 'nproc', 'nofile', 'memlock', 'as', 'msgqueue', 'sigpending'] as const;
+export type RlimitName = (typeof RLIMIT_NAMES)[number];
+
+/** The limits init watches, as reported in the exit event's `limit.kind`. */
+export const WATCHED_LIMITS = ['memory', 'tasks', 'cpu', 'wall', 'oom'] as const;
 export type NotifyModeName = (typeof NOTIFY_MODES)[number];
 
 /** Event names on the status fd. */

@@ -1,5 +1,5 @@
 // Reads the helper's status fd: bounded JSON lines, each checked against the event shapes it may take.
-import { StatusEvent } from './opcodes.js';
+import { StatusEvent, WATCHED_LIMITS } from './opcodes.js';
 
 export interface HelloEvent { ev: 'hello'; v: number; pid: number }
 export interface ReadyEvent { ev: 'ready'; initPid: number; payloadPid: number; setupUs: number; ns: Record<string, number> }
@@ -12,6 +12,8 @@ export interface ExitEvent {
   wallUs: number;
   usage: { utimeUs: number; stimeUs: number; maxRssKb: number; minflt: number; majflt: number; nvcsw: number; nivcsw: number; inblock: number; oublock: number };
   violations: { nr: number; arch: number }[];
+  sample?: { samples: number; peakMemory: number; peakTasks: number; limit: 'none' | 'memory' | 'tasks' | 'cpu' | 'wall' | 'oom'; limitAtUs: number; observed: number };
+  oom?: boolean;
 }
 export interface ErrorEvent { ev: 'error'; stage: string; op?: string; opIndex?: number; syscall?: string; errno?: number; msg: string }
 export type HelperEvent = HelloEvent | ReadyEvent | ExitEvent | ErrorEvent;
@@ -24,6 +26,13 @@ const optInt = (v: unknown): boolean => v === undefined || isInt(v);
 const optStr = (v: unknown): boolean => v === undefined || typeof v === 'string';
 const optBool = (v: unknown): boolean => v === undefined || typeof v === 'boolean';
 
+function validSample(v: unknown): boolean {
+  if (v === undefined) return true;
+  if (typeof v !== 'object' || v === null) return false;
+  const s = v as Record<string, unknown>;
+  return ['samples', 'peakMemory', 'peakTasks', 'limitAtUs', 'observed'].every((k) => isInt(s[k])) && ['none', ...WATCHED_LIMITS].includes(s.limit as string);
+}
+
 function validate(e: Record<string, unknown>): HelperEvent {
   const ok = (() => {
     switch (e.ev) {
@@ -33,7 +42,7 @@ function validate(e: Record<string, unknown>): HelperEvent {
         return isInt(e.initPid) && isInt(e.payloadPid) && isInt(e.setupUs) && typeof e.ns === 'object' && e.ns !== null && Object.values(e.ns).every(isInt);
       case StatusEvent.exit: {
         const u = e.usage as Record<string, unknown> | undefined;
-        return optInt(e.code) && optInt(e.signal) && optBool(e.core) && optBool(e.killed) && (e.code !== undefined) !== (e.signal !== undefined) && isInt(e.wallUs) && typeof u === 'object' && u !== null && ['utimeUs', 'stimeUs', 'maxRssKb', 'minflt', 'majflt', 'nvcsw', 'nivcsw', 'inblock', 'oublock'].every((k) => isInt(u[k])) && Array.isArray(e.violations) && e.violations.length <= 64 && (e.violations as unknown[]).every((v) => typeof v === 'object' && v !== null && isInt((v as Record<string, unknown>).nr) && isInt((v as Record<string, unknown>).arch));
+        return optInt(e.code) && optInt(e.signal) && optBool(e.core) && optBool(e.killed) && (e.code !== undefined) !== (e.signal !== undefined) && isInt(e.wallUs) && typeof u === 'object' && u !== null && ['utimeUs', 'stimeUs', 'maxRssKb', 'minflt', 'majflt', 'nvcsw', 'nivcsw', 'inblock', 'oublock'].every((k) => isInt(u[k])) && Array.isArray(e.violations) && e.violations.length <= 64 && (e.violations as unknown[]).every((v) => typeof v === 'object' && v !== null && isInt((v as Record<string, unknown>).nr) && isInt((v as Record<string, unknown>).arch)) && optBool(e.oom) && validSample(e.sample);
       }
       case StatusEvent.error:
         return typeof e.stage === 'string' && typeof e.msg === 'string' && optStr(e.op) && optInt(e.opIndex) && optStr(e.syscall) && optInt(e.errno);

@@ -49,8 +49,9 @@ function x32Prologue(): Buffer {
   const LD_W_ABS = 0x20, JEQ_K = 0x15, JGE_K = 0x35, RET_K = 0x06;
   return Buffer.concat([
     insn(LD_W_ABS, 0, 0, 4), // A = seccomp_data.arch
-    insn(JEQ_K, 0, 3, ARCH_TOKENS.SCMP_ARCH_X86_64!), // not x86_64: on to the filter
+    insn(JEQ_K, 0, 4, ARCH_TOKENS.SCMP_ARCH_X86_64!), // not x86_64: on to the filter
     insn(LD_W_ABS, 0, 0, 0), // A = seccomp_data.nr
+    insn(JEQ_K, 2, 0, 0xffffffff), // nr -1 (a tracer's skipped call): on to the filter, as libseccomp does
     insn(JGE_K, 0, 1, 0x40000000), // x32 bit set: kill
     insn(RET_K, 0, 0, Act.KILL_PROCESS),
   ]);
@@ -110,24 +111,27 @@ function buildFilter(profile: SeccompProfile, mode: 'enforce' | 'log', where: st
         return { index: a.index, op: CompareOp[a.op]!, a: value, b: two };
       });
       for (const name of rule.names) {
-        if (HELPER_NEEDS.includes(name)) continue; // always allowed below (the helper needs them after install)
-        for (const t of tokens) {
-          const nr = lib.resolveName(t, name);
-          if (nr < 0) {
-            unknown.add(name);
-            continue;
-          }
-          const rc = lib.ruleAdd(ctx, action, nr, cmps);
-          if (rc !== 0) throw new ProfileError(`${where}.syscalls[${i}]`, `libseccomp refused the rule for ${name} (${ruleError(-rc)})`);
+        if (HELPER_NEEDS.includes(name)) {
+          // The helper calls these after installing the filter: only an unconditional allow can be honoured.
+          if (rule.action !== 'SCMP_ACT_ALLOW' || cmps.length)
+            throw new ProfileError(`${where}.syscalls[${i}]`, `${name} cannot be restricted: the helper needs ${HELPER_NEEDS.join(', ')} after installing the filter`);
+          continue;
         }
+        // One rule, by the native (or libseccomp pseudo) number: libseccomp translates it for every architecture.
+        const nr = lib.resolveNative(name);
+        if (nr === -1) {
+          unknown.add(name);
+          continue;
+        }
+        const rc = lib.ruleAdd(ctx, action, nr, cmps);
+        if (rc !== 0) throw new ProfileError(`${where}.syscalls[${i}]`, `libseccomp refused the rule for ${name} (${ruleError(-rc)})`);
       }
     });
     if (defAction !== Act.ALLOW)
-      for (const name of HELPER_NEEDS)
-        for (const t of tokens) {
-          const nr = lib.resolveName(t, name);
-          if (nr >= 0) lib.ruleAdd(ctx, Act.ALLOW, nr, []);
-        }
+      for (const name of HELPER_NEEDS) {
+        const nr = lib.resolveNative(name);
+        if (nr !== -1) lib.ruleAdd(ctx, Act.ALLOW, nr, []);
+      }
     return { ctx, usesNotify, archs, unknown: [...unknown].sort() };
   } catch (e) {
     lib.release(ctx);

@@ -65,6 +65,8 @@ interface Bindings {
   archExist(ctx: unknown, token: number): number;
   attrSet(ctx: unknown, attr: number, value: number): number;
   resolveName(arch: number, name: string): number;
+  /** The native number, or libseccomp's negative pseudo number for a call the native arch lacks; -1 if unknown. */
+  resolveNative(name: string): number;
   resolveNum(arch: number, num: number): string | null;
   ruleAdd(ctx: unknown, action: number, syscall: number, cmps: ArgCmp[]): number;
   exportBpf(ctx: unknown): Buffer;
@@ -102,6 +104,7 @@ function load(): Bindings {
   const archExist = lib.func('int seccomp_arch_exist(void *ctx, uint32_t arch)');
   const attrSet = lib.func('int seccomp_attr_set(void *ctx, int attr, uint32_t value)');
   const resolveName = lib.func('int seccomp_syscall_resolve_name_arch(uint32_t arch, const char *name)');
+  const resolveNative = lib.func('int seccomp_syscall_resolve_name(const char *name)');
   const resolveNum = lib.func('void *seccomp_syscall_resolve_num_arch(uint32_t arch, int num)');
   const ruleAdd = lib.func('seccomp_rule_add_array', 'int', ['void *', 'uint32_t', 'int', 'uint', koffi.pointer(ArgCmpT)]);
   const exportBpf = lib.func('int seccomp_export_bpf(void *ctx, int fd)');
@@ -147,6 +150,7 @@ function load(): Bindings {
     archExist: (ctx, t) => archExist(ctx, t),
     attrSet: (ctx, attr, value) => attrSet(ctx, attr, value),
     resolveName: (arch, name) => resolveName(arch, name),
+    resolveNative: (name) => resolveNative(name),
     resolveNum: (arch, num) => {
       const p = resolveNum(arch, num);
       if (!p) return null;

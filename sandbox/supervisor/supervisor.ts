@@ -11,6 +11,9 @@ import { ControlByte } from '../protocol/opcodes.js';
 import { StatusReader, type ExitEvent, type ReadyEvent } from '../protocol/status.js';
 import { assertHelperBuilt } from './helper-path.js';
 import { launchHelper, type LaunchedHelper } from './launch.js';
+import type { LimitPlan } from '../limits/limits.js';
+import type { CgroupV1Report } from '../limits/cgroup-v1.js';
+import { PassThrough } from 'node:stream';
 import { toSetupFailure } from './hints.js';
 
 const debug = debuglog('cubicle');
@@ -29,9 +32,9 @@ export interface Supervision {
   kill(signal?: 'SIGTERM' | 'SIGKILL'): void;
 }
 
-type Reason = 'timeout' | 'cancel' | 'user';
+type Reason = 'timeout' | 'cancel' | 'user' | 'output';
 
-function usageOf(exit: ExitEvent | undefined, elapsedMs: number): SandboxUsage | undefined {
+function usageOf(exit: ExitEvent | undefined, elapsedMs: number, cg: CgroupV1Report | undefined): SandboxUsage | undefined {
   if (!exit) return undefined;
   const u = exit.usage;
   const cpuUserMs = u.utimeUs / 1000;
@@ -46,7 +49,35 @@ function usageOf(exit: ExitEvent | undefined, elapsedMs: number): SandboxUsage |
     involuntaryContextSwitches: u.nivcsw,
     minorPageFaults: u.minflt,
     majorPageFaults: u.majflt,
+    // The cgroup's peak is exact; otherwise the sampled peak, never below the largest single process's peak RSS.
+    peakMemoryBytes: cg?.peakMemoryBytes ?? Math.max(exit.sample && exit.sample.samples > 0 ? exit.sample.peakMemory : 0, u.maxRssKb * 1024),
+    peakProcesses: exit.sample && exit.sample.samples > 0 ? exit.sample.peakTasks : undefined,
   };
+}
+
+const LIMIT_VERDICTS: Record<string, Verdict> = { memory: 'memory-limit', tasks: 'process-limit', cpu: 'cpu-time-limit', wall: 'wall-time-limit', oom: 'memory-limit' };
+
+const fmtBytes = (n: number): string => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(n % (1 << 20) ? 1 : 0)} MiB` : `${n} bytes`);
+
+/** Why the run stopped, and how much of the limit was used, for the error message. */
+function limitMessage(verdict: Verdict, r: SandboxResult, o: ResolvedOptions): string {
+  const l = o.limits;
+  switch (verdict) {
+    case 'cpu-time-limit':
+      return `exceeded the CPU-time limit of ${l.cpuTimeMs} ms (used ${r.usage?.cpuMs.toFixed(0) ?? '?'} ms)`;
+    case 'wall-time-limit':
+      return `exceeded the wall-time limit of ${l.wallTimeMs} ms (ran ${r.usage?.wallMs.toFixed(0) ?? '?'} ms)`;
+    case 'memory-limit':
+      return `exceeded the memory limit of ${fmtBytes(l.memoryBytes ?? 0)}${r.usage?.peakMemoryBytes ? ` (peak ${fmtBytes(r.usage.peakMemoryBytes)})` : ''}`;
+    case 'process-limit':
+      return `exceeded the process limit of ${l.processes}`;
+    case 'output-limit':
+      return `exceeded the output limit of ${fmtBytes(l.outputBytes ?? 0)} per stream`;
+    case 'file-size-limit':
+      return `exceeded the file-size limit of ${fmtBytes(l.fileSizeBytes ?? 0)}`;
+    default:
+      return verdict;
+  }
 }
 
 const quote = (argv: readonly string[]): string => argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
@@ -59,7 +90,13 @@ function messageFor(verdict: Verdict, r: SandboxResult, o: ResolvedOptions, fail
     case 'signaled':
       return [`Command was killed with ${r.signal}: ${cmd}`, ErrorCode.signaled];
     case 'wall-time-limit':
-      return [`Command timed out after ${o.timeout} ms (wall-time limit): ${cmd}`, ErrorCode.timeout];
+      return [`Command timed out: it ${limitMessage(verdict, r, o)}: ${cmd}`, ErrorCode.timeout];
+    case 'cpu-time-limit':
+    case 'memory-limit':
+    case 'process-limit':
+    case 'output-limit':
+    case 'file-size-limit':
+      return [`Command ${limitMessage(verdict, r, o)}: ${cmd}`, ErrorCode.limit];
     case 'canceled':
       return [`Command was canceled: ${cmd}`, ErrorCode.canceled];
     case 'seccomp-violation': {
@@ -77,7 +114,6 @@ function messageFor(verdict: Verdict, r: SandboxResult, o: ResolvedOptions, fail
   }
 }
 
-/** Starts one sandbox run. `capture` buffers stdout/stderr into the result instead of exposing streams. */
 export interface SeccompContext {
   policy: string;
   mode: 'enforce' | 'log';
@@ -86,7 +122,19 @@ export interface SeccompContext {
   describe(arch: number, nr: number): SeccompViolation;
 }
 
-export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Uint8Array, capture: boolean, seccomp?: SeccompContext, preFailure?: SetupFailure): Supervision {
+/** Everything a run needs, prepared synchronously beforehand (see api/prepare.ts). */
+export interface SuperviseInput {
+  options: ResolvedOptions;
+  plan: readonly PlanOp[];
+  bpf: Uint8Array;
+  seccomp: SeccompContext | undefined;
+  failure: SetupFailure | undefined;
+  limits: LimitPlan;
+}
+
+/** Starts one sandbox run. `capture` buffers stdout/stderr into the result instead of exposing streams. */
+export function supervise(input: SuperviseInput, capture: boolean): Supervision {
+  const { options: o, plan, bpf, seccomp, failure: preFailure, limits } = input;
   const planBytes = encodePlan(plan);
   const started = performance.now();
   let helper: LaunchedHelper | undefined;
@@ -105,6 +153,9 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Uint
   let timedOut = false;
   let isCanceled = false;
   let finished = false;
+  let readyAt: number | undefined;
+  /** When (ms, performance.now) the supervisor itself stopped the run, and why. */
+  const stoppedBy: { reason: Reason; at: number }[] = [];
   const timers: NodeJS.Timeout[] = [];
   const out: Buffer[] = [];
   const err: Buffer[] = [];
@@ -115,6 +166,7 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Uint
   };
   const kill = (signal: 'SIGTERM' | 'SIGKILL', reason: Reason): void => {
     if (finished || !helper) return;
+    if (!stoppedBy.some((s) => s.reason === reason)) stoppedBy.push({ reason, at: performance.now() });
     if (reason === 'timeout') timedOut = true;
     if (reason === 'cancel') isCanceled = true;
     sendControl(signal === 'SIGKILL' ? ControlByte.kill : ControlByte.terminate);
@@ -123,6 +175,34 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Uint
     const h = helper;
     timers.push(setTimeout(() => h.kill(), (signal === 'SIGTERM' ? o.forceKillAfterDelay : 0) + HELPER_KILL_FALLBACK_MS).unref());
   };
+
+  // Output limit: count each stream; keep at most the limit in memory; past it, stop the sandbox.
+  const outputLimit = o.limits.outputBytes;
+  const counted = { out: 0, err: 0 };
+  const onOutput = (which: 'out' | 'err', chunk: Buffer, keep: Buffer[] | undefined): void => {
+    const before = counted[which];
+    counted[which] += chunk.length;
+    if (keep) keep.push(outputLimit === undefined || counted[which] <= outputLimit ? chunk : chunk.subarray(0, Math.max(0, outputLimit - before)));
+    if (outputLimit !== undefined && counted[which] > outputLimit) kill('SIGKILL', 'output');
+  };
+  let stdoutOut: Readable | null = null;
+  let stderrOut: Readable | null = null;
+  if (helper && !capture) {
+    // Streaming: a counting pass-through keeps backpressure and the output limit.
+    const wrap = (src: Readable | null, which: 'out' | 'err'): Readable | null => {
+      if (!src || outputLimit === undefined) return src;
+      const t = new PassThrough();
+      src.on('data', (c: Buffer) => {
+        onOutput(which, c, undefined);
+        if (!t.write(c)) src.pause();
+      });
+      t.on('drain', () => src.resume());
+      src.on('end', () => t.end());
+      return t;
+    };
+    stdoutOut = wrap(helper.stdout, 'out');
+    stderrOut = wrap(helper.stderr, 'err');
+  }
 
   const result = new Promise<SandboxResult>((resolve, reject) => {
     const onAbort = (): void => kill('SIGKILL', 'cancel');
@@ -133,6 +213,7 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Uint
       o.cancelSignal?.removeEventListener('abort', onAbort);
       helper?.status.destroy();
       helper?.control.destroy();
+      const cg = limits.cgroup?.finish();
       const elapsedMs = performance.now() - started;
       const terminal = status.terminal();
       const ready = status.events.find((e): e is ReadyEvent => e.ev === 'ready');
@@ -147,18 +228,39 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Uint
       }
       const signal = exit?.signal !== undefined ? SIGNAL_NAMES.get(exit.signal) ?? (`SIG${exit.signal}` as NodeJS.Signals) : null;
       const exitCodeOut = exit?.code ?? null;
+      const usage = usageOf(exit, elapsedMs, cg);
       const violations = seccomp && exit ? exit.violations.map((v) => seccomp.describe(v.arch, v.nr)) : [];
       let violation: SeccompViolation | undefined;
       if (seccomp?.notify === 'kill' && violations.length) violation = violations[0];
       else if (seccomp && signal === 'SIGSYS') violation = { syscall: null, nr: null, arch: null }; // the kernel killed it: a foreign ABI, or a kill action
+
+      // What stopped the run, earliest first: init's limits carry their time since the payload's fork;
+      // the supervisor's own stops are placed on the same axis through the ready event.
+      const causes: { verdict: Verdict; atUs: number }[] = [];
+      const sample = exit?.sample;
+      if (sample && sample.limit !== 'none') causes.push({ verdict: LIMIT_VERDICTS[sample.limit]!, atUs: sample.limitAtUs });
+      if (exit?.oom || (cg?.oomKills ?? 0) > 0) causes.push({ verdict: 'memory-limit', atUs: Number.MAX_SAFE_INTEGER - 2 });
+      if (violation) causes.push({ verdict: 'seccomp-violation', atUs: Number.MAX_SAFE_INTEGER - 1 });
+      const toUs = (at: number): number => (readyAt === undefined ? 0 : Math.max(0, (at - readyAt) * 1000));
+      for (const s of stoppedBy) {
+        if (s.reason === 'output') causes.push({ verdict: 'output-limit', atUs: toUs(s.at) });
+        if (s.reason === 'timeout') causes.push({ verdict: 'wall-time-limit', atUs: toUs(s.at) });
+        if (s.reason === 'cancel') causes.push({ verdict: 'canceled', atUs: toUs(s.at) });
+      }
+      causes.sort((a, b) => a.atUs - b.atUs);
       let verdict: Verdict;
-      if (isCanceled) verdict = 'canceled';
-      else if (timedOut) verdict = 'wall-time-limit';
-      else if (failure) verdict = 'setup-error';
-      else if (violation) verdict = 'seccomp-violation';
+      if (failure && !causes.some((c) => c.verdict === 'canceled' || c.verdict === 'wall-time-limit')) verdict = 'setup-error';
+      else if (causes.length) verdict = causes[0]!.verdict;
+      // isolate semantics: within the grace period the run may finish, but over the limit is still over it.
+      else if (o.limits.cpuTimeMs !== undefined && usage && usage.cpuMs > o.limits.cpuTimeMs) verdict = 'cpu-time-limit';
+      else if (o.limits.wallTimeMs !== undefined && usage && usage.wallMs > o.limits.wallTimeMs) verdict = 'wall-time-limit';
+      else if (signal === 'SIGXFSZ') verdict = 'file-size-limit';
+      else if (signal === 'SIGXCPU' && o.limits.cpuTimeMs !== undefined) verdict = 'cpu-time-limit';
       else if (exitCodeOut === 0) verdict = 'ok';
       else if (exitCodeOut !== null) verdict = 'nonzero-exit';
       else verdict = 'signaled';
+      if (verdict === 'wall-time-limit') timedOut = true;
+
       const decode = (chunks: Buffer[], mode: string): string | Buffer | undefined => {
         if (!capture || mode !== 'pipe') return undefined;
         const b = Buffer.concat(chunks);
@@ -174,14 +276,15 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Uint
         timedOut,
         isCanceled,
         failed: verdict !== 'ok',
-        usage: usageOf(exit, elapsedMs),
+        usage,
         setup: ready ? { ms: ready.setupUs / 1000 } : undefined,
         helperPid: helper?.pid,
         initPid: ready?.initPid,
         namespaces: ready?.ns,
         setupFailure: failure,
         seccomp: seccomp ? { policy: seccomp.policy, mode: seccomp.mode, violations } : undefined,
-        violation,
+        violation: verdict === 'seccomp-violation' ? violation : undefined,
+        limits: limits.applied,
       };
       debug('run finished in %d ms via %s: %s', Math.round(elapsedMs), helper?.launcher, verdict);
       if (!r.failed || !o.reject) return resolve(r);
@@ -201,15 +304,18 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Uint
     helper.status.on('data', (chunk: Buffer) => {
       if (protocolError) return;
       try {
-        for (const ev of status.push(chunk)) debug('event %j', ev);
+        for (const ev of status.push(chunk)) {
+          debug('event %j', ev);
+          if (ev.ev === 'ready') readyAt = performance.now(); // the payload was forked just before
+        }
       } catch (e) {
         protocolError = e as Error;
         sendControl(ControlByte.kill);
       }
     });
     if (capture) {
-      helper.stdout?.on('data', (c: Buffer) => out.push(c));
-      helper.stderr?.on('data', (c: Buffer) => err.push(c));
+      helper.stdout?.on('data', (c: Buffer) => onOutput('out', c, out));
+      helper.stderr?.on('data', (c: Buffer) => onOutput('err', c, err));
     }
     const stdin = helper.stdin;
     if (o.input !== undefined && stdin) {
@@ -221,7 +327,9 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Uint
         o.input.pipe(stdin);
       } else stdin.end(o.input);
     }
-    if (o.timeout !== undefined) timers.push(setTimeout(() => kill('SIGKILL', 'timeout'), o.timeout));
+    // init enforces the wall-time limit precisely; this timer is the backstop (setup hangs, a stuck helper).
+    const wall = o.limits.wallTimeMs;
+    if (wall !== undefined) timers.push(setTimeout(() => kill('SIGKILL', 'timeout'), wall + o.limits.extraTimeMs + (plan.some((p) => p.op === 'watch') ? 1000 : 0)));
     if (o.cancelSignal) {
       if (o.cancelSignal.aborted) onAbort();
       else o.cancelSignal.addEventListener('abort', onAbort, { once: true });
@@ -231,8 +339,8 @@ export function supervise(o: ResolvedOptions, plan: readonly PlanOp[], bpf: Uint
   return {
     pid: helper?.pid,
     stdin: helper?.stdin ?? null,
-    stdout: capture ? null : helper?.stdout ?? null,
-    stderr: capture ? null : helper?.stderr ?? null,
+    stdout: capture ? null : stdoutOut,
+    stderr: capture ? null : stderrOut,
     result,
     kill: (signal = 'SIGTERM') => kill(signal, 'user'),
   };

@@ -55,6 +55,10 @@ if (process.arch !== 'x64') {
         ['socket AF_PACKET', ['syscall', String(nr('socket')), '17', '3', '0'], '-1 EAFNOSUPPORT'],
         ['socket AF_VSOCK', ['syscall', String(nr('socket')), '40', '1', '0'], '-1 EAFNOSUPPORT'],
         ['socket AF_NETLINK, NETLINK_AUDIT', ['syscall', String(nr('socket')), '16', '3', '9'], '-1 EPROTONOSUPPORT'],
+        ['socket AF_VSOCK with high bits set (the kernel reads an int)', ['syscall', String(nr('socket')), '0x100000028', '1', '0'], '-1 EAFNOSUPPORT'],
+        ['socket AF_PACKET with high bits set', ['syscall', String(nr('socket')), '0xffffffff00000011', '3', '0'], '-1 EAFNOSUPPORT'],
+        ['socket AF_NETLINK with high bits set, NETLINK_AUDIT', ['syscall', String(nr('socket')), '0x100000010', '3', '9'], '-1 EPROTONOSUPPORT'],
+        ['syscall -1 (not a foreign ABI): ENOSYS, not killed', ['syscall', '-1'], '-1 ENOSYS'],
         ['personality(ADDR_NO_RANDOMIZE)', ['syscall', String(nr('personality')), '0x0040000'], '-1 EPERM'],
         ['personality with bit 31 (not the query)', ['syscall', String(nr('personality')), '0x80400000'], '-1 EPERM'],
         ['personality above 32 bits', ['syscall', String(nr('personality')), '0x100000000'], '-1 EPERM'],
@@ -95,6 +99,10 @@ if (process.arch !== 'x64') {
       await assert.rejects(run(['/usr/bin/python3', '-c', 'import os; os.mkfifo("/tmp/f")'], { policy: 'judge' }), (e: Error & { code?: string; violation?: { syscall: string } }) => e.code === 'ERR_SANDBOX_SECCOMP_VIOLATION' && e.violation?.syscall === 'mknodat' && /"judge" for calling mknodat/.test(e.message));
       const sock = await run(['/usr/bin/python3', '-c', 'import socket\ntry:\n  socket.socket()\nexcept OSError as e: print(e.errno)'], { policy: 'judge' });
       assert.equal(sock.stdout, '13\n', 'socket() fails with EACCES under judge');
+      const unix = await run(['/probe', 'syscall', String(nr('socketpair')), '1', '1', '0', '0'], { mounts: probeMount(), policy: 'judge' });
+      assert.equal(unix.stdout, '-1 EFAULT\n', 'socketpair(AF_UNIX) passes the filter (EFAULT: no buffer was given)');
+      const inet = await run(['/probe', 'syscall', String(nr('socketpair')), '2', '1', '0', '0'], { mounts: probeMount(), policy: 'judge', reject: false });
+      assert.deepEqual(inet.violation, { syscall: 'socketpair', nr: nr('socketpair'), arch: 'x86_64' }, 'socketpair of another family is a violation');
     });
 
     it('audit mode lists what would be denied and lets the program finish', async () => {
@@ -129,6 +137,36 @@ if (process.arch !== 'x64') {
       }
     });
   });
+
+describe('seccomp profile semantics', () => {
+  it('a profile listing several architectures filters each by its own numbers', async function () {
+    if (process.arch !== 'x64') {
+      console.log(`      skipped: needs x86_64 (this is ${process.arch})`);
+      return this.skip();
+    }
+    const policy = { seccomp: { defaultAction: 'SCMP_ACT_KILL_PROCESS', architectures: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86'], syscalls: [{ names: ['read', 'close', 'dup', 'brk', 'mmap', 'munmap', 'mprotect', 'arch_prctl', 'set_tid_address', 'set_robust_list', 'rseq', 'prlimit64', 'getrandom', 'newfstatat', 'fstat', 'openat', 'pread64', 'access', 'getpid', 'rt_sigreturn', 'futex', 'exit_group', 'uname'], action: 'SCMP_ACT_ALLOW' }] } };
+    const { runSandboxed } = await import('../../sandbox/index.js');
+    // x86_64 socket (41) is i386 dup's number: it must still be killed on x86_64.
+    const sock = await runSandboxed(['/probe', 'syscall', String(nr('socket')), '1', '1', '0'], { mounts: probeMount(), policy, reject: false });
+    assert.equal(sock.verdict, 'seccomp-violation');
+    assert.equal(sock.violation?.syscall, 'socket');
+    const i386 = await runSandboxed(['/probe', 'int80'], { mounts: probeMount(), policy, reject: false });
+    assert.match(i386.stdout as string, /int80 returned \d+/, 'i386 getpid is allowed when the profile lists SCMP_ARCH_X86');
+  });
+
+  it('execve, write, exit and exit_group cannot be restricted (the helper needs them)', async () => {
+    const { runSandboxed } = await import('../../sandbox/index.js');
+    assert.throws(() => runSandboxed(['/bin/true'], { policy: { seccomp: { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['execve'], action: 'SCMP_ACT_ERRNO' }] } } }), /execve cannot be restricted/);
+    assert.throws(() => runSandboxed(['/bin/true'], { policy: { seccomp: { defaultAction: 'SCMP_ACT_ERRNO', syscalls: [{ names: ['write'], action: 'SCMP_ACT_ALLOW', args: [{ index: 0, value: 1, op: 'SCMP_CMP_EQ' }] }] } } }), /write cannot be restricted/);
+  });
+
+  it('an option set to undefined does not cancel the policy\'s default; audit mode needs a filter', async () => {
+    const { runSandboxed } = await import('../../sandbox/index.js');
+    const r = await runSandboxed(['/bin/cat', '/proc/sys/kernel/hostname'], { policy: { extends: 'default', options: { hostname: 'pol' } }, hostname: undefined });
+    assert.equal(r.stdout, 'pol\n');
+    assert.throws(() => runSandboxed(['/bin/true'], { policy: 'none', seccompLog: true }), /has no seccomp filter, so seccompLog/);
+  });
+});
 
 describe('without libseccomp', () => {
   it('a run that needs a filter fails with a clear error and the fix; policy none still runs', () => {

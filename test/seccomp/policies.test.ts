@@ -70,7 +70,7 @@ describe('policies', () => {
         [write('typo.json', { seccomp: { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [], defualt: 1 } }), /seccomp\.defualt: is not a known field/],
         [write('action.json', { seccomp: { defaultAction: 'ALLOW', syscalls: [] } }), /seccomp\.defaultAction: must be one of/],
         [write('arg.json', { seccomp: { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['ioctl'], action: 'SCMP_ACT_ERRNO', args: [{ index: 7, value: 1, op: 'SCMP_CMP_EQ' }] }] } }), /syscalls\[0\]\.args\[0\]\.index: must be 0-5/],
-        [write('json.json', '{ nope'), /is not valid JSON/],
+        [write('json.json', '{ "secret-content-here'), /is not valid JSON( \(at position \d+\))?$/],
         [write('opt.json', { options: { mounts: [] } }), /options\.mounts cannot be set by a policy/],
         [write('shadow.json', { seccomp: { defaultAction: 'SCMP_ACT_ERRNO', syscalls: [{ names: ['ioctl'], action: 'SCMP_ACT_ALLOW' }, { names: ['ioctl'], action: 'SCMP_ACT_KILL', args: [{ index: 1, value: 21522, op: 'SCMP_CMP_EQ' }] }] } }), /would be ignored: another rule gives ioctl SCMP_ACT_ALLOW unconditionally/],
         [write('a.json', { extends: './b.json' }), /extends cycle/],

@@ -1,0 +1,166 @@
+// cgroup v1 (root on a v1 or hybrid host): a memory, pids and cpuacct group per run; read back, then removed.
+import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { debuglog } from 'node:util';
+import { SandboxOptionError } from '../errors.js';
+import type { ResolvedLimits } from './limits.js';
+
+const debug = debuglog('cubicle');
+
+export interface CgroupV1Report {
+  peakMemoryBytes?: number;
+  /** memory.oom_control's oom_kill count, plus OOM events seen (the OOM killer is disabled; stage 0 kills). */
+  oomKills?: number;
+  failcnt?: number;
+  /** Forks the pids controller refused. */
+  pidsRefused?: number;
+  cpuNs?: number;
+}
+
+export interface CgroupV1Run {
+  dirs: string[];
+  memoryDir?: string;
+  pidsDir?: string;
+  cpuacctDir?: string;
+  readBack: { memory?: number; pids?: number };
+  /** Reads the counters and removes the groups; call once, after the helper has exited. */
+  finish(): CgroupV1Report;
+}
+
+let mounts: Map<string, string> | undefined;
+
+/** v1 controller name -> mount point, from /proc/self/mountinfo. */
+function v1Mounts(): Map<string, string> {
+  if (mounts) return mounts;
+  mounts = new Map();
+  try {
+    for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+      const [left, right] = line.split(' - ');
+      if (!left || !right) continue;
+      const [fstype, , superOpts] = right.split(' ');
+      if (fstype !== 'cgroup' || !superOpts) continue;
+      const point = left.split(' ')[4]!;
+      for (const c of superOpts.split(',')) if (['memory', 'pids', 'cpuacct'].includes(c)) mounts.set(c, point);
+    }
+  } catch {
+    /* no mountinfo: no cgroups */
+  }
+  return mounts;
+}
+
+/** true, or why cgroup v1 cannot be used by this process. */
+export function cgroupV1Available(): true | string {
+  if (process.geteuid?.() !== 0) return 'cgroup v1 groups can only be created by root (a rootless caller has no delegated v1 hierarchy)';
+  const m = v1Mounts();
+  if (!m.has('memory') && !m.has('pids')) return 'no cgroup v1 memory or pids controller is mounted (a cgroup v2 host needs a delegated v2 subtree, not supported yet)';
+  return true;
+}
+
+const write = (path: string, value: string | number): void => writeFileSync(path, `${value}\n`);
+const readNum = (path: string): number | undefined => {
+  try {
+    return Number(readFileSync(path, 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+};
+const readKeyed = (path: string, key: string): number | undefined => {
+  try {
+    const m = new RegExp(`^${key} (\\d+)$`, 'm').exec(readFileSync(path, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+};
+
+/** Creates this run's groups with the limits written and read back; throws SandboxOptionError if refused. */
+export function createV1(l: ResolvedLimits, runId: string, dryRun = false): CgroupV1Run {
+  const m = v1Mounts();
+  const dirs: string[] = [];
+  const run: CgroupV1Run = { dirs, readBack: {}, finish: () => finish(run) };
+  try {
+    const make = (ctrl: string): string | undefined => {
+      const mnt = m.get(ctrl);
+      if (!mnt) return undefined;
+      const dir = `${mnt}/cubicle/${runId}`;
+      if (dryRun) {
+        dirs.push(dir);
+        return dir;
+      }
+      mkdirSync(dir, { recursive: true });
+      dirs.push(dir);
+      return dir;
+    };
+    if (dryRun) {
+      for (const c of ['memory', 'pids', 'cpuacct'] as const) if ((c === 'memory' ? l.memoryBytes : c === 'pids' ? l.processes : 1) !== undefined) make(c);
+      run.memoryDir = l.memoryBytes !== undefined && m.has('memory') ? `${m.get('memory')}/cubicle/${runId}` : undefined;
+      run.pidsDir = l.processes !== undefined && m.has('pids') ? `${m.get('pids')}/cubicle/${runId}` : undefined;
+      run.readBack = { memory: l.memoryBytes, pids: l.processes === undefined ? undefined : l.processes + 3 };
+      run.finish = () => ({});
+      return run;
+    }
+    if (l.memoryBytes !== undefined) {
+      const dir = make('memory');
+      if (dir) {
+        run.memoryDir = dir;
+        write(`${dir}/memory.limit_in_bytes`, l.memoryBytes);
+        try {
+          write(`${dir}/memory.memsw.limit_in_bytes`, l.memoryBytes); // no swap: memory+swap capped at the same value
+        } catch {
+          write(`${dir}/memory.swappiness`, 0); // no swap accounting on this kernel: keep pages out of swap
+        }
+        write(`${dir}/memory.oom_control`, 1); // stage 0 kills the whole sandbox on OOM instead of one process
+        run.readBack.memory = readNum(`${dir}/memory.limit_in_bytes`)!;
+        if (!(run.readBack.memory >= l.memoryBytes - 4096 && run.readBack.memory <= l.memoryBytes + 4096)) throw new Error(`memory.limit_in_bytes read back ${run.readBack.memory}, not ${l.memoryBytes}`);
+      }
+    }
+    if (l.processes !== undefined) {
+      const dir = make('pids');
+      if (dir) {
+        run.pidsDir = dir;
+        const max = l.processes + 3; // stage 0 and init live in the group too; one task over the limit is observed and killed
+        write(`${dir}/pids.max`, max);
+        run.readBack.pids = readNum(`${dir}/pids.max`)!;
+        if (run.readBack.pids !== max) throw new Error(`pids.max read back ${run.readBack.pids}, not ${max}`);
+      }
+    }
+    run.cpuacctDir = make('cpuacct');
+    return run;
+  } catch (e) {
+    finish(run);
+    throw new SandboxOptionError('limits', `cannot set up the run's cgroups: ${(e as Error).message}`);
+  }
+}
+
+function finish(run: CgroupV1Run): CgroupV1Report {
+  const r: CgroupV1Report = {};
+  if (run.memoryDir) {
+    const peak = readNum(`${run.memoryDir}/memory.max_usage_in_bytes`);
+    if (peak !== undefined) r.peakMemoryBytes = peak;
+    const kills = readKeyed(`${run.memoryDir}/memory.oom_control`, 'oom_kill');
+    if (kills !== undefined) r.oomKills = kills;
+    const fc = readNum(`${run.memoryDir}/memory.failcnt`);
+    if (fc !== undefined) r.failcnt = fc;
+  }
+  if (run.pidsDir) {
+    const refused = readKeyed(`${run.pidsDir}/pids.events`, 'max');
+    if (refused !== undefined) r.pidsRefused = refused;
+  }
+  if (run.cpuacctDir) {
+    const ns = readNum(`${run.cpuacctDir}/cpuacct.usage`);
+    if (ns !== undefined) r.cpuNs = ns;
+  }
+  for (const dir of run.dirs.splice(0).reverse()) removeDir(dir, 0);
+  return r;
+}
+
+/** rmdir, retried briefly: the kernel may still be releasing the last task's charge. */
+function removeDir(dir: string, attempt: number): void {
+  try {
+    rmdirSync(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    if (code === 'EBUSY' && attempt < 50) setTimeout(() => removeDir(dir, attempt + 1), 20).unref();
+    else debug('cannot remove cgroup %s: %s', dir, code);
+  }
+}

@@ -1,0 +1,214 @@
+// Resource limits: parsing with units, choosing the mechanism that enforces each one, and the plan ops for it.
+import { SandboxOptionError } from '../errors.js';
+import { Op, type PlanOp } from '../plan/ops.js';
+import { parseDurationMs, parseSize } from '../units.js';
+import { cgroupV1Available, createV1, type CgroupV1Run } from './cgroup-v1.js';
+
+/** Limits as the caller gives them: numbers (ms, bytes, counts) or strings with units ("1.5s", "256M"). */
+export interface LimitOptions {
+  /** CPU time of every process and thread together. */
+  cpuTime?: number | string;
+  /** Wall-clock time from the payload's start (the same as `timeout`, with extraTime semantics). */
+  wallTime?: number | string;
+  /** Grace after cpuTime/wallTime before the kill, so the true time is measured (isolate's --extra-time). */
+  extraTime?: number | string;
+  /** Everything the sandbox holds: process memory, tmpfs and /dev/shm pages, memfd pages. */
+  memory?: number | string;
+  /** Processes and threads alive at once. */
+  processes?: number;
+  /** Largest file a process may write (RLIMIT_FSIZE). */
+  fileSize?: number | string;
+  /** Open files per process (RLIMIT_NOFILE). */
+  openFiles?: number;
+  /** Stack size per process (RLIMIT_STACK). */
+  stack?: number | string;
+  /** Bytes per output stream (stdout, stderr); the run is killed past it. */
+  outputLimit?: number | string;
+}
+
+export type Mechanism = 'cgroup-v1' | 'sampling' | 'rlimit' | 'rlimit+sampling' | 'cgroup-v1+sampling' | 'supervisor';
+
+export interface ResolvedLimits {
+  cpuTimeMs?: number;
+  wallTimeMs?: number;
+  extraTimeMs: number;
+  memoryBytes?: number;
+  processes?: number;
+  fileSizeBytes?: number;
+  openFiles?: number;
+  stackBytes?: number;
+  outputBytes?: number;
+}
+
+/** What the result says of each limit that was set. */
+export interface AppliedLimit {
+  value: number;
+  unit: 'ms' | 'bytes' | 'count';
+  mechanism: Mechanism;
+  /** The value the kernel reports back after setup (cgroup files), when it differs in form (rounding). */
+  readBack?: number;
+}
+
+/** How often init samples the sandbox when something is watched. */
+export const SAMPLE_INTERVAL_US = 10_000;
+
+/** Per-user kernel counters capped inside the sandbox's own user namespace (protects the host user's). */
+export const UCOUNT_CAPS: Record<string, number> = {
+  inotify_instances: 128,
+  inotify_watches: 65536,
+  fanotify_groups: 16,
+  fanotify_marks: 8192,
+  user_namespaces: 16,
+  mnt_namespaces: 16,
+  pid_namespaces: 16,
+  net_namespaces: 16,
+  uts_namespaces: 16,
+  ipc_namespaces: 16,
+  cgroup_namespaces: 16,
+  time_namespaces: 16,
+};
+
+const fail = (option: string, message: string): never => {
+  throw new SandboxOptionError(option, message);
+};
+
+function ms(option: string, v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v === 'number') {
+    if (!Number.isFinite(v) || v <= 0) fail(option, `${option} must be a positive number of milliseconds, got ${v}`);
+    return v;
+  }
+  if (typeof v !== 'string') return fail(option, `${option} must be milliseconds or a string like "1.5s"`);
+  try {
+    return parseDurationMs(v, option);
+  } catch (e) {
+    return fail(option, (e as Error).message);
+  }
+}
+
+function bytes(option: string, v: unknown, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  let n: number;
+  try {
+    n = parseSize(v, option);
+  } catch (e) {
+    return fail(option, (e as Error).message);
+  }
+  if (n < min) fail(option, `${option} must be at least ${min} bytes`);
+  return n;
+}
+
+function count(option: string, v: unknown, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) fail(option, `${option} must be an integer from 1 to ${max}, got ${String(v)}`);
+  return v as number;
+}
+
+/** Validates `limits` (and folds `timeout` in as the wall-time limit). */
+export function resolveLimits(limits: unknown, timeout: number | undefined): ResolvedLimits {
+  if (limits !== undefined && (typeof limits !== 'object' || limits === null)) fail('limits', 'limits must be an object');
+  const l = (limits ?? {}) as Record<string, unknown>;
+  const known = ['cpuTime', 'wallTime', 'extraTime', 'memory', 'processes', 'fileSize', 'openFiles', 'stack', 'outputLimit'];
+  for (const k of Object.keys(l)) if (!known.includes(k)) fail(`limits.${k}`, `unknown limit "${k}" (known: ${known.join(', ')})`);
+  const wall = ms('limits.wallTime', l.wallTime);
+  if (wall !== undefined && timeout !== undefined) fail('timeout', 'give either timeout or limits.wallTime, not both');
+  const r: ResolvedLimits = { extraTimeMs: ms('limits.extraTime', l.extraTime) ?? 0 };
+  const set = <K extends keyof ResolvedLimits>(k: K, v: ResolvedLimits[K] | undefined): void => {
+    if (v !== undefined) r[k] = v;
+  };
+  set('cpuTimeMs', ms('limits.cpuTime', l.cpuTime));
+  set('wallTimeMs', wall ?? timeout);
+  set('memoryBytes', bytes('limits.memory', l.memory, 1 << 20));
+  set('processes', count('limits.processes', l.processes, 1 << 20));
+  set('fileSizeBytes', bytes('limits.fileSize', l.fileSize, 1));
+  set('openFiles', count('limits.openFiles', l.openFiles, 1 << 20));
+  set('stackBytes', bytes('limits.stack', l.stack, 64 << 10));
+  set('outputBytes', bytes('limits.outputLimit', l.outputLimit, 1));
+  return r;
+}
+
+export interface LimitPlan {
+  /** Ops placed before the root (cgroup joins) and among the init/payload ops. */
+  stage0Ops: PlanOp[];
+  initOps: PlanOp[];
+  payloadOps: PlanOp[];
+  applied: Record<string, AppliedLimit>;
+  cgroup: CgroupV1Run | undefined;
+}
+
+/**
+ * Chooses mechanisms: cgroup v1 (root on a v1/hybrid host) for memory and process counts, else init's
+ * sampler plus rlimits. CPU and wall time are always judged by init's sampler (and CPU has an RLIMIT_CPU
+ * backstop per process). `strict` fails closed when memory or processes would not be enforced by a cgroup.
+ */
+export function planLimits(l: ResolvedLimits, strict: boolean, tmpfsPaths: string[], runId: string, dryRun = false, useCgroups = true): LimitPlan {
+  const applied: Record<string, AppliedLimit> = {};
+  const stage0Ops: PlanOp[] = [];
+  const initOps: PlanOp[] = [];
+  const payloadOps: PlanOp[] = [];
+  const wantsCgroup = l.memoryBytes !== undefined || l.processes !== undefined;
+  let cgroup: CgroupV1Run | undefined;
+  if (wantsCgroup) {
+    const why = useCgroups ? cgroupV1Available() : 'the caller turned cgroups off (cgroups: false)';
+    if (why === true) {
+      cgroup = createV1(l, runId, dryRun);
+      for (const dir of cgroup.dirs) stage0Ops.push(Op.cgroupJoin(dir));
+      if (cgroup.memoryDir) stage0Ops.push(Op.cgroupOomWatch(cgroup.memoryDir));
+    } else if (strict) {
+      fail('strictLimits', `strict limits need cgroups, and none can be used here: ${why}. Run as root on a cgroup v1 host, or drop strictLimits to accept rlimits and sampling`);
+    }
+  }
+  for (const [name, value] of Object.entries(UCOUNT_CAPS)) initOps.push(Op.ucount(name, value));
+
+  const grace = l.extraTimeMs;
+  const watch = {
+    cpuUs: l.cpuTimeMs !== undefined ? Math.round((l.cpuTimeMs + grace) * 1000) : 0,
+    wallUs: l.wallTimeMs !== undefined ? Math.round((l.wallTimeMs + grace) * 1000) : 0,
+    memory: l.memoryBytes !== undefined && !cgroup?.memoryDir ? l.memoryBytes : 0,
+    tasks: l.processes ?? 0,
+  };
+  if (l.cpuTimeMs !== undefined) {
+    applied.cpuTime = { value: l.cpuTimeMs, unit: 'ms', mechanism: 'rlimit+sampling' };
+    // Backstop per process: RLIMIT_CPU a second past the kill point (SIGXCPU, then SIGKILL at the hard limit).
+    const s = Math.ceil((l.cpuTimeMs + grace) / 1000) + 1;
+    payloadOps.push(Op.rlimit('cpu', s, s + 1));
+  }
+  if (l.wallTimeMs !== undefined) applied.wallTime = { value: l.wallTimeMs, unit: 'ms', mechanism: 'sampling' };
+  if (grace) applied.extraTime = { value: grace, unit: 'ms', mechanism: 'sampling' };
+  if (l.memoryBytes !== undefined) {
+    if (cgroup?.memoryDir) applied.memory = { value: l.memoryBytes, unit: 'bytes', mechanism: 'cgroup-v1', readBack: cgroup.readBack.memory! };
+    else {
+      applied.memory = { value: l.memoryBytes, unit: 'bytes', mechanism: 'rlimit+sampling' };
+      // Backstop per process, past the point where the sampler kills: committed private writable memory
+      // (RLIMIT_DATA counts commitments, not reservations, unlike RLIMIT_AS which breaks JITs).
+      const backstop = 2 * l.memoryBytes + (64 << 20);
+      payloadOps.push(Op.rlimit('data', backstop, backstop));
+    }
+  }
+  if (l.processes !== undefined) {
+    // The kernel stops the (N+1)th task; init kills the sandbox when it sees more than N.
+    if (cgroup?.pidsDir) applied.processes = { value: l.processes, unit: 'count', mechanism: 'cgroup-v1+sampling', readBack: cgroup.readBack.pids! };
+    else {
+      applied.processes = { value: l.processes, unit: 'count', mechanism: 'rlimit+sampling' };
+      // RLIMIT_NPROC counts per user namespace and uid (Linux 5.14+): init, N payload tasks, one over.
+      payloadOps.push(Op.rlimit('nproc', l.processes + 2, l.processes + 2));
+    }
+  }
+  if (l.fileSizeBytes !== undefined) {
+    applied.fileSize = { value: l.fileSizeBytes, unit: 'bytes', mechanism: 'rlimit' };
+    payloadOps.push(Op.rlimit('fsize', l.fileSizeBytes, l.fileSizeBytes));
+  }
+  if (l.openFiles !== undefined) {
+    applied.openFiles = { value: l.openFiles, unit: 'count', mechanism: 'rlimit' };
+    payloadOps.push(Op.rlimit('nofile', l.openFiles, l.openFiles));
+  }
+  if (l.stackBytes !== undefined) {
+    applied.stack = { value: l.stackBytes, unit: 'bytes', mechanism: 'rlimit' };
+    payloadOps.push(Op.rlimit('stack', l.stackBytes, l.stackBytes));
+  }
+  if (l.outputBytes !== undefined) applied.outputLimit = { value: l.outputBytes, unit: 'bytes', mechanism: 'supervisor' };
+  // init always samples: the peak memory and task count are part of every run's accounting.
+  for (const p of tmpfsPaths) initOps.push(Op.watchTmpfs(p));
+  initOps.push(Op.watch(SAMPLE_INTERVAL_US, watch.cpuUs, watch.wallUs, watch.memory, watch.tasks));
+  return { stage0Ops, initOps, payloadOps, applied, cgroup };
+}

@@ -1,0 +1,147 @@
+/* Limits: init's sampler (the whole sandbox's CPU, memory and tasks, read from its own /proc), the per-user
+ * kernel counters capped in the sandbox's user namespace, and the payload stage's rlimits. */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/statfs.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "helper.h"
+
+static const int RLIMIT_IDS[CUB_RLIMIT_COUNT] = {RLIMIT_CPU,  RLIMIT_FSIZE,   RLIMIT_DATA, RLIMIT_STACK,
+                                                 RLIMIT_CORE, RLIMIT_NPROC,   RLIMIT_NOFILE, RLIMIT_MEMLOCK,
+                                                 RLIMIT_AS,   RLIMIT_MSGQUEUE, RLIMIT_SIGPENDING};
+
+/* Reads a small file into buf; returns its length or -1. */
+static ssize_t read_small(const char *path, char *buf, size_t cap) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, cap - 1);
+  close(fd);
+  if (n < 0) return -1;
+  buf[n] = '\0';
+  return n;
+}
+
+void limits_apply_ucounts(const struct plan *p) {
+  for (size_t i = 0; i < p->nucounts; i++) {
+    char path[96], val[32];
+    snprintf(path, sizeof path, "/proc/sys/user/max_%s", p->ucounts[i].name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT) continue; /* this kernel has no such counter */
+      die_sys("open", errno, "%s (capping a per-user kernel counter)", path);
+    }
+    int n = snprintf(val, sizeof val, "%llu\n", p->ucounts[i].value);
+    if (write_all(fd, val, (size_t)n) < 0) die_sys("write", errno, "%s", path);
+    close(fd);
+    char back[32];
+    if (read_small(path, back, sizeof back) < 0 || strtoull(back, NULL, 10) != p->ucounts[i].value)
+      die_sys("read", EINVAL, "%s did not read back as %llu", path, p->ucounts[i].value);
+  }
+}
+
+void limits_apply_rlimits(const struct plan *p) {
+  for (size_t i = 0; i < p->nrlimits; i++) {
+    struct rlimit rl = {.rlim_cur = p->rlimits[i].soft == ~0ULL ? RLIM_INFINITY : p->rlimits[i].soft,
+                        .rlim_max = p->rlimits[i].hard == ~0ULL ? RLIM_INFINITY : p->rlimits[i].hard};
+    if (setrlimit(RLIMIT_IDS[p->rlimits[i].resource], &rl) < 0)
+      die_sys("setrlimit", errno, "RLIMIT_%s", CUB_RLIMIT_NAMES[p->rlimits[i].resource]);
+    struct rlimit back;
+    if (getrlimit(RLIMIT_IDS[p->rlimits[i].resource], &back) < 0 || back.rlim_cur != rl.rlim_cur || back.rlim_max != rl.rlim_max)
+      die_sys("getrlimit", EINVAL, "RLIMIT_%s did not read back as set", CUB_RLIMIT_NAMES[p->rlimits[i].resource]);
+  }
+}
+
+int limits_watch_start(const struct plan *p) {
+  if (p->watch_interval_us <= 0) return -1;
+  int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  if (fd < 0) die_sys("timerfd_create", errno, "the limit sampler");
+  struct itimerspec it = {.it_interval = {.tv_sec = p->watch_interval_us / 1000000, .tv_nsec = (p->watch_interval_us % 1000000) * 1000}};
+  it.it_value = it.it_interval;
+  if (timerfd_settime(fd, 0, &it, NULL) < 0) die_sys("timerfd_settime", errno, "the limit sampler");
+  return fd;
+}
+
+/* utime+stime+cutime+cstime (clock ticks) and the thread count of one process, from /proc/PID/stat. */
+static int read_stat(const char *pid, unsigned long long *ticks, long *threads) {
+  char path[300], buf[1024];
+  snprintf(path, sizeof path, "/proc/%s/stat", pid);
+  if (read_small(path, buf, sizeof buf) < 0) return -1;
+  char *s = strrchr(buf, ')'); /* the command name may hold spaces and parens */
+  if (!s) return -1;
+  unsigned long long ut, st;
+  long long cut, cst, nthreads;
+  /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime
+   * priority nice num_threads */
+  if (sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %lld %lld %*d %*d %lld", &ut, &st, &cut, &cst,
+             &nthreads) != 5)
+    return -1;
+  *ticks = ut + st + (unsigned long long)(cut > 0 ? cut : 0) + (unsigned long long)(cst > 0 ? cst : 0);
+  *threads = (long)nthreads;
+  return 0;
+}
+
+/* Proportional set size: shared pages divided among the processes sharing them, so a sum is not inflated. */
+static unsigned long long read_pss(const char *pid) {
+  char path[300], buf[4096];
+  snprintf(path, sizeof path, "/proc/%s/smaps_rollup", pid);
+  if (read_small(path, buf, sizeof buf) < 0) return 0;
+  char *line = strstr(buf, "\nPss:");
+  unsigned long long kb = 0;
+  if (line) sscanf(line + 5, "%llu", &kb);
+  return kb * 1024;
+}
+
+int limits_sample(const struct plan *p, struct sample_report *r, long long since_fork_us) {
+  static long hz;
+  if (!hz) hz = sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100;
+  unsigned long long ticks = 0, memory = 0;
+  long long tasks = 0;
+  DIR *d = opendir("/proc");
+  if (d) {
+    struct dirent *e;
+    while ((e = readdir(d))) {
+      if (!isdigit((unsigned char)e->d_name[0]) || strcmp(e->d_name, "1") == 0) continue; /* init is not the payload */
+      unsigned long long t;
+      long th;
+      if (read_stat(e->d_name, &t, &th) < 0) continue; /* exited meanwhile */
+      ticks += t;
+      tasks += th;
+      memory += read_pss(e->d_name);
+    }
+    closedir(d);
+  }
+  for (size_t i = 0; i < p->nwatch_tmpfs; i++) {
+    struct statfs sf;
+    if (statfs(p->watch_tmpfs[i], &sf) == 0) memory += (unsigned long long)(sf.f_blocks - sf.f_bfree) * (unsigned long long)sf.f_bsize;
+  }
+  struct rusage ru; /* everything init has reaped */
+  long long reaped_us = 0;
+  if (getrusage(RUSAGE_CHILDREN, &ru) == 0)
+    reaped_us = ru.ru_utime.tv_sec * 1000000LL + ru.ru_utime.tv_usec + ru.ru_stime.tv_sec * 1000000LL + ru.ru_stime.tv_usec;
+  long long cpu_us = (long long)(ticks * 1000000ULL / (unsigned long long)hz) + reaped_us;
+  r->samples++;
+  if (memory > r->peak_memory) r->peak_memory = memory;
+  if (tasks > r->peak_tasks) r->peak_tasks = tasks;
+  if (r->limit_kind) return r->limit_kind;
+  int kind = 0;
+  unsigned long long observed = 0;
+  if (p->limit_memory && memory > p->limit_memory) kind = CUB_LIMIT_MEMORY, observed = memory;
+  else if (p->limit_tasks && tasks > p->limit_tasks) kind = CUB_LIMIT_TASKS, observed = (unsigned long long)tasks;
+  else if (p->limit_cpu_us && cpu_us > p->limit_cpu_us) kind = CUB_LIMIT_CPU, observed = (unsigned long long)cpu_us;
+  else if (p->limit_wall_us && since_fork_us > p->limit_wall_us) kind = CUB_LIMIT_WALL, observed = (unsigned long long)since_fork_us;
+  if (kind) {
+    r->limit_kind = kind;
+    r->limit_at_us = since_fork_us;
+    r->limit_observed = observed;
+  }
+  return kind;
+}
