@@ -12,6 +12,9 @@ export interface RunArgs {
   options: SandboxOptions;
   json: boolean;
   resultFile?: string;
+  metaFile?: string;
+  stdoutFile?: string;
+  stderrFile?: string;
 }
 
 const RUN_FLAGS = {
@@ -28,6 +31,21 @@ const RUN_FLAGS = {
   timeout: { type: 'string' },
   policy: { type: 'string' },
   'seccomp-log': { type: 'boolean' },
+  time: { type: 'string' },
+  'wall-time': { type: 'string' },
+  'extra-time': { type: 'string' },
+  memory: { type: 'string' },
+  processes: { type: 'string' },
+  fsize: { type: 'string' },
+  'open-files': { type: 'string' },
+  stack: { type: 'string' },
+  'output-limit': { type: 'string' },
+  'strict-limits': { type: 'boolean' },
+  'no-cgroups': { type: 'boolean' },
+  stdin: { type: 'string' },
+  stdout: { type: 'string' },
+  stderr: { type: 'string' },
+  meta: { type: 'string' },
   json: { type: 'boolean' },
   result: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -51,6 +69,20 @@ Options:
   --timeout SECONDS      wall-clock limit (fractions or units: 1.5, 500ms, 2m)
   --policy NAME|PATH     a shipped policy (default, judge, permissive, none) or a policy file
   --seccomp-log          audit mode: report what the filter would deny, and let every call proceed
+  --time SECONDS         CPU-time limit of the whole sandbox (every process and thread)
+  --wall-time SECONDS    wall-time limit (like --timeout, with --extra-time semantics)
+  --extra-time SECONDS   grace before a time limit kills, so the true time is reported
+  --memory SIZE          memory of the whole sandbox, tmpfs and shm included (256M, 1G)
+  --processes N          processes and threads alive at once
+  --fsize SIZE           largest file a process may write
+  --open-files N         open files per process
+  --stack SIZE           stack per process
+  --output-limit SIZE    bytes per output stream; the run is killed past it
+  --strict-limits        fail instead of falling back when cgroups cannot enforce memory/processes
+  --no-cgroups           enforce limits with rlimits and sampling only
+  --stdin FILE           read stdin from FILE (never through a symlink)
+  --stdout FILE          write stdout to FILE; --stderr FILE likewise (never through a symlink)
+  --meta FILE            write an isolate-compatible key:value meta file
   --json                 capture output; print one JSON object (the result) and exit 0
                          unless the sandbox itself failed
   --result FILE          pass stdio through and write the result object to FILE
@@ -113,5 +145,37 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
       throw new UsageError((e as Error).message);
     }
   }
-  return { command: [...command], options, json: v.json === true, ...(v.result !== undefined ? { resultFile: v.result } : {}), help: v.help === true };
+  const limits: NonNullable<SandboxOptions['limits']> = {};
+  const secs = (flag: string, x: string | undefined): number | undefined => {
+    if (x === undefined) return undefined;
+    try {
+      return parseDurationMs(x, `--${flag}`);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  };
+  const t = { cpuTime: secs('time', v.time), wallTime: secs('wall-time', v['wall-time']), extraTime: secs('extra-time', v['extra-time']) };
+  for (const [k, n] of Object.entries(t)) if (n !== undefined) (limits as Record<string, unknown>)[k] = n;
+  for (const [flag, key] of [['memory', 'memory'], ['fsize', 'fileSize'], ['stack', 'stack'], ['output-limit', 'outputLimit']] as const) {
+    const x = v[flag];
+    if (x !== undefined) (limits as Record<string, unknown>)[key] = /^\d+$/.test(x) ? Number(x) : x;
+  }
+  const procs = intFlag('processes', v.processes);
+  if (procs !== undefined) limits.processes = procs;
+  const files = intFlag('open-files', v['open-files']);
+  if (files !== undefined) limits.openFiles = files;
+  if (Object.keys(limits).length) options.limits = limits;
+  if (v['strict-limits']) options.strictLimits = true;
+  if (v['no-cgroups']) options.cgroups = false;
+  if (v.stdin !== undefined) options.inputFile = v.stdin;
+  return {
+    command: [...command],
+    options,
+    json: v.json === true,
+    ...(v.result !== undefined ? { resultFile: v.result } : {}),
+    ...(v.meta !== undefined ? { metaFile: v.meta } : {}),
+    ...(v.stdout !== undefined ? { stdoutFile: v.stdout } : {}),
+    ...(v.stderr !== undefined ? { stderrFile: v.stderr } : {}),
+    help: v.help === true,
+  };
 }

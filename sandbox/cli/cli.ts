@@ -1,5 +1,5 @@
 // The cubicle command line: run, plan, doctor (the bin entry is ./main.ts).
-import { closeSync, writeFileSync } from 'node:fs';
+import { closeSync, createWriteStream, writeFileSync } from 'node:fs';
 import { openRegularForWrite } from '../safe-open.js';
 import { constants } from 'node:os';
 import { prepareRun } from '../api/prepare.js';
@@ -44,6 +44,7 @@ export function resultToJson(r: SandboxResult, error?: SandboxError): Record<str
     setupMs: r.setup?.ms ?? null,
     namespaces: r.namespaces ?? null,
     setupFailure: r.setupFailure ?? null,
+    limits: r.limits,
     seccomp: r.seccomp ?? null,
     violation: r.violation ?? null,
     ...(error ? { error: { code: error.code, message: error.message } } : {}),
@@ -68,41 +69,119 @@ async function cmdRun(argv: string[]): Promise<number> {
     process.stdout.write(RUN_USAGE);
     return 0;
   }
+  // Files are opened before the run (no symlink, regular files): the sandbox cannot redirect where they go.
+  const metaFd = args.metaFile !== undefined ? openOutputFile('--meta', args.metaFile) : undefined;
+  const stdin = args.options.inputFile !== undefined ? {} : { stdin: 'inherit' as const };
   if (args.json) {
-    const r = await runSandboxed(args.command, { ...args.options, reject: false, stdin: 'inherit' });
+    if (args.stdoutFile !== undefined || args.stderrFile !== undefined) throw new UsageError('--stdout/--stderr cannot be combined with --json, which captures the output into the JSON object');
+    const r = await runSandboxed(args.command, { ...args.options, reject: false, ...stdin });
     process.stdout.write(JSON.stringify(resultToJson(r)) + '\n');
+    if (metaFd !== undefined) writeAndClose(metaFd, formatMeta(r));
     if (r.verdict === 'setup-error') process.stderr.write(`cubicle: ${describeFailure(r)}\n`);
     return r.verdict === 'setup-error' ? EXIT_SANDBOX_FAILED : 0;
   }
-  // Opened before the run (no symlink, regular file): the sandbox cannot redirect where the result goes.
-  const resultFd = args.resultFile !== undefined ? openResultFile(args.resultFile) : undefined;
-  const proc = spawnSandboxed(args.command, { ...args.options, reject: false, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit' });
+  const resultFd = args.resultFile !== undefined ? openOutputFile('--result', args.resultFile) : undefined;
+  const outFd = args.stdoutFile !== undefined ? openOutputFile('--stdout', args.stdoutFile) : undefined;
+  const errFd = args.stderrFile !== undefined ? openOutputFile('--stderr', args.stderrFile) : undefined;
+  // With an output limit or a file, output goes through this process (counted); otherwise straight through.
+  const limited = args.options.limits?.outputLimit !== undefined;
+  const mode = (fd: number | undefined): 'pipe' | 'inherit' => (fd !== undefined || limited ? 'pipe' : 'inherit');
+  const proc = spawnSandboxed(args.command, { ...args.options, reject: false, ...stdin, stdout: mode(outFd), stderr: mode(errFd) });
+  const drained: Promise<void>[] = [];
+  const route = (src: NodeJS.ReadableStream | null, fd: number | undefined, fallback: NodeJS.WritableStream): void => {
+    if (!src) return;
+    const dest = fd !== undefined ? createWriteStream('', { fd, autoClose: true }) : fallback;
+    src.pipe(dest, { end: fd !== undefined });
+    drained.push(new Promise((r) => (fd !== undefined ? (dest as NodeJS.EventEmitter).on('close', () => r()) : src.on('end', () => r()))));
+  };
+  route(proc.stdout, outFd, process.stdout);
+  route(proc.stderr, errFd, process.stderr);
   let interrupts = 0;
   const onSignal = (): void => proc.kill(++interrupts > 1 ? 'SIGKILL' : 'SIGTERM');
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   process.on('SIGHUP', onSignal);
   const r = await proc.result;
+  await Promise.all(drained);
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
   process.off('SIGHUP', onSignal);
-  if (resultFd !== undefined) {
-    writeFileSync(resultFd, JSON.stringify(resultToJson(r), null, 2) + '\n');
-    closeSync(resultFd);
-  }
+  if (resultFd !== undefined) writeAndClose(resultFd, JSON.stringify(resultToJson(r), null, 2) + '\n');
+  if (metaFd !== undefined) writeAndClose(metaFd, formatMeta(r));
+  if (LIMIT_VERDICTS.has(r.verdict)) process.stderr.write(`cubicle: ${r.verdict}: ${describeLimit(r)}\n`);
   if (r.verdict === 'setup-error') process.stderr.write(`cubicle: ${describeFailure(r)}\n`);
   if (r.verdict === 'seccomp-violation') process.stderr.write(`cubicle: ${describeViolation(r)}\n`);
   if (r.seccomp?.mode === 'log') process.stderr.write(`cubicle: seccomp log (policy ${r.seccomp.policy}): ${r.seccomp.violations.length ? r.seccomp.violations.map((v) => v.syscall ?? `nr ${v.nr}`).join(', ') : 'nothing would have been denied'}\n`);
-  if (r.timedOut) process.stderr.write(`cubicle: timed out after ${args.options.timeout} ms; the sandbox was killed\n`);
+  if (r.timedOut && !LIMIT_VERDICTS.has(r.verdict)) process.stderr.write(`cubicle: timed out; the sandbox was killed\n`);
   return exitCodeFor(r);
 }
 
-function openResultFile(path: string): number {
+function openOutputFile(flag: string, path: string): number {
   try {
     return openRegularForWrite(path);
   } catch (e) {
-    throw new UsageError(`--result: ${(e as Error).message}`);
+    throw new UsageError(`${flag}: ${(e as Error).message}`);
   }
+}
+
+function writeAndClose(fd: number, text: string): void {
+  writeFileSync(fd, text);
+  closeSync(fd);
+}
+
+const LIMIT_VERDICTS = new Set(['cpu-time-limit', 'wall-time-limit', 'memory-limit', 'output-limit', 'process-limit', 'file-size-limit']);
+
+function describeLimit(r: SandboxResult): string {
+  const l = r.limits;
+  const u = r.usage;
+  switch (r.verdict) {
+    case 'cpu-time-limit':
+      return `CPU time ${u?.cpuMs.toFixed(0)} ms passed the limit of ${l.cpuTime?.value} ms`;
+    case 'wall-time-limit':
+      return `wall time ${u?.wallMs.toFixed(0)} ms passed the limit of ${l.wallTime?.value} ms`;
+    case 'memory-limit':
+      return `memory passed the limit of ${l.memory?.value} bytes (peak ${u?.peakMemoryBytes ?? '?'})`;
+    case 'process-limit':
+      return `more than ${l.processes?.value} processes and threads`;
+    case 'output-limit':
+      return `an output stream passed ${l.outputLimit?.value} bytes`;
+    default:
+      return `a file passed ${l.fileSize?.value} bytes`;
+  }
+}
+
+/** isolate's meta file: key:value lines a judge built on isolate already parses. */
+export function formatMeta(r: SandboxResult): string {
+  const u = r.usage;
+  const lines: [string, string | number][] = [];
+  if (u) {
+    lines.push(['time', (u.cpuMs / 1000).toFixed(3)], ['time-wall', (u.wallMs / 1000).toFixed(3)], ['max-rss', Math.round(u.maxRssBytes / 1024)]);
+    if (u.peakMemoryBytes !== undefined) lines.push(['cg-mem', Math.round(u.peakMemoryBytes / 1024)]);
+    lines.push(['csw-voluntary', u.voluntaryContextSwitches], ['csw-forced', u.involuntaryContextSwitches]);
+  }
+  if (r.exitCode !== null) lines.push(['exitcode', r.exitCode]);
+  if (r.signal) lines.push(['exitsig', constants.signals[r.signal] ?? 0]);
+  const killed = LIMIT_VERDICTS.has(r.verdict) || r.verdict === 'seccomp-violation' || r.verdict === 'canceled';
+  if (killed) lines.push(['killed', 1]);
+  if (r.verdict === 'memory-limit') lines.push(['cg-oom-killed', 1]);
+  const status: Record<string, string> = { 'nonzero-exit': 'RE', signaled: 'SG', 'cpu-time-limit': 'TO', 'wall-time-limit': 'TO', 'memory-limit': 'SG', 'output-limit': 'SG', 'process-limit': 'SG', 'file-size-limit': 'SG', 'seccomp-violation': 'SG', canceled: 'SG', 'setup-error': 'XX' };
+  if (status[r.verdict]) lines.push(['status', status[r.verdict]!]);
+  const message: Record<string, string> = {
+    'nonzero-exit': `Exited with error status ${r.exitCode}`,
+    signaled: `Caught fatal signal ${r.signal ? constants.signals[r.signal] : '?'}`,
+    'cpu-time-limit': 'Time limit exceeded',
+    'wall-time-limit': 'Time limit exceeded (wall clock)',
+    'memory-limit': 'Memory limit exceeded',
+    'output-limit': 'Output limit exceeded',
+    'process-limit': 'Process limit exceeded',
+    'file-size-limit': 'File size limit exceeded',
+    'seccomp-violation': `Forbidden syscall ${r.violation?.syscall ?? '(killed by SIGSYS)'}`,
+    canceled: 'Canceled',
+    'setup-error': `Sandbox setup failed: ${r.setupFailure?.message ?? ''}`,
+  };
+  if (message[r.verdict]) lines.push(['message', message[r.verdict]!.replace(/\n/g, ' ')]);
+  lines.push(['verdict', r.verdict]);
+  return lines.map(([k, v]) => `${k}:${v}`).join('\n') + '\n';
 }
 
 function describeViolation(r: SandboxResult): string {

@@ -2,7 +2,7 @@
 import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { debuglog } from 'node:util';
 import { SandboxOptionError } from '../errors.js';
-import type { ResolvedLimits } from './limits.js';
+import { processHeadroom, type ResolvedLimits } from './limits.js';
 
 const debug = debuglog('cubicle');
 
@@ -94,7 +94,7 @@ export function createV1(l: ResolvedLimits, runId: string, dryRun = false): Cgro
       for (const c of ['memory', 'pids', 'cpuacct'] as const) if ((c === 'memory' ? l.memoryBytes : c === 'pids' ? l.processes : 1) !== undefined) make(c);
       run.memoryDir = l.memoryBytes !== undefined && m.has('memory') ? `${m.get('memory')}/cubicle/${runId}` : undefined;
       run.pidsDir = l.processes !== undefined && m.has('pids') ? `${m.get('pids')}/cubicle/${runId}` : undefined;
-      run.readBack = { memory: l.memoryBytes, pids: l.processes === undefined ? undefined : l.processes + 3 };
+      run.readBack = { memory: l.memoryBytes, pids: l.processes === undefined ? undefined : l.processes + 2 + processHeadroom(l.processes) };
       run.finish = () => ({});
       return run;
     }
@@ -117,7 +117,7 @@ export function createV1(l: ResolvedLimits, runId: string, dryRun = false): Cgro
       const dir = make('pids');
       if (dir) {
         run.pidsDir = dir;
-        const max = l.processes + 3; // stage 0 and init live in the group too; one task over the limit is observed and killed
+        const max = l.processes + 2 + processHeadroom(l.processes); // stage 0 and init live in the group too
         write(`${dir}/pids.max`, max);
         run.readBack.pids = readNum(`${dir}/pids.max`)!;
         if (run.readBack.pids !== max) throw new Error(`pids.max read back ${run.readBack.pids}, not ${max}`);

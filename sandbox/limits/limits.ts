@@ -49,6 +49,9 @@ export interface AppliedLimit {
   readBack?: number;
 }
 
+/** Tasks the kernel still allows past the process limit, so the sampler sees the limit passed. */
+export const processHeadroom = (n: number): number => Math.max(4, Math.ceil(n / 4));
+
 /** How often init samples the sandbox when something is watched. */
 export const SAMPLE_INTERVAL_US = 10_000;
 
@@ -186,12 +189,14 @@ export function planLimits(l: ResolvedLimits, strict: boolean, tmpfsPaths: strin
     }
   }
   if (l.processes !== undefined) {
-    // The kernel stops the (N+1)th task; init kills the sandbox when it sees more than N.
+    // More than N tasks at once gets the sandbox killed by init; the kernel refuses tasks past N + headroom
+    // (the headroom lets the sampler see a fork bomb pass N before the kernel caps it).
     if (cgroup?.pidsDir) applied.processes = { value: l.processes, unit: 'count', mechanism: 'cgroup-v1+sampling', readBack: cgroup.readBack.pids! };
     else {
       applied.processes = { value: l.processes, unit: 'count', mechanism: 'rlimit+sampling' };
-      // RLIMIT_NPROC counts per user namespace and uid (Linux 5.14+): init, N payload tasks, one over.
-      payloadOps.push(Op.rlimit('nproc', l.processes + 2, l.processes + 2));
+      // RLIMIT_NPROC counts per user namespace and uid (Linux 5.14+): init, N payload tasks, the headroom.
+      const cap = l.processes + 1 + processHeadroom(l.processes);
+      payloadOps.push(Op.rlimit('nproc', cap, cap));
     }
   }
   if (l.fileSizeBytes !== undefined) {

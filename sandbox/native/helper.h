@@ -65,6 +65,7 @@ struct sample_report {
   unsigned long long peak_memory;
   long long peak_tasks;
   long long samples;
+  long long last_tasks;
 };
 
 /* Messages from init (stage 1) to the parent (stage 0), fixed size so each write is atomic. */
@@ -114,6 +115,7 @@ void caps_clear_sets(void);
 /* limits.c: init's sampler and the payload's rlimits */
 void limits_apply_ucounts(const struct plan *p);
 int limits_watch_start(const struct plan *p); /* returns a timerfd, or -1 when nothing is watched */
+void limits_watch_pace(int timer, const struct plan *p, int fast);
 /* One sample; returns the limit kind passed (0 if none) and fills the report. */
 int limits_sample(const struct plan *p, struct sample_report *r, long long since_fork_us);
 void limits_apply_rlimits(const struct plan *p);

@@ -19,6 +19,14 @@ static const int RLIMIT_IDS[CUB_RLIMIT_COUNT] = {RLIMIT_CPU,  RLIMIT_FSIZE,   RL
                                                  RLIMIT_CORE, RLIMIT_NPROC,   RLIMIT_NOFILE, RLIMIT_MEMLOCK,
                                                  RLIMIT_AS,   RLIMIT_MSGQUEUE, RLIMIT_SIGPENDING};
 
+/* Fork bombs churn: near the task cap one sample a millisecond sees the cap reached; elsewhere the plan's pace. */
+void limits_watch_pace(int timer, const struct plan *p, int fast) {
+  long long us = fast ? 1000 : p->watch_interval_us;
+  struct itimerspec it = {.it_interval = {.tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000}};
+  it.it_value = it.it_interval;
+  if (timerfd_settime(timer, 0, &it, NULL) < 0) { /* keep the old pace */ }
+}
+
 /* Reads a small file into buf; returns its length or -1. */
 static ssize_t read_small(const char *path, char *buf, size_t cap) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -129,6 +137,7 @@ int limits_sample(const struct plan *p, struct sample_report *r, long long since
     reaped_us = ru.ru_utime.tv_sec * 1000000LL + ru.ru_utime.tv_usec + ru.ru_stime.tv_sec * 1000000LL + ru.ru_stime.tv_usec;
   long long cpu_us = (long long)(ticks * 1000000ULL / (unsigned long long)hz) + reaped_us;
   r->samples++;
+  r->last_tasks = tasks;
   if (memory > r->peak_memory) r->peak_memory = memory;
   if (tasks > r->peak_tasks) r->peak_tasks = tasks;
   if (r->limit_kind) return r->limit_kind;

@@ -184,9 +184,12 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
     if (pfd[3].revents) {
       uint64_t ticks;
       if (read(timer, &ticks, sizeof ticks) < 0) { /* spurious wake-up */ }
+      long long tasks_before = rep.last_tasks;
       if (!payload_done && !rep.limit_kind && limits_sample(p, &rep, monotonic_us() - fork_us)) {
         kill(-1, SIGKILL); /* a limit was passed: the whole sandbox stops at once */
         pfd[3].fd = -1;
+      } else if (p->limit_tasks && (rep.last_tasks * 2 >= p->limit_tasks) != (tasks_before * 2 >= p->limit_tasks)) {
+        limits_watch_pace(timer, p, rep.last_tasks * 2 >= p->limit_tasks); /* near the task cap: sample every ms */
       }
     }
     if (!(pfd[0].revents & POLLIN)) continue;

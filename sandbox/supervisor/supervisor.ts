@@ -193,8 +193,10 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
       if (!src || outputLimit === undefined) return src;
       const t = new PassThrough();
       src.on('data', (c: Buffer) => {
+        const before = counted[which];
         onOutput(which, c, undefined);
-        if (!t.write(c)) src.pause();
+        const room = Math.max(0, outputLimit - before); // nothing past the limit reaches the consumer
+        if (room > 0 && !t.write(room >= c.length ? c : c.subarray(0, room))) src.pause();
       });
       t.on('drain', () => src.resume());
       src.on('end', () => t.end());
@@ -240,6 +242,10 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
       const sample = exit?.sample;
       if (sample && sample.limit !== 'none') causes.push({ verdict: LIMIT_VERDICTS[sample.limit]!, atUs: sample.limitAtUs });
       if (exit?.oom || (cg?.oomKills ?? 0) > 0) causes.push({ verdict: 'memory-limit', atUs: Number.MAX_SAFE_INTEGER - 2 });
+      // A fork the kernel refused, or more tasks seen than allowed, is the process limit at work.
+      const procLimit = o.limits.processes;
+      if (procLimit !== undefined && ((cg?.pidsRefused ?? 0) > 0 || (sample?.peakTasks ?? 0) > procLimit) && !causes.some((c) => c.verdict === 'process-limit'))
+        causes.push({ verdict: 'process-limit', atUs: Number.MAX_SAFE_INTEGER - 3 });
       if (violation) causes.push({ verdict: 'seccomp-violation', atUs: Number.MAX_SAFE_INTEGER - 1 });
       const toUs = (at: number): number => (readyAt === undefined ? 0 : Math.max(0, (at - readyAt) * 1000));
       for (const s of stoppedBy) {

@@ -50,7 +50,7 @@ export function probe(): string {
   const repo = fileURLToPath(new URL('../../..', import.meta.url));
   const { dir } = worldReadableTmp('cubicle-probe-');
   const out = join(dir, 'probe');
-  execFileSync('cc', ['-O1', '-Wall', '-o', out, join(repo, 'test', 'fixtures', 'probe.c')], { stdio: 'inherit' });
+  execFileSync('cc', ['-O1', '-Wall', '-pthread', '-o', out, join(repo, 'test', 'fixtures', 'probe.c')], { stdio: 'inherit' });
   chmodSync(out, 0o755);
   process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
   probePath = out;

@@ -23,7 +23,7 @@ for (const id of identities()) describe(`cubicle CLI, ${id.label}`, () => {
     assert.equal(cubicle(['run', '--', 'sh', '-c', 'kill -SEGV $$']).status, 139);
     const t = cubicle(['run', '--timeout', '0.2', '--', 'sleep', '10']);
     assert.equal(t.status, 124);
-    assert.match(t.stderr, /timed out/);
+    assert.match(t.stderr, /wall-time-limit/);
     const s = cubicle(['run', '--', 'no-such-program-xyz']);
     assert.equal(s.status, 125);
     assert.match(s.stderr, /execve: ENOENT/);

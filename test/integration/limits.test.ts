@@ -1,0 +1,164 @@
+// Limits, verdicts and accounting, for each mechanism the host has: cgroup v1 (root) and rlimits + sampling.
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { runSandboxed, SandboxOptionError, type SandboxOptions } from '../../sandbox/index.js';
+import { cgroupV1Available } from '../../sandbox/limits/cgroup-v1.js';
+import { forEachIdentity, probeMount } from '../helpers/env.js';
+
+const within = (actual: number, expected: number, rel: number, abs: number): boolean => Math.abs(actual - expected) <= Math.max(expected * rel, abs);
+
+forEachIdentity((_id, run) => {
+  const cgroupReason = cgroupV1Available();
+  const mechanisms: { label: string; opts: SandboxOptions; skip?: string; memory: string }[] = [
+    { label: 'cgroup v1', opts: {}, memory: 'cgroup-v1', ...(cgroupReason === true ? {} : { skip: cgroupReason }) },
+    { label: 'rlimits + sampling', opts: { cgroups: false }, memory: 'rlimit+sampling' },
+  ];
+  for (const m of mechanisms) {
+    describe(m.label, () => {
+      before(function () {
+        if (m.skip) {
+          console.log(`      skipped: ${m.skip}`);
+          this.skip();
+        }
+      });
+      const go = (cmd: string[], o: SandboxOptions = {}) => run(cmd, { ...m.opts, reject: false, ...o, mounts: [...(probeMount() ?? []), ...(o.mounts ?? [])] });
+
+      it('a fork bomb is contained: process-limit, and the host stays responsive', async () => {
+        const r = await go(['/bin/sh', '-c', 'f() { f | f & }; f; sleep 5'], { limits: { processes: 30, wallTime: 10_000 } });
+        assert.equal(r.verdict, 'process-limit');
+        assert.ok(r.usage!.peakProcesses! > 30 && r.usage!.peakProcesses! <= 38, `peak ${r.usage!.peakProcesses} (the kernel caps at 30 + 8 headroom)`);
+        assert.ok(r.usage!.wallMs < 5000, 'killed at once');
+        const t = Date.now();
+        assert.equal(spawnSync('/bin/true').status, 0);
+        assert.ok(Date.now() - t < 2000, 'the host still spawns processes');
+        assert.match(r.limits.processes!.mechanism, m.label === 'cgroup v1' ? /cgroup-v1/ : /rlimit/);
+      });
+
+      it('a memory bomb gives memory-limit; memory counts tmpfs and shm pages', async () => {
+        const r = await go(['/usr/bin/python3', '-c', 'x = [b"a" * (1 << 20) for _ in range(400)]'], { limits: { memory: '96M' } });
+        assert.equal(r.verdict, 'memory-limit');
+        assert.equal(r.limits.memory!.mechanism, m.memory);
+        assert.match((await go(['/bin/true'], { limits: { memory: '96M' } }).then(() => 'ok')), /ok/);
+        const shm = await go(['/bin/sh', '-c', 'head -c 150000000 /dev/zero > /dev/shm/fill; sleep 1'], { limits: { memory: '64M' }, shmSize: '256M' });
+        assert.equal(shm.verdict, 'memory-limit', 'shm pages are sandbox memory');
+      });
+
+      it('an infinite loop gives cpu-time-limit; a multi-threaded burner is summed over threads', async () => {
+        const loop = await go(['/bin/sh', '-c', 'while :; do :; done'], { limits: { cpuTime: '0.4s' } });
+        assert.equal(loop.verdict, 'cpu-time-limit');
+        assert.ok(loop.usage!.cpuMs >= 400 && loop.usage!.cpuMs < 700, `cpu ${loop.usage!.cpuMs}`);
+        const threads = await go(['/probe', 'burn', '2000', '4'], { limits: { cpuTime: '0.6s' } });
+        assert.equal(threads.verdict, 'cpu-time-limit');
+        assert.ok(threads.usage!.wallMs < threads.usage!.cpuMs, 'CPU of several threads adds up faster than wall time');
+      });
+
+      it('a sleeper gives wall-time-limit', async () => {
+        const r = await go(['/bin/sleep', '10'], { limits: { wallTime: 300 } });
+        assert.equal(r.verdict, 'wall-time-limit');
+        assert.equal(r.timedOut, true);
+        assert.ok(r.usage!.wallMs >= 300 && r.usage!.wallMs < 2000, `wall ${r.usage!.wallMs}`);
+      });
+
+      it('extra time: killed only after limit + grace, and the true time is reported', async () => {
+        const r = await go(['/probe', 'burn', '500', '1'], { limits: { cpuTime: 200, extraTime: 2000 } });
+        assert.equal(r.stdout, 'burned 1 x 500 ms\n', 'it ran to the end within the grace');
+        assert.equal(r.verdict, 'cpu-time-limit', 'but over the limit is over the limit');
+        assert.ok(within(r.usage!.cpuMs, 500, 0.05, 20), `cpu ${r.usage!.cpuMs}`);
+      });
+
+      it('an output flood gives output-limit, with host memory bounded by the limit', async () => {
+        const r = await go(['/usr/bin/yes'], { limits: { outputLimit: '2M' }, encoding: 'buffer' });
+        assert.equal(r.verdict, 'output-limit');
+        assert.equal((r.stdout as Buffer).length, 2 << 20, 'exactly the limit is kept');
+      });
+
+      it('a file larger than fsize gives file-size-limit', async () => {
+        // exec: head itself is the payload (python would ignore SIGXFSZ and see EFBIG instead)
+        const r = await go(['/bin/sh', '-c', 'exec head -c 3000000 /dev/zero > /tmp/big'], { limits: { fileSize: '1M' } });
+        assert.equal(r.verdict, 'file-size-limit');
+        assert.equal(r.signal, 'SIGXFSZ');
+      });
+
+      it('open files and stack are per-process rlimits, read back inside', async () => {
+        const r = await go(['/bin/sh', '-c', 'ulimit -n; ulimit -s'], { limits: { openFiles: 64, stack: '4M' } });
+        assert.equal(r.stdout, '64\n4096\n');
+        assert.equal(r.limits.openFiles!.mechanism, 'rlimit');
+      });
+
+      it('filling /tmp gives ENOSPC inside and leaves the host untouched', async () => {
+        const before = readdirSync(tmpdir()).length;
+        const r = await go(['/bin/sh', '-c', 'head -c 50000000 /dev/zero > /tmp/fill 2>/dev/null; echo rc=$?; ls -l /tmp/fill | cut -d" " -f5'], { tmpSize: '8M' });
+        assert.equal(r.stdout, `rc=1\n${8 << 20}\n`);
+        assert.ok(Math.abs(readdirSync(tmpdir()).length - before) <= 2, 'nothing was written to the host /tmp');
+      });
+
+      it('leftover children do not extend a limited run', async () => {
+        const t = Date.now();
+        const r = await go(['/bin/sh', '-c', '(sleep 100 &); echo done'], { limits: { cpuTime: 5000, wallTime: 20_000, memory: '256M', processes: 50 } });
+        const four = await go(['/probe', 'burn', '50', '5'], { limits: { processes: 5 } });
+        assert.equal(four.verdict, 'ok', 'five threads with a limit of five tasks');
+        assert.equal(r.verdict, 'ok');
+        assert.ok(Date.now() - t < 5000);
+      });
+
+      it('accuracy: CPU within 5% (or 20 ms) of a calibrated burner, single- and multi-threaded', async () => {
+        for (const [ms, threads] of [[300, 1], [200, 3]] as const) {
+          const r = await go(['/probe', 'burn', String(ms), String(threads)], { limits: { cpuTime: 10_000 } });
+          assert.equal(r.verdict, 'ok');
+          assert.ok(within(r.usage!.cpuMs, ms * threads, 0.05, 20), `${threads} x ${ms} ms burned, measured ${r.usage!.cpuMs} ms`);
+        }
+      });
+
+      it('accuracy: peak memory within 10% of a touched allocation, also split across child processes', async () => {
+        for (const args of [['64'], ['64', '4']]) {
+          const r = await go(['/probe', 'hog', ...args], { limits: { memory: '1G' } });
+          assert.equal(r.verdict, 'ok');
+          assert.ok(within(r.usage!.peakMemoryBytes!, 64 << 20, 0.1, 0), `hog ${args.join(' ')}: peak ${r.usage!.peakMemoryBytes}`);
+        }
+        const split = await go(['/probe', 'hog', '64', '4'], { limits: { memory: '1G' } });
+        assert.ok(split.usage!.maxRssBytes < 32 << 20, 'no single process held it all');
+      });
+    });
+  }
+
+  it('caps per-user kernel counters inside the sandbox\'s user namespace', async () => {
+    const r = await run(['/usr/bin/python3', '-c', [
+      'import ctypes, os',
+      'print(open("/proc/sys/user/max_inotify_instances").read().strip(), open("/proc/sys/user/max_user_namespaces").read().strip())',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      'fds = []',
+      'while len(fds) < 1000:',
+      '  fd = libc.inotify_init()',
+      '  if fd < 0: break',
+      '  fds.append(fd)',
+      'print(len(fds), os.strerror(ctypes.get_errno()))',
+    ].join('\n')], { policy: 'none', limits: { openFiles: 4096 } });
+    assert.equal(r.stdout, '128 16\n128 Too many open files\n');
+  });
+});
+
+describe('limit options', () => {
+  it('strict limits fail closed when cgroups cannot be used', () => {
+    assert.throws(() => runSandboxed(['/bin/true'], { limits: { memory: '64M' }, strictLimits: true, cgroups: false }), /strictLimits needs cgroups/);
+    if (cgroupV1Available() !== true) assert.throws(() => runSandboxed(['/bin/true'], { limits: { memory: '64M' }, strictLimits: true }), (e: unknown) => e instanceof SandboxOptionError && /strict limits need cgroups/.test(e.message));
+  });
+
+  it('bad limits are refused with the option named', () => {
+    assert.throws(() => runSandboxed(['/bin/true'], { limits: { memory: 'lots' } }), /limits\.memory "lots" is not a size/);
+    assert.throws(() => runSandboxed(['/bin/true'], { limits: { cpuTime: -1 } }), /limits\.cpuTime must be a positive number/);
+    assert.throws(() => runSandboxed(['/bin/true'], { limits: { processes: 0 } }), /limits\.processes must be an integer/);
+    assert.throws(() => runSandboxed(['/bin/true'], { limits: { cpuTme: 1 } as never }), /unknown limit "cpuTme"/);
+    assert.throws(() => runSandboxed(['/bin/true'], { timeout: 100, limits: { wallTime: 100 } }), /either timeout or limits\.wallTime/);
+  });
+
+  it('the result names each limit with its value and mechanism', async () => {
+    const r = await runSandboxed(['/bin/true'], { limits: { cpuTime: '1.5s', memory: '128M', fileSize: '1M', outputLimit: '1K' } });
+    assert.deepEqual(Object.keys(r.limits).sort(), ['cpuTime', 'fileSize', 'memory', 'outputLimit']);
+    assert.equal(r.limits.cpuTime!.value, 1500);
+    assert.equal(r.limits.memory!.value, 128 << 20);
+    assert.equal(r.limits.outputLimit!.mechanism, 'supervisor');
+    if (r.limits.memory!.mechanism === 'cgroup-v1') assert.equal(r.limits.memory!.readBack, 128 << 20, 'the cgroup value was read back');
+  });
+});
