@@ -86,6 +86,43 @@ for (const id of identities()) describe(`cubicle CLI, ${id.label}`, () => {
     assert.equal(cubicle(['run', '--env', 'NOEQUALS', '--', 'true']).status, 2);
   });
 
+  it('limit flags, --meta (isolate format), --stdin/--stdout/--stderr files', () => {
+    const t = worldReadableTmp();
+    try {
+      chmodSync(t.dir, 0o777);
+      const meta = join(t.dir, 'meta.txt');
+      const r = cubicle(['run', '--time', '0.3', '--memory', '128M', '--processes', '20', '--meta', meta, '--', 'sh', '-c', 'while :; do :; done']);
+      assert.equal(r.status, 137);
+      assert.match(r.stderr, /cpu-time-limit/);
+      const fields = Object.fromEntries(readFileSync(meta, 'utf8').trim().split('\n').map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1)]));
+      assert.equal(fields.status, 'TO');
+      assert.equal(fields.killed, '1');
+      assert.equal(fields.exitsig, '9');
+      assert.ok(Number(fields.time) >= 0.3 && Number(fields.time) < 1, fields.time);
+      assert.ok(Number(fields['time-wall']) > 0);
+      assert.ok(Number(fields['max-rss']) > 0);
+      assert.equal(fields.message, 'Time limit exceeded');
+      const ok = cubicle(['run', '--meta', meta, '--', 'sh', '-c', 'exit 3']);
+      assert.equal(ok.status, 3);
+      assert.match(readFileSync(meta, 'utf8'), /^exitcode:3$/m);
+      assert.match(readFileSync(meta, 'utf8'), /^status:RE$/m);
+      writeFileSync(join(t.dir, 'in.txt'), 'from the file\n', { mode: 0o644 });
+      const io = cubicle(['run', '--stdin', join(t.dir, 'in.txt'), '--stdout', join(t.dir, 'out.txt'), '--stderr', join(t.dir, 'err.txt'), '--', 'sh', '-c', 'cat; echo oops >&2']);
+      assert.equal(io.status, 0);
+      assert.equal(io.stdout, '');
+      assert.equal(readFileSync(join(t.dir, 'out.txt'), 'utf8'), 'from the file\n');
+      assert.equal(readFileSync(join(t.dir, 'err.txt'), 'utf8'), 'oops\n');
+      const flood = cubicle(['run', '--output-limit', '64K', '--stdout', join(t.dir, 'out.txt'), '--', 'yes']);
+      assert.match(flood.stderr, /output-limit/);
+      assert.equal(readFileSync(join(t.dir, 'out.txt')).length, 64 << 10);
+      const json = JSON.parse(cubicle(['run', '--json', '--memory', '64M', '--', 'true']).stdout);
+      assert.equal(json.limits.memory.value, 64 << 20);
+      assert.equal(typeof json.usage.peakMemoryBytes, 'number');
+    } finally {
+      t.cleanup();
+    }
+  });
+
   it('plan prints the resolved setup steps without running anything', () => {
     const r = cubicle(['plan', '--tmpfs', '/scratch:1M', '--', 'echo', 'hi']);
     assert.equal(r.status, 0);
