@@ -391,6 +391,20 @@ function checkSandboxUnprivileged(f: HostFacts): DoctorCheck {
  * Every check, root causes first: the kernel, then the switches that refuse namespaces, then what confines this
  * process (seccomp, AppArmor, masked /proc), then libraries, and last the end-to-end runs that show the symptoms.
  */
+function checkCgroups(f: HostFacts): DoctorCheck {
+  const id = 'limits';
+  const title = 'resource limits';
+  if (f.cgroups === undefined) return { id, title, status: 'skip', detail: 'not probed' };
+  if (f.cgroups === true) return { id, title, status: 'ok', detail: 'memory and process limits use cgroup v1 groups (root on a v1/hybrid host)' };
+  return {
+    id,
+    title,
+    status: 'warn',
+    detail: `memory and process limits fall back to rlimits and init's 10 ms sampling (${f.cgroups}); strictLimits would refuse them`,
+    fix: 'run as root on a host with cgroup v1 memory/pids controllers for exact memory accounting and OOM-based kills (cgroup v2 delegation is not supported yet)',
+  };
+}
+
 export function diagnose(f: HostFacts): DoctorCheck[] {
   return [
     checkKernel(f),
@@ -403,6 +417,7 @@ export function diagnose(f: HostFacts): DoctorCheck[] {
     checkProc(f),
     checkPivotRoot(f),
     checkLibseccomp(f),
+    checkCgroups(f),
     checkSandbox(f),
     checkSandboxUnprivileged(f),
   ];

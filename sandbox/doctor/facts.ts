@@ -85,6 +85,8 @@ export interface HostFacts {
   confinement: Fact<ConfinementFacts>;
   mounts: Fact<MountFacts>;
   libseccomp: Fact<LibseccompFacts>;
+  /** true when cgroup v1 memory/pids groups can be made for runs, else why not. Optional: older fact sets lack it. */
+  cgroups?: true | string;
   /** Where the C helper (the process that creates the namespaces) lives. */
   helperPath: string;
   /** The sandbox run as the caller. */

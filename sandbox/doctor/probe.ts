@@ -1,5 +1,6 @@
 // Reads the facts `cubicle doctor` diagnoses. Each probe is small and independent; a probe that fails
 // records its error as a fact instead of throwing.
+import { cgroupV1Available } from '../limits/cgroup-v1.js';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import { runSandboxed } from '../api/run.js';
@@ -224,6 +225,7 @@ export async function probeHost(): Promise<HostFacts> {
     confinement: probeConfinement(),
     mounts: probeMounts(),
     libseccomp: await probeLibseccomp(),
+    cgroups: cgroupV1Available(),
     helperPath: HELPER_PATH,
     sandbox: await probeSandbox(),
   };

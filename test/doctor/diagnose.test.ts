@@ -34,6 +34,7 @@ function healthy(): HostFacts {
     confinement: { ok: true, value: { dockerenv: false, containerenv: false, seccompMode: 0, seccompFilters: 0, apparmorEnabled: null, apparmorLabel: null } },
     mounts: { ok: true, value: { rootFsType: 'ext4', procSubmounts: [] } },
     libseccomp: { ok: true, value: { library: 'libseccomp.so.2', major: 2, minor: 5, micro: 4 } },
+    cgroups: true,
     helperPath: HELPER,
     sandbox: { run: okRun() },
   };
@@ -79,7 +80,7 @@ describe('doctor diagnose()', () => {
 
   it('orders the checks from root causes to the end-to-end runs', () => {
     const ids = diagnose(healthyRoot()).map((c) => c.id);
-    assert.deepEqual(ids, ['kernel', 'kernel-namespaces', 'userns-sysctl', 'apparmor-userns', 'namespace-limits', 'seccomp-filter', 'apparmor-profile', 'proc', 'pivot-root', 'libseccomp', 'sandbox', 'sandbox-unprivileged']);
+    assert.deepEqual(ids, ['kernel', 'kernel-namespaces', 'userns-sysctl', 'apparmor-userns', 'namespace-limits', 'seccomp-filter', 'apparmor-profile', 'proc', 'pivot-root', 'libseccomp', 'limits', 'sandbox', 'sandbox-unprivileged']);
   });
 
   it('unprivileged user namespaces disabled (kernel.unprivileged_userns_clone=0)', () => {
@@ -219,6 +220,16 @@ describe('doctor diagnose()', () => {
     const c = byId(diagnose(f), 'apparmor-profile');
     assert.equal(c.status, 'fail');
     assert.ok(c.fix?.includes('--security-opt apparmor=unconfined'), c.fix);
+  });
+
+  it('no usable cgroups: limits fall back, with a warning and the way to get them', () => {
+    const f = healthy();
+    f.cgroups = 'cgroup v1 groups can only be created by root';
+    const c = byId(diagnose(f), 'limits');
+    assert.equal(c.status, 'warn');
+    assert.match(c.detail, /rlimits and init's 10 ms sampling/);
+    assert.match(c.fix!, /root on a host with cgroup v1/);
+    assert.deepEqual(failing(diagnose(f)), []);
   });
 
   it('libseccomp missing', () => {
