@@ -126,6 +126,9 @@ function merge(parent: PolicyObject, child: PolicyObject): PolicyObject {
   return { ...(description !== undefined ? { description } : {}), options, seccomp };
 }
 
+/** Files read while loading a policy, so a cached result can be checked against them. */
+let filesRead: string[] = [];
+
 function loadLayer(spec: string | PolicyObject, base: string, chain: string[], depth: number): { obj: PolicyObject; chain: string[] } {
   if (depth > MAX_DEPTH) throw new PolicyError(chain[0] ?? '?', `extends is nested more than ${MAX_DEPTH} deep`);
   let label: string;
@@ -136,6 +139,7 @@ function loadLayer(spec: string | PolicyObject, base: string, chain: string[], d
     label = isName(spec) ? spec : path;
     if (chain.includes(label)) throw new PolicyError(label, `extends cycle: ${[...chain, label].join(' -> ')}`);
     obj = checkShape(readPolicyFile(path, label), label);
+    filesRead.push(path);
     dir = dirname(path);
   } else {
     label = '(object)';
@@ -147,9 +151,36 @@ function loadLayer(spec: string | PolicyObject, base: string, chain: string[], d
   return { obj: merge(parent.obj, obj), chain: parent.chain };
 }
 
-/** Loads, merges and validates a policy. Names are shipped policies; paths are relative to `base`. */
+const cache = new Map<string, { signature: string; files: string[]; policy: ResolvedPolicy }>();
+
+/** Identity of the files a policy came from: a change to any of them invalidates the cached policy. */
+function signature(files: string[]): string {
+  return files
+    .map((f) => {
+      try {
+        const st = statSync(f);
+        return `${f}:${st.ino}:${st.size}:${st.mtimeMs}`;
+      } catch {
+        return `${f}:gone`;
+      }
+    })
+    .join('|');
+}
+
+/** Loads, merges and validates a policy. Names are shipped policies; paths are relative to `base`.
+ *  Policies from files are cached until one of their files changes; the result must not be modified. */
 export function loadPolicy(spec: string | PolicyObject, base = process.cwd()): ResolvedPolicy {
   if (typeof spec !== 'string' && (typeof spec !== 'object' || spec === null)) throw new PolicyError(String(spec), 'must be a policy name, a path, or a policy object');
+  const key = typeof spec === 'string' ? `${base}\0${spec}` : undefined;
+  const hit = key !== undefined ? cache.get(key) : undefined;
+  if (hit && signature(hit.files) === hit.signature) return hit.policy;
+  filesRead = [];
+  const policy = loadUncached(spec, base);
+  if (key !== undefined) cache.set(key, { signature: signature(filesRead), files: filesRead, policy });
+  return policy;
+}
+
+function loadUncached(spec: string | PolicyObject, base: string): ResolvedPolicy {
   const { obj, chain } = loadLayer(spec, base, [], 0);
   const name = chain[0]!;
   let seccomp: SeccompProfile | null = null;

@@ -140,7 +140,19 @@ function buildFilter(profile: SeccompProfile, mode: 'enforce' | 'log', where: st
 }
 
 /** Compiles `profile` to BPF; mode 'log' turns every non-allow action into a logged, continued notification. */
+const byObject = new WeakMap<SeccompProfile, Map<string, CompiledFilter>>();
+
 export function compileProfile(profile: SeccompProfile, mode: 'enforce' | 'log', where = 'seccomp'): CompiledFilter {
+  // The same (cached, unmodified) profile object: skip even the hashing.
+  const seen = byObject.get(profile)?.get(mode);
+  if (seen) return { ...seen, cached: true, compileMs: 0 };
+  const compiled = compileByHash(profile, mode, where);
+  if (!byObject.has(profile)) byObject.set(profile, new Map());
+  byObject.get(profile)!.set(mode, compiled);
+  return compiled;
+}
+
+function compileByHash(profile: SeccompProfile, mode: 'enforce' | 'log', where: string): CompiledFilter {
   const lib = libseccomp();
   const notifyOk = userNotifAvailable();
   const hash = createHash('sha256')

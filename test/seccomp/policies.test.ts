@@ -50,6 +50,9 @@ describe('policies', () => {
       assert.equal(r.seccomp?.policy, file);
       const over = await runSandboxed(['/bin/cat', '/proc/sys/kernel/hostname'], { policy: file, hostname: 'from-call' });
       assert.equal(over.stdout, 'from-call\n');
+      writeFileSync(file, JSON.stringify({ extends: 'judge', options: { hostname: 'changed-policy', env: { A: 'policy', B: 'policy' } } }));
+      const changed = await runSandboxed(['/bin/cat', '/proc/sys/kernel/hostname'], { policy: file });
+      assert.equal(changed.stdout, 'changed-policy\n', 'a changed policy file is read again');
       const obj = await runSandboxed(['/bin/cat', '/proc/sys/kernel/hostname'], { policy: { extends: 'none', options: { hostname: 'obj' } } });
       assert.equal(obj.stdout, 'obj\n');
       assert.equal(obj.seccomp, undefined, 'extends none: no filter');
