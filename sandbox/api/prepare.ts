@@ -32,7 +32,8 @@ const ARCH_NAMES = new Map(Object.entries(ARCH_TOKENS).map(([k, v]) => [v, k.rep
 function mergeOptions(policy: PolicyOptions, call: SandboxOptions): SandboxOptions {
   const given = Object.fromEntries(Object.entries(call).filter(([, v]) => v !== undefined)) as SandboxOptions; // undefined never cancels a policy default
   const merged: SandboxOptions = { ...(policy as SandboxOptions), ...given };
-  if (policy.env || call.env) merged.env = { ...policy.env, ...call.env };
+  if (policy.env || given.env) merged.env = { ...policy.env, ...given.env };
+  if (policy.limits || given.limits) merged.limits = { ...policy.limits, ...given.limits }; // limit by limit
   return merged;
 }
 

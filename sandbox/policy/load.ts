@@ -3,6 +3,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SandboxOptionError, ErrorCode } from '../errors.js';
+import type { SandboxOptions } from '../api/options.js';
 import { validateProfile, type SeccompProfile, type SeccompRule } from '../seccomp/profile.js';
 
 /** Directory of the shipped policies. */
@@ -11,18 +12,7 @@ export const POLICY_DIR = fileURLToPath(new URL('../../../policies/', import.met
 export const DEFAULT_POLICY = 'default';
 
 /** Option defaults a policy may set (a call's own options win). */
-export interface PolicyOptions {
-  env?: Record<string, string>;
-  cwd?: string;
-  hostname?: string;
-  uid?: number;
-  gid?: number;
-  username?: string;
-  rootSize?: number | string;
-  tmpSize?: number | string;
-  shmSize?: number | string;
-  timeout?: number;
-}
+export type PolicyOptions = Pick<SandboxOptions, (typeof OPTION_KEYS)[number]>;
 
 /** A policy as written: in a file, or passed as an object. */
 export interface PolicyObject {
@@ -44,7 +34,7 @@ export interface ResolvedPolicy {
 }
 
 const POLICY_KEYS = ['$schema', 'description', 'extends', 'options', 'seccomp'];
-const OPTION_KEYS = ['env', 'cwd', 'hostname', 'uid', 'gid', 'username', 'rootSize', 'tmpSize', 'shmSize', 'timeout'];
+const OPTION_KEYS = ['env', 'cwd', 'hostname', 'uid', 'gid', 'username', 'rootSize', 'tmpSize', 'shmSize', 'timeout', 'limits'] as const;
 const MAX_DEPTH = 16;
 const MAX_FILE = 1 << 20;
 
@@ -103,7 +93,7 @@ function checkShape(p: unknown, where: string): PolicyObject {
   if (o.extends !== undefined && (typeof o.extends !== 'string' || o.extends.length === 0)) throw new PolicyError(where, '"extends" must be a policy name or a path');
   if (o.options !== undefined) {
     if (typeof o.options !== 'object' || o.options === null || Array.isArray(o.options)) throw new PolicyError(where, '"options" must be an object');
-    for (const k of Object.keys(o.options)) if (!OPTION_KEYS.includes(k)) throw new PolicyError(where, `options.${k} cannot be set by a policy (allowed: ${OPTION_KEYS.join(', ')})`);
+    for (const k of Object.keys(o.options)) if (!(OPTION_KEYS as readonly string[]).includes(k)) throw new PolicyError(where, `options.${k} cannot be set by a policy (allowed: ${OPTION_KEYS.join(', ')})`);
   }
   if (o.seccomp !== undefined && o.seccomp !== null && (typeof o.seccomp !== 'object' || Array.isArray(o.seccomp))) throw new PolicyError(where, '"seccomp" must be an object or null');
   return o as PolicyObject;
@@ -114,6 +104,7 @@ function checkShape(p: unknown, where: string): PolicyObject {
 function merge(parent: PolicyObject, child: PolicyObject): PolicyObject {
   const options: PolicyOptions = { ...parent.options, ...child.options };
   if (parent.options?.env || child.options?.env) options.env = { ...parent.options?.env, ...child.options?.env };
+  if (parent.options?.limits || child.options?.limits) options.limits = { ...parent.options?.limits, ...child.options?.limits };
   let seccomp: Partial<SeccompProfile> | null | undefined = parent.seccomp;
   if (child.seccomp === null) seccomp = null;
   else if (child.seccomp !== undefined) {

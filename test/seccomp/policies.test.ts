@@ -53,6 +53,10 @@ describe('policies', () => {
       writeFileSync(file, JSON.stringify({ extends: 'judge', options: { hostname: 'changed-policy', env: { A: 'policy', B: 'policy' } } }));
       const changed = await runSandboxed(['/bin/cat', '/proc/sys/kernel/hostname'], { policy: file });
       assert.equal(changed.stdout, 'changed-policy\n', 'a changed policy file is read again');
+      writeFileSync(file, JSON.stringify({ extends: 'judge', options: { limits: { cpuTime: '0.2s', memory: '64M' } } }));
+      const limited = await runSandboxed(['/bin/sh', '-c', 'while :; do :; done'], { policy: file, limits: { memory: '128M' }, reject: false });
+      assert.equal(limited.verdict, 'cpu-time-limit', 'the policy\'s cpuTime applies');
+      assert.equal(limited.limits.memory!.value, 128 << 20, 'the call\'s memory limit wins, limit by limit');
       const obj = await runSandboxed(['/bin/cat', '/proc/sys/kernel/hostname'], { policy: { extends: 'none', options: { hostname: 'obj' } } });
       assert.equal(obj.stdout, 'obj\n');
       assert.equal(obj.seccomp, undefined, 'extends none: no filter');
