@@ -6,7 +6,7 @@ import { ARCH_TOKENS, libseccomp, SeccompUnavailableError } from '../seccomp/lib
 import { ProfileError } from '../seccomp/profile.js';
 import { buildPlan, tmpfsPaths } from '../plan/build-plan.js';
 import { planLimits, type LimitPlan } from '../limits/limits.js';
-import type { PlanOp } from '../plan/ops.js';
+import { encodePlan, type PlanOp } from '../plan/ops.js';
 import type { SeccompContext } from '../supervisor/supervisor.js';
 import { resolveOptions, type ResolvedOptions, type SandboxOptions } from './options.js';
 import type { SeccompViolation, SetupFailure } from './result.js';
@@ -22,6 +22,7 @@ export interface PreparedRun {
   seccomp: SeccompContext | undefined;
   /** Set when the host cannot apply the policy (e.g. no libseccomp): the run fails without starting. */
   failure: SetupFailure | undefined;
+  planBytes: Buffer;
   /** Limits as applied, and the run's cgroups (created here; removed by the supervisor). */
   limits: LimitPlan;
 }
@@ -72,8 +73,16 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}, dryRun = fal
   }
   const runId = `${process.pid}-${++runCounter}-${Date.now().toString(36)}`;
   const limits = planLimits(options.limits, options.strictLimits, tmpfsPaths(options), runId, dryRun, options.cgroups);
-  const plan = buildPlan(options, filter?.notify ?? 'none', limits);
+  let plan: PlanOp[];
+  let planBytes: Buffer;
+  try {
+    plan = buildPlan(options, filter?.notify ?? 'none', limits);
+    planBytes = encodePlan(plan); // may refuse the plan (size, NUL): before anything is left behind
+  } catch (e) {
+    limits.cgroup?.finish();
+    throw e;
+  }
   const seccomp: SeccompContext | undefined = filter ? { policy: policy.name, mode: options.seccompLog ? 'log' : 'enforce', notify: filter.notify, describe: describeViolation } : undefined;
-  return { options, policy, filter, plan, bpf: filter?.bpf ?? new Uint8Array(0), seccomp, failure, limits };
+  return { options, policy, filter, plan, planBytes, bpf: filter?.bpf ?? new Uint8Array(0), seccomp, failure, limits };
 }
 

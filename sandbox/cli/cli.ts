@@ -1,5 +1,5 @@
 // The cubicle command line: run, plan, doctor (the bin entry is ./main.ts).
-import { closeSync, createWriteStream, writeFileSync } from 'node:fs';
+import { closeSync, createWriteStream, ftruncateSync, writeSync } from 'node:fs';
 import { openRegularForWrite } from '../safe-open.js';
 import { constants } from 'node:os';
 import { prepareRun } from '../api/prepare.js';
@@ -54,6 +54,8 @@ export function resultToJson(r: SandboxResult, error?: SandboxError): Record<str
 /** Maps a finished run to the CLI's exit code. */
 export function exitCodeFor(r: SandboxResult): number {
   if (r.verdict === 'setup-error') return EXIT_SANDBOX_FAILED;
+  if (r.verdict === 'cpu-time-limit' || r.verdict === 'wall-time-limit') return EXIT_TIMEOUT; // even if it finished within the grace
+  if (LIMIT_VERDICTS.has(r.verdict) && r.exitCode === 0) return 1; // over a limit is never success
   if (r.verdict === 'seccomp-violation') return 128 + signalNumber('SIGSYS'); // as if the kernel had killed it
   if (r.timedOut) return EXIT_TIMEOUT;
   if (r.exitCode !== null) return r.exitCode;
@@ -71,6 +73,16 @@ async function cmdRun(argv: string[]): Promise<number> {
   }
   // Files are opened before the run (no symlink, regular files): the sandbox cannot redirect where they go.
   const metaFd = args.metaFile !== undefined ? openOutputFile('--meta', args.metaFile) : undefined;
+  try {
+    return await runWithMeta(args, metaFd);
+  } catch (e) {
+    // isolate writes status:XX when the sandbox itself fails; a judge reading the meta file sees why.
+    if (metaFd !== undefined) writeAndClose(metaFd, `status:XX\nmessage:${String((e as Error).message).replace(/\n/g, ' ')}\nverdict:setup-error\n`);
+    throw e;
+  }
+}
+
+async function runWithMeta(args: ReturnType<typeof parseRunArgs>, metaFd: number | undefined): Promise<number> {
   const stdin = args.options.inputFile !== undefined ? {} : { stdin: 'inherit' as const };
   if (args.json) {
     if (args.stdoutFile !== undefined || args.stderrFile !== undefined) throw new UsageError('--stdout/--stderr cannot be combined with --json, which captures the output into the JSON object');
@@ -124,8 +136,10 @@ function openOutputFile(flag: string, path: string): number {
   }
 }
 
+/** Replaces the file's whole content: whatever a sandbox wrote into it meanwhile is gone. */
 function writeAndClose(fd: number, text: string): void {
-  writeFileSync(fd, text);
+  ftruncateSync(fd, 0);
+  writeSync(fd, text, 0);
   closeSync(fd);
 }
 

@@ -1,5 +1,5 @@
 // cgroup v1 (root on a v1 or hybrid host): a memory, pids and cpuacct group per run; read back, then removed.
-import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { debuglog } from 'node:util';
 import { SandboxOptionError } from '../errors.js';
 import { processHeadroom, type ResolvedLimits } from './limits.js';
@@ -27,6 +27,7 @@ export interface CgroupV1Run {
 }
 
 let mounts: Map<string, string> | undefined;
+const cleaned = new Set<string>(); // hierarchies already swept for stale groups in this process
 
 /** v1 controller name -> mount point, from /proc/self/mountinfo. */
 function v1Mounts(): Map<string, string> {
@@ -51,7 +52,7 @@ function v1Mounts(): Map<string, string> {
 export function cgroupV1Available(): true | string {
   if (process.geteuid?.() !== 0) return 'cgroup v1 groups can only be created by root (a rootless caller has no delegated v1 hierarchy)';
   const m = v1Mounts();
-  if (!m.has('memory') && !m.has('pids')) return 'no cgroup v1 memory or pids controller is mounted (a cgroup v2 host needs a delegated v2 subtree, not supported yet)';
+  if (!m.has('memory') && !m.has('pids') && !m.has('cpuacct')) return 'no cgroup v1 memory, pids or cpuacct controller is mounted (a cgroup v2 host needs a delegated v2 subtree, not supported yet)';
   return true;
 }
 
@@ -82,6 +83,10 @@ export function createV1(l: ResolvedLimits, runId: string, dryRun = false): Cgro
       const mnt = m.get(ctrl);
       if (!mnt) return undefined;
       const dir = `${mnt}/cubicle/${runId}`;
+      if (!dryRun && !cleaned.has(mnt)) {
+        cleaned.add(mnt);
+        removeStale(mnt);
+      }
       if (dryRun) {
         dirs.push(dir);
         return dir;
@@ -153,14 +158,51 @@ function finish(run: CgroupV1Run): CgroupV1Report {
   return r;
 }
 
-/** rmdir, retried briefly: the kernel may still be releasing the last task's charge. */
+const pause = (ms: number): void => {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+};
+
+/** rmdir, retried: the kernel may still be releasing the last task's charge. A few short synchronous tries
+ *  (so a CLI that exits right after still cleans up), then in the background. */
 function removeDir(dir: string, attempt: number): void {
+  for (;;) {
+    try {
+      rmdirSync(dir);
+      return;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code !== 'EBUSY' || attempt >= 60) {
+        debug('cannot remove cgroup %s: %s', dir, code);
+        return;
+      }
+      attempt++;
+      if (attempt <= 10) pause(5);
+      else {
+        setTimeout(() => removeDir(dir, attempt), 50);
+        return;
+      }
+    }
+  }
+}
+
+/** Groups of runs whose process died (e.g. SIGKILL of the caller) are removed when a later run starts. */
+function removeStale(mnt: string): void {
+  let names: string[];
   try {
-    rmdirSync(dir);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return;
-    if (code === 'EBUSY' && attempt < 50) setTimeout(() => removeDir(dir, attempt + 1), 20).unref();
-    else debug('cannot remove cgroup %s: %s', dir, code);
+    names = readdirSync(`${mnt}/cubicle`);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number(/^(\d+)-/.exec(name)?.[1]);
+    if (!pid || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+      continue; // its owner is alive
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') continue;
+    }
+    removeDir(`${mnt}/cubicle/${name}`, 50);
   }
 }

@@ -149,7 +149,7 @@ export function planLimits(l: ResolvedLimits, strict: boolean, tmpfsPaths: strin
   const stage0Ops: PlanOp[] = [];
   const initOps: PlanOp[] = [];
   const payloadOps: PlanOp[] = [];
-  const wantsCgroup = l.memoryBytes !== undefined || l.processes !== undefined;
+  const wantsCgroup = l.memoryBytes !== undefined || l.processes !== undefined || l.cpuTimeMs !== undefined;
   let cgroup: CgroupV1Run | undefined;
   if (wantsCgroup) {
     const why = useCgroups ? cgroupV1Available() : 'the caller turned cgroups off (cgroups: false)';
@@ -157,6 +157,7 @@ export function planLimits(l: ResolvedLimits, strict: boolean, tmpfsPaths: strin
       cgroup = createV1(l, runId, dryRun);
       for (const dir of cgroup.dirs) stage0Ops.push(Op.cgroupJoin(dir));
       if (cgroup.memoryDir) stage0Ops.push(Op.cgroupOomWatch(cgroup.memoryDir));
+      if (cgroup.cpuacctDir) stage0Ops.push(Op.cgroupCpu(`${cgroup.cpuacctDir}/cpuacct.usage`));
     } else if (strict) {
       fail('strictLimits', `strict limits need cgroups, and none can be used here: ${why}. Run as root on a cgroup v1 host, or drop strictLimits to accept rlimits and sampling`);
     }
@@ -171,7 +172,7 @@ export function planLimits(l: ResolvedLimits, strict: boolean, tmpfsPaths: strin
     tasks: l.processes ?? 0,
   };
   if (l.cpuTimeMs !== undefined) {
-    applied.cpuTime = { value: l.cpuTimeMs, unit: 'ms', mechanism: 'rlimit+sampling' };
+    applied.cpuTime = { value: l.cpuTimeMs, unit: 'ms', mechanism: cgroup?.cpuacctDir ? 'cgroup-v1+sampling' : 'rlimit+sampling' };
     // Backstop per process: RLIMIT_CPU a second past the kill point (SIGXCPU, then SIGKILL at the hard limit).
     const s = Math.ceil((l.cpuTimeMs + grace) / 1000) + 1;
     payloadOps.push(Op.rlimit('cpu', s, s + 1));
@@ -214,6 +215,7 @@ export function planLimits(l: ResolvedLimits, strict: boolean, tmpfsPaths: strin
   if (l.outputBytes !== undefined) applied.outputLimit = { value: l.outputBytes, unit: 'bytes', mechanism: 'supervisor' };
   // init always samples: the peak memory and task count are part of every run's accounting.
   for (const p of tmpfsPaths) initOps.push(Op.watchTmpfs(p));
-  initOps.push(Op.watch(SAMPLE_INTERVAL_US, watch.cpuUs, watch.wallUs, watch.memory, watch.tasks));
+  // Memory is measured by sampling unless a memory cgroup measures it (PSS reads cost CPU on big processes).
+  initOps.push(Op.watch(SAMPLE_INTERVAL_US, watch.cpuUs, watch.wallUs, watch.memory, watch.tasks, !cgroup?.memoryDir));
   return { stage0Ops, initOps, payloadOps, applied, cgroup };
 }

@@ -51,6 +51,9 @@ struct plan {
   } rlimits[CUB_RLIMIT_COUNT];
   size_t nrlimits;
   long long watch_interval_us, limit_cpu_us, limit_wall_us;
+  int measure_memory;
+  const char *cgroup_cpu_file;
+  int cgroup_cpu_fd; /* opened by stage 0 before clone; init inherits it */
   unsigned long long limit_memory;
   long long limit_tasks;
   const char *watch_tmpfs[16];
@@ -66,6 +69,10 @@ struct sample_report {
   long long peak_tasks;
   long long samples;
   long long last_tasks;
+  long long cpu_us;        /* the payload's CPU, as judged (cgroup cpuacct when there is one) */
+  int cpu_from_cgroup;
+  long long init_self_us;  /* init's own CPU (sampling, reaping): not the payload's */
+  long long init_utime_us, init_stime_us;
 };
 
 /* Messages from init (stage 1) to the parent (stage 0), fixed size so each write is atomic. */
@@ -115,9 +122,14 @@ void caps_clear_sets(void);
 /* limits.c: init's sampler and the payload's rlimits */
 void limits_apply_ucounts(const struct plan *p);
 int limits_watch_start(const struct plan *p); /* returns a timerfd, or -1 when nothing is watched */
-void limits_watch_pace(int timer, const struct plan *p, int fast);
+void limits_watch_pace(int timer, long long us);
 /* One sample; returns the limit kind passed (0 if none) and fills the report. */
 int limits_sample(const struct plan *p, struct sample_report *r, long long since_fork_us);
+/* Called once at the payload's fork: the baseline the cgroup's CPU counter is measured from. */
+void limits_mark_fork(const struct plan *p);
+/* One last CPU reading once everything is reaped. */
+void limits_final(const struct plan *p, struct sample_report *r);
+long long self_cpu_us(void);
 void limits_apply_rlimits(const struct plan *p);
 
 /* stages */

@@ -19,9 +19,8 @@ static const int RLIMIT_IDS[CUB_RLIMIT_COUNT] = {RLIMIT_CPU,  RLIMIT_FSIZE,   RL
                                                  RLIMIT_CORE, RLIMIT_NPROC,   RLIMIT_NOFILE, RLIMIT_MEMLOCK,
                                                  RLIMIT_AS,   RLIMIT_MSGQUEUE, RLIMIT_SIGPENDING};
 
-/* Fork bombs churn: near the task cap one sample a millisecond sees the cap reached; elsewhere the plan's pace. */
-void limits_watch_pace(int timer, const struct plan *p, int fast) {
-  long long us = fast ? 1000 : p->watch_interval_us;
+/* Re-arms the sampler's timer at a new period. */
+void limits_watch_pace(int timer, long long us) {
   struct itimerspec it = {.it_interval = {.tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000}};
   it.it_value = it.it_interval;
   if (timerfd_settime(timer, 0, &it, NULL) < 0) { /* keep the old pace */ }
@@ -97,15 +96,82 @@ static int read_stat(const char *pid, unsigned long long *ticks, long *threads) 
   return 0;
 }
 
-/* Proportional set size: shared pages divided among the processes sharing them, so a sum is not inflated. */
+/* Proportional set size: shared pages divided among the processes sharing them, so a sum is not inflated.
+ * A process that made itself non-dumpable hides smaps_rollup from init (which holds no capability): its
+ * resident size from statm (always readable) counts instead. */
 static unsigned long long read_pss(const char *pid) {
   char path[300], buf[4096];
   snprintf(path, sizeof path, "/proc/%s/smaps_rollup", pid);
-  if (read_small(path, buf, sizeof buf) < 0) return 0;
-  char *line = strstr(buf, "\nPss:");
   unsigned long long kb = 0;
-  if (line) sscanf(line + 5, "%llu", &kb);
-  return kb * 1024;
+  if (read_small(path, buf, sizeof buf) >= 0) {
+    char *line = strstr(buf, "\nPss:");
+    if (line && sscanf(line + 5, "%llu", &kb) == 1) return kb * 1024;
+  }
+  snprintf(path, sizeof path, "/proc/%s/statm", pid);
+  unsigned long long size, resident;
+  if (read_small(path, buf, sizeof buf) >= 0 && sscanf(buf, "%llu %llu", &size, &resident) == 2)
+    return resident * (unsigned long long)sysconf(_SC_PAGESIZE);
+  return 0;
+}
+
+/* SysV shared memory segments of the sandbox's own IPC namespace: resident bytes, attached or not. */
+static unsigned long long sysv_shm_bytes(void) {
+  FILE *f = fopen("/proc/sysvipc/shm", "re");
+  if (!f) return 0;
+  char line[512];
+  unsigned long long total = 0;
+  if (!fgets(line, sizeof line, f)) {
+    fclose(f);
+    return 0;
+  }
+  while (fgets(line, sizeof line, f)) {
+    /* key shmid perms size cpid lpid nattch uid gid cuid cgid atime dtime ctime rss swap */
+    unsigned long long rss = 0;
+    if (sscanf(line, "%*d %*d %*o %*u %*d %*d %*u %*u %*u %*u %*u %*u %*u %*u %llu", &rss) == 1) total += rss;
+  }
+  fclose(f);
+  return total;
+}
+
+long long self_cpu_us(void) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) < 0) return 0;
+  return ru.ru_utime.tv_sec * 1000000LL + ru.ru_utime.tv_usec + ru.ru_stime.tv_sec * 1000000LL + ru.ru_stime.tv_usec;
+}
+
+static long long cg_cpu_at_fork = -1, self_at_fork;
+
+static long long read_cgroup_cpu_us(const struct plan *p) {
+  char buf[64];
+  if (p->cgroup_cpu_fd < 0) return -1;
+  ssize_t n = pread(p->cgroup_cpu_fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  return (long long)(strtoull(buf, NULL, 10) / 1000);
+}
+
+void limits_mark_fork(const struct plan *p) {
+  cg_cpu_at_fork = read_cgroup_cpu_us(p);
+  self_at_fork = self_cpu_us();
+}
+
+/* The payload's CPU from the cgroup: everything in it since the fork, less init's own sampling and reaping. */
+static long long cgroup_payload_cpu_us(const struct plan *p) {
+  long long now = read_cgroup_cpu_us(p);
+  if (now < 0 || cg_cpu_at_fork < 0) return -1;
+  long long v = (now - cg_cpu_at_fork) - (self_cpu_us() - self_at_fork);
+  return v > 0 ? v : 0;
+}
+
+void limits_final(const struct plan *p, struct sample_report *r) {
+  r->init_self_us = self_cpu_us();
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) == 0) {
+    r->init_utime_us = ru.ru_utime.tv_sec * 1000000LL + ru.ru_utime.tv_usec;
+    r->init_stime_us = ru.ru_stime.tv_sec * 1000000LL + ru.ru_stime.tv_usec;
+  }
+  long long cg = cgroup_payload_cpu_us(p);
+  if (cg >= 0) r->cpu_us = cg, r->cpu_from_cgroup = 1;
 }
 
 int limits_sample(const struct plan *p, struct sample_report *r, long long since_fork_us) {
@@ -123,11 +189,12 @@ int limits_sample(const struct plan *p, struct sample_report *r, long long since
       if (read_stat(e->d_name, &t, &th) < 0) continue; /* exited meanwhile */
       ticks += t;
       tasks += th;
-      memory += read_pss(e->d_name);
+      if (p->measure_memory) memory += read_pss(e->d_name);
     }
     closedir(d);
   }
-  for (size_t i = 0; i < p->nwatch_tmpfs; i++) {
+  if (p->measure_memory) memory += sysv_shm_bytes();
+  for (size_t i = 0; p->measure_memory && i < p->nwatch_tmpfs; i++) {
     struct statfs sf;
     if (statfs(p->watch_tmpfs[i], &sf) == 0) memory += (unsigned long long)(sf.f_blocks - sf.f_bfree) * (unsigned long long)sf.f_bsize;
   }
@@ -136,6 +203,10 @@ int limits_sample(const struct plan *p, struct sample_report *r, long long since
   if (getrusage(RUSAGE_CHILDREN, &ru) == 0)
     reaped_us = ru.ru_utime.tv_sec * 1000000LL + ru.ru_utime.tv_usec + ru.ru_stime.tv_sec * 1000000LL + ru.ru_stime.tv_usec;
   long long cpu_us = (long long)(ticks * 1000000ULL / (unsigned long long)hz) + reaped_us;
+  /* With a CPU cgroup, its counter is authoritative: it includes children nobody waited for (SIGCHLD ignored). */
+  long long cg = cgroup_payload_cpu_us(p);
+  if (cg >= 0) cpu_us = cg, r->cpu_from_cgroup = 1;
+  r->cpu_us = cpu_us;
   r->samples++;
   r->last_tasks = tasks;
   if (memory > r->peak_memory) r->peak_memory = memory;

@@ -200,6 +200,12 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     p->limit_wall_us = (long long)parse_num(a[2], 1ULL << 50, op, "wall limit");
     p->limit_memory = parse_num(a[3], 1ULL << 50, op, "memory limit");
     p->limit_tasks = (long long)parse_num(a[4], 1ULL << 22, op, "task limit");
+    p->measure_memory = (int)parse_num(a[5], 1, op, "measureMemory");
+    break;
+  case CUB_OP_CGROUP_CPU:
+    check_path(a[0], op);
+    if (p->cgroup_cpu_file) die_op(op, NULL, 0, "cgroup-cpu given twice");
+    p->cgroup_cpu_file = a[0];
     break;
   case CUB_OP_WATCH_TMPFS:
     check_path(a[0], op);
@@ -230,6 +236,7 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
 
 void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
   memset(p, 0, sizeof *p);
+  p->cgroup_cpu_fd = -1;
   p->len = read_bounded(plan_fd, &p->buf, CUB_PLAN_MAX_BYTES, "plan");
   char *raw_bpf = NULL;
   p->bpf_len = read_bounded(bpf_fd, &raw_bpf, (size_t)CUB_BPF_MAX_INSNS * 8, "seccomp program");

@@ -118,6 +118,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   int exec_pipe[2];
   if (pipe2(exec_pipe, O_CLOEXEC) < 0) die_sys("pipe2", errno, "exec report pipe");
   long long fork_us = monotonic_us();
+  limits_mark_fork(p);
   /* CLONE_VFORK: init resumes once the payload stage has exec'd or died. CLONE_FILES: a seccomp listener the
    * stage creates appears in init's fd table too (execve unshares the table; every fd here is close-on-exec,
    * so the payload's copy holds only 0-2). Neither side closes a shared fd before that. */
@@ -157,6 +158,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   int payload_done = 0, payload_status = 0;
   long long wall_us = 0;
   int timer = limits_watch_start(p);
+  long long pace_us = p->watch_interval_us;
   struct sample_report rep;
   memset(&rep, 0, sizeof rep);
   struct pollfd pfd[4] = {{.fd = sfd, .events = POLLIN}, {.fd = from_parent, .events = POLLIN}, {.fd = listener, .events = POLLIN},
@@ -173,6 +175,8 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
       ssize_t n = read(from_parent, &cmd, 1);
       if (n == 1 && cmd == 't') {
         kill(-1, SIGTERM); /* terminate: ask everything inside to stop */
+      } else if (n == 1 && cmd == 'k') {
+        kill(-1, SIGKILL); /* kill: everything stops now; init still reaps and reports what was used */
       } else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
         kill(-1, SIGKILL); /* the parent is gone: nothing may outlive it */
         _exit(CUB_EXIT_SETUP_FAILED);
@@ -184,12 +188,17 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
     if (pfd[3].revents) {
       uint64_t ticks;
       if (read(timer, &ticks, sizeof ticks) < 0) { /* spurious wake-up */ }
-      long long tasks_before = rep.last_tasks;
-      if (!payload_done && !rep.limit_kind && limits_sample(p, &rep, monotonic_us() - fork_us)) {
+      long long t0 = monotonic_us();
+      if (!payload_done && !rep.limit_kind && limits_sample(p, &rep, t0 - fork_us)) {
         kill(-1, SIGKILL); /* a limit was passed: the whole sandbox stops at once */
         pfd[3].fd = -1;
-      } else if (p->limit_tasks && (rep.last_tasks * 2 >= p->limit_tasks) != (tasks_before * 2 >= p->limit_tasks)) {
-        limits_watch_pace(timer, p, rep.last_tasks * 2 >= p->limit_tasks); /* near the task cap: sample every ms */
+      } else {
+        /* Pace: every ms near the task cap (fork bombs churn), the plan's period otherwise; never more
+         * than a tenth of the time spent sampling, so init's own CPU stays small with many processes. */
+        long long want = p->limit_tasks && rep.last_tasks * 2 >= p->limit_tasks ? 1000 : p->watch_interval_us;
+        long long cost = (monotonic_us() - t0) * 10;
+        if (cost > want) want = cost > 200000 ? 200000 : cost;
+        if (want != pace_us) limits_watch_pace(timer, pace_us = want);
       }
     }
     if (!(pfd[0].revents & POLLIN)) continue;
@@ -209,6 +218,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
       }
       if (r < 0 && errno == EINTR) continue;
       if (r < 0 && errno == ECHILD && payload_done) {
+        limits_final(p, &rep);
         struct init_msg sm = {.kind = MSG_SAMPLE, .sample = rep};
         if (timer >= 0) send_to_parent(to_parent, &sm);
         struct init_msg done = {.kind = MSG_STATUS, .payload_pid = payload, .wait_status = payload_status, .wall_us = wall_us};

@@ -122,12 +122,23 @@ static int watch_oom(const struct plan *p) {
   return efd; /* ofd stays open: the registration lives as long as it does */
 }
 
-static void report_exit(int have_status, const struct init_msg *st, int init_status, const struct rusage *ru) {
+static void report_exit(int have_status, const struct init_msg *st, int init_status, const struct rusage *ru_in) {
+  /* wait4 on init counts init's own CPU (sampling, reaping) too: that is not the payload's */
+  struct rusage adj = *ru_in;
+  const struct rusage *ru = &adj;
+  if (have_sample) {
+    long long u = adj.ru_utime.tv_sec * 1000000LL + adj.ru_utime.tv_usec - sample.init_utime_us;
+    long long s = adj.ru_stime.tv_sec * 1000000LL + adj.ru_stime.tv_usec - sample.init_stime_us;
+    if (u < 0) u = 0;
+    if (s < 0) s = 0;
+    adj.ru_utime.tv_sec = u / 1000000, adj.ru_utime.tv_usec = u % 1000000;
+    adj.ru_stime.tv_sec = s / 1000000, adj.ru_stime.tv_usec = s % 1000000;
+  }
   char line[1024 + CUB_MAX_VIOLATIONS * 40], how[96], viol[CUB_MAX_VIOLATIONS * 40 + 32], samp[320];
   samp[0] = '\0';
   if (have_sample)
-    snprintf(samp, sizeof samp, ",\"sample\":{\"samples\":%lld,\"peakMemory\":%llu,\"peakTasks\":%lld,\"limit\":\"%s\",\"limitAtUs\":%lld,\"observed\":%llu}",
-             sample.samples, sample.peak_memory, sample.peak_tasks, CUB_LIMIT_NAMES[sample.limit_kind], sample.limit_at_us, sample.limit_observed);
+    snprintf(samp, sizeof samp, ",\"sample\":{\"samples\":%lld,\"peakMemory\":%llu,\"peakTasks\":%lld,\"limit\":\"%s\",\"limitAtUs\":%lld,\"observed\":%llu,\"cpuUs\":%lld,\"cpuFromCgroup\":%s}",
+             sample.samples, sample.peak_memory, sample.peak_tasks, CUB_LIMIT_NAMES[sample.limit_kind], sample.limit_at_us, sample.limit_observed, sample.cpu_us, sample.cpu_from_cgroup ? "true" : "false");
   size_t off = (size_t)snprintf(viol, sizeof viol, ",\"violations\":[");
   for (int i = 0; i < nviolations; i++)
     off += (size_t)snprintf(viol + off, sizeof viol - off, "%s{\"nr\":%d,\"arch\":%u}", i ? "," : "", violations[i].nr, violations[i].arch);
@@ -175,6 +186,16 @@ static void drop_to_outer_ids(const struct plan *p) {
   rearm_parent_death(parent);
 }
 
+/* Kill: once the payload runs, init kills everything and still reaps and reports what was used; if it does
+ * not within a second (or before exec), init itself is killed, which takes the whole namespace. */
+static void kill_via_init(pid_t init, int go_fd, int exec_ok, long long *deadline) {
+  if (exec_ok && !*deadline && write(go_fd, "k", 1) == 1) {
+    *deadline = monotonic_us() + 1000000;
+    return;
+  }
+  if (!exec_ok) kill(init, SIGKILL);
+}
+
 static void null_stdio(void) {
   int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
   if (fd < 0) return;
@@ -207,6 +228,10 @@ int main(int argc, char **argv) {
   /* Root's supplementary groups would follow the sandbox; drop them (others keep theirs, as any process). */
   if (geteuid() == 0 && setgroups(0, NULL) < 0) die_sys("setgroups", errno, "dropping supplementary groups");
   join_cgroups(&plan);
+  if (plan.cgroup_cpu_file) {
+    plan.cgroup_cpu_fd = open(plan.cgroup_cpu_file, O_RDONLY | O_CLOEXEC);
+    if (plan.cgroup_cpu_fd < 0) die_sys("open", errno, "%s", plan.cgroup_cpu_file);
+  }
   int oom_fd = watch_oom(&plan);
   if (plan.has_host_ids) become_host_user(&plan);
 
@@ -245,8 +270,20 @@ int main(int argc, char **argv) {
   memset(&ru, 0, sizeof ru);
   struct pollfd pfd[4] = {{.fd = CUB_FD_CONTROL, .events = POLLIN}, {.fd = up[0], .events = POLLIN},
                           {.fd = sfd, .events = POLLIN}, {.fd = oom_fd, .events = POLLIN}};
+  long long kill_deadline = 0;
   for (;;) {
-    if (poll(pfd, 4, -1) < 0) {
+    int timeout = -1;
+    if (kill_deadline) {
+      long long left = kill_deadline - monotonic_us();
+      timeout = left > 0 ? (int)(left / 1000) + 1 : 0;
+    }
+    int ready = poll(pfd, 4, timeout);
+    if (ready == 0 && kill_deadline) { /* init did not stop the sandbox in time: kill init, and with it all */
+      kill(init, SIGKILL);
+      kill_deadline = 0;
+      continue;
+    }
+    if (ready < 0) {
       if (errno == EINTR) continue;
       kill(init, SIGKILL);
       die_sys("poll", errno, "supervising init");
@@ -259,8 +296,10 @@ int main(int argc, char **argv) {
         pfd[0].fd = -1;
       }
       /* terminate goes to init as a byte on its own pipe (a signal's sender could be forged from inside) */
-      for (ssize_t i = 0; i < n; i++)
-        if (cmd[i] != CUB_CTL_TERMINATE || write(go[1], "t", 1) != 1) kill(init, SIGKILL);
+      for (ssize_t i = 0; i < n; i++) {
+        if (cmd[i] == CUB_CTL_TERMINATE && write(go[1], "t", 1) == 1) continue;
+        kill_via_init(init, go[1], exec_ok, &kill_deadline);
+      }
     }
     if (pfd[1].revents) {
       struct init_msg m;
@@ -279,7 +318,7 @@ int main(int argc, char **argv) {
       uint64_t events;
       if (read(oom_fd, &events, sizeof events) == sizeof events && events > 0) {
         oom_fired = 1;
-        kill(init, SIGKILL); /* the memory cgroup is at its limit: the whole sandbox stops */
+        kill_via_init(init, go[1], exec_ok, &kill_deadline); /* the memory cgroup is at its limit: all stops */
       }
       pfd[3].fd = -1;
     }

@@ -47,6 +47,9 @@ export const OPCODES = [
   { name: 'host-ids', args: ['hostUid', 'hostGid'] },
   // stage 0, before clone (root only): join a cgroup (v1 controller dir or v2 dir) by writing to its cgroup.procs
   { name: 'cgroup-join', args: ['dir'] },
+  // stage 0: a cgroup's CPU usage file (cpuacct.usage, ns), opened before clone; init then judges and reports CPU
+  // from it, which counts even children their parent never waited for
+  { name: 'cgroup-cpu', args: ['usageFile'] },
   // stage 0: a cgroup v1 memory dir whose OOM events (with the OOM killer disabled) mean memory-limit: kill all
   { name: 'cgroup-oom-watch', args: ['dir'] },
   // the fresh root: a tmpfs of this many bytes
@@ -68,7 +71,7 @@ export const OPCODES = [
   // init: cap a per-user kernel counter inside the sandbox's own user namespace (/proc/sys/user/max_<name>)
   { name: 'ucount', args: ['name', 'value'] },
   // init: sample the sandbox every intervalUs; kill everything when a limit is passed (0 = not watched)
-  { name: 'watch', args: ['intervalUs', 'cpuUs', 'wallUs', 'memoryBytes', 'tasks'] },
+  { name: 'watch', args: ['intervalUs', 'cpuUs', 'wallUs', 'memoryBytes', 'tasks', 'measureMemory'] },
   // init: count this tmpfs's used pages as sandbox memory when sampling
   { name: 'watch-tmpfs', args: ['path'] },
   // the payload stage: setrlimit(resource, soft, hard); values are numbers or "unlimited"

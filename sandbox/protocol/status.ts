@@ -12,7 +12,7 @@ export interface ExitEvent {
   wallUs: number;
   usage: { utimeUs: number; stimeUs: number; maxRssKb: number; minflt: number; majflt: number; nvcsw: number; nivcsw: number; inblock: number; oublock: number };
   violations: { nr: number; arch: number }[];
-  sample?: { samples: number; peakMemory: number; peakTasks: number; limit: 'none' | 'memory' | 'tasks' | 'cpu' | 'wall' | 'oom'; limitAtUs: number; observed: number };
+  sample?: { samples: number; peakMemory: number; peakTasks: number; limit: 'none' | 'memory' | 'tasks' | 'cpu' | 'wall' | 'oom'; limitAtUs: number; observed: number; cpuUs: number; cpuFromCgroup: boolean };
   oom?: boolean;
 }
 export interface ErrorEvent { ev: 'error'; stage: string; op?: string; opIndex?: number; syscall?: string; errno?: number; msg: string }
@@ -30,7 +30,7 @@ function validSample(v: unknown): boolean {
   if (v === undefined) return true;
   if (typeof v !== 'object' || v === null) return false;
   const s = v as Record<string, unknown>;
-  return ['samples', 'peakMemory', 'peakTasks', 'limitAtUs', 'observed'].every((k) => isInt(s[k])) && ['none', ...WATCHED_LIMITS].includes(s.limit as string);
+  return ['samples', 'peakMemory', 'peakTasks', 'limitAtUs', 'observed', 'cpuUs'].every((k) => isInt(s[k])) && typeof s.cpuFromCgroup === 'boolean' && ['none', ...WATCHED_LIMITS].includes(s.limit as string);
 }
 
 function validate(e: Record<string, unknown>): HelperEvent {

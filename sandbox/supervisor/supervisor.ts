@@ -6,7 +6,7 @@ import { debuglog } from 'node:util';
 import type { ResolvedOptions } from '../api/options.js';
 import type { SandboxResult, SandboxUsage, SeccompViolation, SetupFailure, Verdict } from '../api/result.js';
 import { ErrorCode, SandboxError, type ErrorCodeValue } from '../errors.js';
-import { encodePlan, type PlanOp } from '../plan/ops.js';
+import type { PlanOp } from '../plan/ops.js';
 import { ControlByte } from '../protocol/opcodes.js';
 import { StatusReader, type ExitEvent, type ReadyEvent } from '../protocol/status.js';
 import { assertHelperBuilt } from './helper-path.js';
@@ -43,7 +43,8 @@ function usageOf(exit: ExitEvent | undefined, elapsedMs: number, cg: CgroupV1Rep
     wallMs: exit.wallUs >= 0 ? exit.wallUs / 1000 : elapsedMs,
     cpuUserMs,
     cpuSystemMs,
-    cpuMs: cpuUserMs + cpuSystemMs,
+    // The CPU cgroup's count when there is one (it includes children nobody waited for); else wait4's.
+    cpuMs: exit.sample?.cpuFromCgroup ? Math.max(exit.sample.cpuUs / 1000, cpuUserMs + cpuSystemMs) : cpuUserMs + cpuSystemMs,
     maxRssBytes: u.maxRssKb * 1024,
     voluntaryContextSwitches: u.nvcsw,
     involuntaryContextSwitches: u.nivcsw,
@@ -51,6 +52,7 @@ function usageOf(exit: ExitEvent | undefined, elapsedMs: number, cg: CgroupV1Rep
     majorPageFaults: u.majflt,
     // The cgroup's peak is exact; otherwise the sampled peak, never below the largest single process's peak RSS.
     peakMemoryBytes: cg?.peakMemoryBytes ?? Math.max(exit.sample && exit.sample.samples > 0 ? exit.sample.peakMemory : 0, u.maxRssKb * 1024),
+    // (with a memory cgroup init does not read PSS, so the sample's memory is 0 there)
     peakProcesses: exit.sample && exit.sample.samples > 0 ? exit.sample.peakTasks : undefined,
   };
 }
@@ -126,6 +128,7 @@ export interface SeccompContext {
 export interface SuperviseInput {
   options: ResolvedOptions;
   plan: readonly PlanOp[];
+  planBytes: Buffer;
   bpf: Uint8Array;
   seccomp: SeccompContext | undefined;
   failure: SetupFailure | undefined;
@@ -134,8 +137,7 @@ export interface SuperviseInput {
 
 /** Starts one sandbox run. `capture` buffers stdout/stderr into the result instead of exposing streams. */
 export function supervise(input: SuperviseInput, capture: boolean): Supervision {
-  const { options: o, plan, bpf, seccomp, failure: preFailure, limits } = input;
-  const planBytes = encodePlan(plan);
+  const { options: o, plan, planBytes, bpf, seccomp, failure: preFailure, limits } = input;
   const started = performance.now();
   let helper: LaunchedHelper | undefined;
   let launchError: Error | undefined;
@@ -241,6 +243,9 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
       const causes: { verdict: Verdict; atUs: number }[] = [];
       const sample = exit?.sample;
       if (sample && sample.limit !== 'none') causes.push({ verdict: LIMIT_VERDICTS[sample.limit]!, atUs: sample.limitAtUs });
+      // Memory over the limit in a sample that came too late to kill (the payload was already exiting).
+      if (o.limits.memoryBytes !== undefined && !cg?.peakMemoryBytes && (sample?.peakMemory ?? 0) > o.limits.memoryBytes && !causes.some((c) => c.verdict === 'memory-limit'))
+        causes.push({ verdict: 'memory-limit', atUs: Number.MAX_SAFE_INTEGER - 4 });
       if (exit?.oom || (cg?.oomKills ?? 0) > 0) causes.push({ verdict: 'memory-limit', atUs: Number.MAX_SAFE_INTEGER - 2 });
       // A fork the kernel refused, or more tasks seen than allowed, is the process limit at work.
       const procLimit = o.limits.processes;
