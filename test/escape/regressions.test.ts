@@ -112,6 +112,23 @@ describe('host-side paths a sandbox can reach', () => {
 
 });
 
+describe('meta file forging', () => {
+  it('a --meta file the payload can write ends up with cubicle\'s content only', () => {
+    const t = sharedDir();
+    try {
+      const meta = join(t.dir, 'meta.txt');
+      const junk = 'x'.repeat(300) + '\ntime:0.001\nstatus:OK\nverdict:ok\n';
+      const r = spawnSync(process.execPath, [CLI, 'run', '--bind', `${t.dir}:/work`, '--meta', meta, '--', 'sh', '-c', `printf '%s' '${junk}' > /work/meta.txt; exit 3`], { encoding: 'utf8' });
+      assert.equal(r.status, 3);
+      const text = readFileSync(meta, 'utf8');
+      assert.ok(!text.includes('xxxx') && !text.includes('status:OK'), text);
+      assert.match(text, /^status:RE$/m);
+    } finally {
+      t.cleanup();
+    }
+  });
+});
+
 describe('binds over cubicle itself', () => {
   it('a read-write bind containing cubicle\'s code is refused (helper replacement)', () => {
     assert.throws(() => runSandboxed(['/bin/true'], { mounts: [{ type: 'bind', source: REPO, target: '/proj' }] }), (e: unknown) => e instanceof SandboxOptionError && /cubicle's own code/.test(e.message));

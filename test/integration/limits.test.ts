@@ -103,6 +103,35 @@ forEachIdentity((_id, run) => {
         assert.ok(Date.now() - t < 5000);
       });
 
+      it('CPU of children nobody waits for (SIGCHLD ignored) counts with a CPU cgroup', async function () {
+        if (m.label !== 'cgroup v1') {
+          console.log('      skipped: without a CPU cgroup, children auto-reaped under SIG_IGN leave no CPU record (a documented gap)');
+          return this.skip();
+        }
+        const script = 'import os, signal, time\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\nend = time.time() + 4\nwhile time.time() < end:\n  if os.fork() == 0:\n    t = time.process_time()\n    while time.process_time() - t < 0.005: pass\n    os._exit(0)\n  time.sleep(0.006)';
+        const r = await go(['/usr/bin/python3', '-c', script], { limits: { cpuTime: 1000, wallTime: 20_000 } });
+        assert.equal(r.verdict, 'cpu-time-limit');
+      });
+
+      it('init\'s own sampling is not charged to the payload', async () => {
+        const r = await go(['/bin/sh', '-c', 'for i in $(seq 150); do sleep 2 & done; wait'], { limits: { cpuTime: 3000, processes: 400, wallTime: 20_000 } });
+        assert.equal(r.verdict, 'ok');
+        assert.ok(r.usage!.cpuMs < 1000, `150 sleepers used ${r.usage!.cpuMs} ms of CPU`);
+      });
+
+      it('usage survives a kill by the supervisor (output limit)', async () => {
+        const r = await go(['/bin/sh', '-c', '/probe burn 200 1 >/dev/null; yes'], { limits: { outputLimit: '1M' } });
+        assert.equal(r.verdict, 'output-limit');
+        assert.ok(r.usage!.cpuMs >= 190, `cpu ${r.usage!.cpuMs}`);
+      });
+
+      it('memory hidden from smaps (non-dumpable) or held in SysV shm still counts', async () => {
+        const hide = await go(['/usr/bin/python3', '-c', 'import ctypes, time\nctypes.CDLL(None).prctl(4, 0, 0, 0, 0)\nx = bytearray(b"a" * (150 << 20))\ntime.sleep(1)'], { limits: { memory: '64M' } });
+        assert.equal(hide.verdict, 'memory-limit', 'PR_SET_DUMPABLE 0 does not hide memory');
+        const shm = await go(['/usr/bin/python3', '-c', 'import ctypes, time\nl = ctypes.CDLL(None, use_errno=True)\nl.shmat.restype = ctypes.c_void_p\nid = l.shmget(0, 150 << 20, 0o1600)\np = l.shmat(id, None, 0)\nctypes.memset(p, 1, 150 << 20)\nl.shmdt(ctypes.c_void_p(p))\ntime.sleep(1)'], { limits: { memory: '64M' } });
+        assert.equal(shm.verdict, 'memory-limit', 'detached SysV shm counts');
+      });
+
       it('accuracy: CPU within 5% (or 20 ms) of a calibrated burner, single- and multi-threaded', async () => {
         for (const [ms, threads] of [[300, 1], [200, 3]] as const) {
           const r = await go(['/probe', 'burn', String(ms), String(threads)], { limits: { cpuTime: 10_000 } });
