@@ -66,8 +66,11 @@ export interface SandboxOptions {
   limits?: LimitOptions;
   /** Fail closed instead of falling back to rlimits and sampling when memory/process limits cannot use cgroups. */
   strictLimits?: boolean;
-  /** Use cgroups when the host allows (default true); false always uses rlimits and init's sampler. */
-  cgroups?: boolean;
+  /** Use cgroups when the host allows (default true: v1 first, then v2); 'v1' or 'v2' picks one; false always
+   *  uses rlimits and init's sampler. */
+  cgroups?: boolean | 'v1' | 'v2';
+  /** A delegated cgroup v2 directory the caller may write (for rootless cgroup limits); runs get groups below it. */
+  cgroupParent?: string;
 }
 
 export interface ResolvedMount {
@@ -107,11 +110,12 @@ export interface ResolvedOptions {
   seccompLog: boolean;
   limits: ResolvedLimits;
   strictLimits: boolean;
-  cgroups: boolean;
+  cgroups: boolean | 'v1' | 'v2';
+  cgroupParent?: string;
 }
 
 export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin';
-const KNOWN = new Set(['env', 'cwd', 'hostname', 'uid', 'gid', 'username', 'hostUid', 'hostGid', 'runAs', 'mounts', 'rootSize', 'tmpSize', 'shmSize', 'timeout', 'cancelSignal', 'forceKillAfterDelay', 'reject', 'input', 'inputFile', 'stdin', 'stdout', 'stderr', 'encoding', 'policy', 'seccompLog', 'limits', 'strictLimits', 'cgroups']);
+const KNOWN = new Set(['env', 'cwd', 'hostname', 'uid', 'gid', 'username', 'hostUid', 'hostGid', 'runAs', 'mounts', 'rootSize', 'tmpSize', 'shmSize', 'timeout', 'cancelSignal', 'forceKillAfterDelay', 'reject', 'input', 'inputFile', 'stdin', 'stdout', 'stderr', 'encoding', 'policy', 'seccompLog', 'limits', 'strictLimits', 'cgroups', 'cgroupParent']);
 
 const fail = (option: string, message: string): never => {
   throw new SandboxOptionError(option, message);
@@ -121,6 +125,13 @@ function checkId(option: string, v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xfffffffe) fail(option, `${option} must be an integer from 0 to 4294967294, got ${String(v)}`);
   return v as number;
+}
+
+function checkHostDir(option: string, p: unknown): string {
+  if (typeof p !== 'string' || !isAbsolute(p) || p.split('/').includes('..')) return fail(option, `${option} must be an absolute host path without '..'`);
+  const real = realpathSync(p);
+  if (!statSync(real).isDirectory()) fail(option, `${option} ${p} is not a directory`);
+  return real;
 }
 
 const stripSlash = (p: string): string => (p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p);
@@ -279,7 +290,8 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
   if (o.reject !== undefined && typeof o.reject !== 'boolean') fail('reject', 'reject must be a boolean');
   if (o.seccompLog !== undefined && typeof o.seccompLog !== 'boolean') fail('seccompLog', 'seccompLog must be a boolean');
   if (o.strictLimits !== undefined && typeof o.strictLimits !== 'boolean') fail('strictLimits', 'strictLimits must be a boolean');
-  if (o.cgroups !== undefined && typeof o.cgroups !== 'boolean') fail('cgroups', 'cgroups must be a boolean');
+  if (o.cgroups !== undefined && typeof o.cgroups !== 'boolean' && o.cgroups !== 'v1' && o.cgroups !== 'v2') fail('cgroups', "cgroups must be true, false, 'v1' or 'v2'");
+  if (o.cgroupParent !== undefined && o.cgroups === 'v1') fail('cgroupParent', 'cgroupParent is a cgroup v2 directory; it cannot be combined with cgroups: v1');
   if (o.cgroups === false && o.strictLimits === true) fail('strictLimits', 'strictLimits needs cgroups; do not combine it with cgroups: false');
 
   const input = o.input;
@@ -325,6 +337,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     seccompLog: o.seccompLog === true,
     limits: resolveLimits(o.limits, timeout),
     strictLimits: o.strictLimits === true,
-    cgroups: o.cgroups !== false,
+    cgroups: o.cgroups === undefined ? true : (o.cgroups as boolean | 'v1' | 'v2'),
+    ...(o.cgroupParent !== undefined ? { cgroupParent: checkHostDir('cgroupParent', o.cgroupParent) } : {}),
   };
 }

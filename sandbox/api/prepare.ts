@@ -72,7 +72,7 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}, dryRun = fal
     }
   }
   const runId = `${process.pid}-${++runCounter}-${Date.now().toString(36)}`;
-  const limits = planLimits(options.limits, options.strictLimits, tmpfsPaths(options), runId, dryRun, options.cgroups);
+  const limits = planLimits(options.limits, options.strictLimits, tmpfsPaths(options), runId, dryRun, options.cgroups, options.cgroupParent, options.runAs !== undefined);
   let plan: PlanOp[];
   let planBytes: Buffer;
   try {

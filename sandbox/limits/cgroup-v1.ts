@@ -6,7 +6,7 @@ import { processHeadroom, type ResolvedLimits } from './limits.js';
 
 const debug = debuglog('cubicle');
 
-export interface CgroupV1Report {
+export interface CgroupReport {
   peakMemoryBytes?: number;
   /** memory.oom_control's oom_kill count, plus OOM events seen (the OOM killer is disabled; stage 0 kills). */
   oomKills?: number;
@@ -16,14 +16,23 @@ export interface CgroupV1Report {
   cpuNs?: number;
 }
 
-export interface CgroupV1Run {
+/** A run's cgroup(s), v1 (one per controller, joined by stage 0) or v2 (one, init cloned into it). */
+export interface CgroupRun {
+  kind: 'v1' | 'v2';
   dirs: string[];
+  /** Set when the memory limit is enforced by the group. */
   memoryDir?: string;
+  /** Set when the process limit is enforced by the group. */
   pidsDir?: string;
-  cpuacctDir?: string;
+  /** The group's CPU usage file (v1 cpuacct.usage in ns, v2 cpu.stat usage_usec). */
+  cpuFile?: string;
+  /** v2: the directory init is cloned into. */
+  intoDir?: string;
+  /** v2: memory.events, watched for OOM. */
+  eventsFile?: string;
   readBack: { memory?: number; pids?: number };
   /** Reads the counters and removes the groups; call once, after the helper has exited. */
-  finish(): CgroupV1Report;
+  finish(): CgroupReport;
 }
 
 let mounts: Map<string, string> | undefined;
@@ -74,10 +83,10 @@ const readKeyed = (path: string, key: string): number | undefined => {
 };
 
 /** Creates this run's groups with the limits written and read back; throws SandboxOptionError if refused. */
-export function createV1(l: ResolvedLimits, runId: string, dryRun = false): CgroupV1Run {
+export function createV1(l: ResolvedLimits, runId: string, dryRun = false): CgroupRun {
   const m = v1Mounts();
   const dirs: string[] = [];
-  const run: CgroupV1Run = { dirs, readBack: {}, finish: () => finish(run) };
+  const run: CgroupRun = { kind: 'v1', dirs, readBack: {}, finish: () => finish(run) };
   try {
     const make = (ctrl: string): string | undefined => {
       const mnt = m.get(ctrl);
@@ -85,7 +94,7 @@ export function createV1(l: ResolvedLimits, runId: string, dryRun = false): Cgro
       const dir = `${mnt}/cubicle/${runId}`;
       if (!dryRun && !cleaned.has(mnt)) {
         cleaned.add(mnt);
-        removeStale(mnt);
+        removeStale(`${mnt}/cubicle`);
       }
       if (dryRun) {
         dirs.push(dir);
@@ -97,6 +106,7 @@ export function createV1(l: ResolvedLimits, runId: string, dryRun = false): Cgro
     };
     if (dryRun) {
       for (const c of ['memory', 'pids', 'cpuacct'] as const) if ((c === 'memory' ? l.memoryBytes : c === 'pids' ? l.processes : 1) !== undefined) make(c);
+      if (m.has('cpuacct')) run.cpuFile = `${m.get('cpuacct')}/cubicle/${runId}/cpuacct.usage`;
       run.memoryDir = l.memoryBytes !== undefined && m.has('memory') ? `${m.get('memory')}/cubicle/${runId}` : undefined;
       run.pidsDir = l.processes !== undefined && m.has('pids') ? `${m.get('pids')}/cubicle/${runId}` : undefined;
       run.readBack = { memory: l.memoryBytes, pids: l.processes === undefined ? undefined : l.processes + 2 + processHeadroom(l.processes) };
@@ -128,7 +138,8 @@ export function createV1(l: ResolvedLimits, runId: string, dryRun = false): Cgro
         if (run.readBack.pids !== max) throw new Error(`pids.max read back ${run.readBack.pids}, not ${max}`);
       }
     }
-    run.cpuacctDir = make('cpuacct');
+    const cpu = make('cpuacct');
+    if (cpu) run.cpuFile = `${cpu}/cpuacct.usage`;
     return run;
   } catch (e) {
     finish(run);
@@ -136,8 +147,8 @@ export function createV1(l: ResolvedLimits, runId: string, dryRun = false): Cgro
   }
 }
 
-function finish(run: CgroupV1Run): CgroupV1Report {
-  const r: CgroupV1Report = {};
+function finish(run: CgroupRun): CgroupReport {
+  const r: CgroupReport = {};
   if (run.memoryDir) {
     const peak = readNum(`${run.memoryDir}/memory.max_usage_in_bytes`);
     if (peak !== undefined) r.peakMemoryBytes = peak;
@@ -150,8 +161,8 @@ function finish(run: CgroupV1Run): CgroupV1Report {
     const refused = readKeyed(`${run.pidsDir}/pids.events`, 'max');
     if (refused !== undefined) r.pidsRefused = refused;
   }
-  if (run.cpuacctDir) {
-    const ns = readNum(`${run.cpuacctDir}/cpuacct.usage`);
+  if (run.cpuFile) {
+    const ns = readNum(run.cpuFile);
     if (ns !== undefined) r.cpuNs = ns;
   }
   for (const dir of run.dirs.splice(0).reverse()) removeDir(dir, 0);
@@ -187,10 +198,10 @@ function removeDir(dir: string, attempt: number): void {
 }
 
 /** Groups of runs whose process died (e.g. SIGKILL of the caller) are removed when a later run starts. */
-function removeStale(mnt: string): void {
+export function removeStale(base: string): void {
   let names: string[];
   try {
-    names = readdirSync(`${mnt}/cubicle`);
+    names = readdirSync(base);
   } catch {
     return;
   }
@@ -203,6 +214,6 @@ function removeStale(mnt: string): void {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ESRCH') continue;
     }
-    removeDir(`${mnt}/cubicle/${name}`, 50);
+    removeDir(`${base}/${name}`, 50);
   }
 }

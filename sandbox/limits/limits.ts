@@ -2,7 +2,8 @@
 import { SandboxOptionError } from '../errors.js';
 import { Op, type PlanOp } from '../plan/ops.js';
 import { parseDurationMs, parseSize } from '../units.js';
-import { cgroupV1Available, createV1, type CgroupV1Run } from './cgroup-v1.js';
+import { cgroupV1Available, createV1, type CgroupRun } from './cgroup-v1.js';
+import { cgroupV2Base, createV2 } from './cgroup-v2.js';
 
 /** Limits as the caller gives them: numbers (ms, bytes, counts) or strings with units ("1.5s", "256M"). */
 export interface LimitOptions {
@@ -26,7 +27,7 @@ export interface LimitOptions {
   outputLimit?: number | string;
 }
 
-export type Mechanism = 'cgroup-v1' | 'sampling' | 'rlimit' | 'rlimit+sampling' | 'cgroup-v1+sampling' | 'supervisor';
+export type Mechanism = 'cgroup-v1' | 'cgroup-v2' | 'sampling' | 'rlimit' | 'rlimit+sampling' | 'cgroup-v1+sampling' | 'cgroup-v2+sampling' | 'supervisor';
 
 export interface ResolvedLimits {
   cpuTimeMs?: number;
@@ -136,7 +137,7 @@ export interface LimitPlan {
   initOps: PlanOp[];
   payloadOps: PlanOp[];
   applied: Record<string, AppliedLimit>;
-  cgroup: CgroupV1Run | undefined;
+  cgroup: CgroupRun | undefined;
 }
 
 /**
@@ -144,24 +145,58 @@ export interface LimitPlan {
  * sampler plus rlimits. CPU and wall time are always judged by init's sampler (and CPU has an RLIMIT_CPU
  * backstop per process). `strict` fails closed when memory or processes would not be enforced by a cgroup.
  */
-export function planLimits(l: ResolvedLimits, strict: boolean, tmpfsPaths: string[], runId: string, dryRun = false, useCgroups = true): LimitPlan {
+/** Which cgroups a run may use: any (v1 first, then v2), one version, or none. */
+export type CgroupChoice = boolean | 'v1' | 'v2';
+
+/** Creates the run's cgroup with the first version that works, or says why none does. */
+function createCgroup(l: ResolvedLimits, runId: string, dryRun: boolean, choice: CgroupChoice, parent: string | undefined, runAs: boolean): CgroupRun | string {
+  if (choice === false) return 'the caller turned cgroups off (cgroups: false)';
+  const reasons: string[] = [];
+  if (choice !== 'v2' && parent === undefined) {
+    const v1 = cgroupV1Available();
+    if (v1 === true) return createV1(l, runId, dryRun);
+    reasons.push(v1);
+  }
+  if (choice !== 'v1' && runAs) {
+    // CLONE_INTO_CGROUP needs write access up to the common ancestor of the helper's group and the run's:
+    // a helper dropped to another user (runAs) from root's group has none.
+    reasons.push('cgroup v2 cannot be combined with runAs (the unprivileged helper may not clone into a root-owned group)');
+  } else if (choice !== 'v1') {
+    const base = cgroupV2Base(parent);
+    if (typeof base === 'string') return createV2(l, base, runId, dryRun);
+    reasons.push(base.reason);
+  }
+  return reasons.join('; ');
+}
+
+export function planLimits(l: ResolvedLimits, strict: boolean, tmpfsPaths: string[], runId: string, dryRun = false, useCgroups: CgroupChoice = true, cgroupParent?: string, runAs = false): LimitPlan {
   const applied: Record<string, AppliedLimit> = {};
   const stage0Ops: PlanOp[] = [];
   const initOps: PlanOp[] = [];
   const payloadOps: PlanOp[] = [];
   const wantsCgroup = l.memoryBytes !== undefined || l.processes !== undefined || l.cpuTimeMs !== undefined;
-  let cgroup: CgroupV1Run | undefined;
+  let cgroup: CgroupRun | undefined;
   if (wantsCgroup) {
-    const why = useCgroups ? cgroupV1Available() : 'the caller turned cgroups off (cgroups: false)';
-    if (why === true) {
-      cgroup = createV1(l, runId, dryRun);
-      for (const dir of cgroup.dirs) stage0Ops.push(Op.cgroupJoin(dir));
-      if (cgroup.memoryDir) stage0Ops.push(Op.cgroupOomWatch(cgroup.memoryDir));
-      if (cgroup.cpuacctDir) stage0Ops.push(Op.cgroupCpu(`${cgroup.cpuacctDir}/cpuacct.usage`));
-    } else if (strict) {
-      fail('strictLimits', `strict limits need cgroups, and none can be used here: ${why}. Run as root on a cgroup v1 host, or drop strictLimits to accept rlimits and sampling`);
+    const made = createCgroup(l, runId, dryRun, useCgroups, cgroupParent, runAs);
+    const why = typeof made === 'string' ? made : undefined;
+    if (typeof made !== 'string') {
+      cgroup = made;
+      if (made.kind === 'v1') {
+        for (const dir of made.dirs) stage0Ops.push(Op.cgroupJoin(dir));
+        if (made.memoryDir) stage0Ops.push(Op.cgroupOomWatch(made.memoryDir));
+      } else {
+        stage0Ops.push(Op.cgroupInto(made.intoDir!));
+        if (made.eventsFile) stage0Ops.push(Op.cgroupEvents(made.eventsFile));
+      }
+      if (made.cpuFile) stage0Ops.push(Op.cgroupCpu(made.cpuFile));
+    }
+    const unenforced = (l.memoryBytes !== undefined && !cgroup?.memoryDir) || (l.processes !== undefined && !cgroup?.pidsDir);
+    if (strict && unenforced) {
+      cgroup?.finish();
+      fail('strictLimits', `strict limits need cgroups for memory and processes, and ${why ?? `the ${cgroup?.kind} group here lacks the memory or pids controller`}. Run as root on a cgroup host, pass a delegated cgroupParent, or drop strictLimits to accept rlimits and sampling`);
     }
   }
+  const cgMech = (cgroup?.kind === 'v2' ? 'cgroup-v2' : 'cgroup-v1') as 'cgroup-v1' | 'cgroup-v2';
   for (const [name, value] of Object.entries(UCOUNT_CAPS)) initOps.push(Op.ucount(name, value));
 
   const grace = l.extraTimeMs;
@@ -172,7 +207,7 @@ export function planLimits(l: ResolvedLimits, strict: boolean, tmpfsPaths: strin
     tasks: l.processes ?? 0,
   };
   if (l.cpuTimeMs !== undefined) {
-    applied.cpuTime = { value: l.cpuTimeMs, unit: 'ms', mechanism: cgroup?.cpuacctDir ? 'cgroup-v1+sampling' : 'rlimit+sampling' };
+    applied.cpuTime = { value: l.cpuTimeMs, unit: 'ms', mechanism: cgroup?.cpuFile ? `${cgMech}+sampling` : 'rlimit+sampling' };
     // Backstop per process: RLIMIT_CPU a second past the kill point (SIGXCPU, then SIGKILL at the hard limit).
     const s = Math.ceil((l.cpuTimeMs + grace) / 1000) + 1;
     payloadOps.push(Op.rlimit('cpu', s, s + 1));
@@ -180,7 +215,7 @@ export function planLimits(l: ResolvedLimits, strict: boolean, tmpfsPaths: strin
   if (l.wallTimeMs !== undefined) applied.wallTime = { value: l.wallTimeMs, unit: 'ms', mechanism: 'sampling' };
   if (grace) applied.extraTime = { value: grace, unit: 'ms', mechanism: 'sampling' };
   if (l.memoryBytes !== undefined) {
-    if (cgroup?.memoryDir) applied.memory = { value: l.memoryBytes, unit: 'bytes', mechanism: 'cgroup-v1', readBack: cgroup.readBack.memory! };
+    if (cgroup?.memoryDir) applied.memory = { value: l.memoryBytes, unit: 'bytes', mechanism: cgMech, readBack: cgroup.readBack.memory! };
     else {
       applied.memory = { value: l.memoryBytes, unit: 'bytes', mechanism: 'rlimit+sampling' };
       // Backstop per process, past the point where the sampler kills: committed private writable memory
@@ -192,7 +227,7 @@ export function planLimits(l: ResolvedLimits, strict: boolean, tmpfsPaths: strin
   if (l.processes !== undefined) {
     // More than N tasks at once gets the sandbox killed by init; the kernel refuses tasks past N + headroom
     // (the headroom lets the sampler see a fork bomb pass N before the kernel caps it).
-    if (cgroup?.pidsDir) applied.processes = { value: l.processes, unit: 'count', mechanism: 'cgroup-v1+sampling', readBack: cgroup.readBack.pids! };
+    if (cgroup?.pidsDir) applied.processes = { value: l.processes, unit: 'count', mechanism: `${cgMech}+sampling`, readBack: cgroup.readBack.pids! };
     else {
       applied.processes = { value: l.processes, unit: 'count', mechanism: 'rlimit+sampling' };
       // RLIMIT_NPROC counts per user namespace and uid (Linux 5.14+): init, N payload tasks, the headroom.

@@ -53,6 +53,8 @@ struct plan {
   long long watch_interval_us, limit_cpu_us, limit_wall_us;
   int measure_memory;
   const char *cgroup_cpu_file;
+  const char *cgroup_into;   /* v2: clone init into this group */
+  const char *cgroup_events; /* v2: memory.events to watch */
   int cgroup_cpu_fd; /* opened by stage 0 before clone; init inherits it */
   unsigned long long limit_memory;
   long long limit_tasks;

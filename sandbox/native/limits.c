@@ -147,7 +147,8 @@ static long long read_cgroup_cpu_us(const struct plan *p) {
   ssize_t n = pread(p->cgroup_cpu_fd, buf, sizeof buf - 1, 0);
   if (n <= 0) return -1;
   buf[n] = '\0';
-  return (long long)(strtoull(buf, NULL, 10) / 1000);
+  if (strncmp(buf, "usage_usec ", 11) == 0) return (long long)strtoull(buf + 11, NULL, 10); /* v2 cpu.stat */
+  return (long long)(strtoull(buf, NULL, 10) / 1000);                                      /* v1 cpuacct.usage, ns */
 }
 
 void limits_mark_fork(const struct plan *p) {

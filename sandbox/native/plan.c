@@ -202,6 +202,16 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     p->limit_tasks = (long long)parse_num(a[4], 1ULL << 22, op, "task limit");
     p->measure_memory = (int)parse_num(a[5], 1, op, "measureMemory");
     break;
+  case CUB_OP_CGROUP_INTO:
+    check_path(a[0], op);
+    if (p->cgroup_into) die_op(op, NULL, 0, "cgroup-into given twice");
+    p->cgroup_into = a[0];
+    break;
+  case CUB_OP_CGROUP_EVENTS:
+    check_path(a[0], op);
+    if (p->cgroup_events) die_op(op, NULL, 0, "cgroup-events given twice");
+    p->cgroup_events = a[0];
+    break;
   case CUB_OP_CGROUP_CPU:
     check_path(a[0], op);
     if (p->cgroup_cpu_file) die_op(op, NULL, 0, "cgroup-cpu given twice");

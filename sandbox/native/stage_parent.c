@@ -186,6 +186,36 @@ static void drop_to_outer_ids(const struct plan *p) {
   rearm_parent_death(parent);
 }
 
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+struct cub_clone_args {
+  unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+
+/* fork-like clone into the new namespaces; with a v2 group, init starts inside it (no migration) and stage 0
+ * stays outside (an OOM group kill can never take the supervisor side down). */
+static pid_t clone_init(const struct plan *p) {
+  if (!p->cgroup_into) return (pid_t)syscall(SYS_clone, NS_FLAGS | SIGCHLD, NULL, NULL, NULL, NULL);
+#ifdef SYS_clone3
+  int cg = open(p->cgroup_into, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (cg < 0) die_sys("open", errno, "%s (the run's cgroup)", p->cgroup_into);
+  struct cub_clone_args args;
+  memset(&args, 0, sizeof args);
+  args.flags = NS_FLAGS | CLONE_INTO_CGROUP;
+  args.exit_signal = SIGCHLD;
+  args.cgroup = (unsigned long long)cg;
+  pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
+  int err = errno;
+  if (pid != 0) close(cg); /* the child closes nothing: it never uses it */
+  errno = err;
+  return pid;
+#else
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
 /* Kill: once the payload runs, init kills everything and still reaps and reports what was used; if it does
  * not within a second (or before exec), init itself is killed, which takes the whole namespace. */
 static void kill_via_init(pid_t init, int go_fd, int exec_ok, long long *deadline) {
@@ -233,6 +263,11 @@ int main(int argc, char **argv) {
     if (plan.cgroup_cpu_fd < 0) die_sys("open", errno, "%s", plan.cgroup_cpu_file);
   }
   int oom_fd = watch_oom(&plan);
+  int events_fd = -1;
+  if (plan.cgroup_events) {
+    events_fd = open(plan.cgroup_events, O_RDONLY | O_CLOEXEC);
+    if (events_fd < 0) die_sys("open", errno, "%s", plan.cgroup_events);
+  }
   if (plan.has_host_ids) become_host_user(&plan);
 
   int go[2], up[2];
@@ -244,8 +279,8 @@ int main(int argc, char **argv) {
   int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sfd < 0) die_sys("signalfd", errno, "SIGCHLD fd");
 
-  pid_t init = (pid_t)syscall(SYS_clone, NS_FLAGS | SIGCHLD, NULL, NULL, NULL, NULL);
-  if (init < 0) die_sys("clone", errno, "creating the namespaces");
+  pid_t init = clone_init(&plan);
+  if (init < 0) die_sys(plan.cgroup_into ? "clone3" : "clone", errno, "creating the namespaces%s", plan.cgroup_into ? " (into the run's cgroup)" : "");
   if (init == 0) {
     close(go[1]);
     close(up[0]);
@@ -268,8 +303,9 @@ int main(int argc, char **argv) {
   struct init_msg status = {0};
   struct rusage ru;
   memset(&ru, 0, sizeof ru);
-  struct pollfd pfd[4] = {{.fd = CUB_FD_CONTROL, .events = POLLIN}, {.fd = up[0], .events = POLLIN},
-                          {.fd = sfd, .events = POLLIN}, {.fd = oom_fd, .events = POLLIN}};
+  struct pollfd pfd[5] = {{.fd = CUB_FD_CONTROL, .events = POLLIN}, {.fd = up[0], .events = POLLIN},
+                          {.fd = sfd, .events = POLLIN}, {.fd = oom_fd, .events = POLLIN},
+                          {.fd = events_fd, .events = POLLPRI}};
   long long kill_deadline = 0;
   for (;;) {
     int timeout = -1;
@@ -277,7 +313,7 @@ int main(int argc, char **argv) {
       long long left = kill_deadline - monotonic_us();
       timeout = left > 0 ? (int)(left / 1000) + 1 : 0;
     }
-    int ready = poll(pfd, 4, timeout);
+    int ready = poll(pfd, 5, timeout);
     if (ready == 0 && kill_deadline) { /* init did not stop the sandbox in time: kill init, and with it all */
       kill(init, SIGKILL);
       kill_deadline = 0;
@@ -321,6 +357,20 @@ int main(int argc, char **argv) {
         kill_via_init(init, go[1], exec_ok, &kill_deadline); /* the memory cgroup is at its limit: all stops */
       }
       pfd[3].fd = -1;
+    }
+    if (pfd[4].revents) { /* memory.events changed: an OOM means the group is at its limit */
+      char ev[512];
+      ssize_t n = pread(events_fd, ev, sizeof ev - 1, 0);
+      if (n > 0) {
+        ev[n] = '\0';
+        char *o = strstr(ev, "\noom ");
+        char *k = strstr(ev, "\noom_kill ");
+        if ((o && strtoull(o + 5, NULL, 10) > 0) || (k && strtoull(k + 10, NULL, 10) > 0)) {
+          oom_fired = 1;
+          kill_via_init(init, go[1], exec_ok, &kill_deadline);
+          pfd[4].fd = -1;
+        }
+      }
     }
     if (pfd[2].revents) {
       struct signalfd_siginfo si;

@@ -47,6 +47,10 @@ export const OPCODES = [
   { name: 'host-ids', args: ['hostUid', 'hostGid'] },
   // stage 0, before clone (root only): join a cgroup (v1 controller dir or v2 dir) by writing to its cgroup.procs
   { name: 'cgroup-join', args: ['dir'] },
+  // stage 0 (cgroup v2): clone init straight into this group (CLONE_INTO_CGROUP); stage 0 stays outside
+  { name: 'cgroup-into', args: ['dir'] },
+  // stage 0 (cgroup v2): memory.events, whose oom/oom_kill counts make stage 0 stop the whole sandbox
+  { name: 'cgroup-events', args: ['file'] },
   // stage 0: a cgroup's CPU usage file (cpuacct.usage, ns), opened before clone; init then judges and reports CPU
   // from it, which counts even children their parent never waited for
   { name: 'cgroup-cpu', args: ['usageFile'] },

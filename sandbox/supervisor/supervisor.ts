@@ -12,7 +12,7 @@ import { StatusReader, type ExitEvent, type ReadyEvent } from '../protocol/statu
 import { assertHelperBuilt } from './helper-path.js';
 import { launchHelper, type LaunchedHelper } from './launch.js';
 import type { LimitPlan } from '../limits/limits.js';
-import type { CgroupV1Report } from '../limits/cgroup-v1.js';
+import type { CgroupReport } from '../limits/cgroup-v1.js';
 import { PassThrough } from 'node:stream';
 import { toSetupFailure } from './hints.js';
 
@@ -34,7 +34,7 @@ export interface Supervision {
 
 type Reason = 'timeout' | 'cancel' | 'user' | 'output';
 
-function usageOf(exit: ExitEvent | undefined, elapsedMs: number, cg: CgroupV1Report | undefined): SandboxUsage | undefined {
+function usageOf(exit: ExitEvent | undefined, elapsedMs: number, cg: CgroupReport | undefined): SandboxUsage | undefined {
   if (!exit) return undefined;
   const u = exit.usage;
   const cpuUserMs = u.utimeUs / 1000;

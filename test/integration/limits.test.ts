@@ -1,11 +1,12 @@
 // Limits, verdicts and accounting, for each mechanism the host has: cgroup v1 (root) and rlimits + sampling.
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { runSandboxed, SandboxOptionError, type SandboxOptions } from '../../sandbox/index.js';
 import { cgroupV1Available } from '../../sandbox/limits/cgroup-v1.js';
-import { forEachIdentity, probeMount } from '../helpers/env.js';
+import { cgroup2Mount, cgroupV2Base } from '../../sandbox/limits/cgroup-v2.js';
+import { forEachIdentity, IS_ROOT, probeMount, ROOTLESS_ID } from '../helpers/env.js';
 
 const within = (actual: number, expected: number, rel: number, abs: number): boolean => Math.abs(actual - expected) <= Math.max(expected * rel, abs);
 
@@ -165,6 +166,56 @@ forEachIdentity((_id, run) => {
       'print(len(fds), os.strerror(ctypes.get_errno()))',
     ].join('\n')], { policy: 'none', limits: { openFiles: 4096 } });
     assert.equal(r.stdout, '128 16\n128 Too many open files\n');
+  });
+});
+
+describe('cgroup v2', () => {
+  const base = cgroupV2Base(undefined);
+  const v2Controllers = (): string[] => {
+    const mnt = cgroup2Mount();
+    try {
+      return mnt ? readFileSync(`${mnt}/cgroup.controllers`, 'utf8').trim().split(/\s+/) : [];
+    } catch {
+      return [];
+    }
+  };
+
+  it('init is cloned into the run\'s group (CLONE_INTO_CGROUP), and CPU is judged from cpu.stat', async function () {
+    if (typeof base !== 'string') {
+      console.log(`      skipped: ${base.reason}`);
+      return this.skip();
+    }
+    const script = 'import os, signal, time\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\nend = time.time() + 4\nwhile time.time() < end:\n  if os.fork() == 0:\n    t = time.process_time()\n    while time.process_time() - t < 0.005: pass\n    os._exit(0)\n  time.sleep(0.006)';
+    const r = await runSandboxed(['/usr/bin/python3', '-c', script], { cgroups: 'v2', limits: { cpuTime: 1000, wallTime: 20_000 }, reject: false });
+    assert.equal(r.limits.cpuTime!.mechanism, 'cgroup-v2+sampling');
+    assert.equal(r.verdict, 'cpu-time-limit', 'auto-reaped children are counted by the group');
+    const inside = await runSandboxed(['/bin/cat', '/proc/self/cgroup'], { cgroups: 'v2', limits: { cpuTime: 5000 } });
+    assert.match(inside.stdout as string, /^0::\/$/m, 'the cgroup namespace shows the run\'s group as its root');
+    assert.deepEqual(readdirSync(base).filter((n) => /^\d+-/.test(n) && n.startsWith(`${process.pid}-`)), [], 'the run\'s group was removed');
+  });
+
+  it('memory and process limits use the v2 controllers when the hierarchy has them', async function () {
+    const have = v2Controllers();
+    if (typeof base !== 'string' || !have.includes('memory') || !have.includes('pids')) {
+      console.log(`      skipped: ${typeof base !== 'string' ? base.reason : `the cgroup v2 hierarchy has no memory/pids controllers here (they are bound to v1 hierarchies: ${have.join(' ') || 'none'})`}`);
+      return this.skip();
+    }
+    const mem = await runSandboxed(['/usr/bin/python3', '-c', 'x = [b"a" * (1 << 20) for _ in range(400)]'], { cgroups: 'v2', limits: { memory: '96M' }, reject: false });
+    assert.equal(mem.limits.memory!.mechanism, 'cgroup-v2');
+    assert.equal(mem.verdict, 'memory-limit');
+    const bomb = await runSandboxed(['/bin/sh', '-c', 'f() { f | f & }; f; sleep 5'], { cgroups: 'v2', limits: { processes: 30, wallTime: 10_000 }, reject: false });
+    assert.equal(bomb.limits.processes!.mechanism, 'cgroup-v2+sampling');
+    assert.equal(bomb.verdict, 'process-limit');
+  });
+
+  it('runAs cannot use v2 (no write access up to the common ancestor); it falls back, or strict refuses', async function () {
+    if (typeof base !== 'string' || !IS_ROOT) {
+      console.log('      skipped: needs root and a cgroup2 hierarchy');
+      return this.skip();
+    }
+    const r = await runSandboxed(['/bin/true'], { cgroups: 'v2', runAs: ROOTLESS_ID, limits: { cpuTime: 1000 } });
+    assert.equal(r.limits.cpuTime!.mechanism, 'rlimit+sampling');
+    assert.throws(() => runSandboxed(['/bin/true'], { cgroups: 'v2', runAs: ROOTLESS_ID, limits: { memory: '64M' }, strictLimits: true }), /strict limits need cgroups/);
   });
 });
 
