@@ -42,6 +42,8 @@ const RUN_FLAGS = {
   'output-limit': { type: 'string' },
   'strict-limits': { type: 'boolean' },
   'no-cgroups': { type: 'boolean' },
+  cgroups: { type: 'string' },
+  'cgroup-parent': { type: 'string' },
   stdin: { type: 'string' },
   stdout: { type: 'string' },
   stderr: { type: 'string' },
@@ -80,6 +82,8 @@ Options:
   --output-limit SIZE    bytes per output stream; the run is killed past it
   --strict-limits        fail instead of falling back when cgroups cannot enforce memory/processes
   --no-cgroups           enforce limits with rlimits and sampling only
+  --cgroups v1|v2        use only this cgroup version
+  --cgroup-parent DIR    a delegated cgroup v2 directory for rootless cgroup limits
   --stdin FILE           read stdin from FILE (never through a symlink)
   --stdout FILE          write stdout to FILE; --stderr FILE likewise (never through a symlink)
   --meta FILE            write an isolate-compatible key:value meta file
@@ -167,6 +171,12 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
   if (Object.keys(limits).length) options.limits = limits;
   if (v['strict-limits']) options.strictLimits = true;
   if (v['no-cgroups']) options.cgroups = false;
+  if (v.cgroups !== undefined) {
+    if (v.cgroups !== 'v1' && v.cgroups !== 'v2') throw new UsageError(`--cgroups must be v1 or v2, got "${v.cgroups}"`);
+    if (v['no-cgroups']) throw new UsageError('--cgroups and --no-cgroups contradict each other');
+    options.cgroups = v.cgroups;
+  }
+  if (v['cgroup-parent'] !== undefined) options.cgroupParent = v['cgroup-parent'];
   if (v.stdin !== undefined) options.inputFile = v.stdin;
   return {
     command: [...command],

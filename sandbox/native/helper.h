@@ -126,7 +126,7 @@ void limits_apply_ucounts(const struct plan *p);
 int limits_watch_start(const struct plan *p); /* returns a timerfd, or -1 when nothing is watched */
 void limits_watch_pace(int timer, long long us);
 /* One sample; returns the limit kind passed (0 if none) and fills the report. */
-int limits_sample(const struct plan *p, struct sample_report *r, long long since_fork_us);
+int limits_sample(const struct plan *p, struct sample_report *r, long long since_fork_us, int tasks_only);
 /* Called once at the payload's fork: the baseline the cgroup's CPU counter is measured from. */
 void limits_mark_fork(const struct plan *p);
 /* One last CPU reading once everything is reaped. */

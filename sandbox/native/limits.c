@@ -175,7 +175,8 @@ void limits_final(const struct plan *p, struct sample_report *r) {
   if (cg >= 0) r->cpu_us = cg, r->cpu_from_cgroup = 1;
 }
 
-int limits_sample(const struct plan *p, struct sample_report *r, long long since_fork_us) {
+int limits_sample(const struct plan *p, struct sample_report *r, long long since_fork_us, int tasks_only) {
+  int measure = p->measure_memory && !tasks_only;
   static long hz;
   if (!hz) hz = sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100;
   unsigned long long ticks = 0, memory = 0;
@@ -190,12 +191,12 @@ int limits_sample(const struct plan *p, struct sample_report *r, long long since
       if (read_stat(e->d_name, &t, &th) < 0) continue; /* exited meanwhile */
       ticks += t;
       tasks += th;
-      if (p->measure_memory) memory += read_pss(e->d_name);
+      if (measure) memory += read_pss(e->d_name);
     }
     closedir(d);
   }
-  if (p->measure_memory) memory += sysv_shm_bytes();
-  for (size_t i = 0; p->measure_memory && i < p->nwatch_tmpfs; i++) {
+  if (measure) memory += sysv_shm_bytes();
+  for (size_t i = 0; measure && i < p->nwatch_tmpfs; i++) {
     struct statfs sf;
     if (statfs(p->watch_tmpfs[i], &sf) == 0) memory += (unsigned long long)(sf.f_blocks - sf.f_bfree) * (unsigned long long)sf.f_bsize;
   }
@@ -210,12 +211,12 @@ int limits_sample(const struct plan *p, struct sample_report *r, long long since
   r->cpu_us = cpu_us;
   r->samples++;
   r->last_tasks = tasks;
-  if (memory > r->peak_memory) r->peak_memory = memory;
+  if (measure && memory > r->peak_memory) r->peak_memory = memory;
   if (tasks > r->peak_tasks) r->peak_tasks = tasks;
   if (r->limit_kind) return r->limit_kind;
   int kind = 0;
   unsigned long long observed = 0;
-  if (p->limit_memory && memory > p->limit_memory) kind = CUB_LIMIT_MEMORY, observed = memory;
+  if (measure && p->limit_memory && memory > p->limit_memory) kind = CUB_LIMIT_MEMORY, observed = memory;
   else if (p->limit_tasks && tasks > p->limit_tasks) kind = CUB_LIMIT_TASKS, observed = (unsigned long long)tasks;
   else if (p->limit_cpu_us && cpu_us > p->limit_cpu_us) kind = CUB_LIMIT_CPU, observed = (unsigned long long)cpu_us;
   else if (p->limit_wall_us && since_fork_us > p->limit_wall_us) kind = CUB_LIMIT_WALL, observed = (unsigned long long)since_fork_us;
