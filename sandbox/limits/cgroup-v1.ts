@@ -175,7 +175,7 @@ const pause = (ms: number): void => {
 
 /** rmdir, retried: the kernel may still be releasing the last task's charge. A few short synchronous tries
  *  (so a CLI that exits right after still cleans up), then in the background. */
-function removeDir(dir: string, attempt: number): void {
+export function removeDir(dir: string, attempt: number): void {
   for (;;) {
     try {
       rmdirSync(dir);

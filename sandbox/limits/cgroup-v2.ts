@@ -1,9 +1,9 @@
 // cgroup v2: a group per run under a base the caller may write (root: <mount>/cubicle; otherwise a delegated
 // `cgroupParent`). The helper clones init straight into it (CLONE_INTO_CGROUP): no migration, and stage 0 stays out.
-import { accessSync, constants, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { debuglog } from 'node:util';
 import { SandboxOptionError } from '../errors.js';
-import { removeStale, type CgroupReport, type CgroupRun } from './cgroup-v1.js';
+import { removeDir, removeStale, type CgroupReport, type CgroupRun } from './cgroup-v1.js';
 import { processHeadroom, type ResolvedLimits } from './limits.js';
 
 const debug = debuglog('cubicle');
@@ -148,24 +148,11 @@ function finishV2(run: CgroupRun): CgroupReport {
   const usec = keyed(read(`${dir}/cpu.stat`), 'usage_usec');
   if (usec !== undefined) r.cpuNs = usec * 1000;
   run.dirs.length = 0;
-  for (let i = 0; ; i++) {
-    try {
-      rmdirSync(dir);
-      break;
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') break;
-      if (code !== 'EBUSY' || i >= 20) {
-        debug('cannot remove cgroup %s: %s', dir, code);
-        break;
-      }
-      try {
-        writeFileSync(`${dir}/cgroup.kill`, '1'); // anything left inside goes
-      } catch {
-        /* no cgroup.kill before Linux 5.14 */
-      }
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
-    }
+  try {
+    writeFileSync(`${dir}/cgroup.kill`, '1'); // anything still inside (there should be nothing) goes first
+  } catch {
+    /* no cgroup.kill before Linux 5.14, or the group is already gone */
   }
+  removeDir(dir, 0);
   return r;
 }

@@ -23,7 +23,7 @@ forEachIdentity((id, run) => {
   it('inputFile is not read through a symlink the payload planted (host file disclosure)', async () => {
     const t = sharedDir();
     try {
-      await run(['/bin/sh', '-c', 'ln -s /etc/hostname /work/input.txt'], { mounts: [{ type: 'bind', source: t.dir, target: '/work' }] });
+      await run(['/bin/sh', '-c', 'ln -s /etc/hostname /job/input.txt'], { mounts: [{ type: 'bind', source: t.dir, target: '/job' }] });
       assert.throws(() => runSandboxed(['/bin/cat'], { inputFile: join(t.dir, 'input.txt') }), (e: unknown) => e instanceof SandboxOptionError && /symlink/.test(e.message));
     } finally {
       t.cleanup();
@@ -33,7 +33,7 @@ forEachIdentity((id, run) => {
   it('a bind source is not followed through a symlink the payload planted (host directory takeover)', async () => {
     const t = sharedDir();
     try {
-      await run(['/bin/sh', '-c', 'ln -s /usr/share /work/out'], { mounts: [{ type: 'bind', source: t.dir, target: '/work' }] });
+      await run(['/bin/sh', '-c', 'ln -s /usr/share /job/out'], { mounts: [{ type: 'bind', source: t.dir, target: '/job' }] });
       assert.throws(() => runSandboxed(['/bin/true'], { mounts: [{ type: 'bind', source: join(t.dir, 'out'), target: '/out' }] }), (e: unknown) => e instanceof SandboxOptionError && e.code === 'ERR_SANDBOX_BIND_SOURCE' && /goes through a symlink/.test(e.message));
     } finally {
       t.cleanup();
@@ -45,18 +45,18 @@ forEachIdentity((id, run) => {
     const file = worldReadableTmp();
     try {
       writeFileSync(join(file.dir, 'key'), 'k\n', { mode: 0o644 });
-      await run(['/bin/sh', '-c', 'mkfifo /work/key'], { mounts: [{ type: 'bind', source: t.dir, target: '/work' }] });
+      await run(['/bin/sh', '-c', 'mkfifo /job/key'], { mounts: [{ type: 'bind', source: t.dir, target: '/job' }] });
       const r = await run(['/bin/true'], {
         mounts: [
-          { type: 'bind', source: t.dir, target: '/work' },
-          { type: 'bind', source: join(file.dir, 'key'), target: '/work/key', readOnly: true },
+          { type: 'bind', source: t.dir, target: '/job' },
+          { type: 'bind', source: join(file.dir, 'key'), target: '/job/key', readOnly: true },
         ],
         timeout: 10_000,
         reject: false,
       });
       assert.equal(r.timedOut, false);
       assert.equal(r.verdict, 'setup-error');
-      assert.match(r.setupFailure!.message, /mount point \/work\/key/);
+      assert.match(r.setupFailure!.message, /mount point \/job\/key/);
       assert.ok(['ENXIO', 'EINVAL'].includes(r.setupFailure!.errnoName!), r.setupFailure!.errnoName);
     } finally {
       t.cleanup();
@@ -98,7 +98,7 @@ describe('host-side paths a sandbox can reach', () => {
       const victim = join(t.dir, '..', 'victim');
       writeFileSync(victim, 'precious\n', { mode: 0o644 });
       const result = join(t.dir, 'result.json');
-      const r = spawnSync(process.execPath, [CLI, 'run', '--bind', `${t.dir}:/work`, '--result', result, '--', 'sh', '-c', 'ln -sf /victim-does-not-matter /work/result.json; ln -sf ../victim /work/result.json'], { encoding: 'utf8' });
+      const r = spawnSync(process.execPath, [CLI, 'run', '--bind', `${t.dir}:/job`, '--result', result, '--', 'sh', '-c', 'ln -sf /victim-does-not-matter /job/result.json; ln -sf ../victim /job/result.json'], { encoding: 'utf8' });
       assert.equal(r.status, 0, r.stderr);
       assert.equal(readFileSync(victim, 'utf8'), 'precious\n', 'the victim is untouched');
       const again = spawnSync(process.execPath, [CLI, 'run', '--result', result, '--', 'true'], { encoding: 'utf8' });
@@ -118,7 +118,7 @@ describe('meta file forging', () => {
     try {
       const meta = join(t.dir, 'meta.txt');
       const junk = 'x'.repeat(300) + '\ntime:0.001\nstatus:OK\nverdict:ok\n';
-      const r = spawnSync(process.execPath, [CLI, 'run', '--bind', `${t.dir}:/work`, '--meta', meta, '--', 'sh', '-c', `printf '%s' '${junk}' > /work/meta.txt; exit 3`], { encoding: 'utf8' });
+      const r = spawnSync(process.execPath, [CLI, 'run', '--bind', `${t.dir}:/job`, '--meta', meta, '--', 'sh', '-c', `printf '%s' '${junk}' > /job/meta.txt; exit 3`], { encoding: 'utf8' });
       assert.equal(r.status, 3);
       const text = readFileSync(meta, 'utf8');
       assert.ok(!text.includes('xxxx') && !text.includes('status:OK'), text);
@@ -149,7 +149,7 @@ describe('binds over cubicle itself', () => {
     try {
       writeFileSync(join(t.dir, 'owned-by-root'), 'root data\n', { mode: 0o644 });
       chownSync(join(t.dir, 'owned-by-root'), 0, 0);
-      const r = await runSandboxed(['/bin/sh', '-c', 'exec 2>&1; echo overwrite > /work/owned-by-root; true'], { mounts: [{ type: 'bind', source: t.dir, target: '/work' }] });
+      const r = await runSandboxed(['/bin/sh', '-c', 'exec 2>&1; echo overwrite > /job/owned-by-root; true'], { mounts: [{ type: 'bind', source: t.dir, target: '/job' }] });
       assert.match(r.stdout as string, /Permission denied/);
       assert.equal(readFileSync(join(t.dir, 'owned-by-root'), 'utf8'), 'root data\n');
     } finally {

@@ -59,10 +59,10 @@ forEachIdentity((_id, run) => {
     try {
       chmodSync(rw.dir, 0o777);
       writeFileSync(join(ro.dir, 'in.txt'), 'from host\n', { mode: 0o644 });
-      const r = await run(['/bin/sh', '-c', 'cat /src/in.txt; echo out > /work/out.txt; echo bad > /src/x 2>&1 || echo ro-refused; echo t > /scratch/t && cat /scratch/t; head -c 200000 /dev/zero > /scratch/big 2>/dev/null || echo scratch-full'], {
+      const r = await run(['/bin/sh', '-c', 'cat /src/in.txt; echo out > /job/out.txt; echo bad > /src/x 2>&1 || echo ro-refused; echo t > /scratch/t && cat /scratch/t; head -c 200000 /dev/zero > /scratch/big 2>/dev/null || echo scratch-full'], {
         mounts: [
           { type: 'bind', source: ro.dir, target: '/src', readOnly: true },
-          { type: 'bind', source: rw.dir, target: '/work' },
+          { type: 'bind', source: rw.dir, target: '/job' },
           { type: 'tmpfs', target: '/scratch', size: '64K' },
         ],
       });

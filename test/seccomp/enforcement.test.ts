@@ -121,12 +121,12 @@ if (process.arch !== 'x64') {
         writeFileSync(join(t.dir, 'a.c'), '#include <stdio.h>\nint main(void){long s=0;for(int i=0;i<1000;i++)s+=i;printf("%ld\\n",s);return 0;}\n', { mode: 0o644 });
         for (const policy of ['default', 'judge']) {
           const programs: [string, string[], string][] = [
-            ['gcc', ['/bin/sh', '-c', 'gcc -O2 -o /tmp/a.out /work/a.c && /tmp/a.out'], '499500\n'],
+            ['gcc', ['/bin/sh', '-c', 'gcc -O2 -o /tmp/a.out /job/a.c && /tmp/a.out'], '499500\n'],
             ['python3', ['/usr/bin/python3', '-c', 'import json, math, re; print(json.dumps(math.factorial(5)))'], '120\n'],
             ['node', [process.execPath, '-e', 'console.log([1,2,3].map((x) => x * 2).join(","))'], '2,4,6\n'],
           ];
           for (const [name, cmd, want] of programs) {
-            const r = await run(cmd, { policy, mounts: [{ type: 'bind', source: t.dir, target: '/work', readOnly: true }], reject: false });
+            const r = await run(cmd, { policy, mounts: [{ type: 'bind', source: t.dir, target: '/job', readOnly: true }], reject: false });
             assert.equal(r.verdict, 'ok', `${name} under ${policy}: ${r.stderr as string} ${JSON.stringify(r.violation)}`);
             assert.equal(r.stdout, want, `${name} under ${policy}`);
             assert.deepEqual(r.seccomp!.violations, []);
