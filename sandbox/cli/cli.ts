@@ -72,23 +72,31 @@ async function cmdRun(argv: string[]): Promise<number> {
     return 0;
   }
   // Files are opened before the run (no symlink, regular files): the sandbox cannot redirect where they go.
-  const metaFd = args.metaFile !== undefined ? openOutputFile('--meta', args.metaFile) : undefined;
+  const meta = { fd: args.metaFile !== undefined ? openOutputFile('--meta', args.metaFile) : undefined };
   try {
-    return await runWithMeta(args, metaFd);
+    return await runWithMeta(args, meta);
   } catch (e) {
     // isolate writes status:XX when the sandbox itself fails; a judge reading the meta file sees why.
-    if (metaFd !== undefined) writeAndClose(metaFd, `status:XX\nmessage:${String((e as Error).message).replace(/\n/g, ' ')}\nverdict:setup-error\n`);
+    if (meta.fd !== undefined) writeAndClose(meta.fd, `status:XX\nmessage:${String((e as Error).message).replace(/\n/g, ' ')}\nverdict:setup-error\n`);
     throw e;
   }
 }
 
-async function runWithMeta(args: ReturnType<typeof parseRunArgs>, metaFd: number | undefined): Promise<number> {
+/** Writes the meta file once; afterwards the fd is gone from `meta` (an error later must not touch it). */
+function writeMeta(meta: { fd: number | undefined }, r: SandboxResult): void {
+  if (meta.fd === undefined) return;
+  const fd = meta.fd;
+  meta.fd = undefined;
+  writeAndClose(fd, formatMeta(r));
+}
+
+async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: number | undefined }): Promise<number> {
   const stdin = args.options.inputFile !== undefined ? {} : { stdin: 'inherit' as const };
   if (args.json) {
     if (args.stdoutFile !== undefined || args.stderrFile !== undefined) throw new UsageError('--stdout/--stderr cannot be combined with --json, which captures the output into the JSON object');
     const r = await runSandboxed(args.command, { ...args.options, reject: false, ...stdin });
     process.stdout.write(JSON.stringify(resultToJson(r)) + '\n');
-    if (metaFd !== undefined) writeAndClose(metaFd, formatMeta(r));
+    writeMeta(meta, r);
     if (r.verdict === 'setup-error') process.stderr.write(`cubicle: ${describeFailure(r)}\n`);
     return r.verdict === 'setup-error' ? EXIT_SANDBOX_FAILED : 0;
   }
@@ -119,7 +127,7 @@ async function runWithMeta(args: ReturnType<typeof parseRunArgs>, metaFd: number
   process.off('SIGTERM', onSignal);
   process.off('SIGHUP', onSignal);
   if (resultFd !== undefined) writeAndClose(resultFd, JSON.stringify(resultToJson(r), null, 2) + '\n');
-  if (metaFd !== undefined) writeAndClose(metaFd, formatMeta(r));
+  writeMeta(meta, r);
   if (LIMIT_VERDICTS.has(r.verdict)) process.stderr.write(`cubicle: ${r.verdict}: ${describeLimit(r)}\n`);
   if (r.verdict === 'setup-error') process.stderr.write(`cubicle: ${describeFailure(r)}\n`);
   if (r.verdict === 'seccomp-violation') process.stderr.write(`cubicle: ${describeViolation(r)}\n`);

@@ -206,7 +206,7 @@ export function removeStale(base: string): void {
     return;
   }
   for (const name of names) {
-    const pid = Number(/^(\d+)-/.exec(name)?.[1]);
+    const pid = Number(/^(\d+)-\d+-[0-9a-z]+$/.exec(name)?.[1]); // only names cubicle gives its run groups
     if (!pid || pid === process.pid) continue;
     try {
       process.kill(pid, 0);

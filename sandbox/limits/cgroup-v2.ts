@@ -1,6 +1,7 @@
 // cgroup v2: a group per run under a base the caller may write (root: <mount>/cubicle; otherwise a delegated
 // `cgroupParent`). The helper clones init straight into it (CLONE_INTO_CGROUP): no migration, and stage 0 stays out.
 import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { release } from 'node:os';
 import { debuglog } from 'node:util';
 import { SandboxOptionError } from '../errors.js';
 import { removeDir, removeStale, type CgroupReport, type CgroupRun } from './cgroup-v1.js';
@@ -45,6 +46,8 @@ const keyed = (text: string | undefined, key: string): number | undefined => {
 export function cgroupV2Base(parent: string | undefined): string | { reason: string } {
   const mnt = cgroup2Mount();
   if (!mnt) return { reason: 'no cgroup2 hierarchy is mounted' };
+  const [major = 0, minor = 0] = release().split('.').map((x) => parseInt(x, 10));
+  if (major < 5 || (major === 5 && minor < 7)) return { reason: `cgroup v2 groups need clone3 with CLONE_INTO_CGROUP (Linux 5.7+); this kernel is ${release()}` };
   if (parent !== undefined) {
     try {
       accessSync(`${parent}/cgroup.subtree_control`, constants.W_OK);

@@ -97,13 +97,14 @@ static int read_stat(const char *pid, unsigned long long *ticks, long *threads) 
 }
 
 /* Proportional set size: shared pages divided among the processes sharing them, so a sum is not inflated.
- * A process that made itself non-dumpable hides smaps_rollup from init (which holds no capability): its
- * resident size from statm (always readable) counts instead. */
-static unsigned long long read_pss(const char *pid) {
+ * A process that made itself non-dumpable hides smaps_rollup from init (which holds no capability), and a
+ * sample over budget stops walking page tables: then the resident size from statm (cheap, always readable)
+ * counts instead. */
+static unsigned long long read_pss(const char *pid, int cheap) {
   char path[300], buf[4096];
   snprintf(path, sizeof path, "/proc/%s/smaps_rollup", pid);
   unsigned long long kb = 0;
-  if (read_small(path, buf, sizeof buf) >= 0) {
+  if (!cheap && read_small(path, buf, sizeof buf) >= 0) {
     char *line = strstr(buf, "\nPss:");
     if (line && sscanf(line + 5, "%llu", &kb) == 1) return kb * 1024;
   }
@@ -175,8 +176,23 @@ void limits_final(const struct plan *p, struct sample_report *r) {
   if (cg >= 0) r->cpu_us = cg, r->cpu_from_cgroup = 1;
 }
 
+/* A sample spends at most this long reading PSS; past it, statm. Bounds init's CPU whatever the payload does. */
+#define PSS_BUDGET_US 5000
+
 int limits_sample(const struct plan *p, struct sample_report *r, long long since_fork_us, int tasks_only) {
   int measure = p->measure_memory && !tasks_only;
+  long long started = monotonic_us();
+  /* Wall time and a cgroup's CPU need no walk of /proc: judged first, so a slow walk never delays them. */
+  if (!r->limit_kind && p->limit_wall_us && since_fork_us > p->limit_wall_us) {
+    r->limit_kind = CUB_LIMIT_WALL, r->limit_at_us = since_fork_us, r->limit_observed = (unsigned long long)since_fork_us;
+    return r->limit_kind;
+  }
+  long long cg_first = cgroup_payload_cpu_us(p);
+  if (!r->limit_kind && p->limit_cpu_us && cg_first > p->limit_cpu_us) {
+    r->cpu_us = cg_first, r->cpu_from_cgroup = 1;
+    r->limit_kind = CUB_LIMIT_CPU, r->limit_at_us = since_fork_us, r->limit_observed = (unsigned long long)cg_first;
+    return r->limit_kind;
+  }
   static long hz;
   if (!hz) hz = sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100;
   unsigned long long ticks = 0, memory = 0;
@@ -191,7 +207,7 @@ int limits_sample(const struct plan *p, struct sample_report *r, long long since
       if (read_stat(e->d_name, &t, &th) < 0) continue; /* exited meanwhile */
       ticks += t;
       tasks += th;
-      if (measure) memory += read_pss(e->d_name);
+      if (measure) memory += read_pss(e->d_name, monotonic_us() - started > PSS_BUDGET_US);
     }
     closedir(d);
   }

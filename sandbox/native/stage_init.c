@@ -198,10 +198,9 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
         kill(-1, SIGKILL); /* a limit was passed: the whole sandbox stops at once */
         pfd[3].fd = -1;
       } else {
-        long long want = p->watch_interval_us;
+        long long want = p->limit_tasks && rep.last_tasks * 2 >= p->limit_tasks ? 1000 : p->watch_interval_us;
         long long cost = (monotonic_us() - t0) * 10;
-        if (!tasks_only && cost > want) want = cost > 200000 ? 200000 : cost;
-        if (near_cap && p->limit_tasks && rep.last_tasks * 2 >= p->limit_tasks) want = 1000;
+        if (cost > want) want = cost > 200000 ? 200000 : cost;
         if (want != pace_us) limits_watch_pace(timer, pace_us = want);
       }
     }

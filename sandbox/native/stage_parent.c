@@ -207,7 +207,7 @@ static pid_t clone_init(const struct plan *p) {
   args.cgroup = (unsigned long long)cg;
   pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
   int err = errno;
-  if (pid != 0) close(cg); /* the child closes nothing: it never uses it */
+  close(cg); /* parent and child alike: neither needs it once cloned */
   errno = err;
   return pid;
 #else
@@ -219,11 +219,12 @@ static pid_t clone_init(const struct plan *p) {
 /* Kill: once the payload runs, init kills everything and still reaps and reports what was used; if it does
  * not within a second (or before exec), init itself is killed, which takes the whole namespace. */
 static void kill_via_init(pid_t init, int go_fd, int exec_ok, long long *deadline) {
-  if (exec_ok && !*deadline && write(go_fd, "k", 1) == 1) {
+  if (*deadline) return; /* already asked; the deadline stands */
+  if (exec_ok && write(go_fd, "k", 1) == 1) {
     *deadline = monotonic_us() + 1000000;
     return;
   }
-  if (!exec_ok) kill(init, SIGKILL);
+  kill(init, SIGKILL);
 }
 
 static void null_stdio(void) {
@@ -282,6 +283,8 @@ int main(int argc, char **argv) {
   pid_t init = clone_init(&plan);
   if (init < 0) die_sys(plan.cgroup_into ? "clone3" : "clone", errno, "creating the namespaces%s", plan.cgroup_into ? " (into the run's cgroup)" : "");
   if (init == 0) {
+    if (events_fd >= 0) close(events_fd);
+    if (oom_fd >= 0) close(oom_fd);
     close(go[1]);
     close(up[0]);
     close(CUB_FD_CONTROL);
@@ -314,8 +317,8 @@ int main(int argc, char **argv) {
       timeout = left > 0 ? (int)(left / 1000) + 1 : 0;
     }
     int ready = poll(pfd, 5, timeout);
-    if (ready == 0 && kill_deadline) { /* init did not stop the sandbox in time: kill init, and with it all */
-      kill(init, SIGKILL);
+    if (kill_deadline && monotonic_us() >= kill_deadline) { /* init did not stop the sandbox in time */
+      kill(init, SIGKILL); /* and with init, everything in its namespace */
       kill_deadline = 0;
       continue;
     }
@@ -361,6 +364,7 @@ int main(int argc, char **argv) {
     if (pfd[4].revents) { /* memory.events changed: an OOM means the group is at its limit */
       char ev[512];
       ssize_t n = pread(events_fd, ev, sizeof ev - 1, 0);
+      if (n <= 0) pfd[4].fd = -1; /* unreadable: stop watching rather than spin */
       if (n > 0) {
         ev[n] = '\0';
         char *o = strstr(ev, "\noom ");

@@ -121,6 +121,15 @@ forEachIdentity((_id, run) => {
         assert.ok(r.usage!.cpuMs < 1000, `150 sleepers used ${r.usage!.cpuMs} ms of CPU`);
       });
 
+      it('many processes holding memory cannot make init enforce the wall limit late', async () => {
+        const script = 'import os, time\nfor _ in range(100):\n  if os.fork() == 0:\n    x = bytearray(b"a" * (2 << 20))\n    time.sleep(60)\n    os._exit(0)\nwhile True: pass';
+        const t = Date.now();
+        const r = await go(['/usr/bin/python3', '-c', script], { limits: { wallTime: 2000, memory: '1G', processes: 200 } });
+        assert.equal(r.verdict, 'wall-time-limit');
+        assert.ok(r.usage!.wallMs < 2400, `killed at ${r.usage!.wallMs} ms for a 2000 ms limit`);
+        assert.ok(Date.now() - t < 5000);
+      });
+
       it('usage survives a kill by the supervisor (output limit)', async () => {
         const r = await go(['/bin/sh', '-c', '/probe burn 200 1 >/dev/null; yes'], { limits: { outputLimit: '1M' } });
         assert.equal(r.verdict, 'output-limit');
