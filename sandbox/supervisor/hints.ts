@@ -1,14 +1,12 @@
 // Turns a helper error event into a SetupFailure: names the plan step and gives the fix.
 import { readFileSync } from 'node:fs';
-import { constants as osConstants } from 'node:os';
+import { errnoName } from '../os-names.js';
 import type { SetupFailure } from '../api/result.js';
 import type { PlanOp } from '../plan/ops.js';
 import type { ErrorEvent } from '../protocol/status.js';
 
-const ERRNO_NAMES = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
-
 /** The errno's symbolic name, e.g. 2 -> ENOENT. */
-export const errnoName = (n: number | undefined): string | undefined => (n === undefined ? undefined : ERRNO_NAMES.get(n) ?? `errno ${n}`);
+const errnoNameOf = (n: number | undefined): string | undefined => (n === undefined ? undefined : errnoName(n));
 
 function readSysctl(path: string): string | undefined {
   try {
@@ -83,7 +81,7 @@ function hintFor(e: ErrorEvent, name: string | undefined, op: PlanOp | undefined
 /** Builds the SetupFailure for an error event, using the plan to name the step that failed. */
 export function toSetupFailure(e: ErrorEvent, plan: readonly PlanOp[], program: string): SetupFailure {
   const op = e.opIndex !== undefined ? plan[e.opIndex] : undefined;
-  const name = errnoName(e.errno);
+  const name = errnoNameOf(e.errno);
   const step = describeStep(op);
   return {
     stage: e.stage,

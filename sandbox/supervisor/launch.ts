@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { Socket } from 'node:net';
-import { constants as osConstants } from 'node:os';
+import { errnoName, signalName } from '../os-names.js';
 import { Readable, Writable } from 'node:stream';
 import { debuglog } from 'node:util';
 import type { ResolvedOptions } from '../api/options.js';
@@ -44,8 +44,6 @@ function openInput(path: string): number {
   }
 }
 
-const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
-for (const [name, num] of Object.entries(osConstants.signals)) if (!SIGNAL_NAMES.has(num)) SIGNAL_NAMES.set(num, name as NodeJS.Signals);
 /** A pipe holds 64 KiB by default: a plan this small is written before the helper even starts. */
 const PIPE_PREFILL_MAX = 60 << 10;
 
@@ -90,14 +88,14 @@ class FdSet {
   constructor(readonly libc: Libc) {}
   pipe(): [number, number] {
     const fds = new Int32Array(2);
-    if (this.libc.pipe2(fds, O_CLOEXEC) !== 0) throw new LaunchError(`pipe2 failed: ${errnoText(this.libc.errno())}`);
+    if (this.libc.pipe2(fds, O_CLOEXEC) !== 0) throw new LaunchError(`pipe2 failed: ${errnoName(this.libc.errno())}`);
     this.#open.add(fds[0]!).add(fds[1]!);
     return [fds[0]!, fds[1]!];
   }
   /** A close-on-exec copy numbered >= 16, so no source fd collides with targets 0-6 in the child. */
   high(fd: number): number {
     const h = this.libc.fcntl(fd, F_DUPFD_CLOEXEC, 16);
-    if (h < 0) throw new LaunchError(`fcntl(F_DUPFD_CLOEXEC) failed: ${errnoText(this.libc.errno())}`);
+    if (h < 0) throw new LaunchError(`fcntl(F_DUPFD_CLOEXEC) failed: ${errnoName(this.libc.errno())}`);
     this.#open.add(h);
     return h;
   }
@@ -118,7 +116,6 @@ class FdSet {
   }
 }
 
-const errnoText = (n: number): string => Object.entries(osConstants.errno).find(([, v]) => v === n)?.[0] ?? `errno ${n}`;
 
 function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array): LaunchedHelper {
   const fds = new FdSet(libc);
@@ -173,7 +170,7 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
     }
     const pid = [0];
     const rc = libc.posix_spawn(pid, HELPER_PATH, fa, attr, ['cubicle-helper', null], [null]);
-    if (rc !== 0) throw new LaunchError(`cannot start the helper ${HELPER_PATH}: posix_spawn: ${errnoText(rc)}`);
+    if (rc !== 0) throw new LaunchError(`cannot start the helper ${HELPER_PATH}: posix_spawn: ${errnoName(rc)}`);
     const helperPid = pid[0]!;
     // Everything but our own ends closes now; the helper holds its copies.
     const keep = new Set([stdinEnd, stdoutEnd, stderrEnd, statusR, controlW, ...(prefilled ? [] : [planW, bpfW])].filter((x): x is number => x !== undefined));
@@ -203,7 +200,7 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
       const r = libc.waitpid(helperPid, st, WNOHANG);
       if (r !== helperPid) return undefined;
       const s = st[0]!;
-      exited = (s & 0x7f) === 0 ? { code: (s >> 8) & 0xff, signal: null } : { code: null, signal: SIGNAL_NAMES.get(s & 0x7f) ?? null };
+      exited = (s & 0x7f) === 0 ? { code: (s >> 8) & 0xff, signal: null } : { code: null, signal: signalName(s & 0x7f) };
       return exited;
     };
     const waitExit = (): Promise<HelperExitStatus> =>

@@ -1,5 +1,5 @@
 // Spawns the helper, feeds it the plan, reads its events, enforces timeout/cancel, and builds the result.
-import { constants as osConstants } from 'node:os';
+import { signalName } from '../os-names.js';
 import { performance } from 'node:perf_hooks';
 import { Readable, type Writable } from 'node:stream';
 import { debuglog } from 'node:util';
@@ -17,9 +17,6 @@ import { PassThrough } from 'node:stream';
 import { toSetupFailure } from './hints.js';
 
 const debug = debuglog('cubicle');
-/** Signal number -> name; the first name wins, so 6 is SIGABRT rather than its alias SIGIOT. */
-const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
-for (const [name, num] of Object.entries(osConstants.signals)) if (!SIGNAL_NAMES.has(num)) SIGNAL_NAMES.set(num, name as NodeJS.Signals);
 /** After asking the helper to kill the sandbox, how long before the helper itself is SIGKILLed. */
 const HELPER_KILL_FALLBACK_MS = 3000;
 
@@ -230,7 +227,7 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
         const why = launchError?.message ?? protocolError?.message ?? `the helper ended (${exitSignal ?? `exit code ${exitCode}`}) without reporting a result`;
         failure = { stage: 'helper', message: why, hint: launchError ? 'run npm install (or npm run build) to build the helper, and check it is executable by this user' : 'this is a bug in cubicle or the helper was killed from outside; rerun with NODE_DEBUG=cubicle' };
       }
-      const signal = exit?.signal !== undefined ? SIGNAL_NAMES.get(exit.signal) ?? (`SIG${exit.signal}` as NodeJS.Signals) : null;
+      const signal = exit?.signal !== undefined ? signalName(exit.signal) : null;
       const exitCodeOut = exit?.code ?? null;
       const usage = usageOf(exit, elapsedMs, cg);
       const violations = seccomp && exit ? exit.violations.map((v) => seccomp.describe(v.arch, v.nr)) : [];

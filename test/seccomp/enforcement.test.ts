@@ -2,16 +2,15 @@
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, writeFileSync } from 'node:fs';
-import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { errnoName } from '../../sandbox/os-names.js';
 import { loadPolicy } from '../../sandbox/policy/load.js';
 import { ARCH_TOKENS, libseccomp } from '../../sandbox/seccomp/libseccomp.js';
 import { forEachIdentity, probeMount, worldReadableTmp } from '../helpers/env.js';
 
 const X64 = ARCH_TOKENS.SCMP_ARCH_X86_64!;
 const nr = (name: string): number => libseccomp().resolveName(X64, name);
-const errnoName = (n: number): string => Object.entries(osConstants.errno).find(([, v]) => v === n)![0];
 
 /** Unconditional deny rules of the default profile: name -> errno name. */
 function defaultDenies(): Map<string, string> {
