@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { runSandboxed, type SandboxOptions } from '../sandbox/index.js';
-import { cgroupV1Available } from '../sandbox/limits/cgroup-v1.js';
+import { cgroupV1Available } from '../sandbox/cgroup/index.js';
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { runSandboxed } from '../sandbox/index.js';
-import { loadPolicy, type PolicyObject } from '../sandbox/policy/load.js';
+import { loadPolicy } from '../sandbox/policy/load.js';
+import type { PolicyObject } from '../sandbox/types.js';
 import { compileProfile } from '../sandbox/seccomp/compile.js';
 import { libseccomp } from '../sandbox/seccomp/libseccomp.js';
 

@@ -1,5 +1,6 @@
 // The default filesystem view built from the host: read-only binds of /usr and what programs need to run.
 import { lstatSync, readdirSync, readlinkSync, type Stats } from 'node:fs';
+import { SandboxHostError } from '../sandbox/errors.js';
 import { Op, type PlanOp } from '../sandbox/plan/ops.js';
 
 /** Top-level entries that merged-/usr systems keep as symlinks into usr/ and older ones as directories. */
@@ -27,7 +28,7 @@ let cached: readonly PlanOp[] | undefined;
 export function hostViewOps(): readonly PlanOp[] {
   if (cached) return cached;
   const ops: PlanOp[] = [];
-  if (!lstatOrNull('/usr')?.isDirectory()) throw new Error('the host has no /usr directory to bind into the sandbox');
+  if (!lstatOrNull('/usr')?.isDirectory()) throw new SandboxHostError('the host has no /usr directory to bind into the sandbox', 'cubicle builds the sandbox\'s view from the host\'s /usr; run it on a system with one (or in a container that has one)');
   ops.push(Op.bind('/usr', '/usr', 'ro'));
   for (const top of TOP_LEVEL) {
     const st = lstatOrNull(top);

@@ -1,24 +1,41 @@
-// Error classes with stable codes. A run's error carries the whole result (the error *is* the result).
-import type { SandboxResult, SetupFailure } from './api/result.js';
+// Every error cubicle throws or rejects with: branded, with a stable code. A run's error carries the whole
+// result (the error *is* the result); messages are rendered by the outcome module, never here.
+import type { SandboxResult, SetupFailure } from './types.js';
 
-const kSandboxError = Symbol.for('cubicle.error');
+const kCubicleError = Symbol.for('cubicle.error');
 
 /** Stable error codes; match on these, never on messages. */
 export const ErrorCode = {
+  /** An option is wrong (thrown synchronously, before anything runs); `option` names it. */
   invalidOption: 'ERR_SANDBOX_INVALID_OPTION',
+  /** A bind source is missing, goes through a symlink, or covers cubicle's own code. */
   bindSource: 'ERR_SANDBOX_BIND_SOURCE',
+  /** A policy file or object is wrong. */
+  policy: 'ERR_SANDBOX_POLICY',
+  /** The host lacks something every run needs (e.g. a /usr to bind); nothing ran. */
+  host: 'ERR_SANDBOX_HOST',
+  /** Setup inside the helper (or of the run's cgroup) failed; nothing ran. */
   setup: 'ERR_SANDBOX_SETUP',
+  /** The helper could not be started, or ended outside the protocol. */
   helper: 'ERR_SANDBOX_HELPER',
+  seccompUnavailable: 'ERR_SANDBOX_SECCOMP_UNAVAILABLE',
   nonzeroExit: 'ERR_SANDBOX_NONZERO_EXIT',
   signaled: 'ERR_SANDBOX_SIGNALED',
   timeout: 'ERR_SANDBOX_TIMEOUT',
   canceled: 'ERR_SANDBOX_CANCELED',
-  policy: 'ERR_SANDBOX_POLICY',
-  seccompUnavailable: 'ERR_SANDBOX_SECCOMP_UNAVAILABLE',
   seccompViolation: 'ERR_SANDBOX_SECCOMP_VIOLATION',
   limit: 'ERR_SANDBOX_LIMIT',
 } as const;
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** True for every error cubicle made, whichever class and whichever copy of the package made it. */
+export function isCubicleError(v: unknown): v is SandboxOptionError | SandboxHostError | SandboxError {
+  return typeof v === 'object' && v !== null && (v as Record<symbol, unknown>)[kCubicleError] === true;
+}
+
+const brand = (e: object): void => {
+  Object.defineProperty(e, kCubicleError, { value: true });
+};
 
 /** Thrown synchronously, before anything is spawned, for an option that is wrong; names the option. */
 export class SandboxOptionError extends TypeError {
@@ -26,57 +43,52 @@ export class SandboxOptionError extends TypeError {
   readonly option: string;
   constructor(option: string, message: string, code: ErrorCodeValue = ErrorCode.invalidOption) {
     super(message);
+    brand(this);
     this.name = 'SandboxOptionError';
     this.option = option;
     this.code = code;
   }
 }
 
-/** A run that failed: setup error, nonzero exit, signal, timeout or cancel. Carries every result field. */
-export class SandboxError extends Error implements SandboxResult {
-  readonly [kSandboxError] = true;
+/** A policy that cannot be loaded or would not mean what it says; `option` is 'policy'. */
+export class PolicyError extends SandboxOptionError {
+  constructor(where: string, message: string) {
+    super('policy', `policy ${where}: ${message}`, ErrorCode.policy);
+    this.name = 'PolicyError';
+  }
+}
+
+/** Thrown synchronously when this host lacks what every run needs; `hint` names the fix. */
+export class SandboxHostError extends Error {
+  readonly code = ErrorCode.host;
+  readonly hint: string;
+  constructor(message: string, hint: string) {
+    super(`${message}. Hint: ${hint}`);
+    brand(this);
+    this.name = 'SandboxHostError';
+    this.hint = hint;
+  }
+}
+
+type FailureFields = Partial<Pick<SetupFailure, 'stage' | 'op' | 'syscall' | 'errno' | 'errnoName' | 'hint'>>;
+
+/** A failed run: setup error, nonzero exit, signal, limit, violation, timeout or cancel. Carries every result
+ *  field, and for setup failures where it failed and how to fix it. */
+export interface SandboxError extends SandboxResult, FailureFields {}
+export class SandboxError extends Error {
   readonly code: ErrorCodeValue;
-  declare command: SandboxResult['command'];
-  declare stdout: SandboxResult['stdout'];
-  declare stderr: SandboxResult['stderr'];
-  declare exitCode: SandboxResult['exitCode'];
-  declare signal: SandboxResult['signal'];
-  declare verdict: SandboxResult['verdict'];
-  declare timedOut: boolean;
-  declare isCanceled: boolean;
-  declare failed: boolean;
-  declare usage: SandboxResult['usage'];
-  declare setup: SandboxResult['setup'];
-  declare helperPid: SandboxResult['helperPid'];
-  declare initPid: SandboxResult['initPid'];
-  declare namespaces: SandboxResult['namespaces'];
-  declare seccomp: SandboxResult['seccomp'];
-  declare violation: SandboxResult['violation'];
-  declare limits: SandboxResult['limits'];
-  declare setupFailure: SetupFailure | undefined;
-  /** For setup failures: where it failed and how to fix it. */
-  declare stage: string | undefined;
-  declare op: string | undefined;
-  declare syscall: string | undefined;
-  declare errno: number | undefined;
-  declare errnoName: string | undefined;
-  declare hint: string | undefined;
 
   constructor(message: string, code: ErrorCodeValue, result: SandboxResult, options?: { cause?: unknown }) {
     super(message, options);
+    brand(this);
     this.name = 'SandboxError';
     this.code = code;
     Object.assign(this, result);
     const f = result.setupFailure;
-    this.stage = f?.stage;
-    this.op = f?.op;
-    this.syscall = f?.syscall;
-    this.errno = f?.errno;
-    this.errnoName = f?.errnoName;
-    this.hint = f?.hint;
+    if (f) Object.assign(this, { stage: f.stage, op: f.op, syscall: f.syscall, errno: f.errno, errnoName: f.errnoName, hint: f.hint });
   }
 
   static override [Symbol.hasInstance](v: unknown): boolean {
-    return typeof v === 'object' && v !== null && (v as Record<symbol, unknown>)[kSandboxError] === true;
+    return isCubicleError(v) && (v as { name?: unknown }).name === 'SandboxError';
   }
 }

@@ -1,44 +1,40 @@
-// Everything before a run starts, all synchronous: policy, option merge and validation, seccomp compile, plan.
+// Everything before a run starts, all synchronous and without side effects on the host: policy, option merge and
+// validation, seccomp compile, limits and cgroup planning, the plan. `cubicle plan` prints exactly this.
 import { constants as osConstants } from 'node:os';
-import { DEFAULT_POLICY, loadPolicy, PolicyError, type PolicyOptions, type ResolvedPolicy } from '../policy/load.js';
+import { hostViewOps } from '../../rootfs-builder/host-view.js';
+import { PolicyError } from '../errors.js';
+import { planLimits, type LimitPlan } from '../limits/plan.js';
+import { mergeOptions, resolveOptions, type ResolvedOptions } from '../options/resolve.js';
+import type { JudgeContext } from '../outcome/judge.js';
+import { buildPlan, tmpfsPaths } from '../plan/build-plan.js';
+import { encodePlan, type PlanOp } from '../plan/ops.js';
+import { DEFAULT_POLICY, loadPolicy, type ResolvedPolicy } from '../policy/load.js';
 import { compileProfile, type CompiledFilter } from '../seccomp/compile.js';
 import { ARCH_TOKENS, libseccomp, SeccompUnavailableError } from '../seccomp/libseccomp.js';
 import { ProfileError } from '../seccomp/profile.js';
-import { buildPlan, tmpfsPaths } from '../plan/build-plan.js';
-import { planLimits, type LimitPlan } from '../limits/limits.js';
-import { encodePlan, type PlanOp } from '../plan/ops.js';
-import type { SeccompContext } from '../supervisor/supervisor.js';
-import { resolveOptions, type ResolvedOptions, type SandboxOptions } from './options.js';
-import type { SeccompViolation, SetupFailure } from './result.js';
+import type { SuperviseInput } from '../supervisor/supervisor.js';
+import type { SandboxOptions, SeccompViolation, SetupFailure } from '../types.js';
 
 let runCounter = 0;
+
+/** A run id unique on this host while its owner lives: the owner's pid first (stale cgroups are found by it). */
+const newRunId = (): string => `${process.pid}-${++runCounter}-${Date.now().toString(36)}`;
 
 export interface PreparedRun {
   options: ResolvedOptions;
   policy: ResolvedPolicy;
   filter: CompiledFilter | undefined;
   plan: PlanOp[];
-  bpf: Uint8Array;
-  seccomp: SeccompContext | undefined;
-  /** Set when the host cannot apply the policy (e.g. no libseccomp): the run fails without starting. */
-  failure: SetupFailure | undefined;
-  planBytes: Buffer;
-  /** Limits as applied, and the run's cgroups (created here; removed by the supervisor). */
   limits: LimitPlan;
+  /** What the supervisor needs to run it. */
+  supervise: SuperviseInput;
+  /** What judging the run's record needs. */
+  judge: JudgeContext;
 }
 
 const ARCH_NAMES = new Map(Object.entries(ARCH_TOKENS).map(([k, v]) => [v, k.replace('SCMP_ARCH_', '').toLowerCase()]));
 
-/** Policy defaults under the call's options: call options > policy > built-in defaults. */
-function mergeOptions(policy: PolicyOptions, call: SandboxOptions): SandboxOptions {
-  const given = Object.fromEntries(Object.entries(call).filter(([, v]) => v !== undefined)) as SandboxOptions; // undefined never cancels a policy default
-  const merged: SandboxOptions = { ...(policy as SandboxOptions), ...given };
-  if (policy.env || given.env) merged.env = { ...policy.env, ...given.env };
-  if (policy.limits || given.limits) merged.limits = { ...policy.limits, ...given.limits }; // limit by limit
-  return merged;
-}
-
-function describeViolation(arch: number, nr: number): SeccompViolation {
+function nameViolation(arch: number, nr: number): SeccompViolation {
   let syscall: string | null = null;
   try {
     syscall = libseccomp().resolveNum(arch, nr);
@@ -48,41 +44,55 @@ function describeViolation(arch: number, nr: number): SeccompViolation {
   return { syscall, nr, arch: ARCH_NAMES.get(arch) ?? `0x${arch.toString(16)}` };
 }
 
-/** Validates everything and builds the plan; throws SandboxOptionError/PolicyError for bad input. */
-export function prepareRun(cmd: unknown, call: SandboxOptions = {}, dryRun = false): PreparedRun {
+/** Validates everything and builds the plan; throws SandboxOptionError/PolicyError for bad input and
+ *  SandboxHostError when the host lacks what every run needs. Creates nothing. */
+export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun {
   if (typeof call !== 'object' || call === null) resolveOptions(cmd, call); // throws the option error
   const policy = loadPolicy(call.policy ?? DEFAULT_POLICY);
   const options = resolveOptions(cmd, mergeOptions(policy.options, call));
   if (options.seccompLog && !policy.seccomp) throw new PolicyError(policy.name, 'has no seccomp filter, so seccompLog (audit mode) would report nothing; choose a policy with a filter');
+  const mode = options.seccompLog ? 'log' : 'enforce';
   let filter: CompiledFilter | undefined;
   let failure: SetupFailure | undefined;
   if (policy.seccomp) {
     try {
-      filter = compileProfile(policy.seccomp, options.seccompLog ? 'log' : 'enforce', 'seccomp');
+      filter = compileProfile(policy.seccomp, mode, 'seccomp');
     } catch (e) {
       if (e instanceof ProfileError) throw new PolicyError(policy.name, e.message);
       if (!(e instanceof SeccompUnavailableError)) throw e;
       failure = {
         stage: 'seccomp',
         message: e.message,
-        hint: `install libseccomp (Debian/Ubuntu: apt-get install libseccomp2), or choose policy 'none' to run without a seccomp filter; npx cubicle doctor checks the host`,
+        hint: "install libseccomp (Debian/Ubuntu: apt-get install libseccomp2), or choose policy 'none' to run without a seccomp filter; npx cubicle doctor checks the host",
         errnoName: 'ENOENT',
         errno: osConstants.errno.ENOENT,
       };
     }
   }
-  const runId = `${process.pid}-${++runCounter}-${Date.now().toString(36)}`;
-  const limits = planLimits(options.limits, options.strictLimits, tmpfsPaths(options), runId, dryRun, options.cgroups, options.cgroupParent, options.runAs !== undefined);
-  let plan: PlanOp[];
-  let planBytes: Buffer;
-  try {
-    plan = buildPlan(options, filter?.notify ?? 'none', limits);
-    planBytes = encodePlan(plan); // may refuse the plan (size, NUL): before anything is left behind
-  } catch (e) {
-    limits.cgroup?.finish();
-    throw e;
-  }
-  const seccomp: SeccompContext | undefined = filter ? { policy: policy.name, mode: options.seccompLog ? 'log' : 'enforce', notify: filter.notify, describe: describeViolation } : undefined;
-  return { options, policy, filter, plan, planBytes, bpf: filter?.bpf ?? new Uint8Array(0), seccomp, failure, limits };
+  const limits = planLimits(options.limits, options.strictLimits, tmpfsPaths(options), newRunId(), {
+    choice: options.cgroups,
+    parent: options.cgroupParent,
+    runAs: options.runAs !== undefined,
+  });
+  const notify = filter?.notify ?? 'none';
+  const plan = buildPlan(options, hostViewOps(), notify, limits);
+  const planBytes = encodePlan(plan);
+  const seccomp = filter ? { policy: policy.name, mode, notify, name: nameViolation } as const : undefined;
+  return {
+    options,
+    policy,
+    filter,
+    plan,
+    limits,
+    supervise: {
+      options,
+      planBytes,
+      bpf: filter?.bpf ?? new Uint8Array(0),
+      cgroup: limits.cgroup,
+      failure,
+      // init's sampler kills at the limit; the supervisor's timer is a backstop a second behind it
+      backstopSlackMs: plan.some((p) => p.op === 'watch') ? 1000 : 0,
+    },
+    judge: { argv: options.argv, limits: options.limits, applied: limits.applied, plan, seccomp, encoding: options.encoding },
+  };
 }
-

@@ -1,6 +1,6 @@
 // Parses `cubicle run|plan [options] -- CMD [ARGS...]` into SandboxOptions; errors name the flag.
 import { parseArgs } from 'node:util';
-import type { MountSpec, SandboxOptions } from '../api/options.js';
+import type { MountSpec, SandboxOptions } from '../types.js';
 import { parseDurationMs } from '../units.js';
 
 export class UsageError extends Error {

@@ -1,18 +1,15 @@
 // The cubicle command line: run, plan, doctor (the bin entry is ./main.ts).
 import { closeSync, createWriteStream, ftruncateSync, writeSync } from 'node:fs';
-import { openRegularForWrite } from '../safe-open.js';
-import { constants } from 'node:os';
 import { prepareRun } from '../api/prepare.js';
-import { listPolicies, loadPolicy } from '../policy/load.js';
-import { compileProfile, profileToText } from '../seccomp/compile.js';
-import type { SandboxResult } from '../api/result.js';
 import { runSandboxed, spawnSandboxed } from '../api/run.js';
-import { SandboxError, SandboxOptionError } from '../errors.js';
+import { isCubicleError, SandboxHostError, SandboxOptionError } from '../errors.js';
+import { cliExitCode, CliExit, cliReport, isolateMeta, isolateMetaForError, resultToJson } from '../outcome/render.js';
 import { formatPlan } from '../plan/ops.js';
+import { listPolicies, loadPolicy } from '../policy/load.js';
+import { openRegularForWrite } from '../safe-open.js';
+import { compileProfile, profileToText } from '../seccomp/compile.js';
+import type { SandboxResult } from '../types.js';
 import { parseRunArgs, RUN_USAGE, UsageError } from './args.js';
-
-const EXIT_SANDBOX_FAILED = 125;
-const EXIT_TIMEOUT = 124;
 
 const USAGE = `Usage: cubicle <command> [options]
 
@@ -27,44 +24,6 @@ Commands:
 Run 'cubicle run --help' for the run options.
 `;
 
-/** The result as plain JSON (stdout/stderr as strings); nothing from the sandbox is interpreted. */
-export function resultToJson(r: SandboxResult, error?: SandboxError): Record<string, unknown> {
-  const text = (v: string | Buffer | undefined): string | undefined => (v === undefined ? undefined : v.toString());
-  return {
-    command: r.command,
-    verdict: r.verdict,
-    exitCode: r.exitCode,
-    signal: r.signal,
-    timedOut: r.timedOut,
-    isCanceled: r.isCanceled,
-    failed: r.failed,
-    stdout: text(r.stdout),
-    stderr: text(r.stderr),
-    usage: r.usage ?? null,
-    setupMs: r.setup?.ms ?? null,
-    namespaces: r.namespaces ?? null,
-    setupFailure: r.setupFailure ?? null,
-    limits: r.limits,
-    seccomp: r.seccomp ?? null,
-    violation: r.violation ?? null,
-    ...(error ? { error: { code: error.code, message: error.message } } : {}),
-  };
-}
-
-/** Maps a finished run to the CLI's exit code. */
-export function exitCodeFor(r: SandboxResult): number {
-  if (r.verdict === 'setup-error') return EXIT_SANDBOX_FAILED;
-  if (r.verdict === 'cpu-time-limit' || r.verdict === 'wall-time-limit') return EXIT_TIMEOUT; // even if it finished within the grace
-  if (LIMIT_VERDICTS.has(r.verdict) && r.exitCode === 0) return 1; // over a limit is never success
-  if (r.verdict === 'seccomp-violation') return 128 + signalNumber('SIGSYS'); // as if the kernel had killed it
-  if (r.timedOut) return EXIT_TIMEOUT;
-  if (r.exitCode !== null) return r.exitCode;
-  if (r.signal) return 128 + signalNumber(r.signal);
-  return EXIT_SANDBOX_FAILED;
-}
-
-const signalNumber = (name: NodeJS.Signals): number => (constants.signals as Record<string, number>)[name] ?? 0;
-
 async function cmdRun(argv: string[]): Promise<number> {
   const args = parseRunArgs(argv);
   if (args.help) {
@@ -77,7 +36,7 @@ async function cmdRun(argv: string[]): Promise<number> {
     return await runWithMeta(args, meta);
   } catch (e) {
     // isolate writes status:XX when the sandbox itself fails; a judge reading the meta file sees why.
-    if (meta.fd !== undefined) writeAndClose(meta.fd, `status:XX\nmessage:${String((e as Error).message).replace(/\n/g, ' ')}\nverdict:setup-error\n`);
+    if (meta.fd !== undefined) writeAndClose(meta.fd, isolateMetaForError(String((e as Error).message)));
     throw e;
   }
 }
@@ -87,7 +46,7 @@ function writeMeta(meta: { fd: number | undefined }, r: SandboxResult): void {
   if (meta.fd === undefined) return;
   const fd = meta.fd;
   meta.fd = undefined;
-  writeAndClose(fd, formatMeta(r));
+  writeAndClose(fd, isolateMeta(r));
 }
 
 async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: number | undefined }): Promise<number> {
@@ -97,8 +56,8 @@ async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: nu
     const r = await runSandboxed(args.command, { ...args.options, reject: false, ...stdin });
     process.stdout.write(JSON.stringify(resultToJson(r)) + '\n');
     writeMeta(meta, r);
-    if (r.verdict === 'setup-error') process.stderr.write(`cubicle: ${describeFailure(r)}\n`);
-    return r.verdict === 'setup-error' ? EXIT_SANDBOX_FAILED : 0;
+    if (r.verdict === 'setup-error') for (const line of cliReport(r)) process.stderr.write(`${line}\n`);
+    return r.verdict === 'setup-error' ? CliExit.sandboxFailed : 0;
   }
   const resultFd = args.resultFile !== undefined ? openOutputFile('--result', args.resultFile) : undefined;
   const outFd = args.stdoutFile !== undefined ? openOutputFile('--stdout', args.stdoutFile) : undefined;
@@ -128,12 +87,8 @@ async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: nu
   process.off('SIGHUP', onSignal);
   if (resultFd !== undefined) writeAndClose(resultFd, JSON.stringify(resultToJson(r), null, 2) + '\n');
   writeMeta(meta, r);
-  if (LIMIT_VERDICTS.has(r.verdict)) process.stderr.write(`cubicle: ${r.verdict}: ${describeLimit(r)}\n`);
-  if (r.verdict === 'setup-error') process.stderr.write(`cubicle: ${describeFailure(r)}\n`);
-  if (r.verdict === 'seccomp-violation') process.stderr.write(`cubicle: ${describeViolation(r)}\n`);
-  if (r.seccomp?.mode === 'log') process.stderr.write(`cubicle: seccomp log (policy ${r.seccomp.policy}): ${r.seccomp.violations.length ? r.seccomp.violations.map((v) => v.syscall ?? `nr ${v.nr}`).join(', ') : 'nothing would have been denied'}\n`);
-  if (r.timedOut && !LIMIT_VERDICTS.has(r.verdict)) process.stderr.write(`cubicle: timed out; the sandbox was killed\n`);
-  return exitCodeFor(r);
+  for (const line of cliReport(r)) process.stderr.write(`${line}\n`);
+  return cliExitCode(r);
 }
 
 function openOutputFile(flag: string, path: string): number {
@@ -151,74 +106,6 @@ function writeAndClose(fd: number, text: string): void {
   closeSync(fd);
 }
 
-const LIMIT_VERDICTS = new Set(['cpu-time-limit', 'wall-time-limit', 'memory-limit', 'output-limit', 'process-limit', 'file-size-limit']);
-
-function describeLimit(r: SandboxResult): string {
-  const l = r.limits;
-  const u = r.usage;
-  switch (r.verdict) {
-    case 'cpu-time-limit':
-      return `CPU time ${u?.cpuMs.toFixed(0)} ms passed the limit of ${l.cpuTime?.value} ms`;
-    case 'wall-time-limit':
-      return `wall time ${u?.wallMs.toFixed(0)} ms passed the limit of ${l.wallTime?.value} ms`;
-    case 'memory-limit':
-      return `memory passed the limit of ${l.memory?.value} bytes (peak ${u?.peakMemoryBytes ?? '?'})`;
-    case 'process-limit':
-      return `more than ${l.processes?.value} processes and threads`;
-    case 'output-limit':
-      return `an output stream passed ${l.outputLimit?.value} bytes`;
-    default:
-      return `a file passed ${l.fileSize?.value} bytes`;
-  }
-}
-
-/** isolate's meta file: key:value lines a judge built on isolate already parses. */
-export function formatMeta(r: SandboxResult): string {
-  const u = r.usage;
-  const lines: [string, string | number][] = [];
-  if (u) {
-    lines.push(['time', (u.cpuMs / 1000).toFixed(3)], ['time-wall', (u.wallMs / 1000).toFixed(3)], ['max-rss', Math.round(u.maxRssBytes / 1024)]);
-    if (u.peakMemoryBytes !== undefined) lines.push(['cg-mem', Math.round(u.peakMemoryBytes / 1024)]);
-    lines.push(['csw-voluntary', u.voluntaryContextSwitches], ['csw-forced', u.involuntaryContextSwitches]);
-  }
-  if (r.exitCode !== null) lines.push(['exitcode', r.exitCode]);
-  if (r.signal) lines.push(['exitsig', constants.signals[r.signal] ?? 0]);
-  const killed = LIMIT_VERDICTS.has(r.verdict) || r.verdict === 'seccomp-violation' || r.verdict === 'canceled';
-  if (killed) lines.push(['killed', 1]);
-  if (r.verdict === 'memory-limit') lines.push(['cg-oom-killed', 1]);
-  const status: Record<string, string> = { 'nonzero-exit': 'RE', signaled: 'SG', 'cpu-time-limit': 'TO', 'wall-time-limit': 'TO', 'memory-limit': 'SG', 'output-limit': 'SG', 'process-limit': 'SG', 'file-size-limit': 'SG', 'seccomp-violation': 'SG', canceled: 'SG', 'setup-error': 'XX' };
-  if (status[r.verdict]) lines.push(['status', status[r.verdict]!]);
-  const message: Record<string, string> = {
-    'nonzero-exit': `Exited with error status ${r.exitCode}`,
-    signaled: `Caught fatal signal ${r.signal ? constants.signals[r.signal] : '?'}`,
-    'cpu-time-limit': 'Time limit exceeded',
-    'wall-time-limit': 'Time limit exceeded (wall clock)',
-    'memory-limit': 'Memory limit exceeded',
-    'output-limit': 'Output limit exceeded',
-    'process-limit': 'Process limit exceeded',
-    'file-size-limit': 'File size limit exceeded',
-    'seccomp-violation': `Forbidden syscall ${r.violation?.syscall ?? '(killed by SIGSYS)'}`,
-    canceled: 'Canceled',
-    'setup-error': `Sandbox setup failed: ${r.setupFailure?.message ?? ''}`,
-  };
-  if (message[r.verdict]) lines.push(['message', message[r.verdict]!.replace(/\n/g, ' ')]);
-  lines.push(['verdict', r.verdict]);
-  return lines.map(([k, v]) => `${k}:${v}`).join('\n') + '\n';
-}
-
-function describeViolation(r: SandboxResult): string {
-  const v = r.violation!;
-  return v.syscall ? `killed by the seccomp policy "${r.seccomp?.policy}": ${v.syscall} (nr ${v.nr}, ${v.arch}) is not allowed` : `killed by the kernel's seccomp action (SIGSYS): a foreign ABI (i386 int 0x80, x32) or a kill rule`;
-}
-
-function describeFailure(r: SandboxResult): string {
-  const f = r.setupFailure;
-  if (!f) return 'the sandbox failed';
-  const where = [f.stage, f.step].filter(Boolean).join(', ');
-  const sys = f.syscall ? ` ${f.syscall}: ${f.errnoName ?? ''}` : '';
-  return `sandbox setup failed (${where}):${sys} ${f.message}\n  hint: ${f.hint}`;
-}
-
 function cmdPlan(argv: string[]): number {
   const args = parseRunArgs(argv);
   if (args.help) {
@@ -231,8 +118,8 @@ function cmdPlan(argv: string[]): number {
     `# policy: ${p.policy.chain.join(' <- ')}${p.policy.description ? ` (${p.policy.description.split('. ')[0]})` : ''}`,
     p.filter
       ? `# seccomp: ${p.filter.bpf.length / 8} BPF instructions, ${p.options.seccompLog ? 'log' : 'enforce'} mode, notifications: ${p.filter.notify}, compiled in ${p.filter.compileMs.toFixed(1)} ms${p.filter.unknownSyscalls.length ? `; unknown here (ignored): ${p.filter.unknownSyscalls.join(' ')}` : ''}`
-      : p.failure
-        ? `# seccomp: cannot be applied: ${p.failure.message}`
+      : p.supervise.failure
+        ? `# seccomp: cannot be applied: ${p.supervise.failure.message}`
         : '# seccomp: none',
     `# options (call > policy > defaults): ${JSON.stringify(shown)}`,
     formatPlan(p.plan),
@@ -295,12 +182,16 @@ export async function main(argv: string[]): Promise<number> {
         return 2;
     }
   } catch (e) {
-    if (e instanceof UsageError || e instanceof SandboxOptionError) {
+    if (e instanceof UsageError) {
       process.stderr.write(`cubicle: ${e.message}\n`);
-      return e instanceof UsageError ? 2 : EXIT_SANDBOX_FAILED;
+      return CliExit.usage;
     }
-    process.stderr.write(`cubicle: ${(e as Error).stack ?? String(e)}\n`);
-    return EXIT_SANDBOX_FAILED;
+    if (e instanceof SandboxOptionError || e instanceof SandboxHostError || isCubicleError(e)) {
+      process.stderr.write(`cubicle: ${e.message}\n`);
+      return CliExit.sandboxFailed;
+    }
+    process.stderr.write(`cubicle: internal error (a bug in cubicle; please report it): ${(e as Error).stack ?? String(e)}\n`);
+    return CliExit.sandboxFailed;
   }
 }
 

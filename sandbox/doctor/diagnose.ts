@@ -1,6 +1,6 @@
 // Judges the probed facts of a host: one check per requirement, each naming the exact fix when not ok.
 // Pure: everything it knows comes in through HostFacts.
-import type { SetupFailure } from '../api/result.js';
+import type { SetupFailure } from '../types.js';
 import { NS_KINDS, type Fact, type HostFacts, type NsKind, type SandboxProbe, type SysctlValue } from './facts.js';
 
 export type DoctorStatus = 'ok' | 'warn' | 'fail' | 'skip';

@@ -1,5 +1,5 @@
 // What `cubicle doctor` knows about a host: plain data, gathered by probe.ts and judged by diagnose.ts.
-import type { SetupFailure, Verdict } from '../api/result.js';
+import type { SetupFailure, Verdict } from '../types.js';
 
 /** One probed fact: its value, or why the probe could not get it (a probe never throws). */
 export type Fact<T> = { ok: true; value: T } | { ok: false; error: string; code?: string };

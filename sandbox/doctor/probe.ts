@@ -1,6 +1,6 @@
 // Reads the facts `cubicle doctor` diagnoses. Each probe is small and independent; a probe that fails
 // records its error as a fact instead of throwing.
-import { cgroupV1Available } from '../limits/cgroup-v1.js';
+import { cgroupV1Available } from '../cgroup/index.js';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import { runSandboxed } from '../api/run.js';

@@ -1,8 +1,8 @@
-// Turns resolved options into the ordered list of ops the helper interprets. Pure apart from the host view.
+// Turns resolved options into the ordered list of ops the helper interprets. Pure: the host view and the
+// limits' ops are given to it.
 import { posix } from 'node:path';
-import { hostViewOps } from '../../rootfs-builder/host-view.js';
-import type { ResolvedOptions } from '../api/options.js';
-import type { NotifyModeName } from '../protocol/opcodes.js';
+import type { ResolvedOptions } from '../options/resolve.js';
+import type { NotifyMode } from '../types.js';
 import { Op, type PlanOp } from './ops.js';
 
 /** Device nodes bound from the host's /dev (the rest of /dev is a fresh tmpfs). */
@@ -32,12 +32,19 @@ export function tmpfsPaths(o: ResolvedOptions): string[] {
 /** Depth of an inside path, so parents are mounted before what goes below them. */
 const depth = (p: string): number => (p === '/' ? 0 : p.split('/').length - 1);
 
-/** Builds the plan: identity, root, default view, /etc, /dev, /proc, /tmp, caller mounts, payload. */
-export function buildPlan(o: ResolvedOptions, notify: NotifyModeName = 'none', limits?: { stage0Ops: PlanOp[]; initOps: PlanOp[]; payloadOps: PlanOp[] }): PlanOp[] {
-  const ops: PlanOp[] = [...(limits?.stage0Ops ?? [])];
+/** The ops each part of the limits contributes (see limits/plan.ts). */
+export interface LimitOps {
+  stage0Ops: readonly PlanOp[];
+  initOps: readonly PlanOp[];
+  payloadOps: readonly PlanOp[];
+}
+
+/** Builds the plan: identity, root, the host view, /etc, /dev, /proc, /tmp, caller mounts, limits, payload. */
+export function buildPlan(o: ResolvedOptions, hostView: readonly PlanOp[], notify: NotifyMode, limits: LimitOps): PlanOp[] {
+  const ops: PlanOp[] = [...limits.stage0Ops];
   if (o.runAs) ops.push(Op.hostIds(o.runAs.uid, o.runAs.gid));
   ops.push(Op.userns(o.uid, o.gid, o.outerUid, o.outerGid), Op.root(o.rootSize));
-  ops.push(...hostViewOps());
+  ops.push(...hostView);
   ops.push(Op.file('/etc/passwd', passwd(o)), Op.file('/etc/group', group(o)));
   ops.push(Op.file('/etc/hostname', `${o.hostname}\n`));
   ops.push(Op.file('/etc/hosts', `127.0.0.1\tlocalhost ${o.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`));
@@ -56,7 +63,7 @@ export function buildPlan(o: ResolvedOptions, notify: NotifyModeName = 'none', l
     if (m.type === 'tmpfs') ops.push(Op.tmpfs(m.target, m.size!, 0o755));
     else ops.push(Op.bind(m.source!, m.target, m.readOnly ? 'ro' : 'rw'));
   }
-  ops.push(Op.rootReadOnly(), Op.hostname(o.hostname), Op.loopback(), ...(limits?.initOps ?? []), ...(limits?.payloadOps ?? []), Op.cwd(o.cwd));
+  ops.push(Op.rootReadOnly(), Op.hostname(o.hostname), Op.loopback(), ...limits.initOps, ...limits.payloadOps, Op.cwd(o.cwd));
   for (const [k, v] of Object.entries(o.env)) ops.push(Op.env(k, v));
   for (const a of o.argv) ops.push(Op.arg(a));
   if (!o.argv[0]!.includes('/')) for (const dir of o.env.PATH!.split(':')) if (dir.startsWith('/') && !dir.split('/').includes('..')) ops.push(Op.search(posix.normalize(dir).replace(/(.)\/$/, '$1')));

@@ -2,26 +2,15 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SandboxOptionError, ErrorCode } from '../errors.js';
-import type { SandboxOptions } from '../api/options.js';
-import { validateProfile, type SeccompProfile, type SeccompRule } from '../seccomp/profile.js';
+import { PolicyError } from '../errors.js';
+import { validateProfile } from '../seccomp/profile.js';
+import { POLICY_OPTION_NAMES, type PolicyObject, type PolicyOptions, type SeccompProfile, type SeccompRule } from '../types.js';
 
 /** Directory of the shipped policies. */
 export const POLICY_DIR = fileURLToPath(new URL('../../../policies/', import.meta.url));
 /** The policy a run gets when it names none. */
 export const DEFAULT_POLICY = 'default';
 
-/** Option defaults a policy may set (a call's own options win). */
-export type PolicyOptions = Pick<SandboxOptions, (typeof OPTION_KEYS)[number]>;
-
-/** A policy as written: in a file, or passed as an object. */
-export interface PolicyObject {
-  $schema?: string;
-  description?: string;
-  extends?: string;
-  options?: PolicyOptions;
-  seccomp?: Partial<SeccompProfile> | null;
-}
 
 export interface ResolvedPolicy {
   /** The name (shipped), the path, or "(object)". */
@@ -34,16 +23,10 @@ export interface ResolvedPolicy {
 }
 
 const POLICY_KEYS = ['$schema', 'description', 'extends', 'options', 'seccomp'];
-const OPTION_KEYS = ['env', 'cwd', 'hostname', 'uid', 'gid', 'username', 'rootSize', 'tmpSize', 'shmSize', 'timeout', 'limits'] as const;
+const OPTION_KEYS: readonly string[] = POLICY_OPTION_NAMES;
 const MAX_DEPTH = 16;
 const MAX_FILE = 1 << 20;
 
-export class PolicyError extends SandboxOptionError {
-  constructor(where: string, message: string) {
-    super('policy', `policy ${where}: ${message}`, ErrorCode.policy);
-    this.name = 'PolicyError';
-  }
-}
 
 const isName = (s: string): boolean => /^[a-z][a-z0-9-]*$/.test(s);
 
@@ -93,7 +76,7 @@ function checkShape(p: unknown, where: string): PolicyObject {
   if (o.extends !== undefined && (typeof o.extends !== 'string' || o.extends.length === 0)) throw new PolicyError(where, '"extends" must be a policy name or a path');
   if (o.options !== undefined) {
     if (typeof o.options !== 'object' || o.options === null || Array.isArray(o.options)) throw new PolicyError(where, '"options" must be an object');
-    for (const k of Object.keys(o.options)) if (!(OPTION_KEYS as readonly string[]).includes(k)) throw new PolicyError(where, `options.${k} cannot be set by a policy (allowed: ${OPTION_KEYS.join(', ')})`);
+    for (const k of Object.keys(o.options)) if (!OPTION_KEYS.includes(k)) throw new PolicyError(where, `options.${k} cannot be set by a policy (allowed: ${OPTION_KEYS.join(', ')})`);
   }
   if (o.seccomp !== undefined && o.seccomp !== null && (typeof o.seccomp !== 'object' || Array.isArray(o.seccomp))) throw new PolicyError(where, '"seccomp" must be an object or null');
   return o as PolicyObject;

@@ -3,10 +3,10 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { Act, ARCH_TOKENS, Attr, CompareOp, libseccomp, nativeArchName, type ArgCmp } from './libseccomp.js';
-import { argValue, ProfileError, type SeccompProfile } from './profile.js';
+import type { NotifyMode, SeccompProfile } from '../types.js';
+import { argValue, ProfileError } from './profile.js';
 
 /** How the helper treats the filter's notifications: kill the sandbox and report, or log and let it continue. */
-export type NotifyMode = 'none' | 'kill' | 'log';
 
 export interface CompiledFilter {
   bpf: Buffer;

@@ -1,26 +1,8 @@
 // The OCI seccomp profile format (the subset cubicle reads), and its validation with errors that name the field.
 
-export interface SeccompArg {
-  index: number;
-  value: number | string;
-  valueTwo?: number | string;
-  op: string;
-}
+import type { SeccompProfile } from '../types.js';
 
-export interface SeccompRule {
-  names: string[];
-  action: string;
-  errnoRet?: number;
-  args?: SeccompArg[];
-  comment?: string;
-}
-
-export interface SeccompProfile {
-  defaultAction: string;
-  defaultErrnoRet?: number;
-  architectures?: string[];
-  syscalls: SeccompRule[];
-}
+export type { SeccompArg, SeccompProfile, SeccompRule } from '../types.js';
 
 export const ACTIONS = ['SCMP_ACT_ALLOW', 'SCMP_ACT_ERRNO', 'SCMP_ACT_KILL', 'SCMP_ACT_KILL_PROCESS', 'SCMP_ACT_KILL_THREAD', 'SCMP_ACT_TRAP', 'SCMP_ACT_LOG'] as const;
 export const OPS = ['SCMP_CMP_NE', 'SCMP_CMP_LT', 'SCMP_CMP_LE', 'SCMP_CMP_EQ', 'SCMP_CMP_GE', 'SCMP_CMP_GT', 'SCMP_CMP_MASKED_EQ'] as const;

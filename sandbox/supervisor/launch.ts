@@ -5,7 +5,7 @@ import { Socket } from 'node:net';
 import { errnoName, signalName } from '../os-names.js';
 import { Readable, Writable } from 'node:stream';
 import { debuglog } from 'node:util';
-import type { ResolvedOptions } from '../api/options.js';
+import type { ResolvedOptions } from '../options/resolve.js';
 import { HelperFd } from '../protocol/opcodes.js';
 import { openRegularForRead } from '../safe-open.js';
 import { HELPER_PATH } from './helper-path.js';

@@ -1,6 +1,6 @@
 // diagnose() on the facts of broken hosts: the right check fails, first, and its fix is the exact command.
 import { strict as assert } from 'node:assert';
-import type { SetupFailure } from '../../sandbox/api/result.js';
+import type { SetupFailure } from '../../sandbox/types.js';
 import { diagnose, type DoctorCheck } from '../../sandbox/doctor/diagnose.js';
 import { NS_KINDS, type HostFacts, type NsKind, type SandboxProbe } from '../../sandbox/doctor/facts.js';
 

@@ -1,9 +1,13 @@
-// Turns a helper error event into a SetupFailure: names the plan step and gives the fix.
+// Setup failures: a helper error event, or a helper that ended outside the protocol, turned into a
+// SetupFailure that names the plan step and gives the fix.
 import { readFileSync } from 'node:fs';
+import type { CgroupSetupError } from '../cgroup/index.js';
 import { errnoName } from '../os-names.js';
-import type { SetupFailure } from '../api/result.js';
+import { constants } from 'node:os';
 import type { PlanOp } from '../plan/ops.js';
-import type { ErrorEvent } from '../protocol/status.js';
+import type { ErrorEvent } from '../protocol/events.js';
+import type { SetupFailure } from '../types.js';
+import type { RunRecord } from './record.js';
 
 /** The errno's symbolic name, e.g. 2 -> ENOENT. */
 const errnoNameOf = (n: number | undefined): string | undefined => (n === undefined ? undefined : errnoName(n));
@@ -91,5 +95,34 @@ export function toSetupFailure(e: ErrorEvent, plan: readonly PlanOp[], program: 
     ...(e.errno !== undefined ? { errno: e.errno, errnoName: name } : {}),
     message: e.msg,
     hint: hintFor(e, name, op, program),
+  };
+}
+
+/** The failure of a run whose helper never sent a terminal event: it could not start, broke the protocol, or died. */
+export function helperFailure(record: RunRecord): SetupFailure {
+  const f = record.failure;
+  if (f?.kind === 'launch')
+    return { stage: 'helper', message: f.error.message, hint: 'run npm install (or npm run build) to build the helper, and check it is executable by this user' };
+  const x = record.helperExit;
+  const how = x ? (x.signal ?? `exit code ${x.code}`) : 'unknown status';
+  const message = f?.kind === 'protocol' ? f.error.message : `the helper ended (${how}) without reporting a result`;
+  return { stage: 'helper', message, hint: 'this is a bug in cubicle, or the helper was killed from outside; rerun with NODE_DEBUG=cubicle' };
+}
+
+/** The failure of a run whose cgroup could not be created: the syscall, the path, and what to do. */
+export function cgroupFailure(e: CgroupSetupError): SetupFailure {
+  const errno = e.errno === undefined ? undefined : (constants.errno as Record<string, number>)[e.errno];
+  let hint = 'run `npx cubicle doctor` to check this host, or pass cgroups: false (--cgroups off) to enforce limits by rlimits and sampling';
+  if (e.errno === 'EACCES' || e.errno === 'EPERM' || e.errno === 'EROFS')
+    hint = `this user may not write ${e.path}: run as root, or pass a cgroup v2 directory delegated to this user as cgroupParent (--cgroup-parent)`;
+  else if (e.errno === 'EBUSY' && e.path.endsWith('cgroup.subtree_control'))
+    hint = 'cgroup v2 only lets a group without processes of its own delegate controllers: move the processes in that group into a leaf group, or pass a cgroupParent that holds none';
+  else if (e.syscall === 'read') hint = 'the kernel rounded or refused the limit; choose another value, or pass cgroups: false to enforce it by sampling';
+  return {
+    stage: 'cgroup',
+    syscall: e.syscall,
+    ...(errno !== undefined ? { errno, errnoName: e.errno } : {}),
+    message: e.message,
+    hint,
   };
 }

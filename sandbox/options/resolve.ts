@@ -1,77 +1,14 @@
-// Public options of runSandboxed/spawnSandboxed and their synchronous validation (nothing runs before it).
+// The options of runSandboxed/spawnSandboxed: merged under a policy's defaults, then validated synchronously
+// (nothing runs before this), giving ResolvedOptions where every field is final.
 import { lstatSync, realpathSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { isAbsolute, normalize } from 'node:path';
+import { dirname, isAbsolute, normalize } from 'node:path';
 import { Readable } from 'node:stream';
-import { SandboxOptionError } from '../errors.js';
-import type { PolicyObject } from '../policy/load.js';
-import { resolveLimits, type LimitOptions, type ResolvedLimits } from '../limits/limits.js';
+import { fileURLToPath } from 'node:url';
+import { ErrorCode, SandboxOptionError } from '../errors.js';
+import { resolveLimits, type ResolvedLimits } from '../limits/resolve.js';
+import { OPTION_NAMES, type CgroupChoice, type PolicyOptions, type SandboxOptions } from '../types.js';
 import { parseSize } from '../units.js';
-
-/** A host path bound into the sandbox, or a fresh tmpfs. */
-export type MountSpec =
-  | { type: 'bind'; source: string; target?: string; readOnly?: boolean }
-  | { type: 'tmpfs'; target: string; size?: number | string };
-
-export interface SandboxOptions {
-  /** Environment inside; nothing of the host's is inherited. PATH and HOME get defaults unless given. */
-  env?: Record<string, string>;
-  /** Working directory inside (absolute). Default: /tmp. */
-  cwd?: string;
-  /** Hostname inside. Default: "cubicle". */
-  hostname?: string;
-  /** uid/gid inside. Default 1000/1000. 0 is allowed (no capabilities either way). */
-  uid?: number;
-  gid?: number;
-  /** User and group name written to the generated /etc/passwd and /etc/group. Default "sandbox" ("root" for uid 0). */
-  username?: string;
-  /** When the caller is root: the unprivileged host uid/gid the sandbox maps to. Default 65534. Never 0. */
-  hostUid?: number;
-  hostGid?: number;
-  /** When the caller is root: create the sandbox as this host user, so namespaces are made without privilege. */
-  runAs?: { uid: number; gid: number };
-  /** Extra binds and tmpfs mounts, applied after the default view (so they may cover parts of it). */
-  mounts?: readonly MountSpec[];
-  /** Size of the fresh root tmpfs. Default 16M. */
-  rootSize?: number | string;
-  /** Size of /tmp and of /dev/shm. Default 64M each. */
-  tmpSize?: number | string;
-  shmSize?: number | string;
-  /** Wall-clock limit in ms; the whole sandbox is killed when it passes. */
-  timeout?: number;
-  /** Aborting kills the whole sandbox; the result has isCanceled. */
-  cancelSignal?: AbortSignal;
-  /** After kill('SIGTERM'), how long to wait before SIGKILL. Default 2000 ms. */
-  forceKillAfterDelay?: number;
-  /** Resolve instead of rejecting when the run fails. Default true (reject). */
-  reject?: boolean;
-  /** Data for stdin. */
-  input?: string | Uint8Array | Readable;
-  /** A host file read as stdin. */
-  inputFile?: string;
-  /** stdin when neither input nor inputFile is given. Default 'ignore' (empty). */
-  stdin?: 'ignore' | 'inherit' | 'pipe';
-  /** 'pipe' captures (runSandboxed) or streams (spawnSandboxed); 'inherit' passes through. Default 'pipe'. */
-  stdout?: 'pipe' | 'inherit' | 'ignore';
-  stderr?: 'pipe' | 'inherit' | 'ignore';
-  /** 'utf8' gives strings, 'buffer' gives Buffers (binary-safe). Default 'utf8'. */
-  encoding?: 'utf8' | 'buffer';
-  /** A shipped policy name ('default', 'judge', 'permissive', 'none'), a path to a policy file, or a policy object. Default 'default'. */
-  policy?: string | PolicyObject;
-  /** Audit mode: the seccomp filter reports what it would deny or kill, and lets every call proceed. */
-  seccompLog?: boolean;
-  /** Resource limits for the whole sandbox (see LimitOptions); the result says which mechanism enforced each. */
-  limits?: LimitOptions;
-  /** Fail closed instead of falling back to rlimits and sampling when memory/process limits cannot use cgroups. */
-  strictLimits?: boolean;
-  /** Use cgroups when the host allows (default true: v1 first, then v2); 'v1' or 'v2' picks one; false always
-   *  uses rlimits and init's sampler. */
-  cgroups?: boolean | 'v1' | 'v2';
-  /** A delegated cgroup v2 directory the caller may write (for rootless cgroup limits); runs get groups below it. */
-  cgroupParent?: string;
-}
 
 export interface ResolvedMount {
   type: 'bind' | 'tmpfs';
@@ -110,12 +47,12 @@ export interface ResolvedOptions {
   seccompLog: boolean;
   limits: ResolvedLimits;
   strictLimits: boolean;
-  cgroups: boolean | 'v1' | 'v2';
+  cgroups: CgroupChoice;
   cgroupParent?: string;
 }
 
 export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin';
-const KNOWN = new Set(['env', 'cwd', 'hostname', 'uid', 'gid', 'username', 'hostUid', 'hostGid', 'runAs', 'mounts', 'rootSize', 'tmpSize', 'shmSize', 'timeout', 'cancelSignal', 'forceKillAfterDelay', 'reject', 'input', 'inputFile', 'stdin', 'stdout', 'stderr', 'encoding', 'policy', 'seccompLog', 'limits', 'strictLimits', 'cgroups', 'cgroupParent']);
+const KNOWN: ReadonlySet<string> = new Set(OPTION_NAMES);
 
 const fail = (option: string, message: string): never => {
   throw new SandboxOptionError(option, message);
@@ -129,7 +66,12 @@ function checkId(option: string, v: unknown, dflt: number): number {
 
 function checkHostDir(option: string, p: unknown): string {
   if (typeof p !== 'string' || !isAbsolute(p) || p.split('/').includes('..')) return fail(option, `${option} must be an absolute host path without '..'`);
-  const real = realpathSync(p);
+  let real: string;
+  try {
+    real = realpathSync(p);
+  } catch (e) {
+    return fail(option, `${option} ${p} cannot be used: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
   if (!statSync(real).isDirectory()) fail(option, `${option} ${p} is not a directory`);
   return real;
 }
@@ -190,12 +132,12 @@ function checkMount(m: unknown, i: number): ResolvedMount {
     statSync(source);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new SandboxOptionError(`${where}.source`, code === 'ENOENT' ? `bind source "${source}" does not exist on the host` : `bind source "${source}" cannot be used: ${code ?? (e as Error).message}`, 'ERR_SANDBOX_BIND_SOURCE');
+    throw new SandboxOptionError(`${where}.source`, code === 'ENOENT' ? `bind source "${source}" does not exist on the host` : `bind source "${source}" cannot be used: ${code ?? (e as Error).message}`, ErrorCode.bindSource);
   }
   const clean = stripSlash(normalize(source));
   const real = realpathSync(clean);
   if (real !== clean)
-    throw new SandboxOptionError(`${where}.source`, `bind source "${source}" goes through a symlink (it resolves to "${real}"); symlinks in bind sources are not followed, so give the resolved path if that is what you mean`, 'ERR_SANDBOX_BIND_SOURCE');
+    throw new SandboxOptionError(`${where}.source`, `bind source "${source}" goes through a symlink (it resolves to "${real}"); symlinks in bind sources are not followed, so give the resolved path if that is what you mean`, ErrorCode.bindSource);
   const target = checkInsidePath(`${where}.target`, spec.target ?? source);
   if (target === '/') fail(`${where}.target`, `${where}.target cannot be / (the root is always a fresh tmpfs)`);
   if (spec.readOnly !== undefined && typeof spec.readOnly !== 'boolean') fail(`${where}.readOnly`, `${where}.readOnly must be a boolean`);
@@ -204,7 +146,7 @@ function checkMount(m: unknown, i: number): ResolvedMount {
     const within = (inner: string, outer: string): boolean => inner === outer || inner.startsWith(outer === '/' ? '/' : `${outer}/`);
     const own = protectedPaths().find((p) => within(p, real) || within(real, p));
     if (own)
-      throw new SandboxOptionError(`${where}.source`, `a read-write bind of "${source}" would let the sandbox rewrite cubicle's own code (${own}), which runs unsandboxed; bind it read-only (readOnly: true / --ro-bind) and give the writable subdirectories their own binds`, 'ERR_SANDBOX_BIND_SOURCE');
+      throw new SandboxOptionError(`${where}.source`, `a read-write bind of "${source}" would let the sandbox rewrite cubicle's own code (${own}), which runs unsandboxed; bind it read-only (readOnly: true / --ro-bind) and give the writable subdirectories their own binds`, ErrorCode.bindSource);
   }
   return { type: 'bind', source: real, target, readOnly };
 }
@@ -337,7 +279,17 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     seccompLog: o.seccompLog === true,
     limits: resolveLimits(o.limits, timeout),
     strictLimits: o.strictLimits === true,
-    cgroups: o.cgroups === undefined ? true : (o.cgroups as boolean | 'v1' | 'v2'),
+    cgroups: o.cgroups === undefined ? true : (o.cgroups as CgroupChoice),
     ...(o.cgroupParent !== undefined ? { cgroupParent: checkHostDir('cgroupParent', o.cgroupParent) } : {}),
   };
+}
+
+/** Policy defaults under the call's options: call options > policy > built-in defaults. An option set to
+ *  undefined never cancels a policy default; env and limits merge key by key. */
+export function mergeOptions(policy: PolicyOptions, call: SandboxOptions): SandboxOptions {
+  const given = Object.fromEntries(Object.entries(call).filter(([, v]) => v !== undefined)) as SandboxOptions;
+  const merged: SandboxOptions = { ...(policy as SandboxOptions), ...given };
+  if (policy.env || given.env) merged.env = { ...policy.env, ...given.env };
+  if (policy.limits || given.limits) merged.limits = { ...policy.limits, ...given.limits };
+  return merged;
 }

@@ -1,0 +1,237 @@
+// A run's cgroup, whichever version: planned without touching the host, then created, read and removed by the
+// supervisor around the helper's lifetime. v1 and v2 (./v1.ts, ./v2.ts) differ only in the plan they make.
+import { mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { debuglog } from 'node:util';
+
+const debug = debuglog('cubicle');
+
+/** The limits a group enforces: memory in bytes, and the pids.max the run's own processes need (v1 adds stage 0). */
+export interface GroupLimits {
+  memoryBytes?: number;
+  pidsMax?: number;
+}
+
+/** One limit file: written, then read back and compared. */
+export interface CgroupWrite {
+  file: string;
+  value: number;
+  /** What the read-back value is reported as; absent for files that are only written. */
+  readBack?: 'memory' | 'pids';
+  /** How far the kernel may round the value (memory rounds to pages). */
+  tolerance?: number;
+  /** Written instead when `file` cannot be (e.g. no swap accounting); nothing is read back then. */
+  orElse?: { file: string; value: number };
+  /** A file the kernel may lack (e.g. memory.swap.max without swap accounting): a failure is not an error. */
+  optional?: boolean;
+}
+
+/** Everything about a run's cgroup, decided before anything is created. */
+export interface CgroupPlan {
+  version: 'v1' | 'v2';
+  /** Directories to create, in order (v1: one per controller; v2: one). */
+  dirs: string[];
+  /** v2: directories from the hierarchy's root (or the delegated parent) down to the run's parent, each of
+   *  which must delegate these controllers in cgroup.subtree_control. */
+  enable: { dirs: string[]; controllers: string[] };
+  writes: CgroupWrite[];
+  /** Parents whose stale run groups (left by a caller that died) are swept before this run's is made. */
+  sweep: string[];
+  /** Set when the group enforces the memory limit. */
+  memoryDir?: string;
+  /** Set when the group enforces the process limit. */
+  pidsDir?: string;
+  /** What the helper is told: the dirs stage 0 joins (v1), the dir init is cloned into (v2), the files it watches. */
+  helper: { join: string[]; into?: string; cpuFile?: string; oomWatchDir?: string; eventsFile?: string };
+  /** Reads the counters this version keeps, after the run. */
+  collect(): CgroupCounters;
+}
+
+/** What the group counted, read once the helper has exited. */
+export interface CgroupCounters {
+  peakMemoryBytes?: number;
+  /** Processes the kernel's OOM killer killed (v1 with the OOM killer off: OOM events seen). */
+  oomKills?: number;
+  /** Forks the pids controller refused. */
+  pidsRefused?: number;
+  cpuUs?: number;
+}
+
+/** Values the kernel read back after setup. */
+export interface CgroupReadBack {
+  memory?: number;
+  pids?: number;
+}
+
+/** A cgroup file operation the host refused: which syscall, on which path, with which errno. */
+export class CgroupSetupError extends Error {
+  constructor(
+    readonly syscall: string,
+    readonly path: string,
+    readonly errno: string | undefined,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'CgroupSetupError';
+  }
+}
+
+const codeOf = (e: unknown): string | undefined => (e as NodeJS.ErrnoException).code;
+
+/** Reads a cgroup file; undefined when it is missing or unreadable. */
+export function readText(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** A file holding one number (e.g. memory.peak); undefined when missing or not a number. */
+export function readNumber(path: string): number | undefined {
+  const t = readText(path)?.trim();
+  const n = t === undefined || t === '' ? NaN : Number(t);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+/** The number after `key ` in a keyed file (memory.events, pids.events, cpu.stat, memory.oom_control). */
+export function readKeyed(path: string, key: string): number | undefined {
+  const m = new RegExp(`^${key} (\\d+)$`, 'm').exec(readText(path) ?? '');
+  return m ? Number(m[1]) : undefined;
+}
+
+const sweptParents = new Set<string>();
+
+/** Creates the planned group: sweeps stale groups, enables controllers, makes the dirs, writes every limit
+ *  and reads it back. Throws CgroupSetupError, after removing whatever it made. */
+export function createCgroup(plan: CgroupPlan): CgroupReadBack {
+  for (const parent of plan.sweep) {
+    if (sweptParents.has(parent)) continue;
+    sweptParents.add(parent);
+    removeStaleGroups(parent);
+  }
+  const made: string[] = [];
+  try {
+    for (const dir of plan.enable.dirs) enableControllers(dir, plan.enable.controllers);
+    for (const dir of plan.dirs) {
+      try {
+        mkdirSync(dir, { recursive: true });
+      } catch (e) {
+        throw new CgroupSetupError('mkdir', dir, codeOf(e), `cannot create the run's cgroup ${dir}`);
+      }
+      made.push(dir);
+    }
+    const readBack: CgroupReadBack = {};
+    for (const w of plan.writes) {
+      try {
+        writeFileSync(w.file, `${w.value}\n`);
+      } catch (e) {
+        if (w.optional) continue;
+        if (w.orElse) {
+          writeLimit(w.orElse.file, w.orElse.value);
+          continue;
+        }
+        throw new CgroupSetupError('write', w.file, codeOf(e), `cannot write ${w.value} to ${w.file}`);
+      }
+      if (!w.readBack) continue;
+      const got = readNumber(w.file);
+      if (got === undefined || Math.abs(got - w.value) > (w.tolerance ?? 0))
+        throw new CgroupSetupError('read', w.file, undefined, `${w.file} read back ${got ?? 'nothing'}, not ${w.value}`);
+      readBack[w.readBack] = got;
+    }
+    return readBack;
+  } catch (e) {
+    for (const dir of made.reverse()) removeGroupDir(dir, 0);
+    throw e;
+  }
+}
+
+function writeLimit(file: string, value: number): void {
+  try {
+    writeFileSync(file, `${value}\n`);
+  } catch (e) {
+    throw new CgroupSetupError('write', file, codeOf(e), `cannot write ${value} to ${file}`);
+  }
+}
+
+/** v2: makes `dir` delegate the controllers to its children (a controller it lacks is a setup error). */
+function enableControllers(dir: string, controllers: readonly string[]): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    throw new CgroupSetupError('mkdir', dir, codeOf(e), `cannot create the cgroup ${dir}`);
+  }
+  const enabled = (readText(`${dir}/cgroup.subtree_control`) ?? '').trim().split(/\s+/);
+  const missing = controllers.filter((c) => !enabled.includes(c));
+  if (!missing.length) return;
+  const file = `${dir}/cgroup.subtree_control`;
+  try {
+    writeFileSync(file, missing.map((c) => `+${c}`).join(' '));
+  } catch (e) {
+    throw new CgroupSetupError('write', file, codeOf(e), `cannot enable the ${missing.join(', ')} controller${missing.length > 1 ? 's' : ''} in ${dir}`);
+  }
+}
+
+/** Removes the run's group: v2 first kills anything still inside (there should be nothing), then rmdir,
+ *  children before parents. Never throws; a group still busy is retried in the background. */
+export function removeCgroup(plan: CgroupPlan): void {
+  if (plan.version === 'v2' && plan.dirs[0]) {
+    try {
+      writeFileSync(`${plan.dirs[0]}/cgroup.kill`, '1');
+    } catch {
+      /* no cgroup.kill before Linux 5.14, or the group is gone already */
+    }
+  }
+  for (const dir of [...plan.dirs].reverse()) removeGroupDir(dir, 0);
+}
+
+const pause = (ms: number): void => {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+};
+
+/** rmdir, retried: the kernel may still be releasing the last task's charge. A few short synchronous tries
+ *  (so a CLI that exits right after still cleans up), then in the background. */
+function removeGroupDir(dir: string, attempt: number): void {
+  for (;;) {
+    try {
+      rmdirSync(dir);
+      return;
+    } catch (e) {
+      const code = codeOf(e);
+      if (code === 'ENOENT') return;
+      if (code !== 'EBUSY' || attempt >= 60) {
+        debug('cannot remove cgroup %s: %s', dir, code);
+        return;
+      }
+      attempt++;
+      if (attempt <= 10) pause(5);
+      else {
+        setTimeout(() => removeGroupDir(dir, attempt), 50).unref();
+        return;
+      }
+    }
+  }
+}
+
+/** Run group names start with the owner's pid (see newRunId), so a stale group's owner can be checked. */
+const RUN_GROUP = /^(\d+)-\d+-[0-9a-z]+$/;
+
+/** Groups of runs whose owner died (e.g. SIGKILL of the caller); only names cubicle gives its run groups. */
+function removeStaleGroups(parent: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(parent);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number(RUN_GROUP.exec(name)?.[1]);
+    if (!pid || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+      continue; // its owner is alive
+    } catch (e) {
+      if (codeOf(e) !== 'ESRCH') continue;
+    }
+    removeGroupDir(`${parent}/${name}`, 50);
+  }
+}

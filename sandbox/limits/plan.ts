@@ -1,0 +1,132 @@
+// Resource limits: which mechanism enforces each one, and the plan ops for it. Pure: the run's cgroup is only
+// planned here (its paths and limit files); the supervisor creates and removes it.
+import { planCgroup, type CgroupPlan, type CgroupRequest } from '../cgroup/index.js';
+import { SandboxOptionError } from '../errors.js';
+import { Op, type PlanOp } from '../plan/ops.js';
+import type { AppliedLimit, LIMIT_NAMES } from '../types.js';
+import type { ResolvedLimits } from './resolve.js';
+
+/** Tasks the kernel still allows past the process limit, so the sampler sees the limit passed. */
+export const processHeadroom = (n: number): number => Math.max(4, Math.ceil(n / 4));
+
+/** How often init samples the sandbox when something is watched. */
+export const SAMPLE_INTERVAL_US = 10_000;
+
+/** Per-user kernel counters capped inside the sandbox's own user namespace (protects the host user's). */
+export const UCOUNT_CAPS: Record<string, number> = {
+  inotify_instances: 128,
+  inotify_watches: 65536,
+  fanotify_groups: 16,
+  fanotify_marks: 8192,
+  user_namespaces: 16,
+  mnt_namespaces: 16,
+  pid_namespaces: 16,
+  net_namespaces: 16,
+  uts_namespaces: 16,
+  ipc_namespaces: 16,
+  cgroup_namespaces: 16,
+  time_namespaces: 16,
+};
+
+export interface LimitPlan {
+  /** Ops placed before the root (cgroup joins) and among the init/payload ops. */
+  stage0Ops: PlanOp[];
+  initOps: PlanOp[];
+  payloadOps: PlanOp[];
+  /** Each limit set, with its mechanism; cgroup read-back values are added once the group exists. */
+  applied: Partial<Record<(typeof LIMIT_NAMES)[number], AppliedLimit>>;
+  /** The run's cgroup, planned (the supervisor creates it); undefined when no limit needs one or none is usable. */
+  cgroup: CgroupPlan | undefined;
+}
+
+/**
+ * Chooses mechanisms: a cgroup (v1 for root on a v1/hybrid host, v2 for root on a v2 host or with a delegated
+ * cgroupParent) for memory and process counts, else init's sampler plus rlimits. CPU and wall time are always
+ * judged by init's sampler (with an RLIMIT_CPU backstop per process). `strict` fails closed when memory or
+ * processes would not be enforced by a cgroup.
+ */
+export function planLimits(l: ResolvedLimits, strict: boolean, tmpfsPaths: readonly string[], runId: string, req: CgroupRequest): LimitPlan {
+  const applied: LimitPlan['applied'] = {};
+  const stage0Ops: PlanOp[] = [];
+  const initOps: PlanOp[] = [];
+  const payloadOps: PlanOp[] = [];
+  const wantsCgroup = l.memoryBytes !== undefined || l.processes !== undefined || l.cpuTimeMs !== undefined;
+  let cgroup: CgroupPlan | undefined;
+  if (wantsCgroup) {
+    const pidsMax = l.processes === undefined ? undefined : l.processes + 1 + processHeadroom(l.processes); // init is in the group
+    const planned = planCgroup({ memoryBytes: l.memoryBytes, pidsMax }, runId, req);
+    const why = 'reason' in planned ? planned.reason : undefined;
+    if (!('reason' in planned)) {
+      cgroup = planned;
+      const h = planned.helper;
+      for (const dir of h.join) stage0Ops.push(Op.cgroupJoin(dir));
+      if (h.oomWatchDir) stage0Ops.push(Op.cgroupOomWatch(h.oomWatchDir));
+      if (h.into) stage0Ops.push(Op.cgroupInto(h.into));
+      if (h.eventsFile) stage0Ops.push(Op.cgroupEvents(h.eventsFile));
+      if (h.cpuFile) stage0Ops.push(Op.cgroupCpu(h.cpuFile));
+    }
+    const unenforced = (l.memoryBytes !== undefined && !cgroup?.memoryDir) || (l.processes !== undefined && !cgroup?.pidsDir);
+    if (strict && unenforced)
+      throw new SandboxOptionError(
+        'strictLimits',
+        `strict limits need cgroups for memory and processes, and ${why ?? `the ${cgroup?.version} group here lacks the memory or pids controller`}. Run as root on a cgroup host, pass a delegated cgroupParent, or drop strictLimits to accept rlimits and sampling`,
+      );
+  }
+  const cgMech = cgroup?.version === 'v2' ? 'cgroup-v2' : 'cgroup-v1';
+  for (const [name, value] of Object.entries(UCOUNT_CAPS)) initOps.push(Op.ucount(name, value));
+
+  const grace = l.extraTimeMs;
+  const watch = {
+    cpuUs: l.cpuTimeMs !== undefined ? Math.round((l.cpuTimeMs + grace) * 1000) : 0,
+    wallUs: l.wallTimeMs !== undefined ? Math.round((l.wallTimeMs + grace) * 1000) : 0,
+    memory: l.memoryBytes !== undefined && !cgroup?.memoryDir ? l.memoryBytes : 0,
+    tasks: l.processes ?? 0,
+  };
+  if (l.cpuTimeMs !== undefined) {
+    applied.cpuTime = { value: l.cpuTimeMs, unit: 'ms', mechanism: cgroup?.helper.cpuFile ? `${cgMech}+sampling` : 'rlimit+sampling' };
+    // Backstop per process: RLIMIT_CPU a second past the kill point (SIGXCPU, then SIGKILL at the hard limit).
+    const s = Math.ceil((l.cpuTimeMs + grace) / 1000) + 1;
+    payloadOps.push(Op.rlimit('cpu', s, s + 1));
+  }
+  if (l.wallTimeMs !== undefined) applied.wallTime = { value: l.wallTimeMs, unit: 'ms', mechanism: 'sampling' };
+  if (grace) applied.extraTime = { value: grace, unit: 'ms', mechanism: 'sampling' };
+  if (l.memoryBytes !== undefined) {
+    if (cgroup?.memoryDir) applied.memory = { value: l.memoryBytes, unit: 'bytes', mechanism: cgMech };
+    else {
+      applied.memory = { value: l.memoryBytes, unit: 'bytes', mechanism: 'rlimit+sampling' };
+      // Backstop per process, past the point where the sampler kills: committed private writable memory
+      // (RLIMIT_DATA counts commitments, not reservations, unlike RLIMIT_AS which breaks JITs).
+      const backstop = 2 * l.memoryBytes + (64 << 20);
+      payloadOps.push(Op.rlimit('data', backstop, backstop));
+    }
+  }
+  if (l.processes !== undefined) {
+    // More than N tasks at once gets the sandbox killed by init; the kernel refuses tasks past N + headroom
+    // (the headroom lets the sampler see a fork bomb pass N before the kernel caps it).
+    if (cgroup?.pidsDir) applied.processes = { value: l.processes, unit: 'count', mechanism: `${cgMech}+sampling` };
+    else {
+      applied.processes = { value: l.processes, unit: 'count', mechanism: 'rlimit+sampling' };
+      // RLIMIT_NPROC counts per user namespace and uid (Linux 5.14+): init, N payload tasks, the headroom.
+      const cap = l.processes + 1 + processHeadroom(l.processes);
+      payloadOps.push(Op.rlimit('nproc', cap, cap));
+    }
+  }
+  if (l.fileSizeBytes !== undefined) {
+    applied.fileSize = { value: l.fileSizeBytes, unit: 'bytes', mechanism: 'rlimit' };
+    payloadOps.push(Op.rlimit('fsize', l.fileSizeBytes, l.fileSizeBytes));
+  }
+  if (l.openFiles !== undefined) {
+    applied.openFiles = { value: l.openFiles, unit: 'count', mechanism: 'rlimit' };
+    payloadOps.push(Op.rlimit('nofile', l.openFiles, l.openFiles));
+  }
+  if (l.stackBytes !== undefined) {
+    applied.stack = { value: l.stackBytes, unit: 'bytes', mechanism: 'rlimit' };
+    payloadOps.push(Op.rlimit('stack', l.stackBytes, l.stackBytes));
+  }
+  if (l.outputBytes !== undefined) applied.outputLimit = { value: l.outputBytes, unit: 'bytes', mechanism: 'supervisor' };
+  // init always samples: the peak memory and task count are part of every run's accounting.
+  for (const p of tmpfsPaths) initOps.push(Op.watchTmpfs(p));
+  // Memory is measured by sampling unless a memory cgroup measures it (PSS reads cost CPU on big processes).
+  initOps.push(Op.watch(SAMPLE_INTERVAL_US, watch.cpuUs, watch.wallUs, watch.memory, watch.tasks, !cgroup?.memoryDir));
+  return { stage0Ops, initOps, payloadOps, applied, cgroup };
+}

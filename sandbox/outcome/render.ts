@@ -1,0 +1,209 @@
+// Every way a judged result is told: the library's error (code and message), the CLI's exit code, stderr lines
+// and JSON, and isolate's meta file. The one place these texts are written; pure.
+import { constants } from 'node:os';
+import { ErrorCode, SandboxError, type ErrorCodeValue } from '../errors.js';
+import type { SandboxResult, SetupFailure, Verdict } from '../types.js';
+
+/** CLI exit codes of the sandbox itself (a payload's own code passes through). */
+export const CliExit = { sandboxFailed: 125, timeout: 124, usage: 2 } as const;
+
+/** Verdicts that mean a limit was passed. */
+export const LIMIT_VERDICTS: ReadonlySet<Verdict> = new Set(['cpu-time-limit', 'wall-time-limit', 'memory-limit', 'output-limit', 'process-limit', 'file-size-limit']);
+
+const signalNumber = (name: NodeJS.Signals): number => (constants.signals as Record<string, number>)[name] ?? 0;
+const MiB = 1 << 20;
+const bytes = (n: number | undefined): string => (n === undefined ? '?' : n >= MiB ? `${(n / MiB).toFixed(n % MiB ? 1 : 0)} MiB` : `${n} bytes`);
+const ms = (n: number | undefined): string => (n === undefined ? '?' : `${n.toFixed(0)} ms`);
+const quote = (argv: readonly string[]): string => argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
+
+/** "sandbox setup failed (stage, step): syscall: ERRNO message" — the hint is separate. */
+export function describeFailure(f: SetupFailure): string {
+  const where = [f.stage, f.step].filter(Boolean).join(', ');
+  const sys = f.syscall ? `${f.syscall}: ${f.errnoName ?? ''} ` : '';
+  return `sandbox setup failed (${where}): ${sys}${f.message}`;
+}
+
+/** What ended the run, as a phrase that follows "Command" (or the CLI's "cubicle: <verdict>:"). */
+export function describeVerdict(r: SandboxResult): string {
+  const l = r.limits;
+  const u = r.usage;
+  switch (r.verdict) {
+    case 'ok':
+      return 'succeeded';
+    case 'nonzero-exit':
+      return `failed with exit code ${r.exitCode}`;
+    case 'signaled':
+      return `was killed with ${r.signal}`;
+    case 'cpu-time-limit':
+      return `exceeded the CPU-time limit of ${ms(l.cpuTime?.value)} (used ${ms(u?.cpuMs)})`;
+    case 'wall-time-limit':
+      return `exceeded the wall-time limit of ${ms(l.wallTime?.value)} (ran ${ms(u?.wallMs)})`;
+    case 'memory-limit':
+      return `exceeded the memory limit of ${bytes(l.memory?.value)}${u?.peakMemoryBytes ? ` (peak ${bytes(u.peakMemoryBytes)})` : ''}`;
+    case 'process-limit':
+      return `exceeded the process limit of ${l.processes?.value ?? '?'} (processes and threads at once)`;
+    case 'output-limit':
+      return `exceeded the output limit of ${bytes(l.outputLimit?.value)} per stream`;
+    case 'file-size-limit':
+      return `exceeded the file-size limit of ${bytes(l.fileSize?.value)}`;
+    case 'canceled':
+      return 'was canceled';
+    case 'seccomp-violation': {
+      const v = r.violation;
+      const what = v?.syscall
+        ? `calling ${v.syscall} (nr ${v.nr}, ${v.arch})`
+        : 'a syscall the kernel refused outright (SIGSYS: a foreign ABI such as i386 int 0x80 or x32, or a kill action)';
+      return `was killed by the seccomp policy "${r.seccomp?.policy}" for ${what}`;
+    }
+    case 'setup-error':
+      return r.setupFailure ? describeFailure(r.setupFailure) : 'sandbox setup failed';
+  }
+}
+
+/** The stable code of a failed run's error. */
+export function errorCodeFor(r: SandboxResult): ErrorCodeValue {
+  switch (r.verdict) {
+    case 'nonzero-exit':
+      return ErrorCode.nonzeroExit;
+    case 'signaled':
+      return ErrorCode.signaled;
+    case 'wall-time-limit':
+      return ErrorCode.timeout;
+    case 'canceled':
+      return ErrorCode.canceled;
+    case 'seccomp-violation':
+      return ErrorCode.seccompViolation;
+    case 'setup-error': {
+      const stage = r.setupFailure?.stage;
+      return stage === 'helper' ? ErrorCode.helper : stage === 'seccomp' ? ErrorCode.seccompUnavailable : ErrorCode.setup;
+    }
+    default:
+      return ErrorCode.limit;
+  }
+}
+
+/** The error a failed run rejects with: the result itself, with its code and message. */
+export function toSandboxError(r: SandboxResult, cause?: unknown): SandboxError {
+  const f = r.setupFailure;
+  const message =
+    r.verdict === 'setup-error' && f ? `Sandbox ${describeFailure(f).slice('sandbox '.length)}. Hint: ${f.hint}` : `Command ${describeVerdict(r)}: ${quote(r.command)}`;
+  return new SandboxError(message, errorCodeFor(r), r, cause === undefined ? undefined : { cause });
+}
+
+/** The CLI's exit code: the payload's, 128+N for a signal, 124 for time limits, 125 when the sandbox failed. */
+export function cliExitCode(r: SandboxResult): number {
+  if (r.verdict === 'setup-error') return CliExit.sandboxFailed;
+  if (r.verdict === 'cpu-time-limit' || r.verdict === 'wall-time-limit') return CliExit.timeout; // even if it finished within the grace
+  if (LIMIT_VERDICTS.has(r.verdict) && r.exitCode === 0) return 1; // over a limit is never success
+  if (r.verdict === 'seccomp-violation') return 128 + signalNumber('SIGSYS'); // as if the kernel had killed it
+  if (r.timedOut) return CliExit.timeout;
+  if (r.exitCode !== null) return r.exitCode;
+  if (r.signal) return 128 + signalNumber(r.signal);
+  return CliExit.sandboxFailed;
+}
+
+/** What the CLI prints on stderr about how the run ended (nothing for a plain exit). */
+export function cliReport(r: SandboxResult): string[] {
+  const lines: string[] = [];
+  if (LIMIT_VERDICTS.has(r.verdict) || r.verdict === 'seccomp-violation') lines.push(`cubicle: ${r.verdict}: ${describeVerdict(r)}`);
+  if (r.verdict === 'setup-error') lines.push(`cubicle: ${describeVerdict(r)}${r.setupFailure ? `\n  hint: ${r.setupFailure.hint}` : ''}`);
+  if (r.seccomp?.mode === 'log') {
+    const seen = r.seccomp.violations.map((v) => v.syscall ?? `nr ${v.nr}`).join(', ');
+    lines.push(`cubicle: seccomp log (policy ${r.seccomp.policy}): ${seen || 'nothing would have been denied'}`);
+  }
+  if (r.verdict === 'canceled') lines.push('cubicle: canceled; the sandbox was killed');
+  else if (r.timedOut && !LIMIT_VERDICTS.has(r.verdict)) lines.push('cubicle: timed out; the sandbox was killed');
+  return lines;
+}
+
+/** The result as plain JSON (stdout/stderr as strings); nothing from the sandbox is interpreted. */
+export function resultToJson(r: SandboxResult): Record<string, unknown> {
+  const text = (v: string | Buffer | undefined): string | undefined => (v === undefined ? undefined : v.toString());
+  return {
+    command: r.command,
+    verdict: r.verdict,
+    exitCode: r.exitCode,
+    signal: r.signal,
+    timedOut: r.timedOut,
+    isCanceled: r.isCanceled,
+    failed: r.failed,
+    stdout: text(r.stdout),
+    stderr: text(r.stderr),
+    usage: r.usage ?? null,
+    setupMs: r.setup?.ms ?? null,
+    namespaces: r.namespaces ?? null,
+    setupFailure: r.setupFailure ?? null,
+    limits: r.limits,
+    seccomp: r.seccomp ?? null,
+    violation: r.violation ?? null,
+  };
+}
+
+const META_STATUS: Partial<Record<Verdict, string>> = {
+  'nonzero-exit': 'RE',
+  signaled: 'SG',
+  'cpu-time-limit': 'TO',
+  'wall-time-limit': 'TO',
+  'memory-limit': 'SG',
+  'output-limit': 'SG',
+  'process-limit': 'SG',
+  'file-size-limit': 'SG',
+  'seccomp-violation': 'SG',
+  canceled: 'SG',
+  'setup-error': 'XX',
+};
+
+function metaMessage(r: SandboxResult): string | undefined {
+  switch (r.verdict) {
+    case 'ok':
+      return undefined;
+    case 'nonzero-exit':
+      return `Exited with error status ${r.exitCode}`;
+    case 'signaled':
+      return `Caught fatal signal ${r.signal ? signalNumber(r.signal) : '?'}`;
+    case 'cpu-time-limit':
+      return 'Time limit exceeded';
+    case 'wall-time-limit':
+      return 'Time limit exceeded (wall clock)';
+    case 'memory-limit':
+      return 'Memory limit exceeded';
+    case 'output-limit':
+      return 'Output limit exceeded';
+    case 'process-limit':
+      return 'Process limit exceeded';
+    case 'file-size-limit':
+      return 'File size limit exceeded';
+    case 'seccomp-violation':
+      return `Forbidden syscall ${r.violation?.syscall ?? '(killed by SIGSYS)'}`;
+    case 'canceled':
+      return 'Canceled';
+    case 'setup-error':
+      return `Sandbox setup failed: ${r.setupFailure?.message ?? ''}`;
+  }
+}
+
+/** isolate's meta file: key:value lines a judge built on isolate already parses. */
+export function isolateMeta(r: SandboxResult): string {
+  const u = r.usage;
+  const lines: [string, string | number][] = [];
+  if (u) {
+    lines.push(['time', (u.cpuMs / 1000).toFixed(3)], ['time-wall', (u.wallMs / 1000).toFixed(3)], ['max-rss', Math.round(u.maxRssBytes / 1024)]);
+    if (u.peakMemoryBytes !== undefined) lines.push(['cg-mem', Math.round(u.peakMemoryBytes / 1024)]);
+    lines.push(['csw-voluntary', u.voluntaryContextSwitches], ['csw-forced', u.involuntaryContextSwitches]);
+  }
+  if (r.exitCode !== null) lines.push(['exitcode', r.exitCode]);
+  if (r.signal) lines.push(['exitsig', signalNumber(r.signal)]);
+  if (LIMIT_VERDICTS.has(r.verdict) || r.verdict === 'seccomp-violation' || r.verdict === 'canceled') lines.push(['killed', 1]);
+  if (r.verdict === 'memory-limit') lines.push(['cg-oom-killed', 1]);
+  const status = META_STATUS[r.verdict];
+  if (status) lines.push(['status', status]);
+  const message = metaMessage(r);
+  if (message) lines.push(['message', message.replace(/\n/g, ' ')]);
+  lines.push(['verdict', r.verdict]);
+  return lines.map(([k, v]) => `${k}:${v}`).join('\n') + '\n';
+}
+
+/** The meta file of a run that never produced a result (an error before or around it). */
+export function isolateMetaForError(message: string): string {
+  return `status:XX\nmessage:${message.replace(/\n/g, ' ')}\nverdict:setup-error\n`;
+}

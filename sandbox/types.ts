@@ -1,0 +1,253 @@
+// The public types, in one bottom module that every other module may import; it imports nothing of cubicle's.
+import type { Readable } from 'node:stream';
+
+// ---- options ----
+
+/** A host path bound into the sandbox, or a fresh tmpfs. */
+export type MountSpec =
+  | { type: 'bind'; source: string; target?: string; readOnly?: boolean }
+  | { type: 'tmpfs'; target: string; size?: number | string };
+
+/** Limits as the caller gives them: numbers (ms, bytes, counts) or strings with units ("1.5s", "256M"). */
+export interface LimitOptions {
+  /** CPU time of every process and thread together. */
+  cpuTime?: number | string;
+  /** Wall-clock time from the payload's start (the same as `timeout`, with extraTime semantics). */
+  wallTime?: number | string;
+  /** Grace after cpuTime/wallTime before the kill, so the true time is measured (isolate's --extra-time). */
+  extraTime?: number | string;
+  /** Everything the sandbox holds: process memory, tmpfs and /dev/shm pages, memfd pages. */
+  memory?: number | string;
+  /** Processes and threads alive at once. */
+  processes?: number;
+  /** Largest file a process may write (RLIMIT_FSIZE). */
+  fileSize?: number | string;
+  /** Open files per process (RLIMIT_NOFILE). */
+  openFiles?: number;
+  /** Stack size per process (RLIMIT_STACK). */
+  stack?: number | string;
+  /** Bytes per output stream (stdout, stderr); the run is killed past it. */
+  outputLimit?: number | string;
+}
+
+/** Every limit name, checked against LimitOptions at compile time (a name missing here fails the build). */
+export const LIMIT_NAMES = ['cpuTime', 'wallTime', 'extraTime', 'memory', 'processes', 'fileSize', 'openFiles', 'stack', 'outputLimit'] as const;
+
+/** Which cgroups a run may use: any (v1 first, then v2), one version, or none. */
+export type CgroupChoice = boolean | 'v1' | 'v2';
+
+export interface SandboxOptions {
+  /** Environment inside; nothing of the host's is inherited. PATH and HOME get defaults unless given. */
+  env?: Record<string, string>;
+  /** Working directory inside (absolute). Default: /tmp. */
+  cwd?: string;
+  /** Hostname inside. Default: "cubicle". */
+  hostname?: string;
+  /** uid/gid inside. Default 1000/1000. 0 is allowed (no capabilities either way). */
+  uid?: number;
+  gid?: number;
+  /** User and group name written to the generated /etc/passwd and /etc/group. Default "sandbox" ("root" for uid 0). */
+  username?: string;
+  /** When the caller is root: the unprivileged host uid/gid the sandbox maps to. Default 65534. Never 0. */
+  hostUid?: number;
+  hostGid?: number;
+  /** When the caller is root: create the sandbox as this host user, so namespaces are made without privilege. */
+  runAs?: { uid: number; gid: number };
+  /** Extra binds and tmpfs mounts, applied after the default view (so they may cover parts of it). */
+  mounts?: readonly MountSpec[];
+  /** Size of the fresh root tmpfs. Default 16M. */
+  rootSize?: number | string;
+  /** Size of /tmp and of /dev/shm. Default 64M each. */
+  tmpSize?: number | string;
+  shmSize?: number | string;
+  /** Wall-clock limit in ms; the whole sandbox is killed when it passes. */
+  timeout?: number;
+  /** Aborting kills the whole sandbox; the result has isCanceled. */
+  cancelSignal?: AbortSignal;
+  /** After kill('SIGTERM'), how long to wait before SIGKILL. Default 2000 ms. */
+  forceKillAfterDelay?: number;
+  /** Resolve instead of rejecting when the run fails. Default true (reject). */
+  reject?: boolean;
+  /** Data for stdin. */
+  input?: string | Uint8Array | Readable;
+  /** A host file read as stdin. */
+  inputFile?: string;
+  /** stdin when neither input nor inputFile is given. Default 'ignore' (empty). */
+  stdin?: 'ignore' | 'inherit' | 'pipe';
+  /** 'pipe' captures (runSandboxed) or streams (spawnSandboxed); 'inherit' passes through. Default 'pipe'. */
+  stdout?: 'pipe' | 'inherit' | 'ignore';
+  stderr?: 'pipe' | 'inherit' | 'ignore';
+  /** 'utf8' gives strings, 'buffer' gives Buffers (binary-safe). Default 'utf8'. */
+  encoding?: 'utf8' | 'buffer';
+  /** A shipped policy name ('default', 'judge', 'permissive', 'none'), a path to a policy file, or a policy object. Default 'default'. */
+  policy?: string | PolicyObject;
+  /** Audit mode: the seccomp filter reports what it would deny or kill, and lets every call proceed. */
+  seccompLog?: boolean;
+  /** Resource limits for the whole sandbox (see LimitOptions); the result says which mechanism enforced each. */
+  limits?: LimitOptions;
+  /** Fail closed instead of falling back to rlimits and sampling when memory/process limits cannot use cgroups. */
+  strictLimits?: boolean;
+  /** Use cgroups when the host allows (default true: v1 first, then v2); 'v1' or 'v2' picks one; false always
+   *  uses rlimits and init's sampler. */
+  cgroups?: CgroupChoice;
+  /** A delegated cgroup v2 directory the caller may write (for rootless cgroup limits); runs get groups below it. */
+  cgroupParent?: string;
+}
+
+/** Every option name, checked against SandboxOptions at compile time (a name missing here fails the build). */
+export const OPTION_NAMES = [
+  'env', 'cwd', 'hostname', 'uid', 'gid', 'username', 'hostUid', 'hostGid', 'runAs', 'mounts', 'rootSize', 'tmpSize', 'shmSize',
+  'timeout', 'cancelSignal', 'forceKillAfterDelay', 'reject', 'input', 'inputFile', 'stdin', 'stdout', 'stderr', 'encoding',
+  'policy', 'seccompLog', 'limits', 'strictLimits', 'cgroups', 'cgroupParent',
+] as const satisfies readonly (keyof SandboxOptions)[];
+
+/** The options a policy may set as defaults (a call's own options win). */
+export const POLICY_OPTION_NAMES = ['env', 'cwd', 'hostname', 'uid', 'gid', 'username', 'rootSize', 'tmpSize', 'shmSize', 'timeout', 'limits'] as const satisfies readonly (keyof SandboxOptions)[];
+export type PolicyOptions = Pick<SandboxOptions, (typeof POLICY_OPTION_NAMES)[number]>;
+
+// ---- policies and seccomp profiles (the OCI format, the subset cubicle reads) ----
+
+export interface SeccompArg {
+  index: number;
+  value: number | string;
+  valueTwo?: number | string;
+  op: string;
+}
+
+export interface SeccompRule {
+  names: string[];
+  action: string;
+  errnoRet?: number;
+  args?: SeccompArg[];
+  comment?: string;
+}
+
+export interface SeccompProfile {
+  defaultAction: string;
+  defaultErrnoRet?: number;
+  architectures?: string[];
+  syscalls: SeccompRule[];
+}
+
+/** A policy as written: in a file, or passed as an object. */
+export interface PolicyObject {
+  $schema?: string;
+  description?: string;
+  extends?: string;
+  options?: PolicyOptions;
+  seccomp?: Partial<SeccompProfile> | null;
+}
+
+/** How the seccomp filter's user notifications are handled: none (no notify actions), kill, or log (audit). */
+export type NotifyMode = 'none' | 'kill' | 'log';
+
+// ---- results ----
+
+/** Why a run ended; exactly one per run. */
+export type Verdict =
+  | 'ok'
+  | 'nonzero-exit'
+  | 'signaled'
+  | 'cpu-time-limit'
+  | 'wall-time-limit'
+  | 'memory-limit'
+  | 'output-limit'
+  | 'process-limit'
+  | 'file-size-limit'
+  | 'seccomp-violation'
+  | 'setup-error'
+  | 'canceled';
+
+/** A syscall the seccomp filter stopped (or, in log mode, would have stopped). */
+export interface SeccompViolation {
+  /** e.g. 'ptrace'; null when the kernel killed the process itself (SIGSYS) and did not say which call. */
+  syscall: string | null;
+  nr: number | null;
+  /** e.g. 'x86_64', 'x86' (i386), or null. */
+  arch: string | null;
+}
+
+export interface SeccompReport {
+  policy: string;
+  mode: 'enforce' | 'log';
+  /** Distinct syscalls reported by the filter, in the order they happened (at most 64). */
+  violations: SeccompViolation[];
+}
+
+export interface SandboxUsage {
+  /** Wall time from the payload's fork to its exit, measured inside by init (ms). */
+  wallMs: number;
+  /** CPU of every process of the sandbox (init's own share removed), from the helper's wait4 on init (ms). */
+  cpuUserMs: number;
+  cpuSystemMs: number;
+  /** The CPU cgroup's count when there is one (it includes children nobody waited for), else user + system. */
+  cpuMs: number;
+  /** Largest resident set of any single process (bytes). */
+  maxRssBytes: number;
+  voluntaryContextSwitches: number;
+  involuntaryContextSwitches: number;
+  minorPageFaults: number;
+  majorPageFaults: number;
+  /** Peak memory of the whole sandbox (process memory, tmpfs, shm, memfd): the cgroup's peak when a memory
+   *  cgroup enforced the limit, else the peak of init's samples (PSS of every process + tmpfs pages), never
+   *  below the largest single process's peak RSS. */
+  peakMemoryBytes: number | undefined;
+  /** Most tasks (processes and threads) seen at once by the sampler. */
+  peakProcesses: number | undefined;
+}
+
+/** A setup failure: where, which syscall, which errno, and the fix. */
+export interface SetupFailure {
+  stage: string;
+  op?: string;
+  /** The plan step that failed, e.g. 'bind /data -> /data (rw)'. */
+  step?: string;
+  syscall?: string;
+  errno?: number;
+  errnoName?: string;
+  message: string;
+  hint: string;
+}
+
+export type Mechanism = 'cgroup-v1' | 'cgroup-v2' | 'sampling' | 'rlimit' | 'rlimit+sampling' | 'cgroup-v1+sampling' | 'cgroup-v2+sampling' | 'supervisor';
+
+/** What the result says of each limit that was set. */
+export interface AppliedLimit {
+  value: number;
+  unit: 'ms' | 'bytes' | 'count';
+  mechanism: Mechanism;
+  /** The value the kernel reports back after setup (cgroup files), when it differs in form (rounding). */
+  readBack?: number;
+}
+
+export interface SandboxResult {
+  command: readonly string[];
+  stdout: string | Buffer | undefined;
+  stderr: string | Buffer | undefined;
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  verdict: Verdict;
+  timedOut: boolean;
+  isCanceled: boolean;
+  failed: boolean;
+  usage: SandboxUsage | undefined;
+  /** Setup time inside the helper, from start to the payload's fork (ms). */
+  setup: { ms: number } | undefined;
+  helperPid: number | undefined;
+  initPid: number | undefined;
+  namespaces: Record<string, number> | undefined;
+  setupFailure: SetupFailure | undefined;
+  /** The seccomp policy in force and what it reported; undefined without a filter. */
+  seccomp: SeccompReport | undefined;
+  /** With verdict seccomp-violation: the call that ended the run. */
+  violation: SeccompViolation | undefined;
+  /** Each limit that was set: its value and the mechanism that enforced it. */
+  limits: Partial<Record<(typeof LIMIT_NAMES)[number], AppliedLimit>>;
+}
+
+// Compile-time checks that the name lists above name every field of their interface.
+type Missing<T, L extends readonly unknown[]> = Exclude<keyof T, L[number]>;
+const everyOptionNamed: [Missing<SandboxOptions, typeof OPTION_NAMES>] extends [never] ? true : Missing<SandboxOptions, typeof OPTION_NAMES> = true;
+const everyLimitNamed: [Missing<LimitOptions, typeof LIMIT_NAMES>] extends [never] ? true : Missing<LimitOptions, typeof LIMIT_NAMES> = true;
+void everyOptionNamed;
+void everyLimitNamed;
