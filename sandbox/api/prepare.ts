@@ -3,7 +3,7 @@
 import { constants as osConstants } from 'node:os';
 import { hostViewOps } from '../../rootfs-builder/host-view.js';
 import { PolicyError } from '../errors.js';
-import { planLimits, type LimitPlan } from '../limits/plan.js';
+import { planLimits, type LimitPlan } from '../plan/limits.js';
 import { mergeOptions, resolveOptions, type ResolvedOptions } from '../options/resolve.js';
 import type { JudgeContext } from '../outcome/judge.js';
 import { buildPlan, tmpfsPaths } from '../plan/build-plan.js';

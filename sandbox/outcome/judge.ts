@@ -1,6 +1,6 @@
 // Judges a run once: turns the supervisor's record (the helper's facts, the supervisor's stops, the cgroup's
 // counters) into the result's verdict, usage and status. Pure: no I/O, no clock, table-tested without a sandbox.
-import type { LimitPlan } from '../limits/plan.js';
+import type { LimitPlan } from '../plan/limits.js';
 import type { ResolvedLimits } from '../limits/resolve.js';
 import { signalName } from '../os-names.js';
 import type { PlanOp } from '../plan/ops.js';

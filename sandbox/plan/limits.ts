@@ -2,9 +2,9 @@
 // planned here (its paths and limit files); the supervisor creates and removes it.
 import { planCgroup, type CgroupPlan, type CgroupRequest } from '../cgroup/index.js';
 import { SandboxOptionError } from '../errors.js';
-import { Op, type PlanOp } from '../plan/ops.js';
+import { Op, type PlanOp } from './ops.js';
 import type { AppliedLimit, LIMIT_NAMES } from '../types.js';
-import type { ResolvedLimits } from './resolve.js';
+import type { ResolvedLimits } from '../limits/resolve.js';
 
 /** Tasks the kernel still allows past the process limit, so the sampler sees the limit passed. */
 export const processHeadroom = (n: number): number => Math.max(4, Math.ceil(n / 4));

@@ -1,0 +1,46 @@
+// The supervisor owns the run's cgroup: made right before the helper starts, removed when it ends, whatever
+// happened; a group the host refuses is a setup error that names the syscall, the path and the fix.
+import { strict as assert } from 'node:assert';
+import { existsSync } from 'node:fs';
+import { prepareRun } from '../../sandbox/api/prepare.js';
+import { cgroupV1Available } from '../../sandbox/cgroup/index.js';
+import { judge } from '../../sandbox/outcome/judge.js';
+import { supervise } from '../../sandbox/supervisor/supervisor.js';
+
+describe('the run\'s cgroup lifecycle', () => {
+  const reason = cgroupV1Available();
+  before(function () {
+    if (reason !== true) {
+      console.log(`      skipped: ${reason}`);
+      this.skip();
+    }
+  });
+
+  it('exists while the payload runs and is gone after', async () => {
+    const p = prepareRun(['/bin/sh', '-c', 'cat /proc/self/cgroup'], { limits: { memory: '64M', processes: 20 } });
+    const dirs = p.limits.cgroup!.dirs;
+    const s = supervise(p.supervise, true);
+    for (const dir of dirs) assert.equal(existsSync(dir), true, `${dir} exists once the run started`);
+    const r = judge(await s.record, p.judge);
+    assert.equal(r.verdict, 'ok');
+    const leaf = dirs[0]!.split('/').pop()!;
+    assert.match(r.stdout as string, new RegExp(leaf), 'the payload runs inside the group');
+    assert.ok(r.limits.memory!.readBack! > 0, 'the limit was read back');
+    for (const dir of dirs) assert.equal(existsSync(dir), false, `${dir} is removed`);
+  });
+
+  it('a group the host refuses is a setup error (stage, syscall, errno, hint) and nothing is left', async () => {
+    const p = prepareRun(['/bin/true'], { limits: { memory: '64M' } });
+    const plan = p.limits.cgroup!;
+    plan.writes.push({ file: `${plan.dirs[0]}/no.such.control.file`, value: 1 }); // the kernel refuses it
+    const r = judge(await supervise(p.supervise, true).record, p.judge);
+    assert.equal(r.verdict, 'setup-error');
+    const f = r.setupFailure!;
+    assert.deepEqual([f.stage, f.syscall], ['cgroup', 'write']);
+    assert.ok(f.errnoName, 'the errno is named');
+    assert.match(f.message, /no\.such\.control\.file/);
+    assert.ok(f.hint.length > 10);
+    assert.equal(r.helperPid, undefined, 'the helper never started');
+    for (const dir of plan.dirs) assert.equal(existsSync(dir), false, `${dir} is removed after the failure`);
+  });
+});

@@ -1,0 +1,35 @@
+// Planning is pure: prepareRun and `cubicle plan` create nothing on the host, cgroups included.
+import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { prepareRun } from '../../sandbox/api/prepare.js';
+import { cgroupV1Available } from '../../sandbox/cgroup/index.js';
+
+const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+
+describe('planning has no side effects', () => {
+  const reason = cgroupV1Available();
+  before(function () {
+    if (reason !== true) {
+      console.log(`      skipped: ${reason} (the plan would hold no cgroup to leave behind)`);
+      this.skip();
+    }
+  });
+
+  it('prepareRun with memory and process limits plans cgroups but creates none', () => {
+    const p = prepareRun(['/bin/true'], { limits: { memory: '64M', processes: 10, cpuTime: 1000 } });
+    const cg = p.limits.cgroup!;
+    assert.ok(cg.dirs.length >= 1, 'a group is planned');
+    for (const dir of cg.dirs) assert.equal(existsSync(dir), false, `${dir} was created by planning`);
+    assert.ok(p.plan.some((op) => op.op === 'cgroup-join'), 'the helper is told to join it');
+    assert.equal(p.limits.applied.memory!.mechanism, 'cgroup-v1');
+  });
+
+  it('cubicle plan prints the cgroup steps and leaves no directory behind', () => {
+    const out = execFileSync(process.execPath, [CLI, 'plan', '--memory', '64M', '--processes', '10', '--', '/bin/true'], { encoding: 'utf8' });
+    const dirs = [...out.matchAll(/^cgroup-join "([^"]+)"$/gm)].map((m) => m[1]!);
+    assert.ok(dirs.length >= 1, out);
+    for (const dir of dirs) assert.equal(existsSync(dir), false, `${dir} was left behind by cubicle plan`);
+  });
+});
