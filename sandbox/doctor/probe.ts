@@ -5,6 +5,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import { runSandboxed } from '../api/run.js';
 import { HELPER_PATH } from '../supervisor/helper-path.js';
+import { readMountinfo, type MountinfoEntry } from '../host/mountinfo.js';
 import {
   NS_KINDS,
   type ConfinementFacts,
@@ -142,20 +143,11 @@ export function probeConfinement(): Fact<ConfinementFacts> {
   });
 }
 
-/** Undoes mountinfo's octal escapes (\040 for a space, ...). */
-const unescapeMountinfo = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-
-/** Extracts the facts about / and /proc from /proc/self/mountinfo text. */
-export function parseMountinfo(text: string): MountFacts {
+/** The facts about / and /proc in a parsed mount table. */
+export function mountFacts(entries: readonly MountinfoEntry[]): MountFacts {
   let rootFsType: string | null = null;
   const procSubmounts: string[] = [];
-  for (const line of text.split('\n')) {
-    if (!line) continue;
-    const [left, right] = line.split(' - ');
-    const fields = left?.split(' ') ?? [];
-    const mountPoint = fields[4] !== undefined ? unescapeMountinfo(fields[4]) : undefined;
-    const fsType = right?.split(' ')[0];
-    if (mountPoint === undefined || fsType === undefined) continue;
+  for (const { mountPoint, fsType } of entries) {
     if (mountPoint === '/') rootFsType = fsType; // the last one at / is the visible one
     // binfmt_misc sits on an always-empty procfs directory, which the kernel accepts under a fresh /proc.
     else if (mountPoint.startsWith('/proc/') && fsType !== 'binfmt_misc' && mountPoint !== '/proc/sys/fs/binfmt_misc') procSubmounts.push(mountPoint);
@@ -164,7 +156,7 @@ export function parseMountinfo(text: string): MountFacts {
 }
 
 export function probeMounts(): Fact<MountFacts> {
-  return attempt(() => parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')));
+  return attempt(() => mountFacts(readMountinfo()));
 }
 
 /** Loads libseccomp through koffi and asks its version (seccomp_version returns a pointer to {major, minor, micro}). */

@@ -5,7 +5,7 @@ import { release } from 'node:os';
 import {
   attempt,
   parseKernelRelease,
-  parseMountinfo,
+  mountFacts,
   probeConfinement,
   probeHostNamespaces,
   probeKernel,
@@ -13,6 +13,7 @@ import {
   probeSysctl,
   statusField,
 } from '../../sandbox/doctor/probe.js';
+import { parseMountinfo } from '../../sandbox/host/mountinfo.js';
 
 describe('doctor probes', () => {
   it('parses kernel releases', () => {
@@ -59,8 +60,8 @@ describe('doctor probes', () => {
       '605 600 0:55 / /my\\040dir rw - tmpfs tmpfs rw',
       '',
     ].join('\n');
-    assert.deepEqual(parseMountinfo(docker), { rootFsType: 'overlay', procSubmounts: ['/proc/bus', '/proc/kcore'] });
-    assert.deepEqual(parseMountinfo('1 1 0:1 / / rw - rootfs rootfs rw\n'), { rootFsType: 'rootfs', procSubmounts: [] });
+    assert.deepEqual(mountFacts(parseMountinfo(docker)), { rootFsType: 'overlay', procSubmounts: ['/proc/bus', '/proc/kcore'] });
+    assert.deepEqual(mountFacts(parseMountinfo('1 1 0:1 / / rw - rootfs rootfs rw\n')), { rootFsType: 'rootfs', procSubmounts: [] });
   });
 
   it('lists the namespaces of this kernel by inode', () => {
