@@ -316,7 +316,9 @@ function checkLibseccomp(f: HostFacts): DoctorCheck {
   const id = 'libseccomp';
   const title = 'libseccomp';
   const l = f.libseccomp;
-  if (l.ok) return { id, title, status: 'ok', detail: `${l.value.library} ${l.value.major}.${l.value.minor}.${l.value.micro} loads through koffi` };
+  const override = f.libseccompOverride;
+  if (l.ok)
+    return { id, title, status: 'ok', detail: `${l.value.library} ${l.value.major}.${l.value.minor}.${l.value.micro} loads through koffi${override ? ' (named by CUBICLE_LIBSECCOMP)' : ''}` };
   if (l.code === 'KOFFI')
     return { id, title, status: 'fail', detail: `${l.error}; it is needed to compile seccomp policies`, fix: 'npm rebuild koffi   # in the directory that has cubicle in node_modules' };
   return {
@@ -324,7 +326,12 @@ function checkLibseccomp(f: HostFacts): DoctorCheck {
     title,
     status: 'fail',
     detail: `${l.error}; it is needed to compile seccomp policies`,
-    fix: ['sudo apt-get install libseccomp2   # Debian/Ubuntu', 'sudo dnf install libseccomp   # Fedora/RHEL', 'sudo apk add libseccomp   # Alpine'].join('\n'),
+    fix: [
+      ...(override ? [`# CUBICLE_LIBSECCOMP=${override} names the library to load: point it at an installed libseccomp, or unset it to use libseccomp.so.2`] : []),
+      'sudo apt-get install libseccomp2   # Debian/Ubuntu',
+      'sudo dnf install libseccomp   # Fedora/RHEL',
+      'sudo apk add libseccomp   # Alpine',
+    ].join('\n'),
   };
 }
 

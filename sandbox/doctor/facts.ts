@@ -50,7 +50,7 @@ export interface MountFacts {
 }
 
 export interface LibseccompFacts {
-  /** The soname that was loaded. */
+  /** The library that was loaded (libseccomp.so.2, or what CUBICLE_LIBSECCOMP names). */
   library: string;
   major: number;
   minor: number;
@@ -85,6 +85,8 @@ export interface HostFacts {
   confinement: Fact<ConfinementFacts>;
   mounts: Fact<MountFacts>;
   libseccomp: Fact<LibseccompFacts>;
+  /** CUBICLE_LIBSECCOMP when it was set: the library loaded instead of libseccomp.so.2. */
+  libseccompOverride?: string;
   /** true when cgroup v1 memory/pids groups can be made for runs, else why not. Optional: older fact sets lack it. */
   cgroups?: true | string;
   /** Where the C helper (the process that creates the namespaces) lives. */

@@ -6,6 +6,7 @@ import { release } from 'node:os';
 import { runSandboxed } from '../api/run.js';
 import { HELPER_PATH } from '../supervisor/helper-path.js';
 import { readMountinfo, type MountinfoEntry } from '../host/mountinfo.js';
+import { libseccompStatus } from '../seccomp/libseccomp.js';
 import {
   NS_KINDS,
   type ConfinementFacts,
@@ -159,33 +160,15 @@ export function probeMounts(): Fact<MountFacts> {
   return attempt(() => mountFacts(readMountinfo()));
 }
 
-/** Loads libseccomp through koffi and asks its version (seccomp_version returns a pointer to {major, minor, micro}). */
-export async function probeLibseccomp(library = 'libseccomp.so.2'): Promise<Fact<LibseccompFacts>> {
-  let koffi: typeof import('koffi').default;
-  try {
-    koffi = (await import('koffi')).default;
-  } catch (e) {
-    return { ok: false, error: `the koffi FFI module does not load: ${(e as Error).message}`, code: 'KOFFI' };
-  }
-  let lib: ReturnType<typeof koffi.load>;
-  try {
-    lib = koffi.load(library);
-  } catch (e) {
-    return { ok: false, error: `${library} cannot be loaded: ${(e as Error).message}`, code: 'MISSING' };
-  }
-  try {
-    // An anonymous struct: a named one would collide with any other module registering the same name.
-    const Version = koffi.struct({ major: 'unsigned int', minor: 'unsigned int', micro: 'unsigned int' });
-    const seccompVersion = lib.func('seccomp_version', 'const void *', []);
-    const ptr: unknown = seccompVersion();
-    if (ptr === null || ptr === undefined) throw new Error('seccomp_version() returned NULL');
-    const v = koffi.decode(ptr, Version) as { major: number; minor: number; micro: number };
-    return { ok: true, value: { library, major: v.major, minor: v.minor, micro: v.micro } };
-  } catch (e) {
-    return { ok: false, error: `${library} loaded, but seccomp_version() failed: ${(e as Error).message}`, code: 'CALL' };
-  } finally {
-    lib.unload();
-  }
+/**
+ * Loads libseccomp the way seccomp policies do (sandbox/seccomp/libseccomp.ts, so CUBICLE_LIBSECCOMP applies and
+ * the handle is the one later policies use) and reads its version.
+ */
+export function probeLibseccomp(): Fact<LibseccompFacts> {
+  const s = libseccompStatus();
+  if (s.ok) return { ok: true, value: { library: s.library, major: s.major, minor: s.minor, micro: s.micro } };
+  if (s.reason === 'koffi') return { ok: false, error: `the koffi FFI module does not load: ${s.error}`, code: 'KOFFI' };
+  return { ok: false, error: `${s.library} cannot be loaded: ${s.error}`, code: 'MISSING' };
 }
 
 /** Runs /bin/true in a real sandbox (as the caller, or with runAs) and records how it went. */
@@ -216,7 +199,8 @@ export async function probeHost(): Promise<HostFacts> {
     sysctl: probeSysctls(),
     confinement: probeConfinement(),
     mounts: probeMounts(),
-    libseccomp: await probeLibseccomp(),
+    libseccomp: probeLibseccomp(),
+    ...(process.env.CUBICLE_LIBSECCOMP ? { libseccompOverride: process.env.CUBICLE_LIBSECCOMP } : {}),
     cgroups: cgroupV1Available(),
     helperPath: HELPER_PATH,
     sandbox: await probeSandbox(),

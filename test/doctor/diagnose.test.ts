@@ -243,6 +243,20 @@ describe('doctor diagnose()', () => {
     assert.deepEqual(failing(checks), ['libseccomp']);
   });
 
+  it('the library CUBICLE_LIBSECCOMP names is missing: the fix points at the variable first', () => {
+    const f = healthy();
+    f.libseccompOverride = '/opt/lib/libseccomp.so.2';
+    f.libseccomp = { ok: false, error: '/opt/lib/libseccomp.so.2 cannot be loaded: cannot open shared object file', code: 'MISSING' };
+    const c = byId(diagnose(f), 'libseccomp');
+    assert.equal(c.status, 'fail');
+    assert.match(c.fix!.split('\n')[0]!, /^# CUBICLE_LIBSECCOMP=\/opt\/lib\/libseccomp\.so\.2 names the library/);
+    assert.ok(c.fix?.includes('sudo apt-get install libseccomp2'), c.fix);
+    const ok = healthy();
+    ok.libseccompOverride = '/opt/lib/libseccomp.so.2';
+    ok.libseccomp = { ok: true, value: { library: '/opt/lib/libseccomp.so.2', major: 2, minor: 5, micro: 4 } };
+    assert.match(byId(diagnose(ok), 'libseccomp').detail, /named by CUBICLE_LIBSECCOMP/);
+  });
+
   it('koffi itself broken: the fix rebuilds it', () => {
     const f = healthy();
     f.libseccomp = { ok: false, error: 'the koffi FFI module does not load: no prebuilt binary', code: 'KOFFI' };

@@ -1,5 +1,6 @@
 // The probes' parsing and their never-throw contract, on this machine's real files.
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import {
@@ -13,7 +14,10 @@ import {
   probeSysctl,
   statusField,
 } from '../../sandbox/doctor/probe.js';
+import type { Fact } from '../../sandbox/doctor/facts.js';
 import { parseMountinfo } from '../../sandbox/host/mountinfo.js';
+
+const MISSING_LIBRARY = '/nonexistent/libcubicle-missing.so.2';
 
 describe('doctor probes', () => {
   it('parses kernel releases', () => {
@@ -71,14 +75,24 @@ describe('doctor probes', () => {
     assert.equal(ns.value.mnt, statSync('/proc/self/ns/mnt').ino);
   });
 
-  it('reports a missing library as a fact, not a throw', async () => {
-    const f = await probeLibseccomp('libcubicle-no-such-library.so.9');
+  it('loads libseccomp as policies do: a missing CUBICLE_LIBSECCOMP is a fact, not a throw', () => {
+    // The loader keeps its first result for the whole process, so the override is tried in a fresh one.
+    const probe = new URL('../../sandbox/doctor/probe.js', import.meta.url).href;
+    const script = `const { probeLibseccomp } = await import(${JSON.stringify(probe)}); process.stdout.write(JSON.stringify(probeLibseccomp()));`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      env: { ...process.env, CUBICLE_LIBSECCOMP: MISSING_LIBRARY },
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const f = JSON.parse(r.stdout) as Fact<unknown>;
     assert.equal(f.ok, false);
     assert.equal(!f.ok && f.code, 'MISSING');
+    assert.ok(!f.ok && f.error.startsWith(`${MISSING_LIBRARY} cannot be loaded: `), JSON.stringify(f));
   });
 
-  it('loads the real libseccomp and reads a sane version', async () => {
-    const f = await probeLibseccomp();
+  it('loads the real libseccomp and reads a sane version', () => {
+    const f = probeLibseccomp();
     assert.ok(f.ok, f.ok ? '' : f.error);
     assert.equal(f.value.major, 2, 'libseccomp.so.2 is major version 2');
     assert.ok(Number.isInteger(f.value.minor) && Number.isInteger(f.value.micro));
