@@ -1,33 +1,24 @@
-// Reads the facts `cubicle doctor` diagnoses. Each probe is small and independent; a probe that fails
-// records its error as a fact instead of throwing.
-import { cgroupV1Available } from '../limits/cgroup-v1.js';
+// Reads the facts `cubicle doctor` diagnoses about the host's state. Each probe is small, synchronous and
+// independent; a probe that fails records its error as a fact instead of throwing. The sandbox runs that
+// complete the picture are in probe-run.ts (this module stays light enough for the supervisor's error path).
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
-import { runSandboxed } from '../api/run.js';
-import { HELPER_PATH } from '../supervisor/helper-path.js';
 import { readMountinfo, type MountinfoEntry } from '../host/mountinfo.js';
 import { libseccompStatus } from '../seccomp/libseccomp.js';
 import {
   NS_KINDS,
   type ConfinementFacts,
   type Fact,
-  type HostFacts,
   type KernelFacts,
   type LibseccompFacts,
   type MountFacts,
   type NsKind,
-  type SandboxProbe,
-  type SandboxRunFacts,
   type SysctlFacts,
   type SysctlValue,
 } from './facts.js';
 
 export type * from './facts.js';
 
-/** The unprivileged host user the rootless path is probed as when the caller is root. */
-export const UNPRIVILEGED_PROBE_ID = 65534;
-const E2E_TIMEOUT_MS = 10_000;
-const STDERR_KEEP = 2000;
 
 const errorOf = (e: unknown): { ok: false; error: string; code?: string } => {
   const err = e as NodeJS.ErrnoException;
@@ -169,42 +160,4 @@ export function probeLibseccomp(): Fact<LibseccompFacts> {
   if (s.ok) return { ok: true, value: { library: s.library, major: s.major, minor: s.minor, micro: s.micro } };
   if (s.reason === 'koffi') return { ok: false, error: `the koffi FFI module does not load: ${s.error}`, code: 'KOFFI' };
   return { ok: false, error: `${s.library} cannot be loaded: ${s.error}`, code: 'MISSING' };
-}
-
-/** Runs /bin/true in a real sandbox (as the caller, or with runAs) and records how it went. */
-export async function probeSandbox(runAs?: { uid: number; gid: number }): Promise<SandboxProbe> {
-  const run = await attemptAsync(async (): Promise<SandboxRunFacts> => {
-    const r = await runSandboxed(['/bin/true'], { reject: false, timeout: E2E_TIMEOUT_MS, ...(runAs ? { runAs } : {}) });
-    const stderr = typeof r.stderr === 'string' ? r.stderr : r.stderr?.toString('utf8');
-    return {
-      verdict: r.verdict,
-      exitCode: r.exitCode,
-      signal: r.signal,
-      ...(r.setupFailure ? { setupFailure: r.setupFailure } : {}),
-      ...(r.setup ? { setupMs: r.setup.ms } : {}),
-      ...(r.namespaces ? { namespaces: r.namespaces } : {}),
-      ...(r.verdict !== 'ok' && stderr ? { stderr: stderr.slice(0, STDERR_KEEP) } : {}),
-    };
-  });
-  return runAs ? { runAs, run } : { run };
-}
-
-/** Gathers every fact about this host, including two end-to-end sandbox runs when the caller is root. */
-export async function probeHost(): Promise<HostFacts> {
-  const euid = probeEuid();
-  const facts: HostFacts = {
-    kernel: probeKernel(),
-    euid,
-    hostNamespaces: probeHostNamespaces(),
-    sysctl: probeSysctls(),
-    confinement: probeConfinement(),
-    mounts: probeMounts(),
-    libseccomp: probeLibseccomp(),
-    ...(process.env.CUBICLE_LIBSECCOMP ? { libseccompOverride: process.env.CUBICLE_LIBSECCOMP } : {}),
-    cgroups: cgroupV1Available(),
-    helperPath: HELPER_PATH,
-    sandbox: await probeSandbox(),
-  };
-  if (euid.ok && euid.value === 0) facts.sandboxUnprivileged = await probeSandbox({ uid: UNPRIVILEGED_PROBE_ID, gid: UNPRIVILEGED_PROBE_ID });
-  return facts;
 }
