@@ -40,6 +40,9 @@ const sysctlFix = (key: string, value: number | string): string[] => [
   `echo '${key}=${value}' | sudo tee -a ${SYSCTL_CONF}   # keep it after a reboot`,
 ];
 
+/** The facts that decide whether this host lets cubicle create its namespaces (a subset of HostFacts). */
+export type NamespaceFacts = Pick<HostFacts, 'euid' | 'hostNamespaces' | 'sysctl' | 'confinement' | 'helperPath' | 'sandbox' | 'sandboxUnprivileged'>;
+
 const versionBelow = (major: number, minor: number, [wantMajor, wantMinor]: readonly [number, number]): boolean =>
   major < wantMajor || (major === wantMajor && minor < wantMinor);
 
@@ -52,25 +55,25 @@ const describeFailure = (sf: SetupFailure): string => {
 };
 
 /** The sandbox probes that were made, the caller's first. */
-const probes = (f: HostFacts): SandboxProbe[] => (f.sandboxUnprivileged ? [f.sandbox, f.sandboxUnprivileged] : [f.sandbox]);
+const probes = (f: NamespaceFacts): SandboxProbe[] => (f.sandboxUnprivileged ? [f.sandbox, f.sandboxUnprivileged] : [f.sandbox]);
 
 const failureOf = (p: SandboxProbe | undefined): SetupFailure | undefined => value(p?.run)?.setupFailure;
 const runOk = (p: SandboxProbe | undefined): boolean => value(p?.run)?.verdict === 'ok';
 
 /** The probe that went through the unprivileged path: the runAs one, or the caller's when not root. */
-function unprivilegedProbe(f: HostFacts): SandboxProbe | undefined {
+function unprivilegedProbe(f: NamespaceFacts): SandboxProbe | undefined {
   if (f.sandboxUnprivileged) return f.sandboxUnprivileged;
   const euid = value(f.euid);
   return euid !== undefined && euid !== 0 ? f.sandbox : undefined;
 }
 
-const isRoot = (f: HostFacts): boolean => value(f.euid) === 0;
+const isRoot = (f: NamespaceFacts): boolean => value(f.euid) === 0;
 
-const apparmorRestricts = (f: HostFacts): boolean =>
+const apparmorRestricts = (f: NamespaceFacts): boolean =>
   value(f.sysctl.apparmorRestrictUnprivilegedUserns) === 1 && value(f.confinement)?.apparmorEnabled !== false;
 
 /** Whether the unprivileged probe's failure is explained by a userns sysctl (then it is not seccomp's doing). */
-function explainedByUsernsPolicy(f: HostFacts, p: SandboxProbe): boolean {
+function explainedByUsernsPolicy(f: NamespaceFacts, p: SandboxProbe): boolean {
   if (p !== unprivilegedProbe(f)) return false;
   return value(f.sysctl.unprivilegedUsernsClone) === 0 || apparmorRestricts(f);
 }
@@ -114,7 +117,7 @@ function checkKernel(f: HostFacts): DoctorCheck {
   return { id, title, status: 'ok', detail: `${release} (>= ${MOUNT_SETATTR_KERNEL.join('.')}: mount_setattr available)` };
 }
 
-function checkKernelNamespaces(f: HostFacts): DoctorCheck {
+function checkKernelNamespaces(f: NamespaceFacts): DoctorCheck {
   const id = 'kernel-namespaces';
   const title = 'namespace support';
   if (!f.hostNamespaces.ok) return skip(id, title, '/proc/self/ns', f.hostNamespaces);
@@ -130,7 +133,7 @@ function checkKernelNamespaces(f: HostFacts): DoctorCheck {
   return { id, title, status: 'ok', detail: `kernel supports ${NS_KINDS.join(', ')} namespaces` };
 }
 
-function checkUsernsSysctl(f: HostFacts): DoctorCheck {
+function checkUsernsSysctl(f: NamespaceFacts): DoctorCheck {
   const id = 'userns-sysctl';
   const title = 'unprivileged user namespaces';
   const s = f.sysctl.unprivilegedUsernsClone;
@@ -146,7 +149,7 @@ function checkUsernsSysctl(f: HostFacts): DoctorCheck {
   };
 }
 
-function checkApparmorUserns(f: HostFacts): DoctorCheck {
+function checkApparmorUserns(f: NamespaceFacts): DoctorCheck {
   const id = 'apparmor-userns';
   const title = 'AppArmor user-namespace restriction';
   const s = f.sysctl.apparmorRestrictUnprivilegedUserns;
@@ -174,7 +177,7 @@ function checkApparmorUserns(f: HostFacts): DoctorCheck {
   };
 }
 
-function checkNamespaceLimits(f: HostFacts): DoctorCheck {
+function checkNamespaceLimits(f: NamespaceFacts): DoctorCheck {
   const id = 'namespace-limits';
   const title = 'namespace limits';
   const limits = f.sysctl.maxNamespaces;
@@ -208,7 +211,7 @@ function checkNamespaceLimits(f: HostFacts): DoctorCheck {
   return { id, title, status: 'ok', detail: `${user ? `user.max_user_namespaces = ${user[1]}` : 'limits'}${known.length > 1 ? `; every max_*_namespaces >= ${SMALL_NS_LIMIT}` : ''}` };
 }
 
-function checkSeccompFilter(f: HostFacts): DoctorCheck {
+function checkSeccompFilter(f: NamespaceFacts): DoctorCheck {
   const id = 'seccomp-filter';
   const title = 'seccomp filter on this process';
   if (!f.confinement.ok) return skip(id, title, '/proc/self/status', f.confinement);
@@ -428,4 +431,22 @@ export function diagnose(f: HostFacts): DoctorCheck[] {
     checkSandbox(f),
     checkSandboxUnprivileged(f),
   ];
+}
+
+/** The checks about creating namespaces, in diagnose() order: everything that can make the kernel refuse them. */
+export function namespaceChecks(f: NamespaceFacts): DoctorCheck[] {
+  return [checkKernelNamespaces(f), checkUsernsSysctl(f), checkApparmorUserns(f), checkNamespaceLimits(f), checkSeccompFilter(f)];
+}
+
+/** What a refused clone is answered with when no namespace check explains it. */
+export const USERNS_FALLBACK_HINT = 'the kernel refused new namespaces; run `npx cubicle doctor` for a diagnosis of this host';
+
+/**
+ * What to tell a caller whose sandbox could not get its namespaces (the failure is in the facts' sandbox run):
+ * the first failing namespace check, else the first warning, as `title: detail` followed by its fix lines.
+ */
+export function usernsFixFor(f: NamespaceFacts): string {
+  const checks = namespaceChecks(f);
+  const c = checks.find((x) => x.status === 'fail' && x.fix) ?? checks.find((x) => x.status === 'warn' && x.fix);
+  return c ? `${c.title}: ${c.detail}\n${c.fix}` : USERNS_FALLBACK_HINT;
 }
