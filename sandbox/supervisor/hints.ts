@@ -1,5 +1,6 @@
 // Turns a helper error event into a SetupFailure: names the plan step and gives the fix.
 import { readFileSync } from 'node:fs';
+import { usernsFix } from '../doctor/userns.js';
 import { errnoName } from '../os-names.js';
 import type { SetupFailure } from '../api/result.js';
 import type { PlanOp } from '../plan/ops.js';
@@ -18,15 +19,7 @@ function readSysctl(path: string): string | undefined {
 
 /** Why namespace creation was refused on this host, and the command that fixes it. */
 export function usernsHint(errno: string | undefined): string {
-  if (readSysctl('/proc/sys/kernel/unprivileged_userns_clone') === '0')
-    return 'unprivileged user namespaces are disabled: sudo sysctl -w kernel.unprivileged_userns_clone=1 (persist it in /etc/sysctl.d/)';
-  if (readSysctl('/proc/sys/kernel/apparmor_restrict_unprivileged_userns') === '1')
-    return 'AppArmor restricts unprivileged user namespaces: sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or install an AppArmor profile that allows userns for node';
-  if (readSysctl('/proc/sys/user/max_user_namespaces') === '0' || errno === 'ENOSPC')
-    return 'the user namespace limit is reached or zero: sudo sysctl -w user.max_user_namespaces=15000 (and check max_pid/mnt/net_namespaces)';
-  if (/Seccomp:\s*2/.test(readSysctl('/proc/self/status') ?? ''))
-    return "a seccomp filter (e.g. Docker's default profile) blocks namespace creation: run the container with --security-opt seccomp=unconfined, or a profile that allows clone/unshare/mount";
-  return 'the kernel refused new namespaces; run `npx cubicle doctor` for a diagnosis of this host';
+  return usernsFix(errno);
 }
 
 /** Human description of a plan step. */
