@@ -189,7 +189,12 @@ function checkNamespaceLimits(f: NamespaceFacts): DoctorCheck {
   const zero = known.filter(([, v]) => v === 0);
   const small = known.filter(([, v]) => v > 0 && v < SMALL_NS_LIMIT);
   const exhausted = probes(f).find((p) => failureOf(p)?.errnoName === 'ENOSPC' && NS_SYSCALLS.has(failureOf(p)?.syscall ?? ''));
-  const fixFor = (kinds: NsKind[]): string => kinds.flatMap((k) => sysctlFix(`user.max_${k}_namespaces`, SUGGESTED_NS_LIMIT)).join('\n');
+  // A limit already at or above the suggestion is raised further (doubled), never lowered to it.
+  const target = (k: NsKind): number => {
+    const current = known.find(([x]) => x === k)?.[1];
+    return current !== undefined && current >= SUGGESTED_NS_LIMIT ? current * 2 : SUGGESTED_NS_LIMIT;
+  };
+  const fixFor = (kinds: NsKind[]): string => kinds.flatMap((k) => sysctlFix(`user.max_${k}_namespaces`, target(k))).join('\n');
   const show = (list: [NsKind, number][]): string => list.map(([k, v]) => `user.max_${k}_namespaces = ${v}`).join(', ');
   if (zero.length)
     return { id, title, status: 'fail', detail: `${show(zero)}: no such namespace can be created`, fix: fixFor([...zero, ...small].map(([k]) => k)) };

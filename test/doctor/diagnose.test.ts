@@ -152,12 +152,17 @@ describe('doctor diagnose()', () => {
     assert.ok(c.fix?.includes('sudo sysctl -w user.max_user_namespaces=15000'), c.fix);
   });
 
-  it('a namespace limit reached (clone ENOSPC) fails even with large limits', () => {
+  it('a namespace limit reached (clone ENOSPC) fails even with large limits, and the fix raises the limit', () => {
     const f = healthy();
     f.sandbox = { run: failedRun(CLONE_ENOSPC) };
     const c = byId(diagnose(f), 'namespace-limits');
     assert.equal(c.status, 'fail');
-    assert.ok(c.fix?.includes('sudo sysctl -w user.max_user_namespaces=15000'), c.fix);
+    assert.ok(c.fix?.includes('sudo sysctl -w user.max_user_namespaces=126824'), c.fix);
+    assert.ok(!c.fix?.includes('=15000'), `the fix must not lower a limit of 63412:\n${c.fix}`);
+    const mid = healthy();
+    mid.sysctl.maxNamespaces.user = { ok: true, value: 1000 };
+    mid.sandbox = { run: failedRun(CLONE_ENOSPC) };
+    assert.ok(byId(diagnose(mid), 'namespace-limits').fix?.includes('sudo sysctl -w user.max_user_namespaces=15000'));
   });
 
   it("Docker's default seccomp profile blocks clone", () => {

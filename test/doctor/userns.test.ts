@@ -74,7 +74,7 @@ const TABLE: Row[] = [
     host: 'large limits, but clone says ENOSPC: a limit is reached',
     facts: host('ENOSPC'),
     first: 'namespace limits: the kernel refused a new namespace with ENOSPC',
-    fix: ['sudo sysctl -w user.max_user_namespaces=15000', 'lsns   # shows which namespaces are in use'],
+    fix: ['sudo sysctl -w user.max_user_namespaces=126824', 'lsns   # shows which namespaces are in use'],
   },
   {
     host: "Docker's default seccomp profile",
