@@ -17,6 +17,8 @@ export interface DoctorCheck {
 /** Oldest kernel cubicle supports, and the one that brings mount_setattr (recursive read-only binds). */
 export const MIN_KERNEL: readonly [number, number] = [5, 4];
 export const MOUNT_SETATTR_KERNEL: readonly [number, number] = [5, 12];
+/** cgroup v2 run groups need clone3 with CLONE_INTO_CGROUP. */
+export const CGROUP_V2_KERNEL: readonly [number, number] = [5, 7];
 /** Below this many allowed namespaces of a kind, concurrent sandboxes run out. */
 export const SMALL_NS_LIMIT = 64;
 export const SUGGESTED_NS_LIMIT = 15000;
@@ -403,23 +405,63 @@ function checkSandboxUnprivileged(f: HostFacts): DoctorCheck {
 }
 
 /**
- * Every check, root causes first: the kernel, then the switches that refuse namespaces, then what confines this
- * process (seccomp, AppArmor, masked /proc), then libraries, and last the end-to-end runs that show the symptoms.
+ * Where a run's memory and process limits come from: cgroup v1 groups (root on a v1 or hybrid host, runAs
+ * included), cgroup v2 groups (root on a cgroup v2 host without runAs, or anyone passing a delegated
+ * cgroupParent), else rlimits and init's sampling. The doctor does not know the caller's cgroupParent, so it
+ * judges the runs that pass none and says how to get one.
  */
 function checkCgroups(f: HostFacts): DoctorCheck {
   const id = 'limits';
   const title = 'resource limits';
   if (f.cgroups === undefined) return { id, title, status: 'skip', detail: 'not probed' };
-  if (f.cgroups === true) return { id, title, status: 'ok', detail: 'memory and process limits use cgroup v1 groups (root on a v1/hybrid host)' };
-  return {
-    id,
-    title,
-    status: 'warn',
-    detail: `memory and process limits fall back to rlimits and init's 10 ms sampling (${f.cgroups}); strictLimits would refuse them`,
-    fix: 'run as root on a host with cgroup v1 memory/pids controllers for exact memory accounting and OOM-based kills (cgroup v2 delegation is not supported yet)',
-  };
+  if (!f.cgroups.ok) return skip(id, title, 'the cgroup mounts', f.cgroups);
+  const c = f.cgroups.value;
+  const root = isRoot(f);
+  if (c.v1 === true) return { id, title, status: 'ok', detail: 'memory and process limits use cgroup v1 groups (root on a v1/hybrid host; runAs runs too)' };
+  const fallback = "memory and process limits fall back to rlimits and init's 10 ms sampling";
+  const lacking = (c.v2Controllers === null ? [] : ['memory', 'pids'].filter((k) => !c.v2Controllers!.includes(k))) as string[];
+  if (typeof c.v2 === 'string') {
+    const runAs = `runs with runAs cannot use cgroup v2 groups (${fallback} for them)`;
+    if (!lacking.length) return { id, title, status: 'ok', detail: `memory and process limits use cgroup v2 groups under ${c.v2} (root on a cgroup v2 host); ${runAs}` };
+    return {
+      id,
+      title,
+      status: 'warn',
+      detail: `cgroup v2 groups under ${c.v2} get no ${lacking.join(' or ')} controller (${c.v2Mount}/cgroup.controllers: ${c.v2Controllers!.join(' ') || 'none'}), so ${lacking.join(' and ')} limits fall back to rlimits and init's 10 ms sampling; ${runAs}`,
+      fix: `# the cgroup above ${c.v2Mount} must hand ${lacking.join(' and ')} down: enable ${lacking.map((k) => `+${k}`).join(' ')} in its cgroup.subtree_control (in a container: have the runtime delegate them)`,
+    };
+  }
+  // Why v1 is out, worded from the facts (root is needed; then the controllers must be mounted).
+  const v1Why = !root ? 'cgroup v1 groups need root' : c.v1Controllers.length === 0 ? 'no cgroup v1 memory, pids or cpuacct controller is mounted' : c.v1;
+  const detail = `${fallback} (${v1Why}; ${c.v2.reason}); strictLimits would refuse them`;
+  const kernel = value(f.kernel);
+  const hybrid = c.v1Controllers.some((k) => k === 'memory' || k === 'pids');
+  let fix: string;
+  if (c.v2Mount === null)
+    fix = [
+      ...(root ? ['# mount the cgroup v1 memory and pids controllers, or the cgroup2 hierarchy (mount -t cgroup2 none /sys/fs/cgroup)'] : ['# run as root for cgroup v1 groups']),
+      '# or boot with the unified hierarchy (systemd.unified_cgroup_hierarchy=1 on the kernel command line), then pass a delegated cgroupParent',
+    ].join('\n');
+  else if (kernel && versionBelow(kernel.major, kernel.minor, CGROUP_V2_KERNEL))
+    fix = `# cgroup v2 groups need Linux ${CGROUP_V2_KERNEL.join('.')}+ (clone3 with CLONE_INTO_CGROUP): upgrade the kernel${root ? '' : ', or run as root on a host with cgroup v1 memory and pids controllers'}`;
+  else if (hybrid && lacking.length)
+    fix = [
+      `# on this hybrid host ${lacking.join(' and ')} belong to cgroup v1, which only root can use: run as root,`,
+      '# or boot with the unified hierarchy (systemd.unified_cgroup_hierarchy=1 on the kernel command line), then pass a delegated cgroupParent',
+    ].join('\n');
+  else
+    fix = [
+      '# pass a delegated cgroup v2 directory as cgroupParent (CLI: --cgroup-parent DIR); systemd delegates one to a user scope:',
+      `systemd-run --user --scope -p Delegate=yes -- sh -c 'cg=${c.v2Mount}$(sed -n "s/^0:://p" /proc/self/cgroup); mkdir "$cg/main" "$cg/runs"; echo $$ > "$cg/main/cgroup.procs"; exec YOUR-PROGRAM'`,
+      '# YOUR-PROGRAM passes cgroupParent "$cg/runs"; the shell first moves into main/ because a v2 group that holds processes cannot hand controllers to its children',
+    ].join('\n');
+  return { id, title, status: 'warn', detail, fix };
 }
 
+/**
+ * Every check, root causes first: the kernel, then the switches that refuse namespaces, then what confines this
+ * process (seccomp, AppArmor, masked /proc), then libraries and limits, and last the end-to-end runs that show the symptoms.
+ */
 export function diagnose(f: HostFacts): DoctorCheck[] {
   return [
     checkKernel(f),

@@ -1,11 +1,11 @@
 // The end-to-end half of the doctor's probes: real sandbox runs of /bin/true, and probeHost(), which gathers
 // them together with the host's state (probe.ts).
 import { runSandboxed } from '../api/run.js';
-import { cgroupV1Available } from '../limits/cgroup-v1.js';
 import { HELPER_PATH } from '../supervisor/helper-path.js';
 import type { HostFacts, SandboxProbe, SandboxRunFacts } from './facts.js';
 import {
   attemptAsync,
+  probeCgroups,
   probeConfinement,
   probeEuid,
   probeHostNamespaces,
@@ -50,7 +50,7 @@ export async function probeHost(): Promise<HostFacts> {
     mounts: probeMounts(),
     libseccomp: probeLibseccomp(),
     ...(process.env.CUBICLE_LIBSECCOMP ? { libseccompOverride: process.env.CUBICLE_LIBSECCOMP } : {}),
-    cgroups: cgroupV1Available(),
+    cgroups: probeCgroups(),
     helperPath: HELPER_PATH,
     sandbox: await probeSandbox(),
   };

@@ -3,10 +3,13 @@
 // complete the picture are in probe-run.ts (this module stays light enough for the supervisor's error path).
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
-import { readMountinfo, type MountinfoEntry } from '../host/mountinfo.js';
+import { cgroup2MountPoint, cgroupV1Controllers, readMountinfo, type MountinfoEntry } from '../host/mountinfo.js';
+import { cgroupV1Available } from '../limits/cgroup-v1.js';
+import { cgroupV2Base } from '../limits/cgroup-v2.js';
 import { libseccompStatus } from '../seccomp/libseccomp.js';
 import {
   NS_KINDS,
+  type CgroupFacts,
   type ConfinementFacts,
   type Fact,
   type KernelFacts,
@@ -160,4 +163,23 @@ export function probeLibseccomp(): Fact<LibseccompFacts> {
   if (s.ok) return { ok: true, value: { library: s.library, major: s.major, minor: s.minor, micro: s.micro } };
   if (s.reason === 'koffi') return { ok: false, error: `the koffi FFI module does not load: ${s.error}`, code: 'KOFFI' };
   return { ok: false, error: `${s.library} cannot be loaded: ${s.error}`, code: 'MISSING' };
+}
+
+/** The cgroup v1 controllers cubicle uses for a run. */
+const V1_RUN_CONTROLLERS = ['memory', 'pids', 'cpuacct'];
+
+/** Which cgroups a run would get (asking the limits code itself), and the mounts behind that answer. */
+export function probeCgroups(): Fact<CgroupFacts> {
+  return attempt(() => {
+    const table = readMountinfo();
+    const v2Mount = cgroup2MountPoint(table);
+    const controllers = v2Mount === null ? null : attempt(() => readFileSync(`${v2Mount}/cgroup.controllers`, 'utf8').trim().split(/\s+/).filter(Boolean));
+    return {
+      v1: cgroupV1Available(),
+      v2: cgroupV2Base(undefined),
+      v2Mount,
+      v2Controllers: controllers?.ok ? controllers.value : null,
+      v1Controllers: [...cgroupV1Controllers(table, V1_RUN_CONTROLLERS).keys()].sort(),
+    };
+  });
 }

@@ -7,6 +7,7 @@ import {
   attempt,
   parseKernelRelease,
   mountFacts,
+  probeCgroups,
   probeConfinement,
   probeHostNamespaces,
   probeKernel,
@@ -15,7 +16,9 @@ import {
   statusField,
 } from '../../sandbox/doctor/probe.js';
 import type { Fact } from '../../sandbox/doctor/facts.js';
-import { parseMountinfo } from '../../sandbox/host/mountinfo.js';
+import { cgroup2MountPoint, cgroupV1Controllers, parseMountinfo } from '../../sandbox/host/mountinfo.js';
+import { cgroupV1Available } from '../../sandbox/limits/cgroup-v1.js';
+import { cgroupV2Base } from '../../sandbox/limits/cgroup-v2.js';
 
 const MISSING_LIBRARY = '/nonexistent/libcubicle-missing.so.2';
 
@@ -96,5 +99,17 @@ describe('doctor probes', () => {
     assert.ok(f.ok, f.ok ? '' : f.error);
     assert.equal(f.value.major, 2, 'libseccomp.so.2 is major version 2');
     assert.ok(Number.isInteger(f.value.minor) && Number.isInteger(f.value.micro));
+  });
+
+  it("reads the cgroup choices from the limits code and the mounts behind them from the one mountinfo parser", () => {
+    const f = probeCgroups();
+    assert.ok(f.ok, f.ok ? '' : f.error);
+    const table = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8'));
+    assert.equal(f.value.v1, cgroupV1Available());
+    assert.deepEqual(f.value.v2, cgroupV2Base(undefined));
+    assert.equal(f.value.v2Mount, cgroup2MountPoint(table));
+    assert.deepEqual(f.value.v1Controllers, [...cgroupV1Controllers(table, ['memory', 'pids', 'cpuacct']).keys()].sort());
+    if (f.value.v2Mount !== null && f.value.v2Controllers !== null)
+      assert.deepEqual(f.value.v2Controllers, readFileSync(`${f.value.v2Mount}/cgroup.controllers`, 'utf8').trim().split(/\s+/).filter(Boolean));
   });
 });
