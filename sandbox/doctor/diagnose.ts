@@ -419,7 +419,7 @@ function checkCgroups(f: HostFacts): DoctorCheck {
   const root = isRoot(f);
   if (c.v1 === true) return { id, title, status: 'ok', detail: 'memory and process limits use cgroup v1 groups (root on a v1/hybrid host; runAs runs too)' };
   const fallback = "memory and process limits fall back to rlimits and init's 10 ms sampling";
-  const lacking = (c.v2Controllers === null ? [] : ['memory', 'pids'].filter((k) => !c.v2Controllers!.includes(k))) as string[];
+  const lacking = c.v2Controllers === null ? [] : ['memory', 'pids'].filter((k) => !c.v2Controllers!.includes(k));
   if (typeof c.v2 === 'string') {
     const runAs = `runs with runAs cannot use cgroup v2 groups (${fallback} for them)`;
     if (!lacking.length) return { id, title, status: 'ok', detail: `memory and process limits use cgroup v2 groups under ${c.v2} (root on a cgroup v2 host); ${runAs}` };
