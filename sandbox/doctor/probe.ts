@@ -1,6 +1,7 @@
 // Reads the facts `cubicle doctor` diagnoses about the host's state. Each probe is small, synchronous and
 // independent; a probe that fails records its error as a fact instead of throwing. The sandbox runs that
-// complete the picture are in probe-run.ts (this module stays light enough for the supervisor's error path).
+// complete the picture are in probe-run.ts, so that the supervisor's error path can use these without
+// importing the runner that imports it.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import { cgroup2MountPoint, cgroupV1Controllers, readMountinfo, type MountinfoEntry } from '../host/mountinfo.js';
@@ -21,7 +22,6 @@ import {
 } from './facts.js';
 
 export type * from './facts.js';
-
 
 const errorOf = (e: unknown): { ok: false; error: string; code?: string } => {
   const err = e as NodeJS.ErrnoException;
