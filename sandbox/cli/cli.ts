@@ -152,10 +152,11 @@ function cmdPolicy(argv: string[]): number {
 }
 
 async function cmdDoctor(): Promise<number> {
-  const doctor = await import('../doctor/index.js');
-  const checks = await doctor.runDoctor();
-  process.stdout.write(doctor.formatDoctor(checks) + '\n');
-  return doctor.doctorExitCode(checks);
+  const { runDoctor } = await import('./doctor-probes.js');
+  const { formatDoctor, doctorExitCode } = await import('../doctor/index.js');
+  const checks = await runDoctor();
+  process.stdout.write(formatDoctor(checks) + '\n');
+  return doctorExitCode(checks);
 }
 
 /** Entry point; returns the process exit code. */

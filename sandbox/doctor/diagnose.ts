@@ -1,5 +1,6 @@
 // Judges the probed facts of a host: one check per requirement, each naming the exact fix when not ok.
 // Pure: everything it knows comes in through HostFacts.
+import { describeFailure } from '../outcome/render.js';
 import type { SetupFailure } from '../types.js';
 import { NS_KINDS, type Fact, type HostFacts, type NsKind, type SandboxProbe, type SysctlValue } from './facts.js';
 
@@ -17,6 +18,8 @@ export interface DoctorCheck {
 /** Oldest kernel cubicle supports, and the one that brings mount_setattr (recursive read-only binds). */
 export const MIN_KERNEL: readonly [number, number] = [5, 4];
 export const MOUNT_SETATTR_KERNEL: readonly [number, number] = [5, 12];
+/** cgroup v2 run groups need clone3 with CLONE_INTO_CGROUP. */
+export const CGROUP_V2_KERNEL: readonly [number, number] = [5, 7];
 /** Below this many allowed namespaces of a kind, concurrent sandboxes run out. */
 export const SMALL_NS_LIMIT = 64;
 export const SUGGESTED_NS_LIMIT = 15000;
@@ -40,37 +43,34 @@ const sysctlFix = (key: string, value: number | string): string[] => [
   `echo '${key}=${value}' | sudo tee -a ${SYSCTL_CONF}   # keep it after a reboot`,
 ];
 
+/** The facts that decide whether this host lets cubicle create its namespaces (a subset of HostFacts). */
+export type NamespaceFacts = Pick<HostFacts, 'euid' | 'hostNamespaces' | 'sysctl' | 'confinement' | 'helperPath' | 'sandbox' | 'sandboxUnprivileged'>;
+
 const versionBelow = (major: number, minor: number, [wantMajor, wantMinor]: readonly [number, number]): boolean =>
   major < wantMajor || (major === wantMajor && minor < wantMinor);
 
 const value = <T>(f: Fact<T> | undefined): T | undefined => (f?.ok ? f.value : undefined);
 
-const describeFailure = (sf: SetupFailure): string => {
-  const where = [`stage ${sf.stage}`, sf.step].filter(Boolean).join(', ');
-  const sys = sf.syscall ? `${sf.syscall}: ${sf.errnoName ?? (sf.errno !== undefined ? `errno ${sf.errno}` : 'failed')}` : undefined;
-  return `${where}${sys ? `, ${sys}` : ''} (${sf.message})`;
-};
-
 /** The sandbox probes that were made, the caller's first. */
-const probes = (f: HostFacts): SandboxProbe[] => (f.sandboxUnprivileged ? [f.sandbox, f.sandboxUnprivileged] : [f.sandbox]);
+const probes = (f: NamespaceFacts): SandboxProbe[] => (f.sandboxUnprivileged ? [f.sandbox, f.sandboxUnprivileged] : [f.sandbox]);
 
 const failureOf = (p: SandboxProbe | undefined): SetupFailure | undefined => value(p?.run)?.setupFailure;
 const runOk = (p: SandboxProbe | undefined): boolean => value(p?.run)?.verdict === 'ok';
 
 /** The probe that went through the unprivileged path: the runAs one, or the caller's when not root. */
-function unprivilegedProbe(f: HostFacts): SandboxProbe | undefined {
+function unprivilegedProbe(f: NamespaceFacts): SandboxProbe | undefined {
   if (f.sandboxUnprivileged) return f.sandboxUnprivileged;
   const euid = value(f.euid);
   return euid !== undefined && euid !== 0 ? f.sandbox : undefined;
 }
 
-const isRoot = (f: HostFacts): boolean => value(f.euid) === 0;
+const isRoot = (f: NamespaceFacts): boolean => value(f.euid) === 0;
 
-const apparmorRestricts = (f: HostFacts): boolean =>
+const apparmorRestricts = (f: NamespaceFacts): boolean =>
   value(f.sysctl.apparmorRestrictUnprivilegedUserns) === 1 && value(f.confinement)?.apparmorEnabled !== false;
 
 /** Whether the unprivileged probe's failure is explained by a userns sysctl (then it is not seccomp's doing). */
-function explainedByUsernsPolicy(f: HostFacts, p: SandboxProbe): boolean {
+function explainedByUsernsPolicy(f: NamespaceFacts, p: SandboxProbe): boolean {
   if (p !== unprivilegedProbe(f)) return false;
   return value(f.sysctl.unprivilegedUsernsClone) === 0 || apparmorRestricts(f);
 }
@@ -114,7 +114,7 @@ function checkKernel(f: HostFacts): DoctorCheck {
   return { id, title, status: 'ok', detail: `${release} (>= ${MOUNT_SETATTR_KERNEL.join('.')}: mount_setattr available)` };
 }
 
-function checkKernelNamespaces(f: HostFacts): DoctorCheck {
+function checkKernelNamespaces(f: NamespaceFacts): DoctorCheck {
   const id = 'kernel-namespaces';
   const title = 'namespace support';
   if (!f.hostNamespaces.ok) return skip(id, title, '/proc/self/ns', f.hostNamespaces);
@@ -130,7 +130,7 @@ function checkKernelNamespaces(f: HostFacts): DoctorCheck {
   return { id, title, status: 'ok', detail: `kernel supports ${NS_KINDS.join(', ')} namespaces` };
 }
 
-function checkUsernsSysctl(f: HostFacts): DoctorCheck {
+function checkUsernsSysctl(f: NamespaceFacts): DoctorCheck {
   const id = 'userns-sysctl';
   const title = 'unprivileged user namespaces';
   const s = f.sysctl.unprivilegedUsernsClone;
@@ -146,7 +146,7 @@ function checkUsernsSysctl(f: HostFacts): DoctorCheck {
   };
 }
 
-function checkApparmorUserns(f: HostFacts): DoctorCheck {
+function checkApparmorUserns(f: NamespaceFacts): DoctorCheck {
   const id = 'apparmor-userns';
   const title = 'AppArmor user-namespace restriction';
   const s = f.sysctl.apparmorRestrictUnprivilegedUserns;
@@ -174,7 +174,7 @@ function checkApparmorUserns(f: HostFacts): DoctorCheck {
   };
 }
 
-function checkNamespaceLimits(f: HostFacts): DoctorCheck {
+function checkNamespaceLimits(f: NamespaceFacts): DoctorCheck {
   const id = 'namespace-limits';
   const title = 'namespace limits';
   const limits = f.sysctl.maxNamespaces;
@@ -186,7 +186,12 @@ function checkNamespaceLimits(f: HostFacts): DoctorCheck {
   const zero = known.filter(([, v]) => v === 0);
   const small = known.filter(([, v]) => v > 0 && v < SMALL_NS_LIMIT);
   const exhausted = probes(f).find((p) => failureOf(p)?.errnoName === 'ENOSPC' && NS_SYSCALLS.has(failureOf(p)?.syscall ?? ''));
-  const fixFor = (kinds: NsKind[]): string => kinds.flatMap((k) => sysctlFix(`user.max_${k}_namespaces`, SUGGESTED_NS_LIMIT)).join('\n');
+  // A limit already at or above the suggestion is raised further (doubled), never lowered to it.
+  const target = (k: NsKind): number => {
+    const current = known.find(([x]) => x === k)?.[1];
+    return current !== undefined && current >= SUGGESTED_NS_LIMIT ? current * 2 : SUGGESTED_NS_LIMIT;
+  };
+  const fixFor = (kinds: NsKind[]): string => kinds.flatMap((k) => sysctlFix(`user.max_${k}_namespaces`, target(k))).join('\n');
   const show = (list: [NsKind, number][]): string => list.map(([k, v]) => `user.max_${k}_namespaces = ${v}`).join(', ');
   if (zero.length)
     return { id, title, status: 'fail', detail: `${show(zero)}: no such namespace can be created`, fix: fixFor([...zero, ...small].map(([k]) => k)) };
@@ -208,7 +213,7 @@ function checkNamespaceLimits(f: HostFacts): DoctorCheck {
   return { id, title, status: 'ok', detail: `${user ? `user.max_user_namespaces = ${user[1]}` : 'limits'}${known.length > 1 ? `; every max_*_namespaces >= ${SMALL_NS_LIMIT}` : ''}` };
 }
 
-function checkSeccompFilter(f: HostFacts): DoctorCheck {
+function checkSeccompFilter(f: NamespaceFacts): DoctorCheck {
   const id = 'seccomp-filter';
   const title = 'seccomp filter on this process';
   if (!f.confinement.ok) return skip(id, title, '/proc/self/status', f.confinement);
@@ -306,7 +311,7 @@ function checkPivotRoot(f: HostFacts): DoctorCheck {
     return { id, title, status: 'fail', detail: 'this system runs from the initramfs (/ is rootfs), where the kernel refuses pivot_root (EINVAL)', fix };
   if (failed) {
     const sf = failureOf(failed)!;
-    return { id, title, status: 'fail', detail: `failed: ${describeFailure(sf)}`, fix: sf.hint };
+    return { id, title, status: 'fail', detail: describeFailure(sf), fix: sf.hint };
   }
   if (!f.mounts.ok) return skip(id, title, '/proc/self/mountinfo', f.mounts);
   return { id, title, status: 'ok', detail: `/ is ${root ?? 'a mount'}, not the initramfs` };
@@ -316,7 +321,9 @@ function checkLibseccomp(f: HostFacts): DoctorCheck {
   const id = 'libseccomp';
   const title = 'libseccomp';
   const l = f.libseccomp;
-  if (l.ok) return { id, title, status: 'ok', detail: `${l.value.library} ${l.value.major}.${l.value.minor}.${l.value.micro} loads through koffi` };
+  const override = f.libseccompOverride;
+  if (l.ok)
+    return { id, title, status: 'ok', detail: `${l.value.library} ${l.value.major}.${l.value.minor}.${l.value.micro} loads through koffi${override ? ' (named by CUBICLE_LIBSECCOMP)' : ''}` };
   if (l.code === 'KOFFI')
     return { id, title, status: 'fail', detail: `${l.error}; it is needed to compile seccomp policies`, fix: 'npm rebuild koffi   # in the directory that has cubicle in node_modules' };
   return {
@@ -324,7 +331,12 @@ function checkLibseccomp(f: HostFacts): DoctorCheck {
     title,
     status: 'fail',
     detail: `${l.error}; it is needed to compile seccomp policies`,
-    fix: ['sudo apt-get install libseccomp2   # Debian/Ubuntu', 'sudo dnf install libseccomp   # Fedora/RHEL', 'sudo apk add libseccomp   # Alpine'].join('\n'),
+    fix: [
+      ...(override ? [`# CUBICLE_LIBSECCOMP=${override} names the library to load: point it at an installed libseccomp, or unset it to use libseccomp.so.2`] : []),
+      'sudo apt-get install libseccomp2   # Debian/Ubuntu',
+      'sudo dnf install libseccomp   # Fedora/RHEL',
+      'sudo apk add libseccomp   # Alpine',
+    ].join('\n'),
   };
 }
 
@@ -355,7 +367,7 @@ function sandboxCheck(f: HostFacts, id: string, title: string, p: SandboxProbe):
       id,
       title,
       status: 'fail',
-      detail: `setup failed: ${describeFailure(sf)}`,
+      detail: describeFailure(sf),
       fix: cannotExec
         ? `# uid ${p.runAs!.uid} cannot execute ${f.helperPath}: install cubicle where every user can read it (not under /root), or: chmod o+x on each directory above it`
         : sf.hint,
@@ -388,23 +400,63 @@ function checkSandboxUnprivileged(f: HostFacts): DoctorCheck {
 }
 
 /**
- * Every check, root causes first: the kernel, then the switches that refuse namespaces, then what confines this
- * process (seccomp, AppArmor, masked /proc), then libraries, and last the end-to-end runs that show the symptoms.
+ * Where a run's memory and process limits come from: cgroup v1 groups (root on a v1 or hybrid host, runAs
+ * included), cgroup v2 groups (root on a cgroup v2 host without runAs, or anyone passing a delegated
+ * cgroupParent), else rlimits and init's sampling. The doctor does not know the caller's cgroupParent, so it
+ * judges the runs that pass none and says how to get one.
  */
 function checkCgroups(f: HostFacts): DoctorCheck {
   const id = 'limits';
   const title = 'resource limits';
   if (f.cgroups === undefined) return { id, title, status: 'skip', detail: 'not probed' };
-  if (f.cgroups === true) return { id, title, status: 'ok', detail: 'memory and process limits use cgroup v1 groups (root on a v1/hybrid host)' };
-  return {
-    id,
-    title,
-    status: 'warn',
-    detail: `memory and process limits fall back to rlimits and init's 10 ms sampling (${f.cgroups}); strictLimits would refuse them`,
-    fix: 'run as root on a host with cgroup v1 memory/pids controllers for exact memory accounting and OOM-based kills (cgroup v2 delegation is not supported yet)',
-  };
+  if (!f.cgroups.ok) return skip(id, title, 'the cgroup mounts', f.cgroups);
+  const c = f.cgroups.value;
+  const root = isRoot(f);
+  if (c.v1 === true) return { id, title, status: 'ok', detail: 'memory and process limits use cgroup v1 groups (root on a v1/hybrid host; runAs runs too)' };
+  const fallback = "memory and process limits fall back to rlimits and init's 10 ms sampling";
+  const lacking = c.v2Controllers === null ? [] : ['memory', 'pids'].filter((k) => !c.v2Controllers!.includes(k));
+  if (typeof c.v2 === 'string') {
+    const runAs = `runs with runAs cannot use cgroup v2 groups (${fallback} for them)`;
+    if (!lacking.length) return { id, title, status: 'ok', detail: `memory and process limits use cgroup v2 groups under ${c.v2} (root on a cgroup v2 host); ${runAs}` };
+    return {
+      id,
+      title,
+      status: 'warn',
+      detail: `cgroup v2 groups under ${c.v2} get no ${lacking.join(' or ')} controller (${c.v2Mount}/cgroup.controllers: ${c.v2Controllers!.join(' ') || 'none'}), so ${lacking.join(' and ')} limits fall back to rlimits and init's 10 ms sampling; ${runAs}`,
+      fix: `# the cgroup above ${c.v2Mount} must hand ${lacking.join(' and ')} down: enable ${lacking.map((k) => `+${k}`).join(' ')} in its cgroup.subtree_control (in a container: have the runtime delegate them)`,
+    };
+  }
+  // Why v1 is out, worded from the facts (root is needed; then the controllers must be mounted).
+  const v1Why = !root ? 'cgroup v1 groups need root' : c.v1Controllers.length === 0 ? 'no cgroup v1 memory, pids or cpuacct controller is mounted' : c.v1;
+  const detail = `${fallback} (${v1Why}; ${c.v2.reason}); strictLimits would refuse them`;
+  const kernel = value(f.kernel);
+  const hybrid = c.v1Controllers.some((k) => k === 'memory' || k === 'pids');
+  let fix: string;
+  if (c.v2Mount === null)
+    fix = [
+      ...(root ? ['# mount the cgroup v1 memory and pids controllers, or the cgroup2 hierarchy (mount -t cgroup2 none /sys/fs/cgroup)'] : ['# run as root for cgroup v1 groups']),
+      '# or boot with the unified hierarchy (systemd.unified_cgroup_hierarchy=1 on the kernel command line), then pass a delegated cgroupParent',
+    ].join('\n');
+  else if (kernel && versionBelow(kernel.major, kernel.minor, CGROUP_V2_KERNEL))
+    fix = `# cgroup v2 groups need Linux ${CGROUP_V2_KERNEL.join('.')}+ (clone3 with CLONE_INTO_CGROUP): upgrade the kernel${root ? '' : ', or run as root on a host with cgroup v1 memory and pids controllers'}`;
+  else if (hybrid && lacking.length)
+    fix = [
+      `# on this hybrid host ${lacking.join(' and ')} belong to cgroup v1, which only root can use: run as root,`,
+      '# or boot with the unified hierarchy (systemd.unified_cgroup_hierarchy=1 on the kernel command line), then pass a delegated cgroupParent',
+    ].join('\n');
+  else
+    fix = [
+      '# pass a delegated cgroup v2 directory as cgroupParent (CLI: --cgroup-parent DIR); systemd delegates one to a user scope:',
+      `systemd-run --user --scope -p Delegate=yes -- sh -c 'cg=${c.v2Mount}$(sed -n "s/^0:://p" /proc/self/cgroup); mkdir "$cg/main" "$cg/runs"; echo $$ > "$cg/main/cgroup.procs"; exec YOUR-PROGRAM'`,
+      '# YOUR-PROGRAM passes cgroupParent "$cg/runs"; the shell first moves into main/ because a v2 group that holds processes cannot hand controllers to its children',
+    ].join('\n');
+  return { id, title, status: 'warn', detail, fix };
 }
 
+/**
+ * Every check, root causes first: the kernel, then the switches that refuse namespaces, then what confines this
+ * process (seccomp, AppArmor, masked /proc), then libraries and limits, and last the end-to-end runs that show the symptoms.
+ */
 export function diagnose(f: HostFacts): DoctorCheck[] {
   return [
     checkKernel(f),
@@ -421,4 +473,22 @@ export function diagnose(f: HostFacts): DoctorCheck[] {
     checkSandbox(f),
     checkSandboxUnprivileged(f),
   ];
+}
+
+/** The checks about creating namespaces, in diagnose() order: everything that can make the kernel refuse them. */
+export function namespaceChecks(f: NamespaceFacts): DoctorCheck[] {
+  return [checkKernelNamespaces(f), checkUsernsSysctl(f), checkApparmorUserns(f), checkNamespaceLimits(f), checkSeccompFilter(f)];
+}
+
+/** What a refused clone is answered with when no namespace check explains it. */
+export const USERNS_FALLBACK_HINT = 'the kernel refused new namespaces; run `npx cubicle doctor` for a diagnosis of this host';
+
+/**
+ * What to tell a caller whose sandbox could not get its namespaces (the failure is in the facts' sandbox run):
+ * the first failing namespace check, else the first warning, as `title: detail` followed by its fix lines.
+ */
+export function usernsFixFor(f: NamespaceFacts): string {
+  const checks = namespaceChecks(f);
+  const c = checks.find((x) => x.status === 'fail' && x.fix) ?? checks.find((x) => x.status === 'warn' && x.fix);
+  return c ? `${c.title}: ${c.detail}\n${c.fix}` : USERNS_FALLBACK_HINT;
 }

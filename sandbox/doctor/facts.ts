@@ -50,11 +50,25 @@ export interface MountFacts {
 }
 
 export interface LibseccompFacts {
-  /** The soname that was loaded. */
+  /** The library that was loaded (libseccomp.so.2, or what CUBICLE_LIBSECCOMP names). */
   library: string;
   major: number;
   minor: number;
   micro: number;
+}
+
+/** The cgroup choices the limits code makes for a run on this host, and the mounts behind them. */
+export interface CgroupFacts {
+  /** Whether runs get cgroup v1 groups (memory, pids, cpuacct): true, or why not (the limits code's own answer). */
+  v1: true | string;
+  /** Runs without cgroupParent: the cgroup v2 directory their groups go under, or why they get none. */
+  v2: string | { reason: string };
+  /** Where the cgroup2 hierarchy is mounted; null when it is not. */
+  v2Mount: string | null;
+  /** cgroup.controllers at that mount (what groups below it can have); null when unknown. */
+  v2Controllers: string[] | null;
+  /** Which of memory, pids and cpuacct are bound to a mounted cgroup v1 hierarchy (and so are not in v2). */
+  v1Controllers: string[];
 }
 
 /** What one end-to-end `runSandboxed(['/bin/true'])` gave. */
@@ -85,8 +99,10 @@ export interface HostFacts {
   confinement: Fact<ConfinementFacts>;
   mounts: Fact<MountFacts>;
   libseccomp: Fact<LibseccompFacts>;
-  /** true when cgroup v1 memory/pids groups can be made for runs, else why not. Optional: older fact sets lack it. */
-  cgroups?: true | string;
+  /** CUBICLE_LIBSECCOMP when it was set: the library loaded instead of libseccomp.so.2. */
+  libseccompOverride?: string;
+  /** Which cgroups runs can get for their limits. Optional: older fact sets lack it. */
+  cgroups?: Fact<CgroupFacts>;
   /** Where the C helper (the process that creates the namespaces) lives. */
   helperPath: string;
   /** The sandbox run as the caller. */

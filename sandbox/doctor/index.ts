@@ -1,13 +1,5 @@
-// `cubicle doctor`: probe the host, diagnose it, and print what to fix.
-import { diagnose, type DoctorCheck } from './diagnose.js';
-import { probeHost } from './probe.js';
-
+// The doctor's host knowledge: probe the host's state, diagnose it (pure), format the checks. The command that
+// adds real sandbox runs to these facts is cli/doctor-probes.ts.
 export { diagnose, type DoctorCheck, type DoctorStatus } from './diagnose.js';
 export { formatDoctor, doctorExitCode } from './format.js';
-export { probeHost } from './probe.js';
 export type { HostFacts, Fact } from './facts.js';
-
-/** Probes this host (including real sandbox runs) and returns every check, root causes first. */
-export async function runDoctor(): Promise<DoctorCheck[]> {
-  return diagnose(await probeHost());
-}

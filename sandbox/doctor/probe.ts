@@ -1,31 +1,26 @@
-// Reads the facts `cubicle doctor` diagnoses. Each probe is small and independent; a probe that fails
-// records its error as a fact instead of throwing.
-import { cgroupV1Available } from '../cgroup/index.js';
+// Reads the facts `cubicle doctor` diagnoses about the host's state. Each probe is small, synchronous and
+// independent; a probe that fails records its error as a fact instead of throwing. The sandbox runs that
+// complete the picture are in probe-run.ts, so that the supervisor's error path can use these without
+// importing the runner that imports it.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
-import { runSandboxed } from '../api/run.js';
-import { HELPER_PATH } from '../supervisor/helper-path.js';
+import { cgroup2MountPoint, cgroupV1Controllers, readMountinfo, type MountinfoEntry } from '../host/mountinfo.js';
+import { cgroupV1Available, cgroupV2Base } from '../cgroup/index.js';
+import { libseccompStatus } from '../seccomp/libseccomp.js';
 import {
   NS_KINDS,
+  type CgroupFacts,
   type ConfinementFacts,
   type Fact,
-  type HostFacts,
   type KernelFacts,
   type LibseccompFacts,
   type MountFacts,
   type NsKind,
-  type SandboxProbe,
-  type SandboxRunFacts,
   type SysctlFacts,
   type SysctlValue,
 } from './facts.js';
 
 export type * from './facts.js';
-
-/** The unprivileged host user the rootless path is probed as when the caller is root. */
-export const UNPRIVILEGED_PROBE_ID = 65534;
-const E2E_TIMEOUT_MS = 10_000;
-const STDERR_KEEP = 2000;
 
 const errorOf = (e: unknown): { ok: false; error: string; code?: string } => {
   const err = e as NodeJS.ErrnoException;
@@ -142,20 +137,11 @@ export function probeConfinement(): Fact<ConfinementFacts> {
   });
 }
 
-/** Undoes mountinfo's octal escapes (\040 for a space, ...). */
-const unescapeMountinfo = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-
-/** Extracts the facts about / and /proc from /proc/self/mountinfo text. */
-export function parseMountinfo(text: string): MountFacts {
+/** The facts about / and /proc in a parsed mount table. */
+export function mountFacts(entries: readonly MountinfoEntry[]): MountFacts {
   let rootFsType: string | null = null;
   const procSubmounts: string[] = [];
-  for (const line of text.split('\n')) {
-    if (!line) continue;
-    const [left, right] = line.split(' - ');
-    const fields = left?.split(' ') ?? [];
-    const mountPoint = fields[4] !== undefined ? unescapeMountinfo(fields[4]) : undefined;
-    const fsType = right?.split(' ')[0];
-    if (mountPoint === undefined || fsType === undefined) continue;
+  for (const { mountPoint, fsType } of entries) {
     if (mountPoint === '/') rootFsType = fsType; // the last one at / is the visible one
     // binfmt_misc sits on an always-empty procfs directory, which the kernel accepts under a fresh /proc.
     else if (mountPoint.startsWith('/proc/') && fsType !== 'binfmt_misc' && mountPoint !== '/proc/sys/fs/binfmt_misc') procSubmounts.push(mountPoint);
@@ -164,71 +150,35 @@ export function parseMountinfo(text: string): MountFacts {
 }
 
 export function probeMounts(): Fact<MountFacts> {
-  return attempt(() => parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')));
+  return attempt(() => mountFacts(readMountinfo()));
 }
 
-/** Loads libseccomp through koffi and asks its version (seccomp_version returns a pointer to {major, minor, micro}). */
-export async function probeLibseccomp(library = 'libseccomp.so.2'): Promise<Fact<LibseccompFacts>> {
-  let koffi: typeof import('koffi').default;
-  try {
-    koffi = (await import('koffi')).default;
-  } catch (e) {
-    return { ok: false, error: `the koffi FFI module does not load: ${(e as Error).message}`, code: 'KOFFI' };
-  }
-  let lib: ReturnType<typeof koffi.load>;
-  try {
-    lib = koffi.load(library);
-  } catch (e) {
-    return { ok: false, error: `${library} cannot be loaded: ${(e as Error).message}`, code: 'MISSING' };
-  }
-  try {
-    // An anonymous struct: a named one would collide with any other module registering the same name.
-    const Version = koffi.struct({ major: 'unsigned int', minor: 'unsigned int', micro: 'unsigned int' });
-    const seccompVersion = lib.func('seccomp_version', 'const void *', []);
-    const ptr: unknown = seccompVersion();
-    if (ptr === null || ptr === undefined) throw new Error('seccomp_version() returned NULL');
-    const v = koffi.decode(ptr, Version) as { major: number; minor: number; micro: number };
-    return { ok: true, value: { library, major: v.major, minor: v.minor, micro: v.micro } };
-  } catch (e) {
-    return { ok: false, error: `${library} loaded, but seccomp_version() failed: ${(e as Error).message}`, code: 'CALL' };
-  } finally {
-    lib.unload();
-  }
+/**
+ * Loads libseccomp the way seccomp policies do (sandbox/seccomp/libseccomp.ts, so CUBICLE_LIBSECCOMP applies and
+ * the handle is the one later policies use) and reads its version.
+ */
+export function probeLibseccomp(): Fact<LibseccompFacts> {
+  const s = libseccompStatus();
+  if (s.ok) return { ok: true, value: { library: s.library, major: s.major, minor: s.minor, micro: s.micro } };
+  if (s.reason === 'koffi') return { ok: false, error: `the koffi FFI module does not load: ${s.error}`, code: 'KOFFI' };
+  return { ok: false, error: `${s.library} cannot be loaded: ${s.error}`, code: 'MISSING' };
 }
 
-/** Runs /bin/true in a real sandbox (as the caller, or with runAs) and records how it went. */
-export async function probeSandbox(runAs?: { uid: number; gid: number }): Promise<SandboxProbe> {
-  const run = await attemptAsync(async (): Promise<SandboxRunFacts> => {
-    const r = await runSandboxed(['/bin/true'], { reject: false, timeout: E2E_TIMEOUT_MS, ...(runAs ? { runAs } : {}) });
-    const stderr = typeof r.stderr === 'string' ? r.stderr : r.stderr?.toString('utf8');
+/** The cgroup v1 controllers cubicle uses for a run. */
+const V1_RUN_CONTROLLERS = ['memory', 'pids', 'cpuacct'];
+
+/** Which cgroups a run would get (asking the limits code itself), and the mounts behind that answer. */
+export function probeCgroups(): Fact<CgroupFacts> {
+  return attempt(() => {
+    const table = readMountinfo();
+    const v2Mount = cgroup2MountPoint(table);
+    const controllers = v2Mount === null ? null : attempt(() => readFileSync(`${v2Mount}/cgroup.controllers`, 'utf8').trim().split(/\s+/).filter(Boolean));
     return {
-      verdict: r.verdict,
-      exitCode: r.exitCode,
-      signal: r.signal,
-      ...(r.setupFailure ? { setupFailure: r.setupFailure } : {}),
-      ...(r.setup ? { setupMs: r.setup.ms } : {}),
-      ...(r.namespaces ? { namespaces: r.namespaces } : {}),
-      ...(r.verdict !== 'ok' && stderr ? { stderr: stderr.slice(0, STDERR_KEEP) } : {}),
+      v1: cgroupV1Available(),
+      v2: cgroupV2Base(undefined),
+      v2Mount,
+      v2Controllers: controllers?.ok ? controllers.value : null,
+      v1Controllers: [...cgroupV1Controllers(table, V1_RUN_CONTROLLERS).keys()].sort(),
     };
   });
-  return runAs ? { runAs, run } : { run };
-}
-
-/** Gathers every fact about this host, including two end-to-end sandbox runs when the caller is root. */
-export async function probeHost(): Promise<HostFacts> {
-  const euid = probeEuid();
-  const facts: HostFacts = {
-    kernel: probeKernel(),
-    euid,
-    hostNamespaces: probeHostNamespaces(),
-    sysctl: probeSysctls(),
-    confinement: probeConfinement(),
-    mounts: probeMounts(),
-    libseccomp: await probeLibseccomp(),
-    cgroups: cgroupV1Available(),
-    helperPath: HELPER_PATH,
-    sandbox: await probeSandbox(),
-  };
-  if (euid.ok && euid.value === 0) facts.sandboxUnprivileged = await probeSandbox({ uid: UNPRIVILEGED_PROBE_ID, gid: UNPRIVILEGED_PROBE_ID });
-  return facts;
 }

@@ -124,7 +124,7 @@ export function judge(record: RunRecord, ctx: JudgeContext): SandboxResult {
   const exit = terminal?.ev === 'exit' ? terminal : undefined;
   let failure: SetupFailure | undefined;
   if (record.failure?.kind === 'prepared' || record.failure?.kind === 'cgroup') failure = record.failure.failure;
-  else if (terminal?.ev === 'error') failure = toSetupFailure(terminal, ctx.plan, ctx.argv[0]!);
+  else if (terminal?.ev === 'error') failure = toSetupFailure(terminal, ctx.plan, ctx.argv[0]!, record.hostDiagnosis);
   else if (!exit) failure = helperFailure(record);
 
   const signal = exit?.signal !== undefined ? signalName(exit.signal) : exit?.initSignal !== undefined ? signalName(exit.initSignal) : null;

@@ -35,6 +35,9 @@ export interface RunRecord {
   /** Captured output (only when captured); each stream holds at most the output limit. */
   stdout: Buffer[] | undefined;
   stderr: Buffer[] | undefined;
+  /** The doctor's diagnosis of this host's user-namespace settings, gathered when the kernel refused the
+   *  namespaces (the hint of that setup error); undefined otherwise. */
+  hostDiagnosis: string | undefined;
   /** Wall time of the whole run as the supervisor measured it (ms). */
   elapsedMs: number;
 }

@@ -1,6 +1,5 @@
 // Setup failures: a helper error event, or a helper that ended outside the protocol, turned into a
 // SetupFailure that names the plan step and gives the fix.
-import { readFileSync } from 'node:fs';
 import type { CgroupSetupError } from '../cgroup/index.js';
 import { errnoName } from '../os-names.js';
 import { constants } from 'node:os';
@@ -11,27 +10,6 @@ import type { RunRecord } from './record.js';
 
 /** The errno's symbolic name, e.g. 2 -> ENOENT. */
 const errnoNameOf = (n: number | undefined): string | undefined => (n === undefined ? undefined : errnoName(n));
-
-function readSysctl(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8').trim();
-  } catch {
-    return undefined;
-  }
-}
-
-/** Why namespace creation was refused on this host, and the command that fixes it. */
-export function usernsHint(errno: string | undefined): string {
-  if (readSysctl('/proc/sys/kernel/unprivileged_userns_clone') === '0')
-    return 'unprivileged user namespaces are disabled: sudo sysctl -w kernel.unprivileged_userns_clone=1 (persist it in /etc/sysctl.d/)';
-  if (readSysctl('/proc/sys/kernel/apparmor_restrict_unprivileged_userns') === '1')
-    return 'AppArmor restricts unprivileged user namespaces: sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or install an AppArmor profile that allows userns for node';
-  if (readSysctl('/proc/sys/user/max_user_namespaces') === '0' || errno === 'ENOSPC')
-    return 'the user namespace limit is reached or zero: sudo sysctl -w user.max_user_namespaces=15000 (and check max_pid/mnt/net_namespaces)';
-  if (/Seccomp:\s*2/.test(readSysctl('/proc/self/status') ?? ''))
-    return "a seccomp filter (e.g. Docker's default profile) blocks namespace creation: run the container with --security-opt seccomp=unconfined, or a profile that allows clone/unshare/mount";
-  return 'the kernel refused new namespaces; run `npx cubicle doctor` for a diagnosis of this host';
-}
 
 /** Human description of a plan step. */
 export function describeStep(op: PlanOp | undefined): string | undefined {
@@ -55,9 +33,9 @@ export function describeStep(op: PlanOp | undefined): string | undefined {
   }
 }
 
-function hintFor(e: ErrorEvent, name: string | undefined, op: PlanOp | undefined, program: string): string {
+function hintFor(e: ErrorEvent, name: string | undefined, op: PlanOp | undefined, program: string, hostDiagnosis: string | undefined): string {
   const sys = e.syscall;
-  if (e.stage === 'parent' && sys === 'clone') return usernsHint(name);
+  if (e.stage === 'parent' && (sys === 'clone' || sys === 'clone3')) return hostDiagnosis ?? 'the kernel refused new namespaces; run `npx cubicle doctor` for a diagnosis of this host';
   if (e.stage === 'userns')
     return name === 'EPERM'
       ? 'the kernel refused the uid/gid map: a rootless sandbox can only map the caller\'s own ids; run `npx cubicle doctor`'
@@ -82,8 +60,9 @@ function hintFor(e: ErrorEvent, name: string | undefined, op: PlanOp | undefined
   return 'run `npx cubicle doctor` to check this host';
 }
 
-/** Builds the SetupFailure for an error event, using the plan to name the step that failed. */
-export function toSetupFailure(e: ErrorEvent, plan: readonly PlanOp[], program: string): SetupFailure {
+/** Builds the SetupFailure for an error event, using the plan to name the step that failed. A refused clone's
+ *  hint is the doctor's diagnosis of this host, which the supervisor gathered (`hostDiagnosis`). */
+export function toSetupFailure(e: ErrorEvent, plan: readonly PlanOp[], program: string, hostDiagnosis?: string): SetupFailure {
   const op = e.opIndex !== undefined ? plan[e.opIndex] : undefined;
   const name = errnoNameOf(e.errno);
   const step = describeStep(op);
@@ -94,7 +73,7 @@ export function toSetupFailure(e: ErrorEvent, plan: readonly PlanOp[], program: 
     ...(e.syscall !== undefined ? { syscall: e.syscall } : {}),
     ...(e.errno !== undefined ? { errno: e.errno, errnoName: name } : {}),
     message: e.msg,
-    hint: hintFor(e, name, op, program),
+    hint: hintFor(e, name, op, program, hostDiagnosis),
   };
 }
 

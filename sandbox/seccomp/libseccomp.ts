@@ -75,24 +75,57 @@ interface Bindings {
 
 let bindings: Bindings | undefined;
 let loadError: string | undefined;
+/** The library the first load tried, and the loader's own message when that failed. */
+let loadedLibrary: string | undefined;
+let loadCause: string | undefined;
+
+/** The library libseccomp() loads: CUBICLE_LIBSECCOMP (another soname, or a path) when set, else libseccomp.so.2. */
+export function libseccompLibrary(): string {
+  return process.env.CUBICLE_LIBSECCOMP || 'libseccomp.so.2';
+}
 
 /** Loads libseccomp once; throws SeccompUnavailableError with the fix when it cannot. */
 export function libseccomp(): Bindings {
   if (bindings) return bindings;
   if (loadError) throw new SeccompUnavailableError(loadError);
   try {
-    bindings = load();
+    loadedLibrary = libseccompLibrary();
+    bindings = load(loadedLibrary);
     return bindings;
   } catch (e) {
+    loadCause = (e as Error).message;
     loadError = `libseccomp cannot be loaded (${(e as Error).message}); install it (Debian/Ubuntu: apt-get install libseccomp2, Fedora: dnf install libseccomp) or run without a seccomp policy; npx cubicle doctor checks it`;
     throw new SeccompUnavailableError(loadError);
   }
 }
 
-function load(): Bindings {
+/** What loading libseccomp gave: the library and its version, or why it does not load. */
+export type LibseccompStatus =
+  | { ok: true; library: string; major: number; minor: number; micro: number }
+  /** `koffi`: the FFI module itself does not load; `library`: koffi loads, the library (or a symbol of it) does not. */
+  | { ok: false; library: string; reason: 'koffi' | 'library'; error: string };
+
+/** Loads libseccomp exactly as libseccomp() does (once per process, same library) and reports how it went; never throws. */
+export function libseccompStatus(): LibseccompStatus {
+  try {
+    const { version } = libseccomp();
+    return { ok: true, library: loadedLibrary ?? libseccompLibrary(), ...version };
+  } catch (e) {
+    const library = loadedLibrary ?? libseccompLibrary();
+    const error = loadCause ?? (e as Error).message;
+    try {
+      createRequire(import.meta.url)('koffi');
+    } catch (k) {
+      return { ok: false, library, reason: 'koffi', error: (k as Error).message };
+    }
+    return { ok: false, library, reason: 'library', error };
+  }
+}
+
+function load(library: string): Bindings {
   const require = createRequire(import.meta.url);
   const koffi = require('koffi') as typeof import('koffi');
-  const lib = koffi.load(process.env.CUBICLE_LIBSECCOMP || 'libseccomp.so.2'); // override for another soname or path
+  const lib = koffi.load(library);
   const libc = koffi.load('libc.so.6');
   const Version = koffi.struct({ major: 'uint', minor: 'uint', micro: 'uint' });
   const ArgCmpT = koffi.struct({ arg: 'uint', op: 'int', datum_a: 'uint64', datum_b: 'uint64' });

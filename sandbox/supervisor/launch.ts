@@ -8,7 +8,7 @@ import { debuglog } from 'node:util';
 import type { ResolvedOptions } from '../options/resolve.js';
 import { HelperFd } from '../protocol/opcodes.js';
 import { openRegularForRead } from '../safe-open.js';
-import { HELPER_PATH } from './helper-path.js';
+import { HELPER_PATH } from '../native/helper-path.js';
 import { F_DUPFD_CLOEXEC, loadLibc, O_CLOEXEC, POSIX_SPAWN_SETSIGDEF, POSIX_SPAWN_SETSIGMASK, WNOHANG, type Libc } from './libc.js';
 
 const debug = debuglog('cubicle');

@@ -12,7 +12,9 @@ import type { HelperEvent } from '../protocol/events.js';
 import { ControlByte } from '../protocol/opcodes.js';
 import { StatusReader } from '../protocol/status.js';
 import type { SetupFailure } from '../types.js';
-import { assertHelperBuilt } from './helper-path.js';
+import { usernsFix } from '../doctor/userns.js';
+import { errnoName } from '../os-names.js';
+import { assertHelperBuilt } from '../native/helper-path.js';
 import { launchHelper, type HelperExitStatus, type LaunchedHelper } from './launch.js';
 
 const debug = debuglog('cubicle');
@@ -164,6 +166,9 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
       if (cgroup) removeCgroup(cgroup.plan);
     }
     const terminal = status.terminal();
+    // The kernel refused the namespaces: the doctor's diagnosis of this host is the fix to give.
+    const refused = terminal?.ev === 'error' && terminal.stage === 'parent' && (terminal.syscall === 'clone' || terminal.syscall === 'clone3');
+    const hostDiagnosis = refused ? usernsFix(terminal.errno === undefined ? undefined : errnoName(terminal.errno)) : undefined;
     const record: RunRecord = {
       helperPid: helper?.pid,
       failure,
@@ -174,6 +179,7 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
       cgroup: cgroup && counters ? { counters, readBack: cgroup.readBack } : undefined,
       stdout: capture && o.stdout === 'pipe' ? out : undefined,
       stderr: capture && o.stderr === 'pipe' ? err : undefined,
+      hostDiagnosis,
       elapsedMs: performance.now() - started,
     };
     debug('run finished in %d ms via %s', Math.round(record.elapsedMs), helper?.launcher);

@@ -2,7 +2,7 @@
 import { strict as assert } from 'node:assert';
 import type { SetupFailure } from '../../sandbox/types.js';
 import { diagnose, type DoctorCheck } from '../../sandbox/doctor/diagnose.js';
-import { NS_KINDS, type HostFacts, type NsKind, type SandboxProbe } from '../../sandbox/doctor/facts.js';
+import { NS_KINDS, type CgroupFacts, type HostFacts, type NsKind, type SandboxProbe } from '../../sandbox/doctor/facts.js';
 
 const HELPER = '/opt/cubicle/dist/native/cubicle-helper';
 
@@ -34,7 +34,7 @@ function healthy(): HostFacts {
     confinement: { ok: true, value: { dockerenv: false, containerenv: false, seccompMode: 0, seccompFilters: 0, apparmorEnabled: null, apparmorLabel: null } },
     mounts: { ok: true, value: { rootFsType: 'ext4', procSubmounts: [] } },
     libseccomp: { ok: true, value: { library: 'libseccomp.so.2', major: 2, minor: 5, micro: 4 } },
-    cgroups: true,
+    cgroups: { ok: true, value: { v1: true, v2: '/sys/fs/cgroup/unified/cubicle', v2Mount: '/sys/fs/cgroup/unified', v2Controllers: [], v1Controllers: ['cpuacct', 'memory', 'pids'] } },
     helperPath: HELPER,
     sandbox: { run: okRun() },
   };
@@ -152,12 +152,17 @@ describe('doctor diagnose()', () => {
     assert.ok(c.fix?.includes('sudo sysctl -w user.max_user_namespaces=15000'), c.fix);
   });
 
-  it('a namespace limit reached (clone ENOSPC) fails even with large limits', () => {
+  it('a namespace limit reached (clone ENOSPC) fails even with large limits, and the fix raises the limit', () => {
     const f = healthy();
     f.sandbox = { run: failedRun(CLONE_ENOSPC) };
     const c = byId(diagnose(f), 'namespace-limits');
     assert.equal(c.status, 'fail');
-    assert.ok(c.fix?.includes('sudo sysctl -w user.max_user_namespaces=15000'), c.fix);
+    assert.ok(c.fix?.includes('sudo sysctl -w user.max_user_namespaces=126824'), c.fix);
+    assert.ok(!c.fix?.includes('=15000'), `the fix must not lower a limit of 63412:\n${c.fix}`);
+    const mid = healthy();
+    mid.sysctl.maxNamespaces.user = { ok: true, value: 1000 };
+    mid.sandbox = { run: failedRun(CLONE_ENOSPC) };
+    assert.ok(byId(diagnose(mid), 'namespace-limits').fix?.includes('sudo sysctl -w user.max_user_namespaces=15000'));
   });
 
   it("Docker's default seccomp profile blocks clone", () => {
@@ -222,14 +227,81 @@ describe('doctor diagnose()', () => {
     assert.ok(c.fix?.includes('--security-opt apparmor=unconfined'), c.fix);
   });
 
-  it('no usable cgroups: limits fall back, with a warning and the way to get them', () => {
-    const f = healthy();
-    f.cgroups = 'cgroup v1 groups can only be created by root';
-    const c = byId(diagnose(f), 'limits');
-    assert.equal(c.status, 'warn');
-    assert.match(c.detail, /rlimits and init's 10 ms sampling/);
-    assert.match(c.fix!, /root on a host with cgroup v1/);
-    assert.deepEqual(failing(diagnose(f)), []);
+  describe('resource limits: where memory and process limits come from', () => {
+    const V2_ALL = ['cpuset', 'cpu', 'io', 'memory', 'hugetlb', 'pids', 'rdma', 'misc'];
+    const ROOTLESS_V1 = 'cgroup v1 groups can only be created by root (a rootless caller has no delegated v1 hierarchy)';
+    const NO_V1 = 'no cgroup v1 memory, pids or cpuacct controller is mounted (a cgroup v2 host needs a delegated v2 subtree, not supported yet)';
+    const NEEDS_PARENT = { reason: 'a rootless caller needs a delegated cgroup v2 directory: pass cgroupParent' };
+    const limits = (f: HostFacts, cgroups: CgroupFacts): DoctorCheck => byId(diagnose({ ...f, cgroups: { ok: true, value: cgroups } }), 'limits');
+    const neverStale = (c: DoctorCheck): void => assert.doesNotMatch(`${c.detail}\n${c.fix ?? ''}`, /not supported yet/);
+
+    it('root on a v1/hybrid host: cgroup v1 groups', () => {
+      const c = byId(diagnose(healthyRoot()), 'limits');
+      assert.equal(c.status, 'ok');
+      assert.match(c.detail, /cgroup v1 groups/);
+    });
+
+    it('root on a pure cgroup v2 host: v2 groups, runAs excepted', () => {
+      const c = limits(healthyRoot(), { v1: NO_V1, v2: '/sys/fs/cgroup/cubicle', v2Mount: '/sys/fs/cgroup', v2Controllers: V2_ALL, v1Controllers: [] });
+      assert.equal(c.status, 'ok');
+      assert.match(c.detail, /cgroup v2 groups under \/sys\/fs\/cgroup\/cubicle/);
+      assert.match(c.detail, /runAs cannot use cgroup v2/);
+    });
+
+    it('root in a container whose cgroup v2 lacks memory: that limit falls back', () => {
+      const c = limits(healthyRoot(), { v1: NO_V1, v2: '/sys/fs/cgroup/cubicle', v2Mount: '/sys/fs/cgroup', v2Controllers: ['cpu', 'io', 'pids'], v1Controllers: [] });
+      assert.equal(c.status, 'warn');
+      assert.match(c.detail, /no memory controller \(\/sys\/fs\/cgroup\/cgroup\.controllers: cpu io pids\)/);
+      assert.match(c.fix!, /\+memory in its cgroup\.subtree_control/);
+    });
+
+    it('a rootless caller on a cgroup v2 host: the fix is a delegated cgroupParent, and how to get one', () => {
+      const c = limits(healthy(), { v1: ROOTLESS_V1, v2: NEEDS_PARENT, v2Mount: '/sys/fs/cgroup', v2Controllers: V2_ALL, v1Controllers: [] });
+      assert.equal(c.status, 'warn');
+      assert.match(c.detail, /rlimits and init's 10 ms sampling \(cgroup v1 groups need root; a rootless caller needs a delegated cgroup v2 directory: pass cgroupParent\)/);
+      assert.match(c.fix!, /cgroupParent \(CLI: --cgroup-parent DIR\)/);
+      assert.ok(c.fix!.includes('systemd-run --user --scope -p Delegate=yes'), c.fix);
+      assert.ok(c.fix!.includes('cg=/sys/fs/cgroup$(sed -n "s/^0:://p" /proc/self/cgroup)'), c.fix);
+      assert.ok(c.fix!.includes('echo $$ > "$cg/main/cgroup.procs"'), c.fix);
+      neverStale(c);
+      assert.deepEqual(failing(diagnose({ ...healthy(), cgroups: { ok: true, value: { v1: ROOTLESS_V1, v2: NEEDS_PARENT, v2Mount: '/sys/fs/cgroup', v2Controllers: V2_ALL, v1Controllers: [] } } })), []);
+    });
+
+    it('a rootless caller on a hybrid host: memory and pids belong to v1, so a cgroupParent would not help', () => {
+      const c = limits(healthy(), { v1: ROOTLESS_V1, v2: NEEDS_PARENT, v2Mount: '/sys/fs/cgroup/unified', v2Controllers: [], v1Controllers: ['cpuacct', 'memory', 'pids'] });
+      assert.equal(c.status, 'warn');
+      assert.match(c.fix!, /hybrid host memory and pids belong to cgroup v1, which only root can use: run as root/);
+      assert.match(c.fix!, /systemd\.unified_cgroup_hierarchy=1/);
+      assert.doesNotMatch(c.fix!, /systemd-run/);
+      neverStale(c);
+    });
+
+    it('a kernel older than 5.7: v2 groups need CLONE_INTO_CGROUP', () => {
+      const f = healthy();
+      f.kernel = { ok: true, value: { release: '5.4.0-150-generic', major: 5, minor: 4 } };
+      const c = limits(f, { v1: ROOTLESS_V1, v2: { reason: 'cgroup v2 groups need clone3 with CLONE_INTO_CGROUP (Linux 5.7+); this kernel is 5.4.0-150-generic' }, v2Mount: '/sys/fs/cgroup', v2Controllers: V2_ALL, v1Controllers: [] });
+      assert.equal(c.status, 'warn');
+      assert.match(c.fix!, /need Linux 5\.7\+ .*upgrade the kernel, or run as root/);
+    });
+
+    it('no cgroup2 mounted at all', () => {
+      const c = limits(healthy(), { v1: ROOTLESS_V1, v2: { reason: 'no cgroup2 hierarchy is mounted' }, v2Mount: null, v2Controllers: null, v1Controllers: ['memory', 'pids'] });
+      assert.equal(c.status, 'warn');
+      assert.match(c.detail, /no cgroup2 hierarchy is mounted/);
+      assert.match(c.fix!, /run as root for cgroup v1 groups/);
+      const rootNothing = limits(healthyRoot(), { v1: NO_V1, v2: { reason: 'no cgroup2 hierarchy is mounted' }, v2Mount: null, v2Controllers: null, v1Controllers: [] });
+      assert.match(rootNothing.detail, /\(no cgroup v1 memory, pids or cpuacct controller is mounted; no cgroup2 hierarchy is mounted\)/);
+      assert.match(rootNothing.fix!, /mount the cgroup v1 memory and pids controllers, or the cgroup2 hierarchy/);
+      neverStale(rootNothing);
+    });
+
+    it('an unreadable mount table is a skip; an old fact set without cgroups too', () => {
+      const f = healthy();
+      f.cgroups = { ok: false, error: 'ENOENT: /proc/self/mountinfo', code: 'ENOENT' };
+      assert.equal(byId(diagnose(f), 'limits').status, 'skip');
+      delete f.cgroups;
+      assert.equal(byId(diagnose(f), 'limits').status, 'skip');
+    });
   });
 
   it('libseccomp missing', () => {
@@ -241,6 +313,20 @@ describe('doctor diagnose()', () => {
     assert.ok(c.fix?.includes('sudo apt-get install libseccomp2'), c.fix);
     assert.ok(c.fix?.includes('sudo dnf install libseccomp'), c.fix);
     assert.deepEqual(failing(checks), ['libseccomp']);
+  });
+
+  it('the library CUBICLE_LIBSECCOMP names is missing: the fix points at the variable first', () => {
+    const f = healthy();
+    f.libseccompOverride = '/opt/lib/libseccomp.so.2';
+    f.libseccomp = { ok: false, error: '/opt/lib/libseccomp.so.2 cannot be loaded: cannot open shared object file', code: 'MISSING' };
+    const c = byId(diagnose(f), 'libseccomp');
+    assert.equal(c.status, 'fail');
+    assert.match(c.fix!.split('\n')[0]!, /^# CUBICLE_LIBSECCOMP=\/opt\/lib\/libseccomp\.so\.2 names the library/);
+    assert.ok(c.fix?.includes('sudo apt-get install libseccomp2'), c.fix);
+    const ok = healthy();
+    ok.libseccompOverride = '/opt/lib/libseccomp.so.2';
+    ok.libseccomp = { ok: true, value: { library: '/opt/lib/libseccomp.so.2', major: 2, minor: 5, micro: 4 } };
+    assert.match(byId(diagnose(ok), 'libseccomp').detail, /named by CUBICLE_LIBSECCOMP/);
   });
 
   it('koffi itself broken: the fix rebuilds it', () => {
@@ -318,7 +404,7 @@ describe('doctor diagnose()', () => {
     f.sandbox = { run: failedRun(PROC_EPERM) };
     const c = byId(diagnose(f), 'sandbox');
     assert.equal(c.status, 'fail');
-    assert.match(c.detail, /stage init, proc \/proc, mount: EPERM \(proc on \/proc\)/);
+    assert.equal(c.detail, "sandbox setup failed (init, proc /proc): mount: EPERM proc on /proc", "rendered as the library and the CLI render it");
     assert.equal(c.fix, PROC_EPERM.hint);
   });
 

@@ -1,7 +1,10 @@
 // The real doctor on this machine: real probes, real sandbox runs.
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import { release } from 'node:os';
-import { doctorExitCode, formatDoctor, runDoctor, type DoctorCheck } from '../../sandbox/doctor/index.js';
+import { fileURLToPath } from 'node:url';
+import { runDoctor } from '../../sandbox/cli/doctor-probes.js';
+import { doctorExitCode, formatDoctor, type DoctorCheck } from '../../sandbox/doctor/index.js';
 
 describe('cubicle doctor on this host', function () {
   this.timeout(60_000);
@@ -55,5 +58,19 @@ describe('cubicle doctor on this host', function () {
     assert.equal(marks.length, checks.length);
     const ok = checks.filter((c) => c.status === 'ok').length;
     assert.match(lines.at(-1)!, new RegExp(`^${ok} ok, .*cubicle can run sandboxes on this host$`));
+  });
+
+  it('honours CUBICLE_LIBSECCOMP: `cubicle doctor` with a missing library fails the libseccomp check, with the fix', () => {
+    const missing = '/nonexistent/libcubicle-missing.so.2';
+    const cli = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+    const r = spawnSync(process.execPath, [cli, 'doctor'], { env: { ...process.env, CUBICLE_LIBSECCOMP: missing }, encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 1, r.stdout + r.stderr);
+    const lines = r.stdout.split('\n');
+    const at = lines.findIndex((l) => l.startsWith('✘ libseccomp: '));
+    assert.ok(at >= 0, r.stdout);
+    assert.ok(lines[at]!.includes(`${missing} cannot be loaded`), lines[at]);
+    const fix = lines.slice(at + 1).filter((l, i, rest) => rest.slice(0, i + 1).every((x) => x.startsWith('    '))).join('\n');
+    assert.ok(fix.includes(`CUBICLE_LIBSECCOMP=${missing}`), fix);
+    assert.ok(fix.includes('sudo apt-get install libseccomp2'), fix);
   });
 });

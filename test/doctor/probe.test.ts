@@ -1,11 +1,13 @@
 // The probes' parsing and their never-throw contract, on this machine's real files.
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import {
   attempt,
   parseKernelRelease,
-  parseMountinfo,
+  mountFacts,
+  probeCgroups,
   probeConfinement,
   probeHostNamespaces,
   probeKernel,
@@ -13,6 +15,11 @@ import {
   probeSysctl,
   statusField,
 } from '../../sandbox/doctor/probe.js';
+import type { Fact } from '../../sandbox/doctor/facts.js';
+import { cgroup2MountPoint, cgroupV1Controllers, parseMountinfo } from '../../sandbox/host/mountinfo.js';
+import { cgroupV1Available, cgroupV2Base } from '../../sandbox/cgroup/index.js';
+
+const MISSING_LIBRARY = '/nonexistent/libcubicle-missing.so.2';
 
 describe('doctor probes', () => {
   it('parses kernel releases', () => {
@@ -59,8 +66,8 @@ describe('doctor probes', () => {
       '605 600 0:55 / /my\\040dir rw - tmpfs tmpfs rw',
       '',
     ].join('\n');
-    assert.deepEqual(parseMountinfo(docker), { rootFsType: 'overlay', procSubmounts: ['/proc/bus', '/proc/kcore'] });
-    assert.deepEqual(parseMountinfo('1 1 0:1 / / rw - rootfs rootfs rw\n'), { rootFsType: 'rootfs', procSubmounts: [] });
+    assert.deepEqual(mountFacts(parseMountinfo(docker)), { rootFsType: 'overlay', procSubmounts: ['/proc/bus', '/proc/kcore'] });
+    assert.deepEqual(mountFacts(parseMountinfo('1 1 0:1 / / rw - rootfs rootfs rw\n')), { rootFsType: 'rootfs', procSubmounts: [] });
   });
 
   it('lists the namespaces of this kernel by inode', () => {
@@ -70,16 +77,38 @@ describe('doctor probes', () => {
     assert.equal(ns.value.mnt, statSync('/proc/self/ns/mnt').ino);
   });
 
-  it('reports a missing library as a fact, not a throw', async () => {
-    const f = await probeLibseccomp('libcubicle-no-such-library.so.9');
+  it('loads libseccomp as policies do: a missing CUBICLE_LIBSECCOMP is a fact, not a throw', () => {
+    // The loader keeps its first result for the whole process, so the override is tried in a fresh one.
+    const probe = new URL('../../sandbox/doctor/probe.js', import.meta.url).href;
+    const script = `const { probeLibseccomp } = await import(${JSON.stringify(probe)}); process.stdout.write(JSON.stringify(probeLibseccomp()));`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      env: { ...process.env, CUBICLE_LIBSECCOMP: MISSING_LIBRARY },
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const f = JSON.parse(r.stdout) as Fact<unknown>;
     assert.equal(f.ok, false);
     assert.equal(!f.ok && f.code, 'MISSING');
+    assert.ok(!f.ok && f.error.startsWith(`${MISSING_LIBRARY} cannot be loaded: `), JSON.stringify(f));
   });
 
-  it('loads the real libseccomp and reads a sane version', async () => {
-    const f = await probeLibseccomp();
+  it('loads the real libseccomp and reads a sane version', () => {
+    const f = probeLibseccomp();
     assert.ok(f.ok, f.ok ? '' : f.error);
     assert.equal(f.value.major, 2, 'libseccomp.so.2 is major version 2');
     assert.ok(Number.isInteger(f.value.minor) && Number.isInteger(f.value.micro));
+  });
+
+  it("reads the cgroup choices from the limits code and the mounts behind them from the one mountinfo parser", () => {
+    const f = probeCgroups();
+    assert.ok(f.ok, f.ok ? '' : f.error);
+    const table = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8'));
+    assert.equal(f.value.v1, cgroupV1Available());
+    assert.deepEqual(f.value.v2, cgroupV2Base(undefined));
+    assert.equal(f.value.v2Mount, cgroup2MountPoint(table));
+    assert.deepEqual(f.value.v1Controllers, [...cgroupV1Controllers(table, ['memory', 'pids', 'cpuacct']).keys()].sort());
+    if (f.value.v2Mount !== null && f.value.v2Controllers !== null)
+      assert.deepEqual(f.value.v2Controllers, readFileSync(`${f.value.v2Mount}/cgroup.controllers`, 'utf8').trim().split(/\s+/).filter(Boolean));
   });
 });

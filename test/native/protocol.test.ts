@@ -6,7 +6,7 @@ import type { Readable, Writable } from 'node:stream';
 import { Op, encodePlan, type PlanOp } from '../../sandbox/plan/ops.js';
 import { renderProtocolHeader } from '../../sandbox/protocol/c-header.js';
 import { PLAN_MAGIC, ProtocolLimits } from '../../sandbox/protocol/opcodes.js';
-import { HELPER_PATH } from '../../sandbox/supervisor/helper-path.js';
+import { HELPER_PATH } from '../../sandbox/native/helper-path.js';
 
 interface Run { events: Record<string, unknown>[]; code: number | null }
 

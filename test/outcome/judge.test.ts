@@ -37,6 +37,7 @@ function record(r: Partial<RunRecord> = {}): RunRecord {
     cgroup: undefined,
     stdout: [Buffer.from('out')],
     stderr: [Buffer.from('err')],
+    hostDiagnosis: undefined,
     elapsedMs: 80,
     ...r,
   };

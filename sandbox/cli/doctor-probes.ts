@@ -1,0 +1,65 @@
+// The end-to-end half of the doctor's probes (here, beside the command, because they run sandboxes): real sandbox runs of /bin/true, and probeHost(), which gathers
+// them together with the host's state (probe.ts).
+import { runSandboxed } from '../api/run.js';
+import { HELPER_PATH } from '../native/helper-path.js';
+import { diagnose, type DoctorCheck } from '../doctor/diagnose.js';
+import type { HostFacts, SandboxProbe, SandboxRunFacts } from '../doctor/facts.js';
+import {
+  attemptAsync,
+  probeCgroups,
+  probeConfinement,
+  probeEuid,
+  probeHostNamespaces,
+  probeKernel,
+  probeLibseccomp,
+  probeMounts,
+  probeSysctls,
+} from '../doctor/probe.js';
+
+/** The unprivileged host user the rootless path is probed as when the caller is root. */
+export const UNPRIVILEGED_PROBE_ID = 65534;
+const E2E_TIMEOUT_MS = 10_000;
+const STDERR_KEEP = 2000;
+
+/** Runs /bin/true in a real sandbox (as the caller, or with runAs) and records how it went. */
+export async function probeSandbox(runAs?: { uid: number; gid: number }): Promise<SandboxProbe> {
+  const run = await attemptAsync(async (): Promise<SandboxRunFacts> => {
+    const r = await runSandboxed(['/bin/true'], { reject: false, timeout: E2E_TIMEOUT_MS, ...(runAs ? { runAs } : {}) });
+    const stderr = typeof r.stderr === 'string' ? r.stderr : r.stderr?.toString('utf8');
+    return {
+      verdict: r.verdict,
+      exitCode: r.exitCode,
+      signal: r.signal,
+      ...(r.setupFailure ? { setupFailure: r.setupFailure } : {}),
+      ...(r.setup ? { setupMs: r.setup.ms } : {}),
+      ...(r.namespaces ? { namespaces: r.namespaces } : {}),
+      ...(r.verdict !== 'ok' && stderr ? { stderr: stderr.slice(0, STDERR_KEEP) } : {}),
+    };
+  });
+  return runAs ? { runAs, run } : { run };
+}
+
+/** Gathers every fact about this host, including two end-to-end sandbox runs when the caller is root. */
+export async function probeHost(): Promise<HostFacts> {
+  const euid = probeEuid();
+  const facts: HostFacts = {
+    kernel: probeKernel(),
+    euid,
+    hostNamespaces: probeHostNamespaces(),
+    sysctl: probeSysctls(),
+    confinement: probeConfinement(),
+    mounts: probeMounts(),
+    libseccomp: probeLibseccomp(),
+    ...(process.env.CUBICLE_LIBSECCOMP ? { libseccompOverride: process.env.CUBICLE_LIBSECCOMP } : {}),
+    cgroups: probeCgroups(),
+    helperPath: HELPER_PATH,
+    sandbox: await probeSandbox(),
+  };
+  if (euid.ok && euid.value === 0) facts.sandboxUnprivileged = await probeSandbox({ uid: UNPRIVILEGED_PROBE_ID, gid: UNPRIVILEGED_PROBE_ID });
+  return facts;
+}
+
+/** Probes this host (including real sandbox runs) and returns every check, root causes first. */
+export async function runDoctor(): Promise<DoctorCheck[]> {
+  return diagnose(await probeHost());
+}
