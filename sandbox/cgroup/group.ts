@@ -2,6 +2,7 @@
 // supervisor around the helper's lifetime. v1 and v2 (./v1.ts, ./v2.ts) differ only in the plan they make.
 import { mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { debuglog } from 'node:util';
+import { readMountinfo, type MountinfoEntry } from '../host/mountinfo.js';
 
 const debug = debuglog('cubicle');
 
@@ -72,6 +73,15 @@ export class CgroupSetupError extends Error {
   ) {
     super(message);
     this.name = 'CgroupSetupError';
+  }
+}
+
+/** This process's mount table; empty when it cannot be read (then no cgroup is found). */
+export function mounts(): readonly MountinfoEntry[] {
+  try {
+    return readMountinfo();
+  } catch {
+    return [];
   }
 }
 

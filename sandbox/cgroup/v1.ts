@@ -1,11 +1,14 @@
 // cgroup v1 (root on a v1 or hybrid host): a memory, pids and cpuacct group per run, each joined by stage 0.
-import { cgroupV1Controllers, readMountinfo } from '../host/mountinfo.js';
-import { readKeyed, readNumber, type CgroupPlan, type CgroupWrite, type GroupLimits } from './group.js';
+import { cgroupV1Controllers } from '../host/mountinfo.js';
+import { mounts, readKeyed, readNumber, type CgroupPlan, type CgroupWrite, type GroupLimits } from './group.js';
+
+/** The v1 controllers a run's groups use. */
+const V1_CONTROLLERS = ['memory', 'pids', 'cpuacct'];
 
 /** true, or why cgroup v1 cannot be used by this process. */
 export function cgroupV1Available(): true | string {
   if (process.geteuid?.() !== 0) return 'cgroup v1 groups can only be created by root (a rootless caller has no delegated v1 hierarchy)';
-  const m = cgroupV1Controllers(readMountinfo());
+  const m = cgroupV1Controllers(mounts(), V1_CONTROLLERS);
   if (!m.has('memory') && !m.has('pids') && !m.has('cpuacct'))
     return 'no cgroup v1 memory, pids or cpuacct controller is mounted (on a cgroup v2 host, root gets a v2 group and others pass a delegated cgroupParent)';
   return true;
@@ -13,10 +16,10 @@ export function cgroupV1Available(): true | string {
 
 /** The groups a run gets: memory (limit, memsw, OOM killer off so stage 0 stops the whole sandbox), pids, cpuacct. */
 export function planV1(l: GroupLimits, runId: string): CgroupPlan {
-  const mounts = cgroupV1Controllers(readMountinfo());
+  const controllers = cgroupV1Controllers(mounts(), V1_CONTROLLERS);
   const plan: CgroupPlan = { version: 'v1', dirs: [], enable: { dirs: [], controllers: [] }, writes: [], sweep: [], helper: { join: [] }, collect: () => collectV1(plan) };
   const group = (controller: string): string | undefined => {
-    const mnt = mounts.get(controller);
+    const mnt = controllers.get(controller);
     if (!mnt) return undefined;
     const dir = `${mnt}/cubicle/${runId}`;
     if (!plan.dirs.includes(dir)) {

@@ -2,11 +2,11 @@
 // `cgroupParent`). The helper clones init straight into it (CLONE_INTO_CGROUP): no migration, stage 0 stays out.
 import { accessSync, constants } from 'node:fs';
 import { release } from 'node:os';
-import { cgroup2MountPoint, readMountinfo } from '../host/mountinfo.js';
-import { readKeyed, readNumber, readText, type CgroupPlan, type CgroupWrite, type GroupLimits } from './group.js';
+import { cgroup2MountPoint } from '../host/mountinfo.js';
+import { mounts, readKeyed, readNumber, readText, type CgroupPlan, type CgroupWrite, type GroupLimits } from './group.js';
 
 /** Where the cgroup2 hierarchy is mounted (null when it is not). */
-export const cgroup2Mount = (): string | null => cgroup2MountPoint(readMountinfo());
+export const cgroup2Mount = (): string | null => cgroup2MountPoint(mounts());
 
 /** The base for run groups, or why v2 cannot be used. `parent` is a delegated directory given by the caller. */
 export function cgroupV2Base(parent: string | undefined): string | { reason: string } {
