@@ -74,7 +74,11 @@ type FailureFields = Partial<Pick<SetupFailure, 'stage' | 'op' | 'syscall' | 'er
 
 /** A failed run: setup error, nonzero exit, signal, limit, violation, timeout or cancel. Carries every result
  *  field, and for setup failures where it failed and how to fix it. */
+// Declaration merging gives the class every result field without restating them; the constructor assigns
+// each one (Object.assign), so no declared field is ever left unset.
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export interface SandboxError extends SandboxResult, FailureFields {}
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export class SandboxError extends Error {
   readonly code: ErrorCodeValue;
 

@@ -18,8 +18,8 @@ function openChecked(path: string, flags: number, mode?: number): number {
     fd = openSync(path, flags, mode);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ELOOP') throw new Error(`${path} is a symlink; refusing to follow it (give the real path)`);
-    throw new Error(`cannot open ${path}: ${code ?? (e as Error).message}`);
+    if (code === 'ELOOP') throw new Error(`${path} is a symlink; refusing to follow it (give the real path)`, { cause: e });
+    throw new Error(`cannot open ${path}: ${code ?? (e as Error).message}`, { cause: e });
   }
   if (!fstatSync(fd).isFile()) {
     closeSync(fd);

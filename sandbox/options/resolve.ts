@@ -157,8 +157,8 @@ function checkCommand(cmd: unknown): string[] {
     return ['/bin/sh', '-c', cmd];
   }
   if (!Array.isArray(cmd) || cmd.length === 0) return fail('command', 'the command must be a non-empty string (run by /bin/sh -c) or a non-empty array (argv)');
-  cmd.forEach((a, i) => {
-    if (typeof a !== 'string') fail('command', `argv[${i}] must be a string, got ${typeof a}`);
+  (cmd as unknown[]).forEach((a, i) => {
+    if (typeof a !== 'string') return fail('command', `argv[${i}] must be a string, got ${typeof a}`);
     if (a.includes('\0')) fail('command', `argv[${i}] contains a NUL byte`);
   });
   if ((cmd[0] as string).length === 0) fail('command', 'argv[0] is empty');

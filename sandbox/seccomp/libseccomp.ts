@@ -122,6 +122,9 @@ export function libseccompStatus(): LibseccompStatus {
   }
 }
 
+/** A foreign function with the signature its C declaration gives (koffi types every call as `any`). */
+const typed = <A extends unknown[], R>(f: unknown): ((...args: A) => R) => f as (...args: A) => R;
+
 function load(library: string): Bindings {
   const require = createRequire(import.meta.url);
   const koffi = require('koffi') as typeof import('koffi');
@@ -129,28 +132,30 @@ function load(library: string): Bindings {
   const libc = koffi.load('libc.so.6');
   const Version = koffi.struct({ major: 'uint', minor: 'uint', micro: 'uint' });
   const ArgCmpT = koffi.struct({ arg: 'uint', op: 'int', datum_a: 'uint64', datum_b: 'uint64' });
-  const seccompVersion = lib.func('seccomp_version', koffi.pointer(Version), []);
-  const init = lib.func('void *seccomp_init(uint32_t def_action)');
-  const release = lib.func('void seccomp_release(void *ctx)');
-  const archAdd = lib.func('int seccomp_arch_add(void *ctx, uint32_t arch)');
-  const archRemove = lib.func('int seccomp_arch_remove(void *ctx, uint32_t arch)');
-  const archExist = lib.func('int seccomp_arch_exist(void *ctx, uint32_t arch)');
-  const attrSet = lib.func('int seccomp_attr_set(void *ctx, int attr, uint32_t value)');
-  const resolveName = lib.func('int seccomp_syscall_resolve_name_arch(uint32_t arch, const char *name)');
-  const resolveNative = lib.func('int seccomp_syscall_resolve_name(const char *name)');
-  const resolveNum = lib.func('void *seccomp_syscall_resolve_num_arch(uint32_t arch, int num)');
-  const ruleAdd = lib.func('seccomp_rule_add_array', 'int', ['void *', 'uint32_t', 'int', 'uint', koffi.pointer(ArgCmpT)]);
-  const exportBpf = lib.func('int seccomp_export_bpf(void *ctx, int fd)');
-  const exportPfc = lib.func('int seccomp_export_pfc(void *ctx, int fd)');
-  const memfdCreate = libc.func('int memfd_create(const char *name, unsigned int flags)');
+  const seccompVersion = typed<[], unknown>(lib.func('seccomp_version', koffi.pointer(Version), []));
+  const init = typed<[number], unknown>(lib.func('void *seccomp_init(uint32_t def_action)'));
+  const release = typed<[unknown], void>(lib.func('void seccomp_release(void *ctx)'));
+  const archAdd = typed<[unknown, number], number>(lib.func('int seccomp_arch_add(void *ctx, uint32_t arch)'));
+  const archRemove = typed<[unknown, number], number>(lib.func('int seccomp_arch_remove(void *ctx, uint32_t arch)'));
+  const archExist = typed<[unknown, number], number>(lib.func('int seccomp_arch_exist(void *ctx, uint32_t arch)'));
+  const attrSet = typed<[unknown, number, number], number>(lib.func('int seccomp_attr_set(void *ctx, int attr, uint32_t value)'));
+  const resolveName = typed<[number, string], number>(lib.func('int seccomp_syscall_resolve_name_arch(uint32_t arch, const char *name)'));
+  const resolveNative = typed<[string], number>(lib.func('int seccomp_syscall_resolve_name(const char *name)'));
+  const resolveNum = typed<[number, number], unknown>(lib.func('void *seccomp_syscall_resolve_num_arch(uint32_t arch, int num)'));
+  const ruleAdd = typed<[unknown, number, number, number, { arg: number; op: number; datum_a: bigint; datum_b: bigint }[] | null], number>(
+    lib.func('seccomp_rule_add_array', 'int', ['void *', 'uint32_t', 'int', 'uint', koffi.pointer(ArgCmpT)]),
+  );
+  const exportBpf = typed<[unknown, number], number>(lib.func('int seccomp_export_bpf(void *ctx, int fd)'));
+  const exportPfc = typed<[unknown, number], number>(lib.func('int seccomp_export_pfc(void *ctx, int fd)'));
+  const memfdCreate = typed<[string, number], number>(libc.func('int memfd_create(const char *name, unsigned int flags)'));
   // libseccomp 2.6+ exports to memory; 2.5 only to an fd (a memfd here).
   let exportBpfMem: ((ctx: unknown, buf: Buffer | null, len: bigint[]) => number) | undefined;
   try {
-    exportBpfMem = lib.func('int seccomp_export_bpf_mem(void *ctx, void *buf, _Inout_ size_t *len)');
+    exportBpfMem = typed<[unknown, Buffer | null, bigint[]], number>(lib.func('int seccomp_export_bpf_mem(void *ctx, void *buf, _Inout_ size_t *len)'));
   } catch {
     exportBpfMem = undefined;
   }
-  const free = libc.func('void free(void *p)');
+  const free = typed<[unknown], void>(libc.func('void free(void *p)'));
   const v = koffi.decode(seccompVersion(), Version) as { major: number; minor: number; micro: number };
 
   /** libseccomp 2.5 can only export to an fd: a memfd, read back whole. */

@@ -4,8 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { runSandboxed, SandboxOptionError, type SandboxOptions } from '../../sandbox/index.js';
-import { cgroupV1Available } from '../../sandbox/cgroup/index.js';
-import { cgroup2Mount, cgroupV2Base } from '../../sandbox/cgroup/index.js';
+import { cgroup2Mount, cgroupV1Available, cgroupV2Base } from '../../sandbox/cgroup/index.js';
 import { forEachIdentity, IS_ROOT, probeMount, ROOTLESS_ID } from '../helpers/env.js';
 
 const within = (actual: number, expected: number, rel: number, abs: number): boolean => Math.abs(actual - expected) <= Math.max(expected * rel, abs);
