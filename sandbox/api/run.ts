@@ -43,5 +43,5 @@ export function spawnSandboxed(cmd: string | readonly string[], options?: Sandbo
   const s = supervise(p.supervise, false);
   const result = s.record.then((record) => settle(p, record));
   result.catch(() => {}); // the caller may only read streams; a rejection still reaches whoever awaits result
-  return { pid: s.pid, stdin: s.stdin, stdout: s.stdout, stderr: s.stderr, result, kill: s.kill };
+  return { pid: s.pid, stdin: s.stdin, stdout: s.stdout, stderr: s.stderr, result, kill: (signal) => s.kill(signal) };
 }
