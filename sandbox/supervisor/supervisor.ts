@@ -33,15 +33,17 @@ type Reason = 'timeout' | 'cancel' | 'user' | 'output';
 
 function usageOf(exit: ExitEvent | undefined, elapsedMs: number, cg: CgroupReport | undefined): SandboxUsage | undefined {
   if (!exit) return undefined;
-  const u = exit.usage;
-  const cpuUserMs = u.utimeUs / 1000;
-  const cpuSystemMs = u.stimeUs / 1000;
+  const u = exit.rusage;
+  // wait4 on init counts init's own CPU (sampling, reaping) too: that is not the payload's
+  const cpuUserMs = Math.max(0, u.utimeUs - (exit.init?.utimeUs ?? 0)) / 1000;
+  const cpuSystemMs = Math.max(0, u.stimeUs - (exit.init?.stimeUs ?? 0)) / 1000;
+  const cgroupCpuUs = exit.sample?.cgroupCpuUs;
   return {
-    wallMs: exit.wallUs >= 0 ? exit.wallUs / 1000 : elapsedMs,
+    wallMs: exit.wallUs !== undefined ? exit.wallUs / 1000 : elapsedMs,
     cpuUserMs,
     cpuSystemMs,
-    // The CPU cgroup's count when there is one (it includes children nobody waited for); else wait4's.
-    cpuMs: exit.sample?.cpuFromCgroup ? Math.max(exit.sample.cpuUs / 1000, cpuUserMs + cpuSystemMs) : cpuUserMs + cpuSystemMs,
+    // The CPU cgroup's count when there is one (it includes children nobody waited for), less init's own; else wait4's.
+    cpuMs: cgroupCpuUs !== undefined ? Math.max(Math.max(0, cgroupCpuUs - (exit.init?.sinceForkUs ?? 0)) / 1000, cpuUserMs + cpuSystemMs) : cpuUserMs + cpuSystemMs,
     maxRssBytes: u.maxRssKb * 1024,
     voluntaryContextSwitches: u.nvcsw,
     involuntaryContextSwitches: u.nivcsw,
@@ -239,11 +241,12 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
       // the supervisor's own stops are placed on the same axis through the ready event.
       const causes: { verdict: Verdict; atUs: number }[] = [];
       const sample = exit?.sample;
-      if (sample && sample.limit !== 'none') causes.push({ verdict: LIMIT_VERDICTS[sample.limit]!, atUs: sample.limitAtUs });
+      const limitStop = exit?.stops.filter((s) => s.kind !== 'oom' && s.kind !== 'seccomp').sort((a, b) => a.atUs - b.atUs)[0];
+      if (limitStop) causes.push({ verdict: LIMIT_VERDICTS[limitStop.kind]!, atUs: limitStop.atUs });
       // Memory over the limit in a sample that came too late to kill (the payload was already exiting).
       if (o.limits.memoryBytes !== undefined && !cg?.peakMemoryBytes && (sample?.peakMemory ?? 0) > o.limits.memoryBytes && !causes.some((c) => c.verdict === 'memory-limit'))
         causes.push({ verdict: 'memory-limit', atUs: Number.MAX_SAFE_INTEGER - 4 });
-      if (exit?.oom || (cg?.oomKills ?? 0) > 0) causes.push({ verdict: 'memory-limit', atUs: Number.MAX_SAFE_INTEGER - 2 });
+      if (exit?.stops.some((s) => s.kind === 'oom') || (cg?.oomKills ?? 0) > 0) causes.push({ verdict: 'memory-limit', atUs: Number.MAX_SAFE_INTEGER - 2 });
       // A fork the kernel refused, or more tasks seen than allowed, is the process limit at work.
       const procLimit = o.limits.processes;
       if (procLimit !== undefined && ((cg?.pidsRefused ?? 0) > 0 || (sample?.peakTasks ?? 0) > procLimit) && !causes.some((c) => c.verdict === 'process-limit'))
