@@ -1,10 +1,10 @@
 #!/usr/bin/env node
-// Builds the C helper from source: generates protocol.h from the TS protocol module, then runs make.
+// Builds the C helper from source: generates protocol.h and protocol.c from the TS protocol modules, then runs make.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { renderProtocolHeader } from '../protocol/c-header.js';
+import { renderProtocolHeader, renderStatusEmitters } from '../protocol/c-header.js';
 
 const here = dirname(fileURLToPath(import.meta.url)); // dist/sandbox/native
 const repo = resolve(here, '..', '..', '..');
@@ -12,7 +12,13 @@ const src = join(repo, 'sandbox', 'native');
 const out = join(repo, 'dist', 'native');
 
 mkdirSync(out, { recursive: true });
-writeFileSync(join(out, 'protocol.h'), renderProtocolHeader());
+// Rewritten only when changed, so make rebuilds only what depends on a real change.
+const generate = (name: string, text: string): void => {
+  const path = join(out, name);
+  if (!existsSync(path) || readFileSync(path, 'utf8') !== text) writeFileSync(path, text);
+};
+generate('protocol.h', renderProtocolHeader());
+generate('protocol.c', renderStatusEmitters());
 
 const cc = process.env.CC ?? 'cc';
 const make = spawnSync('make', ['-s', '-C', src, `OUT=${out}`, `CC=${cc}`], { stdio: 'inherit' });

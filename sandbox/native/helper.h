@@ -55,52 +55,62 @@ struct plan {
   const char *cgroup_cpu_file;
   const char *cgroup_into;   /* v2: clone init into this group */
   const char *cgroup_events; /* v2: memory.events to watch */
-  int cgroup_cpu_fd; /* opened by stage 0 before clone; init inherits it */
   unsigned long long limit_memory;
   long long limit_tasks;
   const char *watch_tmpfs[16];
   size_t nwatch_tmpfs;
 };
 
-/* What init's sampler saw: peaks, and the first limit passed. */
-struct sample_report {
-  int limit_kind; /* enum cub_limit_kind, 0 = none */
-  long long limit_at_us;
-  unsigned long long limit_observed;
+/* Why the sandbox was stopped by the helper itself: one entry of the exit event's stops. */
+struct stop_fact {
+  enum cub_stop_kind kind;
+  long long at_us; /* since the payload's fork */
+  long long observed;
+};
+
+/* init's sampler: what it saw so far, and the limit it stopped the sandbox for. */
+struct sampler {
+  long long samples;
+  unsigned long long peak_memory;
+  long long peak_tasks, last_tasks;
+  int stopped; /* a limit was passed: stop says which */
+  struct stop_fact stop;
+};
+
+/* What init reports of itself and its sampler once everything is reaped (facts, not judgements). */
+struct init_usage {
+  long long utime_us, stime_us; /* init's own CPU, in total */
+  long long since_fork_us;      /* init's own CPU since the payload's fork */
+  int watched;                  /* the sampler ran: the fields below hold */
+  long long samples;
   unsigned long long peak_memory;
   long long peak_tasks;
-  long long samples;
-  long long last_tasks;
-  long long cpu_us;        /* the payload's CPU, as judged (cgroup cpuacct when there is one) */
-  int cpu_from_cgroup;
-  long long init_self_us;  /* init's own CPU (sampling, reaping): not the payload's */
-  long long init_utime_us, init_stime_us;
+  long long cgroup_cpu_us; /* the CPU cgroup's usage since the fork, init's included; -1 without one */
 };
 
 /* Messages from init (stage 1) to the parent (stage 0), fixed size so each write is atomic. */
-enum init_msg_kind { MSG_READY = 1, MSG_EXEC_OK, MSG_STATUS, MSG_FAILED, MSG_LISTENER, MSG_VIOLATION, MSG_SAMPLE };
+enum init_msg_kind { MSG_EXEC_OK = 1, MSG_STATUS, MSG_FAILED, MSG_LISTENER, MSG_VIOLATION, MSG_STOP, MSG_USAGE };
 struct init_msg {
   int kind;
   int payload_pid; /* inside the pid namespace */
   int wait_status;
-  long long setup_us;
+  long long setup_us; /* MSG_EXEC_OK: the helper's start to the payload's fork */
   long long wall_us;
   int fd;             /* MSG_LISTENER: the seccomp listener's fd number */
   int nr;             /* MSG_VIOLATION: syscall number */
   unsigned arch;      /* MSG_VIOLATION: AUDIT_ARCH_* */
-  struct sample_report sample; /* MSG_SAMPLE (sent once, just before MSG_STATUS) */
+  struct stop_fact stop;     /* MSG_STOP: init stopped the sandbox */
+  struct init_usage usage;   /* MSG_USAGE (sent once, just before MSG_STATUS) */
 };
 
-/* report.c: the structured status channel. die*() always emit one error event before exiting. */
+/* report.c: fatal errors. die*() always emit one error event (cub_emit_error) before exiting. */
 void report_set_stage(const char *stage);
 void report_set_failure_fd(int fd);
-void report_event_raw(const char *json_line);
 __attribute__((noreturn)) void die_op(const struct op *op, const char *syscall_name, int err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 __attribute__((noreturn)) void die_sys(const char *syscall_name, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 __attribute__((noreturn)) void die_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-size_t json_escape(char *dst, size_t cap, const char *src);
 long long monotonic_us(void);
 
 /* plan.c */
@@ -121,16 +131,27 @@ void caps_drop_all(void);
 /* capset to all-zero: effective, permitted, inheritable */
 void caps_clear_sets(void);
 
+/* cgroup.c: named by the side that runs them. Stage 0 joins and opens everything before the clone; init
+ * inherits the CPU usage file and reads it. */
+void cgroup_join_from_parent(const struct plan *p);
+void cgroup_cpu_open_from_parent(const struct plan *p);
+int cgroup_oom_watch_from_parent(const struct plan *p); /* v1 OOM eventfd, or -1 */
+int cgroup_oom_fired_from_parent(int oom_fd);           /* 1: the memory cgroup hit its limit */
+int cgroup_events_open_from_parent(const struct plan *p); /* v2 memory.events, or -1 */
+int cgroup_events_oom_from_parent(int events_fd);       /* 1: an OOM was counted, 0: none, -1: unreadable */
+int cgroup_into_fd_from_parent(const struct plan *p);   /* the group to clone init into, or -1 */
+long long cgroup_cpu_us_from_init(void);                /* the CPU cgroup's usage in us, or -1 */
+
 /* limits.c: init's sampler and the payload's rlimits */
 void limits_apply_ucounts(const struct plan *p);
 int limits_watch_start(const struct plan *p); /* returns a timerfd, or -1 when nothing is watched */
 void limits_watch_pace(int timer, long long us);
-/* One sample; returns the limit kind passed (0 if none) and fills the report. */
-int limits_sample(const struct plan *p, struct sample_report *r, long long since_fork_us, int tasks_only);
-/* Called once at the payload's fork: the baseline the cgroup's CPU counter is measured from. */
-void limits_mark_fork(const struct plan *p);
-/* One last CPU reading once everything is reaped. */
-void limits_final(const struct plan *p, struct sample_report *r);
+/* One sample; returns 1 when a limit was passed (then s->stop says which), 0 otherwise. */
+int limits_sample(const struct plan *p, struct sampler *s, long long since_fork_us, int tasks_only);
+/* Called once at the payload's fork: the baseline init's own CPU and the cgroup's are measured from. */
+void limits_mark_fork(void);
+/* Once everything is reaped: init's own CPU, the cgroup's, and what the sampler saw. */
+void limits_final(const struct sampler *s, int watched, struct init_usage *u);
 long long self_cpu_us(void);
 void limits_apply_rlimits(const struct plan *p);
 

@@ -142,57 +142,58 @@ long long self_cpu_us(void) {
 
 static long long cg_cpu_at_fork = -1, self_at_fork;
 
-static long long read_cgroup_cpu_us(const struct plan *p) {
-  char buf[64];
-  if (p->cgroup_cpu_fd < 0) return -1;
-  ssize_t n = pread(p->cgroup_cpu_fd, buf, sizeof buf - 1, 0);
-  if (n <= 0) return -1;
-  buf[n] = '\0';
-  if (strncmp(buf, "usage_usec ", 11) == 0) return (long long)strtoull(buf + 11, NULL, 10); /* v2 cpu.stat */
-  return (long long)(strtoull(buf, NULL, 10) / 1000);                                      /* v1 cpuacct.usage, ns */
-}
-
-void limits_mark_fork(const struct plan *p) {
-  cg_cpu_at_fork = read_cgroup_cpu_us(p);
+void limits_mark_fork(void) {
+  cg_cpu_at_fork = cgroup_cpu_us_from_init();
   self_at_fork = self_cpu_us();
 }
 
-/* The payload's CPU from the cgroup: everything in it since the fork, less init's own sampling and reaping. */
-static long long cgroup_payload_cpu_us(const struct plan *p) {
-  long long now = read_cgroup_cpu_us(p);
-  if (now < 0 || cg_cpu_at_fork < 0) return -1;
-  long long v = (now - cg_cpu_at_fork) - (self_cpu_us() - self_at_fork);
+/* The CPU cgroup's usage since the fork (init's own share included), or -1 without one. */
+static long long cgroup_cpu_since_fork_us(void) {
+  long long now = cgroup_cpu_us_from_init();
+  return now < 0 || cg_cpu_at_fork < 0 ? -1 : now - cg_cpu_at_fork;
+}
+
+/* What the sampler judges: the cgroup's CPU less init's own sampling and reaping (enforcement only; the
+ * exit event reports both raw numbers and the supervisor does its own arithmetic). */
+static long long cgroup_payload_cpu_us(void) {
+  long long cg = cgroup_cpu_since_fork_us();
+  if (cg < 0) return -1;
+  long long v = cg - (self_cpu_us() - self_at_fork);
   return v > 0 ? v : 0;
 }
 
-void limits_final(const struct plan *p, struct sample_report *r) {
-  r->init_self_us = self_cpu_us();
+void limits_final(const struct sampler *s, int watched, struct init_usage *u) {
+  memset(u, 0, sizeof *u);
   struct rusage ru;
   if (getrusage(RUSAGE_SELF, &ru) == 0) {
-    r->init_utime_us = ru.ru_utime.tv_sec * 1000000LL + ru.ru_utime.tv_usec;
-    r->init_stime_us = ru.ru_stime.tv_sec * 1000000LL + ru.ru_stime.tv_usec;
+    u->utime_us = ru.ru_utime.tv_sec * 1000000LL + ru.ru_utime.tv_usec;
+    u->stime_us = ru.ru_stime.tv_sec * 1000000LL + ru.ru_stime.tv_usec;
   }
-  long long cg = cgroup_payload_cpu_us(p);
-  if (cg >= 0) r->cpu_us = cg, r->cpu_from_cgroup = 1;
+  u->since_fork_us = self_cpu_us() - self_at_fork;
+  u->watched = watched;
+  u->samples = s->samples;
+  u->peak_memory = s->peak_memory;
+  u->peak_tasks = s->peak_tasks;
+  u->cgroup_cpu_us = cgroup_cpu_since_fork_us();
+}
+
+static int stop_at(struct sampler *s, enum cub_stop_kind kind, long long at_us, long long observed) {
+  s->stopped = 1;
+  s->stop = (struct stop_fact){.kind = kind, .at_us = at_us, .observed = observed};
+  return 1;
 }
 
 /* A sample spends at most this long reading PSS; past it, statm. Bounds init's CPU whatever the payload does. */
 #define PSS_BUDGET_US 5000
 
-int limits_sample(const struct plan *p, struct sample_report *r, long long since_fork_us, int tasks_only) {
+int limits_sample(const struct plan *p, struct sampler *s, long long since_fork_us, int tasks_only) {
+  if (s->stopped) return 1;
   int measure = p->measure_memory && !tasks_only;
   long long started = monotonic_us();
   /* Wall time and a cgroup's CPU need no walk of /proc: judged first, so a slow walk never delays them. */
-  if (!r->limit_kind && p->limit_wall_us && since_fork_us > p->limit_wall_us) {
-    r->limit_kind = CUB_LIMIT_WALL, r->limit_at_us = since_fork_us, r->limit_observed = (unsigned long long)since_fork_us;
-    return r->limit_kind;
-  }
-  long long cg_first = cgroup_payload_cpu_us(p);
-  if (!r->limit_kind && p->limit_cpu_us && cg_first > p->limit_cpu_us) {
-    r->cpu_us = cg_first, r->cpu_from_cgroup = 1;
-    r->limit_kind = CUB_LIMIT_CPU, r->limit_at_us = since_fork_us, r->limit_observed = (unsigned long long)cg_first;
-    return r->limit_kind;
-  }
+  if (p->limit_wall_us && since_fork_us > p->limit_wall_us) return stop_at(s, CUB_STOP_WALL, since_fork_us, since_fork_us);
+  long long cg_first = cgroup_payload_cpu_us();
+  if (p->limit_cpu_us && cg_first > p->limit_cpu_us) return stop_at(s, CUB_STOP_CPU, since_fork_us, cg_first);
   static long hz;
   if (!hz) hz = sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100;
   unsigned long long ticks = 0, memory = 0;
@@ -222,24 +223,15 @@ int limits_sample(const struct plan *p, struct sample_report *r, long long since
     reaped_us = ru.ru_utime.tv_sec * 1000000LL + ru.ru_utime.tv_usec + ru.ru_stime.tv_sec * 1000000LL + ru.ru_stime.tv_usec;
   long long cpu_us = (long long)(ticks * 1000000ULL / (unsigned long long)hz) + reaped_us;
   /* With a CPU cgroup, its counter is authoritative: it includes children nobody waited for (SIGCHLD ignored). */
-  long long cg = cgroup_payload_cpu_us(p);
-  if (cg >= 0) cpu_us = cg, r->cpu_from_cgroup = 1;
-  r->cpu_us = cpu_us;
-  r->samples++;
-  r->last_tasks = tasks;
-  if (measure && memory > r->peak_memory) r->peak_memory = memory;
-  if (tasks > r->peak_tasks) r->peak_tasks = tasks;
-  if (r->limit_kind) return r->limit_kind;
-  int kind = 0;
-  unsigned long long observed = 0;
-  if (measure && p->limit_memory && memory > p->limit_memory) kind = CUB_LIMIT_MEMORY, observed = memory;
-  else if (p->limit_tasks && tasks > p->limit_tasks) kind = CUB_LIMIT_TASKS, observed = (unsigned long long)tasks;
-  else if (p->limit_cpu_us && cpu_us > p->limit_cpu_us) kind = CUB_LIMIT_CPU, observed = (unsigned long long)cpu_us;
-  else if (p->limit_wall_us && since_fork_us > p->limit_wall_us) kind = CUB_LIMIT_WALL, observed = (unsigned long long)since_fork_us;
-  if (kind) {
-    r->limit_kind = kind;
-    r->limit_at_us = since_fork_us;
-    r->limit_observed = observed;
-  }
-  return kind;
+  long long cg = cgroup_payload_cpu_us();
+  if (cg >= 0) cpu_us = cg;
+  s->samples++;
+  s->last_tasks = tasks;
+  if (measure && memory > s->peak_memory) s->peak_memory = memory;
+  if (tasks > s->peak_tasks) s->peak_tasks = tasks;
+  if (measure && p->limit_memory && memory > p->limit_memory) return stop_at(s, CUB_STOP_MEMORY, since_fork_us, (long long)memory);
+  if (p->limit_tasks && tasks > p->limit_tasks) return stop_at(s, CUB_STOP_TASKS, since_fork_us, tasks);
+  if (p->limit_cpu_us && cpu_us > p->limit_cpu_us) return stop_at(s, CUB_STOP_CPU, since_fork_us, cpu_us);
+  if (p->limit_wall_us && since_fork_us > p->limit_wall_us) return stop_at(s, CUB_STOP_WALL, since_fork_us, since_fork_us);
+  return 0;
 }

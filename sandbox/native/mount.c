@@ -114,11 +114,11 @@ static void restrict_mount(const struct op *op, const char *path, int rdonly, in
 
 static void op_dir(const struct op *op) {
   char dst[PATH_MAX];
-  make_parents(op, op->a[0]);
-  join(dst, NEW_PREFIX, op->a[0]);
-  mode_t mode = (mode_t)strtoul(op->a[1], NULL, 8);
-  if (mkdir(dst, mode) < 0 && errno != EEXIST) die_op(op, "mkdir", errno, "%s", op->a[0]);
-  if (chmod(dst, mode) < 0) die_op(op, "chmod", errno, "%s", op->a[0]);
+  make_parents(op, op->a[CUB_ARG_DIR_PATH]);
+  join(dst, NEW_PREFIX, op->a[CUB_ARG_DIR_PATH]);
+  mode_t mode = (mode_t)strtoul(op->a[CUB_ARG_DIR_MODE_OCTAL], NULL, 8);
+  if (mkdir(dst, mode) < 0 && errno != EEXIST) die_op(op, "mkdir", errno, "%s", op->a[CUB_ARG_DIR_PATH]);
+  if (chmod(dst, mode) < 0) die_op(op, "chmod", errno, "%s", op->a[CUB_ARG_DIR_PATH]);
 }
 
 /* Opens a bind source beneath the host root without following any symlink (the supervisor refused symlinked
@@ -128,16 +128,16 @@ static int open_bind_source(const struct op *op) {
     oldroot_fd = open(HOST_PREFIX, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (oldroot_fd < 0) die_op(op, "open", errno, HOST_PREFIX);
   }
-  const char *rel = op->a[0][1] ? op->a[0] + 1 : ".";
+  const char *rel = op->a[CUB_ARG_BIND_HOST_PATH][1] ? op->a[CUB_ARG_BIND_HOST_PATH] + 1 : ".";
 #ifdef SYS_openat2
   struct cub_open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
   int fd = (int)syscall(SYS_openat2, oldroot_fd, rel, &how, sizeof how);
   if (fd >= 0) return fd;
-  if (errno != ENOSYS) die_op(op, "openat2", errno, "bind source %s (symlinks are not followed)", op->a[0]);
+  if (errno != ENOSYS) die_op(op, "openat2", errno, "bind source %s (symlinks are not followed)", op->a[CUB_ARG_BIND_HOST_PATH]);
 #endif
   /* Kernels before 5.6: no symlink at the last component, at least. */
   fd = openat(oldroot_fd, rel, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) die_op(op, "open", errno, "bind source %s", op->a[0]);
+  if (fd < 0) die_op(op, "open", errno, "bind source %s", op->a[CUB_ARG_BIND_HOST_PATH]);
   return fd;
 }
 
@@ -160,70 +160,70 @@ static void make_mount_point(const struct op *op, const char *dst, const char *i
 
 static void op_bind(const struct op *op) {
   char dst[PATH_MAX];
-  join(dst, NEW_PREFIX, op->a[1]);
+  join(dst, NEW_PREFIX, op->a[CUB_ARG_BIND_PATH]);
   int src = open_bind_source(op);
   struct stat st;
-  if (fstat(src, &st) < 0) die_op(op, "fstat", errno, "bind source %s", op->a[0]);
-  make_mount_point(op, dst, op->a[1], S_ISDIR(st.st_mode));
-  const char *access = op->a[2];
-  int rdonly = strcmp(access, "ro") == 0, nodev = strcmp(access, "dev") != 0;
+  if (fstat(src, &st) < 0) die_op(op, "fstat", errno, "bind source %s", op->a[CUB_ARG_BIND_HOST_PATH]);
+  make_mount_point(op, dst, op->a[CUB_ARG_BIND_PATH], S_ISDIR(st.st_mode));
+  const char *access = op->a[CUB_ARG_BIND_ACCESS];
+  int rdonly = strcmp(access, CUB_BIND_ACCESS_NAMES[CUB_BIND_RO]) == 0, nodev = strcmp(access, CUB_BIND_ACCESS_NAMES[CUB_BIND_DEV]) != 0;
 #if defined(SYS_open_tree) && defined(SYS_move_mount) && defined(SYS_mount_setattr)
   /* Clone the tree detached, restrict it, then attach it: it is never visible writable or suid. */
   int tree = (int)syscall(SYS_open_tree, src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
   if (tree >= 0) {
     struct cub_mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID | (rdonly ? MOUNT_ATTR_RDONLY : 0) | (nodev ? MOUNT_ATTR_NODEV : 0)};
     if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
-      die_op(op, "mount_setattr", errno, "restricting %s", op->a[0]);
+      die_op(op, "mount_setattr", errno, "restricting %s", op->a[CUB_ARG_BIND_HOST_PATH]);
     if (syscall(SYS_move_mount, tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-      die_op(op, "move_mount", errno, "binding %s to %s", op->a[0], op->a[1]);
+      die_op(op, "move_mount", errno, "binding %s to %s", op->a[CUB_ARG_BIND_HOST_PATH], op->a[CUB_ARG_BIND_PATH]);
     close(tree);
     close(src);
     return;
   }
-  if (errno != ENOSYS) die_op(op, "open_tree", errno, "bind source %s", op->a[0]);
+  if (errno != ENOSYS) die_op(op, "open_tree", errno, "bind source %s", op->a[CUB_ARG_BIND_HOST_PATH]);
 #endif
   /* Kernels before 5.12: bind through the opened source's path, then restrict. */
   char src_path[PATH_MAX];
-  join(src_path, HOST_PREFIX, op->a[0]);
-  if (mount(src_path, dst, NULL, MS_BIND | MS_REC, NULL) < 0) die_op(op, "mount", errno, "binding %s to %s", op->a[0], op->a[1]);
+  join(src_path, HOST_PREFIX, op->a[CUB_ARG_BIND_HOST_PATH]);
+  if (mount(src_path, dst, NULL, MS_BIND | MS_REC, NULL) < 0) die_op(op, "mount", errno, "binding %s to %s", op->a[CUB_ARG_BIND_HOST_PATH], op->a[CUB_ARG_BIND_PATH]);
   close(src);
   restrict_mount(op, dst, rdonly, nodev);
 }
 
 static void op_remount_ro(const struct op *op) {
   char dst[PATH_MAX];
-  join(dst, NEW_PREFIX, op->a[0]);
+  join(dst, NEW_PREFIX, op->a[CUB_ARG_REMOUNT_RO_PATH]);
   struct cub_mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
 #ifdef SYS_mount_setattr
   if (syscall(SYS_mount_setattr, AT_FDCWD, dst, AT_SYMLINK_NOFOLLOW, &attr, sizeof attr) == 0) return;
-  if (errno != ENOSYS) die_op(op, "mount_setattr", errno, "making %s read-only", op->a[0]);
+  if (errno != ENOSYS) die_op(op, "mount_setattr", errno, "making %s read-only", op->a[CUB_ARG_REMOUNT_RO_PATH]);
 #endif
   (void)attr;
   struct statvfs sv;
-  if (statvfs(dst, &sv) < 0) die_op(op, "statvfs", errno, "%s", op->a[0]);
+  if (statvfs(dst, &sv) < 0) die_op(op, "statvfs", errno, "%s", op->a[CUB_ARG_REMOUNT_RO_PATH]);
   if (mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | statvfs_to_ms(sv.f_flag), NULL) < 0)
-    die_op(op, "mount", errno, "making %s read-only", op->a[0]);
+    die_op(op, "mount", errno, "making %s read-only", op->a[CUB_ARG_REMOUNT_RO_PATH]);
 }
 
 static void op_copy(const struct op *op) {
   char src[PATH_MAX], dst[PATH_MAX];
-  join(src, HOST_PREFIX, op->a[0]);
-  join(dst, NEW_PREFIX, op->a[1]);
+  join(src, HOST_PREFIX, op->a[CUB_ARG_COPY_HOST_PATH]);
+  join(dst, NEW_PREFIX, op->a[CUB_ARG_COPY_PATH]);
   int in = open(src, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-  if (in < 0) die_op(op, "open", errno, "copy source %s", op->a[0]);
+  if (in < 0) die_op(op, "open", errno, "copy source %s", op->a[CUB_ARG_COPY_HOST_PATH]);
   struct stat st;
-  if (fstat(in, &st) < 0) die_op(op, "fstat", errno, "copy source %s", op->a[0]);
-  if (!S_ISREG(st.st_mode)) die_op(op, "fstat", EINVAL, "copy source %s is not a regular file", op->a[0]);
-  make_parents(op, op->a[1]);
-  int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)strtoul(op->a[2], NULL, 8));
-  if (out < 0) die_op(op, "open", errno, "copy target %s", op->a[1]);
+  if (fstat(in, &st) < 0) die_op(op, "fstat", errno, "copy source %s", op->a[CUB_ARG_COPY_HOST_PATH]);
+  if (!S_ISREG(st.st_mode)) die_op(op, "fstat", EINVAL, "copy source %s is not a regular file", op->a[CUB_ARG_COPY_HOST_PATH]);
+  make_parents(op, op->a[CUB_ARG_COPY_PATH]);
+  int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)strtoul(op->a[CUB_ARG_COPY_MODE_OCTAL], NULL, 8));
+  if (out < 0) die_op(op, "open", errno, "copy target %s", op->a[CUB_ARG_COPY_PATH]);
   char buf[65536];
   for (;;) {
     ssize_t n = read(in, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die_op(op, "read", errno, "copy source %s", op->a[0]);
+    if (n < 0) die_op(op, "read", errno, "copy source %s", op->a[CUB_ARG_COPY_HOST_PATH]);
     if (n == 0) break;
-    if (write_all(out, buf, (size_t)n) < 0) die_op(op, "write", errno, "copy target %s", op->a[1]);
+    if (write_all(out, buf, (size_t)n) < 0) die_op(op, "write", errno, "copy target %s", op->a[CUB_ARG_COPY_PATH]);
   }
   close(in);
   close(out);
@@ -231,37 +231,37 @@ static void op_copy(const struct op *op) {
 
 static void op_symlink(const struct op *op) {
   char dst[PATH_MAX];
-  make_parents(op, op->a[1]);
-  join(dst, NEW_PREFIX, op->a[1]);
-  if (symlink(op->a[0], dst) < 0) die_op(op, "symlink", errno, "%s -> %s", op->a[1], op->a[0]);
+  make_parents(op, op->a[CUB_ARG_SYMLINK_PATH]);
+  join(dst, NEW_PREFIX, op->a[CUB_ARG_SYMLINK_PATH]);
+  if (symlink(op->a[CUB_ARG_SYMLINK_TARGET], dst) < 0) die_op(op, "symlink", errno, "%s -> %s", op->a[CUB_ARG_SYMLINK_PATH], op->a[CUB_ARG_SYMLINK_TARGET]);
 }
 
 static void op_file(const struct op *op) {
   char dst[PATH_MAX];
-  make_parents(op, op->a[0]);
-  join(dst, NEW_PREFIX, op->a[0]);
-  int fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, (mode_t)strtoul(op->a[1], NULL, 8));
-  if (fd < 0) die_op(op, "open", errno, "%s", op->a[0]);
-  if (write_all(fd, op->a[2], strlen(op->a[2])) < 0) die_op(op, "write", errno, "%s", op->a[0]);
+  make_parents(op, op->a[CUB_ARG_FILE_PATH]);
+  join(dst, NEW_PREFIX, op->a[CUB_ARG_FILE_PATH]);
+  int fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, (mode_t)strtoul(op->a[CUB_ARG_FILE_MODE_OCTAL], NULL, 8));
+  if (fd < 0) die_op(op, "open", errno, "%s", op->a[CUB_ARG_FILE_PATH]);
+  if (write_all(fd, op->a[CUB_ARG_FILE_CONTENT], strlen(op->a[CUB_ARG_FILE_CONTENT])) < 0) die_op(op, "write", errno, "%s", op->a[CUB_ARG_FILE_PATH]);
   close(fd);
 }
 
 static void op_tmpfs(const struct op *op) {
   char dst[PATH_MAX], data[96];
-  make_parents(op, op->a[0]);
-  join(dst, NEW_PREFIX, op->a[0]);
-  if (mkdir(dst, 0755) < 0 && errno != EEXIST) die_op(op, "mkdir", errno, "%s", op->a[0]);
-  snprintf(data, sizeof data, "size=%s,mode=%s", op->a[1], op->a[2]);
-  if (mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV, data) < 0) die_op(op, "mount", errno, "tmpfs on %s", op->a[0]);
+  make_parents(op, op->a[CUB_ARG_TMPFS_PATH]);
+  join(dst, NEW_PREFIX, op->a[CUB_ARG_TMPFS_PATH]);
+  if (mkdir(dst, 0755) < 0 && errno != EEXIST) die_op(op, "mkdir", errno, "%s", op->a[CUB_ARG_TMPFS_PATH]);
+  snprintf(data, sizeof data, "size=%s,mode=%s", op->a[CUB_ARG_TMPFS_SIZE_BYTES], op->a[CUB_ARG_TMPFS_MODE_OCTAL]);
+  if (mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV, data) < 0) die_op(op, "mount", errno, "tmpfs on %s", op->a[CUB_ARG_TMPFS_PATH]);
 }
 
 static void op_proc(const struct op *op) {
   char dst[PATH_MAX];
-  make_parents(op, op->a[0]);
-  join(dst, NEW_PREFIX, op->a[0]);
-  if (mkdir(dst, 0555) < 0 && errno != EEXIST) die_op(op, "mkdir", errno, "%s", op->a[0]);
+  make_parents(op, op->a[CUB_ARG_PROC_PATH]);
+  join(dst, NEW_PREFIX, op->a[CUB_ARG_PROC_PATH]);
+  if (mkdir(dst, 0555) < 0 && errno != EEXIST) die_op(op, "mkdir", errno, "%s", op->a[CUB_ARG_PROC_PATH]);
   if (mount("proc", dst, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-    die_op(op, "mount", errno, "proc on %s", op->a[0]);
+    die_op(op, "mount", errno, "proc on %s", op->a[CUB_ARG_PROC_PATH]);
 }
 
 static void enter_base(void) {

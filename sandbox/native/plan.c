@@ -86,27 +86,42 @@ static void vec_push(const char ***vec, size_t *count, const char *s) {
   *vec = nv;
 }
 
+/* The argument of a filesystem op that names its target inside the new root. */
+static unsigned fs_path_arg(enum cub_op code) {
+  switch (code) {
+  case CUB_OP_BIND: return CUB_ARG_BIND_PATH;
+  case CUB_OP_COPY: return CUB_ARG_COPY_PATH;
+  case CUB_OP_SYMLINK: return CUB_ARG_SYMLINK_PATH;
+  case CUB_OP_DIR: return CUB_ARG_DIR_PATH;
+  case CUB_OP_FILE: return CUB_ARG_FILE_PATH;
+  case CUB_OP_TMPFS: return CUB_ARG_TMPFS_PATH;
+  case CUB_OP_PROC: return CUB_ARG_PROC_PATH;
+  case CUB_OP_REMOUNT_RO: return CUB_ARG_REMOUNT_RO_PATH;
+  default: return 0;
+  }
+}
+
 static void check_op(struct plan *p, struct op *op, int *seen) {
   const char **a = op->a;
   switch (op->code) {
   case CUB_OP_USERNS:
     if (seen[CUB_OP_USERNS]) die_op(op, NULL, 0, "userns given twice");
-    p->inner_uid = (uid_t)parse_num(a[0], 0xfffffffeULL, op, "inner uid");
-    p->inner_gid = (gid_t)parse_num(a[1], 0xfffffffeULL, op, "inner gid");
-    p->outer_uid = (uid_t)parse_num(a[2], 0xfffffffeULL, op, "outer uid");
-    p->outer_gid = (gid_t)parse_num(a[3], 0xfffffffeULL, op, "outer gid");
+    p->inner_uid = (uid_t)parse_num(a[CUB_ARG_USERNS_INNER_UID], 0xfffffffeULL, op, "inner uid");
+    p->inner_gid = (gid_t)parse_num(a[CUB_ARG_USERNS_INNER_GID], 0xfffffffeULL, op, "inner gid");
+    p->outer_uid = (uid_t)parse_num(a[CUB_ARG_USERNS_OUTER_UID], 0xfffffffeULL, op, "outer uid");
+    p->outer_gid = (gid_t)parse_num(a[CUB_ARG_USERNS_OUTER_GID], 0xfffffffeULL, op, "outer gid");
     break;
   case CUB_OP_HOST_IDS:
     if (seen[CUB_OP_HOST_IDS]) die_op(op, NULL, 0, "host-ids given twice");
-    p->host_uid = (uid_t)parse_num(a[0], 0xfffffffeULL, op, "host uid");
-    p->host_gid = (gid_t)parse_num(a[1], 0xfffffffeULL, op, "host gid");
+    p->host_uid = (uid_t)parse_num(a[CUB_ARG_HOST_IDS_HOST_UID], 0xfffffffeULL, op, "host uid");
+    p->host_gid = (gid_t)parse_num(a[CUB_ARG_HOST_IDS_HOST_GID], 0xfffffffeULL, op, "host gid");
     if (p->host_uid == 0 || p->host_gid == 0) die_op(op, NULL, 0, "host-ids must be unprivileged (not 0)");
     p->has_host_ids = 1;
     break;
   case CUB_OP_ROOT:
     if (seen[CUB_OP_ROOT]) die_op(op, NULL, 0, "root given twice");
     if (p->nops) die_op(op, NULL, 0, "root must come before every filesystem op");
-    p->root_size = parse_num(a[0], 1ULL << 40, op, "root size");
+    p->root_size = parse_num(a[CUB_ARG_ROOT_SIZE_BYTES], 1ULL << 40, op, "root size");
     if (p->root_size < 4096) die_op(op, NULL, 0, "root size must be at least 4096 bytes");
     break;
   case CUB_OP_DIR:
@@ -119,22 +134,25 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
   case CUB_OP_COPY: {
     if (!seen[CUB_OP_ROOT]) die_op(op, NULL, 0, "filesystem op before root");
     if (seen[CUB_OP_ROOT_RO]) die_op(op, NULL, 0, "filesystem op after root-ro");
-    const char *path = (op->code == CUB_OP_BIND || op->code == CUB_OP_COPY || op->code == CUB_OP_SYMLINK) ? a[1] : a[0];
+    const char *path = a[fs_path_arg(op->code)];
     check_path(path, op);
     if (strcmp(path, "/") == 0) die_op(op, NULL, 0, "an op cannot target the root itself");
-    if (op->code == CUB_OP_BIND || op->code == CUB_OP_COPY) check_path(a[0], op);
-    if (op->code == CUB_OP_DIR || op->code == CUB_OP_FILE) check_mode(a[1], op);
-    if (op->code == CUB_OP_COPY) check_mode(a[2], op);
+    if (op->code == CUB_OP_BIND) check_path(a[CUB_ARG_BIND_HOST_PATH], op);
+    if (op->code == CUB_OP_COPY) check_path(a[CUB_ARG_COPY_HOST_PATH], op);
+    if (op->code == CUB_OP_DIR) check_mode(a[CUB_ARG_DIR_MODE_OCTAL], op);
+    if (op->code == CUB_OP_FILE) check_mode(a[CUB_ARG_FILE_MODE_OCTAL], op);
+    if (op->code == CUB_OP_COPY) check_mode(a[CUB_ARG_COPY_MODE_OCTAL], op);
     if (op->code == CUB_OP_TMPFS) {
-      if (parse_num(a[1], 1ULL << 40, op, "tmpfs size") < 4096) die_op(op, NULL, 0, "tmpfs size must be at least 4096 bytes");
-      check_mode(a[2], op);
+      if (parse_num(a[CUB_ARG_TMPFS_SIZE_BYTES], 1ULL << 40, op, "tmpfs size") < 4096) die_op(op, NULL, 0, "tmpfs size must be at least 4096 bytes");
+      check_mode(a[CUB_ARG_TMPFS_MODE_OCTAL], op);
     }
-    if (op->code == CUB_OP_SYMLINK && (!*a[0] || strlen(a[0]) >= PATH_MAX - 64))
+    if (op->code == CUB_OP_SYMLINK && (!*a[CUB_ARG_SYMLINK_TARGET] || strlen(a[CUB_ARG_SYMLINK_TARGET]) >= PATH_MAX - 64))
       die_op(op, NULL, 0, "symlink target is empty or too long");
     if (op->code == CUB_OP_BIND) {
+      const char *access = a[CUB_ARG_BIND_ACCESS];
       int ok = 0;
-      for (int i = 0; i < CUB_BIND_ACCESS_COUNT; i++) ok |= strcmp(a[2], CUB_BIND_ACCESS_NAMES[i]) == 0;
-      if (!ok) die_op(op, NULL, 0, "bind access '%s' is not ro, rw or dev", a[2]);
+      for (int i = 0; i < CUB_BIND_ACCESS_COUNT; i++) ok |= strcmp(access, CUB_BIND_ACCESS_NAMES[i]) == 0;
+      if (!ok) die_op(op, NULL, 0, "bind access '%s' is not ro, rw or dev", access);
     }
     p->ops[p->nops++] = *op;
     break;
@@ -143,95 +161,98 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     p->root_ro = 1;
     break;
   case CUB_OP_HOSTNAME:
-    if (!*a[0] || strlen(a[0]) > 64) die_op(op, NULL, 0, "hostname must be 1-64 bytes");
-    p->hostname = a[0];
+    if (!*a[CUB_ARG_HOSTNAME_NAME] || strlen(a[CUB_ARG_HOSTNAME_NAME]) > 64) die_op(op, NULL, 0, "hostname must be 1-64 bytes");
+    p->hostname = a[CUB_ARG_HOSTNAME_NAME];
     break;
   case CUB_OP_LOOPBACK:
     p->loopback = 1;
     break;
   case CUB_OP_CWD:
-    check_path(a[0], op);
-    p->cwd = a[0];
+    check_path(a[CUB_ARG_CWD_PATH], op);
+    p->cwd = a[CUB_ARG_CWD_PATH];
     break;
   case CUB_OP_ENV: /* collected by plan_read */
   case CUB_OP_ARG:
     break;
   case CUB_OP_SEARCH:
-    check_path(a[0], op);
+    check_path(a[CUB_ARG_SEARCH_DIR], op);
     break;
   case CUB_OP_EXEC:
     if (seen[CUB_OP_EXEC]) die_op(op, NULL, 0, "exec given twice");
-    if (!*a[0]) die_op(op, NULL, 0, "exec program is empty");
-    if (strchr(a[0], '/')) check_path(a[0], op);
-    p->exec = a[0];
+    if (!*a[CUB_ARG_EXEC_PROGRAM]) die_op(op, NULL, 0, "exec program is empty");
+    if (strchr(a[CUB_ARG_EXEC_PROGRAM], '/')) check_path(a[CUB_ARG_EXEC_PROGRAM], op);
+    p->exec = a[CUB_ARG_EXEC_PROGRAM];
     break;
   case CUB_OP_SECCOMP: {
     if (seen[CUB_OP_SECCOMP]) die_op(op, NULL, 0, "seccomp given twice");
     int found = -1;
     for (int i = 0; i < CUB_NOTIFY_MODE_COUNT; i++)
-      if (strcmp(a[0], CUB_NOTIFY_MODE_NAMES[i]) == 0) found = i;
-    if (found < 0) die_op(op, NULL, 0, "seccomp notify mode '%s' is not none, kill or log", a[0]);
+      if (strcmp(a[CUB_ARG_SECCOMP_NOTIFY_MODE], CUB_NOTIFY_MODE_NAMES[i]) == 0) found = i;
+    if (found < 0) die_op(op, NULL, 0, "seccomp notify mode '%s' is not none, kill or log", a[CUB_ARG_SECCOMP_NOTIFY_MODE]);
     p->notify_mode = found;
     break;
   }
   case CUB_OP_CGROUP_JOIN:
-    check_path(a[0], op);
+    check_path(a[CUB_ARG_CGROUP_JOIN_DIR], op);
     if (p->ncgroup_join >= 8) die_op(op, NULL, 0, "at most 8 cgroup-join ops");
-    p->cgroup_join[p->ncgroup_join++] = a[0];
+    p->cgroup_join[p->ncgroup_join++] = a[CUB_ARG_CGROUP_JOIN_DIR];
     break;
   case CUB_OP_CGROUP_OOM_WATCH:
-    check_path(a[0], op);
+    check_path(a[CUB_ARG_CGROUP_OOM_WATCH_DIR], op);
     if (p->oom_watch_dir) die_op(op, NULL, 0, "cgroup-oom-watch given twice");
-    p->oom_watch_dir = a[0];
+    p->oom_watch_dir = a[CUB_ARG_CGROUP_OOM_WATCH_DIR];
     break;
   case CUB_OP_UCOUNT: {
-    size_t n = strlen(a[0]);
-    if (n == 0 || n > 40 || strspn(a[0], "abcdefghijklmnopqrstuvwxyz_") != n) die_op(op, NULL, 0, "ucount name '%s' is not [a-z_]+", a[0]);
+    const char *name = a[CUB_ARG_UCOUNT_NAME];
+    size_t n = strlen(name);
+    if (n == 0 || n > 40 || strspn(name, "abcdefghijklmnopqrstuvwxyz_") != n) die_op(op, NULL, 0, "ucount name '%s' is not [a-z_]+", name);
     if (p->nucounts >= 16) die_op(op, NULL, 0, "at most 16 ucount ops");
-    p->ucounts[p->nucounts].name = a[0];
-    p->ucounts[p->nucounts++].value = parse_num(a[1], 0x7fffffffULL, op, "ucount value");
+    p->ucounts[p->nucounts].name = name;
+    p->ucounts[p->nucounts++].value = parse_num(a[CUB_ARG_UCOUNT_VALUE], 0x7fffffffULL, op, "ucount value");
     break;
   }
   case CUB_OP_WATCH:
     if (seen[CUB_OP_WATCH]) die_op(op, NULL, 0, "watch given twice");
-    p->watch_interval_us = (long long)parse_num(a[0], 10000000ULL, op, "watch interval");
+    p->watch_interval_us = (long long)parse_num(a[CUB_ARG_WATCH_INTERVAL_US], 10000000ULL, op, "watch interval");
     if (p->watch_interval_us < 1000) die_op(op, NULL, 0, "watch interval must be at least 1000 us");
-    p->limit_cpu_us = (long long)parse_num(a[1], 1ULL << 50, op, "cpu limit");
-    p->limit_wall_us = (long long)parse_num(a[2], 1ULL << 50, op, "wall limit");
-    p->limit_memory = parse_num(a[3], 1ULL << 50, op, "memory limit");
-    p->limit_tasks = (long long)parse_num(a[4], 1ULL << 22, op, "task limit");
-    p->measure_memory = (int)parse_num(a[5], 1, op, "measureMemory");
+    p->limit_cpu_us = (long long)parse_num(a[CUB_ARG_WATCH_CPU_US], 1ULL << 50, op, "cpu limit");
+    p->limit_wall_us = (long long)parse_num(a[CUB_ARG_WATCH_WALL_US], 1ULL << 50, op, "wall limit");
+    p->limit_memory = parse_num(a[CUB_ARG_WATCH_MEMORY_BYTES], 1ULL << 50, op, "memory limit");
+    p->limit_tasks = (long long)parse_num(a[CUB_ARG_WATCH_TASKS], 1ULL << 22, op, "task limit");
+    p->measure_memory = (int)parse_num(a[CUB_ARG_WATCH_MEASURE_MEMORY], 1, op, "measureMemory");
     break;
   case CUB_OP_CGROUP_INTO:
-    check_path(a[0], op);
+    check_path(a[CUB_ARG_CGROUP_INTO_DIR], op);
     if (p->cgroup_into) die_op(op, NULL, 0, "cgroup-into given twice");
-    p->cgroup_into = a[0];
+    p->cgroup_into = a[CUB_ARG_CGROUP_INTO_DIR];
     break;
   case CUB_OP_CGROUP_EVENTS:
-    check_path(a[0], op);
+    check_path(a[CUB_ARG_CGROUP_EVENTS_FILE], op);
     if (p->cgroup_events) die_op(op, NULL, 0, "cgroup-events given twice");
-    p->cgroup_events = a[0];
+    p->cgroup_events = a[CUB_ARG_CGROUP_EVENTS_FILE];
     break;
   case CUB_OP_CGROUP_CPU:
-    check_path(a[0], op);
+    check_path(a[CUB_ARG_CGROUP_CPU_USAGE_FILE], op);
     if (p->cgroup_cpu_file) die_op(op, NULL, 0, "cgroup-cpu given twice");
-    p->cgroup_cpu_file = a[0];
+    p->cgroup_cpu_file = a[CUB_ARG_CGROUP_CPU_USAGE_FILE];
     break;
   case CUB_OP_WATCH_TMPFS:
-    check_path(a[0], op);
+    check_path(a[CUB_ARG_WATCH_TMPFS_PATH], op);
     if (p->nwatch_tmpfs >= 16) die_op(op, NULL, 0, "at most 16 watch-tmpfs ops");
-    p->watch_tmpfs[p->nwatch_tmpfs++] = a[0];
+    p->watch_tmpfs[p->nwatch_tmpfs++] = a[CUB_ARG_WATCH_TMPFS_PATH];
     break;
   case CUB_OP_RLIMIT: {
+    const char *res = a[CUB_ARG_RLIMIT_RESOURCE], *soft = a[CUB_ARG_RLIMIT_SOFT], *hard = a[CUB_ARG_RLIMIT_HARD];
     int found = -1;
     for (int i = 0; i < CUB_RLIMIT_COUNT; i++)
-      if (strcmp(a[0], CUB_RLIMIT_NAMES[i]) == 0) found = i;
-    if (found < 0) die_op(op, NULL, 0, "rlimit resource '%s' is unknown", a[0]);
+      if (strcmp(res, CUB_RLIMIT_NAMES[i]) == 0) found = i;
+    if (found < 0) die_op(op, NULL, 0, "rlimit resource '%s' is unknown", res);
     for (size_t i = 0; i < p->nrlimits; i++)
-      if (p->rlimits[i].resource == found) die_op(op, NULL, 0, "rlimit %s given twice", a[0]);
+      if (p->rlimits[i].resource == found) die_op(op, NULL, 0, "rlimit %s given twice", res);
     unsigned long long v[2];
-    for (int i = 0; i < 2; i++) v[i] = strcmp(a[1 + i], "unlimited") == 0 ? ~0ULL : parse_num(a[1 + i], ~0ULL - 1, op, "rlimit value");
-    if (v[0] > v[1]) die_op(op, NULL, 0, "rlimit %s: soft %s is above hard %s", a[0], a[1], a[2]);
+    const char *given[2] = {soft, hard};
+    for (int i = 0; i < 2; i++) v[i] = strcmp(given[i], "unlimited") == 0 ? ~0ULL : parse_num(given[i], ~0ULL - 1, op, "rlimit value");
+    if (v[0] > v[1]) die_op(op, NULL, 0, "rlimit %s: soft %s is above hard %s", res, soft, hard);
     p->rlimits[p->nrlimits].resource = found;
     p->rlimits[p->nrlimits].soft = v[0];
     p->rlimits[p->nrlimits++].hard = v[1];
@@ -246,7 +267,6 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
 
 void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
   memset(p, 0, sizeof *p);
-  p->cgroup_cpu_fd = -1;
   p->len = read_bounded(plan_fd, &p->buf, CUB_PLAN_MAX_BYTES, "plan");
   char *raw_bpf = NULL;
   p->bpf_len = read_bounded(bpf_fd, &raw_bpf, (size_t)CUB_BPF_MAX_INSNS * 8, "seccomp program");
@@ -284,11 +304,7 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
     for (int c = 0; c < CUB_OP__COUNT; c++)
       if (strcmp(name, CUB_OP_SPECS[c].name) == 0) code = c;
     struct op op = {.index = index++};
-    if (code < 0) {
-      char esc[200];
-      json_escape(esc, sizeof esc, name);
-      die_msg("unknown plan opcode '%s' at op %u", esc, op.index);
-    }
+    if (code < 0) die_msg("unknown plan opcode '%.200s' at op %u", name, op.index);
     op.code = (enum cub_op)code;
     for (unsigned i = 0; i < CUB_OP_SPECS[code].arity; i++) {
       if (cur >= endp) die_op(&op, NULL, 0, "'%s' needs %u arguments", name, CUB_OP_SPECS[code].arity);
@@ -297,11 +313,12 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
       cur += strlen(cur) + 1;
     }
     if (op.code == CUB_OP_END) ended = 1;
-    if (op.code == CUB_OP_ARG) vec_push(&p->argv, &nargv, op.a[0]);
-    if (op.code == CUB_OP_SEARCH) vec_push(&p->search, &nsearch, op.a[0]);
+    if (op.code == CUB_OP_ARG) vec_push(&p->argv, &nargv, op.a[CUB_ARG_ARG_VALUE]);
+    if (op.code == CUB_OP_SEARCH) vec_push(&p->search, &nsearch, op.a[CUB_ARG_SEARCH_DIR]);
     if (op.code == CUB_OP_ENV) {
-      if (!strchr(op.a[0], '=') || op.a[0][0] == '=') die_op(&op, NULL, 0, "env entry is not KEY=VALUE");
-      vec_push(&p->envp, &nenv, op.a[0]);
+      const char *kv = op.a[CUB_ARG_ENV_KEY_EQUALS_VALUE];
+      if (!strchr(kv, '=') || kv[0] == '=') die_op(&op, NULL, 0, "env entry is not KEY=VALUE");
+      vec_push(&p->envp, &nenv, kv);
     }
     check_op(p, &op, seen);
   }

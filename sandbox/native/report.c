@@ -1,4 +1,5 @@
-/* The status channel: JSON lines on CUB_FD_STATUS. Every fatal path goes through die_*(). */
+/* Fatal errors: every one goes through die_*(), which writes the structured error event (its emitter is
+ * generated from the protocol declaration) and exits. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdarg.h>
@@ -35,43 +36,20 @@ ssize_t write_all(int fd, const void *buf, size_t len) {
   return (ssize_t)done;
 }
 
-/* Escapes src as the inside of a JSON string; bytes >= 0x7f are emitted as \u00XX (latin-1). */
-size_t json_escape(char *dst, size_t cap, const char *src) {
-  static const char hex[] = "0123456789abcdef";
-  size_t o = 0;
-  for (const unsigned char *s = (const unsigned char *)src; *s && o + 7 < cap; s++) {
-    if (*s == '"' || *s == '\\') {
-      dst[o++] = '\\';
-      dst[o++] = (char)*s;
-    } else if (*s < 0x20 || *s >= 0x7f) {
-      dst[o++] = '\\', dst[o++] = 'u', dst[o++] = '0', dst[o++] = '0';
-      dst[o++] = hex[*s >> 4], dst[o++] = hex[*s & 15];
-    } else {
-      dst[o++] = (char)*s;
-    }
-  }
-  dst[o] = '\0';
-  return o;
-}
-
-void report_event_raw(const char *json_line) {
-  /* One write per line: lines are < PIPE_BUF so concurrent stages never interleave. */
-  (void)write_all(CUB_FD_STATUS, json_line, strlen(json_line));
-}
-
 static __attribute__((noreturn)) void die_common(const struct op *op, const char *syscall_name, int err,
                                                   const char *fmt, va_list ap) {
-  char msg[1024], emsg[2048], line[3800];
+  char msg[1025]; /* the event carries at most 1024 bytes of it */
   vsnprintf(msg, sizeof msg, fmt, ap);
-  json_escape(emsg, sizeof emsg, msg);
-  int n = snprintf(line, sizeof line, "{\"ev\":\"" CUB_EV_ERROR "\",\"stage\":\"%s\"", current_stage);
-  if (op)
-    n += snprintf(line + n, sizeof line - (size_t)n, ",\"op\":\"%s\",\"opIndex\":%u", CUB_OP_SPECS[op->code].name,
-                  op->index);
-  if (syscall_name)
-    n += snprintf(line + n, sizeof line - (size_t)n, ",\"syscall\":\"%s\",\"errno\":%d", syscall_name, err);
-  snprintf(line + n, sizeof line - (size_t)n, ",\"msg\":\"%s\"}\n", emsg);
-  report_event_raw(line);
+  struct cub_ev_error ev = {.stage = current_stage, .msg = msg};
+  if (op) {
+    ev.has_op = 1, ev.op = CUB_OP_SPECS[op->code].name;
+    ev.has_op_index = 1, ev.op_index = op->index;
+  }
+  if (syscall_name) {
+    ev.has_syscall = 1, ev.syscall = syscall_name;
+    ev.has_errno_ = 1, ev.errno_ = err;
+  }
+  cub_emit_error(&ev);
   if (failure_fd >= 0) {
     struct init_msg m = {.kind = MSG_FAILED};
     (void)write_all(failure_fd, &m, sizeof m);

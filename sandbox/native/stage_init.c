@@ -30,6 +30,8 @@ static void send_to_parent(int fd, const struct init_msg *m) {
 
 struct notify_state {
   int mode;
+  long long fork_us; /* the payload's fork, the origin of a stop's time */
+  int stopped;       /* kill mode: the first notification stopped the sandbox */
   int reported;
   struct {
     int nr;
@@ -69,6 +71,11 @@ static int handle_notification(struct notify_state *ns, int listener, int to_par
   }
   if (ns->mode == CUB_NOTIFY_KILL) {
     kill(-1, SIGKILL); /* the blocked call never returns: the whole sandbox dies */
+    if (!ns->stopped) {
+      ns->stopped = 1;
+      struct init_msg m = {.kind = MSG_STOP, .stop = {.kind = CUB_STOP_SECCOMP, .at_us = monotonic_us() - ns->fork_us, .observed = req->data.nr}};
+      send_to_parent(to_parent, &m);
+    }
     return 1;
   }
   memset(resp, 0, sizes.seccomp_notif_resp > sizeof *resp ? sizes.seccomp_notif_resp : sizeof *resp);
@@ -92,7 +99,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   report_set_failure_fd(to_parent);
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_PDEATHSIG");
   char go;
-  if (read(from_parent, &go, 1) != 1) _exit(CUB_EXIT_SETUP_FAILED); /* the parent failed and reported it */
+  if (read(from_parent, &go, 1) != 1 || go != CUB_INIT_CMD_GO) _exit(CUB_EXIT_SETUP_FAILED); /* the parent failed and reported it */
   prctl(PR_SET_NAME, "cubicle-init", 0, 0, 0);
 
   take_identity(p);
@@ -118,7 +125,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   int exec_pipe[2];
   if (pipe2(exec_pipe, O_CLOEXEC) < 0) die_sys("pipe2", errno, "exec report pipe");
   long long fork_us = monotonic_us();
-  limits_mark_fork(p);
+  limits_mark_fork();
   /* CLONE_VFORK: init resumes once the payload stage has exec'd or died. CLONE_FILES: a seccomp listener the
    * stage creates appears in init's fd table too (execve unshares the table; every fd here is close-on-exec,
    * so the payload's copy holds only 0-2). Neither side closes a shared fd before that. */
@@ -159,11 +166,11 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   long long wall_us = 0;
   int timer = limits_watch_start(p);
   long long pace_us = p->watch_interval_us, fast_ticks = 0;
-  struct sample_report rep;
-  memset(&rep, 0, sizeof rep);
+  struct sampler smp;
+  memset(&smp, 0, sizeof smp);
   struct pollfd pfd[4] = {{.fd = sfd, .events = POLLIN}, {.fd = from_parent, .events = POLLIN}, {.fd = listener, .events = POLLIN},
                           {.fd = timer, .events = POLLIN}};
-  struct notify_state ns = {.mode = p->notify_mode};
+  struct notify_state ns = {.mode = p->notify_mode, .fork_us = fork_us};
   for (;;) {
     if (poll(pfd, 4, -1) < 0) {
       if (errno == EINTR) continue;
@@ -173,9 +180,9 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
     if (pfd[1].revents) {
       char cmd;
       ssize_t n = read(from_parent, &cmd, 1);
-      if (n == 1 && cmd == 't') {
+      if (n == 1 && cmd == CUB_INIT_CMD_TERMINATE) {
         kill(-1, SIGTERM); /* terminate: ask everything inside to stop */
-      } else if (n == 1 && cmd == 'k') {
+      } else if (n == 1 && cmd == CUB_INIT_CMD_KILL) {
         kill(-1, SIGKILL); /* kill: everything stops now; init still reaps and reports what was used */
       } else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
         kill(-1, SIGKILL); /* the parent is gone: nothing may outlive it */
@@ -192,13 +199,15 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
       /* Near the task cap (fork bombs churn), a cheap tasks-only sample every ms, with a full sample every
        * tenth tick; elsewhere the plan's period, never more often than ten times the sample's own cost, so
        * init's own CPU stays small with many processes. */
-      int near_cap = p->limit_tasks && rep.last_tasks * 2 >= p->limit_tasks;
+      int near_cap = p->limit_tasks && smp.last_tasks * 2 >= p->limit_tasks;
       int tasks_only = near_cap && (++fast_ticks % 10) != 0;
-      if (!payload_done && !rep.limit_kind && limits_sample(p, &rep, t0 - fork_us, tasks_only)) {
+      if (!payload_done && !smp.stopped && limits_sample(p, &smp, t0 - fork_us, tasks_only)) {
         kill(-1, SIGKILL); /* a limit was passed: the whole sandbox stops at once */
         pfd[3].fd = -1;
+        struct init_msg m = {.kind = MSG_STOP, .stop = smp.stop};
+        send_to_parent(to_parent, &m);
       } else {
-        long long want = p->limit_tasks && rep.last_tasks * 2 >= p->limit_tasks ? 1000 : p->watch_interval_us;
+        long long want = p->limit_tasks && smp.last_tasks * 2 >= p->limit_tasks ? 1000 : p->watch_interval_us;
         long long cost = (monotonic_us() - t0) * 10;
         if (cost > want) want = cost > 200000 ? 200000 : cost;
         if (want != pace_us) limits_watch_pace(timer, pace_us = want);
@@ -221,9 +230,9 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
       }
       if (r < 0 && errno == EINTR) continue;
       if (r < 0 && errno == ECHILD && payload_done) {
-        limits_final(p, &rep);
-        struct init_msg sm = {.kind = MSG_SAMPLE, .sample = rep};
-        if (timer >= 0) send_to_parent(to_parent, &sm);
+        struct init_msg um = {.kind = MSG_USAGE};
+        limits_final(&smp, timer >= 0, &um.usage);
+        send_to_parent(to_parent, &um);
         struct init_msg done = {.kind = MSG_STATUS, .payload_pid = payload, .wait_status = payload_status, .wall_us = wall_us};
         send_to_parent(to_parent, &done);
         _exit(CUB_EXIT_OK);

@@ -1,5 +1,6 @@
 /* Stage 0: the helper's entry point, on the host side. Reads the plan, clones into new namespaces, writes the
- * id maps, then supervises: relays control commands, and reports the single terminal event. */
+ * id maps, then supervises: relays control commands, watches the memory cgroup, collects what init reports,
+ * and writes the single terminal event. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -12,7 +13,6 @@
 #include <string.h>
 #include <limits.h>
 #include <stdint.h>
-#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -54,109 +54,55 @@ static void require_fds(void) {
   }
 }
 
-static unsigned long long ns_inode(pid_t pid, const char *ns) {
-  char path[64];
-  struct stat st;
-  snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)pid, ns);
-  return stat(path, &st) == 0 ? (unsigned long long)st.st_ino : 0;
+/* Everything stage 0 holds while it supervises, and what it learns. */
+struct parent {
+  const struct plan *plan;
+  long long t0; /* the helper's start: init measures setupUs from it */
+  pid_t init;
+  int to_init, from_init; /* internal pipes: commands down (InitCommand bytes), init_msg up */
+  int sigchld_fd, oom_fd, events_fd;
+  long long kill_deadline; /* init was asked to kill everything; past this, init itself is killed */
+  /* what init reported */
+  int exec_ok, failed, have_status, have_usage;
+  long long setup_us;
+  int payload_pid;
+  struct init_msg status;
+  struct init_usage usage;
+  struct stop_fact stops[CUB_MAX_STOPS];
+  unsigned nstops;
+  struct cub_ev_exit_violations_item violations[CUB_MAX_VIOLATIONS];
+  unsigned nviolations;
+  long long oom_seen_us; /* when stage 0 saw the memory cgroup's OOM (monotonic), 0 if it did not */
+  /* how init ended */
+  int init_status;
+  struct rusage ru;
+  struct cub_ev_ready ready;
+};
+
+static void say_hello(void) {
+  struct cub_ev_hello ev = {.v = CUB_PROTOCOL_VERSION};
+  cub_emit_hello(&ev);
 }
 
-/* Namespace inodes, read while init is still dumpable (before its release): later, only root could read them. */
-static unsigned long long ns_ids[6];
-static const char *const NS_NAMES[6] = {"user", "mnt", "pid", "net", "uts", "ipc"};
-
-static void read_ns_ids(pid_t init) {
-  for (int i = 0; i < 6; i++) ns_ids[i] = ns_inode(init, NS_NAMES[i]);
+static void prepare_process(void) {
+  ensure_stdio_open();
+  require_fds();
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_PDEATHSIG");
+  prctl(PR_SET_NAME, "cubicle-parent", 0, 0, 0);
+  /* Terminal signals are the supervisor's to handle (it decides how to stop the sandbox); the payload resets them. */
+  signal(SIGINT, SIG_IGN);
+  signal(SIGQUIT, SIG_IGN);
 }
 
-static void report_ready(pid_t init, const struct init_msg *m) {
-  char line[512];
-  snprintf(line, sizeof line,
-           "{\"ev\":\"" CUB_EV_READY "\",\"initPid\":%d,\"payloadPid\":%d,\"setupUs\":%lld,"
-           "\"ns\":{\"user\":%llu,\"mnt\":%llu,\"pid\":%llu,\"net\":%llu,\"uts\":%llu,\"ipc\":%llu}}\n",
-           (int)init, m->payload_pid, m->setup_us, ns_ids[0], ns_ids[1], ns_ids[2], ns_ids[3], ns_ids[4], ns_ids[5]);
-  report_event_raw(line);
+static void read_plan(struct plan *plan) {
+  plan_read(plan, CUB_FD_PLAN, CUB_FD_BPF);
+  close(CUB_FD_PLAN);
+  close(CUB_FD_BPF);
 }
 
-static struct {
-  int nr;
-  unsigned arch;
-} violations[CUB_MAX_VIOLATIONS];
-static int nviolations;
-
-static void record_violation(const struct init_msg *m) {
-  if (nviolations < CUB_MAX_VIOLATIONS) violations[nviolations].nr = m->nr, violations[nviolations++].arch = m->arch;
-}
-
-static struct sample_report sample;
-static int have_sample, oom_fired;
-
-/* Root only, before clone: every process of the sandbox starts inside these cgroups. */
-static void join_cgroups(const struct plan *p) {
-  for (size_t i = 0; i < p->ncgroup_join; i++) {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/cgroup.procs", p->cgroup_join[i]);
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0) die_sys("open", errno, "%s (joining the sandbox's cgroup)", path);
-    if (write_all(fd, "0\n", 2) < 0) die_sys("write", errno, "%s (joining the sandbox's cgroup)", path);
-    close(fd);
-  }
-}
-
-/* cgroup v1: with the OOM killer disabled in the sandbox's memory cgroup, an eventfd says when it hits its
- * limit; stage 0 then kills the whole sandbox (memory-limit). Returns the eventfd, or -1. */
-static int watch_oom(const struct plan *p) {
-  if (!p->oom_watch_dir) return -1;
-  char path[PATH_MAX], line[64];
-  snprintf(path, sizeof path, "%s/memory.oom_control", p->oom_watch_dir);
-  int ofd = open(path, O_RDONLY | O_CLOEXEC);
-  if (ofd < 0) die_sys("open", errno, "%s", path);
-  int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (efd < 0) die_sys("eventfd", errno, "OOM notifications");
-  snprintf(path, sizeof path, "%s/cgroup.event_control", p->oom_watch_dir);
-  int cfd = open(path, O_WRONLY | O_CLOEXEC);
-  if (cfd < 0) die_sys("open", errno, "%s", path);
-  int n = snprintf(line, sizeof line, "%d %d", efd, ofd);
-  if (write_all(cfd, line, (size_t)n) < 0) die_sys("write", errno, "%s", path);
-  close(cfd);
-  return efd; /* ofd stays open: the registration lives as long as it does */
-}
-
-static void report_exit(int have_status, const struct init_msg *st, int init_status, const struct rusage *ru_in) {
-  /* wait4 on init counts init's own CPU (sampling, reaping) too: that is not the payload's */
-  struct rusage adj = *ru_in;
-  const struct rusage *ru = &adj;
-  if (have_sample) {
-    long long u = adj.ru_utime.tv_sec * 1000000LL + adj.ru_utime.tv_usec - sample.init_utime_us;
-    long long s = adj.ru_stime.tv_sec * 1000000LL + adj.ru_stime.tv_usec - sample.init_stime_us;
-    if (u < 0) u = 0;
-    if (s < 0) s = 0;
-    adj.ru_utime.tv_sec = u / 1000000, adj.ru_utime.tv_usec = u % 1000000;
-    adj.ru_stime.tv_sec = s / 1000000, adj.ru_stime.tv_usec = s % 1000000;
-  }
-  char line[1024 + CUB_MAX_VIOLATIONS * 40], how[96], viol[CUB_MAX_VIOLATIONS * 40 + 32], samp[320];
-  samp[0] = '\0';
-  if (have_sample)
-    snprintf(samp, sizeof samp, ",\"sample\":{\"samples\":%lld,\"peakMemory\":%llu,\"peakTasks\":%lld,\"limit\":\"%s\",\"limitAtUs\":%lld,\"observed\":%llu,\"cpuUs\":%lld,\"cpuFromCgroup\":%s}",
-             sample.samples, sample.peak_memory, sample.peak_tasks, CUB_LIMIT_NAMES[sample.limit_kind], sample.limit_at_us, sample.limit_observed, sample.cpu_us, sample.cpu_from_cgroup ? "true" : "false");
-  size_t off = (size_t)snprintf(viol, sizeof viol, ",\"violations\":[");
-  for (int i = 0; i < nviolations; i++)
-    off += (size_t)snprintf(viol + off, sizeof viol - off, "%s{\"nr\":%d,\"arch\":%u}", i ? "," : "", violations[i].nr, violations[i].arch);
-  snprintf(viol + off, sizeof viol - off, "]%s%s", samp, oom_fired ? ",\"oom\":true" : "");
-  if (have_status && WIFEXITED(st->wait_status))
-    snprintf(how, sizeof how, "\"code\":%d", WEXITSTATUS(st->wait_status));
-  else if (have_status && WIFSIGNALED(st->wait_status))
-    snprintf(how, sizeof how, "\"signal\":%d,\"core\":%s", WTERMSIG(st->wait_status),
-             WCOREDUMP(st->wait_status) ? "true" : "false");
-  else /* init itself was killed (kill command, or its parent gone): the whole namespace died with it */
-    snprintf(how, sizeof how, "\"signal\":%d,\"killed\":true", WIFSIGNALED(init_status) ? WTERMSIG(init_status) : SIGKILL);
-  snprintf(line, sizeof line,
-           "{\"ev\":\"" CUB_EV_EXIT "\",%s,\"wallUs\":%lld,\"usage\":{\"utimeUs\":%lld,\"stimeUs\":%lld,"
-           "\"maxRssKb\":%ld,\"minflt\":%ld,\"majflt\":%ld,\"nvcsw\":%ld,\"nivcsw\":%ld,\"inblock\":%ld,\"oublock\":%ld}%s}\n",
-           how, have_status ? st->wall_us : -1LL, (long long)ru->ru_utime.tv_sec * 1000000LL + ru->ru_utime.tv_usec,
-           (long long)ru->ru_stime.tv_sec * 1000000LL + ru->ru_stime.tv_usec, ru->ru_maxrss, ru->ru_minflt,
-           ru->ru_majflt, ru->ru_nvcsw, ru->ru_nivcsw, ru->ru_inblock, ru->ru_oublock, viol);
-  report_event_raw(line);
+/* Root's supplementary groups would follow the sandbox; drop them (others keep theirs, as any process). */
+static void drop_supplementary_groups(void) {
+  if (geteuid() == 0 && setgroups(0, NULL) < 0) die_sys("setgroups", errno, "dropping supplementary groups");
 }
 
 /* An id change clears the parent-death signal: set it again, and catch a parent that died meanwhile. */
@@ -186,6 +132,20 @@ static void drop_to_outer_ids(const struct plan *p) {
   rearm_parent_death(parent);
 }
 
+/* The pipes to and from init, and SIGCHLD as an fd. */
+static void open_init_channels(struct parent *s, int *init_end_down, int *init_end_up) {
+  int down[2], up[2];
+  if (pipe2(down, O_CLOEXEC) < 0 || pipe2(up, O_CLOEXEC) < 0) die_sys("pipe2", errno, "internal pipes");
+  s->to_init = down[1], *init_end_down = down[0];
+  s->from_init = up[0], *init_end_up = up[1];
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  if (sigprocmask(SIG_BLOCK, &chld, NULL) < 0) die_sys("sigprocmask", errno, "blocking SIGCHLD");
+  s->sigchld_fd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (s->sigchld_fd < 0) die_sys("signalfd", errno, "SIGCHLD fd");
+}
+
 #ifndef CLONE_INTO_CGROUP
 #define CLONE_INTO_CGROUP 0x200000000ULL
 #endif
@@ -196,10 +156,9 @@ struct cub_clone_args {
 /* fork-like clone into the new namespaces; with a v2 group, init starts inside it (no migration) and stage 0
  * stays outside (an OOM group kill can never take the supervisor side down). */
 static pid_t clone_init(const struct plan *p) {
-  if (!p->cgroup_into) return (pid_t)syscall(SYS_clone, NS_FLAGS | SIGCHLD, NULL, NULL, NULL, NULL);
+  int cg = cgroup_into_fd_from_parent(p);
+  if (cg < 0) return (pid_t)syscall(SYS_clone, NS_FLAGS | SIGCHLD, NULL, NULL, NULL, NULL);
 #ifdef SYS_clone3
-  int cg = open(p->cgroup_into, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (cg < 0) die_sys("open", errno, "%s (the run's cgroup)", p->cgroup_into);
   struct cub_clone_args args;
   memset(&args, 0, sizeof args);
   args.flags = NS_FLAGS | CLONE_INTO_CGROUP;
@@ -211,20 +170,10 @@ static pid_t clone_init(const struct plan *p) {
   errno = err;
   return pid;
 #else
+  close(cg);
   errno = ENOSYS;
   return -1;
 #endif
-}
-
-/* Kill: once the payload runs, init kills everything and still reaps and reports what was used; if it does
- * not within a second (or before exec), init itself is killed, which takes the whole namespace. */
-static void kill_via_init(pid_t init, int go_fd, int exec_ok, long long *deadline) {
-  if (*deadline) return; /* already asked; the deadline stands */
-  if (exec_ok && write(go_fd, "k", 1) == 1) {
-    *deadline = monotonic_us() + 1000000;
-    return;
-  }
-  kill(init, SIGKILL);
 }
 
 static void null_stdio(void) {
@@ -234,171 +183,245 @@ static void null_stdio(void) {
   if (fd > 2) close(fd);
 }
 
-int main(int argc, char **argv) {
-  long long t0 = monotonic_us();
-  if (argc == 2 && strcmp(argv[1], "--version") == 0) {
-    printf("cubicle-helper protocol %d\n", CUB_PROTOCOL_VERSION);
+/* Clones init, which waits for the go byte; in the child this never returns. */
+static void start_init(struct parent *s) {
+  int init_down, init_up;
+  open_init_channels(s, &init_down, &init_up);
+  s->init = clone_init(s->plan);
+  if (s->init < 0)
+    die_sys(s->plan->cgroup_into ? "clone3" : "clone", errno, "creating the namespaces%s", s->plan->cgroup_into ? " (into the run's cgroup)" : "");
+  if (s->init == 0) {
+    if (s->events_fd >= 0) close(s->events_fd);
+    if (s->oom_fd >= 0) close(s->oom_fd);
+    close(s->to_init);
+    close(s->from_init);
+    close(CUB_FD_CONTROL);
+    close(s->sigchld_fd);
+    stage_init_main(s->plan, init_down, init_up, s->t0);
+  }
+  close(init_down);
+  close(init_up);
+  null_stdio(); /* only the payload holds the caller's stdio */
+}
+
+static unsigned long long ns_inode(pid_t pid, const char *ns) {
+  char path[64];
+  struct stat st;
+  snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)pid, ns);
+  return stat(path, &st) == 0 ? (unsigned long long)st.st_ino : 0;
+}
+
+/* Namespace inodes, read while init is still dumpable (before its release): later, only root could read
+ * them. The ready event's ns fields are named as /proc/PID/ns names them. */
+static void read_ns_ids(struct parent *s) {
+#define READ_NS(name) s->ready.ns.name = (long long)ns_inode(s->init, #name);
+  CUB_EV_READY_NS_FIELDS(READ_NS)
+#undef READ_NS
+}
+
+static void release_init(struct parent *s) {
+  char go = CUB_INIT_CMD_GO;
+  if (write_all(s->to_init, &go, 1) < 0) die_sys("write", errno, "releasing init");
+}
+
+/* Nothing of stage 0 is for anyone to inspect from now on. */
+static void make_undumpable(void) {
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_DUMPABLE");
+}
+
+/* Kill: once the payload runs, init kills everything and still reaps and reports what was used; if it does
+ * not within a second (or before exec), init itself is killed, which takes the whole namespace. */
+static void kill_via_init(struct parent *s) {
+  if (s->kill_deadline) return; /* already asked; the deadline stands */
+  char cmd = CUB_INIT_CMD_KILL;
+  if (s->exec_ok && write(s->to_init, &cmd, 1) == 1) {
+    s->kill_deadline = monotonic_us() + 1000000;
+    return;
+  }
+  kill(s->init, SIGKILL);
+}
+
+/* A stop of a kind already recorded keeps its first time. */
+static void record_stop(struct parent *s, const struct stop_fact *f) {
+  for (unsigned i = 0; i < s->nstops; i++)
+    if (s->stops[i].kind == f->kind) return;
+  if (s->nstops < CUB_MAX_STOPS) s->stops[s->nstops++] = *f;
+}
+
+static void record_violation(struct parent *s, const struct init_msg *m) {
+  if (s->nviolations < CUB_MAX_VIOLATIONS)
+    s->violations[s->nviolations++] = (struct cub_ev_exit_violations_item){.nr = m->nr, .arch = m->arch};
+}
+
+static void report_ready(struct parent *s) {
+  s->ready.init_pid = s->init;
+  s->ready.payload_pid = s->payload_pid;
+  s->ready.setup_us = s->setup_us;
+  cub_emit_ready(&s->ready);
+}
+
+static void handle_init_msg(struct parent *s, const struct init_msg *m) {
+  switch (m->kind) {
+  case MSG_EXEC_OK:
+    s->exec_ok = 1, s->setup_us = m->setup_us, s->payload_pid = m->payload_pid;
+    report_ready(s);
+    break;
+  case MSG_STATUS: s->have_status = 1, s->status = *m; break;
+  case MSG_FAILED: s->failed = 1; break;
+  case MSG_VIOLATION: record_violation(s, m); break;
+  case MSG_STOP: record_stop(s, &m->stop); break;
+  case MSG_USAGE: s->have_usage = 1, s->usage = m->usage; break;
+  default: break;
+  }
+}
+
+/* Control bytes from the supervisor; EOF means it is gone and nothing may outlive it. */
+static int relay_control(struct parent *s) {
+  char cmd[64];
+  ssize_t n = read(CUB_FD_CONTROL, cmd, sizeof cmd);
+  if (n < 0 && errno == EINTR) return 1;
+  if (n <= 0) {
+    kill(s->init, SIGKILL);
     return 0;
   }
-  ensure_stdio_open();
-  require_fds();
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_PDEATHSIG");
-  prctl(PR_SET_NAME, "cubicle-parent", 0, 0, 0);
-  /* Terminal signals are the supervisor's to handle (it decides how to stop the sandbox); the payload resets them. */
-  signal(SIGINT, SIG_IGN);
-  signal(SIGQUIT, SIG_IGN);
-  char hello[96];
-  snprintf(hello, sizeof hello, "{\"ev\":\"" CUB_EV_HELLO "\",\"v\":%d,\"pid\":%d}\n", CUB_PROTOCOL_VERSION, (int)getpid());
-  report_event_raw(hello);
-
-  struct plan plan;
-  plan_read(&plan, CUB_FD_PLAN, CUB_FD_BPF);
-  close(CUB_FD_PLAN);
-  close(CUB_FD_BPF);
-
-  /* Root's supplementary groups would follow the sandbox; drop them (others keep theirs, as any process). */
-  if (geteuid() == 0 && setgroups(0, NULL) < 0) die_sys("setgroups", errno, "dropping supplementary groups");
-  join_cgroups(&plan);
-  if (plan.cgroup_cpu_file) {
-    plan.cgroup_cpu_fd = open(plan.cgroup_cpu_file, O_RDONLY | O_CLOEXEC);
-    if (plan.cgroup_cpu_fd < 0) die_sys("open", errno, "%s", plan.cgroup_cpu_file);
+  /* terminate goes to init as a byte on its own pipe (a signal's sender could be forged from inside) */
+  char term = CUB_INIT_CMD_TERMINATE;
+  for (ssize_t i = 0; i < n; i++) {
+    if (cmd[i] == CUB_CTL_TERMINATE && write(s->to_init, &term, 1) == 1) continue;
+    kill_via_init(s);
   }
-  int oom_fd = watch_oom(&plan);
-  int events_fd = -1;
-  if (plan.cgroup_events) {
-    events_fd = open(plan.cgroup_events, O_RDONLY | O_CLOEXEC);
-    if (events_fd < 0) die_sys("open", errno, "%s", plan.cgroup_events);
-  }
-  if (plan.has_host_ids) become_host_user(&plan);
+  return 1;
+}
 
-  int go[2], up[2];
-  if (pipe2(go, O_CLOEXEC) < 0 || pipe2(up, O_CLOEXEC) < 0) die_sys("pipe2", errno, "internal pipes");
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
-  if (sigprocmask(SIG_BLOCK, &chld, NULL) < 0) die_sys("sigprocmask", errno, "blocking SIGCHLD");
-  int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (sfd < 0) die_sys("signalfd", errno, "SIGCHLD fd");
+/* The memory cgroup is at its limit: the whole sandbox stops (memory-limit). */
+static void oom_seen(struct parent *s) {
+  if (!s->oom_seen_us) s->oom_seen_us = monotonic_us();
+  kill_via_init(s);
+}
 
-  pid_t init = clone_init(&plan);
-  if (init < 0) die_sys(plan.cgroup_into ? "clone3" : "clone", errno, "creating the namespaces%s", plan.cgroup_into ? " (into the run's cgroup)" : "");
-  if (init == 0) {
-    if (events_fd >= 0) close(events_fd);
-    if (oom_fd >= 0) close(oom_fd);
-    close(go[1]);
-    close(up[0]);
-    close(CUB_FD_CONTROL);
-    close(sfd);
-    stage_init_main(&plan, go[0], up[1], t0);
-  }
-  close(go[0]);
-  close(up[1]);
-  null_stdio(); /* only the payload holds the caller's stdio */
-
-  read_ns_ids(init);
-  userns_write_maps_from_parent(&plan, init);
-  if (write_all(go[1], "g", 1) < 0) die_sys("write", errno, "releasing init");
-  drop_to_outer_ids(&plan);
-  /* Nothing of stage 0 is for anyone to inspect from now on. */
-  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_DUMPABLE");
-
-  int failed = 0, exec_ok = 0, have_status = 0, init_status = 0;
-  struct init_msg status = {0};
-  struct rusage ru;
-  memset(&ru, 0, sizeof ru);
-  struct pollfd pfd[5] = {{.fd = CUB_FD_CONTROL, .events = POLLIN}, {.fd = up[0], .events = POLLIN},
-                          {.fd = sfd, .events = POLLIN}, {.fd = oom_fd, .events = POLLIN},
-                          {.fd = events_fd, .events = POLLPRI}};
-  long long kill_deadline = 0;
+/* Until init is reaped: control bytes, init's messages, the OOM watches, the kill deadline. */
+static void supervise(struct parent *s) {
+  struct pollfd pfd[5] = {{.fd = CUB_FD_CONTROL, .events = POLLIN}, {.fd = s->from_init, .events = POLLIN},
+                          {.fd = s->sigchld_fd, .events = POLLIN}, {.fd = s->oom_fd, .events = POLLIN},
+                          {.fd = s->events_fd, .events = POLLPRI}};
   for (;;) {
     int timeout = -1;
-    if (kill_deadline) {
-      long long left = kill_deadline - monotonic_us();
+    if (s->kill_deadline) {
+      long long left = s->kill_deadline - monotonic_us();
       timeout = left > 0 ? (int)(left / 1000) + 1 : 0;
     }
     int ready = poll(pfd, 5, timeout);
-    if (kill_deadline && monotonic_us() >= kill_deadline) { /* init did not stop the sandbox in time */
-      kill(init, SIGKILL); /* and with init, everything in its namespace */
-      kill_deadline = 0;
+    if (s->kill_deadline && monotonic_us() >= s->kill_deadline) { /* init did not stop the sandbox in time */
+      kill(s->init, SIGKILL); /* and with init, everything in its namespace */
+      s->kill_deadline = 0;
       continue;
     }
     if (ready < 0) {
       if (errno == EINTR) continue;
-      kill(init, SIGKILL);
+      kill(s->init, SIGKILL);
       die_sys("poll", errno, "supervising init");
     }
-    if (pfd[0].revents) {
-      char cmd[64];
-      ssize_t n = read(CUB_FD_CONTROL, cmd, sizeof cmd);
-      if (n <= 0 && !(n < 0 && errno == EINTR)) { /* EOF: the supervisor is gone; nothing may outlive it */
-        kill(init, SIGKILL);
-        pfd[0].fd = -1;
-      }
-      /* terminate goes to init as a byte on its own pipe (a signal's sender could be forged from inside) */
-      for (ssize_t i = 0; i < n; i++) {
-        if (cmd[i] == CUB_CTL_TERMINATE && write(go[1], "t", 1) == 1) continue;
-        kill_via_init(init, go[1], exec_ok, &kill_deadline);
-      }
-    }
+    if (pfd[0].revents && !relay_control(s)) pfd[0].fd = -1;
     if (pfd[1].revents) {
       struct init_msg m;
-      ssize_t n = read(up[0], &m, sizeof m);
-      if (n == (ssize_t)sizeof m) {
-        if (m.kind == MSG_EXEC_OK) exec_ok = 1, report_ready(init, &m);
-        else if (m.kind == MSG_STATUS) have_status = 1, status = m;
-        else if (m.kind == MSG_FAILED) failed = 1;
-        else if (m.kind == MSG_VIOLATION) record_violation(&m);
-        else if (m.kind == MSG_SAMPLE) have_sample = 1, sample = m.sample;
-      } else if (n == 0 || (n < 0 && errno != EINTR)) {
-        pfd[1].fd = -1;
-      }
+      ssize_t n = read(s->from_init, &m, sizeof m);
+      if (n == (ssize_t)sizeof m) handle_init_msg(s, &m);
+      else if (n == 0 || (n < 0 && errno != EINTR)) pfd[1].fd = -1;
     }
     if (pfd[3].revents) {
-      uint64_t events;
-      if (read(oom_fd, &events, sizeof events) == sizeof events && events > 0) {
-        oom_fired = 1;
-        kill_via_init(init, go[1], exec_ok, &kill_deadline); /* the memory cgroup is at its limit: all stops */
-      }
+      if (cgroup_oom_fired_from_parent(s->oom_fd)) oom_seen(s);
       pfd[3].fd = -1;
     }
-    if (pfd[4].revents) { /* memory.events changed: an OOM means the group is at its limit */
-      char ev[512];
-      ssize_t n = pread(events_fd, ev, sizeof ev - 1, 0);
-      if (n <= 0) pfd[4].fd = -1; /* unreadable: stop watching rather than spin */
-      if (n > 0) {
-        ev[n] = '\0';
-        char *o = strstr(ev, "\noom ");
-        char *k = strstr(ev, "\noom_kill ");
-        if ((o && strtoull(o + 5, NULL, 10) > 0) || (k && strtoull(k + 10, NULL, 10) > 0)) {
-          oom_fired = 1;
-          kill_via_init(init, go[1], exec_ok, &kill_deadline);
-          pfd[4].fd = -1;
-        }
-      }
+    if (pfd[4].revents) { /* memory.events changed */
+      int oom = cgroup_events_oom_from_parent(s->events_fd);
+      if (oom > 0) oom_seen(s);
+      if (oom != 0) pfd[4].fd = -1; /* seen, or unreadable: stop watching rather than spin */
     }
     if (pfd[2].revents) {
       struct signalfd_siginfo si;
-      while (read(sfd, &si, sizeof si) == sizeof si) {}
-      pid_t r = wait4(init, &init_status, WNOHANG, &ru);
-      if (r == init) break;
+      while (read(s->sigchld_fd, &si, sizeof si) == sizeof si) {}
+      if (wait4(s->init, &s->init_status, WNOHANG, &s->ru) == s->init) return;
     }
   }
-  /* Drain what init wrote just before exiting. */
+}
+
+/* What init wrote just before exiting. */
+static void drain_init(struct parent *s) {
   struct init_msg m;
-  while (read(up[0], &m, sizeof m) == (ssize_t)sizeof m) {
-    if (m.kind == MSG_EXEC_OK) exec_ok = 1, report_ready(init, &m);
-    else if (m.kind == MSG_STATUS) have_status = 1, status = m;
-    else if (m.kind == MSG_FAILED) failed = 1;
-    else if (m.kind == MSG_VIOLATION) record_violation(&m);
-    else if (m.kind == MSG_SAMPLE) have_sample = 1, sample = m.sample;
+  while (read(s->from_init, &m, sizeof m) == (ssize_t)sizeof m) handle_init_msg(s, &m);
+}
+
+static long long tv_us(struct timeval tv) { return (long long)tv.tv_sec * 1000000LL + tv.tv_usec; }
+
+/* The terminal exit event: facts only. Written once everything holding the status fd is gone, so the line
+ * (which may exceed PIPE_BUF) cannot interleave with another. */
+static void report_exit(struct parent *s) {
+  static struct cub_ev_exit ev; /* static: zeroed, and large */
+  if (s->have_status && WIFEXITED(s->status.wait_status)) ev.has_code = 1, ev.code = WEXITSTATUS(s->status.wait_status);
+  else if (s->have_status && WIFSIGNALED(s->status.wait_status)) ev.has_signal = 1, ev.signal = WTERMSIG(s->status.wait_status);
+  /* else init itself died before reporting (killed, or its parent gone): the namespace died with it. Init
+   * exits on its own only after SIGKILLing everything inside. */
+  else ev.has_init_signal = 1, ev.init_signal = WIFSIGNALED(s->init_status) ? WTERMSIG(s->init_status) : SIGKILL;
+  if (s->have_status) ev.has_wall_us = 1, ev.wall_us = s->status.wall_us;
+  ev.rusage = (struct cub_ev_exit_rusage){
+      .utime_us = tv_us(s->ru.ru_utime), .stime_us = tv_us(s->ru.ru_stime), .max_rss_kb = s->ru.ru_maxrss,
+      .minflt = s->ru.ru_minflt, .majflt = s->ru.ru_majflt, .nvcsw = s->ru.ru_nvcsw, .nivcsw = s->ru.ru_nivcsw};
+  if (s->have_usage) {
+    ev.has_init = 1;
+    ev.init = (struct cub_ev_exit_init){.utime_us = s->usage.utime_us, .stime_us = s->usage.stime_us, .since_fork_us = s->usage.since_fork_us};
   }
-  if (failed) _exit(CUB_EXIT_SETUP_FAILED); /* the failing stage already wrote the error event */
-  if (!exec_ok) {
+  if (s->have_usage && s->usage.watched) {
+    ev.has_sample = 1;
+    ev.sample = (struct cub_ev_exit_sample){.samples = s->usage.samples, .peak_memory = (long long)s->usage.peak_memory, .peak_tasks = s->usage.peak_tasks};
+    if (s->usage.cgroup_cpu_us >= 0) ev.sample.has_cgroup_cpu_us = 1, ev.sample.cgroup_cpu_us = s->usage.cgroup_cpu_us;
+  }
+  if (s->oom_seen_us) { /* on init's time axis: the payload forked at t0 + setupUs */
+    long long at = s->oom_seen_us - (s->t0 + s->setup_us);
+    record_stop(s, &(struct stop_fact){.kind = CUB_STOP_OOM, .at_us = at > 0 ? at : 0, .observed = 0});
+  }
+  for (unsigned i = 0; i < s->nstops; i++)
+    ev.stops[ev.n_stops++] = (struct cub_ev_exit_stops_item){.kind = s->stops[i].kind, .at_us = s->stops[i].at_us, .observed = s->stops[i].observed};
+  for (unsigned i = 0; i < s->nviolations; i++) ev.violations[ev.n_violations++] = s->violations[i];
+  cub_emit_exit(&ev);
+}
+
+/* Exactly one terminal event: the failing stage already wrote its error; init dying before exec is one;
+ * otherwise the exit event. */
+static void report_outcome(struct parent *s) {
+  if (s->failed) _exit(CUB_EXIT_SETUP_FAILED);
+  if (!s->exec_ok) {
     report_set_stage(CUB_STAGE_INIT);
-    if (WIFSIGNALED(init_status))
-      die_msg("init was killed by signal %d before the payload started", WTERMSIG(init_status));
-    die_msg("init exited with status %d before the payload started", WEXITSTATUS(init_status));
+    if (WIFSIGNALED(s->init_status)) die_msg("init was killed by signal %d before the payload started", WTERMSIG(s->init_status));
+    die_msg("init exited with status %d before the payload started", WEXITSTATUS(s->init_status));
   }
-  report_exit(have_status, &status, init_status, &ru);
+  report_exit(s);
+}
+
+int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+    printf("cubicle-helper protocol %d\n", CUB_PROTOCOL_VERSION);
+    return 0;
+  }
+  struct parent s = {.t0 = monotonic_us(), .oom_fd = -1, .events_fd = -1};
+  prepare_process();
+  say_hello();
+  struct plan plan;
+  read_plan(&plan);
+  s.plan = &plan;
+  drop_supplementary_groups();
+  cgroup_join_from_parent(&plan);
+  cgroup_cpu_open_from_parent(&plan);
+  s.oom_fd = cgroup_oom_watch_from_parent(&plan);
+  s.events_fd = cgroup_events_open_from_parent(&plan);
+  if (plan.has_host_ids) become_host_user(&plan);
+  start_init(&s); /* init waits for the go byte */
+  read_ns_ids(&s);
+  userns_write_maps_from_parent(&plan, s.init);
+  release_init(&s);
+  drop_to_outer_ids(&plan);
+  make_undumpable();
+  supervise(&s);
+  drain_init(&s);
+  report_outcome(&s);
   return CUB_EXIT_OK;
 }

@@ -1,45 +1,65 @@
 // Typed constructors for plan ops and the encoder that turns a plan into the helper's token stream.
 import { OPCODES, PLAN_MAGIC, PROTOCOL_VERSION, ProtocolLimits, type BindAccess, type NotifyModeName, type OpName, type RlimitName } from '../protocol/opcodes.js';
 
-export interface PlanOp {
-  readonly op: OpName;
-  readonly args: readonly string[];
+type OpSpec<N extends OpName> = Extract<(typeof OPCODES)[number], { readonly name: N }>;
+/** The declared argument names of an opcode, in order. */
+export type OpArgName<N extends OpName> = OpSpec<N>['args'][number];
+
+/** One plan op: its opcode and its arguments in declared order (see OPCODES). */
+export type PlanOp = { readonly [N in OpName]: { readonly op: N; readonly args: readonly string[] } }[OpName];
+
+const ARG_NAMES = new Map<string, readonly string[]>(OPCODES.map((o) => [o.name, o.args]));
+
+/** Builds an op from its arguments by name; the positions come from the declaration. */
+export function makeOp<N extends OpName>(op: N, args: { readonly [A in OpArgName<N>]: string | number }): PlanOp {
+  const names = ARG_NAMES.get(op)!;
+  const given = args as Record<string, string | number>;
+  for (const k of Object.keys(given)) if (!names.includes(k)) throw new Error(`internal: plan op ${op} has no argument ${k}`);
+  return { op, args: names.map((n) => String(given[n])) } as PlanOp;
+}
+
+/** An op's argument by its declared name. */
+export function opArg<N extends OpName>(op: { readonly op: N; readonly args: readonly string[] }, name: OpArgName<N>): string {
+  const i = ARG_NAMES.get(op.op)!.indexOf(name);
+  if (i < 0 || i >= op.args.length) throw new Error(`internal: plan op ${op.op} has no argument ${String(name)}`);
+  return op.args[i]!;
 }
 
 const mode = (m: number): string => m.toString(8);
 
-/** Constructors, one per opcode, so callers never spell an opcode or its arity by hand. */
+/** Constructors, one per opcode, so callers never spell an opcode, its arity or an argument's position. */
 export const Op = {
-  userns: (innerUid: number, innerGid: number, outerUid: number, outerGid: number): PlanOp => ({ op: 'userns', args: [innerUid, innerGid, outerUid, outerGid].map(String) }),
-  hostIds: (uid: number, gid: number): PlanOp => ({ op: 'host-ids', args: [String(uid), String(gid)] }),
-  root: (sizeBytes: number): PlanOp => ({ op: 'root', args: [String(sizeBytes)] }),
-  dir: (path: string, m = 0o755): PlanOp => ({ op: 'dir', args: [path, mode(m)] }),
-  bind: (hostPath: string, path: string, access: BindAccess): PlanOp => ({ op: 'bind', args: [hostPath, path, access] }),
-  copy: (hostPath: string, path: string, m = 0o644): PlanOp => ({ op: 'copy', args: [hostPath, path, mode(m)] }),
-  symlink: (target: string, path: string): PlanOp => ({ op: 'symlink', args: [target, path] }),
-  file: (path: string, content: string, m = 0o644): PlanOp => ({ op: 'file', args: [path, mode(m), content] }),
-  tmpfs: (path: string, sizeBytes: number, m = 0o755): PlanOp => ({ op: 'tmpfs', args: [path, String(sizeBytes), mode(m)] }),
-  proc: (path: string): PlanOp => ({ op: 'proc', args: [path] }),
-  remountReadOnly: (path: string): PlanOp => ({ op: 'remount-ro', args: [path] }),
-  rootReadOnly: (): PlanOp => ({ op: 'root-ro', args: [] }),
-  hostname: (name: string): PlanOp => ({ op: 'hostname', args: [name] }),
-  loopback: (): PlanOp => ({ op: 'loopback', args: [] }),
-  cwd: (path: string): PlanOp => ({ op: 'cwd', args: [path] }),
-  env: (key: string, value: string): PlanOp => ({ op: 'env', args: [`${key}=${value}`] }),
-  arg: (value: string): PlanOp => ({ op: 'arg', args: [value] }),
-  search: (dir: string): PlanOp => ({ op: 'search', args: [dir] }),
-  exec: (program: string): PlanOp => ({ op: 'exec', args: [program] }),
-  seccomp: (notifyMode: NotifyModeName): PlanOp => ({ op: 'seccomp', args: [notifyMode] }),
-  cgroupJoin: (dir: string): PlanOp => ({ op: 'cgroup-join', args: [dir] }),
-  cgroupOomWatch: (dir: string): PlanOp => ({ op: 'cgroup-oom-watch', args: [dir] }),
-  ucount: (name: string, value: number): PlanOp => ({ op: 'ucount', args: [name, String(value)] }),
-  watch: (intervalUs: number, cpuUs: number, wallUs: number, memoryBytes: number, tasks: number, measureMemory: boolean): PlanOp => ({ op: 'watch', args: [intervalUs, cpuUs, wallUs, memoryBytes, tasks, measureMemory ? 1 : 0].map(String) }),
-  cgroupCpu: (usageFile: string): PlanOp => ({ op: 'cgroup-cpu', args: [usageFile] }),
-  cgroupInto: (dir: string): PlanOp => ({ op: 'cgroup-into', args: [dir] }),
-  cgroupEvents: (file: string): PlanOp => ({ op: 'cgroup-events', args: [file] }),
-  watchTmpfs: (path: string): PlanOp => ({ op: 'watch-tmpfs', args: [path] }),
-  rlimit: (resource: RlimitName, soft: number | 'unlimited', hard: number | 'unlimited'): PlanOp => ({ op: 'rlimit', args: [resource, String(soft), String(hard)] }),
-  end: (): PlanOp => ({ op: 'end', args: [] }),
+  userns: (innerUid: number, innerGid: number, outerUid: number, outerGid: number): PlanOp => makeOp('userns', { innerUid, innerGid, outerUid, outerGid }),
+  hostIds: (uid: number, gid: number): PlanOp => makeOp('host-ids', { hostUid: uid, hostGid: gid }),
+  root: (sizeBytes: number): PlanOp => makeOp('root', { sizeBytes }),
+  dir: (path: string, m = 0o755): PlanOp => makeOp('dir', { path, modeOctal: mode(m) }),
+  bind: (hostPath: string, path: string, access: BindAccess): PlanOp => makeOp('bind', { hostPath, path, access }),
+  copy: (hostPath: string, path: string, m = 0o644): PlanOp => makeOp('copy', { hostPath, path, modeOctal: mode(m) }),
+  symlink: (target: string, path: string): PlanOp => makeOp('symlink', { target, path }),
+  file: (path: string, content: string, m = 0o644): PlanOp => makeOp('file', { path, modeOctal: mode(m), content }),
+  tmpfs: (path: string, sizeBytes: number, m = 0o755): PlanOp => makeOp('tmpfs', { path, sizeBytes, modeOctal: mode(m) }),
+  proc: (path: string): PlanOp => makeOp('proc', { path }),
+  remountReadOnly: (path: string): PlanOp => makeOp('remount-ro', { path }),
+  rootReadOnly: (): PlanOp => makeOp('root-ro', {}),
+  hostname: (name: string): PlanOp => makeOp('hostname', { name }),
+  loopback: (): PlanOp => makeOp('loopback', {}),
+  cwd: (path: string): PlanOp => makeOp('cwd', { path }),
+  env: (key: string, value: string): PlanOp => makeOp('env', { keyEqualsValue: `${key}=${value}` }),
+  arg: (value: string): PlanOp => makeOp('arg', { value }),
+  search: (dir: string): PlanOp => makeOp('search', { dir }),
+  exec: (program: string): PlanOp => makeOp('exec', { program }),
+  seccomp: (notifyMode: NotifyModeName): PlanOp => makeOp('seccomp', { notifyMode }),
+  cgroupJoin: (dir: string): PlanOp => makeOp('cgroup-join', { dir }),
+  cgroupOomWatch: (dir: string): PlanOp => makeOp('cgroup-oom-watch', { dir }),
+  ucount: (name: string, value: number): PlanOp => makeOp('ucount', { name, value }),
+  watch: (intervalUs: number, cpuUs: number, wallUs: number, memoryBytes: number, tasks: number, measureMemory: boolean): PlanOp =>
+    makeOp('watch', { intervalUs, cpuUs, wallUs, memoryBytes, tasks, measureMemory: measureMemory ? 1 : 0 }),
+  cgroupCpu: (usageFile: string): PlanOp => makeOp('cgroup-cpu', { usageFile }),
+  cgroupInto: (dir: string): PlanOp => makeOp('cgroup-into', { dir }),
+  cgroupEvents: (file: string): PlanOp => makeOp('cgroup-events', { file }),
+  watchTmpfs: (path: string): PlanOp => makeOp('watch-tmpfs', { path }),
+  rlimit: (resource: RlimitName, soft: number | 'unlimited', hard: number | 'unlimited'): PlanOp => makeOp('rlimit', { resource, soft, hard }),
+  end: (): PlanOp => makeOp('end', {}),
 } as const;
 
 const ARITY = new Map<string, number>(OPCODES.map((o) => [o.name, o.args.length]));

@@ -12,6 +12,10 @@
  *             or <--{"ev":"error",...}\n  (terminal)           setup failed; nothing ran
  *   fd 6 control --'t' terminate | 'k' kill-->                 EOF means the supervisor is gone: kill all
  *
+ *   stage 0 --InitCommand byte--> init, on their internal pipe: go (ids mapped, start), terminate, kill
+ *
+ * The status events and their fields are declared in ./events.ts.
+ *
  * Plan tokens are NUL-terminated byte strings. Every opcode has a fixed arity; unknown opcodes, wrong
  * arity, relative paths, '..' components and oversize input are refused by the helper, never ignored.
  * Exactly one terminal event is written per run.
@@ -34,6 +38,13 @@ export const ProtocolLimits = {
 
 /** One-byte commands on the control fd. */
 export const ControlByte = { terminate: 't', kill: 'k' } as const;
+
+/**
+ * One-byte commands stage 0 sends init on their internal pipe: `go` once the id maps are written (init
+ * waits for it before anything else), then `terminate` (SIGTERM to everything inside) or `kill` (SIGKILL to
+ * everything inside; init still reaps and reports). EOF on that pipe means stage 0 is gone.
+ */
+export const InitCommand = { go: 'g', terminate: 't', kill: 'k' } as const;
 
 /**
  * Plan opcodes in the order the C enum numbers them. `args` names each argument (the arity is its
@@ -104,12 +115,7 @@ export const NOTIFY_MODES = ['none', 'kill', 'log'] as const;
 export const RLIMIT_NAMES = ['cpu', 'fsize', 'data', 'stack', 'core', 'nproc', 'nofile', 'memlock', 'as', 'msgqueue', 'sigpending'] as const;
 export type RlimitName = (typeof RLIMIT_NAMES)[number];
 
-/** The limits init watches, as reported in the exit event's `limit.kind`. */
-export const WATCHED_LIMITS = ['memory', 'tasks', 'cpu', 'wall', 'oom'] as const;
 export type NotifyModeName = (typeof NOTIFY_MODES)[number];
-
-/** Event names on the status fd. */
-export const StatusEvent = { hello: 'hello', ready: 'ready', exit: 'exit', error: 'error' } as const;
 
 /** Stage names carried by `error` events (and shown by `ps` as the helper renames itself). */
 export const Stage = {

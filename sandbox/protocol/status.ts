@@ -1,60 +1,78 @@
-// Reads the helper's status fd: bounded JSON lines, each checked against the event shapes it may take.
-import { StatusEvent, WATCHED_LIMITS } from './opcodes.js';
+// Reads the helper's status fd: bounded JSON lines, each checked against its declaration in ./events.ts.
+import { STATUS_EVENTS, TERMINAL_EVENTS, type ErrorEvent, type EventName, type ExitEvent, type FieldSpec, type FieldsSpec, type HelperEvent } from './events.js';
+import { MAX_STATUS_LINE } from './event-bounds.js';
 
-export interface HelloEvent { ev: 'hello'; v: number; pid: number }
-export interface ReadyEvent { ev: 'ready'; initPid: number; payloadPid: number; setupUs: number; ns: Record<string, number> }
-export interface ExitEvent {
-  ev: 'exit';
-  code?: number;
-  signal?: number;
-  core?: boolean;
-  killed?: boolean;
-  wallUs: number;
-  usage: { utimeUs: number; stimeUs: number; maxRssKb: number; minflt: number; majflt: number; nvcsw: number; nivcsw: number; inblock: number; oublock: number };
-  violations: { nr: number; arch: number }[];
-  sample?: { samples: number; peakMemory: number; peakTasks: number; limit: 'none' | 'memory' | 'tasks' | 'cpu' | 'wall' | 'oom'; limitAtUs: number; observed: number; cpuUs: number; cpuFromCgroup: boolean };
-  oom?: boolean;
-}
-export interface ErrorEvent { ev: 'error'; stage: string; op?: string; opIndex?: number; syscall?: string; errno?: number; msg: string }
-export type HelperEvent = HelloEvent | ReadyEvent | ExitEvent | ErrorEvent;
+export type { ErrorEvent, ExitEvent, HelloEvent, HelperEvent, ReadyEvent, StopEvent } from './events.js';
 
-const MAX_LINE = 16 << 10;
+/** One line may be as long as the longest event the declaration allows, and no longer. */
+const MAX_LINE = MAX_STATUS_LINE;
 const MAX_EVENTS = 64;
 
-const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v);
-const optInt = (v: unknown): boolean => v === undefined || isInt(v);
-const optStr = (v: unknown): boolean => v === undefined || typeof v === 'string';
-const optBool = (v: unknown): boolean => v === undefined || typeof v === 'boolean';
+const TERMINAL: ReadonlySet<string> = new Set(TERMINAL_EVENTS);
 
-function validSample(v: unknown): boolean {
-  if (v === undefined) return true;
-  if (typeof v !== 'object' || v === null) return false;
-  const s = v as Record<string, unknown>;
-  return ['samples', 'peakMemory', 'peakTasks', 'limitAtUs', 'observed', 'cpuUs'].every((k) => isInt(s[k])) && typeof s.cpuFromCgroup === 'boolean' && ['none', ...WATCHED_LIMITS].includes(s.limit as string);
-}
+export class MalformedEventError extends Error {}
 
-function validate(e: Record<string, unknown>): HelperEvent {
-  const ok = (() => {
-    switch (e.ev) {
-      case StatusEvent.hello:
-        return isInt(e.v) && isInt(e.pid);
-      case StatusEvent.ready:
-        return isInt(e.initPid) && isInt(e.payloadPid) && isInt(e.setupUs) && typeof e.ns === 'object' && e.ns !== null && Object.values(e.ns).every(isInt);
-      case StatusEvent.exit: {
-        const u = e.usage as Record<string, unknown> | undefined;
-        return optInt(e.code) && optInt(e.signal) && optBool(e.core) && optBool(e.killed) && (e.code !== undefined) !== (e.signal !== undefined) && isInt(e.wallUs) && typeof u === 'object' && u !== null && ['utimeUs', 'stimeUs', 'maxRssKb', 'minflt', 'majflt', 'nvcsw', 'nivcsw', 'inblock', 'oublock'].every((k) => isInt(u[k])) && Array.isArray(e.violations) && e.violations.length <= 64 && (e.violations as unknown[]).every((v) => typeof v === 'object' && v !== null && isInt((v as Record<string, unknown>).nr) && isInt((v as Record<string, unknown>).arch)) && optBool(e.oom) && validSample(e.sample);
-      }
-      case StatusEvent.error:
-        return typeof e.stage === 'string' && typeof e.msg === 'string' && optStr(e.op) && optInt(e.opIndex) && optStr(e.syscall) && optInt(e.errno);
-      default:
-        return false;
+const fail = (where: string, why: string): never => {
+  throw new MalformedEventError(`malformed status event: ${where} ${why}`);
+};
+
+/**
+ * Checks a value against its field declaration and returns it as the caller sees it: strings, which the
+ * helper sends as latin-1 escapes of their raw bytes, are decoded as UTF-8 once their raw length is checked.
+ */
+function checkValue(v: unknown, f: FieldSpec, where: string): unknown {
+  switch (f.type) {
+    case 'int':
+      if (typeof v !== 'number' || !Number.isSafeInteger(v)) fail(where, 'is not a safe integer');
+      return v;
+    case 'bool':
+      if (typeof v !== 'boolean') fail(where, 'is not a boolean');
+      return v;
+    case 'string': {
+      if (typeof v !== 'string') fail(where, 'is not a string');
+      const raw = Buffer.from(v as string, 'latin1');
+      if (raw.toString('latin1') !== v) fail(where, 'holds characters above \\u00ff');
+      if (raw.length > f.maxBytes) fail(where, `is longer than ${f.maxBytes} bytes`);
+      return raw.toString('utf8');
     }
-  })();
-  if (!ok) throw new Error(`malformed status event: ${JSON.stringify(e).slice(0, 200)}`);
-  return e as unknown as HelperEvent;
+    case 'enum':
+      if (typeof v !== 'string' || !f.values.includes(v)) fail(where, `is not one of ${f.values.join(', ')}`);
+      return v;
+    case 'object':
+      return checkFields(v, f.fields, where);
+    case 'array':
+      if (!Array.isArray(v)) fail(where, 'is not an array');
+      if ((v as unknown[]).length > f.maxItems) fail(where, `has more than ${f.maxItems} entries`);
+      return (v as unknown[]).map((item, i) => checkFields(item, f.item, `${where}[${i}]`));
+  }
 }
 
-/** Incremental parser; throws on an oversize line, too many events, or an event of the wrong shape. */
+/** Every declared field present unless optional, of its declared shape; no field that is not declared. */
+function checkFields(v: unknown, fields: FieldsSpec, where: string, skip?: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail(where, 'is not an object');
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (k !== skip && !Object.hasOwn(fields, k)) fail(`${where}.${k}`, 'is not a field of this event');
+  const out: Record<string, unknown> = {};
+  if (skip !== undefined) out[skip] = o[skip];
+  for (const [name, f] of Object.entries(fields)) {
+    if (o[name] === undefined) {
+      if (!f.optional) fail(`${where}.${name}`, 'is missing');
+      continue;
+    }
+    out[name] = checkValue(o[name], f, `${where}.${name}`);
+  }
+  return out;
+}
+
+/** Validates one parsed status line against its event's declaration. */
+export function validateEvent(parsed: unknown): HelperEvent {
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return fail('line', 'is not an object');
+  const ev = (parsed as Record<string, unknown>).ev;
+  if (typeof ev !== 'string' || !Object.hasOwn(STATUS_EVENTS, ev)) return fail('ev', `${JSON.stringify(ev)} is not a status event`);
+  return checkFields(parsed, STATUS_EVENTS[ev as EventName], ev, 'ev') as unknown as HelperEvent;
+}
+
+/** Incremental parser; throws on an oversize line, too many events, an event of the wrong shape, or any event after the terminal one. */
 export class StatusReader {
   #pending = '';
   #count = 0;
@@ -70,11 +88,8 @@ export class StatusReader {
       const line = this.#pending.slice(0, nl);
       this.#pending = this.#pending.slice(nl + 1);
       if (++this.#count > MAX_EVENTS) throw new Error('the helper sent too many status events');
-      // The helper escapes bytes >= 0x7f as \u00XX: decode the JSON, then reinterpret latin-1 as UTF-8.
-      const parsed = JSON.parse(line) as Record<string, unknown>;
-      if (typeof parsed !== 'object' || parsed === null) throw new Error('status event is not an object');
-      for (const k of ['msg', 'stage', 'op', 'syscall']) if (typeof parsed[k] === 'string') parsed[k] = Buffer.from(parsed[k] as string, 'latin1').toString('utf8');
-      const ev = validate(parsed);
+      // The helper escapes bytes >= 0x7f as \u00XX: each string is its raw bytes read as latin-1.
+      const ev = validateEvent(JSON.parse(line));
       this.events.push(ev);
       out.push(ev);
     }
@@ -84,6 +99,6 @@ export class StatusReader {
 
   /** The terminal event (exit or error), if one arrived. */
   terminal(): ExitEvent | ErrorEvent | undefined {
-    return this.events.find((e): e is ExitEvent | ErrorEvent => e.ev === 'exit' || e.ev === 'error');
+    return this.events.find((e): e is ExitEvent | ErrorEvent => TERMINAL.has(e.ev));
   }
 }

@@ -4,29 +4,34 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { Op, encodePlan, type PlanOp } from '../../sandbox/plan/ops.js';
-import { renderProtocolHeader } from '../../sandbox/protocol/c-header.js';
+import { renderProtocolHeader, renderStatusEmitters } from '../../sandbox/protocol/c-header.js';
+import { NAMESPACE_NAMES } from '../../sandbox/protocol/events.js';
 import { PLAN_MAGIC, ProtocolLimits } from '../../sandbox/protocol/opcodes.js';
 import { HELPER_PATH } from '../../sandbox/native/helper-path.js';
+import { StatusReader } from '../../sandbox/protocol/status.js';
 
-interface Run { events: Record<string, unknown>[]; code: number | null }
+interface Run { events: Record<string, unknown>[]; code: number | null; raw: Buffer }
 
 /** Starts the helper by hand with raw plan and bpf bytes; collects status events. */
 function helper(plan: Uint8Array, bpf: Uint8Array = Buffer.alloc(0)): Promise<Run> {
   return new Promise((resolve, reject) => {
     const c = spawn(HELPER_PATH, [], { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'], env: {} });
     const st = c.stdio as unknown as (Readable & Writable)[];
-    let status = '';
-    st[5]!.on('data', (d: Buffer) => (status += d.toString()));
+    const chunks: Buffer[] = [];
+    st[5]!.on('data', (d: Buffer) => chunks.push(d));
     for (const i of [3, 4, 6]) st[i]!.on('error', () => {});
     st[3]!.end(plan);
     st[4]!.end(bpf);
     c.on('error', reject);
-    c.on('close', (code) => resolve({ events: status.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)), code }));
+    c.on('close', (code) => {
+      const raw = Buffer.concat(chunks);
+      resolve({ events: raw.toString('latin1').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)), code, raw });
+    });
   });
 }
 
 const raw = (...tokens: string[]): Buffer => Buffer.from(tokens.map((t) => `${t}\0`).join(''));
-const minimal = (extra: PlanOp[] = []): PlanOp[] => [Op.userns(1000, 1000, process.geteuid!() === 0 ? 65534 : process.geteuid!(), process.geteuid!() === 0 ? 65534 : process.getegid!()), Op.root(1 << 20), Op.bind('/usr', '/usr', 'ro'), Op.symlink('usr/bin', '/bin'), Op.symlink('usr/lib', '/lib'), Op.symlink('usr/lib64', '/lib64'), ...extra, Op.arg('/bin/true'), Op.exec('/bin/true'), Op.end()];
+const minimal = (extra: PlanOp[] = [], argv = ['/bin/true']): PlanOp[] => [Op.userns(1000, 1000, process.geteuid!() === 0 ? 65534 : process.geteuid!(), process.geteuid!() === 0 ? 65534 : process.getegid!()), Op.root(1 << 20), Op.bind('/usr', '/usr', 'ro'), Op.symlink('usr/bin', '/bin'), Op.symlink('usr/lib', '/lib'), Op.symlink('usr/lib64', '/lib64'), ...extra, ...argv.map(Op.arg), Op.exec(argv[0]!), Op.end()];
 
 async function refused(plan: Uint8Array, re: RegExp, bpf?: Uint8Array): Promise<void> {
   const r = await helper(plan, bpf);
@@ -38,15 +43,41 @@ async function refused(plan: Uint8Array, re: RegExp, bpf?: Uint8Array): Promise<
 }
 
 describe('helper protocol', () => {
-  it('the C header is generated from the TS protocol module', () => {
+  it('the C header and emitters are generated from the TS protocol modules', () => {
     assert.equal(readFileSync(new URL('../../native/protocol.h', import.meta.url), 'utf8'), renderProtocolHeader());
+    assert.equal(readFileSync(new URL('../../native/protocol.c', import.meta.url), 'utf8'), renderStatusEmitters());
   });
 
-  it('runs a minimal well-formed plan: hello, ready, exit', async () => {
+  it('runs a minimal well-formed plan: hello, ready, exit, each as declared', async () => {
     const r = await helper(encodePlan(minimal()));
     assert.deepEqual(r.events.map((e) => e.ev), ['hello', 'ready', 'exit']);
-    assert.equal(r.events[2]!.code, 0);
+    const reader = new StatusReader();
+    reader.push(r.raw); // validates every line against events.ts
+    const [hello, ready, exit] = reader.events;
+    assert.deepEqual(hello, { ev: 'hello', v: 1 });
+    assert.ok(ready?.ev === 'ready' && NAMESPACE_NAMES.every((n) => ready.ns[n] > 0), JSON.stringify(ready));
+    assert.ok(exit?.ev === 'exit');
+    assert.equal(exit.code, 0);
+    assert.equal(exit.signal, undefined);
+    assert.equal(exit.initSignal, undefined);
+    assert.ok(exit.wallUs !== undefined && exit.wallUs > 0);
+    assert.ok(exit.init && exit.init.sinceForkUs >= 0 && exit.rusage.utimeUs + exit.rusage.stimeUs >= exit.init.utimeUs + exit.init.stimeUs, 'wait4 of init includes init');
+    assert.equal(exit.sample, undefined, 'nothing was watched');
+    assert.deepEqual(exit.stops, []);
+    assert.deepEqual(exit.violations, []);
     assert.equal(r.code, 0);
+  });
+
+  it('a sampler limit is reported as a stop on the fork\'s time axis, with raw usage', async () => {
+    const r = await helper(encodePlan(minimal([Op.watch(2000, 0, 200_000, 0, 0, false)], ['/bin/sleep', '5'])));
+    const exit = new StatusReader().push(r.raw).find((e) => e.ev === 'exit');
+    assert.ok(exit?.ev === 'exit', JSON.stringify(r.events));
+    assert.equal(exit.signal, 9);
+    assert.equal(exit.stops.length, 1);
+    const [stop] = exit.stops;
+    assert.equal(stop!.kind, 'wall');
+    assert.ok(stop!.atUs > 200_000 && stop!.atUs <= exit.wallUs!, JSON.stringify(exit));
+    assert.ok(exit.sample && exit.sample.samples > 0);
   });
 
   it('refuses an unknown opcode', () => refused(Buffer.concat([raw(PLAN_MAGIC, '1', 'userns', '1', '1', '1', '1', 'frobnicate')]), /unknown plan opcode 'frobnicate'/));
