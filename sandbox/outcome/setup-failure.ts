@@ -3,7 +3,7 @@
 import type { CgroupSetupError } from '../cgroup/index.js';
 import { errnoName } from '../os-names.js';
 import { constants } from 'node:os';
-import type { PlanOp } from '../plan/ops.js';
+import { opArg, type PlanOp } from '../plan/ops.js';
 import type { ErrorEvent } from '../protocol/events.js';
 import type { SetupFailure } from '../types.js';
 import type { RunRecord } from './record.js';
@@ -14,22 +14,21 @@ const errnoNameOf = (n: number | undefined): string | undefined => (n === undefi
 /** Human description of a plan step. */
 export function describeStep(op: PlanOp | undefined): string | undefined {
   if (!op) return undefined;
-  const a = op.args;
   switch (op.op) {
     case 'bind':
-      return `bind ${a[0]} -> ${a[1]} (${a[2]})`;
+      return `bind ${opArg(op, 'hostPath')} -> ${opArg(op, 'path')} (${opArg(op, 'access')})`;
     case 'copy':
-      return `copy ${a[0]} -> ${a[1]}`;
+      return `copy ${opArg(op, 'hostPath')} -> ${opArg(op, 'path')}`;
     case 'tmpfs':
-      return `tmpfs on ${a[0]} (size ${a[1]})`;
+      return `tmpfs on ${opArg(op, 'path')} (size ${opArg(op, 'sizeBytes')})`;
     case 'symlink':
-      return `symlink ${a[1]} -> ${a[0]}`;
+      return `symlink ${opArg(op, 'path')} -> ${opArg(op, 'target')}`;
     case 'dir':
     case 'file':
     case 'proc':
-      return `${op.op} ${a[0]}`;
+      return `${op.op} ${opArg(op, 'path')}`;
     default:
-      return `${op.op} ${a.join(' ')}`.trim();
+      return `${op.op} ${op.args.join(' ')}`.trim();
   }
 }
 
@@ -40,10 +39,10 @@ function hintFor(e: ErrorEvent, name: string | undefined, op: PlanOp | undefined
     return name === 'EPERM'
       ? 'the kernel refused the uid/gid map: a rootless sandbox can only map the caller\'s own ids; run `npx cubicle doctor`'
       : 'writing the uid/gid map failed; run `npx cubicle doctor`';
-  if (op?.op === 'bind' && (sys === 'openat2' || sys === 'open') && name === 'ENOENT') return `the bind source ${op.args[0]} does not exist on the host; create it or fix the path`;
+  if (op?.op === 'bind' && (sys === 'openat2' || sys === 'open') && name === 'ENOENT') return `the bind source ${opArg(op, 'hostPath')} does not exist on the host; create it or fix the path`;
   if (op?.op === 'bind' && sys === 'openat2' && (name === 'ELOOP' || name === 'EXDEV'))
-    return `the bind source ${op.args[0]} now has a symlink in its path (it changed since the options were checked); bind sources are never followed through symlinks`;
-  if (op?.op === 'bind' && name === 'EACCES') return `the caller cannot access ${op.args[0]}; a rootless sandbox sees the host with the caller's own permissions`;
+    return `the bind source ${opArg(op, 'hostPath')} now has a symlink in its path (it changed since the options were checked); bind sources are never followed through symlinks`;
+  if (op?.op === 'bind' && name === 'EACCES') return `the caller cannot access ${opArg(op, 'hostPath')}; a rootless sandbox sees the host with the caller's own permissions`;
   if (op?.op === 'proc' && name === 'EPERM')
     return "the kernel refused a fresh /proc: the host's /proc has paths masked by over-mounts (Docker/Podman default); run the container with --security-opt systempaths=unconfined (or podman --security-opt unmask=ALL)";
   if (sys === 'lstat' && name === 'ELOOP') return `the target goes through a symlink inside the sandbox (${e.msg}); use the real path (e.g. /usr/bin instead of /bin)`;

@@ -1,5 +1,7 @@
 // Typed constructors for plan ops and the encoder that turns a plan into the helper's token stream.
-import { OPCODES, PLAN_MAGIC, PROTOCOL_VERSION, ProtocolLimits, type BindAccess, type NotifyModeName, type OpName, type RlimitName } from '../protocol/opcodes.js';
+import { SandboxOptionError } from '../errors.js';
+import { OPCODES, PLAN_MAGIC, PROTOCOL_VERSION, ProtocolLimits, type BindAccess, type OpName, type RlimitName } from '../protocol/opcodes.js';
+import type { NotifyMode } from '../types.js';
 
 type OpSpec<N extends OpName> = Extract<(typeof OPCODES)[number], { readonly name: N }>;
 /** The declared argument names of an opcode, in order. */
@@ -48,7 +50,7 @@ export const Op = {
   arg: (value: string): PlanOp => makeOp('arg', { value }),
   search: (dir: string): PlanOp => makeOp('search', { dir }),
   exec: (program: string): PlanOp => makeOp('exec', { program }),
-  seccomp: (notifyMode: NotifyModeName): PlanOp => makeOp('seccomp', { notifyMode }),
+  seccomp: (notifyMode: NotifyMode): PlanOp => makeOp('seccomp', { notifyMode }),
   cgroupJoin: (dir: string): PlanOp => makeOp('cgroup-join', { dir }),
   cgroupOomWatch: (dir: string): PlanOp => makeOp('cgroup-oom-watch', { dir }),
   ucount: (name: string, value: number): PlanOp => makeOp('ucount', { name, value }),
@@ -71,15 +73,15 @@ export function encodePlan(ops: readonly PlanOp[]): Buffer {
   for (const { op, args } of ops) {
     if (ARITY.get(op) !== args.length) throw new Error(`internal: plan op ${op} given ${args.length} arguments`);
     for (const token of [op, ...args]) {
-      if (token.includes('\0')) throw new TypeError(`a value passed to the sandbox contains a NUL byte: ${JSON.stringify(token.slice(0, 80))}`);
+      if (token.includes('\0')) throw new SandboxOptionError(op, `a value passed to the sandbox (plan step ${op}) contains a NUL byte: ${JSON.stringify(token.slice(0, 80))}`);
       const b = Buffer.from(`${token}\0`);
-      if (b.length > ProtocolLimits.tokenMaxBytes) throw new TypeError(`a value passed to the sandbox is longer than ${ProtocolLimits.tokenMaxBytes} bytes: ${JSON.stringify(token.slice(0, 80))}...`);
+      if (b.length > ProtocolLimits.tokenMaxBytes) throw new SandboxOptionError(op, `a value passed to the sandbox (plan step ${op}) is longer than ${ProtocolLimits.tokenMaxBytes} bytes: ${JSON.stringify(token.slice(0, 80))}...`);
       size += b.length;
       parts.push(b);
     }
   }
-  if (ops.length > ProtocolLimits.maxOps) throw new TypeError(`the sandbox plan has ${ops.length} steps; at most ${ProtocolLimits.maxOps} are allowed`);
-  if (size > ProtocolLimits.planMaxBytes) throw new TypeError(`the sandbox plan is ${size} bytes; at most ${ProtocolLimits.planMaxBytes} are allowed (too many binds, env or args?)`);
+  if (ops.length > ProtocolLimits.maxOps) throw new SandboxOptionError('options', `the sandbox plan has ${ops.length} steps; at most ${ProtocolLimits.maxOps} are allowed (too many mounts, env entries or arguments)`);
+  if (size > ProtocolLimits.planMaxBytes) throw new SandboxOptionError('options', `the sandbox plan is ${size} bytes; at most ${ProtocolLimits.planMaxBytes} are allowed (too many binds, env or args?)`);
   return Buffer.concat(parts, size);
 }
 

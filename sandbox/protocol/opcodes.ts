@@ -21,6 +21,8 @@
  * Exactly one terminal event is written per run.
  */
 
+import type { NotifyMode } from '../types.js';
+
 /** Protocol version; the first two plan tokens are PLAN_MAGIC and this number. */
 export const PROTOCOL_VERSION = 1;
 export const PLAN_MAGIC = 'cubicle-plan';
@@ -109,13 +111,12 @@ export type OpName = (typeof OPCODES)[number]['name'];
 export const BIND_ACCESS = ['ro', 'rw', 'dev'] as const;
 export type BindAccess = (typeof BIND_ACCESS)[number];
 
-export const NOTIFY_MODES = ['none', 'kill', 'log'] as const;
+export const NOTIFY_MODES = ['none', 'kill', 'log'] as const satisfies readonly NotifyMode[];
 
 /** Resources the rlimit op accepts, in the helper's table order. */
 export const RLIMIT_NAMES = ['cpu', 'fsize', 'data', 'stack', 'core', 'nproc', 'nofile', 'memlock', 'as', 'msgqueue', 'sigpending'] as const;
 export type RlimitName = (typeof RLIMIT_NAMES)[number];
 
-export type NotifyModeName = (typeof NOTIFY_MODES)[number];
 
 /** Stage names carried by `error` events (and shown by `ps` as the helper renames itself). */
 export const Stage = {

@@ -72,11 +72,27 @@ export function validateEvent(parsed: unknown): HelperEvent {
   return checkFields(parsed, STATUS_EVENTS[ev as EventName], ev, 'ev') as unknown as HelperEvent;
 }
 
+/** What no per-field declaration can say: the payload's status is its code or its signal; without either,
+ *  init died first (initSignal). */
+export function checkAcrossFields(event: HelperEvent): HelperEvent {
+  if (event.ev === 'exit') {
+    const given = [event.code, event.signal].filter((v) => v !== undefined).length;
+    if (given === 2 || (given === 0) === (event.initSignal === undefined)) return fail('exit', 'must carry exactly one of code or signal, or initSignal alone');
+  }
+  return event;
+}
+
 /** Incremental parser; throws on an oversize line, too many events, an event of the wrong shape, or any event after the terminal one. */
 export class StatusReader {
+  readonly #acrossFields: boolean;
   #pending = '';
   #count = 0;
   readonly events: HelperEvent[] = [];
+
+  /** `acrossFields: false` checks each event against its declaration only (the emitters' drift test). */
+  constructor(options: { acrossFields?: boolean } = {}) {
+    this.#acrossFields = options.acrossFields ?? true;
+  }
 
   push(chunk: Buffer): HelperEvent[] {
     this.#pending += chunk.toString('latin1');
@@ -89,7 +105,8 @@ export class StatusReader {
       this.#pending = this.#pending.slice(nl + 1);
       if (++this.#count > MAX_EVENTS) throw new Error('the helper sent too many status events');
       // The helper escapes bytes >= 0x7f as \u00XX: each string is its raw bytes read as latin-1.
-      const ev = validateEvent(JSON.parse(line));
+      const shaped = validateEvent(JSON.parse(line));
+      const ev = this.#acrossFields ? checkAcrossFields(shaped) : shaped;
       this.events.push(ev);
       out.push(ev);
     }

@@ -144,7 +144,7 @@ describe('status events: C emitters and the TS reader agree', () => {
       const c = all[i]!;
       const what = `${c.event} (${c.mode})`;
       if (ATOMIC.includes(c.event)) assert.ok(line.length + 1 <= PIPE_BUF - 1, `${what}: ${line.length + 1} bytes do not fit one atomic write`);
-      const reader = new StatusReader();
+      const reader = new StatusReader({ acrossFields: false }); // every optional field at once is no real exit
       const [ev] = reader.push(Buffer.from(`${line}\n`, 'latin1'));
       assert.ok(ev, `${what}: accepted`);
       assert.equal(reader.events.length, 1);
@@ -220,6 +220,9 @@ describe('status reader: the validator derived from events.ts', () => {
     ['an enum value out of range', withField(exit(), ['stops', 0, 'kind'], 'none'), /exit\.stops\[0\]\.kind is not one of/],
     ['an enum given as its index', withField(exit(), ['stops', 0, 'kind'], 2), /exit\.stops\[0\]\.kind is not one of/],
     ['more violations than maxItems', withField(exit(), ['violations'], Array.from({ length: MAX_VIOLATIONS + 1 }, () => ({ nr: 1, arch: 2 }))), /exit\.violations has more than 64 entries/],
+    ['both code and signal', withField(exit(), ['signal'], 9), /must carry exactly one of code or signal/],
+    ['neither code, signal nor initSignal', withField(exit(), ['code'], undefined), /must carry exactly one of code or signal/],
+    ['a code beside initSignal', withField(exit(), ['initSignal'], 9), /must carry exactly one of code or signal/],
     ['more stops than maxItems', withField(exit(), ['stops'], Array.from({ length: MAX_STOPS + 1 }, () => ({ kind: 'oom', atUs: 1, observed: 0 }))), /exit\.stops has more than 8 entries/],
     ['a string longer than maxBytes', withField(error(), ['stage'], 'x'.repeat(33)), /error\.stage is longer than 32 bytes/],
     ['a string of characters past latin-1', withField(error(), ['msg'], 'snow ☃'), /error\.msg holds characters above/],
