@@ -69,7 +69,7 @@ export function usageOf(exit: ExitEvent, cgroupPeakMemory: number | undefined, e
   const r = exit.rusage;
   const userUs = Math.max(0, r.utimeUs - (exit.init?.utimeUs ?? 0));
   const systemUs = Math.max(0, r.stimeUs - (exit.init?.stimeUs ?? 0));
-  const waited = us(userUs + systemUs);
+  const waited = us(userUs) + us(systemUs); // exactly cpuUserMs + cpuSystemMs
   const cg = exit.sample?.cgroupCpuUs;
   const cgroupCpu = cg === undefined ? undefined : us(Math.max(0, cg - (exit.init?.sinceForkUs ?? 0)));
   const sampled = exit.sample && exit.sample.samples > 0 ? exit.sample : undefined;
