@@ -2,7 +2,7 @@
 // validation, seccomp compile, limits and cgroup planning, the plan. `cubicle plan` prints exactly this.
 import { constants as osConstants } from 'node:os';
 import { hostViewOps } from '../../rootfs-builder/host-view.js';
-import { PolicyError } from '../errors.js';
+import { PolicyError, SandboxHostError } from '../errors.js';
 import { planLimits, type LimitPlan } from '../plan/limits.js';
 import { mergeOptions, resolveOptions, type ResolvedOptions } from '../options/resolve.js';
 import type { JudgeContext } from '../outcome/judge.js';
@@ -59,7 +59,8 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun
       filter = compileProfile(policy.seccomp, mode, 'seccomp');
     } catch (e) {
       if (e instanceof ProfileError) throw new PolicyError(policy.name, e.message);
-      if (!(e instanceof SeccompUnavailableError)) throw e;
+      if (!(e instanceof SeccompUnavailableError))
+        throw new SandboxHostError(`libseccomp failed to compile policy ${policy.name}: ${(e as Error).message}`, 'run `npx cubicle doctor` to check libseccomp on this host');
       failure = {
         stage: 'seccomp',
         message: e.message,

@@ -79,8 +79,14 @@ export function toSetupFailure(e: ErrorEvent, plan: readonly PlanOp[], program: 
 /** The failure of a run whose helper never sent a terminal event: it could not start, broke the protocol, or died. */
 export function helperFailure(record: RunRecord): SetupFailure {
   const f = record.failure;
-  if (f?.kind === 'launch')
-    return { stage: 'helper', message: f.error.message, hint: 'run npm install (or npm run build) to build the helper, and check it is executable by this user' };
+  if (f?.kind === 'launch') {
+    const hint = (f.error as { hint?: unknown }).hint;
+    return {
+      stage: 'helper',
+      message: f.error.message,
+      hint: typeof hint === 'string' ? hint : 'run npm install (or npm run build) to build the helper, and check it is executable by this user',
+    };
+  }
   const x = record.helperExit;
   const how = x ? (x.signal ?? `exit code ${x.code}`) : 'unknown status';
   const message = f?.kind === 'protocol' ? f.error.message : `the helper ended (${how}) without reporting a result`;

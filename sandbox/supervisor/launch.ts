@@ -32,15 +32,19 @@ export interface LaunchedHelper {
   readonly launcher: 'posix_spawn' | 'child_process';
 }
 
+/** The helper could not be started; `hint` names the fix when it is not a broken install. */
 export class LaunchError extends Error {
   override name = 'LaunchError';
+  hint: string | undefined;
 }
 
 function openInput(path: string): number {
   try {
     return openRegularForRead(path);
   } catch (e) {
-    throw new LaunchError(`inputFile: ${(e as Error).message}`);
+    const err = new LaunchError(`inputFile: ${(e as Error).message}`, { cause: e });
+    err.hint = 'inputFile must be a regular file reached without a symlink; it was checked when the options were given and changed since';
+    throw err;
   }
 }
 
