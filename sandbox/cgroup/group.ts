@@ -215,7 +215,7 @@ function removeGroupDir(dir: string, attempt: number): void {
       attempt++;
       if (attempt <= 10) pause(5);
       else {
-        setTimeout(() => removeGroupDir(dir, attempt), 50).unref();
+        setTimeout(() => removeGroupDir(dir, attempt), 50); // keeps a CLI alive (at most ~2.5 s) until it is gone
         return;
       }
     }

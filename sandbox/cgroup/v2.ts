@@ -37,14 +37,33 @@ function chainTo(mnt: string, base: string): string[] {
   return chain;
 }
 
-/** Controllers of `wanted` that every existing directory on the chain has (a missing dir inherits its parent's). */
-function availableControllers(chain: readonly string[], wanted: readonly string[]): string[] {
+const words = (text: string | undefined): string[] => (text ?? '').trim().split(/\s+/).filter(Boolean);
+
+/** Whether this user may write `file`. */
+function writable(file: string): boolean {
+  try {
+    accessSync(file, constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Controllers of `wanted` the run's group will get, read without changing anything: every directory on the
+ * chain must have the controller and delegate it to its children (cgroup.subtree_control), or be able to:
+ * this user may write its subtree_control, and it holds no process of its own (cgroup v2 refuses to
+ * delegate from a non-root group with processes, EBUSY). A directory not created yet gets what its parent
+ * delegates. A controller that cannot be had is enforced by sampling instead (or refused by strictLimits).
+ */
+function availableControllers(mnt: string, chain: readonly string[], wanted: readonly string[]): string[] {
   let available = [...wanted];
   for (const dir of chain) {
-    const text = readText(`${dir}/cgroup.controllers`);
-    if (text === undefined) break; // not created yet: it will have what its parent delegates
-    const have = text.trim().split(/\s+/);
-    available = available.filter((c) => have.includes(c));
+    const have = readText(`${dir}/cgroup.controllers`);
+    if (have === undefined) break; // not created yet: it will be empty, and have what its parent delegates
+    const delegated = words(readText(`${dir}/cgroup.subtree_control`));
+    const canDelegate = writable(`${dir}/cgroup.subtree_control`) && (dir === mnt || words(readText(`${dir}/cgroup.procs`)).length === 0);
+    available = available.filter((c) => words(have).includes(c) && (delegated.includes(c) || canDelegate));
   }
   return available;
 }
@@ -52,9 +71,10 @@ function availableControllers(chain: readonly string[], wanted: readonly string[
 /** The run's group under `base`: memory.max (no swap), pids.max, CPU from cpu.stat, memory.events watched. */
 export function planV2(l: GroupLimits, base: string, runId: string): CgroupPlan {
   const dir = `${base}/${runId}`;
-  const chain = chainTo(cgroup2Mount() ?? base, base);
+  const mnt = cgroup2Mount() ?? base;
+  const chain = chainTo(mnt, base);
   const wanted = [...(l.memoryBytes !== undefined ? ['memory'] : []), ...(l.pidsMax !== undefined ? ['pids'] : [])];
-  const controllers = availableControllers(chain, wanted);
+  const controllers = availableControllers(mnt, chain, wanted);
   const plan: CgroupPlan = {
     version: 'v2',
     dirs: [dir],

@@ -38,10 +38,12 @@ const STOP_VERDICT: Record<StopKind | SupervisorStopReason, Verdict | undefined>
  * moment. Each entry says whether its evidence is present.
  */
 const UNTIMED_EVIDENCE: readonly { verdict: Verdict; seen(f: Facts): boolean }[] = [
-  // the kernel's OOM killer acted in the memory cgroup, or a late sample saw memory over the limit
-  { verdict: 'memory-limit', seen: (f) => (f.cgroup?.oomKills ?? 0) > 0 || (f.limits.memoryBytes !== undefined && f.sampledMemory > f.limits.memoryBytes) },
+  // a sample that came too late to kill (the payload was already exiting) saw memory over the limit
+  { verdict: 'memory-limit', seen: (f) => f.limits.memoryBytes !== undefined && f.sampledMemory > f.limits.memoryBytes },
   // the pids controller refused a fork, or the sampler saw more tasks than allowed
   { verdict: 'process-limit', seen: (f) => f.limits.processes !== undefined && ((f.cgroup?.pidsRefused ?? 0) > 0 || (f.exit?.sample?.peakTasks ?? 0) > f.limits.processes) },
+  // the kernel's OOM killer acted in the memory cgroup (a refused fork is the likelier first cause)
+  { verdict: 'memory-limit', seen: (f) => (f.cgroup?.oomKills ?? 0) > 0 },
   // the kernel's own seccomp kill (a foreign ABI such as i386 int 0x80 or x32): SIGSYS under a filter
   { verdict: 'seccomp-violation', seen: (f) => f.filtered && f.signal === 'SIGSYS' },
   // isolate's semantics: within the grace period the run may finish, but over the limit is still over it

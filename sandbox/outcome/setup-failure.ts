@@ -90,7 +90,8 @@ export function helperFailure(record: RunRecord): SetupFailure {
   const x = record.helperExit;
   const how = x ? (x.signal ?? `exit code ${x.code}`) : 'unknown status';
   const message = f?.kind === 'protocol' ? f.error.message : `the helper ended (${how}) without reporting a result`;
-  return { stage: 'helper', message, hint: 'this is a bug in cubicle, or the helper was killed from outside; rerun with NODE_DEBUG=cubicle' };
+  const hint = f?.kind === 'protocol' ? (f.error as { hint?: unknown }).hint : undefined;
+  return { stage: 'helper', message, hint: typeof hint === 'string' ? hint : 'this is a bug in cubicle, or the helper was killed from outside; rerun with NODE_DEBUG=cubicle' };
 }
 
 /** The failure of a run whose cgroup could not be created: the syscall, the path, and what to do. */

@@ -24,7 +24,7 @@
 import type { NotifyMode } from '../types.js';
 
 /** Protocol version; the first two plan tokens are PLAN_MAGIC and this number. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const PLAN_MAGIC = 'cubicle-plan';
 
 /** File descriptors the helper receives besides stdio. */

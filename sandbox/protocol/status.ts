@@ -1,6 +1,7 @@
 // Reads the helper's status fd: bounded JSON lines, each checked against its declaration in ./events.ts.
 import { STATUS_EVENTS, TERMINAL_EVENTS, type ErrorEvent, type EventName, type ExitEvent, type FieldSpec, type FieldsSpec, type HelperEvent } from './events.js';
 import { MAX_STATUS_LINE } from './event-bounds.js';
+import { PROTOCOL_VERSION } from './opcodes.js';
 
 export type { ErrorEvent, ExitEvent, HelloEvent, HelperEvent, ReadyEvent, StopEvent } from './events.js';
 
@@ -69,6 +70,12 @@ export function validateEvent(parsed: unknown): HelperEvent {
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return fail('line', 'is not an object');
   const ev = (parsed as Record<string, unknown>).ev;
   if (typeof ev !== 'string' || !Object.hasOwn(STATUS_EVENTS, ev)) return fail('ev', `${JSON.stringify(ev)} is not a status event`);
+  const v = (parsed as Record<string, unknown>).v;
+  if (ev === 'hello' && v !== PROTOCOL_VERSION) {
+    // Checked before the fields: another version's hello has other fields, and the cause is a stale build.
+    const e = new Error(`the helper speaks protocol version ${JSON.stringify(v)}; this library speaks ${PROTOCOL_VERSION}`);
+    throw Object.assign(e, { hint: 'the helper binary is from another build of cubicle: rebuild it (npm run build, or reinstall the package)' });
+  }
   return checkFields(parsed, STATUS_EVENTS[ev as EventName], ev, 'ev') as unknown as HelperEvent;
 }
 

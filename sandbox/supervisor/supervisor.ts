@@ -158,6 +158,7 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
       }
       if (cgroup) counters = cgroup.plan.collect();
     } finally {
+      if (helper && !helperExit) helper.kill(); // only if something above threw: the group must not be removed under it
       finished = true;
       for (const t of timers) clearTimeout(t);
       o.cancelSignal?.removeEventListener('abort', onAbort);

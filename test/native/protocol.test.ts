@@ -6,7 +6,7 @@ import type { Readable, Writable } from 'node:stream';
 import { Op, encodePlan, type PlanOp } from '../../sandbox/plan/ops.js';
 import { renderProtocolHeader, renderStatusEmitters } from '../../sandbox/protocol/c-header.js';
 import { NAMESPACE_NAMES } from '../../sandbox/protocol/events.js';
-import { PLAN_MAGIC, ProtocolLimits } from '../../sandbox/protocol/opcodes.js';
+import { PLAN_MAGIC, PROTOCOL_VERSION, ProtocolLimits } from '../../sandbox/protocol/opcodes.js';
 import { HELPER_PATH } from '../../sandbox/native/helper-path.js';
 import { StatusReader } from '../../sandbox/protocol/status.js';
 
@@ -54,7 +54,7 @@ describe('helper protocol', () => {
     const reader = new StatusReader();
     reader.push(r.raw); // validates every line against events.ts
     const [hello, ready, exit] = reader.events;
-    assert.deepEqual(hello, { ev: 'hello', v: 1 });
+    assert.deepEqual(hello, { ev: 'hello', v: PROTOCOL_VERSION });
     assert.ok(ready?.ev === 'ready' && NAMESPACE_NAMES.every((n) => ready.ns[n] > 0), JSON.stringify(ready));
     assert.ok(exit?.ev === 'exit');
     assert.equal(exit.code, 0);

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { renderProtocolHeader, renderStatusEmitters, cMember } from '../../sandbox/protocol/c-header.js';
 import { PIPE_BUF } from '../../sandbox/protocol/event-bounds.js';
 import { MAX_STOPS, MAX_VIOLATIONS, STATUS_EVENTS, type EventName, type FieldsSpec } from '../../sandbox/protocol/events.js';
+import { PROTOCOL_VERSION } from '../../sandbox/protocol/opcodes.js';
 import { StatusReader, validateEvent } from '../../sandbox/protocol/status.js';
 
 const NATIVE = fileURLToPath(new URL('../../native/', import.meta.url)); // dist/native
@@ -196,13 +197,14 @@ describe('status reader: the validator derived from events.ts', () => {
     accepts({ ev: 'exit', initSignal: 9, rusage: exit().rusage, stops: [], violations: [] });
     accepts(error());
     accepts({ ev: 'error', stage: 'parent', msg: '' });
-    accepts({ ev: 'hello', v: 1 });
+    accepts({ ev: 'hello', v: PROTOCOL_VERSION });
   });
 
   const table: [string, Record<string, unknown>, RegExp][] = [
     ['an unknown field', withField(exit(), ['core'], true), /exit\.core is not a field/],
     ['an unknown nested field', withField(exit(), ['rusage', 'inblock'], 0), /exit\.rusage\.inblock is not a field/],
     ['an unknown field in an array item', withField(exit(), ['stops', 0, 'limit'], 1), /exit\.stops\[0\]\.limit is not a field/],
+    ['a hello of another protocol version (a stale helper build)', { ev: 'hello', v: PROTOCOL_VERSION - 1, pid: 7 }, /speaks protocol version \d+; this library speaks \d+/],
     ['an unknown event', { ev: 'usage', v: 1 }, /"usage" is not a status event/],
     ['no event name', { v: 1 }, /is not a status event/],
     ['a string for an int', withField(exit(), ['code'], '0'), /exit\.code is not a safe integer/],
@@ -237,15 +239,15 @@ describe('status reader: the validator derived from events.ts', () => {
 
   it('refuses anything after the terminal event, and a second terminal event', () => {
     const r = new StatusReader();
-    r.push(Buffer.concat([line({ ev: 'hello', v: 1 }), line(exit())]));
+    r.push(Buffer.concat([line({ ev: 'hello', v: PROTOCOL_VERSION }), line(exit())]));
     assert.equal(r.terminal()?.ev, 'exit');
-    assert.throws(() => r.push(line({ ev: 'hello', v: 1 })), /after its terminal event/);
+    assert.throws(() => r.push(line({ ev: 'hello', v: PROTOCOL_VERSION })), /after its terminal event/);
     assert.throws(() => new StatusReader().push(Buffer.concat([line(error()), line(exit())])), /after its terminal event/);
   });
 
   it('refuses an oversize line and too many events', () => {
     assert.throws(() => new StatusReader().push(Buffer.alloc(64 << 10, 0x20)), /oversize/);
-    assert.throws(() => new StatusReader().push(Buffer.concat(Array.from({ length: 65 }, () => line({ ev: 'hello', v: 1 })))), /too many/);
+    assert.throws(() => new StatusReader().push(Buffer.concat(Array.from({ length: 65 }, () => line({ ev: 'hello', v: PROTOCOL_VERSION })))), /too many/);
   });
 
   it('validateEvent refuses a line that is not an object', () => {

@@ -130,9 +130,12 @@ describe('outcome: judging a run record', () => {
       [{ terminal: exitEvent({ code: undefined, signal: 24 }) }, 'cpu-time-limit', 'SIGXCPU with a CPU limit'],
     ];
     for (const [rec, verdict, why] of cases) assert.equal(judge(record(rec), ctx(limits)).verdict, verdict, why);
-    // Two kinds of evidence at once: the list's order decides, not the order they were noticed in.
+    // Several kinds of evidence at once: the list's order decides, not the order they were noticed in.
+    const seccomp = { policy: 'judge', mode: 'enforce' as const, notify: 'kill' as const, name: () => ({ syscall: null, nr: null, arch: null }) };
     const both = record({ cgroup: { counters: { oomKills: 1, pidsRefused: 2 }, readBack: {} }, terminal: exitEvent({ code: undefined, signal: 31 }) });
-    assert.equal(judge(both, ctx(limits, { seccomp: { policy: 'judge', mode: 'enforce', notify: 'kill', name: () => ({ syscall: null, nr: null, arch: null }) } })).verdict, 'memory-limit');
+    assert.equal(judge(both, ctx(limits, { seccomp })).verdict, 'process-limit', 'a refused fork before an OOM kill');
+    const oomAndSigsys = record({ cgroup: { counters: { oomKills: 1 }, readBack: {} }, terminal: exitEvent({ code: undefined, signal: 31 }) });
+    assert.equal(judge(oomAndSigsys, ctx(limits, { seccomp })).verdict, 'memory-limit', 'an OOM kill before SIGSYS');
     // With no limit set, the same signals are just signals.
     assert.equal(judge(record({ terminal: exitEvent({ code: undefined, signal: 24 }) }), ctx()).verdict, 'signaled');
     // A sample over the limit does not count when a memory cgroup measured (init does not read PSS then).
