@@ -69,9 +69,8 @@ function availableControllers(mnt: string, chain: readonly string[], wanted: rea
 }
 
 /** The run's group under `base`: memory.max (no swap), pids.max, CPU from cpu.stat, memory.events watched. */
-export function planV2(l: GroupLimits, base: string, runId: string): CgroupPlan {
+export function planV2(l: GroupLimits, base: string, runId: string, mnt = cgroup2Mount() ?? base): CgroupPlan {
   const dir = `${base}/${runId}`;
-  const mnt = cgroup2Mount() ?? base;
   const chain = chainTo(mnt, base);
   const wanted = [...(l.memoryBytes !== undefined ? ['memory'] : []), ...(l.pidsMax !== undefined ? ['pids'] : [])];
   const controllers = availableControllers(mnt, chain, wanted);
