@@ -47,7 +47,10 @@ async function main(): Promise<void> {
         const m = median(got);
         rows.push({ mechanism: mech, case: c.name, expected: c.expected, measured: m, errorPct: ((m - c.expected) / c.expected) * 100 });
       }
-      for (const [payload, cmd] of [['/bin/true', ['/bin/true']], ['burn 200 ms', ['/probe', 'burn', '200', '1']]] as const) {
+      for (const [payload, cmd] of [
+        ['/bin/true', ['/bin/true']],
+        ['burn 200 ms', ['/probe', 'burn', '200', '1']],
+      ] as const) {
         const without: number[] = [];
         const withL: number[] = [];
         for (let i = 0; i < runs * 4; i++) {
@@ -55,7 +58,19 @@ async function main(): Promise<void> {
           await runSandboxed([...cmd], { ...opts, mounts });
           without.push(performance.now() - t);
           t = performance.now();
-          await runSandboxed([...cmd], { ...opts, mounts, limits: { cpuTime: 10_000, wallTime: 20_000, memory: '512M', processes: 64, fileSize: '64M', openFiles: 256, outputLimit: '16M' } });
+          await runSandboxed([...cmd], {
+            ...opts,
+            mounts,
+            limits: {
+              cpuTime: 10_000,
+              wallTime: 20_000,
+              memory: '512M',
+              processes: 64,
+              fileSize: '64M',
+              openFiles: 256,
+              outputLimit: '16M',
+            },
+          });
           withL.push(performance.now() - t);
         }
         overhead.push({ mechanism: mech, payload, withoutMs: median(without), withMs: median(withL) });
@@ -68,13 +83,22 @@ async function main(): Promise<void> {
     console.log(JSON.stringify({ runs, accuracy: rows, overhead }));
     return;
   }
-  const fmt = (metric: string, v: number): string => (metric.startsWith('CPU') ? `${v.toFixed(1)} ms` : `${(v / (1 << 20)).toFixed(2)} MiB`);
-  console.log(`accounting accuracy (median of ${runs} runs; usage.cpuMs from wait4, usage.peakMemoryBytes from the cgroup or init's samples):`);
+  const fmt = (metric: string, v: number): string =>
+    metric.startsWith('CPU') ? `${v.toFixed(1)} ms` : `${(v / (1 << 20)).toFixed(2)} MiB`;
+  console.log(
+    `accounting accuracy (median of ${runs} runs; usage.cpuMs from wait4, usage.peakMemoryBytes from the cgroup or init's samples):`,
+  );
   console.log('mechanism            case                                  expected      measured     error');
-  for (const r of rows) console.log(`${r.mechanism.padEnd(20)} ${r.case.padEnd(36)} ${fmt(r.case, r.expected).padStart(11)}  ${fmt(r.case, r.measured).padStart(11)}  ${r.errorPct.toFixed(1).padStart(6)}%`);
+  for (const r of rows)
+    console.log(
+      `${r.mechanism.padEnd(20)} ${r.case.padEnd(36)} ${fmt(r.case, r.expected).padStart(11)}  ${fmt(r.case, r.measured).padStart(11)}  ${r.errorPct.toFixed(1).padStart(6)}%`,
+    );
   console.log(`\noverhead of limits (every limit set) against the same run without (median of ${runs * 4}):`);
   console.log('mechanism            payload         without ms   with ms   ratio');
-  for (const o of overhead) console.log(`${o.mechanism.padEnd(20)} ${o.payload.padEnd(15)} ${o.withoutMs.toFixed(2).padStart(10)}  ${o.withMs.toFixed(2).padStart(8)}  ${(o.withMs / o.withoutMs).toFixed(2).padStart(6)}x`);
+  for (const o of overhead)
+    console.log(
+      `${o.mechanism.padEnd(20)} ${o.payload.padEnd(15)} ${o.withoutMs.toFixed(2).padStart(10)}  ${o.withMs.toFixed(2).padStart(8)}  ${(o.withMs / o.withoutMs).toFixed(2).padStart(6)}x`,
+    );
 }
 
 main().catch((e: unknown) => {

@@ -29,11 +29,20 @@ function buildLoop(): { bin: string; cleanup: () => void } {
 
 /** A filter that allows everything: the kernel's fixed cost of having any filter at all. */
 const ALLOW_ALL: PolicyObject = { description: 'allow everything', seccomp: { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [] } };
-const POLICIES: Record<string, string | PolicyObject> = { none: 'none', 'allow-all': ALLOW_ALL, default: 'default', judge: 'judge', permissive: 'permissive' };
+const POLICIES: Record<string, string | PolicyObject> = {
+  none: 'none',
+  'allow-all': ALLOW_ALL,
+  default: 'default',
+  judge: 'judge',
+  permissive: 'permissive',
+};
 
 /** ns per syscall inside a sandbox under a policy (one run). */
 async function nsPerCall(bin: string, policy: string | PolicyObject, mode: string): Promise<number> {
-  const r = await runSandboxed(['/loop', mode, mode === 'read' ? '500000' : '2000000'], { policy, mounts: [{ type: 'bind', source: bin, target: '/loop', readOnly: true }] });
+  const r = await runSandboxed(['/loop', mode, mode === 'read' ? '500000' : '2000000'], {
+    policy,
+    mounts: [{ type: 'bind', source: bin, target: '/loop', readOnly: true }],
+  });
   return Number((r.stdout as string).trim());
 }
 
@@ -67,7 +76,8 @@ async function main(): Promise<void> {
       const samples: Record<string, number[]> = Object.fromEntries(policies.map((p) => [p, []]));
       for (const p of policies) await nsPerCall(bin, POLICIES[p]!, mode); // warm-up
       // Interleaved, alternating order: machine noise falls on every policy alike.
-      for (let i = 0; i < rounds; i++) for (const p of i % 2 ? [...policies].reverse() : policies) samples[p]!.push(await nsPerCall(bin, POLICIES[p]!, mode));
+      for (let i = 0; i < rounds; i++)
+        for (const p of i % 2 ? [...policies].reverse() : policies) samples[p]!.push(await nsPerCall(bin, POLICIES[p]!, mode));
       const base = median(samples.none!);
       overhead[mode] = Object.fromEntries(policies.map((p) => [p, { nsPerCall: median(samples[p]!), ratio: median(samples[p]!) / base }]));
     }
@@ -82,18 +92,27 @@ async function main(): Promise<void> {
   log(`libseccomp ${lib.version.major}.${lib.version.minor}.${lib.version.micro}, loaded through koffi in ${loadMs.toFixed(1)} ms`);
   log('\nprofile compile time (libseccomp, in process):');
   log('policy       BPF insns   cold ms   cached ms');
-  for (const [name, c] of Object.entries(compile)) log(`${name.padEnd(12)} ${String(c.instructions).padStart(9)}   ${c.coldMs.toFixed(2).padStart(7)}   ${c.cachedMs.toFixed(3).padStart(9)}`);
+  for (const [name, c] of Object.entries(compile))
+    log(
+      `${name.padEnd(12)} ${String(c.instructions).padStart(9)}   ${c.coldMs.toFixed(2).padStart(7)}   ${c.cachedMs.toFixed(3).padStart(9)}`,
+    );
   log(`\nsyscall overhead inside the sandbox, median of ${rounds} rounds (getppid x 2,000,000; read 4 KiB from /dev/zero x 500,000):`);
   log('policy       getppid ns   x none   read ns   x none');
   for (const p of policies) {
-    const g = overhead.getppid![p]!, r = overhead.read![p]!;
-    log(`${p.padEnd(12)} ${g.nsPerCall.toFixed(1).padStart(10)}   ${g.ratio.toFixed(3)}   ${r.nsPerCall.toFixed(1).padStart(7)}   ${r.ratio.toFixed(3)}`);
+    const g = overhead.getppid![p]!,
+      r = overhead.read![p]!;
+    log(
+      `${p.padEnd(12)} ${g.nsPerCall.toFixed(1).padStart(10)}   ${g.ratio.toFixed(3)}   ${r.nsPerCall.toFixed(1).padStart(7)}   ${r.ratio.toFixed(3)}`,
+    );
   }
   log('(allow-all: a filter that allows everything, i.e. what the kernel charges for having any filter)');
   for (const name of ['default', 'judge', 'permissive']) {
-    const g = overhead.getppid![name]!.ratio - 1, r = overhead.read![name]!.ratio - 1;
+    const g = overhead.getppid![name]!.ratio - 1,
+      r = overhead.read![name]!.ratio - 1;
     const vsAllowAll = overhead.getppid![name]!.nsPerCall - overhead.getppid!['allow-all']!.nsPerCall;
-    log(`${name}: +${(r * 100).toFixed(1)}% on read (target <= ${TARGET_OVERHEAD * 100}%: ${r <= TARGET_OVERHEAD ? 'meets' : 'MISSES'}), +${(g * 100).toFixed(1)}% on getppid; ${vsAllowAll.toFixed(1)} ns/call above allow-all`);
+    log(
+      `${name}: +${(r * 100).toFixed(1)}% on read (target <= ${TARGET_OVERHEAD * 100}%: ${r <= TARGET_OVERHEAD ? 'meets' : 'MISSES'}), +${(g * 100).toFixed(1)}% on getppid; ${vsAllowAll.toFixed(1)} ns/call above allow-all`,
+    );
   }
 }
 

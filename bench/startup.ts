@@ -5,7 +5,17 @@ import { cpus, release } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { runSandboxed, type SandboxOptions } from '../sandbox/index.js';
-import { measureRoundRobin, spawnMustSucceed, spawnTimed, summarize, which, type Row, type Sample, type Stats, type TimedSpawnOptions } from './runner.js';
+import {
+  measureRoundRobin,
+  spawnMustSucceed,
+  spawnTimed,
+  summarize,
+  which,
+  type Row,
+  type Sample,
+  type Stats,
+  type TimedSpawnOptions,
+} from './runner.js';
 
 const TARGET_RATIO = 1.0;
 const GOAL_RATIO = 0.7;
@@ -14,13 +24,42 @@ const BATCH = 10;
 const NOBODY = { uid: 65534, gid: 65534 } as const;
 /** bwrap flags giving the same namespaces and filesystem view as cubicle's default sandbox. */
 const BWRAP_FLAGS = [
-  '--unshare-user', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-net', '--unshare-cgroup',
-  '--uid', '1000', '--gid', '1000',
-  '--ro-bind', '/usr', '/usr',
-  '--symlink', 'usr/bin', '/bin', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64', '--symlink', 'usr/sbin', '/sbin',
-  '--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp',
-  '--ro-bind', '/etc/ld.so.cache', '/etc/ld.so.cache',
-  '--die-with-parent', '--new-session',
+  '--unshare-user',
+  '--unshare-pid',
+  '--unshare-ipc',
+  '--unshare-uts',
+  '--unshare-net',
+  '--unshare-cgroup',
+  '--uid',
+  '1000',
+  '--gid',
+  '1000',
+  '--ro-bind',
+  '/usr',
+  '/usr',
+  '--symlink',
+  'usr/bin',
+  '/bin',
+  '--symlink',
+  'usr/lib',
+  '/lib',
+  '--symlink',
+  'usr/lib64',
+  '/lib64',
+  '--symlink',
+  'usr/sbin',
+  '/sbin',
+  '--dev',
+  '/dev',
+  '--proc',
+  '/proc',
+  '--tmpfs',
+  '/tmp',
+  '--ro-bind',
+  '/etc/ld.so.cache',
+  '/etc/ld.so.cache',
+  '--die-with-parent',
+  '--new-session',
 ];
 const UNSHARE_FLAGS = ['-Urmpiuf', '--net'];
 
@@ -136,7 +175,8 @@ async function cubicleOnce(options: SandboxOptions): Promise<Sample> {
 async function preflightCubicle(options: SandboxOptions): Promise<void> {
   const r = await runSandboxed(['/usr/bin/id', '-u'], options);
   const uid = String(r.stdout ?? '').trim();
-  if (r.exitCode !== 0 || uid !== '1000') throw new Error(`cubicle preflight failed: exit ${String(r.exitCode)}, uid inside ${JSON.stringify(uid)}`);
+  if (r.exitCode !== 0 || uid !== '1000')
+    throw new Error(`cubicle preflight failed: exit ${String(r.exitCode)}, uid inside ${JSON.stringify(uid)}`);
 }
 
 /** A row of a spawned command, timed to 'close' and required to exit 0. */
@@ -221,11 +261,22 @@ function table(reports: readonly RowReport[]): string[] {
   const header = ['name', 'p50 ms', 'p95 ms', 'mean ms', 'x spawn', 'x bwrap'];
   const cells = reports.map((r) =>
     r.stats
-      ? [r.name, r.stats.p50.toFixed(2), r.stats.p95.toFixed(2), r.stats.mean.toFixed(2), `${r.vsSpawn!.toFixed(2)}x`, r.vsBwrap === undefined ? '-' : `${r.vsBwrap.toFixed(2)}x`]
+      ? [
+          r.name,
+          r.stats.p50.toFixed(2),
+          r.stats.p95.toFixed(2),
+          r.stats.mean.toFixed(2),
+          `${r.vsSpawn!.toFixed(2)}x`,
+          r.vsBwrap === undefined ? '-' : `${r.vsBwrap.toFixed(2)}x`,
+        ]
       : [r.name, 'skipped', '', '', '', ''],
   );
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
-  const fmt = (c: string[]): string => c.map((v, i) => (i === 0 ? v.padEnd(widths[i]!) : v.padStart(widths[i]!))).join('  ').trimEnd();
+  const fmt = (c: string[]): string =>
+    c
+      .map((v, i) => (i === 0 ? v.padEnd(widths[i]!) : v.padStart(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   const lines = [fmt(header), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.map(fmt)];
   for (const r of reports) if (r.skipped) lines.push(`  skipped ${r.name}: ${r.skipped}`);
   return lines;
@@ -252,7 +303,13 @@ function isRootRun(reports: readonly RowReport[]): boolean {
 async function main(): Promise<void> {
   const args = parseCli(process.argv.slice(2));
   const log = makeLogger(args.json);
-  const machine = { kernel: release(), cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, euid: process.geteuid?.() ?? -1 };
+  const machine = {
+    kernel: release(),
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    node: process.version,
+    euid: process.geteuid?.() ?? -1,
+  };
   log(`machine: kernel ${machine.kernel}, ${machine.cpus} cpus (${machine.cpuModel}), node ${machine.node}, euid ${machine.euid}`);
 
   const { rows, skipped, bwrapVersion } = await buildRows(log);
@@ -266,14 +323,26 @@ async function main(): Promise<void> {
   const summary = verdicts(reports);
   const setupP50 = reports.find((r) => r.name === 'cubicle')?.setupP50Ms;
   if (args.json) {
-    const figures = { machine, bwrapVersion, runs: args.runs, warmup: args.warmup, elapsedS, rows: reports, cubicleSetupP50Ms: setupP50, summary, targetRatio: TARGET_RATIO, goalRatio: GOAL_RATIO };
+    const figures = {
+      machine,
+      bwrapVersion,
+      runs: args.runs,
+      warmup: args.warmup,
+      elapsedS,
+      rows: reports,
+      cubicleSetupP50Ms: setupP50,
+      summary,
+      targetRatio: TARGET_RATIO,
+      goalRatio: GOAL_RATIO,
+    };
     process.stdout.write(`${JSON.stringify(figures, roundNumbers)}\n`);
     return;
   }
   log('');
   for (const line of table(reports)) log(line);
   log('(x spawn: p50 / p50 of plain spawn; x bwrap: p50 / p50 of the bwrap row created by the same host identity)');
-  if (isRootRun(reports)) log('(as root, bwrap maps its uid 1000 to host uid 0, while cubicle maps it to 65534; the uid 65534 rows are the rootless comparison)');
+  if (isRootRun(reports))
+    log('(as root, bwrap maps its uid 1000 to host uid 0, while cubicle maps it to 65534; the uid 65534 rows are the rootless comparison)');
   log('');
   for (const v of summary) {
     const verdict = v.meetsGoal ? 'meets target and goal' : v.meetsTarget ? 'meets target, not goal' : 'MISSES target';

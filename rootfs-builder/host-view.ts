@@ -7,7 +7,17 @@ import { Op, type PlanOp } from '../sandbox/plan/ops.js';
 const TOP_LEVEL = ['/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32'];
 
 /** Small /etc files programs read at start-up; copied into the sandbox's root (cheaper than a mount each). */
-const ETC_FILES = ['ld.so.cache', 'nsswitch.conf', 'host.conf', 'protocols', 'services', 'debian_version', 'os-release', 'localtime', 'timezone'];
+const ETC_FILES = [
+  'ld.so.cache',
+  'nsswitch.conf',
+  'host.conf',
+  'protocols',
+  'services',
+  'debian_version',
+  'os-release',
+  'localtime',
+  'timezone',
+];
 
 /** /etc directories programs resolve at run time (alternatives for java/awk..., ssl certificates, the JDK's config). */
 const ETC_DIRS = ['alternatives', 'ssl/certs'];
@@ -28,7 +38,11 @@ let cached: readonly PlanOp[] | undefined;
 export function hostViewOps(): readonly PlanOp[] {
   if (cached) return cached;
   const ops: PlanOp[] = [];
-  if (!lstatOrNull('/usr')?.isDirectory()) throw new SandboxHostError('the host has no /usr directory to bind into the sandbox', 'cubicle builds the sandbox\'s view from the host\'s /usr; run it on a system with one (or in a container that has one)');
+  if (!lstatOrNull('/usr')?.isDirectory())
+    throw new SandboxHostError(
+      'the host has no /usr directory to bind into the sandbox',
+      "cubicle builds the sandbox's view from the host's /usr; run it on a system with one (or in a container that has one)",
+    );
   ops.push(Op.bind('/usr', '/usr', 'ro'));
   for (const top of TOP_LEVEL) {
     const st = lstatOrNull(top);

@@ -14,5 +14,13 @@ export type {
   SetupFailure,
   Verdict,
 } from './types.js';
-export { ErrorCode, isCubicleError, PolicyError, SandboxError, SandboxHostError, SandboxOptionError, type ErrorCodeValue } from './errors.js';
+export {
+  ErrorCode,
+  isCubicleError,
+  PolicyError,
+  SandboxError,
+  SandboxHostError,
+  SandboxOptionError,
+  type ErrorCodeValue,
+} from './errors.js';
 export { parseSize, parseDurationMs } from './units.js';

@@ -9,7 +9,11 @@ export function openRegularForRead(path: string): number {
 
 /** Creates or truncates a regular file for writing without following a final symlink. */
 export function openRegularForWrite(path: string, mode = 0o644): number {
-  return openChecked(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY, mode);
+  return openChecked(
+    path,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY,
+    mode,
+  );
 }
 
 function openChecked(path: string, flags: number, mode?: number): number {

@@ -5,8 +5,7 @@ import type { Readable } from 'node:stream';
 
 /** A host path bound into the sandbox, or a fresh tmpfs. */
 export type MountSpec =
-  | { type: 'bind'; source: string; target?: string; readOnly?: boolean }
-  | { type: 'tmpfs'; target: string; size?: number | string };
+  { type: 'bind'; source: string; target?: string; readOnly?: boolean } | { type: 'tmpfs'; target: string; size?: number | string };
 
 /** Limits as the caller gives them: numbers (ms, bytes, counts) or strings with units ("1.5s", "256M"). */
 export interface LimitOptions {
@@ -31,7 +30,17 @@ export interface LimitOptions {
 }
 
 /** Every limit name, checked against LimitOptions at compile time (a name missing here fails the build). */
-export const LIMIT_NAMES = ['cpuTime', 'wallTime', 'extraTime', 'memory', 'processes', 'fileSize', 'openFiles', 'stack', 'outputLimit'] as const;
+export const LIMIT_NAMES = [
+  'cpuTime',
+  'wallTime',
+  'extraTime',
+  'memory',
+  'processes',
+  'fileSize',
+  'openFiles',
+  'stack',
+  'outputLimit',
+] as const;
 
 /** Which cgroups a run may use: any (v1 first, then v2), one version, or none. */
 export type CgroupChoice = boolean | 'v1' | 'v2';
@@ -96,13 +105,51 @@ export interface SandboxOptions {
 
 /** Every option name, checked against SandboxOptions at compile time (a name missing here fails the build). */
 export const OPTION_NAMES = [
-  'env', 'cwd', 'hostname', 'uid', 'gid', 'username', 'hostUid', 'hostGid', 'runAs', 'mounts', 'rootSize', 'tmpSize', 'shmSize',
-  'timeout', 'cancelSignal', 'forceKillAfterDelay', 'reject', 'input', 'inputFile', 'stdin', 'stdout', 'stderr', 'encoding',
-  'policy', 'seccompLog', 'limits', 'strictLimits', 'cgroups', 'cgroupParent',
+  'env',
+  'cwd',
+  'hostname',
+  'uid',
+  'gid',
+  'username',
+  'hostUid',
+  'hostGid',
+  'runAs',
+  'mounts',
+  'rootSize',
+  'tmpSize',
+  'shmSize',
+  'timeout',
+  'cancelSignal',
+  'forceKillAfterDelay',
+  'reject',
+  'input',
+  'inputFile',
+  'stdin',
+  'stdout',
+  'stderr',
+  'encoding',
+  'policy',
+  'seccompLog',
+  'limits',
+  'strictLimits',
+  'cgroups',
+  'cgroupParent',
 ] as const satisfies readonly (keyof SandboxOptions)[];
 
 /** The options a policy may set as defaults (a call's own options win). */
-export const POLICY_OPTION_NAMES = ['env', 'cwd', 'hostname', 'uid', 'gid', 'username', 'rootSize', 'tmpSize', 'shmSize', 'timeout', 'limits'] as const satisfies readonly (keyof SandboxOptions)[];
+export const POLICY_OPTION_NAMES = [
+  'env',
+  'cwd',
+  'hostname',
+  'uid',
+  'gid',
+  'username',
+  'rootSize',
+  'tmpSize',
+  'shmSize',
+  'timeout',
+  'limits',
+] as const satisfies readonly (keyof SandboxOptions)[];
 export type PolicyOptions = Pick<SandboxOptions, (typeof POLICY_OPTION_NAMES)[number]>;
 
 // ---- policies and seccomp profiles (the OCI format, the subset cubicle reads) ----
@@ -209,7 +256,8 @@ export interface SetupFailure {
   hint: string;
 }
 
-export type Mechanism = 'cgroup-v1' | 'cgroup-v2' | 'sampling' | 'rlimit' | 'rlimit+sampling' | 'cgroup-v1+sampling' | 'cgroup-v2+sampling' | 'supervisor';
+export type Mechanism =
+  'cgroup-v1' | 'cgroup-v2' | 'sampling' | 'rlimit' | 'rlimit+sampling' | 'cgroup-v1+sampling' | 'cgroup-v2+sampling' | 'supervisor';
 
 /** What the result says of each limit that was set. */
 export interface AppliedLimit {
@@ -247,7 +295,10 @@ export interface SandboxResult {
 
 // Compile-time checks that the name lists above name every field of their interface.
 type Missing<T, L extends readonly unknown[]> = Exclude<keyof T, L[number]>;
-const everyOptionNamed: [Missing<SandboxOptions, typeof OPTION_NAMES>] extends [never] ? true : Missing<SandboxOptions, typeof OPTION_NAMES> = true;
-const everyLimitNamed: [Missing<LimitOptions, typeof LIMIT_NAMES>] extends [never] ? true : Missing<LimitOptions, typeof LIMIT_NAMES> = true;
+const everyOptionNamed: [Missing<SandboxOptions, typeof OPTION_NAMES>] extends [never]
+  ? true
+  : Missing<SandboxOptions, typeof OPTION_NAMES> = true;
+const everyLimitNamed: [Missing<LimitOptions, typeof LIMIT_NAMES>] extends [never] ? true : Missing<LimitOptions, typeof LIMIT_NAMES> =
+  true;
 void everyOptionNamed;
 void everyLimitNamed;

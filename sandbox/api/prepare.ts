@@ -50,7 +50,11 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun
   if (typeof call !== 'object' || call === null) resolveOptions(cmd, call); // throws the option error
   const policy = loadPolicy(call.policy ?? DEFAULT_POLICY);
   const options = resolveOptions(cmd, mergeOptions(policy.options, call));
-  if (options.seccompLog && !policy.seccomp) throw new PolicyError(policy.name, 'has no seccomp filter, so seccompLog (audit mode) would report nothing; choose a policy with a filter');
+  if (options.seccompLog && !policy.seccomp)
+    throw new PolicyError(
+      policy.name,
+      'has no seccomp filter, so seccompLog (audit mode) would report nothing; choose a policy with a filter',
+    );
   const mode = options.seccompLog ? 'log' : 'enforce';
   let filter: CompiledFilter | undefined;
   let failure: SetupFailure | undefined;
@@ -60,7 +64,10 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun
     } catch (e) {
       if (e instanceof ProfileError) throw new PolicyError(policy.name, e.message);
       if (!(e instanceof SeccompUnavailableError))
-        throw new SandboxHostError(`libseccomp failed to compile policy ${policy.name}: ${(e as Error).message}`, 'run `npx cubicle doctor` to check libseccomp on this host');
+        throw new SandboxHostError(
+          `libseccomp failed to compile policy ${policy.name}: ${(e as Error).message}`,
+          'run `npx cubicle doctor` to check libseccomp on this host',
+        );
       failure = {
         stage: 'seccomp',
         message: e.message,
@@ -78,7 +85,7 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun
   const notify = filter?.notify ?? 'none';
   const plan = buildPlan(options, hostViewOps(), notify, limits);
   const planBytes = encodePlan(plan);
-  const seccomp = filter ? { policy: policy.name, mode, notify, name: nameViolation } as const : undefined;
+  const seccomp = filter ? ({ policy: policy.name, mode, notify, name: nameViolation } as const) : undefined;
   return {
     options,
     policy,

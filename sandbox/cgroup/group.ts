@@ -177,7 +177,12 @@ function enableControllers(dir: string, controllers: readonly string[]): void {
   try {
     writeFileSync(file, missing.map((c) => `+${c}`).join(' '));
   } catch (e) {
-    throw new CgroupSetupError('write', file, codeOf(e), `cannot enable the ${missing.join(', ')} controller${missing.length > 1 ? 's' : ''} in ${dir}`);
+    throw new CgroupSetupError(
+      'write',
+      file,
+      codeOf(e),
+      `cannot enable the ${missing.join(', ')} controller${missing.length > 1 ? 's' : ''} in ${dir}`,
+    );
   }
 }
 

@@ -4,11 +4,18 @@ import type { CgroupChoice } from '../types.js';
 import { cgroupV1Available, planV1 } from './v1.js';
 import { cgroupV2Base, planV2 } from './v2.js';
 
-export { createCgroup, removeCgroup, CgroupSetupError, type CgroupPlan, type CgroupCounters, type CgroupReadBack, type GroupLimits } from './group.js';
+export {
+  createCgroup,
+  removeCgroup,
+  CgroupSetupError,
+  type CgroupPlan,
+  type CgroupCounters,
+  type CgroupReadBack,
+  type GroupLimits,
+} from './group.js';
 import type { CgroupPlan, GroupLimits } from './group.js';
 export { cgroupV1Available } from './v1.js';
 export { cgroup2Mount, cgroupV2Base } from './v2.js';
-
 
 export interface CgroupRequest {
   choice: CgroupChoice;

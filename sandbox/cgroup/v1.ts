@@ -17,7 +17,15 @@ export function cgroupV1Available(): true | string {
 /** The groups a run gets: memory (limit, memsw, OOM killer off so stage 0 stops the whole sandbox), pids, cpuacct. */
 export function planV1(l: GroupLimits, runId: string): CgroupPlan {
   const controllers = cgroupV1Controllers(mounts(), V1_CONTROLLERS);
-  const plan: CgroupPlan = { version: 'v1', dirs: [], enable: { dirs: [], controllers: [] }, writes: [], sweep: [], helper: { join: [] }, collect: () => collectV1(plan) };
+  const plan: CgroupPlan = {
+    version: 'v1',
+    dirs: [],
+    enable: { dirs: [], controllers: [] },
+    writes: [],
+    sweep: [],
+    helper: { join: [] },
+    collect: () => collectV1(plan),
+  };
   const group = (controller: string): string | undefined => {
     const mnt = controllers.get(controller);
     if (!mnt) return undefined;
@@ -37,7 +45,11 @@ export function planV1(l: GroupLimits, runId: string): CgroupPlan {
       plan.helper.oomWatchDir = dir;
       writes.push({ file: `${dir}/memory.limit_in_bytes`, value: l.memoryBytes, readBack: 'memory', tolerance: 4096 });
       // no swap: memory+swap capped at the same value; without swap accounting, keep pages out of swap
-      writes.push({ file: `${dir}/memory.memsw.limit_in_bytes`, value: l.memoryBytes, orElse: { file: `${dir}/memory.swappiness`, value: 0 } });
+      writes.push({
+        file: `${dir}/memory.memsw.limit_in_bytes`,
+        value: l.memoryBytes,
+        orElse: { file: `${dir}/memory.swappiness`, value: 0 },
+      });
       writes.push({ file: `${dir}/memory.oom_control`, value: 1 });
     }
   }

@@ -12,14 +12,19 @@ export const cgroup2Mount = (): string | null => cgroup2MountPoint(mounts());
 export function cgroupV2Base(parent: string | undefined): string | { reason: string } {
   const mnt = cgroup2Mount();
   if (!mnt) return { reason: 'no cgroup2 hierarchy is mounted' };
-  const [major = 0, minor = 0] = release().split('.').map((x) => parseInt(x, 10));
-  if (major < 5 || (major === 5 && minor < 7)) return { reason: `cgroup v2 groups need clone3 with CLONE_INTO_CGROUP (Linux 5.7+); this kernel is ${release()}` };
+  const [major = 0, minor = 0] = release()
+    .split('.')
+    .map((x) => parseInt(x, 10));
+  if (major < 5 || (major === 5 && minor < 7))
+    return { reason: `cgroup v2 groups need clone3 with CLONE_INTO_CGROUP (Linux 5.7+); this kernel is ${release()}` };
   if (parent !== undefined) {
     try {
       accessSync(`${parent}/cgroup.subtree_control`, constants.W_OK);
       accessSync(parent, constants.W_OK);
     } catch {
-      return { reason: `cgroupParent ${parent} is not a cgroup v2 directory this user can write (delegate one, e.g. systemd-run --user -p Delegate=yes)` };
+      return {
+        reason: `cgroupParent ${parent} is not a cgroup v2 directory this user can write (delegate one, e.g. systemd-run --user -p Delegate=yes)`,
+      };
     }
     return parent;
   }

@@ -138,7 +138,12 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
   const options: SandboxOptions = { env, mounts };
   if (v.cwd !== undefined) options.cwd = v.cwd;
   if (v.hostname !== undefined) options.hostname = v.hostname;
-  const ids = { uid: intFlag('uid', v.uid), gid: intFlag('gid', v.gid), hostUid: intFlag('host-uid', v['host-uid']), hostGid: intFlag('host-gid', v['host-gid']) };
+  const ids = {
+    uid: intFlag('uid', v.uid),
+    gid: intFlag('gid', v.gid),
+    hostUid: intFlag('host-uid', v['host-uid']),
+    hostGid: intFlag('host-gid', v['host-gid']),
+  };
   for (const [k, n] of Object.entries(ids)) if (n !== undefined) (options as Record<string, unknown>)[k] = n;
   if (v.policy !== undefined) options.policy = v.policy;
   if (v['seccomp-log']) options.seccompLog = true;
@@ -160,7 +165,12 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
   };
   const t = { cpuTime: secs('time', v.time), wallTime: secs('wall-time', v['wall-time']), extraTime: secs('extra-time', v['extra-time']) };
   for (const [k, n] of Object.entries(t)) if (n !== undefined) (limits as Record<string, unknown>)[k] = n;
-  for (const [flag, key] of [['memory', 'memory'], ['fsize', 'fileSize'], ['stack', 'stack'], ['output-limit', 'outputLimit']] as const) {
+  for (const [flag, key] of [
+    ['memory', 'memory'],
+    ['fsize', 'fileSize'],
+    ['stack', 'stack'],
+    ['output-limit', 'outputLimit'],
+  ] as const) {
     const x = v[flag];
     if (x !== undefined) (limits as Record<string, unknown>)[key] = /^\d+$/.test(x) ? Number(x) : x;
   }

@@ -52,7 +52,8 @@ function writeMeta(meta: { fd: number | undefined }, r: SandboxResult): void {
 async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: number | undefined }): Promise<number> {
   const stdin = args.options.inputFile !== undefined ? {} : { stdin: 'inherit' as const };
   if (args.json) {
-    if (args.stdoutFile !== undefined || args.stderrFile !== undefined) throw new UsageError('--stdout/--stderr cannot be combined with --json, which captures the output into the JSON object');
+    if (args.stdoutFile !== undefined || args.stderrFile !== undefined)
+      throw new UsageError('--stdout/--stderr cannot be combined with --json, which captures the output into the JSON object');
     const r = await runSandboxed(args.command, { ...args.options, reject: false, ...stdin });
     process.stdout.write(JSON.stringify(resultToJson(r)) + '\n');
     writeMeta(meta, r);
@@ -145,7 +146,14 @@ function cmdPolicy(argv: string[]): number {
         const unknown = compileProfile(policy.seccomp, 'enforce').unknownSyscalls;
         if (unknown.length) process.stdout.write(`# names libseccomp does not know on this architecture (ignored): ${unknown.join(' ')}\n`);
       }
-    } else process.stdout.write(JSON.stringify({ name: policy.name, chain: policy.chain, description: policy.description, options: policy.options, seccomp: policy.seccomp }, null, 2) + '\n');
+    } else
+      process.stdout.write(
+        JSON.stringify(
+          { name: policy.name, chain: policy.chain, description: policy.description, options: policy.options, seccomp: policy.seccomp },
+          null,
+          2,
+        ) + '\n',
+      );
     return 0;
   }
   throw new UsageError('usage: cubicle policy list | cubicle policy show NAME|PATH [--text]');
@@ -195,4 +203,3 @@ export async function main(argv: string[]): Promise<number> {
     return CliExit.sandboxFailed;
   }
 }
-

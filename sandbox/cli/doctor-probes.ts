@@ -55,7 +55,8 @@ export async function probeHost(): Promise<HostFacts> {
     helperPath: HELPER_PATH,
     sandbox: await probeSandbox(),
   };
-  if (euid.ok && euid.value === 0) facts.sandboxUnprivileged = await probeSandbox({ uid: UNPRIVILEGED_PROBE_ID, gid: UNPRIVILEGED_PROBE_ID });
+  if (euid.ok && euid.value === 0)
+    facts.sandboxUnprivileged = await probeSandbox({ uid: UNPRIVILEGED_PROBE_ID, gid: UNPRIVILEGED_PROBE_ID });
   return facts;
 }
 

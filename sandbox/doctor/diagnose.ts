@@ -44,7 +44,10 @@ const sysctlFix = (key: string, value: number | string): string[] => [
 ];
 
 /** The facts that decide whether this host lets cubicle create its namespaces (a subset of HostFacts). */
-export type NamespaceFacts = Pick<HostFacts, 'euid' | 'hostNamespaces' | 'sysctl' | 'confinement' | 'helperPath' | 'sandbox' | 'sandboxUnprivileged'>;
+export type NamespaceFacts = Pick<
+  HostFacts,
+  'euid' | 'hostNamespaces' | 'sysctl' | 'confinement' | 'helperPath' | 'sandbox' | 'sandboxUnprivileged'
+>;
 
 const versionBelow = (major: number, minor: number, [wantMajor, wantMinor]: readonly [number, number]): boolean =>
   major < wantMajor || (major === wantMajor && minor < wantMinor);
@@ -79,12 +82,21 @@ const isProcFailure = (sf: SetupFailure | undefined): boolean =>
   !!sf && (sf.op === 'proc' || (sf.step?.startsWith('proc ') ?? false)) && sf.syscall === 'mount' && sf.errnoName === 'EPERM';
 
 const isSeccompLike = (sf: SetupFailure | undefined): boolean =>
-  !!sf && sf.syscall !== undefined && (NS_SYSCALLS.has(sf.syscall) || MOUNT_SYSCALLS.has(sf.syscall)) && (sf.errnoName === 'EPERM' || sf.errnoName === 'ENOSYS') && !isProcFailure(sf);
+  !!sf &&
+  sf.syscall !== undefined &&
+  (NS_SYSCALLS.has(sf.syscall) || MOUNT_SYSCALLS.has(sf.syscall)) &&
+  (sf.errnoName === 'EPERM' || sf.errnoName === 'ENOSYS') &&
+  !isProcFailure(sf);
 
 const isApparmorDenial = (sf: SetupFailure | undefined): boolean =>
   !!sf && sf.syscall !== undefined && MOUNT_SYSCALLS.has(sf.syscall) && sf.errnoName === 'EACCES';
 
-const skip = (id: string, title: string, what: string, f: { error: string }): DoctorCheck => ({ id, title, status: 'skip', detail: `could not read ${what}: ${f.error}` });
+const skip = (id: string, title: string, what: string, f: { error: string }): DoctorCheck => ({
+  id,
+  title,
+  status: 'skip',
+  detail: `could not read ${what}: ${f.error}`,
+});
 
 function checkKernel(f: HostFacts): DoctorCheck {
   const id = 'kernel';
@@ -157,7 +169,12 @@ function checkApparmorUserns(f: NamespaceFacts): DoctorCheck {
     return { id, title, status: 'ok', detail: `kernel.apparmor_restrict_unprivileged_userns = ${s.value}, but AppArmor is not enabled` };
   const p = unprivilegedProbe(f);
   if (p && runOk(p))
-    return { id, title, status: 'ok', detail: `on (kernel.apparmor_restrict_unprivileged_userns = ${s.value}), but an AppArmor profile lets cubicle's helper create user namespaces` };
+    return {
+      id,
+      title,
+      status: 'ok',
+      detail: `on (kernel.apparmor_restrict_unprivileged_userns = ${s.value}), but an AppArmor profile lets cubicle's helper create user namespaces`,
+    };
   const helper = f.helperPath;
   const profile = '/etc/apparmor.d/cubicle-helper';
   return {
@@ -194,7 +211,13 @@ function checkNamespaceLimits(f: NamespaceFacts): DoctorCheck {
   const fixFor = (kinds: NsKind[]): string => kinds.flatMap((k) => sysctlFix(`user.max_${k}_namespaces`, target(k))).join('\n');
   const show = (list: [NsKind, number][]): string => list.map(([k, v]) => `user.max_${k}_namespaces = ${v}`).join(', ');
   if (zero.length)
-    return { id, title, status: 'fail', detail: `${show(zero)}: no such namespace can be created`, fix: fixFor([...zero, ...small].map(([k]) => k)) };
+    return {
+      id,
+      title,
+      status: 'fail',
+      detail: `${show(zero)}: no such namespace can be created`,
+      fix: fixFor([...zero, ...small].map(([k]) => k)),
+    };
   if (exhausted) {
     const kinds = small.length ? small.map(([k]) => k) : (['user'] as NsKind[]);
     return {
@@ -206,11 +229,22 @@ function checkNamespaceLimits(f: NamespaceFacts): DoctorCheck {
     };
   }
   if (small.length)
-    return { id, title, status: 'warn', detail: `${show(small)}: each sandbox needs one of each, so only a few can run at once`, fix: fixFor(small.map(([k]) => k)) };
+    return {
+      id,
+      title,
+      status: 'warn',
+      detail: `${show(small)}: each sandbox needs one of each, so only a few can run at once`,
+      fix: fixFor(small.map(([k]) => k)),
+    };
   if (unreadable.length === NS_KINDS.length) return skip(id, title, 'user.max_*_namespaces', limits[unreadable[0]!] as { error: string });
   if (!known.length) return { id, title, status: 'ok', detail: 'no per-user namespace limits on this kernel' };
   const user = known.find(([k]) => k === 'user');
-  return { id, title, status: 'ok', detail: `${user ? `user.max_user_namespaces = ${user[1]}` : 'limits'}${known.length > 1 ? `; every max_*_namespaces >= ${SMALL_NS_LIMIT}` : ''}` };
+  return {
+    id,
+    title,
+    status: 'ok',
+    detail: `${user ? `user.max_user_namespaces = ${user[1]}` : 'limits'}${known.length > 1 ? `; every max_*_namespaces >= ${SMALL_NS_LIMIT}` : ''}`,
+  };
 }
 
 function checkSeccompFilter(f: NamespaceFacts): DoctorCheck {
@@ -220,13 +254,14 @@ function checkSeccompFilter(f: NamespaceFacts): DoctorCheck {
   const c = f.confinement.value;
   const inContainer = c.dockerenv || c.containerenv;
   if (c.seccompMode === null) return { id, title, status: 'ok', detail: 'none (this kernel has no seccomp)' };
-  if (c.seccompMode === 0) return { id, title, status: 'ok', detail: `none (Seccomp: 0)${inContainer ? ', though inside a container' : ''}` };
+  if (c.seccompMode === 0)
+    return { id, title, status: 'ok', detail: `none (Seccomp: 0)${inContainer ? ', though inside a container' : ''}` };
   const filters = c.seccompFilters !== null ? `, ${c.seccompFilters} filter${c.seccompFilters === 1 ? '' : 's'}` : '';
   const blocked = probes(f).find((p) => isSeccompLike(failureOf(p)));
   const fix = inContainer
     ? [
         `docker run --security-opt seccomp=unconfined ...   # ${c.containerenv ? 'podman run takes the same flag' : 'or podman run --security-opt seccomp=unconfined'}`,
-        '# or a seccomp profile (Docker\'s default) that also allows clone, unshare, setns, mount, umount2, pivot_root: docker run --security-opt seccomp=/path/to/profile.json ...',
+        "# or a seccomp profile (Docker's default) that also allows clone, unshare, setns, mount, umount2, pivot_root: docker run --security-opt seccomp=/path/to/profile.json ...",
         '# Kubernetes: securityContext.seccompProfile.type: Unconfined',
       ].join('\n')
     : [
@@ -252,8 +287,19 @@ function checkSeccompFilter(f: NamespaceFacts): DoctorCheck {
       fix,
     };
   if (probes(f).every(runOk))
-    return { id, title, status: 'ok', detail: `a seccomp filter is active (Seccomp: ${c.seccompMode}${filters}) but allows the namespace and mount calls cubicle needs` };
-  return { id, title, status: 'warn', detail: `a seccomp filter is active (Seccomp: ${c.seccompMode}${filters}); the sandbox failed elsewhere, so whether it blocks namespace creation is unknown`, fix };
+    return {
+      id,
+      title,
+      status: 'ok',
+      detail: `a seccomp filter is active (Seccomp: ${c.seccompMode}${filters}) but allows the namespace and mount calls cubicle needs`,
+    };
+  return {
+    id,
+    title,
+    status: 'warn',
+    detail: `a seccomp filter is active (Seccomp: ${c.seccompMode}${filters}); the sandbox failed elsewhere, so whether it blocks namespace creation is unknown`,
+    fix,
+  };
 }
 
 function checkApparmorProfile(f: HostFacts): DoctorCheck {
@@ -264,7 +310,12 @@ function checkApparmorProfile(f: HostFacts): DoctorCheck {
   if (c.apparmorEnabled !== true) return { id, title, status: 'ok', detail: 'AppArmor is not enabled' };
   const label = c.apparmorLabel;
   if (label === null || label === 'unconfined' || /\((unconfined|complain)\)$/.test(label))
-    return { id, title, status: 'ok', detail: label && label !== 'unconfined' ? `profile ${label} does not enforce` : 'this process is unconfined' };
+    return {
+      id,
+      title,
+      status: 'ok',
+      detail: label && label !== 'unconfined' ? `profile ${label} does not enforce` : 'this process is unconfined',
+    };
   const containerProfile = /^(docker-default|containers-default|lxc-container-default)/.test(label);
   const fix = [
     'docker run --security-opt apparmor=unconfined ...   # podman: --security-opt apparmor=unconfined',
@@ -273,11 +324,23 @@ function checkApparmorProfile(f: HostFacts): DoctorCheck {
   const denied = probes(f).find((p) => isApparmorDenial(failureOf(p)));
   if (denied) {
     const sf = failureOf(denied)!;
-    return { id, title, status: 'fail', detail: `confined by ${label}, and ${sf.syscall} failed with EACCES: the profile denies mounting`, fix };
+    return {
+      id,
+      title,
+      status: 'fail',
+      detail: `confined by ${label}, and ${sf.syscall} failed with EACCES: the profile denies mounting`,
+      fix,
+    };
   }
   if (probes(f).every(runOk)) return { id, title, status: 'ok', detail: `confined by ${label}, which allows what cubicle needs` };
   if (containerProfile)
-    return { id, title, status: 'warn', detail: `confined by ${label}, which denies mount; the sandbox failed before mounting, so this will likely block it next`, fix };
+    return {
+      id,
+      title,
+      status: 'warn',
+      detail: `confined by ${label}, which denies mount; the sandbox failed before mounting, so this will likely block it next`,
+      fix,
+    };
   return { id, title, status: 'ok', detail: `confined by ${label}; no failure points at it` };
 }
 
@@ -292,10 +355,18 @@ function checkProc(f: HostFacts): DoctorCheck {
     'podman run --security-opt unmask=ALL ...',
     '# Kubernetes: securityContext.procMount: Unmasked (with hostUsers: false)',
   ].join('\n');
-  const why = 'the kernel only mounts a fresh proc in a user namespace when no file of the existing /proc is covered by another mount (Docker/Podman mask /proc/kcore and others that way)';
+  const why =
+    'the kernel only mounts a fresh proc in a user namespace when no file of the existing /proc is covered by another mount (Docker/Podman mask /proc/kcore and others that way)';
   if (refused)
-    return { id, title, status: 'fail', detail: `refused (mount proc: EPERM)${submounts.length ? `; /proc has mounts over ${list}` : ''}: ${why}`, fix };
-  if (probes(f).some(runOk)) return { id, title, status: 'ok', detail: `mounted${submounts.length ? ` (despite mounts over ${list})` : ''}` };
+    return {
+      id,
+      title,
+      status: 'fail',
+      detail: `refused (mount proc: EPERM)${submounts.length ? `; /proc has mounts over ${list}` : ''}: ${why}`,
+      fix,
+    };
+  if (probes(f).some(runOk))
+    return { id, title, status: 'ok', detail: `mounted${submounts.length ? ` (despite mounts over ${list})` : ''}` };
   if (!f.mounts.ok) return skip(id, title, '/proc/self/mountinfo', f.mounts);
   if (submounts.length) return { id, title, status: 'fail', detail: `will be refused: /proc has mounts over ${list}; ${why}`, fix };
   return { id, title, status: 'ok', detail: 'nothing covers parts of /proc, so the kernel allows it' };
@@ -306,9 +377,16 @@ function checkPivotRoot(f: HostFacts): DoctorCheck {
   const title = 'pivot_root';
   const failed = probes(f).find((p) => failureOf(p)?.syscall === 'pivot_root');
   const root = value(f.mounts)?.rootFsType;
-  const fix = '# pivot_root cannot leave the initramfs: boot with a real root filesystem, or switch_root onto a tmpfs or disk in the init script, or run cubicle inside a container';
+  const fix =
+    '# pivot_root cannot leave the initramfs: boot with a real root filesystem, or switch_root onto a tmpfs or disk in the init script, or run cubicle inside a container';
   if (root === 'rootfs')
-    return { id, title, status: 'fail', detail: 'this system runs from the initramfs (/ is rootfs), where the kernel refuses pivot_root (EINVAL)', fix };
+    return {
+      id,
+      title,
+      status: 'fail',
+      detail: 'this system runs from the initramfs (/ is rootfs), where the kernel refuses pivot_root (EINVAL)',
+      fix,
+    };
   if (failed) {
     const sf = failureOf(failed)!;
     return { id, title, status: 'fail', detail: describeFailure(sf), fix: sf.hint };
@@ -323,16 +401,31 @@ function checkLibseccomp(f: HostFacts): DoctorCheck {
   const l = f.libseccomp;
   const override = f.libseccompOverride;
   if (l.ok)
-    return { id, title, status: 'ok', detail: `${l.value.library} ${l.value.major}.${l.value.minor}.${l.value.micro} loads through koffi${override ? ' (named by CUBICLE_LIBSECCOMP)' : ''}` };
+    return {
+      id,
+      title,
+      status: 'ok',
+      detail: `${l.value.library} ${l.value.major}.${l.value.minor}.${l.value.micro} loads through koffi${override ? ' (named by CUBICLE_LIBSECCOMP)' : ''}`,
+    };
   if (l.code === 'KOFFI')
-    return { id, title, status: 'fail', detail: `${l.error}; it is needed to compile seccomp policies`, fix: 'npm rebuild koffi   # in the directory that has cubicle in node_modules' };
+    return {
+      id,
+      title,
+      status: 'fail',
+      detail: `${l.error}; it is needed to compile seccomp policies`,
+      fix: 'npm rebuild koffi   # in the directory that has cubicle in node_modules',
+    };
   return {
     id,
     title,
     status: 'fail',
     detail: `${l.error}; it is needed to compile seccomp policies`,
     fix: [
-      ...(override ? [`# CUBICLE_LIBSECCOMP=${override} names the library to load: point it at an installed libseccomp, or unset it to use libseccomp.so.2`] : []),
+      ...(override
+        ? [
+            `# CUBICLE_LIBSECCOMP=${override} names the library to load: point it at an installed libseccomp, or unset it to use libseccomp.so.2`,
+          ]
+        : []),
       'sudo apt-get install libseccomp2   # Debian/Ubuntu',
       'sudo dnf install libseccomp   # Fedora/RHEL',
       'sudo apk add libseccomp   # Alpine',
@@ -347,7 +440,9 @@ function sandboxCheck(f: HostFacts, id: string, title: string, p: SandboxProbe):
       title,
       status: 'fail',
       detail: `runSandboxed threw: ${p.run.error}`,
-      fix: /not built/.test(p.run.error) ? 'npm run build   # in the cubicle package' : 'rerun with NODE_DEBUG=cubicle and report it as a bug',
+      fix: /not built/.test(p.run.error)
+        ? 'npm run build   # in the cubicle package'
+        : 'rerun with NODE_DEBUG=cubicle and report it as a bug',
     };
   const r = p.run.value;
   if (r.verdict === 'ok') {
@@ -355,10 +450,21 @@ function sandboxCheck(f: HostFacts, id: string, title: string, p: SandboxProbe):
     const ns = Object.entries(r.namespaces ?? {}).filter(([, ino]) => ino > 0);
     const shared = ns.filter(([k, ino]) => host[k as NsKind] === ino).map(([k]) => k);
     if (shared.length)
-      return { id, title, status: 'fail', detail: `/bin/true ran, but shares the host's ${shared.join(', ')} namespace${shared.length > 1 ? 's' : ''}`, fix: 'rerun with NODE_DEBUG=cubicle and report it as a bug' };
+      return {
+        id,
+        title,
+        status: 'fail',
+        detail: `/bin/true ran, but shares the host's ${shared.join(', ')} namespace${shared.length > 1 ? 's' : ''}`,
+        fix: 'rerun with NODE_DEBUG=cubicle and report it as a bug',
+      };
     const setup = r.setupMs !== undefined ? `setup ${r.setupMs.toFixed(1)} ms` : undefined;
     const fresh = ns.length ? `new ${ns.map(([k]) => k).join(', ')} namespaces` : undefined;
-    return { id, title, status: 'ok', detail: `/bin/true ran in a fresh sandbox${setup || fresh ? ` (${[setup, fresh].filter(Boolean).join('; ')})` : ''}` };
+    return {
+      id,
+      title,
+      status: 'ok',
+      detail: `/bin/true ran in a fresh sandbox${setup || fresh ? ` (${[setup, fresh].filter(Boolean).join('; ')})` : ''}`,
+    };
   }
   if (r.setupFailure) {
     const sf = r.setupFailure;
@@ -394,7 +500,12 @@ function checkSandboxUnprivileged(f: HostFacts): DoctorCheck {
   const p = f.sandboxUnprivileged;
   if (!p) {
     const title = 'sandbox as an unprivileged user';
-    return { id, title, status: 'skip', detail: isRoot(f) ? 'not run' : 'the caller is not root: the run above is already the rootless path' };
+    return {
+      id,
+      title,
+      status: 'skip',
+      detail: isRoot(f) ? 'not run' : 'the caller is not root: the run above is already the rootless path',
+    };
   }
   return sandboxCheck(f, id, `sandbox as uid ${p.runAs?.uid ?? '?'} (runAs, the rootless path)`, p);
 }
@@ -412,12 +523,19 @@ function checkCgroups(f: HostFacts): DoctorCheck {
   if (!f.cgroups.ok) return skip(id, title, 'the cgroup mounts', f.cgroups);
   const c = f.cgroups.value;
   const root = isRoot(f);
-  if (c.v1 === true) return { id, title, status: 'ok', detail: 'memory and process limits use cgroup v1 groups (root on a v1/hybrid host; runAs runs too)' };
+  if (c.v1 === true)
+    return { id, title, status: 'ok', detail: 'memory and process limits use cgroup v1 groups (root on a v1/hybrid host; runAs runs too)' };
   const fallback = "memory and process limits fall back to rlimits and init's 10 ms sampling";
   const lacking = c.v2Controllers === null ? [] : ['memory', 'pids'].filter((k) => !c.v2Controllers!.includes(k));
   if (typeof c.v2 === 'string') {
     const runAs = `runs with runAs cannot use cgroup v2 groups (${fallback} for them)`;
-    if (!lacking.length) return { id, title, status: 'ok', detail: `memory and process limits use cgroup v2 groups under ${c.v2} (root on a cgroup v2 host); ${runAs}` };
+    if (!lacking.length)
+      return {
+        id,
+        title,
+        status: 'ok',
+        detail: `memory and process limits use cgroup v2 groups under ${c.v2} (root on a cgroup v2 host); ${runAs}`,
+      };
     return {
       id,
       title,
@@ -427,14 +545,20 @@ function checkCgroups(f: HostFacts): DoctorCheck {
     };
   }
   // Why v1 is out, worded from the facts (root is needed; then the controllers must be mounted).
-  const v1Why = !root ? 'cgroup v1 groups need root' : c.v1Controllers.length === 0 ? 'no cgroup v1 memory, pids or cpuacct controller is mounted' : c.v1;
+  const v1Why = !root
+    ? 'cgroup v1 groups need root'
+    : c.v1Controllers.length === 0
+      ? 'no cgroup v1 memory, pids or cpuacct controller is mounted'
+      : c.v1;
   const detail = `${fallback} (${v1Why}; ${c.v2.reason}); strictLimits would refuse them`;
   const kernel = value(f.kernel);
   const hybrid = c.v1Controllers.some((k) => k === 'memory' || k === 'pids');
   let fix: string;
   if (c.v2Mount === null)
     fix = [
-      ...(root ? ['# mount the cgroup v1 memory and pids controllers, or the cgroup2 hierarchy (mount -t cgroup2 none /sys/fs/cgroup)'] : ['# run as root for cgroup v1 groups']),
+      ...(root
+        ? ['# mount the cgroup v1 memory and pids controllers, or the cgroup2 hierarchy (mount -t cgroup2 none /sys/fs/cgroup)']
+        : ['# run as root for cgroup v1 groups']),
       '# or boot with the unified hierarchy (systemd.unified_cgroup_hierarchy=1 on the kernel command line), then pass a delegated cgroupParent',
     ].join('\n');
   else if (kernel && versionBelow(kernel.major, kernel.minor, CGROUP_V2_KERNEL))

@@ -19,7 +19,11 @@ export function formatDoctor(checks: readonly DoctorCheck[]): string {
   const [ok, warn, fail, skip] = [count('ok'), count('warn'), count('fail'), count('skip')];
   const tally = [`${ok} ok`, `${warn} warning${warn === 1 ? '' : 's'}`, `${fail} failed`, ...(skip ? [`${skip} skipped`] : [])].join(', ');
   const firstFail = checks.find((c) => c.status === 'fail');
-  lines.push(firstFail ? `${tally}: cubicle cannot run here as is; start with "${firstFail.title}"` : `${tally}: cubicle can run sandboxes on this host`);
+  lines.push(
+    firstFail
+      ? `${tally}: cubicle cannot run here as is; start with "${firstFail.title}"`
+      : `${tally}: cubicle can run sandboxes on this host`,
+  );
   return lines.join('\n');
 }
 

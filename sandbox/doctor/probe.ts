@@ -86,7 +86,9 @@ export function probeSysctl(path: string): Fact<SysctlValue> {
 }
 
 export function probeSysctls(): SysctlFacts {
-  const maxNamespaces = Object.fromEntries(NS_KINDS.map((k) => [k, probeSysctl(`/proc/sys/user/max_${k}_namespaces`)])) as SysctlFacts['maxNamespaces'];
+  const maxNamespaces = Object.fromEntries(
+    NS_KINDS.map((k) => [k, probeSysctl(`/proc/sys/user/max_${k}_namespaces`)]),
+  ) as SysctlFacts['maxNamespaces'];
   return {
     unprivilegedUsernsClone: probeSysctl('/proc/sys/kernel/unprivileged_userns_clone'),
     apparmorRestrictUnprivilegedUserns: probeSysctl('/proc/sys/kernel/apparmor_restrict_unprivileged_userns'),
@@ -142,9 +144,11 @@ export function mountFacts(entries: readonly MountinfoEntry[]): MountFacts {
   let rootFsType: string | null = null;
   const procSubmounts: string[] = [];
   for (const { mountPoint, fsType } of entries) {
-    if (mountPoint === '/') rootFsType = fsType; // the last one at / is the visible one
+    if (mountPoint === '/')
+      rootFsType = fsType; // the last one at / is the visible one
     // binfmt_misc sits on an always-empty procfs directory, which the kernel accepts under a fresh /proc.
-    else if (mountPoint.startsWith('/proc/') && fsType !== 'binfmt_misc' && mountPoint !== '/proc/sys/fs/binfmt_misc') procSubmounts.push(mountPoint);
+    else if (mountPoint.startsWith('/proc/') && fsType !== 'binfmt_misc' && mountPoint !== '/proc/sys/fs/binfmt_misc')
+      procSubmounts.push(mountPoint);
   }
   return { rootFsType, procSubmounts };
 }
@@ -172,7 +176,8 @@ export function probeCgroups(): Fact<CgroupFacts> {
   return attempt(() => {
     const table = readMountinfo();
     const v2Mount = cgroup2MountPoint(table);
-    const controllers = v2Mount === null ? null : attempt(() => readFileSync(`${v2Mount}/cgroup.controllers`, 'utf8').trim().split(/\s+/).filter(Boolean));
+    const controllers =
+      v2Mount === null ? null : attempt(() => readFileSync(`${v2Mount}/cgroup.controllers`, 'utf8').trim().split(/\s+/).filter(Boolean));
     return {
       v1: cgroupV1Available(),
       v2: cgroupV2Base(undefined),

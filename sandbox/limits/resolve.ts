@@ -47,7 +47,8 @@ function bytes(option: string, v: unknown, min: number): number | undefined {
 
 function count(option: string, v: unknown, max: number): number | undefined {
   if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) fail(option, `${option} must be an integer from 1 to ${max}, got ${String(v)}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max)
+    fail(option, `${option} must be an integer from 1 to ${max}, got ${String(v)}`);
   return v as number;
 }
 
@@ -73,4 +74,3 @@ export function resolveLimits(limits: unknown, timeout: number | undefined): Res
   set('outputBytes', bytes('limits.outputLimit', l.outputLimit, 1));
   return r;
 }
-

@@ -60,12 +60,14 @@ const fail = (option: string, message: string): never => {
 
 function checkId(option: string, v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xfffffffe) fail(option, `${option} must be an integer from 0 to 4294967294, got ${String(v)}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xfffffffe)
+    fail(option, `${option} must be an integer from 0 to 4294967294, got ${String(v)}`);
   return v as number;
 }
 
 function checkHostDir(option: string, p: unknown): string {
-  if (typeof p !== 'string' || !isAbsolute(p) || p.split('/').includes('..')) return fail(option, `${option} must be an absolute host path without '..'`);
+  if (typeof p !== 'string' || !isAbsolute(p) || p.split('/').includes('..'))
+    return fail(option, `${option} must be an absolute host path without '..'`);
   let real: string;
   try {
     real = realpathSync(p);
@@ -121,7 +123,12 @@ function checkMount(m: unknown, i: number): ResolvedMount {
   if (typeof m !== 'object' || m === null) return fail(where, `${where} must be an object like { type: 'bind', source, target }`);
   const spec = m as Record<string, unknown>;
   if (spec.type === 'tmpfs') {
-    return { type: 'tmpfs', target: checkInsidePath(`${where}.target`, spec.target), readOnly: false, size: checkSize(`${where}.size`, spec.size, 64 << 20) };
+    return {
+      type: 'tmpfs',
+      target: checkInsidePath(`${where}.target`, spec.target),
+      readOnly: false,
+      size: checkSize(`${where}.size`, spec.size, 64 << 20),
+    };
   }
   if (spec.type !== 'bind') return fail(`${where}.type`, `${where}.type must be 'bind' or 'tmpfs', got ${JSON.stringify(spec.type)}`);
   const source = spec.source;
@@ -132,12 +139,22 @@ function checkMount(m: unknown, i: number): ResolvedMount {
     statSync(source);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new SandboxOptionError(`${where}.source`, code === 'ENOENT' ? `bind source "${source}" does not exist on the host` : `bind source "${source}" cannot be used: ${code ?? (e as Error).message}`, ErrorCode.bindSource);
+    throw new SandboxOptionError(
+      `${where}.source`,
+      code === 'ENOENT'
+        ? `bind source "${source}" does not exist on the host`
+        : `bind source "${source}" cannot be used: ${code ?? (e as Error).message}`,
+      ErrorCode.bindSource,
+    );
   }
   const clean = stripSlash(normalize(source));
   const real = realpathSync(clean);
   if (real !== clean)
-    throw new SandboxOptionError(`${where}.source`, `bind source "${source}" goes through a symlink (it resolves to "${real}"); symlinks in bind sources are not followed, so give the resolved path if that is what you mean`, ErrorCode.bindSource);
+    throw new SandboxOptionError(
+      `${where}.source`,
+      `bind source "${source}" goes through a symlink (it resolves to "${real}"); symlinks in bind sources are not followed, so give the resolved path if that is what you mean`,
+      ErrorCode.bindSource,
+    );
   const target = checkInsidePath(`${where}.target`, spec.target ?? source);
   if (target === '/') fail(`${where}.target`, `${where}.target cannot be / (the root is always a fresh tmpfs)`);
   if (spec.readOnly !== undefined && typeof spec.readOnly !== 'boolean') fail(`${where}.readOnly`, `${where}.readOnly must be a boolean`);
@@ -146,7 +163,11 @@ function checkMount(m: unknown, i: number): ResolvedMount {
     const within = (inner: string, outer: string): boolean => inner === outer || inner.startsWith(outer === '/' ? '/' : `${outer}/`);
     const own = protectedPaths().find((p) => within(p, real) || within(real, p));
     if (own)
-      throw new SandboxOptionError(`${where}.source`, `a read-write bind of "${source}" would let the sandbox rewrite cubicle's own code (${own}), which runs unsandboxed; bind it read-only (readOnly: true / --ro-bind) and give the writable subdirectories their own binds`, ErrorCode.bindSource);
+      throw new SandboxOptionError(
+        `${where}.source`,
+        `a read-write bind of "${source}" would let the sandbox rewrite cubicle's own code (${own}), which runs unsandboxed; bind it read-only (readOnly: true / --ro-bind) and give the writable subdirectories their own binds`,
+        ErrorCode.bindSource,
+      );
   }
   return { type: 'bind', source: real, target, readOnly };
 }
@@ -156,7 +177,8 @@ function checkCommand(cmd: unknown): string[] {
     if (cmd.length === 0) fail('command', 'the command is an empty string');
     return ['/bin/sh', '-c', cmd];
   }
-  if (!Array.isArray(cmd) || cmd.length === 0) return fail('command', 'the command must be a non-empty string (run by /bin/sh -c) or a non-empty array (argv)');
+  if (!Array.isArray(cmd) || cmd.length === 0)
+    return fail('command', 'the command must be a non-empty string (run by /bin/sh -c) or a non-empty array (argv)');
   (cmd as unknown[]).forEach((a, i) => {
     if (typeof a !== 'string') return fail('command', `argv[${i}] must be a string, got ${typeof a}`);
     if (a.includes('\0')) fail('command', `argv[${i}] contains a NUL byte`);
@@ -167,7 +189,8 @@ function checkCommand(cmd: unknown): string[] {
 
 const oneOf = <T extends string>(option: string, v: unknown, allowed: readonly T[], dflt: T): T => {
   if (v === undefined) return dflt;
-  if (!allowed.includes(v as T)) fail(option, `${option} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(v)}`);
+  if (!allowed.includes(v as T))
+    fail(option, `${option} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(v)}`);
   return v as T;
 };
 
@@ -208,43 +231,55 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
   if (callerUid === 0) {
     outerUid = checkId('hostUid', o.hostUid, 65534);
     outerGid = checkId('hostGid', o.hostGid, 65534);
-    if (outerUid === 0 || outerGid === 0) fail(o.hostUid === 0 ? 'hostUid' : 'hostGid', 'the sandbox never maps to host root: choose an unprivileged hostUid/hostGid');
+    if (outerUid === 0 || outerGid === 0)
+      fail(o.hostUid === 0 ? 'hostUid' : 'hostGid', 'the sandbox never maps to host root: choose an unprivileged hostUid/hostGid');
   } else if ((o.hostUid !== undefined && o.hostUid !== callerUid) || (o.hostGid !== undefined && o.hostGid !== callerGid)) {
-    fail('hostUid', `hostUid/hostGid can only be chosen by root; a rootless sandbox maps to the caller's own ids (${callerUid}/${callerGid})`);
+    fail(
+      'hostUid',
+      `hostUid/hostGid can only be chosen by root; a rootless sandbox maps to the caller's own ids (${callerUid}/${callerGid})`,
+    );
   }
   const username = o.username === undefined ? (uid === 0 ? 'root' : 'sandbox') : String(o.username);
   if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(username)) fail('username', `username "${username}" must match [a-z_][a-z0-9_-]{0,31}`);
 
   const hostname = o.hostname === undefined ? 'cubicle' : String(o.hostname);
-  if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/.test(hostname)) fail('hostname', `hostname "${hostname}" must be 1-63 letters, digits, '.' or '-'`);
+  if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/.test(hostname))
+    fail('hostname', `hostname "${hostname}" must be 1-63 letters, digits, '.' or '-'`);
 
   if (o.mounts !== undefined && !Array.isArray(o.mounts)) fail('mounts', 'mounts must be an array');
   const mounts = ((o.mounts as unknown[]) ?? []).map(checkMount);
 
   let timeout: number | undefined;
   if (o.timeout !== undefined && o.timeout !== 0) {
-    if (typeof o.timeout !== 'number' || !Number.isFinite(o.timeout) || o.timeout < 0) fail('timeout', `timeout must be a positive number of milliseconds, got ${String(o.timeout)}`);
+    if (typeof o.timeout !== 'number' || !Number.isFinite(o.timeout) || o.timeout < 0)
+      fail('timeout', `timeout must be a positive number of milliseconds, got ${String(o.timeout)}`);
     timeout = o.timeout as number;
   }
   if (o.cancelSignal !== undefined && !(o.cancelSignal instanceof AbortSignal)) fail('cancelSignal', 'cancelSignal must be an AbortSignal');
   const forceKillAfterDelay = o.forceKillAfterDelay === undefined ? 2000 : (o.forceKillAfterDelay as number);
-  if (typeof forceKillAfterDelay !== 'number' || !(forceKillAfterDelay >= 0)) fail('forceKillAfterDelay', 'forceKillAfterDelay must be a non-negative number of milliseconds');
+  if (typeof forceKillAfterDelay !== 'number' || !(forceKillAfterDelay >= 0))
+    fail('forceKillAfterDelay', 'forceKillAfterDelay must be a non-negative number of milliseconds');
   if (o.reject !== undefined && typeof o.reject !== 'boolean') fail('reject', 'reject must be a boolean');
   if (o.seccompLog !== undefined && typeof o.seccompLog !== 'boolean') fail('seccompLog', 'seccompLog must be a boolean');
   if (o.strictLimits !== undefined && typeof o.strictLimits !== 'boolean') fail('strictLimits', 'strictLimits must be a boolean');
-  if (o.cgroups !== undefined && typeof o.cgroups !== 'boolean' && o.cgroups !== 'v1' && o.cgroups !== 'v2') fail('cgroups', "cgroups must be true, false, 'v1' or 'v2'");
-  if (o.cgroupParent !== undefined && o.cgroups === 'v1') fail('cgroupParent', 'cgroupParent is a cgroup v2 directory; it cannot be combined with cgroups: v1');
-  if (o.cgroups === false && o.strictLimits === true) fail('strictLimits', 'strictLimits needs cgroups; do not combine it with cgroups: false');
+  if (o.cgroups !== undefined && typeof o.cgroups !== 'boolean' && o.cgroups !== 'v1' && o.cgroups !== 'v2')
+    fail('cgroups', "cgroups must be true, false, 'v1' or 'v2'");
+  if (o.cgroupParent !== undefined && o.cgroups === 'v1')
+    fail('cgroupParent', 'cgroupParent is a cgroup v2 directory; it cannot be combined with cgroups: v1');
+  if (o.cgroups === false && o.strictLimits === true)
+    fail('strictLimits', 'strictLimits needs cgroups; do not combine it with cgroups: false');
 
   const input = o.input;
-  if (input !== undefined && typeof input !== 'string' && !(input instanceof Uint8Array) && !(input instanceof Readable)) fail('input', 'input must be a string, a Buffer/Uint8Array or a Readable stream');
+  if (input !== undefined && typeof input !== 'string' && !(input instanceof Uint8Array) && !(input instanceof Readable))
+    fail('input', 'input must be a string, a Buffer/Uint8Array or a Readable stream');
   if (o.inputFile !== undefined) {
     if (input !== undefined) fail('inputFile', 'give either input or inputFile, not both');
     if (typeof o.inputFile !== 'string') fail('inputFile', 'inputFile must be a path');
     // Checked again, race-free, when it is opened (O_NOFOLLOW, regular file): a sandbox may have planted a symlink.
     try {
       const st = lstatSync(o.inputFile as string);
-      if (st.isSymbolicLink()) fail('inputFile', `inputFile "${String(o.inputFile)}" is a symlink; give the real path (symlinks are not followed)`);
+      if (st.isSymbolicLink())
+        fail('inputFile', `inputFile "${String(o.inputFile)}" is a symlink; give the real path (symlinks are not followed)`);
       if (!st.isFile()) fail('inputFile', `inputFile "${String(o.inputFile)}" is not a regular file`);
     } catch (e) {
       if (e instanceof SandboxOptionError) throw e;

@@ -41,14 +41,24 @@ const UNTIMED_EVIDENCE: readonly { verdict: Verdict; seen(f: Facts): boolean }[]
   // a sample that came too late to kill (the payload was already exiting) saw memory over the limit
   { verdict: 'memory-limit', seen: (f) => f.limits.memoryBytes !== undefined && f.sampledMemory > f.limits.memoryBytes },
   // the pids controller refused a fork, or the sampler saw more tasks than allowed
-  { verdict: 'process-limit', seen: (f) => f.limits.processes !== undefined && ((f.cgroup?.pidsRefused ?? 0) > 0 || (f.exit?.sample?.peakTasks ?? 0) > f.limits.processes) },
+  {
+    verdict: 'process-limit',
+    seen: (f) =>
+      f.limits.processes !== undefined && ((f.cgroup?.pidsRefused ?? 0) > 0 || (f.exit?.sample?.peakTasks ?? 0) > f.limits.processes),
+  },
   // the kernel's OOM killer acted in the memory cgroup (a refused fork is the likelier first cause)
   { verdict: 'memory-limit', seen: (f) => (f.cgroup?.oomKills ?? 0) > 0 },
   // the kernel's own seccomp kill (a foreign ABI such as i386 int 0x80 or x32): SIGSYS under a filter
   { verdict: 'seccomp-violation', seen: (f) => f.filtered && f.signal === 'SIGSYS' },
   // isolate's semantics: within the grace period the run may finish, but over the limit is still over it
-  { verdict: 'cpu-time-limit', seen: (f) => f.limits.cpuTimeMs !== undefined && f.usage !== undefined && f.usage.cpuMs > f.limits.cpuTimeMs },
-  { verdict: 'wall-time-limit', seen: (f) => f.limits.wallTimeMs !== undefined && f.usage !== undefined && f.usage.wallMs > f.limits.wallTimeMs },
+  {
+    verdict: 'cpu-time-limit',
+    seen: (f) => f.limits.cpuTimeMs !== undefined && f.usage !== undefined && f.usage.cpuMs > f.limits.cpuTimeMs,
+  },
+  {
+    verdict: 'wall-time-limit',
+    seen: (f) => f.limits.wallTimeMs !== undefined && f.usage !== undefined && f.usage.wallMs > f.limits.wallTimeMs,
+  },
   { verdict: 'file-size-limit', seen: (f) => f.signal === 'SIGXFSZ' },
   { verdict: 'cpu-time-limit', seen: (f) => f.signal === 'SIGXCPU' && f.limits.cpuTimeMs !== undefined },
 ];
@@ -144,7 +154,8 @@ export function judge(record: RunRecord, ctx: JudgeContext): SandboxResult {
 
   const violations = ctx.seccomp && exit ? exit.violations.map((v) => ctx.seccomp!.name(v.arch, v.nr)) : [];
   let violation: SeccompViolation | undefined;
-  if (verdict === 'seccomp-violation') violation = ctx.seccomp?.notify === 'kill' && violations.length ? violations[0] : { syscall: null, nr: null, arch: null };
+  if (verdict === 'seccomp-violation')
+    violation = ctx.seccomp?.notify === 'kill' && violations.length ? violations[0] : { syscall: null, nr: null, arch: null };
 
   const applied = { ...ctx.applied };
   const readBack = record.cgroup?.readBack;

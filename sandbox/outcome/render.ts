@@ -8,11 +8,19 @@ import type { SandboxResult, SetupFailure, Verdict } from '../types.js';
 export const CliExit = { sandboxFailed: 125, timeout: 124, usage: 2 } as const;
 
 /** Verdicts that mean a limit was passed. */
-export const LIMIT_VERDICTS: ReadonlySet<Verdict> = new Set(['cpu-time-limit', 'wall-time-limit', 'memory-limit', 'output-limit', 'process-limit', 'file-size-limit']);
+export const LIMIT_VERDICTS: ReadonlySet<Verdict> = new Set([
+  'cpu-time-limit',
+  'wall-time-limit',
+  'memory-limit',
+  'output-limit',
+  'process-limit',
+  'file-size-limit',
+]);
 
 const signalNumber = (name: NodeJS.Signals): number => (constants.signals as Record<string, number>)[name] ?? 0;
 const MiB = 1 << 20;
-const bytes = (n: number | undefined): string => (n === undefined ? '?' : n >= MiB ? `${(n / MiB).toFixed(n % MiB ? 1 : 0)} MiB` : `${n} bytes`);
+const bytes = (n: number | undefined): string =>
+  n === undefined ? '?' : n >= MiB ? `${(n / MiB).toFixed(n % MiB ? 1 : 0)} MiB` : `${n} bytes`;
 const ms = (n: number | undefined): string => (n === undefined ? '?' : `${n.toFixed(0)} ms`);
 const quote = (argv: readonly string[]): string => argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
 
@@ -86,7 +94,9 @@ export function errorCodeFor(r: SandboxResult): ErrorCodeValue {
 export function toSandboxError(r: SandboxResult, cause?: unknown): SandboxError {
   const f = r.setupFailure;
   const message =
-    r.verdict === 'setup-error' && f ? `Sandbox ${describeFailure(f).slice('sandbox '.length)}. Hint: ${f.hint}` : `Command ${describeVerdict(r)}: ${quote(r.command)}`;
+    r.verdict === 'setup-error' && f
+      ? `Sandbox ${describeFailure(f).slice('sandbox '.length)}. Hint: ${f.hint}`
+      : `Command ${describeVerdict(r)}: ${quote(r.command)}`;
   return new SandboxError(message, errorCodeFor(r), r, cause === undefined ? undefined : { cause });
 }
 
@@ -187,7 +197,11 @@ export function isolateMeta(r: SandboxResult): string {
   const u = r.usage;
   const lines: [string, string | number][] = [];
   if (u) {
-    lines.push(['time', (u.cpuMs / 1000).toFixed(3)], ['time-wall', (u.wallMs / 1000).toFixed(3)], ['max-rss', Math.round(u.maxRssBytes / 1024)]);
+    lines.push(
+      ['time', (u.cpuMs / 1000).toFixed(3)],
+      ['time-wall', (u.wallMs / 1000).toFixed(3)],
+      ['max-rss', Math.round(u.maxRssBytes / 1024)],
+    );
     if (u.peakMemoryBytes !== undefined) lines.push(['cg-mem', Math.round(u.peakMemoryBytes / 1024)]);
     lines.push(['csw-voluntary', u.voluntaryContextSwitches], ['csw-forced', u.involuntaryContextSwitches]);
   }

@@ -32,29 +32,41 @@ export function describeStep(op: PlanOp | undefined): string | undefined {
   }
 }
 
-function hintFor(e: ErrorEvent, name: string | undefined, op: PlanOp | undefined, program: string, hostDiagnosis: string | undefined): string {
+function hintFor(
+  e: ErrorEvent,
+  name: string | undefined,
+  op: PlanOp | undefined,
+  program: string,
+  hostDiagnosis: string | undefined,
+): string {
   const sys = e.syscall;
-  if (e.stage === 'parent' && (sys === 'clone' || sys === 'clone3')) return hostDiagnosis ?? 'the kernel refused new namespaces; run `npx cubicle doctor` for a diagnosis of this host';
+  if (e.stage === 'parent' && (sys === 'clone' || sys === 'clone3'))
+    return hostDiagnosis ?? 'the kernel refused new namespaces; run `npx cubicle doctor` for a diagnosis of this host';
   if (e.stage === 'userns')
     return name === 'EPERM'
-      ? 'the kernel refused the uid/gid map: a rootless sandbox can only map the caller\'s own ids; run `npx cubicle doctor`'
+      ? "the kernel refused the uid/gid map: a rootless sandbox can only map the caller's own ids; run `npx cubicle doctor`"
       : 'writing the uid/gid map failed; run `npx cubicle doctor`';
-  if (op?.op === 'bind' && (sys === 'openat2' || sys === 'open') && name === 'ENOENT') return `the bind source ${opArg(op, 'hostPath')} does not exist on the host; create it or fix the path`;
+  if (op?.op === 'bind' && (sys === 'openat2' || sys === 'open') && name === 'ENOENT')
+    return `the bind source ${opArg(op, 'hostPath')} does not exist on the host; create it or fix the path`;
   if (op?.op === 'bind' && sys === 'openat2' && (name === 'ELOOP' || name === 'EXDEV'))
     return `the bind source ${opArg(op, 'hostPath')} now has a symlink in its path (it changed since the options were checked); bind sources are never followed through symlinks`;
-  if (op?.op === 'bind' && name === 'EACCES') return `the caller cannot access ${opArg(op, 'hostPath')}; a rootless sandbox sees the host with the caller's own permissions`;
+  if (op?.op === 'bind' && name === 'EACCES')
+    return `the caller cannot access ${opArg(op, 'hostPath')}; a rootless sandbox sees the host with the caller's own permissions`;
   if (op?.op === 'proc' && name === 'EPERM')
     return "the kernel refused a fresh /proc: the host's /proc has paths masked by over-mounts (Docker/Podman default); run the container with --security-opt systempaths=unconfined (or podman --security-opt unmask=ALL)";
-  if (sys === 'lstat' && name === 'ELOOP') return `the target goes through a symlink inside the sandbox (${e.msg}); use the real path (e.g. /usr/bin instead of /bin)`;
+  if (sys === 'lstat' && name === 'ELOOP')
+    return `the target goes through a symlink inside the sandbox (${e.msg}); use the real path (e.g. /usr/bin instead of /bin)`;
   if ((op?.op === 'tmpfs' || op?.op === 'bind' || op?.op === 'dir' || op?.op === 'file') && name === 'EROFS')
     return 'the target lies inside a read-only bind; mount it somewhere else (e.g. under /tmp or a tmpfs of its own)';
-  if (name === 'ENOSPC' && (op?.op === 'copy' || op?.op === 'file' || op?.op === 'dir' || op?.op === 'symlink')) return 'the root tmpfs is full; raise rootSize';
+  if (name === 'ENOSPC' && (op?.op === 'copy' || op?.op === 'file' || op?.op === 'dir' || op?.op === 'symlink'))
+    return 'the root tmpfs is full; raise rootSize';
   if (e.stage === 'exec' && sys === 'execve') {
     if (name === 'ENOENT') return `${program} was not found inside the sandbox; give its full path, or bind the directory that holds it`;
     if (name === 'EACCES') return `${program} is not executable inside the sandbox (permissions, or a noexec mount)`;
     if (name === 'ENOEXEC') return `${program} is not a binary or script this kernel can run`;
   }
-  if (e.stage === 'exec' && sys === 'chdir') return 'the working directory does not exist inside the sandbox or is not accessible to the sandbox user; bind it or choose another cwd';
+  if (e.stage === 'exec' && sys === 'chdir')
+    return 'the working directory does not exist inside the sandbox or is not accessible to the sandbox user; bind it or choose another cwd';
   if (sys === 'mount' && name === 'EPERM') return 'the kernel refused a mount inside the user namespace; run `npx cubicle doctor`';
   return 'run `npx cubicle doctor` to check this host';
 }
@@ -84,25 +96,34 @@ export function helperFailure(record: RunRecord): SetupFailure {
     return {
       stage: 'helper',
       message: f.error.message,
-      hint: typeof hint === 'string' ? hint : 'run npm install (or npm run build) to build the helper, and check it is executable by this user',
+      hint:
+        typeof hint === 'string' ? hint : 'run npm install (or npm run build) to build the helper, and check it is executable by this user',
     };
   }
   const x = record.helperExit;
   const how = x ? (x.signal ?? `exit code ${x.code}`) : 'unknown status';
   const message = f?.kind === 'protocol' ? f.error.message : `the helper ended (${how}) without reporting a result`;
   const hint = f?.kind === 'protocol' ? (f.error as { hint?: unknown }).hint : undefined;
-  return { stage: 'helper', message, hint: typeof hint === 'string' ? hint : 'this is a bug in cubicle, or the helper was killed from outside; rerun with NODE_DEBUG=cubicle' };
+  return {
+    stage: 'helper',
+    message,
+    hint:
+      typeof hint === 'string' ? hint : 'this is a bug in cubicle, or the helper was killed from outside; rerun with NODE_DEBUG=cubicle',
+  };
 }
 
 /** The failure of a run whose cgroup could not be created: the syscall, the path, and what to do. */
 export function cgroupFailure(e: CgroupSetupError): SetupFailure {
   const errno = e.errno === undefined ? undefined : (constants.errno as Record<string, number>)[e.errno];
-  let hint = 'run `npx cubicle doctor` to check this host, or pass cgroups: false (--cgroups off) to enforce limits by rlimits and sampling';
+  let hint =
+    'run `npx cubicle doctor` to check this host, or pass cgroups: false (--cgroups off) to enforce limits by rlimits and sampling';
   if (e.errno === 'EACCES' || e.errno === 'EPERM' || e.errno === 'EROFS')
     hint = `this user may not write ${e.path}: run as root, or pass a cgroup v2 directory delegated to this user as cgroupParent (--cgroup-parent)`;
   else if (e.errno === 'EBUSY' && e.path.endsWith('cgroup.subtree_control'))
-    hint = 'cgroup v2 only lets a group without processes of its own delegate controllers: move the processes in that group into a leaf group, or pass a cgroupParent that holds none';
-  else if (e.syscall === 'read') hint = 'the kernel rounded or refused the limit; choose another value, or pass cgroups: false to enforce it by sampling';
+    hint =
+      'cgroup v2 only lets a group without processes of its own delegate controllers: move the processes in that group into a leaf group, or pass a cgroupParent that holds none';
+  else if (e.syscall === 'read')
+    hint = 'the kernel rounded or refused the limit; choose another value, or pass cgroups: false to enforce it by sampling';
   return {
     stage: 'cgroup',
     syscall: e.syscall,

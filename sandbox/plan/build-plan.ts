@@ -66,7 +66,9 @@ export function buildPlan(o: ResolvedOptions, hostView: readonly PlanOp[], notif
   ops.push(Op.rootReadOnly(), Op.hostname(o.hostname), Op.loopback(), ...limits.initOps, ...limits.payloadOps, Op.cwd(o.cwd));
   for (const [k, v] of Object.entries(o.env)) ops.push(Op.env(k, v));
   for (const a of o.argv) ops.push(Op.arg(a));
-  if (!o.argv[0]!.includes('/')) for (const dir of o.env.PATH!.split(':')) if (dir.startsWith('/') && !dir.split('/').includes('..')) ops.push(Op.search(posix.normalize(dir).replace(/(.)\/$/, '$1')));
+  if (!o.argv[0]!.includes('/'))
+    for (const dir of o.env.PATH!.split(':'))
+      if (dir.startsWith('/') && !dir.split('/').includes('..')) ops.push(Op.search(posix.normalize(dir).replace(/(.)\/$/, '$1')));
   ops.push(Op.exec(o.argv[0]!));
   if (notify !== 'none') ops.push(Op.seccomp(notify));
   ops.push(Op.end());

@@ -45,7 +45,13 @@ export interface LimitPlan {
  * judged by init's sampler (with an RLIMIT_CPU backstop per process). `strict` fails closed when memory or
  * processes would not be enforced by a cgroup.
  */
-export function planLimits(l: ResolvedLimits, strict: boolean, tmpfsPaths: readonly string[], runId: string, req: CgroupRequest): LimitPlan {
+export function planLimits(
+  l: ResolvedLimits,
+  strict: boolean,
+  tmpfsPaths: readonly string[],
+  runId: string,
+  req: CgroupRequest,
+): LimitPlan {
   const applied: LimitPlan['applied'] = {};
   const stage0Ops: PlanOp[] = [];
   const initOps: PlanOp[] = [];

@@ -1,6 +1,14 @@
 // Typed constructors for plan ops and the encoder that turns a plan into the helper's token stream.
 import { SandboxOptionError } from '../errors.js';
-import { OPCODES, PLAN_MAGIC, PROTOCOL_VERSION, ProtocolLimits, type BindAccess, type OpName, type RlimitName } from '../protocol/opcodes.js';
+import {
+  OPCODES,
+  PLAN_MAGIC,
+  PROTOCOL_VERSION,
+  ProtocolLimits,
+  type BindAccess,
+  type OpName,
+  type RlimitName,
+} from '../protocol/opcodes.js';
 import type { NotifyMode } from '../types.js';
 
 type OpSpec<N extends OpName> = Extract<(typeof OPCODES)[number], { readonly name: N }>;
@@ -31,7 +39,8 @@ const mode = (m: number): string => m.toString(8);
 
 /** Constructors, one per opcode, so callers never spell an opcode, its arity or an argument's position. */
 export const Op = {
-  userns: (innerUid: number, innerGid: number, outerUid: number, outerGid: number): PlanOp => makeOp('userns', { innerUid, innerGid, outerUid, outerGid }),
+  userns: (innerUid: number, innerGid: number, outerUid: number, outerGid: number): PlanOp =>
+    makeOp('userns', { innerUid, innerGid, outerUid, outerGid }),
   hostIds: (uid: number, gid: number): PlanOp => makeOp('host-ids', { hostUid: uid, hostGid: gid }),
   root: (sizeBytes: number): PlanOp => makeOp('root', { sizeBytes }),
   dir: (path: string, m = 0o755): PlanOp => makeOp('dir', { path, modeOctal: mode(m) }),
@@ -60,7 +69,8 @@ export const Op = {
   cgroupInto: (dir: string): PlanOp => makeOp('cgroup-into', { dir }),
   cgroupEvents: (file: string): PlanOp => makeOp('cgroup-events', { file }),
   watchTmpfs: (path: string): PlanOp => makeOp('watch-tmpfs', { path }),
-  rlimit: (resource: RlimitName, soft: number | 'unlimited', hard: number | 'unlimited'): PlanOp => makeOp('rlimit', { resource, soft, hard }),
+  rlimit: (resource: RlimitName, soft: number | 'unlimited', hard: number | 'unlimited'): PlanOp =>
+    makeOp('rlimit', { resource, soft, hard }),
   end: (): PlanOp => makeOp('end', {}),
 } as const;
 
@@ -73,15 +83,31 @@ export function encodePlan(ops: readonly PlanOp[]): Buffer {
   for (const { op, args } of ops) {
     if (ARITY.get(op) !== args.length) throw new Error(`internal: plan op ${op} given ${args.length} arguments`);
     for (const token of [op, ...args]) {
-      if (token.includes('\0')) throw new SandboxOptionError(op, `a value passed to the sandbox (plan step ${op}) contains a NUL byte: ${JSON.stringify(token.slice(0, 80))}`);
+      if (token.includes('\0'))
+        throw new SandboxOptionError(
+          op,
+          `a value passed to the sandbox (plan step ${op}) contains a NUL byte: ${JSON.stringify(token.slice(0, 80))}`,
+        );
       const b = Buffer.from(`${token}\0`);
-      if (b.length > ProtocolLimits.tokenMaxBytes) throw new SandboxOptionError(op, `a value passed to the sandbox (plan step ${op}) is longer than ${ProtocolLimits.tokenMaxBytes} bytes: ${JSON.stringify(token.slice(0, 80))}...`);
+      if (b.length > ProtocolLimits.tokenMaxBytes)
+        throw new SandboxOptionError(
+          op,
+          `a value passed to the sandbox (plan step ${op}) is longer than ${ProtocolLimits.tokenMaxBytes} bytes: ${JSON.stringify(token.slice(0, 80))}...`,
+        );
       size += b.length;
       parts.push(b);
     }
   }
-  if (ops.length > ProtocolLimits.maxOps) throw new SandboxOptionError('options', `the sandbox plan has ${ops.length} steps; at most ${ProtocolLimits.maxOps} are allowed (too many mounts, env entries or arguments)`);
-  if (size > ProtocolLimits.planMaxBytes) throw new SandboxOptionError('options', `the sandbox plan is ${size} bytes; at most ${ProtocolLimits.planMaxBytes} are allowed (too many binds, env or args?)`);
+  if (ops.length > ProtocolLimits.maxOps)
+    throw new SandboxOptionError(
+      'options',
+      `the sandbox plan has ${ops.length} steps; at most ${ProtocolLimits.maxOps} are allowed (too many mounts, env entries or arguments)`,
+    );
+  if (size > ProtocolLimits.planMaxBytes)
+    throw new SandboxOptionError(
+      'options',
+      `the sandbox plan is ${size} bytes; at most ${ProtocolLimits.planMaxBytes} are allowed (too many binds, env or args?)`,
+    );
   return Buffer.concat(parts, size);
 }
 

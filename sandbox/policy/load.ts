@@ -11,7 +11,6 @@ export const POLICY_DIR = fileURLToPath(new URL('../../../policies/', import.met
 /** The policy a run gets when it names none. */
 export const DEFAULT_POLICY = 'default';
 
-
 export interface ResolvedPolicy {
   /** The name (shipped), the path, or "(object)". */
   name: string;
@@ -26,7 +25,6 @@ const POLICY_KEYS = ['$schema', 'description', 'extends', 'options', 'seccomp'];
 const OPTION_KEYS: readonly string[] = POLICY_OPTION_NAMES;
 const MAX_DEPTH = 16;
 const MAX_FILE = 1 << 20;
-
 
 const isName = (s: string): boolean => /^[a-z][a-z0-9-]*$/.test(s);
 
@@ -50,7 +48,10 @@ function readPolicyFile(path: string, label: string): PolicyObject {
     if (e instanceof PolicyError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     const known = listNamesQuietly();
-    throw new PolicyError(label, code === 'ENOENT' ? `not found (${path}); shipped policies: ${known}` : `cannot read ${path}: ${code ?? (e as Error).message}`);
+    throw new PolicyError(
+      label,
+      code === 'ENOENT' ? `not found (${path}); shipped policies: ${known}` : `cannot read ${path}: ${code ?? (e as Error).message}`,
+    );
   }
   try {
     return JSON.parse(text) as PolicyObject;
@@ -62,7 +63,10 @@ function readPolicyFile(path: string, label: string): PolicyObject {
 
 function listNamesQuietly(): string {
   try {
-    return readdirSync(POLICY_DIR).filter((f) => f.endsWith('.json') && f !== 'policy.schema.json').map((f) => f.slice(0, -5)).join(', ');
+    return readdirSync(POLICY_DIR)
+      .filter((f) => f.endsWith('.json') && f !== 'policy.schema.json')
+      .map((f) => f.slice(0, -5))
+      .join(', ');
   } catch {
     return '(none found)';
   }
@@ -71,14 +75,20 @@ function listNamesQuietly(): string {
 function checkShape(p: unknown, where: string): PolicyObject {
   if (typeof p !== 'object' || p === null || Array.isArray(p)) throw new PolicyError(where, 'must be a JSON object');
   const o = p as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (!POLICY_KEYS.includes(k)) throw new PolicyError(where, `unknown field "${k}" (allowed: ${POLICY_KEYS.join(', ')})`);
+  for (const k of Object.keys(o))
+    if (!POLICY_KEYS.includes(k)) throw new PolicyError(where, `unknown field "${k}" (allowed: ${POLICY_KEYS.join(', ')})`);
   if (o.description !== undefined && typeof o.description !== 'string') throw new PolicyError(where, '"description" must be a string');
-  if (o.extends !== undefined && (typeof o.extends !== 'string' || o.extends.length === 0)) throw new PolicyError(where, '"extends" must be a policy name or a path');
+  if (o.extends !== undefined && (typeof o.extends !== 'string' || o.extends.length === 0))
+    throw new PolicyError(where, '"extends" must be a policy name or a path');
   if (o.options !== undefined) {
-    if (typeof o.options !== 'object' || o.options === null || Array.isArray(o.options)) throw new PolicyError(where, '"options" must be an object');
-    for (const k of Object.keys(o.options)) if (!OPTION_KEYS.includes(k)) throw new PolicyError(where, `options.${k} cannot be set by a policy (allowed: ${OPTION_KEYS.join(', ')})`);
+    if (typeof o.options !== 'object' || o.options === null || Array.isArray(o.options))
+      throw new PolicyError(where, '"options" must be an object');
+    for (const k of Object.keys(o.options))
+      if (!OPTION_KEYS.includes(k))
+        throw new PolicyError(where, `options.${k} cannot be set by a policy (allowed: ${OPTION_KEYS.join(', ')})`);
   }
-  if (o.seccomp !== undefined && o.seccomp !== null && (typeof o.seccomp !== 'object' || Array.isArray(o.seccomp))) throw new PolicyError(where, '"seccomp" must be an object or null');
+  if (o.seccomp !== undefined && o.seccomp !== null && (typeof o.seccomp !== 'object' || Array.isArray(o.seccomp)))
+    throw new PolicyError(where, '"seccomp" must be an object or null');
   return o as PolicyObject;
 }
 
@@ -93,7 +103,9 @@ function merge(parent: PolicyObject, child: PolicyObject): PolicyObject {
   else if (child.seccomp !== undefined) {
     const base = parent.seccomp ?? {};
     const named = new Set((child.seccomp.syscalls ?? []).flatMap((r) => r.names));
-    const inherited: SeccompRule[] = (base.syscalls ?? []).map((r) => ({ ...r, names: r.names.filter((n) => !named.has(n)) })).filter((r) => r.names.length > 0);
+    const inherited: SeccompRule[] = (base.syscalls ?? [])
+      .map((r) => ({ ...r, names: r.names.filter((n) => !named.has(n)) }))
+      .filter((r) => r.names.length > 0);
     seccomp = { ...base, ...child.seccomp, syscalls: [...inherited, ...(child.seccomp.syscalls ?? [])] };
   }
   const description = child.description ?? parent.description;
@@ -144,7 +156,8 @@ function signature(files: string[]): string {
 /** Loads, merges and validates a policy. Names are shipped policies; paths are relative to `base`.
  *  Policies from files are cached until one of their files changes; the result must not be modified. */
 export function loadPolicy(spec: string | PolicyObject, base = process.cwd()): ResolvedPolicy {
-  if (typeof spec !== 'string' && (typeof spec !== 'object' || spec === null)) throw new PolicyError(String(spec), 'must be a policy name, a path, or a policy object');
+  if (typeof spec !== 'string' && (typeof spec !== 'object' || spec === null))
+    throw new PolicyError(String(spec), 'must be a policy name, a path, or a policy object');
   const key = typeof spec === 'string' ? `${base}\0${spec}` : undefined;
   const hit = key !== undefined ? cache.get(key) : undefined;
   if (hit && signature(hit.files) === hit.signature) return hit.policy;
@@ -182,7 +195,11 @@ function checkShadowing(p: SeccompProfile, name: string): void {
     if (!r.args?.length) return;
     for (const n of r.names) {
       const u = unconditional.get(n);
-      if (u !== undefined && u !== r.action) throw new PolicyError(name, `seccomp.syscalls[${i}] (${n} with args, ${r.action}) would be ignored: another rule gives ${n} ${u} unconditionally`);
+      if (u !== undefined && u !== r.action)
+        throw new PolicyError(
+          name,
+          `seccomp.syscalls[${i}] (${n} with args, ${r.action}) would be ignored: another rule gives ${n} ${u} unconditionally`,
+        );
     }
   });
 }

@@ -21,11 +21,17 @@ import {
 import { MAX_STOPS, MAX_VIOLATIONS, STATUS_EVENTS, STOP_KINDS, type EventName, type FieldSpec, type FieldsSpec } from './events.js';
 import { PIPE_BUF, lineBound, linePrefix, memberBound, valueBound } from './event-bounds.js';
 
-const cName = (s: string): string => s.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase().replace(/[^A-Z0-9]/g, '_');
+const cName = (s: string): string =>
+  s
+    .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
+    .toUpperCase()
+    .replace(/[^A-Z0-9]/g, '_');
 const snake = (s: string): string => cName(s).toLowerCase();
 /** Names a struct member may not take in C (keywords, and macros of the C library such as errno). */
 const C_RESERVED = new Set(
-  'auto break case char const continue default do double else enum extern float for goto if inline int long register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while bool true false errno stdin stdout stderr'.split(' '),
+  'auto break case char const continue default do double else enum extern float for goto if inline int long register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while bool true false errno stdin stdout stderr'.split(
+    ' ',
+  ),
 );
 /** The C member name of a field: snake_case, with a trailing underscore where C reserves the name. */
 export const cMember = (field: string): string => (C_RESERVED.has(snake(field)) ? `${snake(field)}_` : snake(field));
@@ -52,7 +58,8 @@ interface CEnum {
 
 function enumFor(values: readonly string[], path: readonly string[]): CEnum {
   const tag = NAMED_ENUMS.get(values) ?? path.join('_');
-  for (const v of values) if (!/^[\x20-\x7e]*$/.test(v) || /["\\]/.test(v)) throw new Error(`enum value ${JSON.stringify(v)} must be plain ASCII`);
+  for (const v of values)
+    if (!/^[\x20-\x7e]*$/.test(v) || /["\\]/.test(v)) throw new Error(`enum value ${JSON.stringify(v)} must be plain ASCII`);
   return { tag, prefix: cName(tag.replace(/_kind$/, '')), values };
 }
 
@@ -109,7 +116,11 @@ function renderEventTypes(): { enums: string[]; structs: string[] } {
     if (body.length === 0) body.push('  char unused_;');
     structs.push(`struct ${tag} {`, ...body, '};');
     // An X-macro over the members, for code that fills a struct field by field by name.
-    structs.push(`#define ${cName(tag)}_FIELDS(X) ${Object.keys(fields).map((n) => `X(${cMember(n)})`).join(' ')}`);
+    structs.push(
+      `#define ${cName(tag)}_FIELDS(X) ${Object.keys(fields)
+        .map((n) => `X(${cMember(n)})`)
+        .join(' ')}`,
+    );
     structs.push('');
   };
   for (const [event, fields] of Object.entries(STATUS_EVENTS) as [EventName, FieldsSpec][]) {
@@ -243,7 +254,16 @@ function emitValue(c: EmitCtx, f: FieldSpec, base: string, m: string, tag: strin
 }
 
 /** Emits `"name":value` for each field present; `top`: the line's own fields, which always follow "ev". */
-function emitFields(c: EmitCtx, fields: FieldsSpec, base: string, tag: string, path: string[], after: number, indent: string, top: boolean): void {
+function emitFields(
+  c: EmitCtx,
+  fields: FieldsSpec,
+  base: string,
+  tag: string,
+  path: string[],
+  after: number,
+  indent: string,
+  top: boolean,
+): void {
   const entries = Object.entries(fields);
   const sep = `n${++c.depth}`;
   if (!top) c.out.push(`${indent}int ${sep} = 0;`);
@@ -351,7 +371,8 @@ export function renderStatusEmitters(): string {
   for (const [event, fields] of Object.entries(STATUS_EVENTS) as [EventName, FieldsSpec][]) {
     const limit = lineLimit(event);
     const least = lineBound(event, true);
-    if (least > limit) throw new Error(`the ${event} event needs ${least} bytes before its strings; at most ${limit} fit in one atomic write`);
+    if (least > limit)
+      throw new Error(`the ${event} event needs ${least} bytes before its strings; at most ${limit} fit in one atomic write`);
     const c: EmitCtx = { out, limit, depth: 0 };
     out.push(`void cub_emit_${snake(event)}(const struct cub_ev_${snake(event)} *e) {`);
     out.push(`  char buf[CUB_EV_${cName(event)}_LINE_MAX];`);

@@ -33,7 +33,8 @@ export function valueBound(f: FieldSpec, stringsEmpty = false): number {
 }
 
 /** `"name":` and the value, without a separating comma. */
-export const memberBound = (name: string, f: FieldSpec, stringsEmpty = false): number => JSON.stringify(name).length + 1 + valueBound(f, stringsEmpty);
+export const memberBound = (name: string, f: FieldSpec, stringsEmpty = false): number =>
+  JSON.stringify(name).length + 1 + valueBound(f, stringsEmpty);
 
 /** An object with every field present. */
 export function objectBound(fields: FieldsSpec, stringsEmpty = false): number {

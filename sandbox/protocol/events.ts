@@ -53,7 +53,10 @@ export const STATUS_EVENTS = {
     initPid: int, // init's pid on the host
     payloadPid: int, // the payload's pid inside
     setupUs: int, // from the helper's start to the payload's fork
-    ns: { type: 'object', fields: Object.fromEntries(NAMESPACE_NAMES.map((n) => [n, int])) as Record<(typeof NAMESPACE_NAMES)[number], typeof int> },
+    ns: {
+      type: 'object',
+      fields: Object.fromEntries(NAMESPACE_NAMES.map((n) => [n, int])) as Record<(typeof NAMESPACE_NAMES)[number], typeof int>,
+    },
   },
   /** Terminal: exec happened; how the payload ended and what the sandbox used. */
   exit: {

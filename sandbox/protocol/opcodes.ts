@@ -114,9 +114,20 @@ export type BindAccess = (typeof BIND_ACCESS)[number];
 export const NOTIFY_MODES = ['none', 'kill', 'log'] as const satisfies readonly NotifyMode[];
 
 /** Resources the rlimit op accepts, in the helper's table order. */
-export const RLIMIT_NAMES = ['cpu', 'fsize', 'data', 'stack', 'core', 'nproc', 'nofile', 'memlock', 'as', 'msgqueue', 'sigpending'] as const;
+export const RLIMIT_NAMES = [
+  'cpu',
+  'fsize',
+  'data',
+  'stack',
+  'core',
+  'nproc',
+  'nofile',
+  'memlock',
+  'as',
+  'msgqueue',
+  'sigpending',
+] as const;
 export type RlimitName = (typeof RLIMIT_NAMES)[number];
-
 
 /** Stage names carried by `error` events (and shown by `ps` as the helper renames itself). */
 export const Stage = {

@@ -1,5 +1,14 @@
 // Reads the helper's status fd: bounded JSON lines, each checked against its declaration in ./events.ts.
-import { STATUS_EVENTS, TERMINAL_EVENTS, type ErrorEvent, type EventName, type ExitEvent, type FieldSpec, type FieldsSpec, type HelperEvent } from './events.js';
+import {
+  STATUS_EVENTS,
+  TERMINAL_EVENTS,
+  type ErrorEvent,
+  type EventName,
+  type ExitEvent,
+  type FieldSpec,
+  type FieldsSpec,
+  type HelperEvent,
+} from './events.js';
 import { MAX_STATUS_LINE } from './event-bounds.js';
 import { PROTOCOL_VERSION } from './opcodes.js';
 
@@ -74,7 +83,9 @@ export function validateEvent(parsed: unknown): HelperEvent {
   if (ev === 'hello' && v !== PROTOCOL_VERSION) {
     // Checked before the fields: another version's hello has other fields, and the cause is a stale build.
     const e = new Error(`the helper speaks protocol version ${JSON.stringify(v)}; this library speaks ${PROTOCOL_VERSION}`);
-    throw Object.assign(e, { hint: 'the helper binary is from another build of cubicle: rebuild it (npm run build, or reinstall the package)' });
+    throw Object.assign(e, {
+      hint: 'the helper binary is from another build of cubicle: rebuild it (npm run build, or reinstall the package)',
+    });
   }
   return checkFields(parsed, STATUS_EVENTS[ev as EventName], ev, 'ev') as unknown as HelperEvent;
 }
@@ -84,7 +95,8 @@ export function validateEvent(parsed: unknown): HelperEvent {
 export function checkAcrossFields(event: HelperEvent): HelperEvent {
   if (event.ev === 'exit') {
     const given = [event.code, event.signal].filter((v) => v !== undefined).length;
-    if (given === 2 || (given === 0) === (event.initSignal === undefined)) return fail('exit', 'must carry exactly one of code or signal, or initSignal alone');
+    if (given === 2 || (given === 0) === (event.initSignal === undefined))
+      return fail('exit', 'must carry exactly one of code or signal, or initSignal alone');
   }
   return event;
 }

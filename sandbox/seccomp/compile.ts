@@ -46,7 +46,10 @@ function x32Prologue(): Buffer {
     b.writeUInt32LE(k >>> 0, 4);
     return b;
   };
-  const LD_W_ABS = 0x20, JEQ_K = 0x15, JGE_K = 0x35, RET_K = 0x06;
+  const LD_W_ABS = 0x20,
+    JEQ_K = 0x15,
+    JGE_K = 0x35,
+    RET_K = 0x06;
   return Buffer.concat([
     insn(LD_W_ABS, 0, 0, 4), // A = seccomp_data.arch
     insn(JEQ_K, 0, 4, ARCH_TOKENS.SCMP_ARCH_X86_64!), // not x86_64: on to the filter
@@ -71,7 +74,7 @@ function buildFilter(profile: SeccompProfile, mode: 'enforce' | 'log', where: st
   let usesNotify = false;
   const map = (action: string, errnoRet: number | undefined): number => {
     if (action === 'SCMP_ACT_ALLOW') return Act.ALLOW;
-    if (mode === 'log' && notifyOk) return (usesNotify = true), Act.NOTIFY;
+    if (mode === 'log' && notifyOk) return ((usesNotify = true), Act.NOTIFY);
     switch (action) {
       case 'SCMP_ACT_ERRNO':
         return Act.errno(errnoRet ?? profile.defaultErrnoRet ?? EPERM);
@@ -80,7 +83,7 @@ function buildFilter(profile: SeccompProfile, mode: 'enforce' | 'log', where: st
       case 'SCMP_ACT_LOG':
         return Act.LOG;
       default: // every kill action: report which syscall through a notification, then kill (or plainly kill)
-        if (notifyOk) return (usesNotify = true), Act.NOTIFY;
+        if (notifyOk) return ((usesNotify = true), Act.NOTIFY);
         return Act.KILL_PROCESS;
     }
   };
@@ -93,7 +96,8 @@ function buildFilter(profile: SeccompProfile, mode: 'enforce' | 'log', where: st
     lib.attrSet(ctx, Attr.CTL_OPTIMIZE, 2); // binary tree: long allowlists cost O(log n) per syscall
     const tokens = archs.map((a) => {
       const t = ARCH_TOKENS[a];
-      if (t === undefined) throw new ProfileError(`${where}.architectures`, `${a} is not supported (known: ${Object.keys(ARCH_TOKENS).join(', ')})`);
+      if (t === undefined)
+        throw new ProfileError(`${where}.architectures`, `${a} is not supported (known: ${Object.keys(ARCH_TOKENS).join(', ')})`);
       return t;
     });
     const native = ARCH_TOKENS[nativeArchName()]!;
@@ -114,7 +118,10 @@ function buildFilter(profile: SeccompProfile, mode: 'enforce' | 'log', where: st
         if (HELPER_NEEDS.includes(name)) {
           // The helper calls these after installing the filter: only an unconditional allow can be honoured.
           if (rule.action !== 'SCMP_ACT_ALLOW' || cmps.length)
-            throw new ProfileError(`${where}.syscalls[${i}]`, `${name} cannot be restricted: the helper needs ${HELPER_NEEDS.join(', ')} after installing the filter`);
+            throw new ProfileError(
+              `${where}.syscalls[${i}]`,
+              `${name} cannot be restricted: the helper needs ${HELPER_NEEDS.join(', ')} after installing the filter`,
+            );
           continue;
         }
         // One rule, by the native (or libseccomp pseudo) number: libseccomp translates it for every architecture.
@@ -186,7 +193,10 @@ export function profileToText(profile: SeccompProfile, mode: 'enforce' | 'log' =
   const lib = libseccomp();
   const built = buildFilter(profile, mode, where, userNotifAvailable());
   try {
-    const prologue = process.arch === 'x64' && !built.archs.includes('SCMP_ARCH_X32') ? '# prologue: x86_64 syscalls with the x32 bit (nr >= 0x40000000) -> KILL_PROCESS\n' : '';
+    const prologue =
+      process.arch === 'x64' && !built.archs.includes('SCMP_ARCH_X32')
+        ? '# prologue: x86_64 syscalls with the x32 bit (nr >= 0x40000000) -> KILL_PROCESS\n'
+        : '';
     return prologue + lib.exportPfc(built.ctx);
   } finally {
     lib.release(built.ctx);

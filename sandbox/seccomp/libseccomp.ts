@@ -151,7 +151,9 @@ function load(library: string): Bindings {
   // libseccomp 2.6+ exports to memory; 2.5 only to an fd (a memfd here).
   let exportBpfMem: ((ctx: unknown, buf: Buffer | null, len: bigint[]) => number) | undefined;
   try {
-    exportBpfMem = typed<[unknown, Buffer | null, bigint[]], number>(lib.func('int seccomp_export_bpf_mem(void *ctx, void *buf, _Inout_ size_t *len)'));
+    exportBpfMem = typed<[unknown, Buffer | null, bigint[]], number>(
+      lib.func('int seccomp_export_bpf_mem(void *ctx, void *buf, _Inout_ size_t *len)'),
+    );
   } catch {
     exportBpfMem = undefined;
   }
@@ -197,7 +199,13 @@ function load(library: string): Bindings {
       return s;
     },
     ruleAdd: (ctx, action, syscall, cmps) =>
-      ruleAdd(ctx, action >>> 0, syscall, cmps.length, cmps.length ? cmps.map((c) => ({ arg: c.index, op: c.op, datum_a: c.a, datum_b: c.b })) : null),
+      ruleAdd(
+        ctx,
+        action >>> 0,
+        syscall,
+        cmps.length,
+        cmps.length ? cmps.map((c) => ({ arg: c.index, op: c.op, datum_a: c.a, datum_b: c.b })) : null,
+      ),
     exportBpf: (ctx) => {
       if (!exportBpfMem) return viaMemfd((fd) => exportBpf(ctx, fd), 'bpf');
       const len = [0n];

@@ -76,14 +76,29 @@ function launchWithChildProcess(o: ResolvedOptions, plan: Uint8Array, bpf: Uint8
     if (stdinFd !== undefined) closeSync(stdinFd);
   }
   const fd = (n: number) => (child.stdio as unknown as (Readable & Writable)[])[n]!;
-  for (const n of [HelperFd.plan, HelperFd.bpf, HelperFd.status, HelperFd.control]) fd(n).on('error', (e: Error) => debug('helper fd %d: %s', n, e.message));
+  for (const n of [HelperFd.plan, HelperFd.bpf, HelperFd.status, HelperFd.control])
+    fd(n).on('error', (e: Error) => debug('helper fd %d: %s', n, e.message));
   fd(HelperFd.plan).end(plan);
   fd(HelperFd.bpf).end(bpf);
   const done = new Promise<HelperExitStatus>((resolve, reject) => {
-    child.on('error', (e) => (child.pid === undefined ? reject(new LaunchError(`cannot start the helper ${HELPER_PATH}: ${e.message}`, { cause: e })) : debug('helper: %s', e.message)));
+    child.on('error', (e) =>
+      child.pid === undefined
+        ? reject(new LaunchError(`cannot start the helper ${HELPER_PATH}: ${e.message}`, { cause: e }))
+        : debug('helper: %s', e.message),
+    );
     child.on('close', (code, signal) => resolve({ code, signal }));
   });
-  return { pid: child.pid, stdin: child.stdin, stdout: child.stdout, stderr: child.stderr, status: fd(HelperFd.status), control: fd(HelperFd.control), done, kill: () => child.kill('SIGKILL'), launcher: 'child_process' };
+  return {
+    pid: child.pid,
+    stdin: child.stdin,
+    stdout: child.stdout,
+    stderr: child.stderr,
+    status: fd(HelperFd.status),
+    control: fd(HelperFd.control),
+    done,
+    kill: () => child.kill('SIGKILL'),
+    launcher: 'child_process',
+  };
 }
 
 /** Owns raw fds until they are handed to a stream or closed; closes everything left on failure. */
@@ -120,7 +135,6 @@ class FdSet {
   }
 }
 
-
 function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array): LaunchedHelper {
   const fds = new FdSet(libc);
   const fa = Buffer.alloc(512);
@@ -141,7 +155,10 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
       stdinEnd = w;
     } else if (o.stdin === 'ignore') targets.set(0, fds.adopt(openSync('/dev/null', 'r')));
     else targets.set(0, 0); // inherit: dup2 to itself clears close-on-exec, which Node may have set on its stdio
-    for (const [n, mode] of [[1, o.stdout], [2, o.stderr]] as const) {
+    for (const [n, mode] of [
+      [1, o.stdout],
+      [2, o.stderr],
+    ] as const) {
       if (mode === 'pipe') {
         const [r, w] = fds.pipe();
         targets.set(n, w);
@@ -156,7 +173,8 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
     const [controlR, controlW] = fds.pipe();
     targets.set(HelperFd.plan, planR).set(HelperFd.bpf, bpfR).set(HelperFd.status, statusW).set(HelperFd.control, controlR);
 
-    for (const [target, src] of targets) if (libc.fa_adddup2(fa, fds.high(src), target) !== 0) throw new LaunchError('posix_spawn_file_actions_adddup2 failed');
+    for (const [target, src] of targets)
+      if (libc.fa_adddup2(fa, fds.high(src), target) !== 0) throw new LaunchError('posix_spawn_file_actions_adddup2 failed');
     libc.fa_addclosefrom(fa, HelperFd.control + 1);
     libc.sigfillset(sigs);
     libc.attr_setsigdefault(attr, sigs);
@@ -177,15 +195,21 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
     if (rc !== 0) throw new LaunchError(`cannot start the helper ${HELPER_PATH}: posix_spawn: ${errnoName(rc)}`);
     const helperPid = pid[0]!;
     // Everything but our own ends closes now; the helper holds its copies.
-    const keep = new Set([stdinEnd, stdoutEnd, stderrEnd, statusR, controlW, ...(prefilled ? [] : [planW, bpfW])].filter((x): x is number => x !== undefined));
+    const keep = new Set(
+      [stdinEnd, stdoutEnd, stderrEnd, statusR, controlW, ...(prefilled ? [] : [planW, bpfW])].filter((x): x is number => x !== undefined),
+    );
     for (const fd of keep) fds.release(fd);
     fds.closeAll();
 
     const readable = (fd: number) => new Socket({ fd, readable: true, writable: false });
     const writable = (fd: number) => new Socket({ fd, readable: false, writable: true });
     if (!prefilled) {
-      writable(planW).on('error', (e) => debug('plan fd: %s', e.message)).end(plan);
-      writable(bpfW).on('error', (e) => debug('bpf fd: %s', e.message)).end(bpf);
+      writable(planW)
+        .on('error', (e) => debug('plan fd: %s', e.message))
+        .end(plan);
+      writable(bpfW)
+        .on('error', (e) => debug('bpf fd: %s', e.message))
+        .end(bpf);
     }
     const status = readable(statusR);
     const control = writable(controlW);

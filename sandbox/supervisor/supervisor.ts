@@ -80,7 +80,8 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
   };
   const stop = (signal: 'SIGTERM' | 'SIGKILL', reason: SupervisorStopReason): void => {
     if (finished || !helper) return;
-    if (!stops.some((s) => s.reason === reason)) stops.push({ reason, atUs: readyAt === undefined ? -1 : Math.round((performance.now() - readyAt) * 1000) });
+    if (!stops.some((s) => s.reason === reason))
+      stops.push({ reason, atUs: readyAt === undefined ? -1 : Math.round((performance.now() - readyAt) * 1000) });
     sendControl(signal === 'SIGKILL' ? ControlByte.kill : ControlByte.terminate);
     if (signal === 'SIGTERM') timers.push(setTimeout(() => stop('SIGKILL', reason), o.forceKillAfterDelay).unref());
     // Last resort if the helper does not react: killing it takes init (PDEATHSIG) and so the whole sandbox.
@@ -147,7 +148,8 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
         feedInput(o, helper.stdin);
         // init enforces the wall-time limit precisely; this timer is the backstop (setup hangs, a stuck helper).
         const wall = o.limits.wallTimeMs;
-        if (wall !== undefined) timers.push(setTimeout(() => stop('SIGKILL', 'timeout'), wall + o.limits.extraTimeMs + input.backstopSlackMs));
+        if (wall !== undefined)
+          timers.push(setTimeout(() => stop('SIGKILL', 'timeout'), wall + o.limits.extraTimeMs + input.backstopSlackMs));
         if (o.cancelSignal?.aborted) onAbort();
         else o.cancelSignal?.addEventListener('abort', onAbort, { once: true });
         try {
@@ -168,7 +170,8 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
     }
     const terminal = status.terminal();
     // The kernel refused the namespaces: the doctor's diagnosis of this host is the fix to give.
-    const refused = terminal?.ev === 'error' && terminal.stage === 'parent' && (terminal.syscall === 'clone' || terminal.syscall === 'clone3');
+    const refused =
+      terminal?.ev === 'error' && terminal.stage === 'parent' && (terminal.syscall === 'clone' || terminal.syscall === 'clone3');
     const hostDiagnosis = refused ? usernsFix(terminal.errno === undefined ? undefined : errnoName(terminal.errno)) : undefined;
     const record: RunRecord = {
       helperPid: helper?.pid,

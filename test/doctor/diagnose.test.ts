@@ -17,7 +17,10 @@ const okRun = (nsBase = 4026532200): SandboxProbe['run'] => ({
   },
 });
 
-const failedRun = (setupFailure: SetupFailure): SandboxProbe['run'] => ({ ok: true, value: { verdict: 'setup-error', exitCode: null, signal: null, setupFailure } });
+const failedRun = (setupFailure: SetupFailure): SandboxProbe['run'] => ({
+  ok: true,
+  value: { verdict: 'setup-error', exitCode: null, signal: null, setupFailure },
+});
 
 /** A healthy mainline-kernel host, the caller an ordinary user (uid 1000). */
 function healthy(): HostFacts {
@@ -31,10 +34,22 @@ function healthy(): HostFacts {
       apparmorRestrictUnprivilegedUserns: { ok: true, value: null },
       maxNamespaces: Object.fromEntries(NS_KINDS.map((k) => [k, { ok: true, value: 63412 }])) as HostFacts['sysctl']['maxNamespaces'],
     },
-    confinement: { ok: true, value: { dockerenv: false, containerenv: false, seccompMode: 0, seccompFilters: 0, apparmorEnabled: null, apparmorLabel: null } },
+    confinement: {
+      ok: true,
+      value: { dockerenv: false, containerenv: false, seccompMode: 0, seccompFilters: 0, apparmorEnabled: null, apparmorLabel: null },
+    },
     mounts: { ok: true, value: { rootFsType: 'ext4', procSubmounts: [] } },
     libseccomp: { ok: true, value: { library: 'libseccomp.so.2', major: 2, minor: 5, micro: 4 } },
-    cgroups: { ok: true, value: { v1: true, v2: '/sys/fs/cgroup/unified/cubicle', v2Mount: '/sys/fs/cgroup/unified', v2Controllers: [], v1Controllers: ['cpuacct', 'memory', 'pids'] } },
+    cgroups: {
+      ok: true,
+      value: {
+        v1: true,
+        v2: '/sys/fs/cgroup/unified/cubicle',
+        v2Mount: '/sys/fs/cgroup/unified',
+        v2Controllers: [],
+        v1Controllers: ['cpuacct', 'memory', 'pids'],
+      },
+    },
     helperPath: HELPER,
     sandbox: { run: okRun() },
   };
@@ -53,16 +68,49 @@ const byId = (checks: DoctorCheck[], id: string): DoctorCheck => {
 const failing = (checks: DoctorCheck[]): string[] => checks.filter((c) => c.status === 'fail').map((c) => c.id);
 
 // What the helper reports (through toSetupFailure) for each way of failing.
-const CLONE_EPERM: SetupFailure = { stage: 'parent', syscall: 'clone', errno: 1, errnoName: 'EPERM', message: 'creating the namespaces', hint: 'unprivileged user namespaces are disabled' };
-const CLONE_ENOSPC: SetupFailure = { stage: 'parent', syscall: 'clone', errno: 28, errnoName: 'ENOSPC', message: 'creating the namespaces', hint: 'the user namespace limit is reached or zero' };
-const UIDMAP_EPERM: SetupFailure = { stage: 'userns', syscall: 'write', errno: 1, errnoName: 'EPERM', message: 'writing /proc/1234/uid_map', hint: "the kernel refused the uid/gid map" };
-const PROC_EPERM: SetupFailure = { stage: 'init', op: 'proc', step: 'proc /proc', syscall: 'mount', errno: 1, errnoName: 'EPERM', message: 'proc on /proc', hint: "the kernel refused a fresh /proc" };
+const CLONE_EPERM: SetupFailure = {
+  stage: 'parent',
+  syscall: 'clone',
+  errno: 1,
+  errnoName: 'EPERM',
+  message: 'creating the namespaces',
+  hint: 'unprivileged user namespaces are disabled',
+};
+const CLONE_ENOSPC: SetupFailure = {
+  stage: 'parent',
+  syscall: 'clone',
+  errno: 28,
+  errnoName: 'ENOSPC',
+  message: 'creating the namespaces',
+  hint: 'the user namespace limit is reached or zero',
+};
+const UIDMAP_EPERM: SetupFailure = {
+  stage: 'userns',
+  syscall: 'write',
+  errno: 1,
+  errnoName: 'EPERM',
+  message: 'writing /proc/1234/uid_map',
+  hint: 'the kernel refused the uid/gid map',
+};
+const PROC_EPERM: SetupFailure = {
+  stage: 'init',
+  op: 'proc',
+  step: 'proc /proc',
+  syscall: 'mount',
+  errno: 1,
+  errnoName: 'EPERM',
+  message: 'proc on /proc',
+  hint: 'the kernel refused a fresh /proc',
+};
 
 describe('doctor diagnose()', () => {
   it('finds nothing wrong on a healthy host (caller non-root)', () => {
     const checks = diagnose(healthy());
     assert.deepEqual(failing(checks), []);
-    assert.deepEqual(checks.filter((c) => c.status === 'warn').map((c) => c.id), []);
+    assert.deepEqual(
+      checks.filter((c) => c.status === 'warn').map((c) => c.id),
+      [],
+    );
     assert.equal(byId(checks, 'sandbox').status, 'ok');
     assert.equal(byId(checks, 'sandbox').title, 'sandbox as uid 1000');
     assert.match(byId(checks, 'sandbox').detail, /new user, mnt, pid, net, uts, ipc namespaces/);
@@ -80,7 +128,21 @@ describe('doctor diagnose()', () => {
 
   it('orders the checks from root causes to the end-to-end runs', () => {
     const ids = diagnose(healthyRoot()).map((c) => c.id);
-    assert.deepEqual(ids, ['kernel', 'kernel-namespaces', 'userns-sysctl', 'apparmor-userns', 'namespace-limits', 'seccomp-filter', 'apparmor-profile', 'proc', 'pivot-root', 'libseccomp', 'limits', 'sandbox', 'sandbox-unprivileged']);
+    assert.deepEqual(ids, [
+      'kernel',
+      'kernel-namespaces',
+      'userns-sysctl',
+      'apparmor-userns',
+      'namespace-limits',
+      'seccomp-filter',
+      'apparmor-profile',
+      'proc',
+      'pivot-root',
+      'libseccomp',
+      'limits',
+      'sandbox',
+      'sandbox-unprivileged',
+    ]);
   });
 
   it('unprivileged user namespaces disabled (kernel.unprivileged_userns_clone=0)', () => {
@@ -110,7 +172,17 @@ describe('doctor diagnose()', () => {
   it('AppArmor restricts unprivileged user namespaces (Ubuntu 23.10+)', () => {
     const f = healthy();
     f.sysctl.apparmorRestrictUnprivilegedUserns = { ok: true, value: 1 };
-    f.confinement = { ok: true, value: { dockerenv: false, containerenv: false, seccompMode: 0, seccompFilters: 0, apparmorEnabled: true, apparmorLabel: 'unconfined' } };
+    f.confinement = {
+      ok: true,
+      value: {
+        dockerenv: false,
+        containerenv: false,
+        seccompMode: 0,
+        seccompFilters: 0,
+        apparmorEnabled: true,
+        apparmorLabel: 'unconfined',
+      },
+    };
     f.sandbox = { run: failedRun(UIDMAP_EPERM) };
     const checks = diagnose(f);
     const c = byId(checks, 'apparmor-userns');
@@ -125,7 +197,17 @@ describe('doctor diagnose()', () => {
   it('AppArmor restriction on, but a profile allows the helper: ok', () => {
     const f = healthy();
     f.sysctl.apparmorRestrictUnprivilegedUserns = { ok: true, value: 1 };
-    f.confinement = { ok: true, value: { dockerenv: false, containerenv: false, seccompMode: 0, seccompFilters: 0, apparmorEnabled: true, apparmorLabel: 'unconfined' } };
+    f.confinement = {
+      ok: true,
+      value: {
+        dockerenv: false,
+        containerenv: false,
+        seccompMode: 0,
+        seccompFilters: 0,
+        apparmorEnabled: true,
+        apparmorLabel: 'unconfined',
+      },
+    };
     const c = byId(diagnose(f), 'apparmor-userns');
     assert.equal(c.status, 'ok');
     assert.match(c.detail, /profile/);
@@ -167,7 +249,10 @@ describe('doctor diagnose()', () => {
 
   it("Docker's default seccomp profile blocks clone", () => {
     const f = healthyRoot();
-    f.confinement = { ok: true, value: { dockerenv: true, containerenv: false, seccompMode: 2, seccompFilters: 1, apparmorEnabled: null, apparmorLabel: null } };
+    f.confinement = {
+      ok: true,
+      value: { dockerenv: true, containerenv: false, seccompMode: 2, seccompFilters: 1, apparmorEnabled: null, apparmorLabel: null },
+    };
     f.sandbox = { run: failedRun(CLONE_EPERM) };
     f.sandboxUnprivileged = { runAs: { uid: 65534, gid: 65534 }, run: failedRun(CLONE_EPERM) };
     const checks = diagnose(f);
@@ -181,14 +266,20 @@ describe('doctor diagnose()', () => {
 
   it('a seccomp filter that lets the sandbox run is fine', () => {
     const f = healthy();
-    f.confinement = { ok: true, value: { dockerenv: true, containerenv: false, seccompMode: 2, seccompFilters: 1, apparmorEnabled: null, apparmorLabel: null } };
+    f.confinement = {
+      ok: true,
+      value: { dockerenv: true, containerenv: false, seccompMode: 2, seccompFilters: 1, apparmorEnabled: null, apparmorLabel: null },
+    };
     assert.equal(byId(diagnose(f), 'seccomp-filter').status, 'ok');
   });
 
   it('clone EPERM explained by the userns sysctl does not blame seccomp', () => {
     const f = healthy();
     f.sysctl.unprivilegedUsernsClone = { ok: true, value: 0 };
-    f.confinement = { ok: true, value: { dockerenv: false, containerenv: false, seccompMode: 2, seccompFilters: 1, apparmorEnabled: null, apparmorLabel: null } };
+    f.confinement = {
+      ok: true,
+      value: { dockerenv: false, containerenv: false, seccompMode: 2, seccompFilters: 1, apparmorEnabled: null, apparmorLabel: null },
+    };
     f.sandbox = { run: failedRun(CLONE_EPERM) };
     const checks = diagnose(f);
     assert.equal(byId(checks, 'seccomp-filter').status, 'warn');
@@ -197,8 +288,17 @@ describe('doctor diagnose()', () => {
 
   it('masked /proc in a container: a fresh proc is refused', () => {
     const f = healthy();
-    f.confinement = { ok: true, value: { dockerenv: true, containerenv: false, seccompMode: 0, seccompFilters: 0, apparmorEnabled: null, apparmorLabel: null } };
-    f.mounts = { ok: true, value: { rootFsType: 'overlay', procSubmounts: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger', '/proc/kcore'] } };
+    f.confinement = {
+      ok: true,
+      value: { dockerenv: true, containerenv: false, seccompMode: 0, seccompFilters: 0, apparmorEnabled: null, apparmorLabel: null },
+    };
+    f.mounts = {
+      ok: true,
+      value: {
+        rootFsType: 'overlay',
+        procSubmounts: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger', '/proc/kcore'],
+      },
+    };
     f.sandbox = { run: failedRun(PROC_EPERM) };
     const checks = diagnose(f);
     const c = byId(checks, 'proc');
@@ -210,18 +310,42 @@ describe('doctor diagnose()', () => {
     assert.equal(byId(checks, 'seccomp-filter').status, 'ok');
   });
 
-  it("default Docker (seccomp and masked /proc): both causes fail, seccomp first", () => {
+  it('default Docker (seccomp and masked /proc): both causes fail, seccomp first', () => {
     const f = healthy();
-    f.confinement = { ok: true, value: { dockerenv: true, containerenv: false, seccompMode: 2, seccompFilters: 1, apparmorEnabled: null, apparmorLabel: null } };
+    f.confinement = {
+      ok: true,
+      value: { dockerenv: true, containerenv: false, seccompMode: 2, seccompFilters: 1, apparmorEnabled: null, apparmorLabel: null },
+    };
     f.mounts = { ok: true, value: { rootFsType: 'overlay', procSubmounts: ['/proc/kcore', '/proc/keys'] } };
     f.sandbox = { run: failedRun(CLONE_EPERM) };
     assert.deepEqual(failing(diagnose(f)), ['seccomp-filter', 'proc', 'sandbox']);
   });
 
-  it("docker-default AppArmor profile denying mount", () => {
+  it('docker-default AppArmor profile denying mount', () => {
     const f = healthy();
-    f.confinement = { ok: true, value: { dockerenv: true, containerenv: false, seccompMode: 0, seccompFilters: 0, apparmorEnabled: true, apparmorLabel: 'docker-default (enforce)' } };
-    f.sandbox = { run: failedRun({ stage: 'init', op: 'tmpfs', step: 'tmpfs on / (size 16777216)', syscall: 'mount', errno: 13, errnoName: 'EACCES', message: 'tmpfs', hint: 'x' }) };
+    f.confinement = {
+      ok: true,
+      value: {
+        dockerenv: true,
+        containerenv: false,
+        seccompMode: 0,
+        seccompFilters: 0,
+        apparmorEnabled: true,
+        apparmorLabel: 'docker-default (enforce)',
+      },
+    };
+    f.sandbox = {
+      run: failedRun({
+        stage: 'init',
+        op: 'tmpfs',
+        step: 'tmpfs on / (size 16777216)',
+        syscall: 'mount',
+        errno: 13,
+        errnoName: 'EACCES',
+        message: 'tmpfs',
+        hint: 'x',
+      }),
+    };
     const c = byId(diagnose(f), 'apparmor-profile');
     assert.equal(c.status, 'fail');
     assert.ok(c.fix?.includes('--security-opt apparmor=unconfined'), c.fix);
@@ -230,9 +354,11 @@ describe('doctor diagnose()', () => {
   describe('resource limits: where memory and process limits come from', () => {
     const V2_ALL = ['cpuset', 'cpu', 'io', 'memory', 'hugetlb', 'pids', 'rdma', 'misc'];
     const ROOTLESS_V1 = 'cgroup v1 groups can only be created by root (a rootless caller has no delegated v1 hierarchy)';
-    const NO_V1 = 'no cgroup v1 memory, pids or cpuacct controller is mounted (a cgroup v2 host needs a delegated v2 subtree, not supported yet)';
+    const NO_V1 =
+      'no cgroup v1 memory, pids or cpuacct controller is mounted (a cgroup v2 host needs a delegated v2 subtree, not supported yet)';
     const NEEDS_PARENT = { reason: 'a rootless caller needs a delegated cgroup v2 directory: pass cgroupParent' };
-    const limits = (f: HostFacts, cgroups: CgroupFacts): DoctorCheck => byId(diagnose({ ...f, cgroups: { ok: true, value: cgroups } }), 'limits');
+    const limits = (f: HostFacts, cgroups: CgroupFacts): DoctorCheck =>
+      byId(diagnose({ ...f, cgroups: { ok: true, value: cgroups } }), 'limits');
     const neverStale = (c: DoctorCheck): void => assert.doesNotMatch(`${c.detail}\n${c.fix ?? ''}`, /not supported yet/);
 
     it('root on a v1/hybrid host: cgroup v1 groups', () => {
@@ -242,33 +368,71 @@ describe('doctor diagnose()', () => {
     });
 
     it('root on a pure cgroup v2 host: v2 groups, runAs excepted', () => {
-      const c = limits(healthyRoot(), { v1: NO_V1, v2: '/sys/fs/cgroup/cubicle', v2Mount: '/sys/fs/cgroup', v2Controllers: V2_ALL, v1Controllers: [] });
+      const c = limits(healthyRoot(), {
+        v1: NO_V1,
+        v2: '/sys/fs/cgroup/cubicle',
+        v2Mount: '/sys/fs/cgroup',
+        v2Controllers: V2_ALL,
+        v1Controllers: [],
+      });
       assert.equal(c.status, 'ok');
       assert.match(c.detail, /cgroup v2 groups under \/sys\/fs\/cgroup\/cubicle/);
       assert.match(c.detail, /runAs cannot use cgroup v2/);
     });
 
     it('root in a container whose cgroup v2 lacks memory: that limit falls back', () => {
-      const c = limits(healthyRoot(), { v1: NO_V1, v2: '/sys/fs/cgroup/cubicle', v2Mount: '/sys/fs/cgroup', v2Controllers: ['cpu', 'io', 'pids'], v1Controllers: [] });
+      const c = limits(healthyRoot(), {
+        v1: NO_V1,
+        v2: '/sys/fs/cgroup/cubicle',
+        v2Mount: '/sys/fs/cgroup',
+        v2Controllers: ['cpu', 'io', 'pids'],
+        v1Controllers: [],
+      });
       assert.equal(c.status, 'warn');
       assert.match(c.detail, /no memory controller \(\/sys\/fs\/cgroup\/cgroup\.controllers: cpu io pids\)/);
       assert.match(c.fix!, /\+memory in its cgroup\.subtree_control/);
     });
 
     it('a rootless caller on a cgroup v2 host: the fix is a delegated cgroupParent, and how to get one', () => {
-      const c = limits(healthy(), { v1: ROOTLESS_V1, v2: NEEDS_PARENT, v2Mount: '/sys/fs/cgroup', v2Controllers: V2_ALL, v1Controllers: [] });
+      const c = limits(healthy(), {
+        v1: ROOTLESS_V1,
+        v2: NEEDS_PARENT,
+        v2Mount: '/sys/fs/cgroup',
+        v2Controllers: V2_ALL,
+        v1Controllers: [],
+      });
       assert.equal(c.status, 'warn');
-      assert.match(c.detail, /rlimits and init's 10 ms sampling \(cgroup v1 groups need root; a rootless caller needs a delegated cgroup v2 directory: pass cgroupParent\)/);
+      assert.match(
+        c.detail,
+        /rlimits and init's 10 ms sampling \(cgroup v1 groups need root; a rootless caller needs a delegated cgroup v2 directory: pass cgroupParent\)/,
+      );
       assert.match(c.fix!, /cgroupParent \(CLI: --cgroup-parent DIR\)/);
       assert.ok(c.fix!.includes('systemd-run --user --scope -p Delegate=yes'), c.fix);
       assert.ok(c.fix!.includes('cg=/sys/fs/cgroup$(sed -n "s/^0:://p" /proc/self/cgroup)'), c.fix);
       assert.ok(c.fix!.includes('echo $$ > "$cg/main/cgroup.procs"'), c.fix);
       neverStale(c);
-      assert.deepEqual(failing(diagnose({ ...healthy(), cgroups: { ok: true, value: { v1: ROOTLESS_V1, v2: NEEDS_PARENT, v2Mount: '/sys/fs/cgroup', v2Controllers: V2_ALL, v1Controllers: [] } } })), []);
+      assert.deepEqual(
+        failing(
+          diagnose({
+            ...healthy(),
+            cgroups: {
+              ok: true,
+              value: { v1: ROOTLESS_V1, v2: NEEDS_PARENT, v2Mount: '/sys/fs/cgroup', v2Controllers: V2_ALL, v1Controllers: [] },
+            },
+          }),
+        ),
+        [],
+      );
     });
 
     it('a rootless caller on a hybrid host: memory and pids belong to v1, so a cgroupParent would not help', () => {
-      const c = limits(healthy(), { v1: ROOTLESS_V1, v2: NEEDS_PARENT, v2Mount: '/sys/fs/cgroup/unified', v2Controllers: [], v1Controllers: ['cpuacct', 'memory', 'pids'] });
+      const c = limits(healthy(), {
+        v1: ROOTLESS_V1,
+        v2: NEEDS_PARENT,
+        v2Mount: '/sys/fs/cgroup/unified',
+        v2Controllers: [],
+        v1Controllers: ['cpuacct', 'memory', 'pids'],
+      });
       assert.equal(c.status, 'warn');
       assert.match(c.fix!, /hybrid host memory and pids belong to cgroup v1, which only root can use: run as root/);
       assert.match(c.fix!, /systemd\.unified_cgroup_hierarchy=1/);
@@ -279,17 +443,35 @@ describe('doctor diagnose()', () => {
     it('a kernel older than 5.7: v2 groups need CLONE_INTO_CGROUP', () => {
       const f = healthy();
       f.kernel = { ok: true, value: { release: '5.4.0-150-generic', major: 5, minor: 4 } };
-      const c = limits(f, { v1: ROOTLESS_V1, v2: { reason: 'cgroup v2 groups need clone3 with CLONE_INTO_CGROUP (Linux 5.7+); this kernel is 5.4.0-150-generic' }, v2Mount: '/sys/fs/cgroup', v2Controllers: V2_ALL, v1Controllers: [] });
+      const c = limits(f, {
+        v1: ROOTLESS_V1,
+        v2: { reason: 'cgroup v2 groups need clone3 with CLONE_INTO_CGROUP (Linux 5.7+); this kernel is 5.4.0-150-generic' },
+        v2Mount: '/sys/fs/cgroup',
+        v2Controllers: V2_ALL,
+        v1Controllers: [],
+      });
       assert.equal(c.status, 'warn');
       assert.match(c.fix!, /need Linux 5\.7\+ .*upgrade the kernel, or run as root/);
     });
 
     it('no cgroup2 mounted at all', () => {
-      const c = limits(healthy(), { v1: ROOTLESS_V1, v2: { reason: 'no cgroup2 hierarchy is mounted' }, v2Mount: null, v2Controllers: null, v1Controllers: ['memory', 'pids'] });
+      const c = limits(healthy(), {
+        v1: ROOTLESS_V1,
+        v2: { reason: 'no cgroup2 hierarchy is mounted' },
+        v2Mount: null,
+        v2Controllers: null,
+        v1Controllers: ['memory', 'pids'],
+      });
       assert.equal(c.status, 'warn');
       assert.match(c.detail, /no cgroup2 hierarchy is mounted/);
       assert.match(c.fix!, /run as root for cgroup v1 groups/);
-      const rootNothing = limits(healthyRoot(), { v1: NO_V1, v2: { reason: 'no cgroup2 hierarchy is mounted' }, v2Mount: null, v2Controllers: null, v1Controllers: [] });
+      const rootNothing = limits(healthyRoot(), {
+        v1: NO_V1,
+        v2: { reason: 'no cgroup2 hierarchy is mounted' },
+        v2Mount: null,
+        v2Controllers: null,
+        v1Controllers: [],
+      });
       assert.match(rootNothing.detail, /\(no cgroup v1 memory, pids or cpuacct controller is mounted; no cgroup2 hierarchy is mounted\)/);
       assert.match(rootNothing.fix!, /mount the cgroup v1 memory and pids controllers, or the cgroup2 hierarchy/);
       neverStale(rootNothing);
@@ -346,7 +528,11 @@ describe('doctor diagnose()', () => {
     assert.match(c.fix ?? '', /sudo (apt-get|dnf)/);
     assert.equal(failing(diagnose(old))[0], 'kernel');
 
-    for (const [major, minor] of [[5, 4], [5, 10], [5, 11]] as const) {
+    for (const [major, minor] of [
+      [5, 4],
+      [5, 10],
+      [5, 11],
+    ] as const) {
       const mid = healthy();
       mid.kernel = { ok: true, value: { release: `${major}.${minor}.0`, major, minor } };
       const w = byId(diagnose(mid), 'kernel');
@@ -369,7 +555,9 @@ describe('doctor diagnose()', () => {
   it('an initramfs root makes pivot_root impossible', () => {
     const f = healthy();
     f.mounts = { ok: true, value: { rootFsType: 'rootfs', procSubmounts: [] } };
-    f.sandbox = { run: failedRun({ stage: 'init', syscall: 'pivot_root', errno: 22, errnoName: 'EINVAL', message: 'entering the new root', hint: 'x' }) };
+    f.sandbox = {
+      run: failedRun({ stage: 'init', syscall: 'pivot_root', errno: 22, errnoName: 'EINVAL', message: 'entering the new root', hint: 'x' }),
+    };
     const checks = diagnose(f);
     assert.equal(byId(checks, 'pivot-root').status, 'fail');
     assert.deepEqual(failing(checks), ['pivot-root', 'sandbox']);
@@ -404,13 +592,20 @@ describe('doctor diagnose()', () => {
     f.sandbox = { run: failedRun(PROC_EPERM) };
     const c = byId(diagnose(f), 'sandbox');
     assert.equal(c.status, 'fail');
-    assert.equal(c.detail, "sandbox setup failed (init, proc /proc): mount: EPERM proc on /proc", "rendered as the library and the CLI render it");
+    assert.equal(
+      c.detail,
+      'sandbox setup failed (init, proc /proc): mount: EPERM proc on /proc',
+      'rendered as the library and the CLI render it',
+    );
     assert.equal(c.fix, PROC_EPERM.hint);
   });
 
   it('the rootless path cannot execute the helper', () => {
     const f = healthyRoot();
-    f.sandboxUnprivileged = { runAs: { uid: 65534, gid: 65534 }, run: failedRun({ stage: 'helper', message: 'spawn /root/x/cubicle-helper EACCES', hint: 'run npm install' }) };
+    f.sandboxUnprivileged = {
+      runAs: { uid: 65534, gid: 65534 },
+      run: failedRun({ stage: 'helper', message: 'spawn /root/x/cubicle-helper EACCES', hint: 'run npm install' }),
+    };
     const c = byId(diagnose(f), 'sandbox-unprivileged');
     assert.equal(c.status, 'fail');
     assert.match(c.fix ?? '', /uid 65534 cannot execute/);
@@ -419,7 +614,12 @@ describe('doctor diagnose()', () => {
   it('a sandbox that shares a host namespace is a failure', () => {
     const f = healthy();
     const hostUser = f.hostNamespaces.ok ? f.hostNamespaces.value.user! : 0;
-    f.sandbox = { run: { ok: true, value: { verdict: 'ok', exitCode: 0, signal: null, namespaces: { user: hostUser, mnt: 9, pid: 10, net: 11, uts: 12, ipc: 13 } } } };
+    f.sandbox = {
+      run: {
+        ok: true,
+        value: { verdict: 'ok', exitCode: 0, signal: null, namespaces: { user: hostUser, mnt: 9, pid: 10, net: 11, uts: 12, ipc: 13 } },
+      },
+    };
     const c = byId(diagnose(f), 'sandbox');
     assert.equal(c.status, 'fail');
     assert.match(c.detail, /shares the host's user namespace/);

@@ -63,13 +63,20 @@ describe('cubicle doctor on this host', function () {
   it('honours CUBICLE_LIBSECCOMP: `cubicle doctor` with a missing library fails the libseccomp check, with the fix', () => {
     const missing = '/nonexistent/libcubicle-missing.so.2';
     const cli = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
-    const r = spawnSync(process.execPath, [cli, 'doctor'], { env: { ...process.env, CUBICLE_LIBSECCOMP: missing }, encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync(process.execPath, [cli, 'doctor'], {
+      env: { ...process.env, CUBICLE_LIBSECCOMP: missing },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     assert.equal(r.status, 1, r.stdout + r.stderr);
     const lines = r.stdout.split('\n');
     const at = lines.findIndex((l) => l.startsWith('✘ libseccomp: '));
     assert.ok(at >= 0, r.stdout);
     assert.ok(lines[at]!.includes(`${missing} cannot be loaded`), lines[at]);
-    const fix = lines.slice(at + 1).filter((l, i, rest) => rest.slice(0, i + 1).every((x) => x.startsWith('    '))).join('\n');
+    const fix = lines
+      .slice(at + 1)
+      .filter((l, i, rest) => rest.slice(0, i + 1).every((x) => x.startsWith('    ')))
+      .join('\n');
     assert.ok(fix.includes(`CUBICLE_LIBSECCOMP=${missing}`), fix);
     assert.ok(fix.includes('sudo apt-get install libseccomp2'), fix);
   });

@@ -5,8 +5,20 @@ import { doctorExitCode, formatDoctor } from '../../sandbox/doctor/format.js';
 
 const checks: DoctorCheck[] = [
   { id: 'a', title: 'unprivileged user namespaces', status: 'ok', detail: 'enabled' },
-  { id: 'b', title: 'namespace limits', status: 'warn', detail: 'user.max_user_namespaces = 10', fix: 'sudo sysctl -w user.max_user_namespaces=15000' },
-  { id: 'c', title: 'fresh /proc', status: 'fail', detail: 'refused', fix: 'docker run --security-opt systempaths=unconfined ...\npodman run --security-opt unmask=ALL ...' },
+  {
+    id: 'b',
+    title: 'namespace limits',
+    status: 'warn',
+    detail: 'user.max_user_namespaces = 10',
+    fix: 'sudo sysctl -w user.max_user_namespaces=15000',
+  },
+  {
+    id: 'c',
+    title: 'fresh /proc',
+    status: 'fail',
+    detail: 'refused',
+    fix: 'docker run --security-opt systempaths=unconfined ...\npodman run --security-opt unmask=ALL ...',
+  },
   { id: 'd', title: 'sandbox as an unprivileged user', status: 'skip', detail: 'not root' },
 ];
 

@@ -24,7 +24,11 @@ const MISSING_LIBRARY = '/nonexistent/libcubicle-missing.so.2';
 describe('doctor probes', () => {
   it('parses kernel releases', () => {
     assert.deepEqual(parseKernelRelease('6.8.0-45-generic'), { release: '6.8.0-45-generic', major: 6, minor: 8 });
-    assert.deepEqual(parseKernelRelease('5.15.90.1-microsoft-standard-WSL2'), { release: '5.15.90.1-microsoft-standard-WSL2', major: 5, minor: 15 });
+    assert.deepEqual(parseKernelRelease('5.15.90.1-microsoft-standard-WSL2'), {
+      release: '5.15.90.1-microsoft-standard-WSL2',
+      major: 5,
+      minor: 15,
+    });
     assert.throws(() => parseKernelRelease('weird'), /cannot parse/);
     const k = probeKernel();
     assert.ok(k.ok);
@@ -36,7 +40,10 @@ describe('doctor probes', () => {
       throw Object.assign(new Error('boom'), { code: 'EBOOM' });
     });
     assert.deepEqual(f, { ok: false, error: 'boom', code: 'EBOOM' });
-    assert.deepEqual(attempt(() => 7), { ok: true, value: 7 });
+    assert.deepEqual(
+      attempt(() => 7),
+      { ok: true, value: 7 },
+    );
   });
 
   it('reads sysctls: absent is null, non-numeric is an error fact', () => {
@@ -100,7 +107,7 @@ describe('doctor probes', () => {
     assert.ok(Number.isInteger(f.value.minor) && Number.isInteger(f.value.micro));
   });
 
-  it("reads the cgroup choices from the limits code and the mounts behind them from the one mountinfo parser", () => {
+  it('reads the cgroup choices from the limits code and the mounts behind them from the one mountinfo parser', () => {
     const f = probeCgroups();
     assert.ok(f.ok, f.ok ? '' : f.error);
     const table = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8'));
@@ -109,6 +116,9 @@ describe('doctor probes', () => {
     assert.equal(f.value.v2Mount, cgroup2MountPoint(table));
     assert.deepEqual(f.value.v1Controllers, [...cgroupV1Controllers(table, ['memory', 'pids', 'cpuacct']).keys()].sort());
     if (f.value.v2Mount !== null && f.value.v2Controllers !== null)
-      assert.deepEqual(f.value.v2Controllers, readFileSync(`${f.value.v2Mount}/cgroup.controllers`, 'utf8').trim().split(/\s+/).filter(Boolean));
+      assert.deepEqual(
+        f.value.v2Controllers,
+        readFileSync(`${f.value.v2Mount}/cgroup.controllers`, 'utf8').trim().split(/\s+/).filter(Boolean),
+      );
   });
 });

@@ -6,7 +6,14 @@ import { cloneFailure, probeNamespaceFacts, usernsFix } from '../../sandbox/doct
 import { toSetupFailure } from '../../sandbox/outcome/setup-failure.js';
 
 const HELPER = '/opt/cubicle/dist/native/cubicle-helper';
-const NO_CONFINEMENT: ConfinementFacts = { dockerenv: false, containerenv: false, seccompMode: 0, seccompFilters: 0, apparmorEnabled: null, apparmorLabel: null };
+const NO_CONFINEMENT: ConfinementFacts = {
+  dockerenv: false,
+  containerenv: false,
+  seccompMode: 0,
+  seccompFilters: 0,
+  apparmorEnabled: null,
+  apparmorLabel: null,
+};
 
 /** A mainline-kernel host where uid 1000's clone failed with `errnoName`. */
 function host(errnoName: string, change: (f: NamespaceFacts) => void = () => {}): NamespaceFacts {
@@ -26,9 +33,11 @@ function host(errnoName: string, change: (f: NamespaceFacts) => void = () => {})
   return f;
 }
 
-const confined = (c: Partial<ConfinementFacts>) => (f: NamespaceFacts): void => {
-  f.confinement = { ok: true, value: { ...NO_CONFINEMENT, ...c } };
-};
+const confined =
+  (c: Partial<ConfinementFacts>) =>
+  (f: NamespaceFacts): void => {
+    f.confinement = { ok: true, value: { ...NO_CONFINEMENT, ...c } };
+  };
 
 interface Row {
   host: string;
@@ -44,7 +53,10 @@ const TABLE: Row[] = [
     host: 'kernel.unprivileged_userns_clone = 0',
     facts: host('EPERM', (f) => (f.sysctl.unprivilegedUsernsClone = { ok: true, value: 0 })),
     first: 'unprivileged user namespaces: disabled: kernel.unprivileged_userns_clone = 0',
-    fix: ['sudo sysctl -w kernel.unprivileged_userns_clone=1', "echo 'kernel.unprivileged_userns_clone=1' | sudo tee -a /etc/sysctl.d/99-cubicle.conf   # keep it after a reboot"],
+    fix: [
+      'sudo sysctl -w kernel.unprivileged_userns_clone=1',
+      "echo 'kernel.unprivileged_userns_clone=1' | sudo tee -a /etc/sysctl.d/99-cubicle.conf   # keep it after a reboot",
+    ],
   },
   {
     host: 'the same, the caller root (the clone was a runAs one)',
@@ -62,7 +74,11 @@ const TABLE: Row[] = [
       confined({ apparmorEnabled: true, apparmorLabel: 'unconfined' })(f);
     }),
     first: 'AppArmor user-namespace restriction: on (kernel.apparmor_restrict_unprivileged_userns = 1',
-    fix: ['sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0', `profile cubicle-helper ${HELPER} flags=(unconfined)`, 'sudo apparmor_parser -r /etc/apparmor.d/cubicle-helper'],
+    fix: [
+      'sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0',
+      `profile cubicle-helper ${HELPER} flags=(unconfined)`,
+      'sudo apparmor_parser -r /etc/apparmor.d/cubicle-helper',
+    ],
   },
   {
     host: 'user.max_user_namespaces = 0',
@@ -118,7 +134,11 @@ describe('the hint for a refused clone comes from the doctor', () => {
       const [first = '', ...fix] = hint.split('\n');
       if (typeof row.first === 'string') assert.ok(first.startsWith(row.first), first);
       else assert.match(first, row.first);
-      for (const want of row.fix) assert.ok(fix.some((l) => l.includes(want)), `"${want}" is not in:\n${hint}`);
+      for (const want of row.fix)
+        assert.ok(
+          fix.some((l) => l.includes(want)),
+          `"${want}" is not in:\n${hint}`,
+        );
     });
 
   it('points at the doctor when no namespace check explains the failure', () => {
@@ -145,7 +165,12 @@ describe('the hint for a refused clone comes from the doctor', () => {
       assert.equal(usernsFix(errno), expected);
     }
     // The supervisor gathers the diagnosis (a fact of the run); the outcome makes it the refused clone's hint.
-    const sf = toSetupFailure({ ev: 'error', stage: 'parent', syscall: 'clone', errno: 1, msg: 'creating the namespaces' }, [], '/bin/true', usernsFix('EPERM'));
+    const sf = toSetupFailure(
+      { ev: 'error', stage: 'parent', syscall: 'clone', errno: 1, msg: 'creating the namespaces' },
+      [],
+      '/bin/true',
+      usernsFix('EPERM'),
+    );
     assert.equal(sf.hint, usernsFix('EPERM'));
   });
 });

@@ -24,7 +24,10 @@ forEachIdentity((id, run) => {
     const t = sharedDir();
     try {
       await run(['/bin/sh', '-c', 'ln -s /etc/hostname /job/input.txt'], { mounts: [{ type: 'bind', source: t.dir, target: '/job' }] });
-      assert.throws(() => runSandboxed(['/bin/cat'], { inputFile: join(t.dir, 'input.txt') }), (e: unknown) => e instanceof SandboxOptionError && /symlink/.test(e.message));
+      assert.throws(
+        () => runSandboxed(['/bin/cat'], { inputFile: join(t.dir, 'input.txt') }),
+        (e: unknown) => e instanceof SandboxOptionError && /symlink/.test(e.message),
+      );
     } finally {
       t.cleanup();
     }
@@ -34,7 +37,10 @@ forEachIdentity((id, run) => {
     const t = sharedDir();
     try {
       await run(['/bin/sh', '-c', 'ln -s /usr/share /job/out'], { mounts: [{ type: 'bind', source: t.dir, target: '/job' }] });
-      assert.throws(() => runSandboxed(['/bin/true'], { mounts: [{ type: 'bind', source: join(t.dir, 'out'), target: '/out' }] }), (e: unknown) => e instanceof SandboxOptionError && e.code === 'ERR_SANDBOX_BIND_SOURCE' && /goes through a symlink/.test(e.message));
+      assert.throws(
+        () => runSandboxed(['/bin/true'], { mounts: [{ type: 'bind', source: join(t.dir, 'out'), target: '/out' }] }),
+        (e: unknown) => e instanceof SandboxOptionError && e.code === 'ERR_SANDBOX_BIND_SOURCE' && /goes through a symlink/.test(e.message),
+      );
     } finally {
       t.cleanup();
     }
@@ -66,14 +72,19 @@ forEachIdentity((id, run) => {
 
   it('a forged queued signal to init (si_pid 0) is not relayed to the sandbox', async () => {
     // rt_sigqueueinfo(1, SIGTERM, {si_code: SI_QUEUE, si_pid: 0}) looks like a signal from outside the namespace.
-    const forge = 'import ctypes; l=ctypes.CDLL(None, use_errno=True); b=(ctypes.c_int*32)(); b[0]=15; b[2]=-1; print(l.syscall(129, 1, 15, b), ctypes.get_errno())';
+    const forge =
+      'import ctypes; l=ctypes.CDLL(None, use_errno=True); b=(ctypes.c_int*32)(); b[0]=15; b[2]=-1; print(l.syscall(129, 1, 15, b), ctypes.get_errno())';
     const r = await run(['/bin/sh', '-c', `python3 -c '${forge}'; sleep 0.3; echo survived`]);
     assert.match(r.stdout as string, /^0 0\nsurvived\n$/, 'the forged signal was delivered to init, and changed nothing');
     assert.equal(r.verdict, 'ok');
   });
 
   it('init holds no capability once the payload runs, and /dev cannot be rewritten', async () => {
-    const r = await run(['/bin/sh', '-c', 'grep CapEff /proc/1/status; touch /dev/evil 2>&1 | grep -c "Read-only"; rm -f /dev/stdin 2>&1 | grep -c "Read-only"']);
+    const r = await run([
+      '/bin/sh',
+      '-c',
+      'grep CapEff /proc/1/status; touch /dev/evil 2>&1 | grep -c "Read-only"; rm -f /dev/stdin 2>&1 | grep -c "Read-only"',
+    ]);
     assert.equal(r.stdout, 'CapEff:\t0000000000000000\n1\n1\n');
   });
 
@@ -87,7 +98,10 @@ forEachIdentity((id, run) => {
     process.kill(helperPid, 'SIGKILL');
     const r = await p.result;
     assert.equal(r.verdict, 'setup-error', 'no exit event: the helper died');
-    assert.ok(await waitFor(() => !alive(initPid) && pidsInPidNamespace(pidns).length === 0, 10_000), 'init and every payload process are gone');
+    assert.ok(
+      await waitFor(() => !alive(initPid) && pidsInPidNamespace(pidns).length === 0, 10_000),
+      'init and every payload process are gone',
+    );
   });
 });
 
@@ -98,7 +112,22 @@ describe('host-side paths a sandbox can reach', () => {
       const victim = join(t.dir, '..', 'victim');
       writeFileSync(victim, 'precious\n', { mode: 0o644 });
       const result = join(t.dir, 'result.json');
-      const r = spawnSync(process.execPath, [CLI, 'run', '--bind', `${t.dir}:/job`, '--result', result, '--', 'sh', '-c', 'ln -sf /victim-does-not-matter /job/result.json; ln -sf ../victim /job/result.json'], { encoding: 'utf8' });
+      const r = spawnSync(
+        process.execPath,
+        [
+          CLI,
+          'run',
+          '--bind',
+          `${t.dir}:/job`,
+          '--result',
+          result,
+          '--',
+          'sh',
+          '-c',
+          'ln -sf /victim-does-not-matter /job/result.json; ln -sf ../victim /job/result.json',
+        ],
+        { encoding: 'utf8' },
+      );
       assert.equal(r.status, 0, r.stderr);
       assert.equal(readFileSync(victim, 'utf8'), 'precious\n', 'the victim is untouched');
       const again = spawnSync(process.execPath, [CLI, 'run', '--result', result, '--', 'true'], { encoding: 'utf8' });
@@ -109,16 +138,19 @@ describe('host-side paths a sandbox can reach', () => {
       t.cleanup();
     }
   });
-
 });
 
 describe('meta file forging', () => {
-  it('a --meta file the payload can write ends up with cubicle\'s content only', () => {
+  it("a --meta file the payload can write ends up with cubicle's content only", () => {
     const t = sharedDir();
     try {
       const meta = join(t.dir, 'meta.txt');
       const junk = 'x'.repeat(300) + '\ntime:0.001\nstatus:OK\nverdict:ok\n';
-      const r = spawnSync(process.execPath, [CLI, 'run', '--bind', `${t.dir}:/job`, '--meta', meta, '--', 'sh', '-c', `printf '%s' '${junk}' > /job/meta.txt; exit 3`], { encoding: 'utf8' });
+      const r = spawnSync(
+        process.execPath,
+        [CLI, 'run', '--bind', `${t.dir}:/job`, '--meta', meta, '--', 'sh', '-c', `printf '%s' '${junk}' > /job/meta.txt; exit 3`],
+        { encoding: 'utf8' },
+      );
       assert.equal(r.status, 3);
       const text = readFileSync(meta, 'utf8');
       assert.ok(!text.includes('xxxx') && !text.includes('status:OK'), text);
@@ -130,17 +162,26 @@ describe('meta file forging', () => {
 });
 
 describe('binds over cubicle itself', () => {
-  it('a read-write bind containing cubicle\'s code is refused (helper replacement)', () => {
-    assert.throws(() => runSandboxed(['/bin/true'], { mounts: [{ type: 'bind', source: REPO, target: '/proj' }] }), (e: unknown) => e instanceof SandboxOptionError && /cubicle's own code/.test(e.message));
-    assert.throws(() => runSandboxed(['/bin/true'], { mounts: [{ type: 'bind', source: join(REPO, 'dist', 'native'), target: '/n' }] }), /cubicle's own code/);
+  it("a read-write bind containing cubicle's code is refused (helper replacement)", () => {
+    assert.throws(
+      () => runSandboxed(['/bin/true'], { mounts: [{ type: 'bind', source: REPO, target: '/proj' }] }),
+      (e: unknown) => e instanceof SandboxOptionError && /cubicle's own code/.test(e.message),
+    );
+    assert.throws(
+      () => runSandboxed(['/bin/true'], { mounts: [{ type: 'bind', source: join(REPO, 'dist', 'native'), target: '/n' }] }),
+      /cubicle's own code/,
+    );
   });
 
   it('a read-only bind of it is fine, and the helper stays unwritable', async () => {
-    const r = await runSandboxed(['/bin/sh', '-c', 'exec 2>&1; echo x > /proj/dist/native/cubicle-helper; mv /proj/dist/native/cubicle-helper /proj/x 2>&1; true'], { mounts: [{ type: 'bind', source: REPO, target: '/proj', readOnly: true }] });
+    const r = await runSandboxed(
+      ['/bin/sh', '-c', 'exec 2>&1; echo x > /proj/dist/native/cubicle-helper; mv /proj/dist/native/cubicle-helper /proj/x 2>&1; true'],
+      { mounts: [{ type: 'bind', source: REPO, target: '/proj', readOnly: true }] },
+    );
     assert.match(r.stdout as string, /Read-only file system[\s\S]*Read-only file system/);
   });
 
-  it('root-owned host files stay out of reach of a root caller\'s sandbox even in a writable bind', async function () {
+  it("root-owned host files stay out of reach of a root caller's sandbox even in a writable bind", async function () {
     if (!IS_ROOT) {
       console.log('      skipped: needs root to create root-owned files');
       this.skip();
@@ -149,7 +190,9 @@ describe('binds over cubicle itself', () => {
     try {
       writeFileSync(join(t.dir, 'owned-by-root'), 'root data\n', { mode: 0o644 });
       chownSync(join(t.dir, 'owned-by-root'), 0, 0);
-      const r = await runSandboxed(['/bin/sh', '-c', 'exec 2>&1; echo overwrite > /job/owned-by-root; true'], { mounts: [{ type: 'bind', source: t.dir, target: '/job' }] });
+      const r = await runSandboxed(['/bin/sh', '-c', 'exec 2>&1; echo overwrite > /job/owned-by-root; true'], {
+        mounts: [{ type: 'bind', source: t.dir, target: '/job' }],
+      });
       assert.match(r.stdout as string, /Permission denied/);
       assert.equal(readFileSync(join(t.dir, 'owned-by-root'), 'utf8'), 'root data\n');
     } finally {

@@ -23,13 +23,30 @@ export interface Identity {
 /** The invoking user and, when that is root, an unprivileged uid too ("rootless" is the product). */
 export function identities(): Identity[] {
   const me = process.geteuid!();
-  const list: Identity[] = [{ label: IS_ROOT ? 'as root (maps to 65534)' : `as uid ${me}`, spawnAs: {}, outerUid: IS_ROOT ? 65534 : me, outerGid: IS_ROOT ? 65534 : process.getegid!(), rootless: !IS_ROOT }];
-  if (IS_ROOT) list.push({ label: `rootless, as uid ${ROOTLESS_ID.uid}`, spawnAs: { runAs: ROOTLESS_ID }, outerUid: ROOTLESS_ID.uid, outerGid: ROOTLESS_ID.gid, rootless: true });
+  const list: Identity[] = [
+    {
+      label: IS_ROOT ? 'as root (maps to 65534)' : `as uid ${me}`,
+      spawnAs: {},
+      outerUid: IS_ROOT ? 65534 : me,
+      outerGid: IS_ROOT ? 65534 : process.getegid!(),
+      rootless: !IS_ROOT,
+    },
+  ];
+  if (IS_ROOT)
+    list.push({
+      label: `rootless, as uid ${ROOTLESS_ID.uid}`,
+      spawnAs: { runAs: ROOTLESS_ID },
+      outerUid: ROOTLESS_ID.uid,
+      outerGid: ROOTLESS_ID.gid,
+      rootless: true,
+    });
   return list;
 }
 
 /** Defines the same tests once per identity. */
-export function forEachIdentity(body: (id: Identity, run: (cmd: string | string[], o?: SandboxOptions) => Promise<SandboxResult>) => void): void {
+export function forEachIdentity(
+  body: (id: Identity, run: (cmd: string | string[], o?: SandboxOptions) => Promise<SandboxResult>) => void,
+): void {
   for (const id of identities()) {
     describe(id.label, () => body(id, (cmd, o = {}) => runSandboxed(cmd, { ...o, ...id.spawnAs })));
   }

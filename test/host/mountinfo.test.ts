@@ -123,14 +123,11 @@ describe('mountinfo', () => {
     assert.equal(v1.has('name=systemd'), false, 'a named hierarchy has no controller');
     assert.equal(v1.has('xattr'), false);
     assert.equal(v1.has('clone_children'), false);
-    assert.deepEqual(
-      [...cgroupV1Controllers(t, ['memory', 'pids', 'cpuacct'])].sort(),
-      [
-        ['cpuacct', '/sys/fs/cgroup/cpu,cpuacct'],
-        ['memory', '/sys/fs/cgroup/memory'],
-        ['pids', '/sys/fs/cgroup/pids'],
-      ],
-    );
+    assert.deepEqual([...cgroupV1Controllers(t, ['memory', 'pids', 'cpuacct'])].sort(), [
+      ['cpuacct', '/sys/fs/cgroup/cpu,cpuacct'],
+      ['memory', '/sys/fs/cgroup/memory'],
+      ['pids', '/sys/fs/cgroup/pids'],
+    ]);
   });
 
   it('finds only cgroup2 on a pure-v2 host', () => {
@@ -162,7 +159,10 @@ describe('mountinfo', () => {
 
   it("reads this process's real table, once", () => {
     const live = readMountinfo();
-    assert.ok(live.some((e) => e.mountPoint === '/'), 'the table has a root mount');
+    assert.ok(
+      live.some((e) => e.mountPoint === '/'),
+      'the table has a root mount',
+    );
     assert.equal(live.length, parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).length);
     assert.equal(readMountinfo(), live, 'served from the cache');
     const fresh = readMountinfo({ refresh: true });

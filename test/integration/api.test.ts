@@ -4,7 +4,7 @@ import { runSandboxed, SandboxError, SandboxOptionError, spawnSandboxed } from '
 import { forEachIdentity, pidsInPidNamespace, probeMount } from '../helpers/env.js';
 
 forEachIdentity((_id, run) => {
-  it('a string runs via /bin/sh -c; an array is exec\'d directly with argv intact', async () => {
+  it("a string runs via /bin/sh -c; an array is exec'd directly with argv intact", async () => {
     assert.equal((await run('echo $((6 * 7))')).stdout, '42\n');
     const r = await run(['/probe', 'argv', 'two words', '$HOME', '*', ''], { mounts: probeMount() });
     assert.equal(r.stdout, '[/probe]\n[argv]\n[two words]\n[$HOME]\n[*]\n[]\n');
@@ -57,7 +57,10 @@ forEachIdentity((_id, run) => {
     const r = await run(['/bin/sleep', '1000'], { cancelSignal: ac.signal, reject: false });
     assert.equal(r.isCanceled, true);
     assert.equal(r.verdict, 'canceled');
-    await assert.rejects(run(['/bin/sleep', '1000'], { cancelSignal: AbortSignal.abort() }), { code: 'ERR_SANDBOX_CANCELED', isCanceled: true });
+    await assert.rejects(run(['/bin/sleep', '1000'], { cancelSignal: AbortSignal.abort() }), {
+      code: 'ERR_SANDBOX_CANCELED',
+      isCanceled: true,
+    });
   });
 
   it('a setup failure is a typed error with stage, syscall, errno and a hint', async () => {
@@ -79,7 +82,7 @@ forEachIdentity((_id, run) => {
   });
 
   it('spawnSandboxed streams stdin/stdout, and kill() ends the sandbox', async () => {
-    const p = spawnSandboxed(['/bin/cat'], { stdin: 'pipe', ...(_id.spawnAs) });
+    const p = spawnSandboxed(['/bin/cat'], { stdin: 'pipe', ..._id.spawnAs });
     const chunks: Buffer[] = [];
     p.stdout!.on('data', (c: Buffer) => chunks.push(c));
     p.stdin!.write('line 1\n');
@@ -90,7 +93,7 @@ forEachIdentity((_id, run) => {
     assert.equal(r.verdict, 'ok');
     assert.equal(r.stdout, undefined, 'streamed output is not buffered');
 
-    const long = spawnSandboxed(['/bin/sleep', '1000'], { reject: false, ...(_id.spawnAs) });
+    const long = spawnSandboxed(['/bin/sleep', '1000'], { reject: false, ..._id.spawnAs });
     setTimeout(() => long.kill('SIGTERM'), 200);
     const k = await long.result;
     assert.equal(k.signal, 'SIGTERM');
@@ -114,7 +117,11 @@ describe('option validation (throws before anything is spawned)', () => {
   ];
   for (const [name, args, re] of bad) {
     it(`rejects ${name}`, () => {
-      assert.throws(() => (runSandboxed as (...a: unknown[]) => unknown)(...(args as unknown[])), (e: unknown) => e instanceof SandboxOptionError && e instanceof TypeError && re.test(e.message) && e.code === 'ERR_SANDBOX_INVALID_OPTION');
+      assert.throws(
+        () => (runSandboxed as (...a: unknown[]) => unknown)(...(args as unknown[])),
+        (e: unknown) =>
+          e instanceof SandboxOptionError && e instanceof TypeError && re.test(e.message) && e.code === 'ERR_SANDBOX_INVALID_OPTION',
+      );
     });
   }
 });

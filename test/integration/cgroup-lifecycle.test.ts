@@ -8,10 +8,11 @@ import { judge } from '../../sandbox/outcome/judge.js';
 import { supervise } from '../../sandbox/supervisor/supervisor.js';
 import { waitFor } from '../helpers/env.js';
 
-describe('the run\'s cgroup lifecycle (whichever version this host gives the caller)', () => {
+describe("the run's cgroup lifecycle (whichever version this host gives the caller)", () => {
   before(function () {
     const planned = planCgroup({ memoryBytes: 64 << 20 }, 'probe', { choice: true, parent: undefined, runAs: false });
-    const reason = 'reason' in planned ? planned.reason : planned.memoryDir ? undefined : `the ${planned.version} group here has no memory controller`;
+    const reason =
+      'reason' in planned ? planned.reason : planned.memoryDir ? undefined : `the ${planned.version} group here has no memory controller`;
     if (reason) {
       console.log(`      skipped: ${reason}`);
       this.skip();
@@ -25,7 +26,10 @@ describe('the run\'s cgroup lifecycle (whichever version this host gives the cal
     for (const dir of dirs) assert.equal(existsSync(dir), true, `${dir} exists once the run started`);
     // The sandbox has its own cgroup namespace (its /proc/self/cgroup says "/"): look from the host side.
     const memoryProcs = `${p.limits.cgroup!.memoryDir!}/cgroup.procs`;
-    assert.ok(await waitFor(() => existsSync(memoryProcs) && readFileSync(memoryProcs, 'utf8').trim() !== '', 5000), 'the sandbox\'s processes are in the group');
+    assert.ok(
+      await waitFor(() => existsSync(memoryProcs) && readFileSync(memoryProcs, 'utf8').trim() !== '', 5000),
+      "the sandbox's processes are in the group",
+    );
     const r = judge(await s.record, p.judge);
     assert.equal(r.verdict, 'ok');
     assert.ok(r.limits.memory!.readBack! > 0, 'the limit was read back');

@@ -8,126 +8,181 @@ import { identities, worldReadableTmp } from '../helpers/env.js';
 
 const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 
-for (const id of identities()) describe(`cubicle CLI, ${id.label}`, () => {
-  // The rootless variant runs the CLI itself as the unprivileged user.
-  const cubicle = (args: string[], input?: string) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input: input ?? '', timeout: 30_000, ...(id.spawnAs.runAs ?? {}) });
+for (const id of identities())
+  describe(`cubicle CLI, ${id.label}`, () => {
+    // The rootless variant runs the CLI itself as the unprivileged user.
+    const cubicle = (args: string[], input?: string) =>
+      spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input: input ?? '', timeout: 30_000, ...(id.spawnAs.runAs ?? {}) });
 
-  it('runs a command with stdio passed through and its exit code', () => {
-    const r = cubicle(['run', '--', 'sh', '-c', 'cat; echo to-err >&2; exit 7'], 'piped in\n');
-    assert.equal(r.stdout, 'piped in\n');
-    assert.equal(r.stderr, 'to-err\n');
-    assert.equal(r.status, 7);
-  });
+    it('runs a command with stdio passed through and its exit code', () => {
+      const r = cubicle(['run', '--', 'sh', '-c', 'cat; echo to-err >&2; exit 7'], 'piped in\n');
+      assert.equal(r.stdout, 'piped in\n');
+      assert.equal(r.stderr, 'to-err\n');
+      assert.equal(r.status, 7);
+    });
 
-  it('exits 128+N for death by signal N, 124 on timeout, 125 for a setup error', () => {
-    assert.equal(cubicle(['run', '--', 'sh', '-c', 'kill -SEGV $$']).status, 139);
-    const t = cubicle(['run', '--timeout', '0.2', '--', 'sleep', '10']);
-    assert.equal(t.status, 124);
-    assert.match(t.stderr, /wall-time-limit/);
-    const s = cubicle(['run', '--', 'no-such-program-xyz']);
-    assert.equal(s.status, 125);
-    assert.match(s.stderr, /execve: ENOENT/);
-    assert.match(s.stderr, /hint: /);
-    const b = cubicle(['run', '--bind', '/no/such/dir:/x', '--', 'true']);
-    assert.equal(b.status, 125);
-    assert.match(b.stderr, /\/no\/such\/dir/);
-  });
+    it('exits 128+N for death by signal N, 124 on timeout, 125 for a setup error', () => {
+      assert.equal(cubicle(['run', '--', 'sh', '-c', 'kill -SEGV $$']).status, 139);
+      const t = cubicle(['run', '--timeout', '0.2', '--', 'sleep', '10']);
+      assert.equal(t.status, 124);
+      assert.match(t.stderr, /wall-time-limit/);
+      const s = cubicle(['run', '--', 'no-such-program-xyz']);
+      assert.equal(s.status, 125);
+      assert.match(s.stderr, /execve: ENOENT/);
+      assert.match(s.stderr, /hint: /);
+      const b = cubicle(['run', '--bind', '/no/such/dir:/x', '--', 'true']);
+      assert.equal(b.status, 125);
+      assert.match(b.stderr, /\/no\/such\/dir/);
+    });
 
-  it('--json prints exactly one JSON object and exits 0 for a failing payload', () => {
-    const r = cubicle(['run', '--json', '--', 'sh', '-c', 'printf "a\\0b"; echo e >&2; exit 3']);
-    assert.equal(r.status, 0);
-    const lines = r.stdout.trim().split('\n');
-    assert.equal(lines.length, 1);
-    const j = JSON.parse(lines[0]!);
-    assert.equal(j.stdout, 'a\u0000b');
-    assert.equal(j.stderr, 'e\n');
-    assert.equal(j.exitCode, 3);
-    assert.equal(j.verdict, 'nonzero-exit');
-    assert.equal(typeof j.usage.cpuUserMs, 'number');
-    const bad = cubicle(['run', '--json', '--', 'no-such-program-xyz']);
-    assert.equal(bad.status, 125);
-    assert.equal(JSON.parse(bad.stdout).verdict, 'setup-error');
-  });
+    it('--json prints exactly one JSON object and exits 0 for a failing payload', () => {
+      const r = cubicle(['run', '--json', '--', 'sh', '-c', 'printf "a\\0b"; echo e >&2; exit 3']);
+      assert.equal(r.status, 0);
+      const lines = r.stdout.trim().split('\n');
+      assert.equal(lines.length, 1);
+      const j = JSON.parse(lines[0]!);
+      assert.equal(j.stdout, 'a\u0000b');
+      assert.equal(j.stderr, 'e\n');
+      assert.equal(j.exitCode, 3);
+      assert.equal(j.verdict, 'nonzero-exit');
+      assert.equal(typeof j.usage.cpuUserMs, 'number');
+      const bad = cubicle(['run', '--json', '--', 'no-such-program-xyz']);
+      assert.equal(bad.status, 125);
+      assert.equal(JSON.parse(bad.stdout).verdict, 'setup-error');
+    });
 
-  it('--result writes the result object while stdio passes through', () => {
-    const t = worldReadableTmp();
-    try {
-      chmodSync(t.dir, 0o777);
-      const file = join(t.dir, 'result.json');
-      const r = cubicle(['run', '--result', file, '--', 'sh', '-c', 'echo visible; exit 4']);
-      assert.equal(r.stdout, 'visible\n');
-      assert.equal(r.status, 4);
-      const j = JSON.parse(readFileSync(file, 'utf8'));
-      assert.equal(j.exitCode, 4);
-      assert.equal(j.stdout, undefined, 'output went to the terminal, not the file');
-    } finally {
-      t.cleanup();
-    }
-  });
+    it('--result writes the result object while stdio passes through', () => {
+      const t = worldReadableTmp();
+      try {
+        chmodSync(t.dir, 0o777);
+        const file = join(t.dir, 'result.json');
+        const r = cubicle(['run', '--result', file, '--', 'sh', '-c', 'echo visible; exit 4']);
+        assert.equal(r.stdout, 'visible\n');
+        assert.equal(r.status, 4);
+        const j = JSON.parse(readFileSync(file, 'utf8'));
+        assert.equal(j.exitCode, 4);
+        assert.equal(j.stdout, undefined, 'output went to the terminal, not the file');
+      } finally {
+        t.cleanup();
+      }
+    });
 
-  it('applies --bind, --ro-bind, --tmpfs, --env, --cwd, --hostname, --uid, --gid', () => {
-    const t = worldReadableTmp();
-    try {
-      chmodSync(t.dir, 0o777);
-      writeFileSync(join(t.dir, 'in'), 'data\n', { mode: 0o644 });
-      const r = cubicle(['run', '--ro-bind', `${t.dir}:/in`, '--bind', `${t.dir}:/out`, '--tmpfs', '/scratch:1M', '--env', 'A=b=c', '--cwd', '/scratch', '--hostname', 'box', '--uid', '2000', '--gid', '3000', '--', 'sh', '-c', 'cat /in/in; echo w > /out/w; touch /in/x 2>/dev/null || echo ro; echo $A; pwd; hostname; id -u; id -g']);
-      assert.equal(r.stderr, '');
-      assert.equal(r.stdout, 'data\nro\nb=c\n/scratch\nbox\n2000\n3000\n');
-      assert.equal(readFileSync(join(t.dir, 'w'), 'utf8'), 'w\n');
-    } finally {
-      t.cleanup();
-    }
-  });
+    it('applies --bind, --ro-bind, --tmpfs, --env, --cwd, --hostname, --uid, --gid', () => {
+      const t = worldReadableTmp();
+      try {
+        chmodSync(t.dir, 0o777);
+        writeFileSync(join(t.dir, 'in'), 'data\n', { mode: 0o644 });
+        const r = cubicle([
+          'run',
+          '--ro-bind',
+          `${t.dir}:/in`,
+          '--bind',
+          `${t.dir}:/out`,
+          '--tmpfs',
+          '/scratch:1M',
+          '--env',
+          'A=b=c',
+          '--cwd',
+          '/scratch',
+          '--hostname',
+          'box',
+          '--uid',
+          '2000',
+          '--gid',
+          '3000',
+          '--',
+          'sh',
+          '-c',
+          'cat /in/in; echo w > /out/w; touch /in/x 2>/dev/null || echo ro; echo $A; pwd; hostname; id -u; id -g',
+        ]);
+        assert.equal(r.stderr, '');
+        assert.equal(r.stdout, 'data\nro\nb=c\n/scratch\nbox\n2000\n3000\n');
+        assert.equal(readFileSync(join(t.dir, 'w'), 'utf8'), 'w\n');
+      } finally {
+        t.cleanup();
+      }
+    });
 
-  it('reports usage errors with exit 2 and names the problem', () => {
-    const r = cubicle(['run', '--frobnicate', '--', 'true']);
-    assert.equal(r.status, 2);
-    assert.match(r.stderr, /frobnicate/);
-    assert.equal(cubicle(['run', '--env', 'NOEQUALS', '--', 'true']).status, 2);
-  });
+    it('reports usage errors with exit 2 and names the problem', () => {
+      const r = cubicle(['run', '--frobnicate', '--', 'true']);
+      assert.equal(r.status, 2);
+      assert.match(r.stderr, /frobnicate/);
+      assert.equal(cubicle(['run', '--env', 'NOEQUALS', '--', 'true']).status, 2);
+    });
 
-  it('limit flags, --meta (isolate format), --stdin/--stdout/--stderr files', () => {
-    const t = worldReadableTmp();
-    try {
-      chmodSync(t.dir, 0o777);
-      const meta = join(t.dir, 'meta.txt');
-      const r = cubicle(['run', '--time', '0.3', '--memory', '128M', '--processes', '20', '--meta', meta, '--', 'sh', '-c', 'while :; do :; done']);
-      assert.equal(r.status, 124, 'time limits exit like --timeout');
-      assert.match(r.stderr, /cpu-time-limit/);
-      const fields = Object.fromEntries(readFileSync(meta, 'utf8').trim().split('\n').map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1)]));
-      assert.equal(fields.status, 'TO');
-      assert.equal(fields.killed, '1');
-      assert.equal(fields.exitsig, '9');
-      assert.ok(Number(fields.time) >= 0.3 && Number(fields.time) < 1, fields.time);
-      assert.ok(Number(fields['time-wall']) > 0);
-      assert.ok(Number(fields['max-rss']) > 0);
-      assert.equal(fields.message, 'Time limit exceeded');
-      const ok = cubicle(['run', '--meta', meta, '--', 'sh', '-c', 'exit 3']);
-      assert.equal(ok.status, 3);
-      assert.match(readFileSync(meta, 'utf8'), /^exitcode:3$/m);
-      assert.match(readFileSync(meta, 'utf8'), /^status:RE$/m);
-      writeFileSync(join(t.dir, 'in.txt'), 'from the file\n', { mode: 0o644 });
-      const io = cubicle(['run', '--stdin', join(t.dir, 'in.txt'), '--stdout', join(t.dir, 'out.txt'), '--stderr', join(t.dir, 'err.txt'), '--', 'sh', '-c', 'cat; echo oops >&2']);
-      assert.equal(io.status, 0);
-      assert.equal(io.stdout, '');
-      assert.equal(readFileSync(join(t.dir, 'out.txt'), 'utf8'), 'from the file\n');
-      assert.equal(readFileSync(join(t.dir, 'err.txt'), 'utf8'), 'oops\n');
-      const flood = cubicle(['run', '--output-limit', '64K', '--stdout', join(t.dir, 'out.txt'), '--', 'yes']);
-      assert.match(flood.stderr, /output-limit/);
-      assert.equal(readFileSync(join(t.dir, 'out.txt')).length, 64 << 10);
-      const json = JSON.parse(cubicle(['run', '--json', '--memory', '64M', '--', 'true']).stdout);
-      assert.equal(json.limits.memory.value, 64 << 20);
-      assert.equal(typeof json.usage.peakMemoryBytes, 'number');
-    } finally {
-      t.cleanup();
-    }
-  });
+    it('limit flags, --meta (isolate format), --stdin/--stdout/--stderr files', () => {
+      const t = worldReadableTmp();
+      try {
+        chmodSync(t.dir, 0o777);
+        const meta = join(t.dir, 'meta.txt');
+        const r = cubicle([
+          'run',
+          '--time',
+          '0.3',
+          '--memory',
+          '128M',
+          '--processes',
+          '20',
+          '--meta',
+          meta,
+          '--',
+          'sh',
+          '-c',
+          'while :; do :; done',
+        ]);
+        assert.equal(r.status, 124, 'time limits exit like --timeout');
+        assert.match(r.stderr, /cpu-time-limit/);
+        const fields = Object.fromEntries(
+          readFileSync(meta, 'utf8')
+            .trim()
+            .split('\n')
+            .map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1)]),
+        );
+        assert.equal(fields.status, 'TO');
+        assert.equal(fields.killed, '1');
+        assert.equal(fields.exitsig, '9');
+        assert.ok(Number(fields.time) >= 0.3 && Number(fields.time) < 1, fields.time);
+        assert.ok(Number(fields['time-wall']) > 0);
+        assert.ok(Number(fields['max-rss']) > 0);
+        assert.equal(fields.message, 'Time limit exceeded');
+        const ok = cubicle(['run', '--meta', meta, '--', 'sh', '-c', 'exit 3']);
+        assert.equal(ok.status, 3);
+        assert.match(readFileSync(meta, 'utf8'), /^exitcode:3$/m);
+        assert.match(readFileSync(meta, 'utf8'), /^status:RE$/m);
+        writeFileSync(join(t.dir, 'in.txt'), 'from the file\n', { mode: 0o644 });
+        const io = cubicle([
+          'run',
+          '--stdin',
+          join(t.dir, 'in.txt'),
+          '--stdout',
+          join(t.dir, 'out.txt'),
+          '--stderr',
+          join(t.dir, 'err.txt'),
+          '--',
+          'sh',
+          '-c',
+          'cat; echo oops >&2',
+        ]);
+        assert.equal(io.status, 0);
+        assert.equal(io.stdout, '');
+        assert.equal(readFileSync(join(t.dir, 'out.txt'), 'utf8'), 'from the file\n');
+        assert.equal(readFileSync(join(t.dir, 'err.txt'), 'utf8'), 'oops\n');
+        const flood = cubicle(['run', '--output-limit', '64K', '--stdout', join(t.dir, 'out.txt'), '--', 'yes']);
+        assert.match(flood.stderr, /output-limit/);
+        assert.equal(readFileSync(join(t.dir, 'out.txt')).length, 64 << 10);
+        const json = JSON.parse(cubicle(['run', '--json', '--memory', '64M', '--', 'true']).stdout);
+        assert.equal(json.limits.memory.value, 64 << 20);
+        assert.equal(typeof json.usage.peakMemoryBytes, 'number');
+      } finally {
+        t.cleanup();
+      }
+    });
 
-  it('plan prints the resolved setup steps without running anything', () => {
-    const r = cubicle(['plan', '--tmpfs', '/scratch:1M', '--', 'echo', 'hi']);
-    assert.equal(r.status, 0);
-    assert.match(r.stdout, /^userns "1000" "1000"/m);
-    assert.match(r.stdout, /^tmpfs "\/scratch" "1048576"/m);
-    assert.match(r.stdout, /^exec "echo"$/m);
+    it('plan prints the resolved setup steps without running anything', () => {
+      const r = cubicle(['plan', '--tmpfs', '/scratch:1M', '--', 'echo', 'hi']);
+      assert.equal(r.status, 0);
+      assert.match(r.stdout, /^userns "1000" "1000"/m);
+      assert.match(r.stdout, /^tmpfs "\/scratch" "1048576"/m);
+      assert.match(r.stdout, /^exec "echo"$/m);
+    });
   });
-});

@@ -13,7 +13,12 @@ forEachIdentity((_id, run) => {
   });
 
   it('reports death by signal', async () => {
-    for (const [num, name] of [[9, 'SIGKILL'], [11, 'SIGSEGV'], [15, 'SIGTERM'], [6, 'SIGABRT']] as const) {
+    for (const [num, name] of [
+      [9, 'SIGKILL'],
+      [11, 'SIGSEGV'],
+      [15, 'SIGTERM'],
+      [6, 'SIGABRT'],
+    ] as const) {
       const r = await run(['/probe', 'signal', String(num)], { mounts: probeMount(), reject: false });
       assert.equal(r.exitCode, null);
       assert.equal(r.signal, name);

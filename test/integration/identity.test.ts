@@ -19,7 +19,10 @@ forEachIdentity((id, run) => {
 
   it(`maps the inner id to host ${id.outerUid} with a single-id map and setgroups denied`, async () => {
     const r = await run('cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups');
-    const lines = (r.stdout as string).trim().split('\n').map((l) => l.trim().split(/\s+/).join(' '));
+    const lines = (r.stdout as string)
+      .trim()
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/).join(' '));
     assert.deepEqual(lines, [`1000 ${id.outerUid} 1`, `1000 ${id.outerGid} 1`, 'deny']);
   });
 
@@ -45,7 +48,10 @@ forEachIdentity((id, run) => {
     const t = worldReadableTmp();
     try {
       writeFileSync(join(t.dir, 'secret'), 'top secret\n', { mode: 0o600 });
-      const r = await run(['/bin/cat', '/in/secret'], { mounts: [{ type: 'bind', source: t.dir, target: '/in', readOnly: true }], reject: false });
+      const r = await run(['/bin/cat', '/in/secret'], {
+        mounts: [{ type: 'bind', source: t.dir, target: '/in', readOnly: true }],
+        reject: false,
+      });
       assert.equal(r.exitCode, 1);
       assert.match(r.stderr as string, /Permission denied/);
     } finally {

@@ -35,7 +35,10 @@ forEachIdentity((id, run) => {
     assert.equal((r.stdout as Buffer).length, data.length);
     assert.ok((r.stdout as Buffer).equals(data), 'stdout is byte-identical to stdin');
     assert.equal((r.stderr as Buffer).length, 50 << 20);
-    assert.ok((r.stderr as Buffer).every((b) => b === 0), 'stderr holds exactly the NUL bytes written');
+    assert.ok(
+      (r.stderr as Buffer).every((b) => b === 0),
+      'stderr holds exactly the NUL bytes written',
+    );
   });
 
   it('keeps stdout and stderr apart', async () => {

@@ -14,7 +14,8 @@ function reapedCpuMs(): number {
   return (Number(f[13]) + Number(f[14])) * 10;
 }
 
-const within = (actual: number, expected: number, rel: number, abs: number): boolean => Math.abs(actual - expected) <= Math.max(expected * rel, abs);
+const within = (actual: number, expected: number, rel: number, abs: number): boolean =>
+  Math.abs(actual - expected) <= Math.max(expected * rel, abs);
 
 forEachIdentity((_id, run) => {
   const cgroupReason = cgroupV1Available();
@@ -30,13 +31,19 @@ forEachIdentity((_id, run) => {
           this.skip();
         }
       });
-      const go = (cmd: string[], o: SandboxOptions = {}) => run(cmd, { ...m.opts, reject: false, ...o, mounts: [...(probeMount() ?? []), ...(o.mounts ?? [])] });
+      const go = (cmd: string[], o: SandboxOptions = {}) =>
+        run(cmd, { ...m.opts, reject: false, ...o, mounts: [...(probeMount() ?? []), ...(o.mounts ?? [])] });
 
       it('a fork bomb is contained: process-limit, and the host stays responsive', async () => {
         // A bomb that keeps forking (every process retries forever), as real ones do.
-        const r = await go(['/usr/bin/python3', '-c', 'import os\nwhile True:\n  try: os.fork()\n  except OSError: pass'], { limits: { processes: 30, wallTime: 10_000 } });
+        const r = await go(['/usr/bin/python3', '-c', 'import os\nwhile True:\n  try: os.fork()\n  except OSError: pass'], {
+          limits: { processes: 30, wallTime: 10_000 },
+        });
         assert.equal(r.verdict, 'process-limit');
-        assert.ok(r.usage!.peakProcesses! > 30 && r.usage!.peakProcesses! <= 38, `peak ${r.usage!.peakProcesses} (the kernel caps at 30 + 8 headroom)`);
+        assert.ok(
+          r.usage!.peakProcesses! > 30 && r.usage!.peakProcesses! <= 38,
+          `peak ${r.usage!.peakProcesses} (the kernel caps at 30 + 8 headroom)`,
+        );
         assert.ok(r.usage!.wallMs < 5000, 'killed at once');
         const t = Date.now();
         assert.equal(spawnSync('/bin/true').status, 0);
@@ -48,8 +55,11 @@ forEachIdentity((_id, run) => {
         const r = await go(['/usr/bin/python3', '-c', 'x = [b"a" * (1 << 20) for _ in range(400)]'], { limits: { memory: '96M' } });
         assert.equal(r.verdict, 'memory-limit');
         assert.equal(r.limits.memory!.mechanism, m.memory);
-        assert.match((await go(['/bin/true'], { limits: { memory: '96M' } }).then(() => 'ok')), /ok/);
-        const shm = await go(['/bin/sh', '-c', 'head -c 150000000 /dev/zero > /dev/shm/fill; sleep 1'], { limits: { memory: '64M' }, shmSize: '256M' });
+        assert.match(await go(['/bin/true'], { limits: { memory: '96M' } }).then(() => 'ok'), /ok/);
+        const shm = await go(['/bin/sh', '-c', 'head -c 150000000 /dev/zero > /dev/shm/fill; sleep 1'], {
+          limits: { memory: '64M' },
+          shmSize: '256M',
+        });
         assert.equal(shm.verdict, 'memory-limit', 'shm pages are sandbox memory');
       });
 
@@ -97,14 +107,19 @@ forEachIdentity((_id, run) => {
 
       it('filling /tmp gives ENOSPC inside and leaves the host untouched', async () => {
         const before = readdirSync(tmpdir()).length;
-        const r = await go(['/bin/sh', '-c', 'head -c 50000000 /dev/zero > /tmp/fill 2>/dev/null; echo rc=$?; ls -l /tmp/fill | cut -d" " -f5'], { tmpSize: '8M' });
+        const r = await go(
+          ['/bin/sh', '-c', 'head -c 50000000 /dev/zero > /tmp/fill 2>/dev/null; echo rc=$?; ls -l /tmp/fill | cut -d" " -f5'],
+          { tmpSize: '8M' },
+        );
         assert.equal(r.stdout, `rc=1\n${8 << 20}\n`);
         assert.ok(Math.abs(readdirSync(tmpdir()).length - before) <= 2, 'nothing was written to the host /tmp');
       });
 
       it('leftover children do not extend a limited run', async () => {
         const t = Date.now();
-        const r = await go(['/bin/sh', '-c', '(sleep 100 &); echo done'], { limits: { cpuTime: 5000, wallTime: 20_000, memory: '256M', processes: 50 } });
+        const r = await go(['/bin/sh', '-c', '(sleep 100 &); echo done'], {
+          limits: { cpuTime: 5000, wallTime: 20_000, memory: '256M', processes: 50 },
+        });
         const four = await go(['/probe', 'burn', '50', '5'], { limits: { processes: 5 } });
         assert.equal(four.verdict, 'ok', 'five threads with a limit of five tasks');
         assert.equal(r.verdict, 'ok');
@@ -116,12 +131,13 @@ forEachIdentity((_id, run) => {
           console.log('      skipped: without a CPU cgroup, children auto-reaped under SIG_IGN leave no CPU record (a documented gap)');
           return this.skip();
         }
-        const script = 'import os, signal, time\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\nend = time.time() + 4\nwhile time.time() < end:\n  if os.fork() == 0:\n    t = time.process_time()\n    while time.process_time() - t < 0.005: pass\n    os._exit(0)\n  time.sleep(0.006)';
+        const script =
+          'import os, signal, time\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\nend = time.time() + 4\nwhile time.time() < end:\n  if os.fork() == 0:\n    t = time.process_time()\n    while time.process_time() - t < 0.005: pass\n    os._exit(0)\n  time.sleep(0.006)';
         const r = await go(['/usr/bin/python3', '-c', script], { limits: { cpuTime: 1000, wallTime: 20_000 } });
         assert.equal(r.verdict, 'cpu-time-limit');
       });
 
-      it('init\'s own sampling is not charged to the payload', async () => {
+      it("init's own sampling is not charged to the payload", async () => {
         // The same 150 sleeping processes live 0.2 s, then 3 s. init samples every one of them about every 10 ms
         // (paced to at most ~10% of a CPU), so the longer run costs init more CPU: that shows in what the helper's
         // process tree used (reaped by this process), and must not show in the payload's CPU.
@@ -145,11 +161,15 @@ forEachIdentity((_id, run) => {
         const sampling = long.tree - short.tree;
         const charged = long.payload - short.payload;
         // A full charge would be about `sampling`; 50 ms absorbs the payload's own variation (13 ms at most here).
-        assert.ok(charged < Math.max(50, sampling / 2), `the payload used ${short.payload.toFixed(0)} ms living 0.2 s and ${long.payload.toFixed(0)} ms living 3 s, while the sandbox's processes used ${sampling} ms more`);
+        assert.ok(
+          charged < Math.max(50, sampling / 2),
+          `the payload used ${short.payload.toFixed(0)} ms living 0.2 s and ${long.payload.toFixed(0)} ms living 3 s, while the sandbox's processes used ${sampling} ms more`,
+        );
       });
 
       it('many processes holding memory cannot make init enforce the wall limit late', async () => {
-        const script = 'import os, time\nfor _ in range(100):\n  if os.fork() == 0:\n    x = bytearray(b"a" * (2 << 20))\n    time.sleep(60)\n    os._exit(0)\nwhile True: pass';
+        const script =
+          'import os, time\nfor _ in range(100):\n  if os.fork() == 0:\n    x = bytearray(b"a" * (2 << 20))\n    time.sleep(60)\n    os._exit(0)\nwhile True: pass';
         const t = Date.now();
         const r = await go(['/usr/bin/python3', '-c', script], { limits: { wallTime: 2000, memory: '1G', processes: 200 } });
         assert.equal(r.verdict, 'wall-time-limit');
@@ -164,14 +184,31 @@ forEachIdentity((_id, run) => {
       });
 
       it('memory hidden from smaps (non-dumpable) or held in SysV shm still counts', async () => {
-        const hide = await go(['/usr/bin/python3', '-c', 'import ctypes, time\nctypes.CDLL(None).prctl(4, 0, 0, 0, 0)\nx = bytearray(b"a" * (150 << 20))\ntime.sleep(1)'], { limits: { memory: '64M' } });
+        const hide = await go(
+          [
+            '/usr/bin/python3',
+            '-c',
+            'import ctypes, time\nctypes.CDLL(None).prctl(4, 0, 0, 0, 0)\nx = bytearray(b"a" * (150 << 20))\ntime.sleep(1)',
+          ],
+          { limits: { memory: '64M' } },
+        );
         assert.equal(hide.verdict, 'memory-limit', 'PR_SET_DUMPABLE 0 does not hide memory');
-        const shm = await go(['/usr/bin/python3', '-c', 'import ctypes, time\nl = ctypes.CDLL(None, use_errno=True)\nl.shmat.restype = ctypes.c_void_p\nid = l.shmget(0, 150 << 20, 0o1600)\np = l.shmat(id, None, 0)\nctypes.memset(p, 1, 150 << 20)\nl.shmdt(ctypes.c_void_p(p))\ntime.sleep(1)'], { limits: { memory: '64M' } });
+        const shm = await go(
+          [
+            '/usr/bin/python3',
+            '-c',
+            'import ctypes, time\nl = ctypes.CDLL(None, use_errno=True)\nl.shmat.restype = ctypes.c_void_p\nid = l.shmget(0, 150 << 20, 0o1600)\np = l.shmat(id, None, 0)\nctypes.memset(p, 1, 150 << 20)\nl.shmdt(ctypes.c_void_p(p))\ntime.sleep(1)',
+          ],
+          { limits: { memory: '64M' } },
+        );
         assert.equal(shm.verdict, 'memory-limit', 'detached SysV shm counts');
       });
 
       it('accuracy: CPU within 5% (or 20 ms) of a calibrated burner, single- and multi-threaded', async () => {
-        for (const [ms, threads] of [[300, 1], [200, 3]] as const) {
+        for (const [ms, threads] of [
+          [300, 1],
+          [200, 3],
+        ] as const) {
           const r = await go(['/probe', 'burn', String(ms), String(threads)], { limits: { cpuTime: 10_000 } });
           assert.equal(r.verdict, 'ok');
           assert.ok(within(r.usage!.cpuMs, ms * threads, 0.05, 20), `${threads} x ${ms} ms burned, measured ${r.usage!.cpuMs} ms`);
@@ -190,18 +227,25 @@ forEachIdentity((_id, run) => {
     });
   }
 
-  it('caps per-user kernel counters inside the sandbox\'s user namespace', async () => {
-    const r = await run(['/usr/bin/python3', '-c', [
-      'import ctypes, os',
-      'print(open("/proc/sys/user/max_inotify_instances").read().strip(), open("/proc/sys/user/max_user_namespaces").read().strip())',
-      'libc = ctypes.CDLL(None, use_errno=True)',
-      'fds = []',
-      'while len(fds) < 1000:',
-      '  fd = libc.inotify_init()',
-      '  if fd < 0: break',
-      '  fds.append(fd)',
-      'print(len(fds), os.strerror(ctypes.get_errno()))',
-    ].join('\n')], { policy: 'none', limits: { openFiles: 4096 } });
+  it("caps per-user kernel counters inside the sandbox's user namespace", async () => {
+    const r = await run(
+      [
+        '/usr/bin/python3',
+        '-c',
+        [
+          'import ctypes, os',
+          'print(open("/proc/sys/user/max_inotify_instances").read().strip(), open("/proc/sys/user/max_user_namespaces").read().strip())',
+          'libc = ctypes.CDLL(None, use_errno=True)',
+          'fds = []',
+          'while len(fds) < 1000:',
+          '  fd = libc.inotify_init()',
+          '  if fd < 0: break',
+          '  fds.append(fd)',
+          'print(len(fds), os.strerror(ctypes.get_errno()))',
+        ].join('\n'),
+      ],
+      { policy: 'none', limits: { openFiles: 4096 } },
+    );
     assert.equal(r.stdout, '128 16\n128 Too many open files\n');
   });
 });
@@ -217,30 +261,49 @@ describe('cgroup v2', () => {
     }
   };
 
-  it('init is cloned into the run\'s group (CLONE_INTO_CGROUP), and CPU is judged from cpu.stat', async function () {
+  it("init is cloned into the run's group (CLONE_INTO_CGROUP), and CPU is judged from cpu.stat", async function () {
     if (typeof base !== 'string') {
       console.log(`      skipped: ${base.reason}`);
       return this.skip();
     }
-    const script = 'import os, signal, time\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\nend = time.time() + 4\nwhile time.time() < end:\n  if os.fork() == 0:\n    t = time.process_time()\n    while time.process_time() - t < 0.005: pass\n    os._exit(0)\n  time.sleep(0.006)';
-    const r = await runSandboxed(['/usr/bin/python3', '-c', script], { cgroups: 'v2', limits: { cpuTime: 1000, wallTime: 20_000 }, reject: false });
+    const script =
+      'import os, signal, time\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\nend = time.time() + 4\nwhile time.time() < end:\n  if os.fork() == 0:\n    t = time.process_time()\n    while time.process_time() - t < 0.005: pass\n    os._exit(0)\n  time.sleep(0.006)';
+    const r = await runSandboxed(['/usr/bin/python3', '-c', script], {
+      cgroups: 'v2',
+      limits: { cpuTime: 1000, wallTime: 20_000 },
+      reject: false,
+    });
     assert.equal(r.limits.cpuTime!.mechanism, 'cgroup-v2+sampling');
     assert.equal(r.verdict, 'cpu-time-limit', 'auto-reaped children are counted by the group');
     const inside = await runSandboxed(['/bin/cat', '/proc/self/cgroup'], { cgroups: 'v2', limits: { cpuTime: 5000 } });
-    assert.match(inside.stdout as string, /^0::\/$/m, 'the cgroup namespace shows the run\'s group as its root');
-    assert.deepEqual(readdirSync(base).filter((n) => /^\d+-/.test(n) && n.startsWith(`${process.pid}-`)), [], 'the run\'s group was removed');
+    assert.match(inside.stdout as string, /^0::\/$/m, "the cgroup namespace shows the run's group as its root");
+    assert.deepEqual(
+      readdirSync(base).filter((n) => /^\d+-/.test(n) && n.startsWith(`${process.pid}-`)),
+      [],
+      "the run's group was removed",
+    );
   });
 
   it('memory and process limits use the v2 controllers when the hierarchy has them', async function () {
     const have = v2Controllers();
     if (typeof base !== 'string' || !have.includes('memory') || !have.includes('pids')) {
-      console.log(`      skipped: ${typeof base !== 'string' ? base.reason : `the cgroup v2 hierarchy has no memory/pids controllers here (they are bound to v1 hierarchies: ${have.join(' ') || 'none'})`}`);
+      console.log(
+        `      skipped: ${typeof base !== 'string' ? base.reason : `the cgroup v2 hierarchy has no memory/pids controllers here (they are bound to v1 hierarchies: ${have.join(' ') || 'none'})`}`,
+      );
       return this.skip();
     }
-    const mem = await runSandboxed(['/usr/bin/python3', '-c', 'x = [b"a" * (1 << 20) for _ in range(400)]'], { cgroups: 'v2', limits: { memory: '96M' }, reject: false });
+    const mem = await runSandboxed(['/usr/bin/python3', '-c', 'x = [b"a" * (1 << 20) for _ in range(400)]'], {
+      cgroups: 'v2',
+      limits: { memory: '96M' },
+      reject: false,
+    });
     assert.equal(mem.limits.memory!.mechanism, 'cgroup-v2');
     assert.equal(mem.verdict, 'memory-limit');
-    const bomb = await runSandboxed(['/bin/sh', '-c', 'f() { f | f & }; f; sleep 5'], { cgroups: 'v2', limits: { processes: 30, wallTime: 10_000 }, reject: false });
+    const bomb = await runSandboxed(['/bin/sh', '-c', 'f() { f | f & }; f; sleep 5'], {
+      cgroups: 'v2',
+      limits: { processes: 30, wallTime: 10_000 },
+      reject: false,
+    });
     assert.equal(bomb.limits.processes!.mechanism, 'cgroup-v2+sampling');
     assert.equal(bomb.verdict, 'process-limit');
   });
@@ -252,14 +315,24 @@ describe('cgroup v2', () => {
     }
     const r = await runSandboxed(['/bin/true'], { cgroups: 'v2', runAs: ROOTLESS_ID, limits: { cpuTime: 1000 } });
     assert.equal(r.limits.cpuTime!.mechanism, 'rlimit+sampling');
-    assert.throws(() => runSandboxed(['/bin/true'], { cgroups: 'v2', runAs: ROOTLESS_ID, limits: { memory: '64M' }, strictLimits: true }), /strict limits need cgroups/);
+    assert.throws(
+      () => runSandboxed(['/bin/true'], { cgroups: 'v2', runAs: ROOTLESS_ID, limits: { memory: '64M' }, strictLimits: true }),
+      /strict limits need cgroups/,
+    );
   });
 });
 
 describe('limit options', () => {
   it('strict limits fail closed when cgroups cannot be used', () => {
-    assert.throws(() => runSandboxed(['/bin/true'], { limits: { memory: '64M' }, strictLimits: true, cgroups: false }), /strictLimits needs cgroups/);
-    if (cgroupV1Available() !== true) assert.throws(() => runSandboxed(['/bin/true'], { limits: { memory: '64M' }, strictLimits: true }), (e: unknown) => e instanceof SandboxOptionError && /strict limits need cgroups/.test(e.message));
+    assert.throws(
+      () => runSandboxed(['/bin/true'], { limits: { memory: '64M' }, strictLimits: true, cgroups: false }),
+      /strictLimits needs cgroups/,
+    );
+    if (cgroupV1Available() !== true)
+      assert.throws(
+        () => runSandboxed(['/bin/true'], { limits: { memory: '64M' }, strictLimits: true }),
+        (e: unknown) => e instanceof SandboxOptionError && /strict limits need cgroups/.test(e.message),
+      );
   });
 
   it('bad limits are refused with the option named', () => {

@@ -23,14 +23,25 @@ forEachIdentity((_id, run) => {
     assert.equal(comm, 'cubicle-init');
     // init (1), this sh (2), and at most the short-lived children of sh.
     assert.ok(pids.includes('1') && pids.includes('2'), `pids: ${pids.join(',')}`);
-    assert.ok(pids.every((p) => Number(p) < 10), `only small sandbox pids, got ${pids.join(',')}`);
+    assert.ok(
+      pids.every((p) => Number(p) < 10),
+      `only small sandbox pids, got ${pids.join(',')}`,
+    );
   });
 
   it('has only a loopback interface, and it is up', async () => {
-    const r = await run(['/bin/sh', '-c', 'tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "; cat /proc/net/if_inet6 2>/dev/null | wc -l']);
+    const r = await run([
+      '/bin/sh',
+      '-c',
+      'tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "; cat /proc/net/if_inet6 2>/dev/null | wc -l',
+    ]);
     const lines = (r.stdout as string).trim().split('\n');
     assert.deepEqual(lines.slice(0, -1), ['lo']);
-    const up = await run(['/usr/bin/python3', '-c', 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); c=socket.create_connection(s.getsockname()); print("connected")']);
+    const up = await run([
+      '/usr/bin/python3',
+      '-c',
+      'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); c=socket.create_connection(s.getsockname()); print("connected")',
+    ]);
     assert.equal(up.stdout, 'connected\n', 'loopback carries traffic');
   });
 

@@ -15,7 +15,10 @@ describe('plan ops by argument name', () => {
     assert.equal(opArg(f, 'modeOctal'), '600');
     assert.equal(opArg(f, 'content'), 'content');
     const w = Op.watch(1000, 2, 3, 4, 5, true);
-    assert.deepEqual(OPCODES.find((o) => o.name === 'watch')!.args.map((a) => opArg(w, a)), ['1000', '2', '3', '4', '5', '1']);
+    assert.deepEqual(
+      OPCODES.find((o) => o.name === 'watch')!.args.map((a) => opArg(w, a)),
+      ['1000', '2', '3', '4', '5', '1'],
+    );
     assert.equal(opArg(Op.env('K', 'v=1'), 'keyEqualsValue'), 'K=v=1');
   });
 

@@ -10,7 +10,11 @@ import { PLAN_MAGIC, PROTOCOL_VERSION, ProtocolLimits } from '../../sandbox/prot
 import { HELPER_PATH } from '../../sandbox/native/helper-path.js';
 import { StatusReader } from '../../sandbox/protocol/status.js';
 
-interface Run { events: Record<string, unknown>[]; code: number | null; raw: Buffer }
+interface Run {
+  events: Record<string, unknown>[];
+  code: number | null;
+  raw: Buffer;
+}
 
 /** Starts the helper by hand with raw plan and bpf bytes; collects status events. */
 function helper(plan: Uint8Array, bpf: Uint8Array = Buffer.alloc(0)): Promise<Run> {
@@ -25,13 +29,33 @@ function helper(plan: Uint8Array, bpf: Uint8Array = Buffer.alloc(0)): Promise<Ru
     c.on('error', reject);
     c.on('close', (code) => {
       const raw = Buffer.concat(chunks);
-      resolve({ events: raw.toString('latin1').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)), code, raw });
+      resolve({
+        events: raw
+          .toString('latin1')
+          .trim()
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l)),
+        code,
+        raw,
+      });
     });
   });
 }
 
 const raw = (...tokens: string[]): Buffer => Buffer.from(tokens.map((t) => `${t}\0`).join(''));
-const minimal = (extra: PlanOp[] = [], argv = ['/bin/true']): PlanOp[] => [Op.userns(1000, 1000, process.geteuid!() === 0 ? 65534 : process.geteuid!(), process.geteuid!() === 0 ? 65534 : process.getegid!()), Op.root(1 << 20), Op.bind('/usr', '/usr', 'ro'), Op.symlink('usr/bin', '/bin'), Op.symlink('usr/lib', '/lib'), Op.symlink('usr/lib64', '/lib64'), ...extra, ...argv.map(Op.arg), Op.exec(argv[0]!), Op.end()];
+const minimal = (extra: PlanOp[] = [], argv = ['/bin/true']): PlanOp[] => [
+  Op.userns(1000, 1000, process.geteuid!() === 0 ? 65534 : process.geteuid!(), process.geteuid!() === 0 ? 65534 : process.getegid!()),
+  Op.root(1 << 20),
+  Op.bind('/usr', '/usr', 'ro'),
+  Op.symlink('usr/bin', '/bin'),
+  Op.symlink('usr/lib', '/lib'),
+  Op.symlink('usr/lib64', '/lib64'),
+  ...extra,
+  ...argv.map(Op.arg),
+  Op.exec(argv[0]!),
+  Op.end(),
+];
 
 async function refused(plan: Uint8Array, re: RegExp, bpf?: Uint8Array): Promise<void> {
   const r = await helper(plan, bpf);
@@ -50,7 +74,10 @@ describe('helper protocol', () => {
 
   it('runs a minimal well-formed plan: hello, ready, exit, each as declared', async () => {
     const r = await helper(encodePlan(minimal()));
-    assert.deepEqual(r.events.map((e) => e.ev), ['hello', 'ready', 'exit']);
+    assert.deepEqual(
+      r.events.map((e) => e.ev),
+      ['hello', 'ready', 'exit'],
+    );
     const reader = new StatusReader();
     reader.push(r.raw); // validates every line against events.ts
     const [hello, ready, exit] = reader.events;
@@ -61,14 +88,17 @@ describe('helper protocol', () => {
     assert.equal(exit.signal, undefined);
     assert.equal(exit.initSignal, undefined);
     assert.ok(exit.wallUs !== undefined && exit.wallUs > 0);
-    assert.ok(exit.init && exit.init.sinceForkUs >= 0 && exit.rusage.utimeUs + exit.rusage.stimeUs >= exit.init.utimeUs + exit.init.stimeUs, 'wait4 of init includes init');
+    assert.ok(
+      exit.init && exit.init.sinceForkUs >= 0 && exit.rusage.utimeUs + exit.rusage.stimeUs >= exit.init.utimeUs + exit.init.stimeUs,
+      'wait4 of init includes init',
+    );
     assert.equal(exit.sample, undefined, 'nothing was watched');
     assert.deepEqual(exit.stops, []);
     assert.deepEqual(exit.violations, []);
     assert.equal(r.code, 0);
   });
 
-  it('a sampler limit is reported as a stop on the fork\'s time axis, with raw usage', async () => {
+  it("a sampler limit is reported as a stop on the fork's time axis, with raw usage", async () => {
     const r = await helper(encodePlan(minimal([Op.watch(2000, 0, 200_000, 0, 0, false)], ['/bin/sleep', '5'])));
     const exit = new StatusReader().push(r.raw).find((e) => e.ev === 'exit');
     assert.ok(exit?.ev === 'exit', JSON.stringify(r.events));
@@ -80,7 +110,8 @@ describe('helper protocol', () => {
     assert.ok(exit.sample && exit.sample.samples > 0);
   });
 
-  it('refuses an unknown opcode', () => refused(Buffer.concat([raw(PLAN_MAGIC, '1', 'userns', '1', '1', '1', '1', 'frobnicate')]), /unknown plan opcode 'frobnicate'/));
+  it('refuses an unknown opcode', () =>
+    refused(Buffer.concat([raw(PLAN_MAGIC, '1', 'userns', '1', '1', '1', '1', 'frobnicate')]), /unknown plan opcode 'frobnicate'/));
   it('refuses a wrong arity (truncated op)', () => refused(raw(PLAN_MAGIC, '1', 'userns', '1', '1'), /needs 4 arguments/));
   it('refuses relative paths and .. components', async () => {
     await refused(encodePlan(minimal([Op.tmpfs('relative', 65536)])), /must be absolute/);
@@ -95,8 +126,10 @@ describe('helper protocol', () => {
     await refused(raw(PLAN_MAGIC, '999', 'end'), /version '999' is not supported/);
     await refused(raw('not-a-plan', '1', 'end'), /does not start with/);
   });
-  it('refuses an oversize plan', () => refused(Buffer.concat([raw(PLAN_MAGIC, '1'), Buffer.alloc(ProtocolLimits.planMaxBytes + 10, 0x61), Buffer.from([0])]), /larger than/));
-  it('refuses a seccomp program whose length is not a multiple of 8', () => refused(encodePlan(minimal()), /not a multiple of 8/, Buffer.alloc(12)));
+  it('refuses an oversize plan', () =>
+    refused(Buffer.concat([raw(PLAN_MAGIC, '1'), Buffer.alloc(ProtocolLimits.planMaxBytes + 10, 0x61), Buffer.from([0])]), /larger than/));
+  it('refuses a seccomp program whose length is not a multiple of 8', () =>
+    refused(encodePlan(minimal()), /not a multiple of 8/, Buffer.alloc(12)));
   it('refuses a plan missing userns, root or exec', async () => {
     await refused(raw(PLAN_MAGIC, '1', 'root', '65536', 'arg', 'x', 'exec', '/x', 'end'), /no userns/);
     await refused(raw(PLAN_MAGIC, '1', 'userns', '1', '1', '1', '1', 'arg', 'x', 'exec', '/x', 'end'), /no root/);

@@ -37,7 +37,14 @@ interface Case {
 }
 
 /** Fills a struct from the declaration: the C assignments and the value the reader should give back. */
-function fill(fields: FieldsSpec, cBase: string, mode: Mode, path: (string | number)[], k: { n: number }, out: Case): Record<string, unknown> {
+function fill(
+  fields: FieldsSpec,
+  cBase: string,
+  mode: Mode,
+  path: (string | number)[],
+  k: { n: number },
+  out: Case,
+): Record<string, unknown> {
   const js: Record<string, unknown> = {};
   for (const [name, f] of Object.entries(fields)) {
     const m = cMember(name);
@@ -63,7 +70,12 @@ function fill(fields: FieldsSpec, cBase: string, mode: Mode, path: (string | num
       }
       case 'string': {
         // full: longer than allowed, awkward bytes; ascii: longer than allowed, plain; absent: short and awkward
-        const input = mode === 'full' ? repeatTo(TRICKY, f.maxBytes + 37) : mode === 'ascii' ? repeatTo(Buffer.from('abcdefghij'), f.maxBytes + 5) : TRICKY;
+        const input =
+          mode === 'full'
+            ? repeatTo(TRICKY, f.maxBytes + 37)
+            : mode === 'ascii'
+              ? repeatTo(Buffer.from('abcdefghij'), f.maxBytes + 5)
+              : TRICKY;
         out.c.push(`${cBase}.${m} = ${cBytes(input)};`);
         if (mode === 'full') {
           out.cut.push({ path: at, input, maxBytes: f.maxBytes });
@@ -96,7 +108,8 @@ function cases(): Case[] {
   return all;
 }
 
-const get = (o: unknown, path: (string | number)[]): unknown => path.reduce<unknown>((v, k) => (v as Record<string | number, unknown>)[k], o);
+const get = (o: unknown, path: (string | number)[]): unknown =>
+  path.reduce<unknown>((v, k) => (v as Record<string | number, unknown>)[k], o);
 const set = (o: unknown, path: (string | number)[], v: unknown): void => {
   (get(o, path.slice(0, -1)) as Record<string | number, unknown>)[path[path.length - 1]!] = v;
 };
@@ -107,7 +120,11 @@ function runC(body: string): Buffer {
   try {
     const src = join(dir, 'emit.c');
     writeFileSync(src, `#include <string.h>\n#include "protocol.h"\n\nint main(void) {\n${body}\n  return 0;\n}\n`);
-    const cc = spawnSync(process.env.CC ?? 'cc', ['-std=gnu11', '-Wall', '-Wextra', '-Werror', `-I${NATIVE}`, '-o', join(dir, 'emit'), src, join(NATIVE, 'protocol.c')], { encoding: 'utf8' });
+    const cc = spawnSync(
+      process.env.CC ?? 'cc',
+      ['-std=gnu11', '-Wall', '-Wextra', '-Werror', `-I${NATIVE}`, '-o', join(dir, 'emit'), src, join(NATIVE, 'protocol.c')],
+      { encoding: 'utf8' },
+    );
     assert.equal(cc.status, 0, `cc failed:\n${cc.stderr}`);
     const run = spawnSync(join(dir, 'emit'), [], { stdio: ['ignore', 'ignore', 'pipe', 'ignore', 'ignore', 'pipe'] });
     assert.equal(run.status, 0, String(run.stderr));
@@ -144,7 +161,8 @@ describe('status events: C emitters and the TS reader agree', () => {
     lines.forEach((line, i) => {
       const c = all[i]!;
       const what = `${c.event} (${c.mode})`;
-      if (ATOMIC.includes(c.event)) assert.ok(line.length + 1 <= PIPE_BUF - 1, `${what}: ${line.length + 1} bytes do not fit one atomic write`);
+      if (ATOMIC.includes(c.event))
+        assert.ok(line.length + 1 <= PIPE_BUF - 1, `${what}: ${line.length + 1} bytes do not fit one atomic write`);
       const reader = new StatusReader({ acrossFields: false }); // every optional field at once is no real exit
       const [ev] = reader.push(Buffer.from(`${line}\n`, 'latin1'));
       assert.ok(ev, `${what}: accepted`);
@@ -155,7 +173,8 @@ describe('status events: C emitters and the TS reader agree', () => {
         assert.ok(input.subarray(0, got.length).equals(got), `${what} ${path.join('.')}: not a prefix of what was given`);
         assert.ok(!got.toString('utf8').includes('\ufffd'), `${what} ${path.join('.')}: cut inside a character`);
         // cut only by maxBytes (less at most a partial character), or because the line had to stay atomic
-        if (!(ATOMIC.includes(c.event) && line.length + 1 > PIPE_BUF - 32)) assert.ok(got.length > maxBytes - 4, `${what} ${path.join('.')}: cut to ${got.length} bytes`);
+        if (!(ATOMIC.includes(c.event) && line.length + 1 > PIPE_BUF - 32))
+          assert.ok(got.length > maxBytes - 4, `${what} ${path.join('.')}: cut to ${got.length} bytes`);
         set(ev, path, '<cut>');
       }
       assert.deepEqual(ev, c.expected, what);
@@ -180,9 +199,21 @@ describe('status reader: the validator derived from events.ts', () => {
     stops: [{ kind: 'cpu', atUs: 5, observed: 6 }],
     violations: [{ nr: 1, arch: 2 }],
   });
-  const error = (): Record<string, unknown> => ({ ev: 'error', stage: 'init', op: 'bind', opIndex: 2, syscall: 'mount', errno: 2, msg: 'x' });
+  const error = (): Record<string, unknown> => ({
+    ev: 'error',
+    stage: 'init',
+    op: 'bind',
+    opIndex: 2,
+    syscall: 'mount',
+    errno: 2,
+    msg: 'x',
+  });
   // as the helper writes it: one byte per character, anything past latin-1 as a \u escape
-  const line = (o: unknown): Buffer => Buffer.from(`${JSON.stringify(o).replace(/[\u0100-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}\n`, 'latin1');
+  const line = (o: unknown): Buffer =>
+    Buffer.from(
+      `${JSON.stringify(o).replace(/[\u0100-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}\n`,
+      'latin1',
+    );
   const accepts = (o: unknown): void => void new StatusReader().push(line(o));
   const refuses = (o: unknown, re: RegExp): void => assert.throws(() => new StatusReader().push(line(o)), re);
   const withField = (base: Record<string, unknown>, path: (string | number)[], v: unknown): Record<string, unknown> => {
@@ -204,7 +235,11 @@ describe('status reader: the validator derived from events.ts', () => {
     ['an unknown field', withField(exit(), ['core'], true), /exit\.core is not a field/],
     ['an unknown nested field', withField(exit(), ['rusage', 'inblock'], 0), /exit\.rusage\.inblock is not a field/],
     ['an unknown field in an array item', withField(exit(), ['stops', 0, 'limit'], 1), /exit\.stops\[0\]\.limit is not a field/],
-    ['a hello of another protocol version (a stale helper build)', { ev: 'hello', v: PROTOCOL_VERSION - 1, pid: 7 }, /speaks protocol version \d+; this library speaks \d+/],
+    [
+      'a hello of another protocol version (a stale helper build)',
+      { ev: 'hello', v: PROTOCOL_VERSION - 1, pid: 7 },
+      /speaks protocol version \d+; this library speaks \d+/,
+    ],
     ['an unknown event', { ev: 'usage', v: 1 }, /"usage" is not a status event/],
     ['no event name', { v: 1 }, /is not a status event/],
     ['a string for an int', withField(exit(), ['code'], '0'), /exit\.code is not a safe integer/],
@@ -221,11 +256,27 @@ describe('status reader: the validator derived from events.ts', () => {
     ['a missing message', withField(error(), ['msg'], undefined), /error\.msg is missing/],
     ['an enum value out of range', withField(exit(), ['stops', 0, 'kind'], 'none'), /exit\.stops\[0\]\.kind is not one of/],
     ['an enum given as its index', withField(exit(), ['stops', 0, 'kind'], 2), /exit\.stops\[0\]\.kind is not one of/],
-    ['more violations than maxItems', withField(exit(), ['violations'], Array.from({ length: MAX_VIOLATIONS + 1 }, () => ({ nr: 1, arch: 2 }))), /exit\.violations has more than 64 entries/],
+    [
+      'more violations than maxItems',
+      withField(
+        exit(),
+        ['violations'],
+        Array.from({ length: MAX_VIOLATIONS + 1 }, () => ({ nr: 1, arch: 2 })),
+      ),
+      /exit\.violations has more than 64 entries/,
+    ],
     ['both code and signal', withField(exit(), ['signal'], 9), /must carry exactly one of code or signal/],
     ['neither code, signal nor initSignal', withField(exit(), ['code'], undefined), /must carry exactly one of code or signal/],
     ['a code beside initSignal', withField(exit(), ['initSignal'], 9), /must carry exactly one of code or signal/],
-    ['more stops than maxItems', withField(exit(), ['stops'], Array.from({ length: MAX_STOPS + 1 }, () => ({ kind: 'oom', atUs: 1, observed: 0 }))), /exit\.stops has more than 8 entries/],
+    [
+      'more stops than maxItems',
+      withField(
+        exit(),
+        ['stops'],
+        Array.from({ length: MAX_STOPS + 1 }, () => ({ kind: 'oom', atUs: 1, observed: 0 })),
+      ),
+      /exit\.stops has more than 8 entries/,
+    ],
     ['a string longer than maxBytes', withField(error(), ['stage'], 'x'.repeat(33)), /error\.stage is longer than 32 bytes/],
     ['a string of characters past latin-1', withField(error(), ['msg'], 'snow ☃'), /error\.msg holds characters above/],
   ];
@@ -247,7 +298,10 @@ describe('status reader: the validator derived from events.ts', () => {
 
   it('refuses an oversize line and too many events', () => {
     assert.throws(() => new StatusReader().push(Buffer.alloc(64 << 10, 0x20)), /oversize/);
-    assert.throws(() => new StatusReader().push(Buffer.concat(Array.from({ length: 65 }, () => line({ ev: 'hello', v: PROTOCOL_VERSION })))), /too many/);
+    assert.throws(
+      () => new StatusReader().push(Buffer.concat(Array.from({ length: 65 }, () => line({ ev: 'hello', v: PROTOCOL_VERSION })))),
+      /too many/,
+    );
   });
 
   it('validateEvent refuses a line that is not an object', () => {

@@ -46,7 +46,7 @@ function record(r: Partial<RunRecord> = {}): RunRecord {
 const stop = (kind: StopEvent['kind'], atUs: number, observed = 0): StopEvent => ({ kind, atUs, observed });
 
 describe('outcome: judging a run record', () => {
-  it('a clean exit is ok; usage removes init\'s own CPU and reads the rest of wait4', () => {
+  it("a clean exit is ok; usage removes init's own CPU and reads the rest of wait4", () => {
     const r = judge(record(), ctx());
     assert.equal(r.verdict, 'ok');
     assert.equal(r.failed, false);
@@ -63,21 +63,21 @@ describe('outcome: judging a run record', () => {
     assert.equal(r.initPid, 1235);
   });
 
-  it('the CPU cgroup counts children nobody waited for, less init\'s share since the fork', () => {
+  it("the CPU cgroup counts children nobody waited for, less init's share since the fork", () => {
     const r = judge(record({ terminal: exitEvent({ sample: { samples: 3, peakMemory: 0, peakTasks: 2, cgroupCpuUs: 905_000 } }) }), ctx());
-    assert.equal(r.usage!.cpuMs, 900, 'cgroup 905 ms - init 5 ms, above wait4\'s 34 ms');
+    assert.equal(r.usage!.cpuMs, 900, "cgroup 905 ms - init 5 ms, above wait4's 34 ms");
     const low = judge(record({ terminal: exitEvent({ sample: { samples: 3, peakMemory: 0, peakTasks: 2, cgroupCpuUs: 1_000 } }) }), ctx());
     assert.equal(low.usage!.cpuMs, 34, 'never below what wait4 counted');
   });
 
-  it('peak memory: the cgroup\'s when it measured, else samples, never below the largest RSS', () => {
+  it("peak memory: the cgroup's when it measured, else samples, never below the largest RSS", () => {
     const cg = judge(record({ cgroup: { counters: { peakMemoryBytes: 9 << 20 }, readBack: {} } }), ctx());
     assert.equal(cg.usage!.peakMemoryBytes, 9 << 20);
     const rss = judge(record({ terminal: exitEvent({ sample: { samples: 1, peakMemory: 1000, peakTasks: 1 } }) }), ctx());
     assert.equal(rss.usage!.peakMemoryBytes, 2048 * 1024);
   });
 
-  it('the payload\'s own status: nonzero exit, signal, and init killed before it reported', () => {
+  it("the payload's own status: nonzero exit, signal, and init killed before it reported", () => {
     assert.equal(judge(record({ terminal: exitEvent({ code: 3 }) }), ctx()).verdict, 'nonzero-exit');
     const sig = judge(record({ terminal: exitEvent({ code: undefined, signal: 9 }) }), ctx());
     assert.deepEqual([sig.verdict, sig.signal, sig.exitCode], ['signaled', 'SIGKILL', null]);
@@ -106,9 +106,15 @@ describe('outcome: judging a run record', () => {
     const killed = { code: undefined, signal: 9 };
     const both = judge(record({ terminal: exitEvent({ ...killed, stops: [stop('cpu', 500), stop('oom', 300)] }) }), ctx());
     assert.equal(both.verdict, 'memory-limit');
-    const output = judge(record({ terminal: exitEvent({ ...killed, stops: [stop('wall', 200)] }), stops: [{ reason: 'output', atUs: 100 }] }), ctx());
+    const output = judge(
+      record({ terminal: exitEvent({ ...killed, stops: [stop('wall', 200)] }), stops: [{ reason: 'output', atUs: 100 }] }),
+      ctx(),
+    );
     assert.equal(output.verdict, 'output-limit');
-    const late = judge(record({ terminal: exitEvent({ ...killed, stops: [stop('wall', 200)] }), stops: [{ reason: 'output', atUs: 900 }] }), ctx({ wallTimeMs: 100 }));
+    const late = judge(
+      record({ terminal: exitEvent({ ...killed, stops: [stop('wall', 200)] }), stops: [{ reason: 'output', atUs: 900 }] }),
+      ctx({ wallTimeMs: 100 }),
+    );
     assert.deepEqual([late.verdict, late.timedOut], ['wall-time-limit', true]);
   });
 
@@ -117,50 +123,121 @@ describe('outcome: judging a run record', () => {
     assert.deepEqual([r.verdict, r.signal], ['signaled', 'SIGTERM']);
   });
 
-  it('untimed evidence, in priority order, over the payload\'s status', () => {
+  it("untimed evidence, in priority order, over the payload's status", () => {
     const limits = { memoryBytes: 64 << 20, processes: 10, cpuTimeMs: 100, wallTimeMs: 1000 };
     const cases: [Partial<RunRecord>, string, string][] = [
-      [{ cgroup: { counters: { oomKills: 1 }, readBack: {} }, terminal: exitEvent({ code: undefined, signal: 9 }) }, 'memory-limit', 'the OOM killer in the memory cgroup'],
-      [{ terminal: exitEvent({ code: 0, sample: { samples: 5, peakMemory: 70 << 20, peakTasks: 1 } }) }, 'memory-limit', 'a late sample over the memory limit'],
-      [{ cgroup: { counters: { pidsRefused: 3 }, readBack: {} }, terminal: exitEvent({ code: 1 }) }, 'process-limit', 'forks the pids controller refused'],
-      [{ terminal: exitEvent({ code: 0, sample: { samples: 5, peakMemory: 0, peakTasks: 11 } }) }, 'process-limit', 'more tasks sampled than allowed'],
-      [{ terminal: exitEvent({ code: 0, rusage: { ...exitEvent().rusage, utimeUs: 150_000 } }) }, 'cpu-time-limit', 'CPU over the limit, finished within the grace'],
+      [
+        { cgroup: { counters: { oomKills: 1 }, readBack: {} }, terminal: exitEvent({ code: undefined, signal: 9 }) },
+        'memory-limit',
+        'the OOM killer in the memory cgroup',
+      ],
+      [
+        { terminal: exitEvent({ code: 0, sample: { samples: 5, peakMemory: 70 << 20, peakTasks: 1 } }) },
+        'memory-limit',
+        'a late sample over the memory limit',
+      ],
+      [
+        { cgroup: { counters: { pidsRefused: 3 }, readBack: {} }, terminal: exitEvent({ code: 1 }) },
+        'process-limit',
+        'forks the pids controller refused',
+      ],
+      [
+        { terminal: exitEvent({ code: 0, sample: { samples: 5, peakMemory: 0, peakTasks: 11 } }) },
+        'process-limit',
+        'more tasks sampled than allowed',
+      ],
+      [
+        { terminal: exitEvent({ code: 0, rusage: { ...exitEvent().rusage, utimeUs: 150_000 } }) },
+        'cpu-time-limit',
+        'CPU over the limit, finished within the grace',
+      ],
       [{ terminal: exitEvent({ code: 0, wallUs: 1_500_000 }) }, 'wall-time-limit', 'wall over the limit within the grace'],
       [{ terminal: exitEvent({ code: undefined, signal: 25 }) }, 'file-size-limit', 'SIGXFSZ'],
       [{ terminal: exitEvent({ code: undefined, signal: 24 }) }, 'cpu-time-limit', 'SIGXCPU with a CPU limit'],
     ];
     for (const [rec, verdict, why] of cases) assert.equal(judge(record(rec), ctx(limits)).verdict, verdict, why);
     // Several kinds of evidence at once: the list's order decides, not the order they were noticed in.
-    const seccomp = { policy: 'judge', mode: 'enforce' as const, notify: 'kill' as const, name: () => ({ syscall: null, nr: null, arch: null }) };
-    const both = record({ cgroup: { counters: { oomKills: 1, pidsRefused: 2 }, readBack: {} }, terminal: exitEvent({ code: undefined, signal: 31 }) });
+    const seccomp = {
+      policy: 'judge',
+      mode: 'enforce' as const,
+      notify: 'kill' as const,
+      name: () => ({ syscall: null, nr: null, arch: null }),
+    };
+    const both = record({
+      cgroup: { counters: { oomKills: 1, pidsRefused: 2 }, readBack: {} },
+      terminal: exitEvent({ code: undefined, signal: 31 }),
+    });
     assert.equal(judge(both, ctx(limits, { seccomp })).verdict, 'process-limit', 'a refused fork before an OOM kill');
-    const oomAndSigsys = record({ cgroup: { counters: { oomKills: 1 }, readBack: {} }, terminal: exitEvent({ code: undefined, signal: 31 }) });
+    const oomAndSigsys = record({
+      cgroup: { counters: { oomKills: 1 }, readBack: {} },
+      terminal: exitEvent({ code: undefined, signal: 31 }),
+    });
     assert.equal(judge(oomAndSigsys, ctx(limits, { seccomp })).verdict, 'memory-limit', 'an OOM kill before SIGSYS');
     // With no limit set, the same signals are just signals.
     assert.equal(judge(record({ terminal: exitEvent({ code: undefined, signal: 24 }) }), ctx()).verdict, 'signaled');
     // A sample over the limit does not count when a memory cgroup measured (init does not read PSS then).
-    const cgMeasured = record({ cgroup: { counters: { peakMemoryBytes: 10 << 20 }, readBack: {} }, terminal: exitEvent({ sample: { samples: 5, peakMemory: 70 << 20, peakTasks: 1 } }) });
+    const cgMeasured = record({
+      cgroup: { counters: { peakMemoryBytes: 10 << 20 }, readBack: {} },
+      terminal: exitEvent({ sample: { samples: 5, peakMemory: 70 << 20, peakTasks: 1 } }),
+    });
     assert.equal(judge(cgMeasured, ctx(limits)).verdict, 'ok');
   });
 
   it('seccomp: a kill names the syscall; SIGSYS from the kernel has no name; log mode lists what it saw', () => {
-    const name = (arch: number, nr: number) => ({ syscall: nr === 101 ? 'ptrace' : `nr${nr}`, nr, arch: arch === 0xc000003e ? 'x86_64' : 'other' });
+    const name = (arch: number, nr: number) => ({
+      syscall: nr === 101 ? 'ptrace' : `nr${nr}`,
+      nr,
+      arch: arch === 0xc000003e ? 'x86_64' : 'other',
+    });
     const seccomp = { policy: 'judge', mode: 'enforce' as const, notify: 'kill' as const, name };
-    const killed = judge(record({ terminal: exitEvent({ code: undefined, signal: 9, stops: [stop('seccomp', 300, 101)], violations: [{ nr: 101, arch: 0xc000003e }] }) }), ctx({}, { seccomp }));
+    const killed = judge(
+      record({
+        terminal: exitEvent({
+          code: undefined,
+          signal: 9,
+          stops: [stop('seccomp', 300, 101)],
+          violations: [{ nr: 101, arch: 0xc000003e }],
+        }),
+      }),
+      ctx({}, { seccomp }),
+    );
     assert.equal(killed.verdict, 'seccomp-violation');
     assert.deepEqual(killed.violation, { syscall: 'ptrace', nr: 101, arch: 'x86_64' });
     assert.equal(killed.seccomp!.policy, 'judge');
     const sigsys = judge(record({ terminal: exitEvent({ code: undefined, signal: 31 }) }), ctx({}, { seccomp }));
     assert.deepEqual([sigsys.verdict, sigsys.violation], ['seccomp-violation', { syscall: null, nr: null, arch: null }]);
-    const log = judge(record({ terminal: exitEvent({ violations: [{ nr: 101, arch: 0xc000003e }, { nr: 7, arch: 0xc000003e }] }) }), ctx({}, { seccomp: { ...seccomp, mode: 'log', notify: 'log' } }));
+    const log = judge(
+      record({
+        terminal: exitEvent({
+          violations: [
+            { nr: 101, arch: 0xc000003e },
+            { nr: 7, arch: 0xc000003e },
+          ],
+        }),
+      }),
+      ctx({}, { seccomp: { ...seccomp, mode: 'log', notify: 'log' } }),
+    );
     assert.equal(log.verdict, 'ok');
     assert.equal(log.violation, undefined);
-    assert.deepEqual(log.seccomp!.violations.map((v) => v.syscall), ['ptrace', 'nr7']);
-    assert.equal(judge(record({ terminal: exitEvent({ code: undefined, signal: 31 }) }), ctx()).verdict, 'signaled', 'SIGSYS without a filter is just a signal');
+    assert.deepEqual(
+      log.seccomp!.violations.map((v) => v.syscall),
+      ['ptrace', 'nr7'],
+    );
+    assert.equal(
+      judge(record({ terminal: exitEvent({ code: undefined, signal: 31 }) }), ctx()).verdict,
+      'signaled',
+      'SIGSYS without a filter is just a signal',
+    );
   });
 
-  it('setup failures: the helper\'s error names the plan step and the fix', () => {
-    const r = judge(record({ ready: undefined, terminal: { ev: 'error', stage: 'init', op: 'bind', opIndex: 2, syscall: 'openat2', errno: 2, msg: '/data' } }), ctx());
+  it("setup failures: the helper's error names the plan step and the fix", () => {
+    const r = judge(
+      record({
+        ready: undefined,
+        terminal: { ev: 'error', stage: 'init', op: 'bind', opIndex: 2, syscall: 'openat2', errno: 2, msg: '/data' },
+      }),
+      ctx(),
+    );
     assert.equal(r.verdict, 'setup-error');
     assert.equal(r.setupFailure!.step, 'bind /data -> /data (rw)');
     assert.equal(r.setupFailure!.errnoName, 'ENOENT');
@@ -169,7 +246,10 @@ describe('outcome: judging a run record', () => {
   });
 
   it('failures outside the protocol: not launched, killed helper, prepared and cgroup failures', () => {
-    const launch = judge(record({ ready: undefined, terminal: undefined, failure: { kind: 'launch', error: new Error('spawn ENOENT') } }), ctx());
+    const launch = judge(
+      record({ ready: undefined, terminal: undefined, failure: { kind: 'launch', error: new Error('spawn ENOENT') } }),
+      ctx(),
+    );
     assert.deepEqual([launch.verdict, launch.setupFailure!.stage], ['setup-error', 'helper']);
     assert.match(launch.setupFailure!.hint, /npm install/);
     const died = judge(record({ ready: undefined, terminal: undefined, helperExit: { code: null, signal: 'SIGKILL' } }), ctx());
@@ -183,18 +263,35 @@ describe('outcome: judging a run record', () => {
   });
 
   it('a cancel or timeout explains a setup that never finished', () => {
-    const canceled = judge(record({ ready: undefined, terminal: undefined, helperExit: { code: null, signal: 'SIGKILL' }, stops: [{ reason: 'cancel', atUs: -1 }] }), ctx());
+    const canceled = judge(
+      record({
+        ready: undefined,
+        terminal: undefined,
+        helperExit: { code: null, signal: 'SIGKILL' },
+        stops: [{ reason: 'cancel', atUs: -1 }],
+      }),
+      ctx(),
+    );
     assert.deepEqual([canceled.verdict, canceled.isCanceled, canceled.failed], ['canceled', true, true]);
-    const timeout = judge(record({ ready: undefined, terminal: undefined, stops: [{ reason: 'timeout', atUs: -1 }] }), ctx({ wallTimeMs: 100 }));
+    const timeout = judge(
+      record({ ready: undefined, terminal: undefined, stops: [{ reason: 'timeout', atUs: -1 }] }),
+      ctx({ wallTimeMs: 100 }),
+    );
     assert.deepEqual([timeout.verdict, timeout.timedOut], ['wall-time-limit', true]);
   });
 
   it('limits carry the values the cgroup read back; output decodes as asked', () => {
-    const applied = { memory: { value: 64 << 20, unit: 'bytes' as const, mechanism: 'cgroup-v1' as const }, processes: { value: 10, unit: 'count' as const, mechanism: 'cgroup-v1+sampling' as const } };
-    const r = judge(record({ cgroup: { counters: {}, readBack: { memory: 64 << 20, pids: 17 } } }), ctx({}, { applied, encoding: 'buffer' }));
+    const applied = {
+      memory: { value: 64 << 20, unit: 'bytes' as const, mechanism: 'cgroup-v1' as const },
+      processes: { value: 10, unit: 'count' as const, mechanism: 'cgroup-v1+sampling' as const },
+    };
+    const r = judge(
+      record({ cgroup: { counters: {}, readBack: { memory: 64 << 20, pids: 17 } } }),
+      ctx({}, { applied, encoding: 'buffer' }),
+    );
     assert.equal(r.limits.memory!.readBack, 64 << 20);
     assert.equal(r.limits.processes!.readBack, 17);
-    assert.equal((applied.processes as { readBack?: number }).readBack, undefined, 'the plan\'s record is not modified');
+    assert.equal((applied.processes as { readBack?: number }).readBack, undefined, "the plan's record is not modified");
     assert.ok(Buffer.isBuffer(r.stdout));
     assert.equal(judge(record({ stdout: undefined }), ctx()).stdout, undefined, 'not captured');
   });

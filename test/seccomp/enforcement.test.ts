@@ -15,7 +15,8 @@ const nr = (name: string): number => libseccomp().resolveName(X64, name);
 /** Unconditional deny rules of the default profile: name -> errno name. */
 function defaultDenies(): Map<string, string> {
   const out = new Map<string, string>();
-  for (const r of loadPolicy('default').seccomp!.syscalls) if (!r.args && r.action === 'SCMP_ACT_ERRNO') for (const n of r.names) if (nr(n) >= 0) out.set(n, errnoName(r.errnoRet ?? 1));
+  for (const r of loadPolicy('default').seccomp!.syscalls)
+    if (!r.args && r.action === 'SCMP_ACT_ERRNO') for (const n of r.names) if (nr(n) >= 0) out.set(n, errnoName(r.errnoRet ?? 1));
   return out;
 }
 
@@ -56,7 +57,11 @@ if (process.arch !== 'x64') {
       const args = ['/probe', 'each', ...names.map((n) => String(nr(n)))];
       const audit = await run(args, { mounts: probeMount(), seccompLog: true });
       const seen = new Set(audit.seccomp!.violations.map((v) => v.syscall));
-      assert.deepEqual(names.filter((n) => !seen.has(n)), [], 'calls the audit did not report');
+      assert.deepEqual(
+        names.filter((n) => !seen.has(n)),
+        [],
+        'calls the audit did not report',
+      );
       const r = await run(args, { mounts: probeMount() });
       const lines = (r.stdout as string).trim().split('\n');
       assert.equal(lines.length, names.length);
@@ -76,9 +81,17 @@ if (process.arch !== 'x64') {
         ['socket AF_PACKET', ['syscall', String(nr('socket')), '17', '3', '0'], '-1 EAFNOSUPPORT'],
         ['socket AF_VSOCK', ['syscall', String(nr('socket')), '40', '1', '0'], '-1 EAFNOSUPPORT'],
         ['socket AF_NETLINK, NETLINK_AUDIT', ['syscall', String(nr('socket')), '16', '3', '9'], '-1 EPROTONOSUPPORT'],
-        ['socket AF_VSOCK with high bits set (the kernel reads an int)', ['syscall', String(nr('socket')), '0x100000028', '1', '0'], '-1 EAFNOSUPPORT'],
+        [
+          'socket AF_VSOCK with high bits set (the kernel reads an int)',
+          ['syscall', String(nr('socket')), '0x100000028', '1', '0'],
+          '-1 EAFNOSUPPORT',
+        ],
         ['socket AF_PACKET with high bits set', ['syscall', String(nr('socket')), '0xffffffff00000011', '3', '0'], '-1 EAFNOSUPPORT'],
-        ['socket AF_NETLINK with high bits set, NETLINK_AUDIT', ['syscall', String(nr('socket')), '0x100000010', '3', '9'], '-1 EPROTONOSUPPORT'],
+        [
+          'socket AF_NETLINK with high bits set, NETLINK_AUDIT',
+          ['syscall', String(nr('socket')), '0x100000010', '3', '9'],
+          '-1 EPROTONOSUPPORT',
+        ],
         ['syscall -1 (not a foreign ABI): ENOSYS, not killed', ['syscall', '-1'], '-1 ENOSYS'],
         ['personality(ADDR_NO_RANDOMIZE)', ['syscall', String(nr('personality')), '0x0040000'], '-1 EPERM'],
         ['personality with bit 31 (not the query)', ['syscall', String(nr('personality')), '0x80400000'], '-1 EPERM'],
@@ -88,7 +101,14 @@ if (process.arch !== 'x64') {
       const r = await run(['/bin/sh', '-c', script], { mounts: probeMount() });
       const lines = (r.stdout as string).trim().split('\n');
       checks.forEach(([what, , want], i) => assert.equal(lines[i], want, what));
-      const ok = await run(['/bin/sh', '-c', `/probe syscall ${nr('socket')} 16 3 0; /probe syscall ${nr('personality')} 0xffffffff; /probe syscall ${nr('personality')} 0x20008; /probe syscall ${nr('socket')} 1 1 0`], { mounts: probeMount() });
+      const ok = await run(
+        [
+          '/bin/sh',
+          '-c',
+          `/probe syscall ${nr('socket')} 16 3 0; /probe syscall ${nr('personality')} 0xffffffff; /probe syscall ${nr('personality')} 0x20008; /probe syscall ${nr('socket')} 1 1 0`,
+        ],
+        { mounts: probeMount() },
+      );
       const okLines = (ok.stdout as string).trim().split('\n');
       assert.match(okLines[0]!, /^\d+ OK$/, 'netlink route sockets are allowed');
       assert.match(okLines[1]!, /^\d+ OK$/, 'the personality query is allowed');
@@ -138,24 +158,51 @@ if (process.arch !== 'x64') {
     });
 
     it('judge: a syscall outside the allowlist kills the run, and the result names it', async () => {
-      const r = await run(['/bin/sh', '-c', `echo before; /probe syscall ${nr('ptrace')} 0; echo after`], { mounts: probeMount(), policy: 'judge', reject: false });
+      const r = await run(['/bin/sh', '-c', `echo before; /probe syscall ${nr('ptrace')} 0; echo after`], {
+        mounts: probeMount(),
+        policy: 'judge',
+        reject: false,
+      });
       assert.equal(r.verdict, 'seccomp-violation');
       assert.deepEqual(r.violation, { syscall: 'ptrace', nr: 101, arch: 'x86_64' });
       assert.equal(r.stdout, 'before\n', 'nothing ran after the violation');
-      await assert.rejects(run(['/usr/bin/python3', '-c', 'import os; os.mkfifo("/tmp/f")'], { policy: 'judge' }), (e: Error & { code?: string; violation?: { syscall: string } }) => e.code === 'ERR_SANDBOX_SECCOMP_VIOLATION' && e.violation?.syscall === 'mknodat' && /"judge" for calling mknodat/.test(e.message));
-      const sock = await run(['/usr/bin/python3', '-c', 'import socket\ntry:\n  socket.socket()\nexcept OSError as e: print(e.errno)'], { policy: 'judge' });
+      await assert.rejects(
+        run(['/usr/bin/python3', '-c', 'import os; os.mkfifo("/tmp/f")'], { policy: 'judge' }),
+        (e: Error & { code?: string; violation?: { syscall: string } }) =>
+          e.code === 'ERR_SANDBOX_SECCOMP_VIOLATION' && e.violation?.syscall === 'mknodat' && /"judge" for calling mknodat/.test(e.message),
+      );
+      const sock = await run(['/usr/bin/python3', '-c', 'import socket\ntry:\n  socket.socket()\nexcept OSError as e: print(e.errno)'], {
+        policy: 'judge',
+      });
       assert.equal(sock.stdout, '13\n', 'socket() fails with EACCES under judge');
-      const unix = await run(['/probe', 'syscall', String(nr('socketpair')), '1', '1', '0', '0'], { mounts: probeMount(), policy: 'judge' });
+      const unix = await run(['/probe', 'syscall', String(nr('socketpair')), '1', '1', '0', '0'], {
+        mounts: probeMount(),
+        policy: 'judge',
+      });
       assert.equal(unix.stdout, '-1 EFAULT\n', 'socketpair(AF_UNIX) passes the filter (EFAULT: no buffer was given)');
-      const inet = await run(['/probe', 'syscall', String(nr('socketpair')), '2', '1', '0', '0'], { mounts: probeMount(), policy: 'judge', reject: false });
-      assert.deepEqual(inet.violation, { syscall: 'socketpair', nr: nr('socketpair'), arch: 'x86_64' }, 'socketpair of another family is a violation');
+      const inet = await run(['/probe', 'syscall', String(nr('socketpair')), '2', '1', '0', '0'], {
+        mounts: probeMount(),
+        policy: 'judge',
+        reject: false,
+      });
+      assert.deepEqual(
+        inet.violation,
+        { syscall: 'socketpair', nr: nr('socketpair'), arch: 'x86_64' },
+        'socketpair of another family is a violation',
+      );
     });
 
     it('audit mode lists what would be denied and lets the program finish', async () => {
-      const r = await run(['/bin/sh', '-c', `/probe syscall ${nr('ptrace')} 0xffff; /probe syscall ${nr('mknodat')} 0xffff; echo finished`], { mounts: probeMount(), policy: 'judge', seccompLog: true });
+      const r = await run(
+        ['/bin/sh', '-c', `/probe syscall ${nr('ptrace')} 0xffff; /probe syscall ${nr('mknodat')} 0xffff; echo finished`],
+        { mounts: probeMount(), policy: 'judge', seccompLog: true },
+      );
       assert.equal(r.verdict, 'ok');
       assert.match(r.stdout as string, /finished\n$/);
-      assert.deepEqual(r.seccomp!.violations.map((v) => v.syscall), ['ptrace', 'mknodat']);
+      assert.deepEqual(
+        r.seccomp!.violations.map((v) => v.syscall),
+        ['ptrace', 'mknodat'],
+      );
       assert.equal(r.seccomp!.mode, 'log');
     });
 
@@ -164,7 +211,11 @@ if (process.arch !== 'x64') {
       const t = worldReadableTmp();
       try {
         chmodSync(t.dir, 0o777);
-        writeFileSync(join(t.dir, 'a.c'), '#include <stdio.h>\nint main(void){long s=0;for(int i=0;i<1000;i++)s+=i;printf("%ld\\n",s);return 0;}\n', { mode: 0o644 });
+        writeFileSync(
+          join(t.dir, 'a.c'),
+          '#include <stdio.h>\nint main(void){long s=0;for(int i=0;i<1000;i++)s+=i;printf("%ld\\n",s);return 0;}\n',
+          { mode: 0o644 },
+        );
         for (const policy of ['default', 'judge']) {
           const programs: [string, string[], string][] = [
             ['gcc', ['/bin/sh', '-c', 'gcc -O2 -o /tmp/a.out /job/a.c && /tmp/a.out'], '499500\n'],
@@ -185,7 +236,42 @@ if (process.arch !== 'x64') {
   });
 
 describe('seccomp profile semantics', () => {
-  const multiArch = { seccomp: { defaultAction: 'SCMP_ACT_KILL_PROCESS', architectures: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86'], syscalls: [{ names: ['read', 'close', 'dup', 'brk', 'mmap', 'munmap', 'mprotect', 'arch_prctl', 'set_tid_address', 'set_robust_list', 'rseq', 'prlimit64', 'getrandom', 'newfstatat', 'fstat', 'openat', 'pread64', 'access', 'getpid', 'rt_sigreturn', 'futex', 'exit_group', 'uname'], action: 'SCMP_ACT_ALLOW' }] } };
+  const multiArch = {
+    seccomp: {
+      defaultAction: 'SCMP_ACT_KILL_PROCESS',
+      architectures: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86'],
+      syscalls: [
+        {
+          names: [
+            'read',
+            'close',
+            'dup',
+            'brk',
+            'mmap',
+            'munmap',
+            'mprotect',
+            'arch_prctl',
+            'set_tid_address',
+            'set_robust_list',
+            'rseq',
+            'prlimit64',
+            'getrandom',
+            'newfstatat',
+            'fstat',
+            'openat',
+            'pread64',
+            'access',
+            'getpid',
+            'rt_sigreturn',
+            'futex',
+            'exit_group',
+            'uname',
+          ],
+          action: 'SCMP_ACT_ALLOW',
+        },
+      ],
+    },
+  };
 
   it('a profile listing several architectures filters x86_64 calls by x86_64 numbers', async function () {
     if (process.arch !== 'x64') {
@@ -194,7 +280,11 @@ describe('seccomp profile semantics', () => {
     }
     const { runSandboxed } = await import('../../sandbox/index.js');
     // x86_64 socket (41) is i386 dup's number: it must still be killed on x86_64.
-    const sock = await runSandboxed(['/probe', 'syscall', String(nr('socket')), '1', '1', '0'], { mounts: probeMount(), policy: multiArch, reject: false });
+    const sock = await runSandboxed(['/probe', 'syscall', String(nr('socket')), '1', '1', '0'], {
+      mounts: probeMount(),
+      policy: multiArch,
+      reject: false,
+    });
     assert.equal(sock.verdict, 'seccomp-violation');
     assert.equal(sock.violation?.syscall, 'socket');
   });
@@ -216,13 +306,33 @@ describe('seccomp profile semantics', () => {
 
   it('execve, write, exit and exit_group cannot be restricted (the helper needs them)', async () => {
     const { runSandboxed } = await import('../../sandbox/index.js');
-    assert.throws(() => runSandboxed(['/bin/true'], { policy: { seccomp: { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['execve'], action: 'SCMP_ACT_ERRNO' }] } } }), /execve cannot be restricted/);
-    assert.throws(() => runSandboxed(['/bin/true'], { policy: { seccomp: { defaultAction: 'SCMP_ACT_ERRNO', syscalls: [{ names: ['write'], action: 'SCMP_ACT_ALLOW', args: [{ index: 0, value: 1, op: 'SCMP_CMP_EQ' }] }] } } }), /write cannot be restricted/);
+    assert.throws(
+      () =>
+        runSandboxed(['/bin/true'], {
+          policy: { seccomp: { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['execve'], action: 'SCMP_ACT_ERRNO' }] } },
+        }),
+      /execve cannot be restricted/,
+    );
+    assert.throws(
+      () =>
+        runSandboxed(['/bin/true'], {
+          policy: {
+            seccomp: {
+              defaultAction: 'SCMP_ACT_ERRNO',
+              syscalls: [{ names: ['write'], action: 'SCMP_ACT_ALLOW', args: [{ index: 0, value: 1, op: 'SCMP_CMP_EQ' }] }],
+            },
+          },
+        }),
+      /write cannot be restricted/,
+    );
   });
 
-  it('an option set to undefined does not cancel the policy\'s default; audit mode needs a filter', async () => {
+  it("an option set to undefined does not cancel the policy's default; audit mode needs a filter", async () => {
     const { runSandboxed } = await import('../../sandbox/index.js');
-    const r = await runSandboxed(['/bin/cat', '/proc/sys/kernel/hostname'], { policy: { extends: 'default', options: { hostname: 'pol' } }, hostname: undefined });
+    const r = await runSandboxed(['/bin/cat', '/proc/sys/kernel/hostname'], {
+      policy: { extends: 'default', options: { hostname: 'pol' } },
+      hostname: undefined,
+    });
     assert.equal(r.stdout, 'pol\n');
     assert.throws(() => runSandboxed(['/bin/true'], { policy: 'none', seccompLog: true }), /has no seccomp filter, so seccompLog/);
   });
@@ -235,7 +345,10 @@ describe('without libseccomp', () => {
       const n = await m.runSandboxed(['/bin/true'], { policy: 'none' });
       console.log(JSON.stringify({ verdict: r.verdict, f: r.setupFailure, none: n.verdict }));
     })`;
-    const out = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, CUBICLE_LIBSECCOMP: '/nonexistent/libseccomp.so.2' } });
+    const out = spawnSync(process.execPath, ['-e', script], {
+      encoding: 'utf8',
+      env: { ...process.env, CUBICLE_LIBSECCOMP: '/nonexistent/libseccomp.so.2' },
+    });
     const j = JSON.parse(out.stdout);
     assert.equal(j.verdict, 'setup-error');
     assert.equal(j.f.stage, 'seccomp');

@@ -24,18 +24,43 @@ describe('policies', () => {
       else {
         const c = compileProfile(p.seccomp!, 'enforce');
         assert.ok(c.bpf.length > 0 && c.bpf.length % 8 === 0);
-        assert.deepEqual(c.unknownSyscalls.filter((n) => !['umount', 'stime', 'create_module', 'get_kernel_syms', 'query_module', 'nfsservctl', 'uselib', 'vm86', 'vm86old', '_sysctl', 'futimesat', 'time', 'sysfs', 'ustat'].includes(n)), [], `${name}: syscalls unknown to libseccomp`);
+        assert.deepEqual(
+          c.unknownSyscalls.filter(
+            (n) =>
+              ![
+                'umount',
+                'stime',
+                'create_module',
+                'get_kernel_syms',
+                'query_module',
+                'nfsservctl',
+                'uselib',
+                'vm86',
+                'vm86old',
+                '_sysctl',
+                'futimesat',
+                'time',
+                'sysfs',
+                'ustat',
+              ].includes(n),
+          ),
+          [],
+          `${name}: syscalls unknown to libseccomp`,
+        );
       }
     }
   });
 
-  it('extends merges: a syscall the child names replaces the parent\'s rules for it', () => {
+  it("extends merges: a syscall the child names replaces the parent's rules for it", () => {
     const parent = loadPolicy('default');
     const child = loadPolicy('permissive');
     assert.deepEqual(child.chain, ['permissive', 'default']);
     const rulesFor = (p: typeof parent, n: string) => p.seccomp!.syscalls.filter((r) => r.names.includes(n));
     assert.ok(rulesFor(parent, 'ptrace').every((r) => r.action === 'SCMP_ACT_ERRNO'));
-    assert.deepEqual(rulesFor(child, 'ptrace').map((r) => r.action), ['SCMP_ACT_ALLOW']);
+    assert.deepEqual(
+      rulesFor(child, 'ptrace').map((r) => r.action),
+      ['SCMP_ACT_ALLOW'],
+    );
     assert.equal(rulesFor(child, 'personality').length, 1, 'the 61 parent personality rules are replaced');
     assert.deepEqual(rulesFor(child, 'keyctl'), rulesFor(parent, 'keyctl'), 'the rest is inherited');
   });
@@ -54,10 +79,16 @@ describe('policies', () => {
       const changed = await runSandboxed(['/bin/cat', '/proc/sys/kernel/hostname'], { policy: file });
       assert.equal(changed.stdout, 'changed-policy\n', 'a changed policy file is read again');
       writeFileSync(file, JSON.stringify({ extends: 'judge', options: { limits: { cpuTime: '0.2s', memory: '64M' } } }));
-      const limited = await runSandboxed(['/bin/sh', '-c', 'while :; do :; done'], { policy: file, limits: { memory: '128M' }, reject: false });
-      assert.equal(limited.verdict, 'cpu-time-limit', 'the policy\'s cpuTime applies');
-      assert.equal(limited.limits.memory!.value, 128 << 20, 'the call\'s memory limit wins, limit by limit');
-      const obj = await runSandboxed(['/bin/cat', '/proc/sys/kernel/hostname'], { policy: { extends: 'none', options: { hostname: 'obj' } } });
+      const limited = await runSandboxed(['/bin/sh', '-c', 'while :; do :; done'], {
+        policy: file,
+        limits: { memory: '128M' },
+        reject: false,
+      });
+      assert.equal(limited.verdict, 'cpu-time-limit', "the policy's cpuTime applies");
+      assert.equal(limited.limits.memory!.value, 128 << 20, "the call's memory limit wins, limit by limit");
+      const obj = await runSandboxed(['/bin/cat', '/proc/sys/kernel/hostname'], {
+        policy: { extends: 'none', options: { hostname: 'obj' } },
+      });
       assert.equal(obj.stdout, 'obj\n');
       assert.equal(obj.seccomp, undefined, 'extends none: no filter');
     } finally {
@@ -74,12 +105,34 @@ describe('policies', () => {
         return f;
       };
       const cases: [string, RegExp][] = [
-        [write('typo.json', { seccomp: { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [], defualt: 1 } }), /seccomp\.defualt: is not a known field/],
+        [
+          write('typo.json', { seccomp: { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [], defualt: 1 } }),
+          /seccomp\.defualt: is not a known field/,
+        ],
         [write('action.json', { seccomp: { defaultAction: 'ALLOW', syscalls: [] } }), /seccomp\.defaultAction: must be one of/],
-        [write('arg.json', { seccomp: { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['ioctl'], action: 'SCMP_ACT_ERRNO', args: [{ index: 7, value: 1, op: 'SCMP_CMP_EQ' }] }] } }), /syscalls\[0\]\.args\[0\]\.index: must be 0-5/],
+        [
+          write('arg.json', {
+            seccomp: {
+              defaultAction: 'SCMP_ACT_ALLOW',
+              syscalls: [{ names: ['ioctl'], action: 'SCMP_ACT_ERRNO', args: [{ index: 7, value: 1, op: 'SCMP_CMP_EQ' }] }],
+            },
+          }),
+          /syscalls\[0\]\.args\[0\]\.index: must be 0-5/,
+        ],
         [write('json.json', '{ "secret-content-here'), /is not valid JSON( \(at position \d+\))?$/],
         [write('opt.json', { options: { mounts: [] } }), /options\.mounts cannot be set by a policy/],
-        [write('shadow.json', { seccomp: { defaultAction: 'SCMP_ACT_ERRNO', syscalls: [{ names: ['ioctl'], action: 'SCMP_ACT_ALLOW' }, { names: ['ioctl'], action: 'SCMP_ACT_KILL', args: [{ index: 1, value: 21522, op: 'SCMP_CMP_EQ' }] }] } }), /would be ignored: another rule gives ioctl SCMP_ACT_ALLOW unconditionally/],
+        [
+          write('shadow.json', {
+            seccomp: {
+              defaultAction: 'SCMP_ACT_ERRNO',
+              syscalls: [
+                { names: ['ioctl'], action: 'SCMP_ACT_ALLOW' },
+                { names: ['ioctl'], action: 'SCMP_ACT_KILL', args: [{ index: 1, value: 21522, op: 'SCMP_CMP_EQ' }] },
+              ],
+            },
+          }),
+          /would be ignored: another rule gives ioctl SCMP_ACT_ALLOW unconditionally/,
+        ],
         [write('a.json', { extends: './b.json' }), /extends cycle/],
         [join(t.dir, 'missing.json'), /not found/],
         ['no-such-policy', /not found .*shipped policies: default, judge, none, permissive/],

@@ -20,13 +20,20 @@ describe('cgroup v2 planning', () => {
   after(() => roots.forEach((r) => rmSync(r, { recursive: true, force: true })));
   const limits = { memoryBytes: 64 << 20, pidsMax: 20 };
 
-  it('plans memory.max, pids.max and the helper\'s files under the base, and touches nothing', () => {
+  it("plans memory.max, pids.max and the helper's files under the base, and touches nothing", () => {
     const root = tree({ '.': { 'cgroup.controllers': 'cpu memory pids', 'cgroup.subtree_control': 'memory pids' } });
     roots.push(root);
     const plan = planV2(limits, join(root, 'cubicle'), '1-1-x', root);
     assert.deepEqual(plan.dirs, [join(root, 'cubicle', '1-1-x')]);
     assert.deepEqual(plan.enable, { dirs: [root, join(root, 'cubicle')], controllers: ['memory', 'pids'] });
-    assert.deepEqual(plan.writes.map((w) => [w.file.slice(root.length), w.value]), [['/cubicle/1-1-x/memory.max', 64 << 20], ['/cubicle/1-1-x/memory.swap.max', 0], ['/cubicle/1-1-x/pids.max', 20]]);
+    assert.deepEqual(
+      plan.writes.map((w) => [w.file.slice(root.length), w.value]),
+      [
+        ['/cubicle/1-1-x/memory.max', 64 << 20],
+        ['/cubicle/1-1-x/memory.swap.max', 0],
+        ['/cubicle/1-1-x/pids.max', 20],
+      ],
+    );
     assert.equal(plan.helper.into, plan.dirs[0]);
     assert.equal(plan.helper.eventsFile, `${plan.dirs[0]}/memory.events`);
     assert.equal(plan.memoryDir, plan.dirs[0]);

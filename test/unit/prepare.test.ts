@@ -22,12 +22,17 @@ describe('planning has no side effects', () => {
     const cg = p.limits.cgroup!;
     assert.ok(cg.dirs.length >= 1, 'a group is planned');
     for (const dir of cg.dirs) assert.equal(existsSync(dir), false, `${dir} was created by planning`);
-    assert.ok(p.plan.some((op) => op.op === 'cgroup-join' || op.op === 'cgroup-into'), 'the helper is told to use it');
+    assert.ok(
+      p.plan.some((op) => op.op === 'cgroup-join' || op.op === 'cgroup-into'),
+      'the helper is told to use it',
+    );
     assert.match(p.limits.applied.memory!.mechanism, /^cgroup-v[12]$/);
   });
 
   it('cubicle plan prints the cgroup steps and leaves no directory behind', () => {
-    const out = execFileSync(process.execPath, [CLI, 'plan', '--memory', '64M', '--processes', '10', '--', '/bin/true'], { encoding: 'utf8' });
+    const out = execFileSync(process.execPath, [CLI, 'plan', '--memory', '64M', '--processes', '10', '--', '/bin/true'], {
+      encoding: 'utf8',
+    });
     const dirs = [...out.matchAll(/^cgroup-(?:join|into) "([^"]+)"$/gm)].map((m) => m[1]!);
     assert.ok(dirs.length >= 1, out);
     for (const dir of dirs) assert.equal(existsSync(dir), false, `${dir} was left behind by cubicle plan`);

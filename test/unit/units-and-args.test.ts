@@ -24,9 +24,27 @@ describe('units', () => {
 
 describe('cli arguments', () => {
   it('splits SRC:DST at the last ":/" and reads repeated flags', () => {
-    const a = parseRunArgs(['--bind', '/a:b:/c', '--ro-bind', '/x', '--tmpfs', '/t:1M', '--env', 'K=V=W', '--timeout', '1.5', '--', 'ls', '-la']);
+    const a = parseRunArgs([
+      '--bind',
+      '/a:b:/c',
+      '--ro-bind',
+      '/x',
+      '--tmpfs',
+      '/t:1M',
+      '--env',
+      'K=V=W',
+      '--timeout',
+      '1.5',
+      '--',
+      'ls',
+      '-la',
+    ]);
     assert.deepEqual(a.command, ['ls', '-la']);
-    assert.deepEqual(a.options.mounts, [{ type: 'bind', source: '/a:b', target: '/c' }, { type: 'bind', readOnly: true, source: '/x' }, { type: 'tmpfs', target: '/t', size: '1M' }]);
+    assert.deepEqual(a.options.mounts, [
+      { type: 'bind', source: '/a:b', target: '/c' },
+      { type: 'bind', readOnly: true, source: '/x' },
+      { type: 'tmpfs', target: '/t', size: '1M' },
+    ]);
     assert.deepEqual(a.options.env, { K: 'V=W' });
     assert.equal(a.options.timeout, 1500);
   });
