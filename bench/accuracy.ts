@@ -91,13 +91,15 @@ async function main(): Promise<void> {
   console.log('mechanism            case                                  expected      measured     error');
   for (const r of rows)
     console.log(
-      `${r.mechanism.padEnd(20)} ${r.case.padEnd(36)} ${fmt(r.case, r.expected).padStart(11)}  ${fmt(r.case, r.measured).padStart(11)}  ${r.errorPct.toFixed(1).padStart(6)}%`,
+      `${r.mechanism.padEnd(20)} ${r.case.padEnd(36)} ` +
+        `${fmt(r.case, r.expected).padStart(11)}  ${fmt(r.case, r.measured).padStart(11)}  ${r.errorPct.toFixed(1).padStart(6)}%`,
     );
   console.log(`\noverhead of limits (every limit set) against the same run without (median of ${runs * 4}):`);
   console.log('mechanism            payload         without ms   with ms   ratio');
   for (const o of overhead)
     console.log(
-      `${o.mechanism.padEnd(20)} ${o.payload.padEnd(15)} ${o.withoutMs.toFixed(2).padStart(10)}  ${o.withMs.toFixed(2).padStart(8)}  ${(o.withMs / o.withoutMs).toFixed(2).padStart(6)}x`,
+      `${o.mechanism.padEnd(20)} ${o.payload.padEnd(15)} ` +
+        `${o.withoutMs.toFixed(2).padStart(10)}  ${o.withMs.toFixed(2).padStart(8)}  ${(o.withMs / o.withoutMs).toFixed(2).padStart(6)}x`,
     );
 }
 

@@ -94,7 +94,8 @@ async function main(): Promise<void> {
   log('policy       BPF insns   cold ms   cached ms');
   for (const [name, c] of Object.entries(compile))
     log(
-      `${name.padEnd(12)} ${String(c.instructions).padStart(9)}   ${c.coldMs.toFixed(2).padStart(7)}   ${c.cachedMs.toFixed(3).padStart(9)}`,
+      `${name.padEnd(12)} ${String(c.instructions).padStart(9)}   ` +
+        `${c.coldMs.toFixed(2).padStart(7)}   ${c.cachedMs.toFixed(3).padStart(9)}`,
     );
   log(`\nsyscall overhead inside the sandbox, median of ${rounds} rounds (getppid x 2,000,000; read 4 KiB from /dev/zero x 500,000):`);
   log('policy       getppid ns   x none   read ns   x none');
@@ -102,7 +103,8 @@ async function main(): Promise<void> {
     const g = overhead.getppid![p]!,
       r = overhead.read![p]!;
     log(
-      `${p.padEnd(12)} ${g.nsPerCall.toFixed(1).padStart(10)}   ${g.ratio.toFixed(3)}   ${r.nsPerCall.toFixed(1).padStart(7)}   ${r.ratio.toFixed(3)}`,
+      `${p.padEnd(12)} ${g.nsPerCall.toFixed(1).padStart(10)}   ${g.ratio.toFixed(3)}   ` +
+        `${r.nsPerCall.toFixed(1).padStart(7)}   ${r.ratio.toFixed(3)}`,
     );
   }
   log('(allow-all: a filter that allows everything, i.e. what the kernel charges for having any filter)');
@@ -111,7 +113,8 @@ async function main(): Promise<void> {
       r = overhead.read![name]!.ratio - 1;
     const vsAllowAll = overhead.getppid![name]!.nsPerCall - overhead.getppid!['allow-all']!.nsPerCall;
     log(
-      `${name}: +${(r * 100).toFixed(1)}% on read (target <= ${TARGET_OVERHEAD * 100}%: ${r <= TARGET_OVERHEAD ? 'meets' : 'MISSES'}), +${(g * 100).toFixed(1)}% on getppid; ${vsAllowAll.toFixed(1)} ns/call above allow-all`,
+      `${name}: +${(r * 100).toFixed(1)}% on read (target <= ${TARGET_OVERHEAD * 100}%: ${r <= TARGET_OVERHEAD ? 'meets' : 'MISSES'}), ` +
+        `+${(g * 100).toFixed(1)}% on getppid; ${vsAllowAll.toFixed(1)} ns/call above allow-all`,
     );
   }
 }

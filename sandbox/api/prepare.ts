@@ -71,7 +71,9 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun
       failure = {
         stage: 'seccomp',
         message: e.message,
-        hint: "install libseccomp (Debian/Ubuntu: apt-get install libseccomp2), or choose policy 'none' to run without a seccomp filter; npx cubicle doctor checks the host",
+        hint:
+          'install libseccomp (Debian/Ubuntu: apt-get install libseccomp2), ' +
+          "or choose policy 'none' to run without a seccomp filter; npx cubicle doctor checks the host",
         errnoName: 'ENOENT',
         errno: osConstants.errno.ENOENT,
       };

@@ -10,7 +10,10 @@ export function cgroupV1Available(): true | string {
   if (process.geteuid?.() !== 0) return 'cgroup v1 groups can only be created by root (a rootless caller has no delegated v1 hierarchy)';
   const m = cgroupV1Controllers(mounts(), V1_CONTROLLERS);
   if (!m.has('memory') && !m.has('pids') && !m.has('cpuacct'))
-    return 'no cgroup v1 memory, pids or cpuacct controller is mounted (on a cgroup v2 host, root gets a v2 group and others pass a delegated cgroupParent)';
+    return (
+      'no cgroup v1 memory, pids or cpuacct controller is mounted ' +
+      '(on a cgroup v2 host, root gets a v2 group and others pass a delegated cgroupParent)'
+    );
   return true;
 }
 

@@ -23,7 +23,9 @@ export function cgroupV2Base(parent: string | undefined): string | { reason: str
       accessSync(parent, constants.W_OK);
     } catch {
       return {
-        reason: `cgroupParent ${parent} is not a cgroup v2 directory this user can write (delegate one, e.g. systemd-run --user -p Delegate=yes)`,
+        reason:
+          `cgroupParent ${parent} is not a cgroup v2 directory this user can write ` +
+          '(delegate one, e.g. systemd-run --user -p Delegate=yes)',
       };
     }
     return parent;

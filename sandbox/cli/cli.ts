@@ -118,7 +118,9 @@ function cmdPlan(argv: string[]): number {
   const out = [
     `# policy: ${p.policy.chain.join(' <- ')}${p.policy.description ? ` (${p.policy.description.split('. ')[0]})` : ''}`,
     p.filter
-      ? `# seccomp: ${p.filter.bpf.length / 8} BPF instructions, ${p.options.seccompLog ? 'log' : 'enforce'} mode, notifications: ${p.filter.notify}, compiled in ${p.filter.compileMs.toFixed(1)} ms${p.filter.unknownSyscalls.length ? `; unknown here (ignored): ${p.filter.unknownSyscalls.join(' ')}` : ''}`
+      ? `# seccomp: ${p.filter.bpf.length / 8} BPF instructions, ${p.options.seccompLog ? 'log' : 'enforce'} mode, ` +
+        `notifications: ${p.filter.notify}, compiled in ${p.filter.compileMs.toFixed(1)} ms` +
+        `${p.filter.unknownSyscalls.length ? `; unknown here (ignored): ${p.filter.unknownSyscalls.join(' ')}` : ''}`
       : p.supervise.failure
         ? `# seccomp: cannot be applied: ${p.supervise.failure.message}`
         : '# seccomp: none',

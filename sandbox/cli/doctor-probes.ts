@@ -1,5 +1,5 @@
-// The end-to-end half of the doctor's probes (here, beside the command, because they run sandboxes): real sandbox runs of /bin/true, and probeHost(), which gathers
-// them together with the host's state (probe.ts).
+// The end-to-end half of the doctor's probes (here, beside the command, because they run sandboxes): real sandbox runs of /bin/true,
+// and probeHost(), which gathers them together with the host's state (probe.ts).
 import { runSandboxed } from '../api/run.js';
 import { HELPER_PATH } from '../native/helper-path.js';
 import { diagnose, type DoctorCheck } from '../doctor/diagnose.js';

@@ -120,8 +120,12 @@ function checkKernel(f: HostFacts): DoctorCheck {
       id,
       title,
       status: 'warn',
-      detail: `${release} has no mount_setattr (added in ${MOUNT_SETATTR_KERNEL.join('.')}): read-only binds fall back to remounting the top mount only, so mounts below a read-only bind stay writable`,
-      fix: `# upgrade to a kernel >= ${MOUNT_SETATTR_KERNEL.join('.')} for recursive read-only binds, or avoid read-only binds of trees that contain other mounts`,
+      detail:
+        `${release} has no mount_setattr (added in ${MOUNT_SETATTR_KERNEL.join('.')}): ` +
+        'read-only binds fall back to remounting the top mount only, so mounts below a read-only bind stay writable',
+      fix:
+        `# upgrade to a kernel >= ${MOUNT_SETATTR_KERNEL.join('.')} for recursive read-only binds, ` +
+        'or avoid read-only binds of trees that contain other mounts',
     };
   return { id, title, status: 'ok', detail: `${release} (>= ${MOUNT_SETATTR_KERNEL.join('.')}: mount_setattr available)` };
 }
@@ -153,7 +157,9 @@ function checkUsernsSysctl(f: NamespaceFacts): DoctorCheck {
     id,
     title,
     status: 'fail',
-    detail: `disabled: kernel.unprivileged_userns_clone = 0, so only root can create user namespaces${isRoot(f) ? ' (this root caller can, but runAs and every non-root caller cannot)' : ''}`,
+    detail:
+      'disabled: kernel.unprivileged_userns_clone = 0, so only root can create user namespaces' +
+      `${isRoot(f) ? ' (this root caller can, but runAs and every non-root caller cannot)' : ''}`,
     fix: sysctlFix('kernel.unprivileged_userns_clone', 1).join('\n'),
   };
 }
@@ -173,7 +179,9 @@ function checkApparmorUserns(f: NamespaceFacts): DoctorCheck {
       id,
       title,
       status: 'ok',
-      detail: `on (kernel.apparmor_restrict_unprivileged_userns = ${s.value}), but an AppArmor profile lets cubicle's helper create user namespaces`,
+      detail:
+        `on (kernel.apparmor_restrict_unprivileged_userns = ${s.value}), ` +
+        "but an AppArmor profile lets cubicle's helper create user namespaces",
     };
   const helper = f.helperPath;
   const profile = '/etc/apparmor.d/cubicle-helper';
@@ -181,11 +189,15 @@ function checkApparmorUserns(f: NamespaceFacts): DoctorCheck {
     id,
     title,
     status: 'fail',
-    detail: `on (kernel.apparmor_restrict_unprivileged_userns = ${s.value}, Ubuntu 23.10+): an unprivileged process gets a user namespace without capabilities, so cubicle cannot map ids or mount${isRoot(f) ? ' (root is not affected; runAs and non-root callers are)' : ''}`,
+    detail:
+      `on (kernel.apparmor_restrict_unprivileged_userns = ${s.value}, Ubuntu 23.10+): ` +
+      'an unprivileged process gets a user namespace without capabilities, so cubicle cannot map ids or mount' +
+      `${isRoot(f) ? ' (root is not affected; runAs and non-root callers are)' : ''}`,
     fix: [
       ...sysctlFix('kernel.apparmor_restrict_unprivileged_userns', 0),
       `# or keep the restriction and allow only cubicle's helper (${helper} creates the namespaces, not node):`,
-      `printf 'abi <abi/4.0>,\\ninclude <tunables/global>\\nprofile cubicle-helper ${helper} flags=(unconfined) {\\n  userns,\\n}\\n' | sudo tee ${profile}`,
+      "printf 'abi <abi/4.0>,\\ninclude <tunables/global>\\n" +
+        `profile cubicle-helper ${helper} flags=(unconfined) {\\n  userns,\\n}\\n' | sudo tee ${profile}`,
       `sudo apparmor_parser -r ${profile}`,
     ].join('\n'),
   };
@@ -224,7 +236,9 @@ function checkNamespaceLimits(f: NamespaceFacts): DoctorCheck {
       id,
       title,
       status: 'fail',
-      detail: `the kernel refused a new namespace with ENOSPC: a limit is reached (${show(known.filter(([k]) => kinds.includes(k))) || 'limits unknown'})`,
+      detail:
+        'the kernel refused a new namespace with ENOSPC: ' +
+        `a limit is reached (${show(known.filter(([k]) => kinds.includes(k))) || 'limits unknown'})`,
       fix: `${fixFor(kinds)}\nlsns   # shows which namespaces are in use`,
     };
   }
@@ -243,7 +257,9 @@ function checkNamespaceLimits(f: NamespaceFacts): DoctorCheck {
     id,
     title,
     status: 'ok',
-    detail: `${user ? `user.max_user_namespaces = ${user[1]}` : 'limits'}${known.length > 1 ? `; every max_*_namespaces >= ${SMALL_NS_LIMIT}` : ''}`,
+    detail:
+      `${user ? `user.max_user_namespaces = ${user[1]}` : 'limits'}` +
+      `${known.length > 1 ? `; every max_*_namespaces >= ${SMALL_NS_LIMIT}` : ''}`,
   };
 }
 
@@ -260,13 +276,16 @@ function checkSeccompFilter(f: NamespaceFacts): DoctorCheck {
   const blocked = probes(f).find((p) => isSeccompLike(failureOf(p)));
   const fix = inContainer
     ? [
-        `docker run --security-opt seccomp=unconfined ...   # ${c.containerenv ? 'podman run takes the same flag' : 'or podman run --security-opt seccomp=unconfined'}`,
-        "# or a seccomp profile (Docker's default) that also allows clone, unshare, setns, mount, umount2, pivot_root: docker run --security-opt seccomp=/path/to/profile.json ...",
+        'docker run --security-opt seccomp=unconfined ...   # ' +
+          `${c.containerenv ? 'podman run takes the same flag' : 'or podman run --security-opt seccomp=unconfined'}`,
+        "# or a seccomp profile (Docker's default) that also allows clone, unshare, setns, mount, umount2, pivot_root: " +
+          'docker run --security-opt seccomp=/path/to/profile.json ...',
         '# Kubernetes: securityContext.seccompProfile.type: Unconfined',
       ].join('\n')
     : [
         '# a seccomp filter was inherited from whatever started this process, e.g. a systemd unit:',
-        '# remove RestrictNamespaces= and the SystemCallFilter= lines that deny @mount/clone/unshare from the unit, then: sudo systemctl daemon-reload && sudo systemctl restart <unit>',
+        '# remove RestrictNamespaces= and the SystemCallFilter= lines that deny @mount/clone/unshare from the unit, ' +
+          'then: sudo systemctl daemon-reload && sudo systemctl restart <unit>',
       ].join('\n');
   if (blocked && !explainedByUsernsPolicy(f, blocked)) {
     const sf = failureOf(blocked)!;
@@ -274,7 +293,10 @@ function checkSeccompFilter(f: NamespaceFacts): DoctorCheck {
       id,
       title,
       status: 'fail',
-      detail: `a seccomp filter is active (Seccomp: ${c.seccompMode}${filters}${inContainer ? ', inside a container, whose default profile blocks these calls without CAP_SYS_ADMIN' : ''}) and ${sf.syscall} failed with ${sf.errnoName}`,
+      detail:
+        `a seccomp filter is active (Seccomp: ${c.seccompMode}${filters}` +
+        `${inContainer ? ', inside a container, whose default profile blocks these calls without CAP_SYS_ADMIN' : ''}) ` +
+        `and ${sf.syscall} failed with ${sf.errnoName}`,
       fix,
     };
   }
@@ -283,7 +305,10 @@ function checkSeccompFilter(f: NamespaceFacts): DoctorCheck {
       id,
       title,
       status: 'warn',
-      detail: `a seccomp filter is active (Seccomp: ${c.seccompMode}${filters}); ${failureOf(blocked)!.syscall} failed with ${failureOf(blocked)!.errnoName}, explained by the user-namespace setting above, but the filter may block it too`,
+      detail:
+        `a seccomp filter is active (Seccomp: ${c.seccompMode}${filters}); ` +
+        `${failureOf(blocked)!.syscall} failed with ${failureOf(blocked)!.errnoName}, ` +
+        'explained by the user-namespace setting above, but the filter may block it too',
       fix,
     };
   if (probes(f).every(runOk))
@@ -297,7 +322,9 @@ function checkSeccompFilter(f: NamespaceFacts): DoctorCheck {
     id,
     title,
     status: 'warn',
-    detail: `a seccomp filter is active (Seccomp: ${c.seccompMode}${filters}); the sandbox failed elsewhere, so whether it blocks namespace creation is unknown`,
+    detail:
+      `a seccomp filter is active (Seccomp: ${c.seccompMode}${filters}); ` +
+      'the sandbox failed elsewhere, so whether it blocks namespace creation is unknown',
     fix,
   };
 }
@@ -356,7 +383,8 @@ function checkProc(f: HostFacts): DoctorCheck {
     '# Kubernetes: securityContext.procMount: Unmasked (with hostUsers: false)',
   ].join('\n');
   const why =
-    'the kernel only mounts a fresh proc in a user namespace when no file of the existing /proc is covered by another mount (Docker/Podman mask /proc/kcore and others that way)';
+    'the kernel only mounts a fresh proc in a user namespace when no file of the existing /proc is covered by another mount ' +
+    '(Docker/Podman mask /proc/kcore and others that way)';
   if (refused)
     return {
       id,
@@ -378,7 +406,8 @@ function checkPivotRoot(f: HostFacts): DoctorCheck {
   const failed = probes(f).find((p) => failureOf(p)?.syscall === 'pivot_root');
   const root = value(f.mounts)?.rootFsType;
   const fix =
-    '# pivot_root cannot leave the initramfs: boot with a real root filesystem, or switch_root onto a tmpfs or disk in the init script, or run cubicle inside a container';
+    '# pivot_root cannot leave the initramfs: boot with a real root filesystem, ' +
+    'or switch_root onto a tmpfs or disk in the init script, or run cubicle inside a container';
   if (root === 'rootfs')
     return {
       id,
@@ -405,7 +434,9 @@ function checkLibseccomp(f: HostFacts): DoctorCheck {
       id,
       title,
       status: 'ok',
-      detail: `${l.value.library} ${l.value.major}.${l.value.minor}.${l.value.micro} loads through koffi${override ? ' (named by CUBICLE_LIBSECCOMP)' : ''}`,
+      detail:
+        `${l.value.library} ${l.value.major}.${l.value.minor}.${l.value.micro} loads through koffi` +
+        `${override ? ' (named by CUBICLE_LIBSECCOMP)' : ''}`,
     };
   if (l.code === 'KOFFI')
     return {
@@ -423,7 +454,8 @@ function checkLibseccomp(f: HostFacts): DoctorCheck {
     fix: [
       ...(override
         ? [
-            `# CUBICLE_LIBSECCOMP=${override} names the library to load: point it at an installed libseccomp, or unset it to use libseccomp.so.2`,
+            `# CUBICLE_LIBSECCOMP=${override} names the library to load: ` +
+              'point it at an installed libseccomp, or unset it to use libseccomp.so.2',
           ]
         : []),
       'sudo apt-get install libseccomp2   # Debian/Ubuntu',
@@ -475,7 +507,8 @@ function sandboxCheck(f: HostFacts, id: string, title: string, p: SandboxProbe):
       status: 'fail',
       detail: describeFailure(sf),
       fix: cannotExec
-        ? `# uid ${p.runAs!.uid} cannot execute ${f.helperPath}: install cubicle where every user can read it (not under /root), or: chmod o+x on each directory above it`
+        ? `# uid ${p.runAs!.uid} cannot execute ${f.helperPath}: ` +
+          'install cubicle where every user can read it (not under /root), or: chmod o+x on each directory above it'
         : sf.hint,
     };
   }
@@ -540,8 +573,13 @@ function checkCgroups(f: HostFacts): DoctorCheck {
       id,
       title,
       status: 'warn',
-      detail: `cgroup v2 groups under ${c.v2} get no ${lacking.join(' or ')} controller (${c.v2Mount}/cgroup.controllers: ${c.v2Controllers!.join(' ') || 'none'}), so ${lacking.join(' and ')} limits fall back to rlimits and init's 10 ms sampling; ${runAs}`,
-      fix: `# the cgroup above ${c.v2Mount} must hand ${lacking.join(' and ')} down: enable ${lacking.map((k) => `+${k}`).join(' ')} in its cgroup.subtree_control (in a container: have the runtime delegate them)`,
+      detail:
+        `cgroup v2 groups under ${c.v2} get no ${lacking.join(' or ')} controller ` +
+        `(${c.v2Mount}/cgroup.controllers: ${c.v2Controllers!.join(' ') || 'none'}), ` +
+        `so ${lacking.join(' and ')} limits fall back to rlimits and init's 10 ms sampling; ${runAs}`,
+      fix:
+        `# the cgroup above ${c.v2Mount} must hand ${lacking.join(' and ')} down: ` +
+        `enable ${lacking.map((k) => `+${k}`).join(' ')} in its cgroup.subtree_control (in a container: have the runtime delegate them)`,
     };
   }
   // Why v1 is out, worded from the facts (root is needed; then the controllers must be mounted).
@@ -559,20 +597,26 @@ function checkCgroups(f: HostFacts): DoctorCheck {
       ...(root
         ? ['# mount the cgroup v1 memory and pids controllers, or the cgroup2 hierarchy (mount -t cgroup2 none /sys/fs/cgroup)']
         : ['# run as root for cgroup v1 groups']),
-      '# or boot with the unified hierarchy (systemd.unified_cgroup_hierarchy=1 on the kernel command line), then pass a delegated cgroupParent',
+      '# or boot with the unified hierarchy (systemd.unified_cgroup_hierarchy=1 on the kernel command line), ' +
+        'then pass a delegated cgroupParent',
     ].join('\n');
   else if (kernel && versionBelow(kernel.major, kernel.minor, CGROUP_V2_KERNEL))
-    fix = `# cgroup v2 groups need Linux ${CGROUP_V2_KERNEL.join('.')}+ (clone3 with CLONE_INTO_CGROUP): upgrade the kernel${root ? '' : ', or run as root on a host with cgroup v1 memory and pids controllers'}`;
+    fix =
+      `# cgroup v2 groups need Linux ${CGROUP_V2_KERNEL.join('.')}+ (clone3 with CLONE_INTO_CGROUP): upgrade the kernel` +
+      `${root ? '' : ', or run as root on a host with cgroup v1 memory and pids controllers'}`;
   else if (hybrid && lacking.length)
     fix = [
       `# on this hybrid host ${lacking.join(' and ')} belong to cgroup v1, which only root can use: run as root,`,
-      '# or boot with the unified hierarchy (systemd.unified_cgroup_hierarchy=1 on the kernel command line), then pass a delegated cgroupParent',
+      '# or boot with the unified hierarchy (systemd.unified_cgroup_hierarchy=1 on the kernel command line), ' +
+        'then pass a delegated cgroupParent',
     ].join('\n');
   else
     fix = [
       '# pass a delegated cgroup v2 directory as cgroupParent (CLI: --cgroup-parent DIR); systemd delegates one to a user scope:',
-      `systemd-run --user --scope -p Delegate=yes -- sh -c 'cg=${c.v2Mount}$(sed -n "s/^0:://p" /proc/self/cgroup); mkdir "$cg/main" "$cg/runs"; echo $$ > "$cg/main/cgroup.procs"; exec YOUR-PROGRAM'`,
-      '# YOUR-PROGRAM passes cgroupParent "$cg/runs"; the shell first moves into main/ because a v2 group that holds processes cannot hand controllers to its children',
+      `systemd-run --user --scope -p Delegate=yes -- sh -c 'cg=${c.v2Mount}$(sed -n "s/^0:://p" /proc/self/cgroup); ` +
+        `mkdir "$cg/main" "$cg/runs"; echo $$ > "$cg/main/cgroup.procs"; exec YOUR-PROGRAM'`,
+      '# YOUR-PROGRAM passes cgroupParent "$cg/runs"; ' +
+        'the shell first moves into main/ because a v2 group that holds processes cannot hand controllers to its children',
     ].join('\n');
   return { id, title, status: 'warn', detail, fix };
 }

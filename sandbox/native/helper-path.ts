@@ -14,7 +14,8 @@ export function assertHelperBuilt(): void {
     accessSync(HELPER_PATH, constants.X_OK);
   } catch {
     throw new Error(
-      `the sandbox helper is not built (${HELPER_PATH} is missing or not executable); run npm install, or npm run build, in the cubicle package`,
+      `the sandbox helper is not built (${HELPER_PATH} is missing or not executable); ` +
+        'run npm install, or npm run build, in the cubicle package',
     );
   }
   checked = true;

@@ -152,7 +152,8 @@ function checkMount(m: unknown, i: number): ResolvedMount {
   if (real !== clean)
     throw new SandboxOptionError(
       `${where}.source`,
-      `bind source "${source}" goes through a symlink (it resolves to "${real}"); symlinks in bind sources are not followed, so give the resolved path if that is what you mean`,
+      `bind source "${source}" goes through a symlink (it resolves to "${real}"); ` +
+        'symlinks in bind sources are not followed, so give the resolved path if that is what you mean',
       ErrorCode.bindSource,
     );
   const target = checkInsidePath(`${where}.target`, spec.target ?? source);
@@ -165,7 +166,8 @@ function checkMount(m: unknown, i: number): ResolvedMount {
     if (own)
       throw new SandboxOptionError(
         `${where}.source`,
-        `a read-write bind of "${source}" would let the sandbox rewrite cubicle's own code (${own}), which runs unsandboxed; bind it read-only (readOnly: true / --ro-bind) and give the writable subdirectories their own binds`,
+        `a read-write bind of "${source}" would let the sandbox rewrite cubicle's own code (${own}), which runs unsandboxed; ` +
+          'bind it read-only (readOnly: true / --ro-bind) and give the writable subdirectories their own binds',
         ErrorCode.bindSource,
       );
   }

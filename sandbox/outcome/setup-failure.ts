@@ -49,11 +49,17 @@ function hintFor(
   if (op?.op === 'bind' && (sys === 'openat2' || sys === 'open') && name === 'ENOENT')
     return `the bind source ${opArg(op, 'hostPath')} does not exist on the host; create it or fix the path`;
   if (op?.op === 'bind' && sys === 'openat2' && (name === 'ELOOP' || name === 'EXDEV'))
-    return `the bind source ${opArg(op, 'hostPath')} now has a symlink in its path (it changed since the options were checked); bind sources are never followed through symlinks`;
+    return (
+      `the bind source ${opArg(op, 'hostPath')} now has a symlink in its path (it changed since the options were checked); ` +
+      'bind sources are never followed through symlinks'
+    );
   if (op?.op === 'bind' && name === 'EACCES')
     return `the caller cannot access ${opArg(op, 'hostPath')}; a rootless sandbox sees the host with the caller's own permissions`;
   if (op?.op === 'proc' && name === 'EPERM')
-    return "the kernel refused a fresh /proc: the host's /proc has paths masked by over-mounts (Docker/Podman default); run the container with --security-opt systempaths=unconfined (or podman --security-opt unmask=ALL)";
+    return (
+      "the kernel refused a fresh /proc: the host's /proc has paths masked by over-mounts (Docker/Podman default); " +
+      'run the container with --security-opt systempaths=unconfined (or podman --security-opt unmask=ALL)'
+    );
   if (sys === 'lstat' && name === 'ELOOP')
     return `the target goes through a symlink inside the sandbox (${e.msg}); use the real path (e.g. /usr/bin instead of /bin)`;
   if ((op?.op === 'tmpfs' || op?.op === 'bind' || op?.op === 'dir' || op?.op === 'file') && name === 'EROFS')
@@ -66,7 +72,9 @@ function hintFor(
     if (name === 'ENOEXEC') return `${program} is not a binary or script this kernel can run`;
   }
   if (e.stage === 'exec' && sys === 'chdir')
-    return 'the working directory does not exist inside the sandbox or is not accessible to the sandbox user; bind it or choose another cwd';
+    return (
+      'the working directory does not exist inside the sandbox or is not accessible to the sandbox user; ' + 'bind it or choose another cwd'
+    );
   if (sys === 'mount' && name === 'EPERM') return 'the kernel refused a mount inside the user namespace; run `npx cubicle doctor`';
   return 'run `npx cubicle doctor` to check this host';
 }
@@ -118,10 +126,13 @@ export function cgroupFailure(e: CgroupSetupError): SetupFailure {
   let hint =
     'run `npx cubicle doctor` to check this host, or pass cgroups: false (--cgroups off) to enforce limits by rlimits and sampling';
   if (e.errno === 'EACCES' || e.errno === 'EPERM' || e.errno === 'EROFS')
-    hint = `this user may not write ${e.path}: run as root, or pass a cgroup v2 directory delegated to this user as cgroupParent (--cgroup-parent)`;
+    hint =
+      `this user may not write ${e.path}: ` +
+      'run as root, or pass a cgroup v2 directory delegated to this user as cgroupParent (--cgroup-parent)';
   else if (e.errno === 'EBUSY' && e.path.endsWith('cgroup.subtree_control'))
     hint =
-      'cgroup v2 only lets a group without processes of its own delegate controllers: move the processes in that group into a leaf group, or pass a cgroupParent that holds none';
+      'cgroup v2 only lets a group without processes of its own delegate controllers: ' +
+      'move the processes in that group into a leaf group, or pass a cgroupParent that holds none';
   else if (e.syscall === 'read')
     hint = 'the kernel rounded or refused the limit; choose another value, or pass cgroups: false to enforce it by sampling';
   return {

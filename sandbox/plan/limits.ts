@@ -75,7 +75,9 @@ export function planLimits(
     if (strict && unenforced)
       throw new SandboxOptionError(
         'strictLimits',
-        `strict limits need cgroups for memory and processes, and ${why ?? `the ${cgroup?.version} group here lacks the memory or pids controller`}. Run as root on a cgroup host, pass a delegated cgroupParent, or drop strictLimits to accept rlimits and sampling`,
+        'strict limits need cgroups for memory and processes, and ' +
+          `${why ?? `the ${cgroup?.version} group here lacks the memory or pids controller`}. ` +
+          'Run as root on a cgroup host, pass a delegated cgroupParent, or drop strictLimits to accept rlimits and sampling',
       );
   }
   const cgMech = cgroup?.version === 'v2' ? 'cgroup-v2' : 'cgroup-v1';

@@ -92,7 +92,8 @@ export function encodePlan(ops: readonly PlanOp[]): Buffer {
       if (b.length > ProtocolLimits.tokenMaxBytes)
         throw new SandboxOptionError(
           op,
-          `a value passed to the sandbox (plan step ${op}) is longer than ${ProtocolLimits.tokenMaxBytes} bytes: ${JSON.stringify(token.slice(0, 80))}...`,
+          `a value passed to the sandbox (plan step ${op}) is longer than ${ProtocolLimits.tokenMaxBytes} bytes: ` +
+            `${JSON.stringify(token.slice(0, 80))}...`,
         );
       size += b.length;
       parts.push(b);

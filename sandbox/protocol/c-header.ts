@@ -29,9 +29,10 @@ const cName = (s: string): string =>
 const snake = (s: string): string => cName(s).toLowerCase();
 /** Names a struct member may not take in C (keywords, and macros of the C library such as errno). */
 const C_RESERVED = new Set(
-  'auto break case char const continue default do double else enum extern float for goto if inline int long register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while bool true false errno stdin stdout stderr'.split(
-    ' ',
-  ),
+  (
+    'auto break case char const continue default do double else enum extern float for goto if inline int long register restrict ' +
+    'return short signed sizeof static struct switch typedef union unsigned void volatile while bool true false errno stdin stdout stderr'
+  ).split(' '),
 );
 /** The C member name of a field: snake_case, with a trailing underscore where C reserves the name. */
 export const cMember = (field: string): string => (C_RESERVED.has(snake(field)) ? `${snake(field)}_` : snake(field));

@@ -94,7 +94,10 @@ export function libseccomp(): Bindings {
     return bindings;
   } catch (e) {
     loadCause = (e as Error).message;
-    loadError = `libseccomp cannot be loaded (${(e as Error).message}); install it (Debian/Ubuntu: apt-get install libseccomp2, Fedora: dnf install libseccomp) or run without a seccomp policy; npx cubicle doctor checks it`;
+    loadError =
+      `libseccomp cannot be loaded (${(e as Error).message}); ` +
+      'install it (Debian/Ubuntu: apt-get install libseccomp2, Fedora: dnf install libseccomp) ' +
+      'or run without a seccomp policy; npx cubicle doctor checks it';
     throw new SeccompUnavailableError(loadError);
   }
 }

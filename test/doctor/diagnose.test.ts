@@ -404,7 +404,10 @@ describe('doctor diagnose()', () => {
       assert.equal(c.status, 'warn');
       assert.match(
         c.detail,
-        /rlimits and init's 10 ms sampling \(cgroup v1 groups need root; a rootless caller needs a delegated cgroup v2 directory: pass cgroupParent\)/,
+        new RegExp(
+          "rlimits and init's 10 ms sampling \\(cgroup v1 groups need root; " +
+            'a rootless caller needs a delegated cgroup v2 directory: pass cgroupParent\\)',
+        ),
       );
       assert.match(c.fix!, /cgroupParent \(CLI: --cgroup-parent DIR\)/);
       assert.ok(c.fix!.includes('systemd-run --user --scope -p Delegate=yes'), c.fix);

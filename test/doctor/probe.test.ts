@@ -87,7 +87,8 @@ describe('doctor probes', () => {
   it('loads libseccomp as policies do: a missing CUBICLE_LIBSECCOMP is a fact, not a throw', () => {
     // The loader keeps its first result for the whole process, so the override is tried in a fresh one.
     const probe = new URL('../../sandbox/doctor/probe.js', import.meta.url).href;
-    const script = `const { probeLibseccomp } = await import(${JSON.stringify(probe)}); process.stdout.write(JSON.stringify(probeLibseccomp()));`;
+    const script =
+      `const { probeLibseccomp } = await import(${JSON.stringify(probe)}); ` + 'process.stdout.write(JSON.stringify(probeLibseccomp()));';
     const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
       env: { ...process.env, CUBICLE_LIBSECCOMP: MISSING_LIBRARY },
       encoding: 'utf8',

@@ -73,7 +73,8 @@ forEachIdentity((id, run) => {
   it('a forged queued signal to init (si_pid 0) is not relayed to the sandbox', async () => {
     // rt_sigqueueinfo(1, SIGTERM, {si_code: SI_QUEUE, si_pid: 0}) looks like a signal from outside the namespace.
     const forge =
-      'import ctypes; l=ctypes.CDLL(None, use_errno=True); b=(ctypes.c_int*32)(); b[0]=15; b[2]=-1; print(l.syscall(129, 1, 15, b), ctypes.get_errno())';
+      'import ctypes; l=ctypes.CDLL(None, use_errno=True); b=(ctypes.c_int*32)(); b[0]=15; b[2]=-1; ' +
+      'print(l.syscall(129, 1, 15, b), ctypes.get_errno())';
     const r = await run(['/bin/sh', '-c', `python3 -c '${forge}'; sleep 0.3; echo survived`]);
     assert.match(r.stdout as string, /^0 0\nsurvived\n$/, 'the forged signal was delivered to init, and changed nothing');
     assert.equal(r.verdict, 'ok');

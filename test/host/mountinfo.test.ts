@@ -10,6 +10,8 @@ import {
   unescapeMountinfo,
 } from '../../sandbox/host/mountinfo.js';
 
+// In the tables below, a `\` at the end of a line continues it on the next: each mount is still one line of the string.
+
 /** A systemd host in hybrid mode: v1 controllers under /sys/fs/cgroup, cgroup2 on .../unified with none. */
 const HYBRID = `\
 22 1 8:2 / / rw,relatime shared:1 - ext4 /dev/sda2 rw,errors=remount-ro
@@ -31,12 +33,15 @@ const PURE_V2 = `\
 25 24 0:22 / /proc rw,nosuid,nodev,noexec,relatime shared:5 - proc proc rw
 26 24 0:23 / /sys rw,nosuid,nodev,noexec,relatime shared:6 - sysfs sysfs rw,seclabel
 29 26 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,seclabel,nsdelegate,memory_recursiveprot
-53 24 0:46 / /run/user/1000 rw,nosuid,nodev,relatime shared:271 - tmpfs tmpfs rw,seclabel,size=3256056k,nr_inodes=814014,mode=700,uid=1000,gid=1000
+53 24 0:46 / /run/user/1000 rw,nosuid,nodev,relatime shared:271 - tmpfs tmpfs \
+rw,seclabel,size=3256056k,nr_inodes=814014,mode=700,uid=1000,gid=1000
 `;
 
 /** Inside a Docker container: overlay root, masked /proc paths, a private cgroup2 of the container's own group. */
 const CONTAINER = `\
-612 540 0:52 / / rw,relatime master:279 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/ABC:/var/lib/docker/overlay2/l/DEF,upperdir=/var/lib/docker/overlay2/x/diff,workdir=/var/lib/docker/overlay2/x/work
+612 540 0:52 / / rw,relatime master:279 - overlay overlay \
+rw,lowerdir=/var/lib/docker/overlay2/l/ABC:/var/lib/docker/overlay2/l/DEF,upperdir=/var/lib/docker/overlay2/x/diff,\
+workdir=/var/lib/docker/overlay2/x/work
 613 612 0:55 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
 614 612 0:56 / /dev rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755
 617 612 0:58 / /sys ro,nosuid,nodev,noexec,relatime - sysfs sysfs ro

@@ -15,7 +15,8 @@ forEachIdentity((_id, run) => {
       const r = await run([
         '/bin/sh',
         '-c',
-        `for p in ${paths.join(' ')}; do test -e "$p" && echo "visible $p"; done; ls -A /tmp; find / -xdev -name '${marker}' 2>/dev/null; echo done`,
+        `for p in ${paths.join(' ')}; do test -e "$p" && echo "visible $p"; done; ` +
+          `ls -A /tmp; find / -xdev -name '${marker}' 2>/dev/null; echo done`,
       ]);
       assert.equal(r.stdout, 'done\n');
     } finally {
@@ -28,7 +29,8 @@ forEachIdentity((_id, run) => {
     const r = await run([
       '/bin/sh',
       '-c',
-      'for p in /home /root /etc/shadow /etc/gshadow /sys /oldroot /newroot /etc/ssl/private /run /var; do test -e $p && echo "present $p"; done; ls /',
+      'for p in /home /root /etc/shadow /etc/gshadow /sys /oldroot /newroot /etc/ssl/private /run /var; ' +
+        'do test -e $p && echo "present $p"; done; ls /',
     ]);
     const hostTop = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'].filter((d) => existsSync(`/${d}`));
     const expected = [...hostTop, 'dev', 'etc', 'proc', 'tmp', 'usr'].sort();
@@ -40,7 +42,8 @@ forEachIdentity((_id, run) => {
       [
         '/bin/sh',
         '-c',
-        'touch /x 2>&1; touch /usr/x 2>&1; echo ok > /tmp/ok && cat /tmp/ok; head -c 300000 /dev/zero 2>&1 >/tmp/big; echo rc=$?; grep -E "^[0-9]+ [0-9]+ [0-9:]+ [^ ]+ (/|/usr|/tmp) " /proc/self/mountinfo',
+        'touch /x 2>&1; touch /usr/x 2>&1; echo ok > /tmp/ok && cat /tmp/ok; head -c 300000 /dev/zero 2>&1 >/tmp/big; echo rc=$?; ' +
+          'grep -E "^[0-9]+ [0-9]+ [0-9:]+ [^ ]+ (/|/usr|/tmp) " /proc/self/mountinfo',
       ],
       { tmpSize: 128 << 10 },
     );
@@ -67,11 +70,14 @@ forEachIdentity((_id, run) => {
     const r = await run([
       '/bin/sh',
       '-c',
-      'ls -A /dev | tr "\\n" " "; echo; echo hi > /dev/null && echo null-ok; head -c 4 /dev/zero | od -An -tx1; head -c 8 /dev/urandom | wc -c; echo x > /dev/full 2>/dev/null || echo full-enospc; echo shm > /dev/shm/s && cat /dev/shm/s; readlink /dev/fd /dev/stdin',
+      'ls -A /dev | tr "\\n" " "; echo; echo hi > /dev/null && echo null-ok; head -c 4 /dev/zero | od -An -tx1; ' +
+        'head -c 8 /dev/urandom | wc -c; echo x > /dev/full 2>/dev/null || echo full-enospc; ' +
+        'echo shm > /dev/shm/s && cat /dev/shm/s; readlink /dev/fd /dev/stdin',
     ]);
     assert.equal(
       r.stdout,
-      'fd full null random shm stderr stdin stdout urandom zero \nnull-ok\n 00 00 00 00\n8\nfull-enospc\nshm\n/proc/self/fd\n/proc/self/fd/0\n',
+      'fd full null random shm stderr stdin stdout urandom zero \n' +
+        'null-ok\n 00 00 00 00\n8\nfull-enospc\nshm\n/proc/self/fd\n/proc/self/fd/0\n',
     );
   });
 
@@ -90,7 +96,8 @@ forEachIdentity((_id, run) => {
         [
           '/bin/sh',
           '-c',
-          'cat /src/in.txt; echo out > /job/out.txt; echo bad > /src/x 2>&1 || echo ro-refused; echo t > /scratch/t && cat /scratch/t; head -c 200000 /dev/zero > /scratch/big 2>/dev/null || echo scratch-full',
+          'cat /src/in.txt; echo out > /job/out.txt; echo bad > /src/x 2>&1 || echo ro-refused; ' +
+            'echo t > /scratch/t && cat /scratch/t; head -c 200000 /dev/zero > /scratch/big 2>/dev/null || echo scratch-full',
         ],
         {
           mounts: [

@@ -49,7 +49,10 @@ forEachIdentity((id, run) => {
 
   it('inherits stdin when asked (the CLI path)', () => {
     // A child Node process inherits a pipe as its stdin; the sandbox must read it through.
-    const script = `import('${fileURLToPath(new URL('../../sandbox/index.js', import.meta.url))}').then(async (m) => { const r = await m.runSandboxed(['/bin/cat'], { stdin: 'inherit', ...${JSON.stringify(id.spawnAs)} }); process.stdout.write(r.stdout); })`;
+    const script =
+      `import('${fileURLToPath(new URL('../../sandbox/index.js', import.meta.url))}').then(async (m) => { ` +
+      `const r = await m.runSandboxed(['/bin/cat'], { stdin: 'inherit', ...${JSON.stringify(id.spawnAs)} }); ` +
+      'process.stdout.write(r.stdout); })';
     const out = spawnSync(process.execPath, ['-e', script], { input: 'through the caller\n', encoding: 'utf8' });
     assert.equal(out.stderr, '');
     assert.equal(out.stdout, 'through the caller\n');

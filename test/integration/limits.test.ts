@@ -131,8 +131,17 @@ forEachIdentity((_id, run) => {
           console.log('      skipped: without a CPU cgroup, children auto-reaped under SIG_IGN leave no CPU record (a documented gap)');
           return this.skip();
         }
-        const script =
-          'import os, signal, time\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\nend = time.time() + 4\nwhile time.time() < end:\n  if os.fork() == 0:\n    t = time.process_time()\n    while time.process_time() - t < 0.005: pass\n    os._exit(0)\n  time.sleep(0.006)';
+        const script = [
+          'import os, signal, time',
+          'signal.signal(signal.SIGCHLD, signal.SIG_IGN)',
+          'end = time.time() + 4',
+          'while time.time() < end:',
+          '  if os.fork() == 0:',
+          '    t = time.process_time()',
+          '    while time.process_time() - t < 0.005: pass',
+          '    os._exit(0)',
+          '  time.sleep(0.006)',
+        ].join('\n');
         const r = await go(['/usr/bin/python3', '-c', script], { limits: { cpuTime: 1000, wallTime: 20_000 } });
         assert.equal(r.verdict, 'cpu-time-limit');
       });
@@ -163,13 +172,21 @@ forEachIdentity((_id, run) => {
         // A full charge would be about `sampling`; 50 ms absorbs the payload's own variation (13 ms at most here).
         assert.ok(
           charged < Math.max(50, sampling / 2),
-          `the payload used ${short.payload.toFixed(0)} ms living 0.2 s and ${long.payload.toFixed(0)} ms living 3 s, while the sandbox's processes used ${sampling} ms more`,
+          `the payload used ${short.payload.toFixed(0)} ms living 0.2 s and ${long.payload.toFixed(0)} ms living 3 s, ` +
+            `while the sandbox's processes used ${sampling} ms more`,
         );
       });
 
       it('many processes holding memory cannot make init enforce the wall limit late', async () => {
-        const script =
-          'import os, time\nfor _ in range(100):\n  if os.fork() == 0:\n    x = bytearray(b"a" * (2 << 20))\n    time.sleep(60)\n    os._exit(0)\nwhile True: pass';
+        const script = [
+          'import os, time',
+          'for _ in range(100):',
+          '  if os.fork() == 0:',
+          '    x = bytearray(b"a" * (2 << 20))',
+          '    time.sleep(60)',
+          '    os._exit(0)',
+          'while True: pass',
+        ].join('\n');
         const t = Date.now();
         const r = await go(['/usr/bin/python3', '-c', script], { limits: { wallTime: 2000, memory: '1G', processes: 200 } });
         assert.equal(r.verdict, 'wall-time-limit');
@@ -197,7 +214,16 @@ forEachIdentity((_id, run) => {
           [
             '/usr/bin/python3',
             '-c',
-            'import ctypes, time\nl = ctypes.CDLL(None, use_errno=True)\nl.shmat.restype = ctypes.c_void_p\nid = l.shmget(0, 150 << 20, 0o1600)\np = l.shmat(id, None, 0)\nctypes.memset(p, 1, 150 << 20)\nl.shmdt(ctypes.c_void_p(p))\ntime.sleep(1)',
+            [
+              'import ctypes, time',
+              'l = ctypes.CDLL(None, use_errno=True)',
+              'l.shmat.restype = ctypes.c_void_p',
+              'id = l.shmget(0, 150 << 20, 0o1600)',
+              'p = l.shmat(id, None, 0)',
+              'ctypes.memset(p, 1, 150 << 20)',
+              'l.shmdt(ctypes.c_void_p(p))',
+              'time.sleep(1)',
+            ].join('\n'),
           ],
           { limits: { memory: '64M' } },
         );
@@ -266,8 +292,17 @@ describe('cgroup v2', () => {
       console.log(`      skipped: ${base.reason}`);
       return this.skip();
     }
-    const script =
-      'import os, signal, time\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\nend = time.time() + 4\nwhile time.time() < end:\n  if os.fork() == 0:\n    t = time.process_time()\n    while time.process_time() - t < 0.005: pass\n    os._exit(0)\n  time.sleep(0.006)';
+    const script = [
+      'import os, signal, time',
+      'signal.signal(signal.SIGCHLD, signal.SIG_IGN)',
+      'end = time.time() + 4',
+      'while time.time() < end:',
+      '  if os.fork() == 0:',
+      '    t = time.process_time()',
+      '    while time.process_time() - t < 0.005: pass',
+      '    os._exit(0)',
+      '  time.sleep(0.006)',
+    ].join('\n');
     const r = await runSandboxed(['/usr/bin/python3', '-c', script], {
       cgroups: 'v2',
       limits: { cpuTime: 1000, wallTime: 20_000 },
@@ -288,7 +323,11 @@ describe('cgroup v2', () => {
     const have = v2Controllers();
     if (typeof base !== 'string' || !have.includes('memory') || !have.includes('pids')) {
       console.log(
-        `      skipped: ${typeof base !== 'string' ? base.reason : `the cgroup v2 hierarchy has no memory/pids controllers here (they are bound to v1 hierarchies: ${have.join(' ') || 'none'})`}`,
+        '      skipped: ' +
+          (typeof base !== 'string'
+            ? base.reason
+            : 'the cgroup v2 hierarchy has no memory/pids controllers here ' +
+              `(they are bound to v1 hierarchies: ${have.join(' ') || 'none'})`),
       );
       return this.skip();
     }

@@ -40,7 +40,8 @@ forEachIdentity((_id, run) => {
     const up = await run([
       '/usr/bin/python3',
       '-c',
-      'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); c=socket.create_connection(s.getsockname()); print("connected")',
+      'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); ' +
+        'c=socket.create_connection(s.getsockname()); print("connected")',
     ]);
     assert.equal(up.stdout, 'connected\n', 'loopback carries traffic');
   });

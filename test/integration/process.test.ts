@@ -61,7 +61,8 @@ forEachIdentity((_id, run) => {
       [
         '/bin/sh',
         '-c',
-        '/probe ptrace 1; /probe open /proc/1/exe r; /probe open /proc/1/exe w; /probe open /proc/1/mem r; /probe open /proc/1/mem rw; ls -l /proc/1/exe 2>&1 | grep -c "Permission denied"; cat /proc/1/environ 2>&1 | grep -c "Permission denied"',
+        '/probe ptrace 1; /probe open /proc/1/exe r; /probe open /proc/1/exe w; /probe open /proc/1/mem r; /probe open /proc/1/mem rw; ' +
+          'ls -l /proc/1/exe 2>&1 | grep -c "Permission denied"; cat /proc/1/environ 2>&1 | grep -c "Permission denied"',
       ],
       { mounts: probeMount() },
     );

@@ -135,7 +135,8 @@ function runC(body: string): Buffer {
 }
 
 const block = (event: EventName, assignments: string[]): string =>
-  `  {\n    static struct cub_ev_${event} e;\n    memset(&e, 0, sizeof e);\n${assignments.map((a) => `    ${a}`).join('\n')}\n    cub_emit_${event}(&e);\n  }`;
+  `  {\n    static struct cub_ev_${event} e;\n    memset(&e, 0, sizeof e);\n` +
+  `${assignments.map((a) => `    ${a}`).join('\n')}\n    cub_emit_${event}(&e);\n  }`;
 
 describe('status events: C emitters and the TS reader agree', () => {
   it('the header and emitters generated at build time are what the generator renders now', () => {

@@ -35,7 +35,9 @@ function hostI386(): { reason?: string; signal?: string } {
     if (r.status === 0 && /^int80 returned \d+$/m.test(r.stdout)) i386Cache = {};
     else
       i386Cache = {
-        reason: `int 0x80 fails outside any sandbox too (the probe ${r.signal ? `died of ${r.signal}` : `exited with ${r.status}`}${r.signal === 'SIGSEGV' ? ': this kernel has IA32 emulation off' : ''}), so there is no i386 call for a filter to judge`,
+        reason:
+          `int 0x80 fails outside any sandbox too (the probe ${r.signal ? `died of ${r.signal}` : `exited with ${r.status}`}` +
+          `${r.signal === 'SIGSEGV' ? ': this kernel has IA32 emulation off' : ''}), so there is no i386 call for a filter to judge`,
         signal: r.signal ?? undefined,
       };
   }
@@ -105,7 +107,8 @@ if (process.arch !== 'x64') {
         [
           '/bin/sh',
           '-c',
-          `/probe syscall ${nr('socket')} 16 3 0; /probe syscall ${nr('personality')} 0xffffffff; /probe syscall ${nr('personality')} 0x20008; /probe syscall ${nr('socket')} 1 1 0`,
+          `/probe syscall ${nr('socket')} 16 3 0; /probe syscall ${nr('personality')} 0xffffffff; ` +
+            `/probe syscall ${nr('personality')} 0x20008; /probe syscall ${nr('socket')} 1 1 0`,
         ],
         { mounts: probeMount() },
       );

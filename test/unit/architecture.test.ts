@@ -275,7 +275,8 @@ describe('architecture: the import graph of sandbox/ and rootfs-builder/', () =>
       const culprit = runtimeCode(e.to);
       if (culprit === null) return [];
       return [
-        `  ${BOTTOM}:${e.line} imports ${e.to}${culprit === e.to ? ', which has runtime code' : `, which reaches ${culprit} (runtime code)`}`,
+        `  ${BOTTOM}:${e.line} imports ${e.to}` +
+          `${culprit === e.to ? ', which has runtime code' : `, which reaches ${culprit} (runtime code)`}`,
       ];
     });
     if (offending.length > 0) assert.fail(`${BOTTOM} must import only type-only modules:\n${offending.join('\n')}`);
