@@ -79,15 +79,16 @@ export function validateEvent(parsed: unknown): HelperEvent {
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return fail('line', 'is not an object');
   const ev = (parsed as Record<string, unknown>).ev;
   if (typeof ev !== 'string' || !Object.hasOwn(STATUS_EVENTS, ev)) return fail('ev', `${JSON.stringify(ev)} is not a status event`);
-  const v = (parsed as Record<string, unknown>).v;
-  if (ev === 'hello' && v !== PROTOCOL_VERSION) {
-    // Checked before the fields: another version's hello has other fields, and the cause is a stale build.
-    const e = new Error(`the helper speaks protocol version ${JSON.stringify(v)}; this library speaks ${PROTOCOL_VERSION}`);
-    throw Object.assign(e, {
-      hint: 'the helper binary is from another build of cubicle: rebuild it (npm run build, or reinstall the package)',
-    });
-  }
   return checkFields(parsed, STATUS_EVENTS[ev as EventName], ev, 'ev') as unknown as HelperEvent;
+}
+
+/** A hello from another protocol version: a stale helper build. Checked before the fields (that version's
+ *  hello may have other fields) so the error names the cause. */
+export function checkVersion(parsed: unknown): void {
+  const o = parsed as Record<string, unknown> | null;
+  if (typeof o !== 'object' || o === null || o.ev !== 'hello' || o.v === PROTOCOL_VERSION) return;
+  const e = new Error(`the helper speaks protocol version ${JSON.stringify(o.v)}; this library speaks ${PROTOCOL_VERSION}`);
+  throw Object.assign(e, { hint: 'the helper binary is from another build of cubicle: rebuild it (npm run build, or reinstall the package)' });
 }
 
 /** What no per-field declaration can say: the payload's status is its code or its signal; without either,
@@ -108,7 +109,8 @@ export class StatusReader {
   #count = 0;
   readonly events: HelperEvent[] = [];
 
-  /** `acrossFields: false` checks each event against its declaration only (the emitters' drift test). */
+  /** `acrossFields: false` checks each event against its declaration only, not the version or rules across
+   *  fields (the emitters' drift test). */
   constructor(options: { acrossFields?: boolean } = {}) {
     this.#acrossFields = options.acrossFields ?? true;
   }
@@ -124,7 +126,9 @@ export class StatusReader {
       this.#pending = this.#pending.slice(nl + 1);
       if (++this.#count > MAX_EVENTS) throw new Error('the helper sent too many status events');
       // The helper escapes bytes >= 0x7f as \u00XX: each string is its raw bytes read as latin-1.
-      const shaped = validateEvent(JSON.parse(line));
+      const parsed: unknown = JSON.parse(line);
+      if (this.#acrossFields) checkVersion(parsed);
+      const shaped = validateEvent(parsed);
       const ev = this.#acrossFields ? checkAcrossFields(shaped) : shaped;
       this.events.push(ev);
       out.push(ev);

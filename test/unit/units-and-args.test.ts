@@ -2,6 +2,7 @@
 import { strict as assert } from 'node:assert';
 import { parseRunArgs } from '../../sandbox/cli/args.js';
 import { encodePlan, Op } from '../../sandbox/plan/ops.js';
+import { PROTOCOL_VERSION } from '../../sandbox/protocol/opcodes.js';
 import { parseDurationMs, parseSize } from '../../sandbox/units.js';
 
 describe('units', () => {
@@ -58,7 +59,7 @@ describe('cli arguments', () => {
 describe('plan encoding', () => {
   it('encodes NUL-terminated tokens and refuses NUL inside a token', () => {
     const b = encodePlan([Op.arg('a'), Op.end()]);
-    assert.equal(b.toString(), 'cubicle-plan\x001\x00arg\x00a\x00end\x00');
+    assert.equal(b.toString(), `cubicle-plan\x00${PROTOCOL_VERSION}\x00arg\x00a\x00end\x00`);
     assert.throws(() => encodePlan([Op.arg('a\0b')]), /NUL byte/);
   });
 });
