@@ -88,7 +88,9 @@ export function checkVersion(parsed: unknown): void {
   const o = parsed as Record<string, unknown> | null;
   if (typeof o !== 'object' || o === null || o.ev !== 'hello' || o.v === PROTOCOL_VERSION) return;
   const e = new Error(`the helper speaks protocol version ${JSON.stringify(o.v)}; this library speaks ${PROTOCOL_VERSION}`);
-  throw Object.assign(e, { hint: 'the helper binary is from another build of cubicle: rebuild it (npm run build, or reinstall the package)' });
+  throw Object.assign(e, {
+    hint: 'the helper binary is from another build of cubicle: rebuild it (npm run build, or reinstall the package)',
+  });
 }
 
 /** What no per-field declaration can say: the payload's status is its code or its signal; without either,
