@@ -117,6 +117,28 @@ if (process.arch !== 'x64') {
       assert.match(okLines[1]!, /^\d+ OK$/, 'the personality query is allowed');
       assert.match(okLines[2]!, /^\d+ OK$/, 'PER_LINUX32|UNAME26 is harmless');
       assert.match(okLines[3]!, /^\d+ OK$/, 'unix sockets are allowed');
+    it('io_uring cannot create a socket the policy denies (IORING_OP_SOCKET made AF_VSOCK and netlink sockets under permissive)', async function () {
+      const host = onHost(['uring-socket', '1', '1', '0'], (out) => out === 'socket OK\n');
+      if (host) {
+        console.log(`      skipped: IORING_OP_SOCKET of an AF_UNIX socket outside any sandbox ${host} (io_uring off, or Linux < 5.19)`);
+        return this.skip();
+      }
+      const families: [string, string][] = [
+        ['AF_VSOCK', '40 1 0'],
+        ['AF_NETLINK, NETLINK_GENERIC', '16 3 16'],
+        ['AF_PACKET', '17 3 0'],
+      ];
+      for (const policy of ['default', 'judge', 'permissive']) {
+        const script = families.map(([, a]) => `/probe syscall ${nr('socket')} ${a}; /probe uring-socket ${a}`).join('; ');
+        const r = await run(['/bin/sh', '-c', script], { mounts: probeMount(), policy });
+        const lines = (r.stdout as string).trim().split('\n');
+        families.forEach(([what], i) => {
+          assert.match(lines[2 * i]!, /^-1 E/, `${policy}: socket(${what}) is denied`);
+          assert.match(lines[2 * i + 1]!, /^setup E(PERM|NOSYS)$/, `${policy}: no ring to make a ${what} socket with`);
+        });
+      }
+    });
+
     });
 
     it('i386 int 0x80 is killed, not allowed by omission', async function () {
