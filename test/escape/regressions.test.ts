@@ -1,8 +1,9 @@
 // Escape regressions, each named after what it reproduces; the malicious input is built inside the test.
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runSandboxed, SandboxOptionError } from '../../sandbox/index.js';
 import { alive, forEachIdentity, IS_ROOT, pidsInPidNamespace, probe, waitFor, worldReadableTmp } from '../helpers/env.js';
@@ -172,6 +173,37 @@ describe('binds over cubicle itself', () => {
       () => runSandboxed(['/bin/true'], { mounts: [{ type: 'bind', source: join(REPO, 'dist', 'native'), target: '/n' }] }),
       /cubicle's own code/,
     );
+  });
+
+  it('a read-write bind of the policies directory, koffi or its native binding is refused (a payload replaced default.json)', () => {
+    const require = createRequire(import.meta.url);
+    let koffi = dirname(require.resolve('koffi'));
+    while (!existsSync(join(koffi, 'package.json'))) koffi = dirname(koffi);
+    const native = join(koffi, '..', '@koromix', `koffi-${process.platform}-${process.arch}`);
+    const sources = [join(REPO, 'policies'), realpathSync(koffi), ...(existsSync(native) ? [realpathSync(native)] : [])];
+    for (const source of sources)
+      assert.throws(
+        () => runSandboxed(['/bin/true'], { mounts: [{ type: 'bind', source, target: '/x' }] }),
+        (e: unknown) => e instanceof SandboxOptionError && e.code === 'ERR_SANDBOX_BIND_SOURCE' && /cubicle's own code/.test(e.message),
+        source,
+      );
+  });
+
+  it('a read-write bind of the libseccomp that CUBICLE_LIBSECCOMP names is refused', () => {
+    const t = worldReadableTmp();
+    const saved = process.env.CUBICLE_LIBSECCOMP;
+    try {
+      writeFileSync(join(t.dir, 'libseccomp.so.2'), '');
+      process.env.CUBICLE_LIBSECCOMP = join(t.dir, 'libseccomp.so.2');
+      assert.throws(
+        () => runSandboxed(['/bin/true'], { policy: 'none', mounts: [{ type: 'bind', source: t.dir, target: '/x' }] }),
+        (e: unknown) => e instanceof SandboxOptionError && e.code === 'ERR_SANDBOX_BIND_SOURCE',
+      );
+    } finally {
+      if (saved === undefined) delete process.env.CUBICLE_LIBSECCOMP;
+      else process.env.CUBICLE_LIBSECCOMP = saved;
+      t.cleanup();
+    }
   });
 
   it('a read-only bind of it is fine, and the helper stays unwritable', async () => {
