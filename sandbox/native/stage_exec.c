@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/keyctl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <signal.h>
@@ -24,6 +25,15 @@ static void reset_signals(void) {
   sigemptyset(&none);
   if (sigprocmask(SIG_SETMASK, &none, NULL) < 0) die_sys("sigprocmask", errno, "unblocking signals");
   for (int sig = 1; sig < NSIG; sig++) signal(sig, SIG_DFL); /* SIGKILL/SIGSTOP/RT reserved fail: fine */
+}
+
+/* A new session, a new session keyring: the one the caller's process holds would otherwise stay possessed by the
+ * payload (possession grants access whatever the ids), with or without a filter. Joined after init's id change,
+ * so the keyring belongs to the sandbox's user; anonymous, so nothing outside can join it by name. */
+static void fresh_session_keyring(void) {
+  if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) >= 0) return;
+  if (errno == ENOSYS) return; /* a kernel without keys: there is no keyring to inherit */
+  die_sys("keyctl", errno, "KEYCTL_JOIN_SESSION_KEYRING: a fresh session keyring, so the caller's stays out of reach");
 }
 
 /* Everything but 0-2 closes on exec; the status and exec-report fds stay usable until then. */
@@ -82,6 +92,7 @@ void stage_exec_main(const struct plan *p, int exec_report_fd) {
   prctl(PR_SET_NAME, "cubicle-exec", 0, 0, 0);
   reset_signals();
   if (setsid() < 0) die_sys("setsid", errno, "new session");
+  fresh_session_keyring();
   limits_apply_rlimits(p);
   caps_drop_all();
   if (chdir(p->cwd) < 0) die_sys("chdir", errno, "working directory %s", p->cwd);

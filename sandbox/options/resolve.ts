@@ -1,12 +1,14 @@
 // The options of runSandboxed/spawnSandboxed: merged under a policy's defaults, then validated synchronously
 // (nothing runs before this), giving ResolvedOptions where every field is final.
-import { lstatSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, realpathSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, isAbsolute, normalize } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, SandboxOptionError } from '../errors.js';
 import { resolveLimits, type ResolvedLimits } from '../limits/resolve.js';
+import { POLICY_DIR } from '../policy/load.js';
+import { libseccompLibrary } from '../seccomp/libseccomp.js';
 import { OPTION_NAMES, type CgroupChoice, type PolicyOptions, type SandboxOptions } from '../types.js';
 import { parseSize } from '../units.js';
 
@@ -82,18 +84,38 @@ const stripSlash = (p: string): string => (p.length > 1 && p.endsWith('/') ? p.s
 
 let protectedCache: string[] | undefined;
 
-/** Host directories holding code that runs outside the sandbox: this package's build and koffi. */
-function protectedPaths(): string[] {
-  if (protectedCache) return protectedCache;
-  const dist = realpathSync(fileURLToPath(new URL('../..', import.meta.url))); // dist/ (compiled JS and the helper)
-  const paths = [dist];
+const realOrNull = (p: string): string | null => {
   try {
-    paths.push(realpathSync(dirname(createRequire(import.meta.url).resolve('koffi/package.json'))));
+    return realpathSync(p);
   } catch {
-    /* koffi not installed: nothing of it to protect */
+    return null;
   }
-  protectedCache = paths;
-  return paths;
+};
+
+/** Host paths that hold what cubicle runs or reads outside the sandbox, so no read-write bind may contain or
+ * sit inside one: its build (dist/: the compiled library and the helper), its shipped policies (and schema),
+ * koffi with its native binding, and libseccomp when CUBICLE_LIBSECCOMP names a file. The system libseccomp
+ * (found by soname) lives in root-owned system directories, which no sandbox can write: none maps to host root. */
+function protectedPaths(): string[] {
+  if (!protectedCache) {
+    const paths = [
+      realpathSync(fileURLToPath(new URL('../..', import.meta.url))), // dist/
+      realOrNull(POLICY_DIR),
+    ];
+    try {
+      // koffi's exports hide its package.json: find the package from its entry point. Its native binding is a
+      // package of its own beside it (where koffi loads it from), or under koffi's build/.
+      let koffi = dirname(createRequire(import.meta.url).resolve('koffi'));
+      while (!existsSync(`${koffi}/package.json`) && dirname(koffi) !== koffi) koffi = dirname(koffi);
+      paths.push(realOrNull(koffi), realOrNull(`${koffi}/../@koromix/koffi-${process.platform}-${process.arch}`));
+    } catch {
+      /* koffi not installed: nothing of it to protect */
+    }
+    protectedCache = paths.filter((p): p is string => p !== null);
+  }
+  const lib = libseccompLibrary();
+  const libPath = lib.includes('/') ? realOrNull(lib) : null;
+  return libPath ? [...protectedCache, libPath] : protectedCache;
 }
 
 /** An absolute, normalized inside path without '..'; `what` names the option in errors. */
@@ -166,7 +188,8 @@ function checkMount(m: unknown, i: number): ResolvedMount {
     if (own)
       throw new SandboxOptionError(
         `${where}.source`,
-        `a read-write bind of "${source}" would let the sandbox rewrite cubicle's own code (${own}), which runs unsandboxed; ` +
+        `a read-write bind of "${source}" would let the sandbox rewrite cubicle's own code or what it reads at run time (${own}), ` +
+          'which later runs would trust outside the sandbox; ' +
           'bind it read-only (readOnly: true / --ro-bind) and give the writable subdirectories their own binds',
         ErrorCode.bindSource,
       );

@@ -1,11 +1,12 @@
 // Escape regressions, each named after what it reproduces; the malicious input is built inside the test.
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runSandboxed, SandboxOptionError } from '../../sandbox/index.js';
-import { alive, forEachIdentity, IS_ROOT, pidsInPidNamespace, waitFor, worldReadableTmp } from '../helpers/env.js';
+import { alive, forEachIdentity, IS_ROOT, pidsInPidNamespace, probe, waitFor, worldReadableTmp } from '../helpers/env.js';
 
 const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 const REPO = fileURLToPath(new URL('../../..', import.meta.url));
@@ -174,6 +175,37 @@ describe('binds over cubicle itself', () => {
     );
   });
 
+  it('a read-write bind of the policies directory, koffi or its native binding is refused (a payload replaced default.json)', () => {
+    const require = createRequire(import.meta.url);
+    let koffi = dirname(require.resolve('koffi'));
+    while (!existsSync(join(koffi, 'package.json'))) koffi = dirname(koffi);
+    const native = join(koffi, '..', '@koromix', `koffi-${process.platform}-${process.arch}`);
+    const sources = [join(REPO, 'policies'), realpathSync(koffi), ...(existsSync(native) ? [realpathSync(native)] : [])];
+    for (const source of sources)
+      assert.throws(
+        () => runSandboxed(['/bin/true'], { mounts: [{ type: 'bind', source, target: '/x' }] }),
+        (e: unknown) => e instanceof SandboxOptionError && e.code === 'ERR_SANDBOX_BIND_SOURCE' && /cubicle's own code/.test(e.message),
+        source,
+      );
+  });
+
+  it('a read-write bind of the libseccomp that CUBICLE_LIBSECCOMP names is refused', () => {
+    const t = worldReadableTmp();
+    const saved = process.env.CUBICLE_LIBSECCOMP;
+    try {
+      writeFileSync(join(t.dir, 'libseccomp.so.2'), '');
+      process.env.CUBICLE_LIBSECCOMP = join(t.dir, 'libseccomp.so.2');
+      assert.throws(
+        () => runSandboxed(['/bin/true'], { policy: 'none', mounts: [{ type: 'bind', source: t.dir, target: '/x' }] }),
+        (e: unknown) => e instanceof SandboxOptionError && e.code === 'ERR_SANDBOX_BIND_SOURCE',
+      );
+    } finally {
+      if (saved === undefined) delete process.env.CUBICLE_LIBSECCOMP;
+      else process.env.CUBICLE_LIBSECCOMP = saved;
+      t.cleanup();
+    }
+  });
+
   it('a read-only bind of it is fine, and the helper stays unwritable', async () => {
     const r = await runSandboxed(
       ['/bin/sh', '-c', 'exec 2>&1; echo x > /proj/dist/native/cubicle-helper; mv /proj/dist/native/cubicle-helper /proj/x 2>&1; true'],
@@ -199,5 +231,45 @@ describe('binds over cubicle itself', () => {
     } finally {
       t.cleanup();
     }
+  });
+});
+
+describe("the caller's session keyring", () => {
+  /** Runs the probe's keyfind inside a sandbox under each policy, from a process whose session keyring holds a key. */
+  function keyfindUnderEveryPolicy(spawnAs: object): { host?: string; out?: Record<string, string> } {
+    const index = new URL('../../sandbox/index.js', import.meta.url).href;
+    const script = `import(${JSON.stringify(index)}).then(async (m) => {
+      const out = {};
+      for (const policy of ['none', 'default', 'judge', 'permissive']) {
+        // Audit mode: the filter lets keyctl through, so what is reachable is the keyring's doing, not the filter's.
+        const r = await m.runSandboxed(['/probe', 'keyfind', 'cubicle-test'], {
+          ...${JSON.stringify(spawnAs)}, policy, seccompLog: policy !== 'none', reject: false,
+          mounts: [{ type: 'bind', source: ${JSON.stringify(probe())}, target: '/probe', readOnly: true }],
+        });
+        out[policy] = r.verdict + '\\n' + r.stdout;
+      }
+      console.log(JSON.stringify(out));
+    })`;
+    const r = spawnSync(probe(), ['keysession', 'cubicle-test', 'secret', process.execPath, '-e', script], { encoding: 'utf8' });
+    if (r.status !== 0 || !r.stdout.startsWith('{')) return { host: `${r.status} ${r.stdout} ${r.stderr}` };
+    return { out: JSON.parse(r.stdout) as Record<string, string> };
+  }
+
+  forEachIdentity((id) => {
+    it("a key in the caller's session keyring is invisible inside under every policy (policy none read and overwrote it)", function () {
+      this.timeout(60_000);
+      const host = spawnSync(probe(), ['keysession', 'cubicle-test', 'secret', probe(), 'keyfind', 'cubicle-test'], { encoding: 'utf8' });
+      if (!/^read secret$/m.test(host.stdout)) {
+        console.log(`      skipped: this host has no usable session keyrings (the probe printed ${JSON.stringify(host.stdout)})`);
+        return this.skip();
+      }
+      const { host: failed, out } = keyfindUnderEveryPolicy(id.spawnAs);
+      assert.ok(out, `the keyring run failed: ${failed}`);
+      for (const [policy, text] of Object.entries(out)) {
+        assert.match(text, /^ok\n/, `${policy}: ${text}`);
+        assert.match(text, /^session keyring;1000;1000;[0-9a-f]+;_ses$/m, `${policy}: a fresh session keyring, the sandbox user's`);
+        assert.match(text, /^search ENOKEY$/m, `${policy}: the caller's key is out of reach`);
+      }
+    });
   });
 });

@@ -1,13 +1,11 @@
-// The filter in force: each denied syscall, argument filters, foreign ABIs, judge kills named, audit mode, real programs.
+// The filter in force: each denied syscall, argument filters, io_uring, foreign ABIs, judge kills named, audit mode.
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { errnoName } from '../../sandbox/os-names.js';
 import { loadPolicy } from '../../sandbox/policy/load.js';
 import { ARCH_TOKENS, libseccomp } from '../../sandbox/seccomp/libseccomp.js';
-import { forEachIdentity, probe, probeMount, worldReadableTmp } from '../helpers/env.js';
+import { forEachIdentity, probe, probeMount } from '../helpers/env.js';
 
 const X64 = ARCH_TOKENS.SCMP_ARCH_X86_64!;
 const nr = (name: string): number => libseccomp().resolveName(X64, name);
@@ -119,6 +117,28 @@ if (process.arch !== 'x64') {
       assert.match(okLines[3]!, /^\d+ OK$/, 'unix sockets are allowed');
     });
 
+    it('io_uring makes no socket the policy denies (IORING_OP_SOCKET made AF_VSOCK, netlink under permissive)', async function () {
+      const host = onHost(['uring-socket', '1', '1', '0'], (out) => out === 'socket OK\n');
+      if (host) {
+        console.log(`      skipped: IORING_OP_SOCKET of an AF_UNIX socket outside any sandbox ${host} (io_uring off, or Linux < 5.19)`);
+        return this.skip();
+      }
+      const families: [string, string][] = [
+        ['AF_VSOCK', '40 1 0'],
+        ['AF_NETLINK, NETLINK_GENERIC', '16 3 16'],
+        ['AF_PACKET', '17 3 0'],
+      ];
+      for (const policy of ['default', 'judge', 'permissive']) {
+        const script = families.map(([, a]) => `/probe syscall ${nr('socket')} ${a}; /probe uring-socket ${a}`).join('; ');
+        const r = await run(['/bin/sh', '-c', script], { mounts: probeMount(), policy });
+        const lines = (r.stdout as string).trim().split('\n');
+        families.forEach(([what], i) => {
+          assert.match(lines[2 * i]!, /^-1 E/, `${policy}: socket(${what}) is denied`);
+          assert.match(lines[2 * i + 1]!, /^setup E(PERM|NOSYS)$/, `${policy}: no ring to make a ${what} socket with`);
+        });
+      }
+    });
+
     it('i386 int 0x80 is killed, not allowed by omission', async function () {
       const host = hostI386();
       if (host.reason) {
@@ -207,34 +227,6 @@ if (process.arch !== 'x64') {
         ['ptrace', 'mknodat'],
       );
       assert.equal(r.seccomp!.mode, 'log');
-    });
-
-    it('real programs run under default and judge with no violation: gcc compile and run, python3, node', async function () {
-      this.timeout(120_000);
-      const t = worldReadableTmp();
-      try {
-        chmodSync(t.dir, 0o777);
-        writeFileSync(
-          join(t.dir, 'a.c'),
-          '#include <stdio.h>\nint main(void){long s=0;for(int i=0;i<1000;i++)s+=i;printf("%ld\\n",s);return 0;}\n',
-          { mode: 0o644 },
-        );
-        for (const policy of ['default', 'judge']) {
-          const programs: [string, string[], string][] = [
-            ['gcc', ['/bin/sh', '-c', 'gcc -O2 -o /tmp/a.out /job/a.c && /tmp/a.out'], '499500\n'],
-            ['python3', ['/usr/bin/python3', '-c', 'import json, math, re; print(json.dumps(math.factorial(5)))'], '120\n'],
-            ['node', [process.execPath, '-e', 'console.log([1,2,3].map((x) => x * 2).join(","))'], '2,4,6\n'],
-          ];
-          for (const [name, cmd, want] of programs) {
-            const r = await run(cmd, { policy, mounts: [{ type: 'bind', source: t.dir, target: '/job', readOnly: true }], reject: false });
-            assert.equal(r.verdict, 'ok', `${name} under ${policy}: ${r.stderr as string} ${JSON.stringify(r.violation)}`);
-            assert.equal(r.stdout, want, `${name} under ${policy}`);
-            assert.deepEqual(r.seccomp!.violations, []);
-          }
-        }
-      } finally {
-        t.cleanup();
-      }
     });
   });
 

@@ -150,6 +150,18 @@ describe('policies', () => {
     }
   });
 
+  it('no shipped policy that restricts anything allows io_uring, whose operations bypass the filter', () => {
+    for (const { name } of listPolicies()) {
+      const p = loadPolicy(name).seccomp;
+      if (!p) continue;
+      const restricts = p.defaultAction !== 'SCMP_ACT_ALLOW' || p.syscalls.some((r) => r.action !== 'SCMP_ACT_ALLOW');
+      if (!restricts) continue;
+      const rules = p.syscalls.filter((r) => r.names.includes('io_uring_setup'));
+      const allowed = rules.length ? rules.some((r) => r.action === 'SCMP_ACT_ALLOW') : p.defaultAction === 'SCMP_ACT_ALLOW';
+      assert.equal(allowed, false, `${name} allows io_uring_setup`);
+    }
+  });
+
   it('compiled filters are cached by content hash', () => {
     const p = loadPolicy('judge').seccomp!;
     const a = compileProfile(p, 'enforce');
