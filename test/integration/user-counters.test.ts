@@ -17,7 +17,8 @@ function hostCanInotify(uid: number | undefined, gid: number | undefined): strin
     '/usr/bin/python3',
     [
       '-c',
-      'import ctypes, os\nl = ctypes.CDLL(None, use_errno=True)\nfd = l.inotify_init()\nprint("ok" if fd >= 0 else os.strerror(ctypes.get_errno()))',
+      'import ctypes, os\nl = ctypes.CDLL(None, use_errno=True)\n' +
+        'print("ok" if l.inotify_init() >= 0 else os.strerror(ctypes.get_errno()))',
     ],
     { encoding: 'utf8', ...(uid !== undefined ? { uid, gid } : {}) },
   );
