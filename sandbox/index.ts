@@ -2,6 +2,7 @@
 export { runSandboxed, spawnSandboxed, type SandboxProcess } from './api/run.js';
 export type {
   AppliedLimit,
+  HostIds,
   LimitOptions,
   Mechanism,
   MountSpec,

@@ -60,6 +60,10 @@ export interface SandboxOptions {
   /** When the caller is root: the unprivileged host uid/gid the sandbox maps to. Default 65534. Never 0. */
   hostUid?: number;
   hostGid?: number;
+  /** When the caller is root and gives no hostUid: host ids to give each concurrent sandbox a uid (and the same
+   *  gid) of its own, locked for the run's life. Default from CUBICLE_HOST_ID_RANGE ("START:COUNT"), else
+   *  { start: 1000000000, count: 65536 }. */
+  hostIdRange?: { start: number; count: number };
   /** When the caller is root: create the sandbox as this host user, so namespaces are made without privilege. */
   runAs?: { uid: number; gid: number };
   /** Extra binds and tmpfs mounts, applied after the default view (so they may cover parts of it). */
@@ -113,6 +117,7 @@ export const OPTION_NAMES = [
   'username',
   'hostUid',
   'hostGid',
+  'hostIdRange',
   'runAs',
   'mounts',
   'rootSize',
@@ -268,6 +273,16 @@ export interface AppliedLimit {
   readBack?: number;
 }
 
+/** The host ids the sandbox maps to, which its per-user kernel counters (tasks, inotify, mqueue bytes, pending
+ *  signals, namespaces) are charged to. */
+export interface HostIds {
+  uid: number;
+  gid: number;
+  /** 'own': a uid no other sandbox of this host uses while it runs (root's hostIdRange); 'shared': the caller's
+   *  own uid or a fixed hostUid, where each counter is capped inside at half of the host's limit. */
+  counters: 'own' | 'shared';
+}
+
 export interface SandboxResult {
   command: readonly string[];
   stdout: string | Buffer | undefined;
@@ -291,6 +306,8 @@ export interface SandboxResult {
   violation: SeccompViolation | undefined;
   /** Each limit that was set: its value and the mechanism that enforced it. */
   limits: Partial<Record<(typeof LIMIT_NAMES)[number], AppliedLimit>>;
+  /** The host ids the sandbox mapped to, and whether its per-user counters were its own. */
+  hostIds?: HostIds;
 }
 
 // Compile-time checks that the name lists above name every field of their interface.

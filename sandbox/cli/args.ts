@@ -67,7 +67,7 @@ Options:
   --hostname NAME        hostname inside (default cubicle)
   --uid N, --gid N       ids inside (default 1000)
   --host-uid N, --host-gid N
-                         as root: the unprivileged host ids the sandbox maps to (default 65534)
+                         as root: fixed host ids the sandbox maps to (default: ids of its own)
   --timeout SECONDS      wall-clock limit (fractions or units: 1.5, 500ms, 2m)
   --policy NAME|PATH     a shipped policy (default, judge, permissive, none) or a policy file
   --seccomp-log          audit mode: report what the filter would deny, and let every call proceed

@@ -31,6 +31,8 @@ export interface ResolvedOptions {
   username: string;
   outerUid: number;
   outerGid: number;
+  /** Root without a hostUid: outerUid/outerGid are leased per run from this range (they hold its start until then). */
+  hostIdRange?: { start: number; count: number };
   runAs?: { uid: number; gid: number };
   mounts: ResolvedMount[];
   rootSize: number;
@@ -78,6 +80,26 @@ function checkHostDir(option: string, p: unknown): string {
   }
   if (!statSync(real).isDirectory()) fail(option, `${option} ${p} is not a directory`);
   return real;
+}
+
+/** Root's default range of per-sandbox host ids: far above the ids of users, system accounts and the usual
+ *  /etc/subuid allocations (which start at 100000, 65536 each). */
+export const DEFAULT_HOST_ID_RANGE = { start: 1_000_000_000, count: 65536 };
+
+function checkIdRange(option: string, v: unknown): { start: number; count: number } {
+  if (typeof v === 'string') {
+    const m = /^(\d+):(\d+)$/.exec(v.trim());
+    if (!m) return fail(option, `${option} must be "START:COUNT", got ${JSON.stringify(v)}`);
+    v = { start: Number(m[1]), count: Number(m[2]) };
+  }
+  const r = v as Record<string, unknown>;
+  if (typeof r !== 'object' || r === null) return fail(option, `${option} must be { start, count }`);
+  const { start, count } = r;
+  if (typeof start !== 'number' || !Number.isInteger(start) || typeof count !== 'number' || !Number.isInteger(count) || count < 1)
+    return fail(option, `${option} must be { start, count } with integers, count at least 1`);
+  if (start < 1 || start + count - 1 > 0xfffffffe || (start <= 65535 && start + count - 1 >= 65534))
+    fail(option, `${option} must lie within 1-4294967294, never 0 and not over 65534/65535 (nobody, the overflow id)`);
+  return { start, count };
 }
 
 const stripSlash = (p: string): string => (p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p);
@@ -253,7 +275,19 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
   const callerGid = runAs?.gid ?? process.getegid!();
   let outerUid = callerUid;
   let outerGid = callerGid;
-  if (callerUid === 0) {
+  let hostIdRange: { start: number; count: number } | undefined;
+  if (o.hostIdRange !== undefined && (callerUid !== 0 || o.hostUid !== undefined || o.hostGid !== undefined))
+    fail('hostIdRange', 'hostIdRange is for a root caller that gives no hostUid/hostGid (each sandbox then gets ids of its own)');
+  if (callerUid === 0 && o.hostUid === undefined && o.hostGid === undefined) {
+    const env = process.env.CUBICLE_HOST_ID_RANGE;
+    hostIdRange =
+      o.hostIdRange !== undefined
+        ? checkIdRange('hostIdRange', o.hostIdRange)
+        : env
+          ? checkIdRange('CUBICLE_HOST_ID_RANGE', env)
+          : DEFAULT_HOST_ID_RANGE;
+    outerUid = outerGid = hostIdRange.start;
+  } else if (callerUid === 0) {
     outerUid = checkId('hostUid', o.hostUid, 65534);
     outerGid = checkId('hostGid', o.hostGid, 65534);
     if (outerUid === 0 || outerGid === 0)
@@ -321,6 +355,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     username,
     outerUid,
     outerGid,
+    ...(hostIdRange ? { hostIdRange } : {}),
     ...(runAs ? { runAs } : {}),
     mounts,
     rootSize: checkSize('rootSize', o.rootSize, 16 << 20),

@@ -5,7 +5,7 @@ import type { ResolvedLimits } from '../limits/resolve.js';
 import { signalName } from '../os-names.js';
 import type { PlanOp } from '../plan/ops.js';
 import type { ExitEvent, StopKind } from '../protocol/events.js';
-import type { NotifyMode, SandboxResult, SandboxUsage, SeccompViolation, SetupFailure, Verdict } from '../types.js';
+import type { HostIds, NotifyMode, SandboxResult, SandboxUsage, SeccompViolation, SetupFailure, Verdict } from '../types.js';
 import type { RunRecord, SupervisorStopReason } from './record.js';
 import { helperFailure, toSetupFailure } from './setup-failure.js';
 
@@ -17,6 +17,8 @@ export interface JudgeContext {
   plan: readonly PlanOp[];
   seccomp: { policy: string; mode: 'enforce' | 'log'; notify: NotifyMode; name(arch: number, nr: number): SeccompViolation } | undefined;
   encoding: 'utf8' | 'buffer';
+  /** The host ids the sandbox mapped to (whose per-user counters it used). */
+  hostIds?: HostIds;
 }
 
 /** The verdict each timed stop stands for (a user's kill is no verdict: the run ends as its status says). */
@@ -40,12 +42,8 @@ const STOP_VERDICT: Record<StopKind | SupervisorStopReason, Verdict | undefined>
 const UNTIMED_EVIDENCE: readonly { verdict: Verdict; seen(f: Facts): boolean }[] = [
   // a sample that came too late to kill (the payload was already exiting) saw memory over the limit
   { verdict: 'memory-limit', seen: (f) => f.limits.memoryBytes !== undefined && f.sampledMemory > f.limits.memoryBytes },
-  // the pids controller refused a fork, or the sampler saw more tasks than allowed
-  {
-    verdict: 'process-limit',
-    seen: (f) =>
-      f.limits.processes !== undefined && ((f.cgroup?.pidsRefused ?? 0) > 0 || (f.exit?.sample?.peakTasks ?? 0) > f.limits.processes),
-  },
+  // the pids controller refused a task and the payload did not finish successfully (see processCapHit)
+  { verdict: 'process-limit', seen: (f) => f.refusedTask && f.exit?.code !== 0 },
   // the kernel's OOM killer acted in the memory cgroup (a refused fork is the likelier first cause)
   { verdict: 'memory-limit', seen: (f) => (f.cgroup?.oomKills ?? 0) > 0 },
   // the kernel's own seccomp kill (a foreign ABI such as i386 int 0x80 or x32): SIGSYS under a filter
@@ -72,7 +70,32 @@ interface Facts {
   filtered: boolean;
   /** Peak memory from init's samples, when the sampler (not a memory cgroup) measured it. */
   sampledMemory: number;
+  /** The kernel refused a task past the process cap (the pids cgroup counted it). */
+  refusedTask: boolean;
+  /** Without a pids cgroup (refusals are not counted there): the sampler saw the sandbox holding every task
+   *  the cap allows, with a cap of at least 2 (a single process is always at a cap of 1). */
+  sampledAtCap: boolean;
 }
+
+/**
+ * Process-cap evidence. The kernel holds the payload to N tasks: a fork or thread creation past N fails with
+ * EAGAIN and the program goes on. A refusal is a limit passed, so the run is process-limit when it did not
+ * finish successfully (exit 0 means the program handled the refusal, as with a write refused by fileSize);
+ * and it happened before any time limit that then stopped the run (a fork bomb spins at the cap until one).
+ * With a pids cgroup the refusals are counted; without one they cannot be seen, and a time limit that stops a
+ * sandbox the sampler saw at its cap counts instead (a nonzero exit there keeps its own verdict).
+ */
+export function processCapHit(
+  cap: number | undefined,
+  exit: ExitEvent | undefined,
+  pidsRefused: number | undefined,
+): Pick<Facts, 'refusedTask' | 'sampledAtCap'> {
+  if (cap === undefined) return { refusedTask: false, sampledAtCap: false };
+  if (pidsRefused !== undefined) return { refusedTask: pidsRefused > 0, sampledAtCap: false };
+  return { refusedTask: false, sampledAtCap: cap >= 2 && (exit?.sample?.peakTasks ?? 0) >= cap };
+}
+
+const TIME_VERDICTS: readonly Verdict[] = ['cpu-time-limit', 'wall-time-limit'];
 
 const us = (v: number): number => v / 1000;
 
@@ -115,7 +138,11 @@ export function decideVerdict(record: RunRecord, failure: SetupFailure | undefin
   timed.sort((a, b) => a.atUs - b.atUs); // stable: the helper's stops first on a tie
   // A cancel or timeout explains a setup that never finished; any other failure is the verdict.
   if (failure) return timed.find((t) => t.verdict === 'canceled' || t.verdict === 'wall-time-limit')?.verdict ?? 'setup-error';
-  if (timed.length) return timed[0]!.verdict;
+  if (timed.length) {
+    const first = timed[0]!.verdict;
+    if (TIME_VERDICTS.includes(first) && (f.refusedTask || f.sampledAtCap)) return 'process-limit';
+    return first;
+  }
   const evidence = UNTIMED_EVIDENCE.find((e) => e.seen(f));
   if (evidence) return evidence.verdict;
   const code = f.exit?.code;
@@ -149,6 +176,7 @@ export function judge(record: RunRecord, ctx: JudgeContext): SandboxResult {
     signal,
     filtered: ctx.seccomp !== undefined,
     sampledMemory: record.cgroup?.counters.peakMemoryBytes === undefined ? (exit?.sample?.peakMemory ?? 0) : 0,
+    ...processCapHit(ctx.applied.processes?.value ?? ctx.limits.processes, exit, record.cgroup?.counters.pidsRefused),
   };
   const verdict = decideVerdict(record, failure, facts);
 
@@ -181,5 +209,6 @@ export function judge(record: RunRecord, ctx: JudgeContext): SandboxResult {
     seccomp: ctx.seccomp ? { policy: ctx.seccomp.policy, mode: ctx.seccomp.mode, violations } : undefined,
     violation,
     limits: applied,
+    ...(ctx.hostIds ? { hostIds: ctx.hostIds } : {}),
   };
 }

@@ -5,14 +5,17 @@ import { SandboxOptionError } from '../errors.js';
 import { Op, type PlanOp } from './ops.js';
 import type { AppliedLimit, LIMIT_NAMES } from '../types.js';
 import type { ResolvedLimits } from '../limits/resolve.js';
+import { hostRlimit, hostUcountMax } from '../host/user-limits.js';
 
-/** Tasks the kernel still allows past the process limit, so the sampler sees the limit passed. */
-export const processHeadroom = (n: number): number => Math.max(4, Math.ceil(n / 4));
+/** Tasks (processes and threads) a sandbox may hold at once when the caller sets no process limit: protects
+ *  the host from a fork bomb; raise it with limits.processes. */
+export const DEFAULT_PROCESSES = 1024;
 
 /** How often init samples the sandbox when something is watched. */
 export const SAMPLE_INTERVAL_US = 10_000;
 
-/** Per-user kernel counters capped inside the sandbox's own user namespace (protects the host user's). */
+/** Per-user kernel counters capped inside the sandbox's own user namespace (protects the host user's): at most
+ *  these, and never more than half of the host's own cap (see ucountCaps). */
 export const UCOUNT_CAPS: Record<string, number> = {
   inotify_instances: 128,
   inotify_watches: 65536,
@@ -27,6 +30,30 @@ export const UCOUNT_CAPS: Record<string, number> = {
   cgroup_namespaces: 16,
   time_namespaces: 16,
 };
+
+/** Half of a host limit (at least 1): what one sandbox may take of a counter it shares with the host user. */
+const half = (n: number): number => Math.max(1, Math.floor(n / 2));
+
+/** The caps init writes to /proc/sys/user/max_* inside: each fixed cap, lowered to half of the host's. */
+export function ucountCaps(hostMax: (name: string) => number | null = hostUcountMax): Record<string, number> {
+  const caps: Record<string, number> = {};
+  for (const [name, cap] of Object.entries(UCOUNT_CAPS)) {
+    const host = hostMax(name);
+    caps[name] = host === null ? cap : Math.min(cap, half(host));
+  }
+  return caps;
+}
+
+/** Per-user rlimits charged to the sandbox's host uid that would otherwise be inherited whole (mqueue bytes,
+ *  pending signals): half of this process's soft limit, so the host user keeps the other half. */
+export function sharedRlimitCaps(get: typeof hostRlimit = hostRlimit): { msgqueue?: number; sigpending?: number } {
+  const caps: { msgqueue?: number; sigpending?: number } = {};
+  for (const name of ['msgqueue', 'sigpending'] as const) {
+    const l = get(name);
+    if (l && Number.isFinite(l.soft)) caps[name] = name === 'msgqueue' ? Math.floor(l.soft / 2) : half(l.soft);
+  }
+  return caps;
+}
 
 export interface LimitPlan {
   /** Ops placed before the root (cgroup joins) and among the init/payload ops. */
@@ -57,9 +84,11 @@ export function planLimits(
   const initOps: PlanOp[] = [];
   const payloadOps: PlanOp[] = [];
   const wantsCgroup = l.memoryBytes !== undefined || l.processes !== undefined || l.cpuTimeMs !== undefined;
+  // The process cap: the caller's, or the default. Exactly that many payload tasks may live at once.
+  const processes = l.processes ?? DEFAULT_PROCESSES;
   let cgroup: CgroupPlan | undefined;
   if (wantsCgroup) {
-    const pidsMax = l.processes === undefined ? undefined : l.processes + 1 + processHeadroom(l.processes); // init is in the group
+    const pidsMax = processes + 1; // init is in the group too (and on v1 stage 0, which v1.ts adds)
     const planned = planCgroup({ memoryBytes: l.memoryBytes, pidsMax }, runId, req);
     const why = 'reason' in planned ? planned.reason : undefined;
     if (!('reason' in planned)) {
@@ -81,7 +110,10 @@ export function planLimits(
       );
   }
   const cgMech = cgroup?.version === 'v2' ? 'cgroup-v2' : 'cgroup-v1';
-  for (const [name, value] of Object.entries(UCOUNT_CAPS)) initOps.push(Op.ucount(name, value));
+  for (const [name, value] of Object.entries(ucountCaps())) initOps.push(Op.ucount(name, value));
+  const shared = sharedRlimitCaps();
+  if (shared.msgqueue !== undefined) payloadOps.push(Op.rlimit('msgqueue', shared.msgqueue, shared.msgqueue));
+  if (shared.sigpending !== undefined) payloadOps.push(Op.rlimit('sigpending', shared.sigpending, shared.sigpending));
 
   const grace = l.extraTimeMs;
   const watch = {
@@ -108,14 +140,16 @@ export function planLimits(
       payloadOps.push(Op.rlimit('data', backstop, backstop));
     }
   }
-  if (l.processes !== undefined) {
-    // More than N tasks at once gets the sandbox killed by init; the kernel refuses tasks past N + headroom
-    // (the headroom lets the sampler see a fork bomb pass N before the kernel caps it).
-    if (cgroup?.pidsDir) applied.processes = { value: l.processes, unit: 'count', mechanism: `${cgMech}+sampling` };
-    else {
-      applied.processes = { value: l.processes, unit: 'count', mechanism: 'rlimit+sampling' };
-      // RLIMIT_NPROC counts per user namespace and uid (Linux 5.14+): init, N payload tasks, the headroom.
-      const cap = l.processes + 1 + processHeadroom(l.processes);
+  // At most `processes` payload tasks alive at once, enforced by the kernel: a fork or thread creation past it
+  // fails with EAGAIN and the program goes on (outcome/judge.ts decides when that is process-limit).
+  if (cgroup?.pidsDir) applied.processes = { value: processes, unit: 'count', mechanism: `${cgMech}+sampling` };
+  else {
+    // RLIMIT_NPROC counts per user namespace and uid (Linux 5.14+); init has the payload's uid in the
+    // sandbox's namespace, so it is one of the count. It cannot be raised past this process's hard limit.
+    const hard = hostRlimit('nproc')?.hard ?? Infinity;
+    const cap = Math.min(processes + 1, hard);
+    if (l.processes !== undefined || cap > 1) {
+      applied.processes = { value: cap - 1, unit: 'count', mechanism: l.processes !== undefined ? 'rlimit+sampling' : 'rlimit' };
       payloadOps.push(Op.rlimit('nproc', cap, cap));
     }
   }

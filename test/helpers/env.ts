@@ -14,7 +14,7 @@ export interface Identity {
   label: string;
   /** Options that make the sandbox be created as this identity. */
   spawnAs: SandboxOptions;
-  /** The host uid/gid the sandbox's ids map to. */
+  /** The host uid/gid the sandbox's ids map to (as root: the shared fallback; each run leases ids of its own). */
   outerUid: number;
   outerGid: number;
   rootless: boolean;
@@ -25,7 +25,7 @@ export function identities(): Identity[] {
   const me = process.geteuid!();
   const list: Identity[] = [
     {
-      label: IS_ROOT ? 'as root (maps to 65534)' : `as uid ${me}`,
+      label: IS_ROOT ? 'as root (own host ids per sandbox)' : `as uid ${me}`,
       spawnAs: {},
       outerUid: IS_ROOT ? 65534 : me,
       outerGid: IS_ROOT ? 65534 : process.getegid!(),

@@ -2,6 +2,7 @@
 import { strict as assert } from 'node:assert';
 import { chmodSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { DEFAULT_HOST_ID_RANGE } from '../../sandbox/options/resolve.js';
 import { forEachIdentity, IS_ROOT, worldReadableTmp } from '../helpers/env.js';
 
 forEachIdentity((id, run) => {
@@ -17,23 +18,26 @@ forEachIdentity((id, run) => {
     assert.equal(root.stdout, '0\nroot\n0000000000000000\n', 'uid 0 inside has no capabilities');
   });
 
-  it(`maps the inner id to host ${id.outerUid} with a single-id map and setgroups denied`, async () => {
+  const to = id.rootless ? `host ${id.outerUid}` : "host ids of the sandbox's own";
+  it(`maps the inner id to ${to} with a single-id map and setgroups denied`, async () => {
     const r = await run('cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups');
     const lines = (r.stdout as string)
       .trim()
       .split('\n')
       .map((l) => l.trim().split(/\s+/).join(' '));
-    assert.deepEqual(lines, [`1000 ${id.outerUid} 1`, `1000 ${id.outerGid} 1`, 'deny']);
+    assert.deepEqual(lines, [`1000 ${r.hostIds!.uid} 1`, `1000 ${r.hostIds!.gid} 1`, 'deny']);
+    if (id.rootless) assert.deepEqual([r.hostIds!.uid, r.hostIds!.gid], [id.outerUid, id.outerGid]);
+    else assert.ok(r.hostIds!.uid >= DEFAULT_HOST_ID_RANGE.start && r.hostIds!.counters === 'own', `host uid ${r.hostIds!.uid}`);
   });
 
   it('files written to a rw bind belong to the mapped host id, never host root', async () => {
     const t = worldReadableTmp();
     try {
       chmodSync(t.dir, 0o777);
-      await run(['/bin/sh', '-c', 'echo x > /out/made-inside'], { mounts: [{ type: 'bind', source: t.dir, target: '/out' }] });
+      const r = await run(['/bin/sh', '-c', 'echo x > /out/made-inside'], { mounts: [{ type: 'bind', source: t.dir, target: '/out' }] });
       const st = statSync(join(t.dir, 'made-inside'));
-      assert.equal(st.uid, id.outerUid);
-      assert.equal(st.gid, id.outerGid);
+      assert.equal(st.uid, r.hostIds!.uid);
+      assert.equal(st.gid, r.hostIds!.gid);
       assert.notEqual(st.uid, 0);
     } finally {
       t.cleanup();

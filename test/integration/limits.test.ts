@@ -34,17 +34,13 @@ forEachIdentity((_id, run) => {
       const go = (cmd: string[], o: SandboxOptions = {}) =>
         run(cmd, { ...m.opts, reject: false, ...o, mounts: [...(probeMount() ?? []), ...(o.mounts ?? [])] });
 
-      it('a fork bomb is contained: process-limit, and the host stays responsive', async () => {
+      it('a fork bomb is held at exactly its cap, spins there until a time limit, and is process-limit', async () => {
         // A bomb that keeps forking (every process retries forever), as real ones do.
         const r = await go(['/usr/bin/python3', '-c', 'import os\nwhile True:\n  try: os.fork()\n  except OSError: pass'], {
-          limits: { processes: 30, wallTime: 10_000 },
+          limits: { processes: 30, wallTime: 2000 },
         });
-        assert.equal(r.verdict, 'process-limit');
-        assert.ok(
-          r.usage!.peakProcesses! > 30 && r.usage!.peakProcesses! <= 38,
-          `peak ${r.usage!.peakProcesses} (the kernel caps at 30 + 8 headroom)`,
-        );
-        assert.ok(r.usage!.wallMs < 5000, 'killed at once');
+        assert.equal(r.verdict, 'process-limit', 'a refused fork came before the wall limit that stopped it');
+        assert.ok(r.usage!.peakProcesses! <= 30, `peak ${r.usage!.peakProcesses} (the kernel holds it at 30)`);
         const t = Date.now();
         assert.equal(spawnSync('/bin/true').status, 0);
         assert.ok(Date.now() - t < 2000, 'the host still spawns processes');
@@ -276,7 +272,8 @@ forEachIdentity((_id, run) => {
       ],
       { policy: 'none', limits: { openFiles: 4096 } },
     );
-    assert.equal(r.stdout, '128 16\n128 Too many open files\n');
+    const inotify = Math.min(128, Math.floor(Number(readFileSync('/proc/sys/user/max_inotify_instances', 'utf8')) / 2)); // half the host's
+    assert.equal(r.stdout, `${inotify} 16\n${inotify} Too many open files\n`);
   });
 });
 
@@ -388,7 +385,11 @@ describe('limit options', () => {
 
   it('the result names each limit with its value and mechanism', async () => {
     const r = await runSandboxed(['/bin/true'], { limits: { cpuTime: '1.5s', memory: '128M', fileSize: '1M', outputLimit: '1K' } });
-    assert.deepEqual(Object.keys(r.limits).sort(), ['cpuTime', 'fileSize', 'memory', 'outputLimit']);
+    assert.deepEqual(
+      Object.keys(r.limits).sort(),
+      ['cpuTime', 'fileSize', 'memory', 'outputLimit', 'processes'],
+      'processes: the default cap',
+    );
     assert.equal(r.limits.cpuTime!.value, 1500);
     assert.equal(r.limits.memory!.value, 128 << 20);
     assert.equal(r.limits.outputLimit!.mechanism, 'supervisor');

@@ -123,6 +123,19 @@ describe('outcome: judging a run record', () => {
     assert.deepEqual([r.verdict, r.signal], ['signaled', 'SIGTERM']);
   });
 
+  it('a fork bomb spinning at its process cap until a time limit is process-limit (with a pids cgroup or without)', () => {
+    const limits = { processes: 10, wallTimeMs: 1000 };
+    const atCap = { samples: 50, peakMemory: 0, peakTasks: 10 };
+    const wallStop = { terminal: exitEvent({ code: undefined, signal: 9, sample: atCap, stops: [stop('wall', 1_000_000)] }) };
+    assert.equal(judge(record(wallStop), ctx(limits)).verdict, 'process-limit', 'sampled at the cap, then the wall limit');
+    const refused = { ...wallStop, cgroup: { counters: { pidsRefused: 500 }, readBack: {} } };
+    assert.equal(judge(record(refused), ctx(limits)).verdict, 'process-limit', 'refused forks, then the wall limit');
+    const none = { ...wallStop, cgroup: { counters: { pidsRefused: 0 }, readBack: {} } };
+    assert.equal(judge(record(none), ctx(limits)).verdict, 'wall-time-limit', 'at the cap, but the pids cgroup refused nothing');
+    const one = judge(record(wallStop), ctx({ processes: 1, wallTimeMs: 1000 })).verdict;
+    assert.equal(one, 'wall-time-limit', 'a single process is always at a cap of 1: no evidence');
+  });
+
   it("untimed evidence, in priority order, over the payload's status", () => {
     const limits = { memoryBytes: 64 << 20, processes: 10, cpuTimeMs: 100, wallTimeMs: 1000 };
     const cases: [Partial<RunRecord>, string, string][] = [
@@ -142,9 +155,14 @@ describe('outcome: judging a run record', () => {
         'forks the pids controller refused',
       ],
       [
-        { terminal: exitEvent({ code: 0, sample: { samples: 5, peakMemory: 0, peakTasks: 11 } }) },
-        'process-limit',
-        'more tasks sampled than allowed',
+        { cgroup: { counters: { pidsRefused: 3 }, readBack: {} }, terminal: exitEvent({ code: 0 }) },
+        'ok',
+        'forks refused, but the program handled it and exited 0',
+      ],
+      [
+        { terminal: exitEvent({ code: 1, sample: { samples: 5, peakMemory: 0, peakTasks: 10 } }) },
+        'nonzero-exit',
+        'at the cap without a pids cgroup (refusals unseen): its own status',
       ],
       [
         { terminal: exitEvent({ code: 0, rusage: { ...exitEvent().rusage, utimeUs: 150_000 } }) },
