@@ -307,7 +307,7 @@ export interface SandboxResult {
   /** Each limit that was set: its value and the mechanism that enforced it. */
   limits: Partial<Record<(typeof LIMIT_NAMES)[number], AppliedLimit>>;
   /** The host ids the sandbox mapped to, and whether its per-user counters were its own. */
-  hostIds?: HostIds;
+  hostIds: HostIds;
 }
 
 // Compile-time checks that the name lists above name every field of their interface.

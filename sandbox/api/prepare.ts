@@ -12,9 +12,8 @@ import { DEFAULT_POLICY, loadPolicy, type ResolvedPolicy } from '../policy/load.
 import { compileProfile, type CompiledFilter } from '../seccomp/compile.js';
 import { ARCH_TOKENS, libseccomp, SeccompUnavailableError } from '../seccomp/libseccomp.js';
 import { ProfileError } from '../seccomp/profile.js';
-import { leaseHostIds } from '../supervisor/host-ids.js';
 import type { SuperviseInput } from '../supervisor/supervisor.js';
-import type { HostIds, SandboxOptions, SeccompViolation, SetupFailure } from '../types.js';
+import type { SandboxOptions, SeccompViolation, SetupFailure } from '../types.js';
 
 let runCounter = 0;
 
@@ -31,12 +30,7 @@ export interface PreparedRun {
   supervise: SuperviseInput;
   /** What judging the run's record needs. */
   judge: JudgeContext;
-  /** Gives back host ids leased for this run (a no-op when none were); call once the run is over. */
-  release: () => void;
 }
-
-/** Nobody: the shared host ids of a root caller's sandbox when no ids of its own can be leased. */
-const SHARED_HOST_ID = 65534;
 
 const ARCH_NAMES = new Map(Object.entries(ARCH_TOKENS).map(([k, v]) => [v, k.replace('SCMP_ARCH_', '').toLowerCase()]));
 
@@ -51,9 +45,9 @@ function nameViolation(arch: number, nr: number): SeccompViolation {
 }
 
 /** Validates everything and builds the plan; throws SandboxOptionError/PolicyError for bad input and
- *  SandboxHostError when the host lacks what every run needs. Creates nothing, unless `lease` is set: then a
- *  root caller's sandbox leases host ids of its own (see supervisor/host-ids.ts) until `release()`. */
-export function prepareRun(cmd: unknown, call: SandboxOptions = {}, lease = false): PreparedRun {
+ *  SandboxHostError when the host lacks what every run needs. Creates nothing: a root caller's host ids of its
+ *  own (hostIdRange) are leased by the supervisor, which puts them into the plan's userns op. */
+export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun {
   if (typeof call !== 'object' || call === null) resolveOptions(cmd, call); // throws the option error
   const policy = loadPolicy(call.policy ?? DEFAULT_POLICY);
   const options = resolveOptions(cmd, mergeOptions(policy.options, call));
@@ -91,25 +85,9 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}, lease = fals
     parent: options.cgroupParent,
     runAs: options.runAs !== undefined,
   });
-  let release = (): void => {};
-  let hostIds: HostIds = { uid: options.outerUid, gid: options.outerGid, counters: options.hostIdRange ? 'own' : 'shared' };
-  if (lease && options.hostIdRange) {
-    const held = leaseHostIds(options.hostIdRange);
-    hostIds = held ? { uid: held.uid, gid: held.gid, counters: 'own' } : { uid: SHARED_HOST_ID, gid: SHARED_HOST_ID, counters: 'shared' };
-    options.outerUid = hostIds.uid;
-    options.outerGid = hostIds.gid;
-    if (held) release = held.release;
-  }
   const notify = filter?.notify ?? 'none';
-  let plan: PlanOp[];
-  let planBytes: ReturnType<typeof encodePlan>;
-  try {
-    plan = buildPlan(options, hostViewOps(), notify, limits);
-    planBytes = encodePlan(plan);
-  } catch (e) {
-    release();
-    throw e;
-  }
+  const plan = buildPlan(options, hostViewOps(), notify, limits);
+  const planBytes = encodePlan(plan); // refuses an oversize plan before anything runs
   const seccomp = filter ? ({ policy: policy.name, mode, notify, name: nameViolation } as const) : undefined;
   return {
     options,
@@ -119,6 +97,7 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}, lease = fals
     limits,
     supervise: {
       options,
+      plan,
       planBytes,
       bpf: filter?.bpf ?? new Uint8Array(0),
       cgroup: limits.cgroup,
@@ -126,7 +105,6 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}, lease = fals
       // init's sampler kills at the limit; the supervisor's timer is a backstop a second behind it
       backstopSlackMs: plan.some((p) => p.op === 'watch') ? 1000 : 0,
     },
-    judge: { argv: options.argv, limits: options.limits, applied: limits.applied, plan, seccomp, encoding: options.encoding, hostIds },
-    release,
+    judge: { argv: options.argv, limits: options.limits, applied: limits.applied, plan, seccomp, encoding: options.encoding },
   };
 }

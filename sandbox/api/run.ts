@@ -21,15 +21,8 @@ function settle(p: PreparedRun, record: RunRecord): SandboxResult {
  * SandboxError carrying the result, unless `reject: false`.
  */
 export function runSandboxed(cmd: string | readonly string[], options?: SandboxOptions): Promise<SandboxResult> {
-  const p = prepareRun(cmd, options, true);
-  let record: Promise<RunRecord>;
-  try {
-    record = supervise(p.supervise, true).record.finally(p.release);
-  } catch (e) {
-    p.release();
-    throw e;
-  }
-  return record.then((r) => settle(p, r));
+  const p = prepareRun(cmd, options);
+  return supervise(p.supervise, true).record.then((record) => settle(p, record));
 }
 
 export interface SandboxProcess {
@@ -46,15 +39,9 @@ export interface SandboxProcess {
 
 /** Starts a command in a fresh sandbox and returns its streams; `stdin: 'pipe'` gives a writable stdin. */
 export function spawnSandboxed(cmd: string | readonly string[], options?: SandboxOptions): SandboxProcess {
-  const p = prepareRun(cmd, options, true);
-  let s: ReturnType<typeof supervise>;
-  try {
-    s = supervise(p.supervise, false);
-  } catch (e) {
-    p.release();
-    throw e;
-  }
-  const result = s.record.finally(p.release).then((record) => settle(p, record));
+  const p = prepareRun(cmd, options);
+  const s = supervise(p.supervise, false);
+  const result = s.record.then((record) => settle(p, record));
   result.catch(() => {}); // the caller may only read streams; a rejection still reaches whoever awaits result
   return { pid: s.pid, stdin: s.stdin, stdout: s.stdout, stderr: s.stderr, result, kill: (signal) => s.kill(signal) };
 }

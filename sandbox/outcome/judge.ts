@@ -5,7 +5,7 @@ import type { ResolvedLimits } from '../limits/resolve.js';
 import { signalName } from '../os-names.js';
 import type { PlanOp } from '../plan/ops.js';
 import type { ExitEvent, StopKind } from '../protocol/events.js';
-import type { HostIds, NotifyMode, SandboxResult, SandboxUsage, SeccompViolation, SetupFailure, Verdict } from '../types.js';
+import type { NotifyMode, SandboxResult, SandboxUsage, SeccompViolation, SetupFailure, Verdict } from '../types.js';
 import type { RunRecord, SupervisorStopReason } from './record.js';
 import { helperFailure, toSetupFailure } from './setup-failure.js';
 
@@ -17,8 +17,6 @@ export interface JudgeContext {
   plan: readonly PlanOp[];
   seccomp: { policy: string; mode: 'enforce' | 'log'; notify: NotifyMode; name(arch: number, nr: number): SeccompViolation } | undefined;
   encoding: 'utf8' | 'buffer';
-  /** The host ids the sandbox mapped to (whose per-user counters it used). */
-  hostIds?: HostIds;
 }
 
 /** The verdict each timed stop stands for (a user's kill is no verdict: the run ends as its status says). */
@@ -209,6 +207,6 @@ export function judge(record: RunRecord, ctx: JudgeContext): SandboxResult {
     seccomp: ctx.seccomp ? { policy: ctx.seccomp.policy, mode: ctx.seccomp.mode, violations } : undefined,
     violation,
     limits: applied,
-    ...(ctx.hostIds ? { hostIds: ctx.hostIds } : {}),
+    hostIds: record.hostIds,
   };
 }

@@ -1,7 +1,7 @@
 // What happened during one run, as the supervisor saw it: a plain record of facts, judged by ./judge.ts.
 import type { CgroupCounters, CgroupReadBack } from '../cgroup/index.js';
 import type { ErrorEvent, ExitEvent, ReadyEvent } from '../protocol/events.js';
-import type { SetupFailure } from '../types.js';
+import type { HostIds, SetupFailure } from '../types.js';
 
 /** Why the supervisor itself stopped the sandbox. */
 export type SupervisorStopReason = 'timeout' | 'cancel' | 'output' | 'user';
@@ -38,6 +38,8 @@ export interface RunRecord {
   /** The doctor's diagnosis of this host's user-namespace settings, gathered when the kernel refused the
    *  namespaces (the hint of that setup error); undefined otherwise. */
   hostDiagnosis: string | undefined;
+  /** The host ids the sandbox mapped to, and whether its per-user counters were its own. */
+  hostIds: HostIds;
   /** Wall time of the whole run as the supervisor measured it (ms). */
   elapsedMs: number;
 }

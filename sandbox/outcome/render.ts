@@ -146,6 +146,7 @@ export function resultToJson(r: SandboxResult): Record<string, unknown> {
     limits: r.limits,
     seccomp: r.seccomp ?? null,
     violation: r.violation ?? null,
+    hostIds: r.hostIds,
   };
 }
 

@@ -11,19 +11,34 @@ import { cgroupFailure } from '../outcome/setup-failure.js';
 import type { HelperEvent } from '../protocol/events.js';
 import { ControlByte } from '../protocol/opcodes.js';
 import { StatusReader } from '../protocol/status.js';
-import type { SetupFailure } from '../types.js';
+import type { HostIds, SetupFailure } from '../types.js';
+import { encodePlan, Op, opArg, type PlanOp } from '../plan/ops.js';
+import { leaseHostIds, type HostIdLease } from './host-ids.js';
 import { usernsFix } from '../doctor/userns.js';
 import { errnoName } from '../os-names.js';
 import { assertHelperBuilt } from '../native/helper-path.js';
 import { launchHelper, type HelperExitStatus, type LaunchedHelper } from './launch.js';
 
 const debug = debuglog('cubicle');
+/** The shared host ids (nobody) of a root caller's sandbox when no ids of its own can be leased. */
+const SHARED_HOST_ID = 65534;
+
+/** The userns op with the leased outer ids in place of the planned ones. */
+const withOuterIds = (op: PlanOp, ids: HostIds): PlanOp =>
+  Op.userns(
+    Number(opArg(op as Extract<PlanOp, { op: 'userns' }>, 'innerUid')),
+    Number(opArg(op as Extract<PlanOp, { op: 'userns' }>, 'innerGid')),
+    ids.uid,
+    ids.gid,
+  );
 /** After asking the helper to kill the sandbox, how long before the helper itself is SIGKILLed. */
 const HELPER_KILL_FALLBACK_MS = 3000;
 
 /** Everything a run needs, prepared beforehand without side effects (see api/prepare.ts). */
 export interface SuperviseInput {
   options: ResolvedOptions;
+  plan: readonly PlanOp[];
+  /** The encoded plan (re-encoded here when host ids are leased into its userns op). */
   planBytes: Buffer;
   bpf: Uint8Array;
   cgroup: CgroupPlan | undefined;
@@ -49,20 +64,40 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
   let failure: RunFailure | undefined = input.failure ? { kind: 'prepared', failure: input.failure } : undefined;
 
   // Side effects start here; the finally in `lifetime` undoes them whatever happens.
+  let planBytes = input.planBytes;
+  let hostIds: HostIds = { uid: o.outerUid, gid: o.outerGid, counters: 'shared' };
+  let lease: HostIdLease | undefined;
+  if (!failure && o.hostIdRange) {
+    // A root caller's sandbox gets host ids no other sandbox holds, so per-user kernel counters are its own;
+    // when none can be leased it maps to nobody, sharing them (capped to half of the host's), and says so.
+    lease = leaseHostIds(o.hostIdRange) ?? undefined;
+    hostIds = lease
+      ? { uid: lease.uid, gid: lease.gid, counters: 'own' }
+      : { uid: SHARED_HOST_ID, gid: SHARED_HOST_ID, counters: 'shared' };
+    try {
+      planBytes = encodePlan(input.plan.map((op) => (op.op === 'userns' ? withOuterIds(op, hostIds) : op)));
+    } catch (e) {
+      lease?.release();
+      throw e;
+    }
+  }
   let cgroup: { plan: CgroupPlan; readBack: CgroupReadBack } | undefined;
   let helper: LaunchedHelper | undefined;
   if (!failure && input.cgroup) {
     try {
       cgroup = { plan: input.cgroup, readBack: createCgroup(input.cgroup) };
     } catch (e) {
-      if (!(e instanceof CgroupSetupError)) throw e;
+      if (!(e instanceof CgroupSetupError)) {
+        lease?.release();
+        throw e;
+      }
       failure = { kind: 'cgroup', failure: cgroupFailure(e) };
     }
   }
   if (!failure) {
     try {
       assertHelperBuilt();
-      helper = launchHelper(o, input.planBytes, input.bpf);
+      helper = launchHelper(o, planBytes, input.bpf);
     } catch (e) {
       failure = { kind: 'launch', error: e as Error };
     }
@@ -167,6 +202,7 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
       helper?.status.destroy();
       helper?.control.destroy();
       if (cgroup) removeCgroup(cgroup.plan);
+      lease?.release();
     }
     const terminal = status.terminal();
     // The kernel refused the namespaces: the doctor's diagnosis of this host is the fix to give.
@@ -184,6 +220,7 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
       stdout: capture && o.stdout === 'pipe' ? out : undefined,
       stderr: capture && o.stderr === 'pipe' ? err : undefined,
       hostDiagnosis,
+      hostIds,
       elapsedMs: performance.now() - started,
     };
     debug('run finished in %d ms via %s', Math.round(record.elapsedMs), helper?.launcher);
