@@ -133,7 +133,8 @@ static void drop_to_outer_ids(const struct plan *p) {
   rearm_parent_death(parent);
 }
 
-/* The pipes to and from init, and SIGCHLD as an fd. */
+/* The pipes to and from init, and SIGCHLD, SIGTERM and SIGHUP as an fd (init inherits them blocked, and
+ * handles none of them; the payload stage resets its mask). */
 static void open_init_channels(struct parent *s, int *init_end_down, int *init_end_up) {
   int down[2], up[2];
   if (pipe2(down, O_CLOEXEC) < 0 || pipe2(up, O_CLOEXEC) < 0) die_sys("pipe2", errno, "internal pipes");
@@ -142,6 +143,8 @@ static void open_init_channels(struct parent *s, int *init_end_down, int *init_e
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
+  sigaddset(&chld, SIGTERM);
+  sigaddset(&chld, SIGHUP);
   if (sigprocmask(SIG_BLOCK, &chld, NULL) < 0) die_sys("sigprocmask", errno, "blocking SIGCHLD");
   s->sigchld_fd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   if (s->sigchld_fd < 0) die_sys("signalfd", errno, "SIGCHLD fd");
@@ -347,7 +350,9 @@ static void supervise(struct parent *s) {
     }
     if (pfd[2].revents) {
       struct signalfd_siginfo si;
-      while (read(s->sigchld_fd, &si, sizeof si) == sizeof si) {}
+      /* SIGTERM or SIGHUP from outside: the sandbox is killed as on request, and still reported */
+      while (read(s->sigchld_fd, &si, sizeof si) == sizeof si)
+        if (si.ssi_signo != SIGCHLD) kill_via_init(s);
       if (wait4(s->init, &s->init_status, WNOHANG, &s->ru) == s->init) return;
     }
   }
