@@ -63,7 +63,8 @@ function count(option: string, v: unknown, max: number): number | undefined {
 
 /** Validates `limits` (and folds `timeout` in as the wall-time limit). */
 export function resolveLimits(limits: unknown, timeout: number | undefined): ResolvedLimits {
-  if (limits !== undefined && (typeof limits !== 'object' || limits === null)) fail('limits', 'limits must be an object');
+  if (limits !== undefined && (typeof limits !== 'object' || limits === null || Array.isArray(limits)))
+    fail('limits', 'limits must be an object');
   const l = (limits ?? {}) as Record<string, unknown>;
   const known: readonly string[] = LIMIT_NAMES;
   for (const k of Object.keys(l)) if (!known.includes(k)) fail(`limits.${k}`, `unknown limit "${k}" (known: ${known.join(', ')})`);

@@ -255,7 +255,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
 
   const env: Record<string, string> = {};
   if (o.env !== undefined) {
-    if (typeof o.env !== 'object' || o.env === null) fail('env', 'env must be an object of strings');
+    if (typeof o.env !== 'object' || o.env === null || Array.isArray(o.env)) fail('env', 'env must be an object of strings');
     for (const [k, v] of Object.entries(o.env as object)) {
       if (!/^[^=\0]+$/.test(k)) fail('env', `env key ${JSON.stringify(k)} must be non-empty without '=' or NUL`);
       if (typeof v !== 'string') fail('env', `env.${k} must be a string, got ${typeof v}`);
@@ -397,7 +397,9 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
 export function mergeOptions(policy: PolicyOptions, call: SandboxOptions): SandboxOptions {
   const given = Object.fromEntries(Object.entries(call).filter(([, v]) => v !== undefined)) as SandboxOptions;
   const merged: SandboxOptions = { ...(policy as SandboxOptions), ...given };
-  if (policy.env || given.env) merged.env = { ...policy.env, ...given.env };
-  if (policy.limits || given.limits) merged.limits = { ...policy.limits, ...given.limits };
+  // Only objects merge: anything else given (e.g. env: 'A=1') stays as it is, for resolveOptions to refuse.
+  const isObject = (v: unknown): v is object => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (isObject(policy.env) && isObject(given.env)) merged.env = { ...policy.env, ...given.env };
+  if (isObject(policy.limits) && isObject(given.limits)) merged.limits = { ...policy.limits, ...given.limits };
   return merged;
 }

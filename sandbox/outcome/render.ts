@@ -173,7 +173,7 @@ function metaMessage(r: SandboxResult): string | undefined {
     case 'ok':
       return undefined;
     case 'nonzero-exit':
-      return `Exited with error status ${r.exitCode}`;
+      return r.exitCode === null ? 'Exited with an error' : `Exited with error status ${r.exitCode}`;
     case 'signaled':
       return r.signal ? `Caught fatal signal ${signalNumber(r.signal)}` : 'Killed';
     case 'cpu-time-limit':
