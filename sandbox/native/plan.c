@@ -77,14 +77,30 @@ static void check_path(const char *s, const struct op *op) {
     die_op(op, NULL, 0, "path '%s' must be absolute without '.', '..' or empty components", s);
 }
 
-/* Appends to a NULL-terminated vector with a known count. */
-static void vec_push(const char ***vec, size_t *count, const char *s) {
-  const char **nv = realloc(*vec, (*count + 2) * sizeof **vec);
-  if (!nv) die_sys("realloc", ENOMEM, "out of memory building the plan");
-  nv[(*count)++] = s;
-  nv[*count] = NULL;
-  *vec = nv;
+/* Grows an array geometrically so it holds at least `want` items (a plan may hold ~10^6 arguments). */
+static void *grow(void *arr, size_t *cap, size_t want, size_t size) {
+  if (want <= *cap) return arr;
+  size_t n = *cap ? *cap : 16;
+  while (n < want) n *= 2;
+  void *na = realloc(arr, n * size);
+  if (!na) die_sys("realloc", ENOMEM, "out of memory building the plan");
+  *cap = n;
+  return na;
 }
+
+/* A NULL-terminated vector with its count and capacity. */
+struct vec {
+  const char ***items;
+  size_t count, cap;
+};
+
+static void vec_push(struct vec *v, const char *s) {
+  *v->items = grow(*v->items, &v->cap, v->count + 2, sizeof **v->items);
+  (*v->items)[v->count++] = s;
+  (*v->items)[v->count] = NULL;
+}
+
+static size_t ops_cap;
 
 /* The argument of a filesystem op that names its target inside the new root. */
 static unsigned fs_path_arg(enum cub_op code) {
@@ -154,6 +170,7 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
       for (int i = 0; i < CUB_BIND_ACCESS_COUNT; i++) ok |= strcmp(access, CUB_BIND_ACCESS_NAMES[i]) == 0;
       if (!ok) die_op(op, NULL, 0, "bind access '%s' is not ro, rw or dev", access);
     }
+    p->ops = grow(p->ops, &ops_cap, p->nops + 1, sizeof *p->ops);
     p->ops[p->nops++] = *op;
     break;
   }
@@ -274,8 +291,7 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
   if (p->bpf_len % 8 != 0) die_msg("the seccomp program is %zu bytes, not a multiple of 8", p->bpf_len);
 
   if (p->len == 0 || p->buf[p->len - 1] != '\0') die_msg("the plan must be a sequence of NUL-terminated tokens");
-  p->ops = calloc(CUB_MAX_OPS, sizeof *p->ops);
-  if (!p->ops) die_sys("calloc", ENOMEM, "out of memory");
+  ops_cap = 0;
 
   /* Tokenize. */
   char *cur = p->buf, *endp = p->buf + p->len;
@@ -292,7 +308,7 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
     die_msg("plan protocol version '%s' is not supported (the helper speaks %s); rebuild with npm run build", tok[1], want);
 
   int seen[CUB_OP__COUNT] = {0};
-  size_t nargv = 0, nenv = 0, nsearch = 0;
+  struct vec argv = {.items = &p->argv}, envv = {.items = &p->envp}, search = {.items = &p->search};
   unsigned index = 0;
   int ended = 0;
   while (cur < endp) {
@@ -309,16 +325,17 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
     for (unsigned i = 0; i < CUB_OP_SPECS[code].arity; i++) {
       if (cur >= endp) die_op(&op, NULL, 0, "'%s' needs %u arguments", name, CUB_OP_SPECS[code].arity);
       op.a[i] = cur;
-      if (strlen(cur) > CUB_TOKEN_MAX_BYTES) die_op(&op, NULL, 0, "argument %u is longer than %d bytes", i, CUB_TOKEN_MAX_BYTES);
-      cur += strlen(cur) + 1;
+      size_t len = strlen(cur);
+      if (len + 1 > CUB_TOKEN_MAX_BYTES) die_op(&op, NULL, 0, "argument %u is longer than %d bytes with its NUL", i, CUB_TOKEN_MAX_BYTES);
+      cur += len + 1;
     }
     if (op.code == CUB_OP_END) ended = 1;
-    if (op.code == CUB_OP_ARG) vec_push(&p->argv, &nargv, op.a[CUB_ARG_ARG_VALUE]);
-    if (op.code == CUB_OP_SEARCH) vec_push(&p->search, &nsearch, op.a[CUB_ARG_SEARCH_DIR]);
+    if (op.code == CUB_OP_ARG) vec_push(&argv, op.a[CUB_ARG_ARG_VALUE]);
+    if (op.code == CUB_OP_SEARCH) vec_push(&search, op.a[CUB_ARG_SEARCH_DIR]);
     if (op.code == CUB_OP_ENV) {
       const char *kv = op.a[CUB_ARG_ENV_KEY_EQUALS_VALUE];
       if (!strchr(kv, '=') || kv[0] == '=') die_op(&op, NULL, 0, "env entry is not KEY=VALUE");
-      vec_push(&p->envp, &nenv, kv);
+      vec_push(&envv, kv);
     }
     check_op(p, &op, seen);
   }
@@ -326,7 +343,7 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
   if (!seen[CUB_OP_USERNS]) die_msg("the plan has no userns op");
   if (!seen[CUB_OP_ROOT]) die_msg("the plan has no root op");
   if (!seen[CUB_OP_EXEC]) die_msg("the plan has no exec op");
-  if (nargv == 0) die_msg("the plan has no argv (at least argv[0] is required)");
+  if (argv.count == 0) die_msg("the plan has no argv (at least argv[0] is required)");
   static const char *empty[1] = {NULL};
   if (!p->envp) p->envp = empty;
   if (!p->search) p->search = empty;

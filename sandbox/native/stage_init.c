@@ -122,6 +122,15 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   int sfd = signalfd(-1, &set, SFD_CLOEXEC);
   if (sfd < 0) die_sys("signalfd", errno, "init's signal fd");
 
+  /* A stop asked for during setup (or a parent gone): the payload never starts. A command arriving after this
+   * check waits in the pipe and is handled as soon as the payload runs. */
+  struct pollfd asked = {.fd = from_parent, .events = POLLIN};
+  if (poll(&asked, 1, 0) > 0) {
+    char cmd = 0;
+    ssize_t n = read(from_parent, &cmd, 1);
+    if (n <= 0 || cmd == CUB_INIT_CMD_KILL || cmd == CUB_INIT_CMD_TERMINATE) _exit(CUB_EXIT_OK);
+  }
+
   int exec_pipe[2];
   if (pipe2(exec_pipe, O_CLOEXEC) < 0) die_sys("pipe2", errno, "exec report pipe");
   long long fork_us = monotonic_us();

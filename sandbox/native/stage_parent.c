@@ -62,6 +62,7 @@ struct parent {
   int to_init, from_init; /* internal pipes: commands down (InitCommand bytes), init_msg up */
   int sigchld_fd, oom_fd, events_fd;
   long long kill_deadline; /* init was asked to kill everything; past this, init itself is killed */
+  int stop_asked;          /* the supervisor or the OOM watch asked for a stop: an early end of init is no setup failure */
   /* what init reported */
   int exec_ok, failed, have_status, have_usage;
   long long setup_us;
@@ -132,7 +133,8 @@ static void drop_to_outer_ids(const struct plan *p) {
   rearm_parent_death(parent);
 }
 
-/* The pipes to and from init, and SIGCHLD as an fd. */
+/* The pipes to and from init, and SIGCHLD, SIGTERM and SIGHUP as an fd (init inherits them blocked, and
+ * handles none of them; the payload stage resets its mask). */
 static void open_init_channels(struct parent *s, int *init_end_down, int *init_end_up) {
   int down[2], up[2];
   if (pipe2(down, O_CLOEXEC) < 0 || pipe2(up, O_CLOEXEC) < 0) die_sys("pipe2", errno, "internal pipes");
@@ -141,6 +143,8 @@ static void open_init_channels(struct parent *s, int *init_end_down, int *init_e
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
+  sigaddset(&chld, SIGTERM);
+  sigaddset(&chld, SIGHUP);
   if (sigprocmask(SIG_BLOCK, &chld, NULL) < 0) die_sys("sigprocmask", errno, "blocking SIGCHLD");
   s->sigchld_fd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   if (s->sigchld_fd < 0) die_sys("signalfd", errno, "SIGCHLD fd");
@@ -202,6 +206,9 @@ static void start_init(struct parent *s) {
   close(init_down);
   close(init_up);
   null_stdio(); /* only the payload holds the caller's stdio */
+  /* A command written after init has exited must fail with EPIPE, not kill stage 0 (and lose the run's
+   * report). Set only here, after the clone: init and the payload keep the default disposition. */
+  signal(SIGPIPE, SIG_IGN);
 }
 
 static unsigned long long ns_inode(pid_t pid, const char *ns) {
@@ -229,12 +236,15 @@ static void make_undumpable(void) {
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_DUMPABLE");
 }
 
-/* Kill: once the payload runs, init kills everything and still reaps and reports what was used; if it does
- * not within a second (or before exec), init itself is killed, which takes the whole namespace. */
+/* Kill: init kills everything and still reaps and reports what was used. Init reads its commands once the
+ * payload runs, and checks for one right before starting it (a stop asked for during setup means the payload
+ * never starts); if it has not ended the sandbox within a second, init itself is killed, which takes the
+ * whole namespace. The write fails (EPIPE) only once init is gone, and then nothing is left to kill. */
 static void kill_via_init(struct parent *s) {
+  s->stop_asked = 1;
   if (s->kill_deadline) return; /* already asked; the deadline stands */
   char cmd = CUB_INIT_CMD_KILL;
-  if (s->exec_ok && write(s->to_init, &cmd, 1) == 1) {
+  if (write(s->to_init, &cmd, 1) == 1) {
     s->kill_deadline = monotonic_us() + 1000000;
     return;
   }
@@ -287,6 +297,7 @@ static int relay_control(struct parent *s) {
   /* terminate goes to init as a byte on its own pipe (a signal's sender could be forged from inside) */
   char term = CUB_INIT_CMD_TERMINATE;
   for (ssize_t i = 0; i < n; i++) {
+    if (cmd[i] == CUB_CTL_TERMINATE) s->stop_asked = 1;
     if (cmd[i] == CUB_CTL_TERMINATE && write(s->to_init, &term, 1) == 1) continue;
     kill_via_init(s);
   }
@@ -306,14 +317,14 @@ static void supervise(struct parent *s) {
                           {.fd = s->events_fd, .events = POLLPRI}};
   for (;;) {
     int timeout = -1;
-    if (s->kill_deadline) {
+    if (s->kill_deadline > 0) {
       long long left = s->kill_deadline - monotonic_us();
       timeout = left > 0 ? (int)(left / 1000) + 1 : 0;
     }
     int ready = poll(pfd, 5, timeout);
-    if (s->kill_deadline && monotonic_us() >= s->kill_deadline) { /* init did not stop the sandbox in time */
+    if (s->kill_deadline > 0 && monotonic_us() >= s->kill_deadline) { /* init did not stop the sandbox in time */
       kill(s->init, SIGKILL); /* and with init, everything in its namespace */
-      s->kill_deadline = 0;
+      s->kill_deadline = -1; /* done: no second deadline */
       continue;
     }
     if (ready < 0) {
@@ -339,7 +350,9 @@ static void supervise(struct parent *s) {
     }
     if (pfd[2].revents) {
       struct signalfd_siginfo si;
-      while (read(s->sigchld_fd, &si, sizeof si) == sizeof si) {}
+      /* SIGTERM or SIGHUP from outside: the sandbox is killed as on request, and still reported */
+      while (read(s->sigchld_fd, &si, sizeof si) == sizeof si)
+        if (si.ssi_signo != SIGCHLD) kill_via_init(s);
       if (wait4(s->init, &s->init_status, WNOHANG, &s->ru) == s->init) return;
     }
   }
@@ -385,11 +398,12 @@ static void report_exit(struct parent *s) {
   cub_emit_exit(&ev);
 }
 
-/* Exactly one terminal event: the failing stage already wrote its error; init dying before exec is one;
- * otherwise the exit event. */
+/* Exactly one terminal event: the failing stage already wrote its error; init dying before exec on its own
+ * is one; otherwise the exit event. A sandbox stopped on request (kill, terminate, OOM) before or while its
+ * payload started ends with the exit event too: nothing failed, and the record says what stopped it. */
 static void report_outcome(struct parent *s) {
   if (s->failed) _exit(CUB_EXIT_SETUP_FAILED);
-  if (!s->exec_ok) {
+  if (!s->exec_ok && !s->stop_asked) {
     report_set_stage(CUB_STAGE_INIT);
     if (WIFSIGNALED(s->init_status)) die_msg("init was killed by signal %d before the payload started", WTERMSIG(s->init_status));
     die_msg("init exited with status %d before the payload started", WEXITSTATUS(s->init_status));

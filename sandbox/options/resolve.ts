@@ -6,9 +6,10 @@ import { dirname, isAbsolute, normalize } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, SandboxOptionError } from '../errors.js';
-import { resolveLimits, type ResolvedLimits } from '../limits/resolve.js';
+import { MAX_TIME_MS, resolveLimits, type ResolvedLimits } from '../limits/resolve.js';
 import { POLICY_DIR } from '../policy/load.js';
 import { libseccompLibrary } from '../seccomp/libseccomp.js';
+import { callerStackLimit, checkExecSize } from './exec-size.js';
 import { OPTION_NAMES, type CgroupChoice, type PolicyOptions, type SandboxOptions } from '../types.js';
 import { parseSize } from '../units.js';
 
@@ -150,11 +151,15 @@ export function checkInsidePath(option: string, p: unknown): string {
   return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n;
 }
 
+/** The largest tmpfs the helper mounts (1 TiB). */
+const MAX_TMPFS_BYTES = 2 ** 40;
+
 function checkSize(option: string, v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
   try {
     const n = parseSize(v, option);
     if (n < 4096) fail(option, `${option} must be at least 4K`);
+    if (n > MAX_TMPFS_BYTES) fail(option, `${option} must be at most 1T`);
     return n;
   } catch (e) {
     if (e instanceof SandboxOptionError) throw e;
@@ -250,7 +255,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
 
   const env: Record<string, string> = {};
   if (o.env !== undefined) {
-    if (typeof o.env !== 'object' || o.env === null) fail('env', 'env must be an object of strings');
+    if (typeof o.env !== 'object' || o.env === null || Array.isArray(o.env)) fail('env', 'env must be an object of strings');
     for (const [k, v] of Object.entries(o.env as object)) {
       if (!/^[^=\0]+$/.test(k)) fail('env', `env key ${JSON.stringify(k)} must be non-empty without '=' or NUL`);
       if (typeof v !== 'string') fail('env', `env.${k} must be a string, got ${typeof v}`);
@@ -312,12 +317,14 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
   if (o.timeout !== undefined && o.timeout !== 0) {
     if (typeof o.timeout !== 'number' || !Number.isFinite(o.timeout) || o.timeout < 0)
       fail('timeout', `timeout must be a positive number of milliseconds, got ${String(o.timeout)}`);
+    if ((o.timeout as number) > MAX_TIME_MS)
+      fail('timeout', `timeout must be at most a year (${MAX_TIME_MS} ms), got ${String(o.timeout)}`);
     timeout = o.timeout as number;
   }
   if (o.cancelSignal !== undefined && !(o.cancelSignal instanceof AbortSignal)) fail('cancelSignal', 'cancelSignal must be an AbortSignal');
   const forceKillAfterDelay = o.forceKillAfterDelay === undefined ? 2000 : (o.forceKillAfterDelay as number);
-  if (typeof forceKillAfterDelay !== 'number' || !(forceKillAfterDelay >= 0))
-    fail('forceKillAfterDelay', 'forceKillAfterDelay must be a non-negative number of milliseconds');
+  if (typeof forceKillAfterDelay !== 'number' || !(forceKillAfterDelay >= 0) || forceKillAfterDelay > MAX_TIME_MS)
+    fail('forceKillAfterDelay', `forceKillAfterDelay must be a number of milliseconds from 0 to ${MAX_TIME_MS}`);
   if (o.reject !== undefined && typeof o.reject !== 'boolean') fail('reject', 'reject must be a boolean');
   if (o.seccompLog !== undefined && typeof o.seccompLog !== 'boolean') fail('seccompLog', 'seccompLog must be a boolean');
   if (o.strictLimits !== undefined && typeof o.strictLimits !== 'boolean') fail('strictLimits', 'strictLimits must be a boolean');
@@ -345,6 +352,12 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
       fail('inputFile', `inputFile "${String(o.inputFile)}" cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
   }
+  const limits = resolveLimits(o.limits, timeout);
+  // The longest path execve may be given: argv[0] itself, or argv[0] under the longest PATH directory.
+  const program = argv[0]!.includes('/')
+    ? argv[0]!
+    : env.PATH.split(':').reduce((longest, dir) => (`${dir}/${argv[0]}`.length > longest.length ? `${dir}/${argv[0]}` : longest), argv[0]!);
+  checkExecSize(argv, env, program, limits.stackBytes ?? callerStackLimit());
   return {
     argv,
     env,
@@ -372,7 +385,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     stderr: oneOf('stderr', o.stderr, ['pipe', 'inherit', 'ignore'] as const, 'pipe'),
     encoding: oneOf('encoding', o.encoding, ['utf8', 'buffer'] as const, 'utf8'),
     seccompLog: o.seccompLog === true,
-    limits: resolveLimits(o.limits, timeout),
+    limits,
     strictLimits: o.strictLimits === true,
     cgroups: o.cgroups === undefined ? true : (o.cgroups as CgroupChoice),
     ...(o.cgroupParent !== undefined ? { cgroupParent: checkHostDir('cgroupParent', o.cgroupParent) } : {}),
@@ -384,7 +397,9 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
 export function mergeOptions(policy: PolicyOptions, call: SandboxOptions): SandboxOptions {
   const given = Object.fromEntries(Object.entries(call).filter(([, v]) => v !== undefined)) as SandboxOptions;
   const merged: SandboxOptions = { ...(policy as SandboxOptions), ...given };
-  if (policy.env || given.env) merged.env = { ...policy.env, ...given.env };
-  if (policy.limits || given.limits) merged.limits = { ...policy.limits, ...given.limits };
+  // Only objects merge: anything else given (e.g. env: 'A=1') stays as it is, for resolveOptions to refuse.
+  const isObject = (v: unknown): v is object => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (isObject(policy.env) && isObject(given.env)) merged.env = { ...policy.env, ...given.env };
+  if (isObject(policy.limits) && isObject(given.limits)) merged.limits = { ...policy.limits, ...given.limits };
   return merged;
 }

@@ -155,6 +155,12 @@ function decode(chunks: Buffer[] | undefined, encoding: 'utf8' | 'buffer'): stri
   return encoding === 'buffer' ? b : b.toString('utf8');
 }
 
+/** The payload was started (the ready event came) and then the helper ended without a terminal event and
+ *  without breaking the protocol: it was killed from outside. That run started, so it is no setup error. */
+function diedAfterStart(record: RunRecord): boolean {
+  return record.ready !== undefined && record.failure === undefined && record.terminal === undefined;
+}
+
 /** The run's result, judged from its record. */
 export function judge(record: RunRecord, ctx: JudgeContext): SandboxResult {
   const terminal = record.terminal;
@@ -162,9 +168,19 @@ export function judge(record: RunRecord, ctx: JudgeContext): SandboxResult {
   let failure: SetupFailure | undefined;
   if (record.failure?.kind === 'prepared' || record.failure?.kind === 'cgroup') failure = record.failure.failure;
   else if (terminal?.ev === 'error') failure = toSetupFailure(terminal, ctx.plan, ctx.argv[0]!, record.hostDiagnosis);
-  else if (!exit) failure = helperFailure(record);
+  else if (!exit && !diedAfterStart(record)) failure = helperFailure(record);
 
-  const signal = exit?.signal !== undefined ? signalName(exit.signal) : exit?.initSignal !== undefined ? signalName(exit.initSignal) : null;
+  // A helper killed from outside once the payload ran (SIGKILL: nothing could report) took the sandbox with it
+  // (every stage has PDEATHSIG SIGKILL): the payload was killed, and its usage is unknown.
+  const lost = !exit && !failure;
+  const signal =
+    exit?.signal !== undefined
+      ? signalName(exit.signal)
+      : exit?.initSignal !== undefined
+        ? signalName(exit.initSignal)
+        : lost
+          ? 'SIGKILL'
+          : null;
   const usage = exit ? usageOf(exit, record.cgroup?.counters.peakMemoryBytes, record.elapsedMs) : undefined;
   const facts: Facts = {
     limits: ctx.limits,

@@ -19,9 +19,10 @@ export const LIMIT_VERDICTS: ReadonlySet<Verdict> = new Set([
 
 const signalNumber = (name: NodeJS.Signals): number => (constants.signals as Record<string, number>)[name] ?? 0;
 const MiB = 1 << 20;
-const bytes = (n: number | undefined): string =>
-  n === undefined ? '?' : n >= MiB ? `${(n / MiB).toFixed(n % MiB ? 1 : 0)} MiB` : `${n} bytes`;
-const ms = (n: number | undefined): string => (n === undefined ? '?' : `${n.toFixed(0)} ms`);
+const known = (n: number | undefined): n is number => n !== undefined && Number.isFinite(n);
+const bytes = (n: number | undefined): string | undefined =>
+  !known(n) ? undefined : n >= MiB ? `${(n / MiB).toFixed(n % MiB ? 1 : 0)} MiB` : `${n} bytes`;
+const ms = (n: number | undefined): string | undefined => (known(n) ? `${n.toFixed(0)} ms` : undefined);
 const quote = (argv: readonly string[]): string => argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
 
 /** "sandbox setup failed (stage, step): syscall: ERRNO message" — the hint is separate. */
@@ -31,6 +32,10 @@ export function describeFailure(f: SetupFailure): string {
   return `sandbox setup failed (${where}): ${sys}${f.message}`;
 }
 
+/** " of <figure>" / " (<label> <figure>)": a figure that is not known is left out, never shown as undefined or "?". */
+const of = (figure: string | undefined): string => (figure === undefined ? '' : ` of ${figure}`);
+const aside = (label: string, figure: string | undefined): string => (figure === undefined ? '' : ` (${label} ${figure})`);
+
 /** What ended the run, as a phrase that follows "Command" (or the CLI's "cubicle: <verdict>:"). */
 export function describeVerdict(r: SandboxResult): string {
   const l = r.limits;
@@ -39,21 +44,21 @@ export function describeVerdict(r: SandboxResult): string {
     case 'ok':
       return 'succeeded';
     case 'nonzero-exit':
-      return `failed with exit code ${r.exitCode}`;
+      return r.exitCode === null ? 'failed' : `failed with exit code ${r.exitCode}`;
     case 'signaled':
-      return `was killed with ${r.signal}`;
+      return r.signal ? `was killed with ${r.signal}` : 'was killed';
     case 'cpu-time-limit':
-      return `exceeded the CPU-time limit of ${ms(l.cpuTime?.value)} (used ${ms(u?.cpuMs)})`;
+      return `exceeded the CPU-time limit${of(ms(l.cpuTime?.value))}${aside('used', ms(u?.cpuMs))}`;
     case 'wall-time-limit':
-      return `exceeded the wall-time limit of ${ms(l.wallTime?.value)} (ran ${ms(u?.wallMs)})`;
+      return `exceeded the wall-time limit${of(ms(l.wallTime?.value))}${aside('ran', ms(u?.wallMs))}`;
     case 'memory-limit':
-      return `exceeded the memory limit of ${bytes(l.memory?.value)}${u?.peakMemoryBytes ? ` (peak ${bytes(u.peakMemoryBytes)})` : ''}`;
+      return `exceeded the memory limit${of(bytes(l.memory?.value))}${u?.peakMemoryBytes ? aside('peak', bytes(u.peakMemoryBytes)) : ''}`;
     case 'process-limit':
-      return `exceeded the process limit of ${l.processes?.value ?? '?'} (processes and threads at once)`;
+      return `exceeded the process limit${of(l.processes?.value?.toString())} (processes and threads at once)`;
     case 'output-limit':
-      return `exceeded the output limit of ${bytes(l.outputLimit?.value)} per stream`;
+      return `exceeded the output limit${of(bytes(l.outputLimit?.value))}${l.outputLimit ? ' per stream' : ''}`;
     case 'file-size-limit':
-      return `exceeded the file-size limit of ${bytes(l.fileSize?.value)}`;
+      return `exceeded the file-size limit${of(bytes(l.fileSize?.value))}`;
     case 'canceled':
       return 'was canceled';
     case 'seccomp-violation': {
@@ -61,7 +66,7 @@ export function describeVerdict(r: SandboxResult): string {
       const what = v?.syscall
         ? `calling ${v.syscall} (nr ${v.nr}, ${v.arch})`
         : 'a syscall the kernel refused outright (SIGSYS: a foreign ABI such as i386 int 0x80 or x32, or a kill action)';
-      return `was killed by the seccomp policy "${r.seccomp?.policy}" for ${what}`;
+      return `was killed by the seccomp policy${r.seccomp ? ` "${r.seccomp.policy}"` : ''} for ${what}`;
     }
     case 'setup-error':
       return r.setupFailure ? describeFailure(r.setupFailure) : 'sandbox setup failed';
@@ -169,9 +174,9 @@ function metaMessage(r: SandboxResult): string | undefined {
     case 'ok':
       return undefined;
     case 'nonzero-exit':
-      return `Exited with error status ${r.exitCode}`;
+      return r.exitCode === null ? 'Exited with an error' : `Exited with error status ${r.exitCode}`;
     case 'signaled':
-      return `Caught fatal signal ${r.signal ? signalNumber(r.signal) : '?'}`;
+      return r.signal ? `Caught fatal signal ${signalNumber(r.signal)}` : 'Killed';
     case 'cpu-time-limit':
       return 'Time limit exceeded';
     case 'wall-time-limit':
@@ -189,7 +194,7 @@ function metaMessage(r: SandboxResult): string | undefined {
     case 'canceled':
       return 'Canceled';
     case 'setup-error':
-      return `Sandbox setup failed: ${r.setupFailure?.message ?? ''}`;
+      return r.setupFailure ? `Sandbox setup failed: ${r.setupFailure.message}` : 'Sandbox setup failed';
   }
 }
 

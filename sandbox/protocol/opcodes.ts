@@ -30,11 +30,15 @@ export const PLAN_MAGIC = 'cubicle-plan';
 /** File descriptors the helper receives besides stdio. */
 export const HelperFd = { plan: 3, bpf: 4, status: 5, control: 6 } as const;
 
-/** Size bounds the helper enforces on its inputs. */
+/**
+ * Size bounds the helper enforces on its inputs. They hold whatever execve accepts (see options/exec-size.ts):
+ * a token with its NUL is at most MAX_ARG_STRLEN (32 pages: 128 KiB), and the plan holds up to 6 MiB of
+ * arguments and environment (a quarter of an 8 MiB stack is 2 MiB; 6 MiB is the kernel's cap), one op each.
+ */
 export const ProtocolLimits = {
-  planMaxBytes: 1 << 20,
-  tokenMaxBytes: 1 << 16,
-  maxOps: 4096,
+  planMaxBytes: 16 << 20,
+  tokenMaxBytes: 128 << 10,
+  maxOps: 1 << 20,
   bpfMaxInstructions: 4096,
 } as const;
 

@@ -33,6 +33,8 @@ const withOuterIds = (op: PlanOp, ids: HostIds): PlanOp =>
   );
 /** After asking the helper to kill the sandbox, how long before the helper itself is SIGKILLed. */
 const HELPER_KILL_FALLBACK_MS = 3000;
+/** Node's timers hold at most 2^31-1 ms (a longer delay fires after 1 ms); longer delays are chained. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Everything a run needs, prepared beforehand without side effects (see api/prepare.ts). */
 export interface SuperviseInput {
@@ -106,6 +108,13 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
   const status = new StatusReader();
   const stops: RunRecord['stops'] = [];
   const timers: NodeJS.Timeout[] = [];
+  /** Runs `fn` after `delay` ms, however long; every timer is cleared when the run finishes. */
+  const after = (delay: number, fn: () => void, unref = false): void => {
+    const step = Math.min(delay, MAX_TIMER_MS);
+    const t = setTimeout(() => (delay > step ? after(delay - step, fn, unref) : fn()), step);
+    if (unref) t.unref();
+    timers.push(t);
+  };
   let readyAt: number | undefined;
   let finished = false;
 
@@ -118,10 +127,10 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
     if (!stops.some((s) => s.reason === reason))
       stops.push({ reason, atUs: readyAt === undefined ? -1 : Math.round((performance.now() - readyAt) * 1000) });
     sendControl(signal === 'SIGKILL' ? ControlByte.kill : ControlByte.terminate);
-    if (signal === 'SIGTERM') timers.push(setTimeout(() => stop('SIGKILL', reason), o.forceKillAfterDelay).unref());
+    if (signal === 'SIGTERM') after(o.forceKillAfterDelay, () => stop('SIGKILL', reason), true);
     // Last resort if the helper does not react: killing it takes init (PDEATHSIG) and so the whole sandbox.
     const h = helper;
-    timers.push(setTimeout(() => h.kill(), (signal === 'SIGTERM' ? o.forceKillAfterDelay : 0) + HELPER_KILL_FALLBACK_MS).unref());
+    after((signal === 'SIGTERM' ? o.forceKillAfterDelay : 0) + HELPER_KILL_FALLBACK_MS, () => h.kill(), true);
   };
 
   // Output limit: count each stream; keep at most the limit; past it, stop the sandbox.
@@ -183,8 +192,7 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
         feedInput(o, helper.stdin);
         // init enforces the wall-time limit precisely; this timer is the backstop (setup hangs, a stuck helper).
         const wall = o.limits.wallTimeMs;
-        if (wall !== undefined)
-          timers.push(setTimeout(() => stop('SIGKILL', 'timeout'), wall + o.limits.extraTimeMs + input.backstopSlackMs));
+        if (wall !== undefined) after(wall + o.limits.extraTimeMs + input.backstopSlackMs, () => stop('SIGKILL', 'timeout'));
         if (o.cancelSignal?.aborted) onAbort();
         else o.cancelSignal?.addEventListener('abort', onAbort, { once: true });
         try {
