@@ -234,15 +234,15 @@ export interface SandboxUsage {
   cpuSystemMs: number;
   /** The CPU cgroup's count when there is one (it includes children nobody waited for), else user + system. */
   cpuMs: number;
-  /** Largest resident set of any single process (bytes). */
+  /** Largest resident set of any single process (bytes), mapped file pages included. */
   maxRssBytes: number;
   voluntaryContextSwitches: number;
   involuntaryContextSwitches: number;
   minorPageFaults: number;
   majorPageFaults: number;
-  /** Peak memory of the whole sandbox (process memory, tmpfs, shm, memfd): the cgroup's peak when a memory
-   *  cgroup enforced the limit, else the peak of init's samples (PSS of every process + tmpfs pages), never
-   *  below the largest single process's peak RSS. */
+  /** Peak memory the whole sandbox owned (anonymous memory, page tables and kernel stacks of its processes,
+   *  tmpfs, SysV IPC and memfd pages; not page cache of mapped programs and libraries): the cgroup's peak when
+   *  a memory cgroup enforced the limit, else the peak of init's samples, which count the same pages. */
   peakMemoryBytes: number | undefined;
   /** Most tasks (processes and threads) seen at once by the sampler. */
   peakProcesses: number | undefined;

@@ -122,6 +122,7 @@ void userns_write_maps_from_parent(const struct plan *p, pid_t child);
 
 /* mount.c: run by init, inside the new namespaces */
 void mount_build_root(const struct plan *p);
+void mount_proc_sys_readonly(void); /* after init has capped the ucounts: nobody inside may change /proc/sys */
 
 /* net.c */
 void net_loopback_up(void);

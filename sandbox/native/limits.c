@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -72,7 +74,8 @@ int limits_watch_start(const struct plan *p) {
   int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
   if (fd < 0) die_sys("timerfd_create", errno, "the limit sampler");
   struct itimerspec it = {.it_interval = {.tv_sec = p->watch_interval_us / 1000000, .tv_nsec = (p->watch_interval_us % 1000000) * 1000}};
-  it.it_value = it.it_interval;
+  /* The first sample at once: a run shorter than the interval still has a measured peak. */
+  it.it_value = (struct timespec){.tv_sec = 0, .tv_nsec = 1000};
   if (timerfd_settime(fd, 0, &it, NULL) < 0) die_sys("timerfd_settime", errno, "the limit sampler");
   return fd;
 }
@@ -96,28 +99,88 @@ static int read_stat(const char *pid, unsigned long long *ticks, long *threads) 
   return 0;
 }
 
-/* Proportional set size: shared pages divided among the processes sharing them, so a sum is not inflated.
- * A process that made itself non-dumpable hides smaps_rollup from init (which holds no capability), and a
- * sample over budget stops walking page tables: then the resident size from statm (cheap, always readable)
- * counts instead. */
-static unsigned long long read_pss(const char *pid, int cheap) {
+/* Memory a process owns: its anonymous pages plus the shared memory it maps (shared anonymous mappings,
+ * tmpfs/SysV shm/memfd pages), proportionally (pages shared among processes are divided among them, so a sum
+ * is not inflated). File pages mapped from programs and libraries are page cache, shared with the host and
+ * reclaimable: not counted, as a memory cgroup does not count pages another group brought in. Over the
+ * sample's budget, statm's resident minus file-backed pages (cheap, always readable) counts instead. */
+static unsigned long long read_owned(const char *pid, int cheap) {
   char path[300], buf[4096];
   snprintf(path, sizeof path, "/proc/%s/smaps_rollup", pid);
-  unsigned long long kb = 0;
+  unsigned long long anon = 0, shmem = 0;
   if (!cheap && read_small(path, buf, sizeof buf) >= 0) {
-    char *line = strstr(buf, "\nPss:");
-    if (line && sscanf(line + 5, "%llu", &kb) == 1) return kb * 1024;
+    char *a = strstr(buf, "\nPss_Anon:"), *m = strstr(buf, "\nPss_Shmem:");
+    if (a && m && sscanf(a + 10, "%llu", &anon) == 1 && sscanf(m + 11, "%llu", &shmem) == 1) {
+      /* its page tables: kernel memory a cgroup charges too */
+      unsigned long long pte = 0;
+      snprintf(path, sizeof path, "/proc/%s/status", pid);
+      char *t = read_small(path, buf, sizeof buf) >= 0 ? strstr(buf, "\nVmPTE:") : NULL;
+      if (t && sscanf(t + 7, "%llu", &pte) != 1) pte = 0;
+      return (anon + shmem + pte) * 1024;
+    }
   }
   snprintf(path, sizeof path, "/proc/%s/statm", pid);
-  unsigned long long size, resident;
-  if (read_small(path, buf, sizeof buf) >= 0 && sscanf(buf, "%llu %llu", &size, &resident) == 2)
-    return resident * (unsigned long long)sysconf(_SC_PAGESIZE);
+  unsigned long long size, resident, shared;
+  if (read_small(path, buf, sizeof buf) >= 0 && sscanf(buf, "%llu %llu %llu", &size, &resident, &shared) == 3)
+    return (resident > shared ? resident - shared : 0) * (unsigned long long)sysconf(_SC_PAGESIZE);
   return 0;
 }
 
-/* SysV shared memory segments of the sandbox's own IPC namespace: resident bytes, attached or not. */
-static unsigned long long sysv_shm_bytes(void) {
-  FILE *f = fopen("/proc/sysvipc/shm", "re");
+/* memfds: pages that no tmpfs the plan mounted holds and no mapping may show. The device memfds live on,
+ * learned from one of init's own. */
+static dev_t memfd_dev;
+static int memfd_dev_known;
+
+static void learn_memfd_dev(void) {
+  if (memfd_dev_known) return;
+  memfd_dev_known = -1;
+  int fd = memfd_create("cubicle-probe", MFD_CLOEXEC);
+  if (fd < 0) return;
+  struct stat st;
+  if (fstat(fd, &st) == 0) {
+    memfd_dev = st.st_dev;
+    memfd_dev_known = 1;
+  }
+  close(fd);
+}
+
+/* A memfd open in several processes (or twice in one) counts once per sample. */
+#define MEMFD_SEEN_MAX 1024
+static ino_t memfd_seen[MEMFD_SEEN_MAX];
+static size_t memfd_nseen;
+
+/* Bytes allocated to the memfds a process holds open (written, fallocated or faulted in, mapped or not). */
+static unsigned long long memfd_bytes(const char *pid) {
+  if (memfd_dev_known != 1) return 0;
+  char path[300];
+  snprintf(path, sizeof path, "/proc/%s/fd", pid);
+  int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return 0;
+  DIR *d = fdopendir(dfd);
+  if (!d) {
+    close(dfd);
+    return 0;
+  }
+  unsigned long long total = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    struct stat st;
+    if (e->d_name[0] == '.' || fstatat(dfd, e->d_name, &st, 0) < 0) continue;
+    if (st.st_dev != memfd_dev || !S_ISREG(st.st_mode)) continue;
+    int seen = 0;
+    for (size_t i = 0; i < memfd_nseen && !seen; i++) seen = memfd_seen[i] == st.st_ino;
+    if (seen) continue;
+    if (memfd_nseen < MEMFD_SEEN_MAX) memfd_seen[memfd_nseen++] = st.st_ino; /* past it: counted again, never less */
+    total += (unsigned long long)st.st_blocks * 512;
+  }
+  closedir(d);
+  return total;
+}
+
+/* Sums columns of a /proc/sysvipc table (the sandbox's own IPC namespace): each row adds per_row plus
+ * weight[i] times column cols[i]. */
+static unsigned long long sysvipc_sum(const char *path, const int *cols, const unsigned *weight, int n, unsigned per_row) {
+  FILE *f = fopen(path, "re");
   if (!f) return 0;
   char line[512];
   unsigned long long total = 0;
@@ -126,12 +189,29 @@ static unsigned long long sysv_shm_bytes(void) {
     return 0;
   }
   while (fgets(line, sizeof line, f)) {
-    /* key shmid perms size cpid lpid nattch uid gid cuid cgid atime dtime ctime rss swap */
-    unsigned long long rss = 0;
-    if (sscanf(line, "%*d %*d %*o %*u %*d %*d %*u %*u %*u %*u %*u %*u %*u %*u %llu", &rss) == 1) total += rss;
+    total += per_row;
+    for (int k = 0; k < n; k++) {
+      char *s = line;
+      for (int i = 0; i < cols[k]; i++) {
+        s += strspn(s, " ");
+        s += strcspn(s, " ");
+      }
+      unsigned long long v;
+      if (sscanf(s, "%llu", &v) == 1) total += v * weight[k];
+    }
   }
   fclose(f);
   return total;
+}
+
+/* SysV IPC objects live in kernel memory no process maps (except attached shm): shm segments count their
+ * resident bytes, attached or not; message queues their queued bytes, ~64 bytes of header per message and
+ * ~256 per queue; semaphore sets ~64 bytes per semaphore and ~256 per set (the kernel's own sizes, rounded up). */
+static unsigned long long sysv_ipc_bytes(void) {
+  static const int shm_cols[] = {14}, msg_cols[] = {3, 4}, sem_cols[] = {3};
+  static const unsigned shm_w[] = {1}, msg_w[] = {1, 64}, sem_w[] = {64};
+  return sysvipc_sum("/proc/sysvipc/shm", shm_cols, shm_w, 1, 0) + sysvipc_sum("/proc/sysvipc/msg", msg_cols, msg_w, 2, 256) +
+         sysvipc_sum("/proc/sysvipc/sem", sem_cols, sem_w, 1, 256);
 }
 
 long long self_cpu_us(void) {
@@ -198,6 +278,8 @@ int limits_sample(const struct plan *p, struct sampler *s, long long since_fork_
   if (!hz) hz = sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100;
   unsigned long long ticks = 0, memory = 0;
   long long tasks = 0;
+  if (measure) learn_memfd_dev();
+  memfd_nseen = 0;
   DIR *d = opendir("/proc");
   if (d) {
     struct dirent *e;
@@ -208,11 +290,13 @@ int limits_sample(const struct plan *p, struct sampler *s, long long since_fork_
       if (read_stat(e->d_name, &t, &th) < 0) continue; /* exited meanwhile */
       ticks += t;
       tasks += th;
-      if (measure) memory += read_pss(e->d_name, monotonic_us() - started > PSS_BUDGET_US);
+      /* each thread's kernel stack (16 KiB on x86-64 and arm64), charged by a cgroup too */
+      if (measure) memory += read_owned(e->d_name, monotonic_us() - started > PSS_BUDGET_US) + memfd_bytes(e->d_name) + (unsigned long long)th * 16384;
     }
     closedir(d);
   }
-  if (measure) memory += sysv_shm_bytes();
+  /* SysV shm segments (resident bytes, attached or not) and the bytes queued in SysV message queues */
+  if (measure) memory += sysv_ipc_bytes();
   for (size_t i = 0; measure && i < p->nwatch_tmpfs; i++) {
     struct statfs sf;
     if (statfs(p->watch_tmpfs[i], &sf) == 0) memory += (unsigned long long)(sf.f_blocks - sf.f_bfree) * (unsigned long long)sf.f_bsize;

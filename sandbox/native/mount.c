@@ -251,7 +251,8 @@ static void op_tmpfs(const struct op *op) {
   make_parents(op, op->a[CUB_ARG_TMPFS_PATH]);
   join(dst, NEW_PREFIX, op->a[CUB_ARG_TMPFS_PATH]);
   if (mkdir(dst, 0755) < 0 && errno != EEXIST) die_op(op, "mkdir", errno, "%s", op->a[CUB_ARG_TMPFS_PATH]);
-  snprintf(data, sizeof data, "size=%s,mode=%s", op->a[CUB_ARG_TMPFS_SIZE_BYTES], op->a[CUB_ARG_TMPFS_MODE_OCTAL]);
+  snprintf(data, sizeof data, "size=%s,mode=%s,nr_inodes=%s", op->a[CUB_ARG_TMPFS_SIZE_BYTES], op->a[CUB_ARG_TMPFS_MODE_OCTAL],
+           op->a[CUB_ARG_TMPFS_INODES]);
   if (mount("tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV, data) < 0) die_op(op, "mount", errno, "tmpfs on %s", op->a[CUB_ARG_TMPFS_PATH]);
 }
 
@@ -308,4 +309,13 @@ void mount_build_root(const struct plan *p) {
   if (oldroot_fd >= 0) close(oldroot_fd);
   oldroot_fd = -1;
   enter_newroot(p);
+}
+
+/* After init has written the sandbox's sysctls: /proc/sys is bound over itself read-only, so the payload
+ * (even as uid 0 inside, which owns the IPC namespace's files) cannot raise a limit init set. */
+void mount_proc_sys_readonly(void) {
+  if (access("/proc/sys", F_OK) < 0) return; /* no /proc inside */
+  if (mount("/proc/sys", "/proc/sys", NULL, MS_BIND | MS_REC, NULL) < 0) die_sys("mount", errno, "binding /proc/sys");
+  if (mount(NULL, "/proc/sys", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+    die_sys("mount", errno, "making /proc/sys read-only");
 }

@@ -161,6 +161,7 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     if (op->code == CUB_OP_TMPFS) {
       if (parse_num(a[CUB_ARG_TMPFS_SIZE_BYTES], 1ULL << 40, op, "tmpfs size") < 4096) die_op(op, NULL, 0, "tmpfs size must be at least 4096 bytes");
       check_mode(a[CUB_ARG_TMPFS_MODE_OCTAL], op);
+      if (parse_num(a[CUB_ARG_TMPFS_INODES], 1ULL << 30, op, "tmpfs inodes") < 16) die_op(op, NULL, 0, "tmpfs inodes must be at least 16");
     }
     if (op->code == CUB_OP_SYMLINK && (!*a[CUB_ARG_SYMLINK_TARGET] || strlen(a[CUB_ARG_SYMLINK_TARGET]) >= PATH_MAX - 64))
       die_op(op, NULL, 0, "symlink target is empty or too long");

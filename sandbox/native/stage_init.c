@@ -112,6 +112,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   if (p->hostname && sethostname(p->hostname, strlen(p->hostname)) < 0) die_sys("sethostname", errno, "%s", p->hostname);
   if (p->loopback) net_loopback_up();
   limits_apply_ucounts(p);
+  mount_proc_sys_readonly();
 
   /* Only SIGCHLD matters to init (the kernel drops other signals to a pid-namespace init without handlers);
    * "terminate" arrives as a byte from the parent. */

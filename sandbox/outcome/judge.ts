@@ -118,8 +118,10 @@ export function usageOf(exit: ExitEvent, cgroupPeakMemory: number | undefined, e
     involuntaryContextSwitches: r.nivcsw,
     minorPageFaults: r.minflt,
     majorPageFaults: r.majflt,
-    // the cgroup's peak is exact; otherwise the sampled peak, never below the largest single process's peak RSS
-    peakMemoryBytes: cgroupPeakMemory ?? Math.max(sampled?.peakMemory ?? 0, maxRssBytes),
+    // one definition (memory the sandbox owns, not page cache of programs and libraries): the memory cgroup's
+    // peak charge, else the peak of init's samples, which count the same pages. Never maxRss: it includes
+    // mapped file pages, and a peak the limit did not count would contradict the verdict.
+    peakMemoryBytes: cgroupPeakMemory ?? sampled?.peakMemory,
     peakProcesses: sampled?.peakTasks,
   };
 }

@@ -3,6 +3,7 @@
 import { posix } from 'node:path';
 import type { ResolvedOptions } from '../options/resolve.js';
 import type { NotifyMode } from '../types.js';
+import { tmpfsInodes } from './limits.js';
 import { Op, type PlanOp } from './ops.js';
 
 /** Device nodes bound from the host's /dev (the rest of /dev is a fresh tmpfs). */
@@ -49,18 +50,19 @@ export function buildPlan(o: ResolvedOptions, hostView: readonly PlanOp[], notif
   ops.push(Op.file('/etc/hostname', `${o.hostname}\n`));
   ops.push(Op.file('/etc/hosts', `127.0.0.1\tlocalhost ${o.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`));
 
-  ops.push(Op.tmpfs('/dev', 64 << 10, 0o755));
+  const inodes = tmpfsInodes(o.limits.memoryBytes);
+  ops.push(Op.tmpfs('/dev', 64 << 10, 0o755, 64));
   for (const d of DEVICES) ops.push(Op.bind(`/dev/${d}`, `/dev/${d}`, 'dev'));
   ops.push(Op.symlink('/proc/self/fd', '/dev/fd'));
   ['stdin', 'stdout', 'stderr'].forEach((name, fd) => ops.push(Op.symlink(`/proc/self/fd/${fd}`, `/dev/${name}`)));
-  ops.push(Op.tmpfs('/dev/shm', o.shmSize, 0o1777));
+  ops.push(Op.tmpfs('/dev/shm', o.shmSize, 0o1777, inodes));
   ops.push(Op.remountReadOnly('/dev')); // the payload may not replace /dev/fd, /dev/stdin... (shm stays writable)
   ops.push(Op.proc('/proc'));
-  ops.push(Op.tmpfs('/tmp', o.tmpSize, 0o1777));
+  ops.push(Op.tmpfs('/tmp', o.tmpSize, 0o1777, inodes));
 
   const mounts = [...o.mounts].sort((a, b) => depth(a.target) - depth(b.target));
   for (const m of mounts) {
-    if (m.type === 'tmpfs') ops.push(Op.tmpfs(m.target, m.size!, 0o755));
+    if (m.type === 'tmpfs') ops.push(Op.tmpfs(m.target, m.size!, 0o755, inodes));
     else ops.push(Op.bind(m.source!, m.target, m.readOnly ? 'ro' : 'rw'));
   }
   ops.push(Op.rootReadOnly(), Op.hostname(o.hostname), Op.loopback(), ...limits.initOps, ...limits.payloadOps, Op.cwd(o.cwd));

@@ -55,6 +55,14 @@ export function sharedRlimitCaps(get: typeof hostRlimit = hostRlimit): { msgqueu
   return caps;
 }
 
+/**
+ * Files each writable tmpfs may hold (nr_inodes). An inode and its dentry cost ~0.6 KiB of kernel memory that
+ * no sampler sees, so their number is capped: 1 per 32 KiB of the memory limit (≤ 2% of it per tmpfs), at
+ * least 4096 (≤ 2.5 MiB), 65536 without a memory limit.
+ */
+export const tmpfsInodes = (memoryBytes: number | undefined): number =>
+  memoryBytes === undefined ? 65536 : Math.min(1 << 20, Math.max(4096, Math.floor(memoryBytes / (32 << 10))));
+
 export interface LimitPlan {
   /** Ops placed before the root (cgroup joins) and among the init/payload ops. */
   stage0Ops: PlanOp[];

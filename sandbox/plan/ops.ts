@@ -48,7 +48,8 @@ export const Op = {
   copy: (hostPath: string, path: string, m = 0o644): PlanOp => makeOp('copy', { hostPath, path, modeOctal: mode(m) }),
   symlink: (target: string, path: string): PlanOp => makeOp('symlink', { target, path }),
   file: (path: string, content: string, m = 0o644): PlanOp => makeOp('file', { path, modeOctal: mode(m), content }),
-  tmpfs: (path: string, sizeBytes: number, m = 0o755): PlanOp => makeOp('tmpfs', { path, sizeBytes, modeOctal: mode(m) }),
+  tmpfs: (path: string, sizeBytes: number, m: number, inodes: number): PlanOp =>
+    makeOp('tmpfs', { path, sizeBytes, modeOctal: mode(m), inodes }),
   proc: (path: string): PlanOp => makeOp('proc', { path }),
   remountReadOnly: (path: string): PlanOp => makeOp('remount-ro', { path }),
   rootReadOnly: (): PlanOp => makeOp('root-ro', {}),

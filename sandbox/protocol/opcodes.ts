@@ -81,7 +81,8 @@ export const OPCODES = [
   { name: 'copy', args: ['hostPath', 'path', 'modeOctal'] },
   { name: 'symlink', args: ['target', 'path'] },
   { name: 'file', args: ['path', 'modeOctal', 'content'] },
-  { name: 'tmpfs', args: ['path', 'sizeBytes', 'modeOctal'] },
+  // a fresh tmpfs; inodes caps its files (nr_inodes): their kernel memory is not counted as the sandbox's
+  { name: 'tmpfs', args: ['path', 'sizeBytes', 'modeOctal', 'inodes'] },
   { name: 'proc', args: ['path'] },
   // make the mount at path read-only (that mount only, not those below it)
   { name: 'remount-ro', args: ['path'] },

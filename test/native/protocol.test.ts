@@ -115,8 +115,8 @@ describe('helper protocol', () => {
     refused(Buffer.concat([raw(PLAN_MAGIC, V, 'userns', '1', '1', '1', '1', 'frobnicate')]), /unknown plan opcode 'frobnicate'/));
   it('refuses a wrong arity (truncated op)', () => refused(raw(PLAN_MAGIC, V, 'userns', '1', '1'), /needs 4 arguments/));
   it('refuses relative paths and .. components', async () => {
-    await refused(encodePlan(minimal([Op.tmpfs('relative', 65536)])), /must be absolute/);
-    await refused(encodePlan(minimal([Op.tmpfs('/a/../b', 65536)])), /must be absolute without '\.', '\.\.'/);
+    await refused(encodePlan(minimal([Op.tmpfs('relative', 65536, 0o755, 4096)])), /must be absolute/);
+    await refused(encodePlan(minimal([Op.tmpfs('/a/../b', 65536, 0o755, 4096)])), /must be absolute without '\.', '\.\.'/);
     await refused(encodePlan(minimal([Op.bind('/usr/../etc', '/x', 'ro')])), /must be absolute/);
   });
   it('refuses a plan without end, or with tokens after it', async () => {
