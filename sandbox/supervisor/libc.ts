@@ -26,6 +26,8 @@ export interface Libc {
 
 export const O_CLOEXEC = 0o2000000;
 export const F_DUPFD_CLOEXEC = 1030;
+export const F_GETFL = 3;
+export const F_SETFL = 4;
 export const WNOHANG = 1;
 export const POSIX_SPAWN_SETSIGDEF = 0x04;
 export const POSIX_SPAWN_SETSIGMASK = 0x08;
