@@ -1,6 +1,6 @@
 // Starts the helper with its stdio and protocol fds (3 plan, 4 bpf, 5 status, 6 control) and watches it end.
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, writeSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { errnoName, signalName } from '../os-names.js';
 import { Readable, Writable } from 'node:stream';
@@ -9,7 +9,7 @@ import type { ResolvedOptions } from '../options/resolve.js';
 import { HelperFd } from '../protocol/opcodes.js';
 import { openRegularForRead } from '../safe-open.js';
 import { HELPER_PATH } from '../native/helper-path.js';
-import { inheritFd, pumpIn, pumpOut } from './stdio.js';
+import { inheritFd, pumpIn, pumpOut, sealedCopy } from './stdio.js';
 import { F_DUPFD_CLOEXEC, loadLibc, O_CLOEXEC, POSIX_SPAWN_SETSIGDEF, POSIX_SPAWN_SETSIGMASK, WNOHANG, type Libc } from './libc.js';
 
 const debug = debuglog('cubicle');
@@ -49,6 +49,34 @@ function openInput(path: string): number {
   }
 }
 
+/** The input file as the payload's stdin: a sealed read-only copy, or else a stream to copy through a pipe. */
+function inputSource(libc: Libc | null, path: string): { fd: number } | { stream: Readable } {
+  const file = openInput(path);
+  let copy: number | undefined;
+  try {
+    copy = libc ? sealedCopy(libc, file) : undefined;
+  } catch (e) {
+    closeSync(file);
+    throw new LaunchError(`inputFile: ${(e as Error).message}`, { cause: e });
+  }
+  if (copy === undefined) return { stream: createReadStream('', { fd: file, autoClose: true }) };
+  closeSync(file);
+  return { fd: copy };
+}
+
+/** Copies the input file into the payload's stdin pipe. */
+function feedFile(stream: Readable, dest: Writable): void {
+  stream.on('error', (e) => {
+    debug('inputFile: %s', e.message);
+    dest.destroy();
+  });
+  dest.on('error', (e) => {
+    debug('stdin: %s', e.message);
+    stream.destroy();
+  });
+  stream.pipe(dest);
+}
+
 /** A pipe holds 64 KiB by default: a plan this small is written before the helper even starts. */
 const PIPE_PREFILL_MAX = 60 << 10;
 
@@ -77,10 +105,15 @@ function launchWithChildProcess(libc: Libc | null, o: ResolvedOptions, plan: Uin
     return h.fd;
   };
   let child;
+  let fileStream: Readable | undefined;
   try {
     let stdinCfg: 'pipe' | 'ignore' | number;
-    if (o.inputFile !== undefined) owned.push((stdinCfg = openInput(o.inputFile)));
-    else stdinCfg = o.input !== undefined ? 'pipe' : cfg(0, o.stdin);
+    const src = o.inputFile !== undefined ? inputSource(libc, o.inputFile) : undefined;
+    if (src && 'fd' in src) owned.push((stdinCfg = src.fd));
+    else if (src) {
+      fileStream = src.stream;
+      stdinCfg = 'pipe';
+    } else stdinCfg = o.input !== undefined ? 'pipe' : cfg(0, o.stdin);
     const stdoutCfg = cfg(1, o.stdout);
     const stderrCfg = cfg(2, o.stderr);
     child = spawn(HELPER_PATH, [], {
@@ -94,6 +127,7 @@ function launchWithChildProcess(libc: Libc | null, o: ResolvedOptions, plan: Uin
   const fd = (n: number) => (child.stdio as unknown as (Readable & Writable)[])[n]!;
   const pumps = [...pumped].filter((n): n is 1 | 2 => n !== 0).map((n) => pumpOut(fd(n), n));
   const stopIn = pumped.has(0) ? pumpIn(fd(0)) : undefined;
+  if (fileStream) feedFile(fileStream, fd(0));
   for (const n of [HelperFd.plan, HelperFd.bpf, HelperFd.status, HelperFd.control])
     fd(n).on('error', (e: Error) => debug('helper fd %d: %s', n, e.message));
   fd(HelperFd.plan).end(plan);
@@ -111,7 +145,7 @@ function launchWithChildProcess(libc: Libc | null, o: ResolvedOptions, plan: Uin
   });
   return {
     pid: child.pid,
-    stdin: pumped.has(0) ? null : child.stdin,
+    stdin: pumped.has(0) || fileStream ? null : child.stdin,
     stdout: pumped.has(1) ? null : child.stdout,
     stderr: pumped.has(2) ? null : child.stderr,
     status: fd(HelperFd.status),
@@ -181,8 +215,16 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
         pumpEnds.set(n, n === 0 ? w : r);
       }
     };
-    if (o.inputFile !== undefined) targets.set(0, fds.adopt(openInput(o.inputFile)));
-    else if (o.input !== undefined || o.stdin === 'pipe') {
+    let fileStream: Readable | undefined;
+    let fileEnd: number | undefined;
+    const src = o.inputFile !== undefined ? inputSource(libc, o.inputFile) : undefined;
+    if (src && 'fd' in src) targets.set(0, fds.adopt(src.fd));
+    else if (src) {
+      fileStream = src.stream;
+      const [r, w] = fds.pipe();
+      targets.set(0, r);
+      fileEnd = w;
+    } else if (o.input !== undefined || o.stdin === 'pipe') {
       const [r, w] = fds.pipe();
       targets.set(0, r);
       stdinEnd = w;
@@ -229,7 +271,7 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
     const helperPid = pid[0]!;
     // Everything but our own ends closes now; the helper holds its copies.
     const keep = new Set(
-      [stdinEnd, stdoutEnd, stderrEnd, ...pumpEnds.values(), statusR, controlW, ...(prefilled ? [] : [planW, bpfW])].filter(
+      [stdinEnd, stdoutEnd, stderrEnd, fileEnd, ...pumpEnds.values(), statusR, controlW, ...(prefilled ? [] : [planW, bpfW])].filter(
         (x): x is number => x !== undefined,
       ),
     );
@@ -259,6 +301,7 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
     }
     const inEnd = pumpEnds.get(0);
     const stopIn = inEnd !== undefined ? pumpIn(writable(inEnd)) : undefined;
+    if (fileStream && fileEnd !== undefined) feedFile(fileStream, writable(fileEnd));
 
     // The helper has exited once its status fd reaches EOF (init, which shares it, is gone first) and wait
     // reaps it; its output is complete once stdout/stderr close.

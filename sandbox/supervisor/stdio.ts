@@ -14,7 +14,7 @@
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { debuglog } from 'node:util';
-import { F_GETFL, F_SETFL, O_CLOEXEC, type Libc } from './libc.js';
+import { F_ADD_SEALS, F_GETFL, F_SETFL, MFD_ALLOW_SEALING, MFD_CLOEXEC, O_CLOEXEC, SEAL_ALL, type Libc } from './libc.js';
 
 const debug = debuglog('cubicle');
 
@@ -104,4 +104,35 @@ export function pumpIn(dest: Writable): () => void {
     src.pause(); // a paused stdin no longer keeps this process alive
     if (!dest.destroyed) dest.destroy();
   };
+}
+
+/**
+ * The payload's view of an input file: a sealed in-memory copy, opened read-only. Passing the file's own fd
+ * would let a payload whose host uid owns the file chmod it through /proc/self/fd/0 and reopen it for writing;
+ * a sealed memfd cannot be written, grown or shrunk by anyone, and stays seekable. The copy is made in the
+ * kernel (sendfile). Returns the fd, or undefined when memfds are unavailable (the caller copies through a pipe).
+ */
+export function sealedCopy(libc: Libc, src: number): number | undefined {
+  const mfd = libc.memfd_create('cubicle-input', MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (mfd < 0) {
+    debug('memfd_create: errno %d; input goes through a pipe', libc.errno());
+    return undefined;
+  }
+  let ro: number;
+  try {
+    let left = fstatSync(src).size;
+    while (left > 0) {
+      const n = libc.sendfile(mfd, src, null, Math.min(left, 1 << 30));
+      if (n < 0) throw new Error(`copying the input file: sendfile failed (errno ${libc.errno()})`);
+      if (n === 0) break; // the file shrank meanwhile
+      left -= n;
+    }
+    if (libc.fcntl(mfd, F_ADD_SEALS, SEAL_ALL) < 0) throw new Error(`sealing the input copy failed (errno ${libc.errno()})`);
+    ro = openSync(`/proc/self/fd/${mfd}`, constants.O_RDONLY | O_CLOEXEC); // a read-only description of the copy
+  } catch (e) {
+    closeSync(mfd);
+    throw e;
+  }
+  closeSync(mfd);
+  return ro;
 }
