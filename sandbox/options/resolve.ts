@@ -1,12 +1,13 @@
 // The options of runSandboxed/spawnSandboxed: merged under a policy's defaults, then validated synchronously
 // (nothing runs before this), giving ResolvedOptions where every field is final.
-import { lstatSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, lstatSync, realpathSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, isAbsolute, normalize } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, SandboxOptionError } from '../errors.js';
 import { resolveLimits, type ResolvedLimits } from '../limits/resolve.js';
+import { openRegularForRead } from '../safe-open.js';
 import { OPTION_NAMES, type CgroupChoice, type PolicyOptions, type SandboxOptions } from '../types.js';
 import { parseSize } from '../units.js';
 
@@ -277,15 +278,11 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
   if (o.inputFile !== undefined) {
     if (input !== undefined) fail('inputFile', 'give either input or inputFile, not both');
     if (typeof o.inputFile !== 'string') fail('inputFile', 'inputFile must be a path');
-    // Checked again, race-free, when it is opened (O_NOFOLLOW, regular file): a sandbox may have planted a symlink.
+    // Opened again when the run starts (a sandbox may plant a symlink meanwhile); checked here to fail early.
     try {
-      const st = lstatSync(o.inputFile as string);
-      if (st.isSymbolicLink())
-        fail('inputFile', `inputFile "${String(o.inputFile)}" is a symlink; give the real path (symlinks are not followed)`);
-      if (!st.isFile()) fail('inputFile', `inputFile "${String(o.inputFile)}" is not a regular file`);
+      closeSync(openRegularForRead(o.inputFile as string));
     } catch (e) {
-      if (e instanceof SandboxOptionError) throw e;
-      fail('inputFile', `inputFile "${String(o.inputFile)}" cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      fail('inputFile', `inputFile: ${(e as Error).message}`);
     }
   }
   return {
