@@ -1,5 +1,6 @@
 // The options of runSandboxed/spawnSandboxed: merged under a policy's defaults, then validated synchronously
 // (nothing runs before this), giving ResolvedOptions where every field is final.
+import { constants as bufferConstants } from 'node:buffer';
 import { closeSync, realpathSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, isAbsolute, normalize } from 'node:path';
@@ -45,6 +46,8 @@ export interface ResolvedOptions {
   stdout: 'pipe' | 'inherit' | 'ignore';
   stderr: 'pipe' | 'inherit' | 'ignore';
   encoding: 'utf8' | 'buffer';
+  /** Bytes of captured output kept per stream. */
+  maxBuffer: number;
   seccompLog: boolean;
   limits: ResolvedLimits;
   strictLimits: boolean;
@@ -105,6 +108,26 @@ export function checkInsidePath(option: string, p: unknown): string {
   if (p.split('/').includes('..')) fail(option, `${option} "${p}" must not contain '..'`);
   const n = normalize(p);
   return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n;
+}
+
+/** Captured output is bounded by default, and never beyond what the result can hold: decoding more than
+ *  MAX_STRING_LENGTH bytes as utf8, or concatenating more than MAX_LENGTH, would throw. */
+export const DEFAULT_MAX_BUFFER = 100 << 20;
+function checkMaxBuffer(v: unknown, encoding: 'utf8' | 'buffer'): number {
+  if (v === undefined) return DEFAULT_MAX_BUFFER;
+  let n: number;
+  try {
+    n = parseSize(v, 'maxBuffer');
+  } catch (e) {
+    return fail('maxBuffer', (e as Error).message);
+  }
+  const max = encoding === 'utf8' ? bufferConstants.MAX_STRING_LENGTH : bufferConstants.MAX_LENGTH;
+  if (!(n >= 1) || n > max)
+    fail(
+      'maxBuffer',
+      `maxBuffer must be between 1 byte and ${max} bytes (the most one ${encoding === 'utf8' ? 'string' : 'Buffer'} holds)`,
+    );
+  return n;
 }
 
 function checkSize(option: string, v: unknown, dflt: number): number {
@@ -285,6 +308,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
       fail('inputFile', `inputFile: ${(e as Error).message}`);
     }
   }
+  const encoding = oneOf('encoding', o.encoding, ['utf8', 'buffer'] as const, 'utf8');
   return {
     argv,
     env,
@@ -309,7 +333,8 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     stdin: oneOf('stdin', o.stdin, ['ignore', 'inherit', 'pipe'] as const, 'ignore'),
     stdout: oneOf('stdout', o.stdout, ['pipe', 'inherit', 'ignore'] as const, 'pipe'),
     stderr: oneOf('stderr', o.stderr, ['pipe', 'inherit', 'ignore'] as const, 'pipe'),
-    encoding: oneOf('encoding', o.encoding, ['utf8', 'buffer'] as const, 'utf8'),
+    encoding,
+    maxBuffer: checkMaxBuffer(o.maxBuffer, encoding),
     seccompLog: o.seccompLog === true,
     limits: resolveLimits(o.limits, timeout),
     strictLimits: o.strictLimits === true,
