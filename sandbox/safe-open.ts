@@ -4,8 +4,8 @@
 // RESOLVE_NO_SYMLINKS (Linux 5.6+, through koffi); elsewhere it is walked one component at a time, each
 // directory opened with O_NOFOLLOW|O_DIRECTORY relative to the one before it. (Every fd is close-on-exec.)
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { errnoName } from './os-names.js';
-import { loadLibc } from './supervisor/libc.js';
 
 const O_PATH = 0o10000000;
 const O_CLOEXEC = 0o2000000;
@@ -86,11 +86,16 @@ function openNoSymlinks(path: string, flags: number, mode: number): number {
   return walk(path, flags, mode);
 }
 
+/** openat2 through libc's syscall(2) (glibc has no wrapper), or null when koffi cannot load. */
 function bindOpenat2(): ((path: string, how: Buffer) => number) | null {
-  const libc = loadLibc();
-  if (!libc) return null;
-  errnoOf = () => libc.errno();
-  return (path, how) => libc.syscall4(SYS_openat2, AT_FDCWD, path, how, how.length);
+  try {
+    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
+    const syscall = koffi.load('libc.so.6').func('long syscall(long nr, ...)');
+    errnoOf = () => koffi.errno();
+    return (path, how) => Number(syscall(SYS_openat2, 'int', AT_FDCWD, 'const char *', path, 'void *', how, 'unsigned long', how.length));
+  } catch {
+    return null;
+  }
 }
 
 /**

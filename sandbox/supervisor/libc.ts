@@ -23,8 +23,6 @@ export interface Libc {
   waitpid(pid: number, status: Int32Array, options: number): number;
   memfd_create(name: string, flags: number): number;
   sendfile(out: number, inFd: number, offset: null, count: number): number;
-  /** syscall(nr, int, const char *, void *, size_t): openat2's shape. */
-  syscall4(nr: number, fd: number, path: string, buf: Buffer, len: number): number;
   errno(): number;
 }
 
@@ -77,10 +75,6 @@ export function loadLibc(): Libc | null {
       waitpid: f('int waitpid(int pid, int *status, int options)'),
       memfd_create: f('int memfd_create(const char *name, unsigned int flags)'),
       sendfile: f('long sendfile(int out, int in, void *offset, unsigned long count)'),
-      syscall4: (
-        (call) => (nr: number, fd: number, path: string, buf: Buffer, len: number) =>
-          Number(call(nr, 'int', fd, 'const char *', path, 'void *', buf, 'unsigned long', len))
-      )(f('long syscall(long nr, ...)')),
       errno: () => koffi.errno(),
     } as Libc;
   } catch (e) {
