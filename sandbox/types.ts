@@ -92,6 +92,9 @@ export interface SandboxOptions {
   stderr?: 'pipe' | 'inherit' | 'ignore';
   /** 'utf8' gives strings, 'buffer' gives Buffers (binary-safe). Default 'utf8'. */
   encoding?: 'utf8' | 'buffer';
+  /** Captured output kept per stream (bytes or a size); past it the run is stopped with verdict output-limit and
+   *  the first maxBuffer bytes are kept. Default 100M; at most what one string (utf8) or Buffer can hold. */
+  maxBuffer?: number | string;
   /** A shipped policy name ('default', 'judge', 'permissive', 'none'), a path to a policy file, or a policy object. Default 'default'. */
   policy?: string | PolicyObject;
   /** Audit mode: the seccomp filter reports what it would deny or kill, and lets every call proceed. */
@@ -133,6 +136,7 @@ export const OPTION_NAMES = [
   'stdout',
   'stderr',
   'encoding',
+  'maxBuffer',
   'policy',
   'seccompLog',
   'limits',
@@ -262,7 +266,15 @@ export interface SetupFailure {
 }
 
 export type Mechanism =
-  'cgroup-v1' | 'cgroup-v2' | 'sampling' | 'rlimit' | 'rlimit+sampling' | 'cgroup-v1+sampling' | 'cgroup-v2+sampling' | 'supervisor';
+  | 'cgroup-v1'
+  | 'cgroup-v2'
+  | 'sampling'
+  | 'rlimit'
+  | 'rlimit+sampling'
+  | 'cgroup-v1+sampling'
+  | 'cgroup-v2+sampling'
+  | 'supervisor'
+  | 'maxBuffer';
 
 /** What the result says of each limit that was set. */
 export interface AppliedLimit {

@@ -105,6 +105,14 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun
       // init's sampler kills at the limit; the supervisor's timer is a backstop a second behind it
       backstopSlackMs: plan.some((p) => p.op === 'watch') ? 1000 : 0,
     },
-    judge: { argv: options.argv, limits: options.limits, applied: limits.applied, plan, seccomp, encoding: options.encoding },
+    judge: {
+      argv: options.argv,
+      limits: options.limits,
+      applied: limits.applied,
+      plan,
+      seccomp,
+      encoding: options.encoding,
+      maxBuffer: options.maxBuffer,
+    },
   };
 }

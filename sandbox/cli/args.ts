@@ -40,6 +40,7 @@ const RUN_FLAGS = {
   'open-files': { type: 'string' },
   stack: { type: 'string' },
   'output-limit': { type: 'string' },
+  'max-buffer': { type: 'string' },
   'strict-limits': { type: 'boolean' },
   'no-cgroups': { type: 'boolean' },
   cgroups: { type: 'string' },
@@ -80,6 +81,7 @@ Options:
   --open-files N         open files per process
   --stack SIZE           stack per process
   --output-limit SIZE    bytes per output stream; the run is killed past it
+  --max-buffer SIZE      with --json: output kept per stream (default 100M); past it the run stops (output-limit)
   --strict-limits        fail instead of falling back when cgroups cannot enforce memory/processes
   --no-cgroups           enforce limits with rlimits and sampling only
   --cgroups v1|v2        use only this cgroup version
@@ -188,6 +190,7 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
   }
   if (v['cgroup-parent'] !== undefined) options.cgroupParent = v['cgroup-parent'];
   if (v.stdin !== undefined) options.inputFile = v.stdin;
+  if (v['max-buffer'] !== undefined) options.maxBuffer = /^\d+$/.test(v['max-buffer']) ? Number(v['max-buffer']) : v['max-buffer'];
   return {
     command: [...command],
     options,

@@ -3,7 +3,7 @@ import { closeSync, createWriteStream, ftruncateSync, writeSync } from 'node:fs'
 import { prepareRun } from '../api/prepare.js';
 import { runSandboxed, spawnSandboxed } from '../api/run.js';
 import { isCubicleError, SandboxHostError, SandboxOptionError } from '../errors.js';
-import { cliExitCode, CliExit, cliReport, isolateMeta, isolateMetaForError, resultToJson } from '../outcome/render.js';
+import { cliExitCode, CliExit, cliReport, isolateMeta, isolateMetaForError, resultJsonChunks } from '../outcome/render.js';
 import { formatPlan } from '../plan/ops.js';
 import { listPolicies, loadPolicy } from '../policy/load.js';
 import { openRegularForWrite } from '../safe-open.js';
@@ -55,7 +55,7 @@ async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: nu
     if (args.stdoutFile !== undefined || args.stderrFile !== undefined)
       throw new UsageError('--stdout/--stderr cannot be combined with --json, which captures the output into the JSON object');
     const r = await runSandboxed(args.command, { ...args.options, reject: false, ...stdin });
-    process.stdout.write(JSON.stringify(resultToJson(r)) + '\n');
+    await writeJson(r);
     writeMeta(meta, r);
     if (r.verdict === 'setup-error') for (const line of cliReport(r)) process.stderr.write(`${line}\n`);
     return r.verdict === 'setup-error' ? CliExit.sandboxFailed : 0;
@@ -86,7 +86,7 @@ async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: nu
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
   process.off('SIGHUP', onSignal);
-  if (resultFd !== undefined) writeAndClose(resultFd, JSON.stringify(resultToJson(r), null, 2) + '\n');
+  if (resultFd !== undefined) writeAndClose(resultFd, resultJsonChunks(r, 2));
   writeMeta(meta, r);
   for (const line of cliReport(r)) process.stderr.write(`${line}\n`);
   return cliExitCode(r);
@@ -101,10 +101,22 @@ function openOutputFile(flag: string, path: string): number {
 }
 
 /** Replaces the file's whole content: whatever a sandbox wrote into it meanwhile is gone. */
-function writeAndClose(fd: number, text: string): void {
+function writeAndClose(fd: number, text: string | Iterable<string>): void {
   ftruncateSync(fd, 0);
-  writeSync(fd, text, 0);
+  let at = 0;
+  for (const piece of typeof text === 'string' ? [text] : text) {
+    const b = Buffer.from(piece);
+    for (let done = 0; done < b.length;) done += writeSync(fd, b, done, b.length - done, at + done);
+    at += b.length;
+  }
   closeSync(fd);
+}
+
+/** Prints the result as one JSON line, piece by piece with backpressure (it may be longer than any one string). */
+async function writeJson(r: SandboxResult): Promise<void> {
+  for (const piece of resultJsonChunks(r)) {
+    if (!process.stdout.write(piece)) await new Promise((resolve) => process.stdout.once('drain', resolve));
+  }
 }
 
 function cmdPlan(argv: string[]): number {

@@ -1,6 +1,7 @@
 // The options of runSandboxed/spawnSandboxed: merged under a policy's defaults, then validated synchronously
 // (nothing runs before this), giving ResolvedOptions where every field is final.
-import { existsSync, lstatSync, realpathSync, statSync } from 'node:fs';
+import { constants as bufferConstants } from 'node:buffer';
+import { closeSync, existsSync, realpathSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, isAbsolute, normalize } from 'node:path';
 import { Readable } from 'node:stream';
@@ -8,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { ErrorCode, SandboxOptionError } from '../errors.js';
 import { MAX_TIME_MS, resolveLimits, type ResolvedLimits } from '../limits/resolve.js';
 import { POLICY_DIR } from '../policy/load.js';
+import { openRegularForRead } from '../safe-open.js';
 import { libseccompLibrary } from '../seccomp/libseccomp.js';
 import { callerStackLimit, checkExecSize } from './exec-size.js';
 import { OPTION_NAMES, type CgroupChoice, type PolicyOptions, type SandboxOptions } from '../types.js';
@@ -49,6 +51,8 @@ export interface ResolvedOptions {
   stdout: 'pipe' | 'inherit' | 'ignore';
   stderr: 'pipe' | 'inherit' | 'ignore';
   encoding: 'utf8' | 'buffer';
+  /** Bytes of captured output kept per stream. */
+  maxBuffer: number;
   seccompLog: boolean;
   limits: ResolvedLimits;
   strictLimits: boolean;
@@ -153,6 +157,26 @@ export function checkInsidePath(option: string, p: unknown): string {
 
 /** The largest tmpfs the helper mounts (1 TiB). */
 const MAX_TMPFS_BYTES = 2 ** 40;
+
+/** Captured output is bounded by default, and never beyond what the result can hold: decoding more than
+ *  MAX_STRING_LENGTH bytes as utf8, or concatenating more than MAX_LENGTH, would throw. */
+export const DEFAULT_MAX_BUFFER = 100 << 20;
+function checkMaxBuffer(v: unknown, encoding: 'utf8' | 'buffer'): number {
+  if (v === undefined) return DEFAULT_MAX_BUFFER;
+  let n: number;
+  try {
+    n = parseSize(v, 'maxBuffer');
+  } catch (e) {
+    return fail('maxBuffer', (e as Error).message);
+  }
+  const max = encoding === 'utf8' ? bufferConstants.MAX_STRING_LENGTH : bufferConstants.MAX_LENGTH;
+  if (!(n >= 1) || n > max)
+    fail(
+      'maxBuffer',
+      `maxBuffer must be between 1 byte and ${max} bytes (the most one ${encoding === 'utf8' ? 'string' : 'Buffer'} holds)`,
+    );
+  return n;
+}
 
 function checkSize(option: string, v: unknown, dflt: number): number {
   if (v === undefined) return dflt;
@@ -341,15 +365,11 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
   if (o.inputFile !== undefined) {
     if (input !== undefined) fail('inputFile', 'give either input or inputFile, not both');
     if (typeof o.inputFile !== 'string') fail('inputFile', 'inputFile must be a path');
-    // Checked again, race-free, when it is opened (O_NOFOLLOW, regular file): a sandbox may have planted a symlink.
+    // Opened again when the run starts (a sandbox may plant a symlink meanwhile); checked here to fail early.
     try {
-      const st = lstatSync(o.inputFile as string);
-      if (st.isSymbolicLink())
-        fail('inputFile', `inputFile "${String(o.inputFile)}" is a symlink; give the real path (symlinks are not followed)`);
-      if (!st.isFile()) fail('inputFile', `inputFile "${String(o.inputFile)}" is not a regular file`);
+      closeSync(openRegularForRead(o.inputFile as string));
     } catch (e) {
-      if (e instanceof SandboxOptionError) throw e;
-      fail('inputFile', `inputFile "${String(o.inputFile)}" cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      fail('inputFile', `inputFile: ${(e as Error).message}`);
     }
   }
   const limits = resolveLimits(o.limits, timeout);
@@ -358,6 +378,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     ? argv[0]!
     : env.PATH.split(':').reduce((longest, dir) => (`${dir}/${argv[0]}`.length > longest.length ? `${dir}/${argv[0]}` : longest), argv[0]!);
   checkExecSize(argv, env, program, limits.stackBytes ?? callerStackLimit());
+  const encoding = oneOf('encoding', o.encoding, ['utf8', 'buffer'] as const, 'utf8');
   return {
     argv,
     env,
@@ -383,7 +404,8 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     stdin: oneOf('stdin', o.stdin, ['ignore', 'inherit', 'pipe'] as const, 'ignore'),
     stdout: oneOf('stdout', o.stdout, ['pipe', 'inherit', 'ignore'] as const, 'pipe'),
     stderr: oneOf('stderr', o.stderr, ['pipe', 'inherit', 'ignore'] as const, 'pipe'),
-    encoding: oneOf('encoding', o.encoding, ['utf8', 'buffer'] as const, 'utf8'),
+    encoding,
+    maxBuffer: checkMaxBuffer(o.maxBuffer, encoding),
     seccompLog: o.seccompLog === true,
     limits,
     strictLimits: o.strictLimits === true,

@@ -17,6 +17,7 @@ export interface JudgeContext {
   plan: readonly PlanOp[];
   seccomp: { policy: string; mode: 'enforce' | 'log'; notify: NotifyMode; name(arch: number, nr: number): SeccompViolation } | undefined;
   encoding: 'utf8' | 'buffer';
+  maxBuffer: number;
 }
 
 /** The verdict each timed stop stands for (a user's kill is no verdict: the run ends as its status says). */
@@ -28,6 +29,7 @@ const STOP_VERDICT: Record<StopKind | SupervisorStopReason, Verdict | undefined>
   wall: 'wall-time-limit',
   seccomp: 'seccomp-violation',
   output: 'output-limit',
+  'max-buffer': 'output-limit',
   timeout: 'wall-time-limit',
   cancel: 'canceled',
   user: undefined,
@@ -205,6 +207,9 @@ export function judge(record: RunRecord, ctx: JudgeContext): SandboxResult {
   const readBack = record.cgroup?.readBack;
   if (readBack?.memory !== undefined && applied.memory) applied.memory = { ...applied.memory, readBack: readBack.memory };
   if (readBack?.pids !== undefined && applied.processes) applied.processes = { ...applied.processes, readBack: readBack.pids };
+  // Captured output past maxBuffer ended the run: that bound is the output limit it passed.
+  if (record.stops.some((s) => s.reason === 'max-buffer') && !(applied.outputLimit && applied.outputLimit.value <= ctx.maxBuffer))
+    applied.outputLimit = { value: ctx.maxBuffer, unit: 'bytes', mechanism: 'maxBuffer' };
 
   return {
     command: ctx.argv,

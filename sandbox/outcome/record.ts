@@ -4,7 +4,7 @@ import type { ErrorEvent, ExitEvent, ReadyEvent } from '../protocol/events.js';
 import type { HostIds, SetupFailure } from '../types.js';
 
 /** Why the supervisor itself stopped the sandbox. */
-export type SupervisorStopReason = 'timeout' | 'cancel' | 'output' | 'user';
+export type SupervisorStopReason = 'timeout' | 'cancel' | 'output' | 'max-buffer' | 'user';
 
 export interface SupervisorStop {
   reason: SupervisorStopReason;

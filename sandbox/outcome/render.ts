@@ -56,7 +56,9 @@ export function describeVerdict(r: SandboxResult): string {
     case 'process-limit':
       return `exceeded the process limit${of(l.processes?.value?.toString())} (processes and threads at once)`;
     case 'output-limit':
-      return `exceeded the output limit${of(bytes(l.outputLimit?.value))}${l.outputLimit ? ' per stream' : ''}`;
+      return l.outputLimit?.mechanism === 'maxBuffer'
+        ? `exceeded maxBuffer, the captured output kept per stream (${bytes(l.outputLimit.value)}; that much was kept)`
+        : `exceeded the output limit${of(bytes(l.outputLimit?.value))}${l.outputLimit ? ' per stream' : ''}`;
     case 'file-size-limit':
       return `exceeded the file-size limit${of(bytes(l.fileSize?.value))}`;
     case 'canceled':
@@ -153,6 +155,38 @@ export function resultToJson(r: SandboxResult): Record<string, unknown> {
     violation: r.violation ?? null,
     hostIds: r.hostIds,
   };
+}
+
+/** Characters of captured output escaped at a time (its JSON may be six times longer: a NUL is "\\u0000"). */
+const JSON_SLICE = 1 << 20;
+
+/**
+ * resultToJson as JSON text, in pieces: the whole text can be longer than the longest string a JavaScript engine
+ * makes, so each captured stream is escaped slice by slice (never splitting a surrogate pair). `indent` 0 gives
+ * one line (--json), 2 the --result file's layout.
+ */
+export function* resultJsonChunks(r: SandboxResult, indent: 0 | 2 = 0): Generator<string> {
+  const nl = indent ? '\n  ' : '';
+  const sep = indent ? ': ' : ':';
+  let first = true;
+  yield '{';
+  for (const [key, value] of Object.entries(resultToJson(r))) {
+    if (value === undefined) continue;
+    yield `${first ? '' : ','}${nl}${JSON.stringify(key)}${sep}`;
+    first = false;
+    if (typeof value === 'string' && (key === 'stdout' || key === 'stderr')) {
+      yield '"';
+      for (let at = 0; at < value.length;) {
+        let end = Math.min(value.length, at + JSON_SLICE);
+        const last = value.charCodeAt(end - 1);
+        if (end < value.length && last >= 0xd800 && last <= 0xdbff) end -= 1;
+        yield JSON.stringify(value.slice(at, end)).slice(1, -1);
+        at = end;
+      }
+      yield '"';
+    } else yield indent ? JSON.stringify(value, null, indent).replace(/\n/g, '\n  ') : JSON.stringify(value);
+  }
+  yield `${indent ? '\n' : ''}}\n`;
 }
 
 const META_STATUS: Partial<Record<Verdict, string>> = {

@@ -1,8 +1,9 @@
 // Policies as data: a shipped name, a path or an object; `extends` chains resolved and merged, then validated.
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PolicyError } from '../errors.js';
+import { openRegularFollowing } from '../safe-open.js';
 import { validateProfile } from '../seccomp/profile.js';
 import { POLICY_OPTION_NAMES, type PolicyObject, type PolicyOptions, type SeccompProfile, type SeccompRule } from '../types.js';
 
@@ -42,11 +43,19 @@ export function listPolicies(): { name: string; description: string }[] {
 function readPolicyFile(path: string, label: string): PolicyObject {
   let text: string;
   try {
-    if (statSync(path).size > MAX_FILE) throw new PolicyError(label, `${path} is larger than 1 MiB`);
-    text = readFileSync(path, 'utf8');
+    // Non-blocking open, regular files only: a fifo named as a policy is refused instead of hanging.
+    const fd = openRegularFollowing(path);
+    try {
+      if (fstatSync(fd).size > MAX_FILE) throw new PolicyError(label, `${path} is larger than 1 MiB`);
+      text = readFileSync(fd, 'utf8');
+    } finally {
+      closeSync(fd);
+    }
   } catch (e) {
     if (e instanceof PolicyError) throw e;
-    const code = (e as NodeJS.ErrnoException).code;
+    const cause = (e as Error).cause as NodeJS.ErrnoException | undefined;
+    const code = cause?.code ?? (e as NodeJS.ErrnoException).code;
+    if (code === undefined) throw new PolicyError(label, (e as Error).message);
     const known = listNamesQuietly();
     throw new PolicyError(
       label,

@@ -1,6 +1,6 @@
 // Starts the helper with its stdio and protocol fds (3 plan, 4 bpf, 5 status, 6 control) and watches it end.
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, writeSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { errnoName, signalName } from '../os-names.js';
 import { Readable, Writable } from 'node:stream';
@@ -9,6 +9,7 @@ import type { ResolvedOptions } from '../options/resolve.js';
 import { HelperFd } from '../protocol/opcodes.js';
 import { openRegularForRead } from '../safe-open.js';
 import { HELPER_PATH } from '../native/helper-path.js';
+import { inheritFd, pumpIn, pumpOut, sealedCopy } from './stdio.js';
 import { F_DUPFD_CLOEXEC, loadLibc, O_CLOEXEC, POSIX_SPAWN_SETSIGDEF, POSIX_SPAWN_SETSIGMASK, WNOHANG, type Libc } from './libc.js';
 
 const debug = debuglog('cubicle');
@@ -48,6 +49,34 @@ function openInput(path: string): number {
   }
 }
 
+/** The input file as the payload's stdin: a sealed read-only copy, or else a stream to copy through a pipe. */
+function inputSource(libc: Libc | null, path: string): { fd: number } | { stream: Readable } {
+  const file = openInput(path);
+  let copy: number | undefined;
+  try {
+    copy = libc ? sealedCopy(libc, file) : undefined;
+  } catch (e) {
+    closeSync(file);
+    throw new LaunchError(`inputFile: ${(e as Error).message}`, { cause: e });
+  }
+  if (copy === undefined) return { stream: createReadStream('', { fd: file, autoClose: true }) };
+  closeSync(file);
+  return { fd: copy };
+}
+
+/** Copies the input file into the payload's stdin pipe. */
+function feedFile(stream: Readable, dest: Writable): void {
+  stream.on('error', (e) => {
+    debug('inputFile: %s', e.message);
+    dest.destroy();
+  });
+  dest.on('error', (e) => {
+    debug('stdin: %s', e.message);
+    stream.destroy();
+  });
+  stream.pipe(dest);
+}
+
 /** A pipe holds 64 KiB by default: a plan this small is written before the helper even starts. */
 const PIPE_PREFILL_MAX = 60 << 10;
 
@@ -56,26 +85,49 @@ const PIPE_PREFILL_MAX = 60 << 10;
  * child_process when koffi cannot load, or when CUBICLE_LAUNCHER=child_process asks for it (a debugging aid).
  */
 export function launchHelper(o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array): LaunchedHelper {
-  const libc = process.env.CUBICLE_LAUNCHER === 'child_process' ? null : loadLibc();
-  return libc ? launchWithPosixSpawn(libc, o, plan, bpf) : launchWithChildProcess(o, plan, bpf);
+  const libc = loadLibc();
+  return libc && process.env.CUBICLE_LAUNCHER !== 'child_process'
+    ? launchWithPosixSpawn(libc, o, plan, bpf)
+    : launchWithChildProcess(libc, o, plan, bpf);
 }
 
-function launchWithChildProcess(o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array): LaunchedHelper {
-  let stdinFd: number | undefined;
-  let stdinCfg: 'pipe' | 'ignore' | 'inherit' | number = o.stdin;
-  if (o.inputFile !== undefined) stdinCfg = stdinFd = openInput(o.inputFile);
-  else if (o.input !== undefined) stdinCfg = 'pipe';
+function launchWithChildProcess(libc: Libc | null, o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array): LaunchedHelper {
+  const owned: number[] = [];
+  const pumped = new Set<0 | 1 | 2>();
+  const cfg = (n: 0 | 1 | 2, mode: 'pipe' | 'ignore' | 'inherit'): 'pipe' | 'ignore' | number => {
+    if (mode !== 'inherit') return mode;
+    const h = inheritFd(n, libc);
+    if (h.kind === 'pump') {
+      pumped.add(n);
+      return 'pipe';
+    }
+    if (h.kind === 'fresh') owned.push(h.fd);
+    return h.fd;
+  };
   let child;
+  let fileStream: Readable | undefined;
   try {
+    let stdinCfg: 'pipe' | 'ignore' | number;
+    const src = o.inputFile !== undefined ? inputSource(libc, o.inputFile) : undefined;
+    if (src && 'fd' in src) owned.push((stdinCfg = src.fd));
+    else if (src) {
+      fileStream = src.stream;
+      stdinCfg = 'pipe';
+    } else stdinCfg = o.input !== undefined ? 'pipe' : cfg(0, o.stdin);
+    const stdoutCfg = cfg(1, o.stdout);
+    const stderrCfg = cfg(2, o.stderr);
     child = spawn(HELPER_PATH, [], {
-      stdio: [stdinCfg, o.stdout, o.stderr, 'pipe', 'pipe', 'pipe', 'pipe'],
+      stdio: [stdinCfg, stdoutCfg, stderrCfg, 'pipe', 'pipe', 'pipe', 'pipe'],
       env: {},
       argv0: 'cubicle-helper',
     });
   } finally {
-    if (stdinFd !== undefined) closeSync(stdinFd);
+    for (const f of owned) closeSync(f);
   }
   const fd = (n: number) => (child.stdio as unknown as (Readable & Writable)[])[n]!;
+  const pumps = [...pumped].filter((n): n is 1 | 2 => n !== 0).map((n) => pumpOut(fd(n), n));
+  const stopIn = pumped.has(0) ? pumpIn(fd(0)) : undefined;
+  if (fileStream) feedFile(fileStream, fd(0));
   for (const n of [HelperFd.plan, HelperFd.bpf, HelperFd.status, HelperFd.control])
     fd(n).on('error', (e: Error) => debug('helper fd %d: %s', n, e.message));
   fd(HelperFd.plan).end(plan);
@@ -86,13 +138,16 @@ function launchWithChildProcess(o: ResolvedOptions, plan: Uint8Array, bpf: Uint8
         ? reject(new LaunchError(`cannot start the helper ${HELPER_PATH}: ${e.message}`, { cause: e }))
         : debug('helper: %s', e.message),
     );
-    child.on('close', (code, signal) => resolve({ code, signal }));
+    child.on('close', (code, signal) => {
+      stopIn?.();
+      void Promise.all(pumps).then(() => resolve({ code, signal }));
+    });
   });
   return {
     pid: child.pid,
-    stdin: child.stdin,
-    stdout: child.stdout,
-    stderr: child.stderr,
+    stdin: pumped.has(0) || fileStream ? null : child.stdin,
+    stdout: pumped.has(1) ? null : child.stdout,
+    stderr: pumped.has(2) ? null : child.stderr,
     status: fd(HelperFd.status),
     control: fd(HelperFd.control),
     done,
@@ -148,13 +203,33 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
     let stdinEnd: number | undefined;
     let stdoutEnd: number | undefined;
     let stderrEnd: number | undefined;
-    if (o.inputFile !== undefined) targets.set(0, fds.adopt(openInput(o.inputFile)));
-    else if (o.input !== undefined || o.stdin === 'pipe') {
+    // Our ends of the pipes that copy inherited stdio this process cannot hand over as is (see ./stdio.ts).
+    const pumpEnds = new Map<0 | 1 | 2, number>();
+    const inherit = (n: 0 | 1 | 2): void => {
+      const h = inheritFd(n, libc);
+      if (h.kind === 'share') targets.set(n, h.fd);
+      else if (h.kind === 'fresh') targets.set(n, fds.adopt(h.fd));
+      else {
+        const [r, w] = fds.pipe();
+        targets.set(n, n === 0 ? r : w);
+        pumpEnds.set(n, n === 0 ? w : r);
+      }
+    };
+    let fileStream: Readable | undefined;
+    let fileEnd: number | undefined;
+    const src = o.inputFile !== undefined ? inputSource(libc, o.inputFile) : undefined;
+    if (src && 'fd' in src) targets.set(0, fds.adopt(src.fd));
+    else if (src) {
+      fileStream = src.stream;
+      const [r, w] = fds.pipe();
+      targets.set(0, r);
+      fileEnd = w;
+    } else if (o.input !== undefined || o.stdin === 'pipe') {
       const [r, w] = fds.pipe();
       targets.set(0, r);
       stdinEnd = w;
     } else if (o.stdin === 'ignore') targets.set(0, fds.adopt(openSync('/dev/null', 'r')));
-    else targets.set(0, 0); // inherit: dup2 to itself clears close-on-exec, which Node may have set on its stdio
+    else inherit(0);
     for (const [n, mode] of [
       [1, o.stdout],
       [2, o.stderr],
@@ -165,7 +240,7 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
         if (n === 1) stdoutEnd = r;
         else stderrEnd = r;
       } else if (mode === 'ignore') targets.set(n, fds.adopt(openSync('/dev/null', 'w')));
-      else targets.set(n, n);
+      else inherit(n);
     }
     const [planR, planW] = fds.pipe();
     const [bpfR, bpfW] = fds.pipe();
@@ -196,7 +271,9 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
     const helperPid = pid[0]!;
     // Everything but our own ends closes now; the helper holds its copies.
     const keep = new Set(
-      [stdinEnd, stdoutEnd, stderrEnd, statusR, controlW, ...(prefilled ? [] : [planW, bpfW])].filter((x): x is number => x !== undefined),
+      [stdinEnd, stdoutEnd, stderrEnd, fileEnd, ...pumpEnds.values(), statusR, controlW, ...(prefilled ? [] : [planW, bpfW])].filter(
+        (x): x is number => x !== undefined,
+      ),
     );
     for (const fd of keep) fds.release(fd);
     fds.closeAll();
@@ -217,6 +294,14 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
     const stdin = stdinEnd !== undefined ? writable(stdinEnd) : null;
     const stdout = stdoutEnd !== undefined ? readable(stdoutEnd) : null;
     const stderr = stderrEnd !== undefined ? readable(stderrEnd) : null;
+    const pumps: Promise<void>[] = [];
+    for (const n of [1, 2] as const) {
+      const end = pumpEnds.get(n);
+      if (end !== undefined) pumps.push(pumpOut(readable(end), n));
+    }
+    const inEnd = pumpEnds.get(0);
+    const stopIn = inEnd !== undefined ? pumpIn(writable(inEnd)) : undefined;
+    if (fileStream && fileEnd !== undefined) feedFile(fileStream, writable(fileEnd));
 
     // The helper has exited once its status fd reaches EOF (init, which shares it, is gone first) and wait
     // reaps it; its output is complete once stdout/stderr close.
@@ -240,7 +325,8 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
         };
         poll(0);
       });
-    const done = Promise.all([closed(status), closed(stdout), closed(stderr)]).then(waitExit);
+    const done = Promise.all([closed(status), closed(stdout), closed(stderr), ...pumps]).then(waitExit);
+    if (stopIn) void done.then(stopIn);
     const kill = (): void => {
       if (!reap()) {
         try {

@@ -21,11 +21,20 @@ export interface Libc {
   sigemptyset(set: Buffer): number;
   sigfillset(set: Buffer): number;
   waitpid(pid: number, status: Int32Array, options: number): number;
+  memfd_create(name: string, flags: number): number;
+  sendfile(out: number, inFd: number, offset: null, count: number): number;
   errno(): number;
 }
 
 export const O_CLOEXEC = 0o2000000;
 export const F_DUPFD_CLOEXEC = 1030;
+export const F_GETFL = 3;
+export const F_ADD_SEALS = 1033;
+/** F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE */
+export const SEAL_ALL = 1 | 2 | 4 | 8;
+export const MFD_CLOEXEC = 1;
+export const MFD_ALLOW_SEALING = 2;
+export const F_SETFL = 4;
 export const WNOHANG = 1;
 export const POSIX_SPAWN_SETSIGDEF = 0x04;
 export const POSIX_SPAWN_SETSIGMASK = 0x08;
@@ -64,6 +73,8 @@ export function loadLibc(): Libc | null {
       sigemptyset: f('int sigemptyset(void *set)'),
       sigfillset: f('int sigfillset(void *set)'),
       waitpid: f('int waitpid(int pid, int *status, int options)'),
+      memfd_create: f('int memfd_create(const char *name, unsigned int flags)'),
+      sendfile: f('long sendfile(int out, int in, void *offset, unsigned long count)'),
       errno: () => koffi.errno(),
     } as Libc;
   } catch (e) {

@@ -139,12 +139,19 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   /** Counts a chunk; returns the part within the limit. */
-  const within = (which: 'out' | 'err', chunk: Buffer): Buffer => {
+  const within = (which: 'out' | 'err', chunk: Buffer, cap = outputLimit): Buffer => {
     const before = counted[which];
     counted[which] += chunk.length;
-    if (outputLimit === undefined) return chunk;
-    if (counted[which] > outputLimit) stop('SIGKILL', 'output');
-    return counted[which] <= outputLimit ? chunk : chunk.subarray(0, Math.max(0, outputLimit - before));
+    if (cap === undefined) return chunk;
+    if (counted[which] > cap) stop('SIGKILL', outputLimit !== undefined && outputLimit <= cap ? 'output' : 'max-buffer');
+    return counted[which] <= cap ? chunk : chunk.subarray(0, Math.max(0, cap - before));
+  };
+  // Captured output is also bounded by maxBuffer, so a flood never grows this process past what a result holds.
+  const captureCap = Math.min(outputLimit ?? Infinity, o.maxBuffer);
+  const keep = (into: Buffer[], which: 'out' | 'err', chunk: Buffer): void => {
+    if (counted[which] > captureCap) return; // already stopped; what is kept is complete
+    const kept = within(which, chunk, captureCap);
+    if (kept.length) into.push(kept);
   };
   const limitStream = (src: Readable | null, which: 'out' | 'err'): Readable | null => {
     if (!src || outputLimit === undefined) return src;
@@ -186,8 +193,8 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
         helper.stdin?.on('error', (e) => debug('stdin: %s', e.message)); // EPIPE when the payload stops reading
         helper.status.on('data', onEvents);
         if (capture) {
-          helper.stdout?.on('data', (c: Buffer) => out.push(within('out', c)));
-          helper.stderr?.on('data', (c: Buffer) => err.push(within('err', c)));
+          helper.stdout?.on('data', (c: Buffer) => keep(out, 'out', c));
+          helper.stderr?.on('data', (c: Buffer) => keep(err, 'err', c));
         }
         feedInput(o, helper.stdin);
         // init enforces the wall-time limit precisely; this timer is the backstop (setup hangs, a stuck helper).

@@ -9,7 +9,8 @@ import type { ExitEvent, StopEvent } from '../../sandbox/protocol/events.js';
 const plan = [Op.userns(1000, 1000, 65534, 65534), Op.root(1 << 20), Op.bind('/data', '/data', 'rw'), Op.exec('/bin/true'), Op.end()];
 
 function ctx(limits: Partial<ResolvedLimits> = {}, extra: Partial<JudgeContext> = {}): JudgeContext {
-  return { argv: ['/bin/true'], limits: { extraTimeMs: 0, ...limits }, applied: {}, plan, seccomp: undefined, encoding: 'utf8', ...extra };
+  const base = { argv: ['/bin/true'], limits: { extraTimeMs: 0, ...limits }, applied: {}, plan, seccomp: undefined };
+  return { ...base, encoding: 'utf8', maxBuffer: 100 << 20, ...extra };
 }
 
 function exitEvent(e: Partial<ExitEvent> = {}): ExitEvent {
@@ -313,5 +314,12 @@ describe('outcome: judging a run record', () => {
     assert.equal((applied.processes as { readBack?: number }).readBack, undefined, "the plan's record is not modified");
     assert.ok(Buffer.isBuffer(r.stdout));
     assert.equal(judge(record({ stdout: undefined }), ctx()).stdout, undefined, 'not captured');
+  });
+
+  it('captured output past maxBuffer is output-limit, and the result names maxBuffer as the bound passed', () => {
+    const killed = { code: undefined, signal: 9 };
+    const r = judge(record({ terminal: exitEvent(killed), stops: [{ reason: 'max-buffer', atUs: 100 }] }), ctx({}, { maxBuffer: 4096 }));
+    assert.equal(r.verdict, 'output-limit');
+    assert.deepEqual(r.limits.outputLimit, { value: 4096, unit: 'bytes', mechanism: 'maxBuffer' });
   });
 });
