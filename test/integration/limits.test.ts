@@ -339,13 +339,15 @@ describe('cgroup v2', () => {
     });
     assert.equal(mem.limits.memory!.mechanism, 'cgroup-v2');
     assert.equal(mem.verdict, 'memory-limit');
-    const bomb = await runSandboxed(['/bin/sh', '-c', 'f() { f | f & }; f; sleep 5'], {
+    // A bomb that keeps forking until the wall limit stops it: a refused fork came first, so process-limit.
+    const bomb = await runSandboxed(['/usr/bin/python3', '-c', 'import os\nwhile True:\n  try: os.fork()\n  except OSError: pass'], {
       cgroups: 'v2',
-      limits: { processes: 30, wallTime: 10_000 },
+      limits: { processes: 30, wallTime: 2000 },
       reject: false,
     });
     assert.equal(bomb.limits.processes!.mechanism, 'cgroup-v2+sampling');
     assert.equal(bomb.verdict, 'process-limit');
+    assert.ok(bomb.usage!.peakProcesses! <= 30, `peak ${bomb.usage!.peakProcesses} (pids.max holds it at 30)`);
   });
 
   it('runAs cannot use v2 (no write access up to the common ancestor); it falls back, or strict refuses', async function () {
