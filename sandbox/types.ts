@@ -200,19 +200,21 @@ export type NotifyMode = 'none' | 'kill' | 'log';
 // ---- results ----
 
 /** Why a run ended; exactly one per run. */
-export type Verdict =
-  | 'ok'
-  | 'nonzero-exit'
-  | 'signaled'
-  | 'cpu-time-limit'
-  | 'wall-time-limit'
-  | 'memory-limit'
-  | 'output-limit'
-  | 'process-limit'
-  | 'file-size-limit'
-  | 'seccomp-violation'
-  | 'setup-error'
-  | 'canceled';
+export const VERDICTS = [
+  'ok',
+  'nonzero-exit',
+  'signaled',
+  'cpu-time-limit',
+  'wall-time-limit',
+  'memory-limit',
+  'output-limit',
+  'process-limit',
+  'file-size-limit',
+  'seccomp-violation',
+  'setup-error',
+  'canceled',
+] as const;
+export type Verdict = (typeof VERDICTS)[number];
 
 /** A syscall the seccomp filter stopped (or, in log mode, would have stopped). */
 export interface SeccompViolation {

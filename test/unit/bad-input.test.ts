@@ -12,6 +12,7 @@ import {
   type Verdict,
 } from '../../sandbox/index.js';
 import { cliReport, describeVerdict, isolateMeta, resultToJson, toSandboxError } from '../../sandbox/outcome/render.js';
+import { VERDICTS } from '../../sandbox/types.js';
 
 const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 
@@ -189,20 +190,7 @@ describe('bad input: the CLI, fuzzed by table', function () {
 });
 
 describe('bad input: every rendered figure is defined or left out', () => {
-  const verdicts: Verdict[] = [
-    'ok',
-    'nonzero-exit',
-    'signaled',
-    'cpu-time-limit',
-    'wall-time-limit',
-    'memory-limit',
-    'output-limit',
-    'process-limit',
-    'file-size-limit',
-    'seccomp-violation',
-    'setup-error',
-    'canceled',
-  ];
+  const verdicts: readonly Verdict[] = VERDICTS;
   // A result whose helper was killed from outside: nothing measured, nothing known but the verdict.
   for (const verdict of verdicts)
     it(`${verdict} without usage, limits, signal or exit code renders no undefined, NaN, null or "?"`, () => {
