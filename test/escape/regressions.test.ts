@@ -92,11 +92,12 @@ forEachIdentity((id, run) => {
 
   it('SIGKILL of the helper itself takes the whole sandbox with it', async () => {
     const { spawnSandboxed } = await import('../../sandbox/index.js');
-    const p = spawnSandboxed(['/bin/sh', '-c', '(sleep 1000 &); echo up; sleep 1000'], { reject: false, ...id.spawnAs });
-    await new Promise((r) => p.stdout!.once('data', r));
+    // The payload names its own pid namespace: init is non-dumpable, so an unprivileged caller cannot read it.
+    const p = spawnSandboxed(['/bin/sh', '-c', '(sleep 1000 &); readlink /proc/self/ns/pid; sleep 1000'], { reject: false, ...id.spawnAs });
+    const first = await new Promise<string>((r) => p.stdout!.once('data', (d: Buffer) => r(d.toString())));
     const helperPid = p.pid!;
     const initPid = Number(readFileSync(`/proc/${helperPid}/task/${helperPid}/children`, 'utf8').trim().split(/\s+/)[0]);
-    const pidns = Number(/\[(\d+)\]/.exec(spawnSync('readlink', [`/proc/${initPid}/ns/pid`], { encoding: 'utf8' }).stdout)![1]);
+    const pidns = Number(/pid:\[(\d+)\]/.exec(first)![1]);
     process.kill(helperPid, 'SIGKILL');
     const r = await p.result;
     // no exit event, but the payload had started: it died with the sandbox, which is no setup error
