@@ -8,7 +8,12 @@ export interface RlimitPair {
 }
 
 /** Rows of /proc/self/limits this module reads, by the name the kernel prints. */
-const ROWS = { nproc: 'Max processes', sigpending: 'Max pending signals', msgqueue: 'Max msgqueue size' } as const;
+const ROWS = {
+  nproc: 'Max processes',
+  nofile: 'Max open files',
+  sigpending: 'Max pending signals',
+  msgqueue: 'Max msgqueue size',
+} as const;
 
 export type HostRlimit = keyof typeof ROWS;
 

@@ -155,6 +155,8 @@ void limits_mark_fork(void);
 void limits_final(const struct sampler *s, int watched, struct init_usage *u);
 long long self_cpu_us(void);
 void limits_apply_rlimits(const struct plan *p);
+/* Called by init before it closes its stdio: the payload's stdin file is not the payload's memory. */
+void limits_note_stdin(void);
 
 /* stages */
 __attribute__((noreturn)) void stage_init_main(const struct plan *p, int from_parent_fd, int to_parent_fd,

@@ -103,7 +103,7 @@ static int read_stat(const char *pid, unsigned long long *ticks, long *threads) 
  * tmpfs/SysV shm/memfd pages), proportionally (pages shared among processes are divided among them, so a sum
  * is not inflated). File pages mapped from programs and libraries are page cache, shared with the host and
  * reclaimable: not counted, as a memory cgroup does not count pages another group brought in. Over the
- * sample's budget, statm's resident minus file-backed pages (cheap, always readable) counts instead. */
+ * sample's budget, or for a process that hides smaps_rollup, its status (RssAnon + RssShmem + VmPTE) counts. */
 static unsigned long long read_owned(const char *pid, int cheap) {
   char path[300], buf[4096];
   snprintf(path, sizeof path, "/proc/%s/smaps_rollup", pid);
@@ -119,11 +119,17 @@ static unsigned long long read_owned(const char *pid, int cheap) {
       return (anon + shmem + pte) * 1024;
     }
   }
-  snprintf(path, sizeof path, "/proc/%s/statm", pid);
-  unsigned long long size, resident, shared;
-  if (read_small(path, buf, sizeof buf) >= 0 && sscanf(buf, "%llu %llu %llu", &size, &resident, &shared) == 3)
-    return (resident > shared ? resident - shared : 0) * (unsigned long long)sysconf(_SC_PAGESIZE);
-  return 0;
+  /* status is readable even for a process that made itself non-dumpable (smaps_rollup is not), and cheap. Its
+   * shared memory counts whole in each process that maps it: more than the proportional share, never less, so
+   * a payload cannot hide shared anonymous or memfd mappings by turning non-dumpable or exhausting the budget. */
+  snprintf(path, sizeof path, "/proc/%s/status", pid);
+  if (read_small(path, buf, sizeof buf) < 0) return 0;
+  unsigned long long rss_anon = 0, rss_shmem = 0, pte = 0;
+  char *a = strstr(buf, "\nRssAnon:"), *m = strstr(buf, "\nRssShmem:"), *t = strstr(buf, "\nVmPTE:");
+  if (a && sscanf(a + 9, "%llu", &rss_anon) != 1) rss_anon = 0;
+  if (m && sscanf(m + 10, "%llu", &rss_shmem) != 1) rss_shmem = 0;
+  if (t && sscanf(t + 7, "%llu", &pte) != 1) pte = 0;
+  return (rss_anon + rss_shmem + pte) * 1024;
 }
 
 /* memfds: pages that no tmpfs the plan mounted holds and no mapping may show. The device memfds live on,
@@ -142,6 +148,16 @@ static void learn_memfd_dev(void) {
     memfd_dev_known = 1;
   }
   close(fd);
+}
+
+/* The sealed copy of the caller's input the payload reads as stdin: the caller's memory, not the payload's. */
+static dev_t stdin_dev;
+static ino_t stdin_ino;
+static int stdin_known;
+
+void limits_note_stdin(void) {
+  struct stat st;
+  if (fstat(0, &st) == 0 && S_ISREG(st.st_mode)) stdin_dev = st.st_dev, stdin_ino = st.st_ino, stdin_known = 1;
 }
 
 /* A memfd open in several processes (or twice in one) counts once per sample. */
@@ -167,6 +183,7 @@ static unsigned long long memfd_bytes(const char *pid) {
     struct stat st;
     if (e->d_name[0] == '.' || fstatat(dfd, e->d_name, &st, 0) < 0) continue;
     if (st.st_dev != memfd_dev || !S_ISREG(st.st_mode)) continue;
+    if (stdin_known && st.st_dev == stdin_dev && st.st_ino == stdin_ino) continue;
     int seen = 0;
     for (size_t i = 0; i < memfd_nseen && !seen; i++) seen = memfd_seen[i] == st.st_ino;
     if (seen) continue;

@@ -168,6 +168,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   caps_clear_sets();
 
   /* Init holds none of the payload's stdio: EOF reaches the caller when the payload's side closes. */
+  limits_note_stdin();
   close(0);
   close(1);
   close(2);

@@ -11,6 +11,11 @@ import { hostRlimit, hostUcountMax } from '../host/user-limits.js';
  *  the host from a fork bomb; raise it with limits.processes. */
 export const DEFAULT_PROCESSES = 1024;
 
+/** Open files per process when the caller sets none: a common soft default. It also bounds what a payload can
+ *  make init walk (init's sampler stats every fd of every process to count memfds) and the pipe and socket
+ *  buffers it can hold. Raise it with limits.openFiles. */
+export const DEFAULT_OPEN_FILES = 1024;
+
 /** How often init samples the sandbox when something is watched. */
 export const SAMPLE_INTERVAL_US = 10_000;
 
@@ -165,9 +170,11 @@ export function planLimits(
     applied.fileSize = { value: l.fileSizeBytes, unit: 'bytes', mechanism: 'rlimit' };
     payloadOps.push(Op.rlimit('fsize', l.fileSizeBytes, l.fileSizeBytes));
   }
-  if (l.openFiles !== undefined) {
-    applied.openFiles = { value: l.openFiles, unit: 'count', mechanism: 'rlimit' };
-    payloadOps.push(Op.rlimit('nofile', l.openFiles, l.openFiles));
+  {
+    // The default never asks for more than this process may have (its hard limit); an explicit value must hold.
+    const openFiles = l.openFiles ?? Math.min(DEFAULT_OPEN_FILES, hostRlimit('nofile')?.hard ?? Infinity);
+    applied.openFiles = { value: openFiles, unit: 'count', mechanism: 'rlimit' };
+    payloadOps.push(Op.rlimit('nofile', openFiles, openFiles));
   }
   if (l.stackBytes !== undefined) {
     applied.stack = { value: l.stackBytes, unit: 'bytes', mechanism: 'rlimit' };

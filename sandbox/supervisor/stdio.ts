@@ -5,8 +5,12 @@
 // writing into a full pipe would get EAGAIN and lose data. Flipping the flag back would change Node's own view of
 // the same description (its next read could block the event loop), so the payload never gets Node's description
 // of such a file:
-//   - a regular file (or block device) is shared as is: its offset must be shared (`(echo a; cubicle run ...) > f`)
-//     and O_NONBLOCK means nothing for it;
+//   - a regular file (or block device) as stdout/stderr is shared as is: its offset must be shared
+//     (`(echo a; cubicle run ...) > f`) and O_NONBLOCK means nothing for it (the payload could reopen it through
+//     /proc/self/fd and read what the file already holds: do not hand it a file whose content is secret);
+//   - a regular file as stdin (`cubicle run ... < tests/1.in`) reaches the payload as a sealed read-only copy from
+//     the current offset, as inputFile does: the sandbox's host uid may own the file, and a shared description
+//     would let the payload chmod and rewrite it through /proc/self/fd/0;
 //   - a pipe, FIFO or terminal is opened again through /proc/self/fd/N, which gives a new description of the same
 //     object that only the sandbox holds, and that description is made blocking;
 //   - anything else (a socket, which cannot be reopened; a pipe of another user; no /proc) goes through a pipe
@@ -37,6 +41,10 @@ export function inheritFd(n: 0 | 1 | 2, libc: Libc | null): InheritedFd {
   } catch {
     // Closed (Node normally reopens a closed 0-2 on /dev/null itself): the payload gets /dev/null.
     return { kind: 'fresh', fd: openSync('/dev/null', n === 0 ? 'r' : 'w') };
+  }
+  if (n === 0 && st.isFile()) {
+    const copy = libc ? sealedCopy(libc, 0) : undefined;
+    return copy === undefined ? { kind: 'pump' } : { kind: 'fresh', fd: copy };
   }
   if (st.isFile() || st.isBlockDevice()) return { kind: 'share', fd: n };
   const reopenable = st.isFIFO() || (st.isCharacterDevice() && st.rdev !== PTMX_RDEV);

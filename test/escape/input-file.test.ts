@@ -1,7 +1,7 @@
 // The payload's stdin file (inputFile, --stdin) is read-only to it, whoever owns the file on the host.
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { forEachIdentity, worldReadableTmp } from '../helpers/env.js';
@@ -46,6 +46,30 @@ forEachIdentity((id, run) => {
         ...(id.spawnAs.runAs ?? {}),
       });
       assert.equal(r.stdout, 'test data\n\n', String(r.stderr));
+      assert.equal(readFileSync(f, 'utf8'), 'test data\n');
+      assert.equal(statSync(f).mode & 0o777, 0o444);
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it("the payload cannot rewrite a file redirected to the CLI's stdin (cubicle run ... < tests/1.in)", () => {
+    const t = worldReadableTmp();
+    try {
+      chmodSync(t.dir, 0o777);
+      const f = testData(t.dir);
+      const fd = openSync(f, 'r');
+      try {
+        const r = spawnSync(process.execPath, [CLI, 'run', '--', 'sh', '-c', REWRITE], {
+          encoding: 'utf8',
+          timeout: 30_000,
+          stdio: [fd, 'pipe', 'pipe'],
+          ...(id.spawnAs.runAs ?? {}),
+        });
+        assert.equal(r.stdout, 'test data\n\n', String(r.stderr));
+      } finally {
+        closeSync(fd);
+      }
       assert.equal(readFileSync(f, 'utf8'), 'test data\n');
       assert.equal(statSync(f).mode & 0o777, 0o444);
     } finally {

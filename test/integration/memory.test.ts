@@ -3,7 +3,9 @@
 import { strict as assert } from 'node:assert';
 import { type SandboxOptions } from '../../sandbox/index.js';
 import { cgroupV1Available } from '../../sandbox/cgroup/index.js';
-import { forEachIdentity } from '../helpers/env.js';
+import { chmodSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { forEachIdentity, worldReadableTmp } from '../helpers/env.js';
 
 const PY = '/usr/bin/python3';
 
@@ -35,6 +37,32 @@ forEachIdentity((_id, run) => {
         const r = await go([PY, '-c', MEMFD], { limits: bomb });
         assert.equal(r.verdict, 'memory-limit', `${r.verdict} ${String(r.stderr)}`);
         assert.ok(r.usage!.peakMemoryBytes! >= 64 << 20);
+      });
+
+      it('shared anonymous memory held by a non-dumpable process is memory-limit, not ok (statm hid it)', async () => {
+        const script = [
+          'import ctypes, mmap, time',
+          'ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)',
+          'm = mmap.mmap(-1, 512 << 20, flags=mmap.MAP_SHARED)',
+          'for i in range(0, 512 << 20, 4096): m[i] = 1',
+          'time.sleep(1)',
+        ].join('\n');
+        const r = await go([PY, '-c', script], { limits: bomb });
+        assert.equal(r.verdict, 'memory-limit', `${r.verdict} ${String(r.stderr)}`);
+      });
+
+      it("the sealed copy of a 100 MiB inputFile is the caller's memory, not the payload's", async () => {
+        const t = worldReadableTmp();
+        try {
+          const f = join(t.dir, 'big.in');
+          writeFileSync(f, Buffer.alloc(100 << 20, 1));
+          chmodSync(f, 0o644);
+          const r = await go(['/bin/sh', '-c', 'sleep 0.3; wc -c'], { limits: bomb, inputFile: f });
+          assert.equal(r.verdict, 'ok', `${r.verdict} peak ${r.usage?.peakMemoryBytes}`);
+          assert.equal(r.stdout, `${100 << 20}\n`);
+        } finally {
+          t.cleanup();
+        }
       });
 
       it('SysV message queues filled to the kernel defaults are memory-limit, not ok', async () => {
