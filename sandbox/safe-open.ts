@@ -13,6 +13,7 @@ const AT_FDCWD = -100;
 const RESOLVE_NO_SYMLINKS = 0x04;
 const SYS_openat2 = 437; // the same number on every architecture
 const ENOSYS = 38;
+const EPERM = 1;
 
 /** Opens a regular file for reading; no symlink anywhere in the path; throws an Error naming the path. */
 export function openRegularForRead(path: string): number {
@@ -80,6 +81,8 @@ function openNoSymlinks(path: string, flags: number, mode: number): number {
     const fd = openat2(path, how);
     if (fd >= 0) return fd;
     const errno = errnoOf();
+    // EPERM: a seccomp profile (older container runtimes) may refuse openat2 itself; the walk says if it was real.
+    if (errno === EPERM) return walk(path, flags, mode);
     if (errno !== ENOSYS) throw new OpenError(errnoName(errno));
     openat2 = null; // an older kernel (or a filter that refuses it): walk instead from now on
   }
