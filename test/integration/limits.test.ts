@@ -389,9 +389,10 @@ describe('limit options', () => {
     const r = await runSandboxed(['/bin/true'], { limits: { cpuTime: '1.5s', memory: '128M', fileSize: '1M', outputLimit: '1K' } });
     assert.deepEqual(
       Object.keys(r.limits).sort(),
-      ['cpuTime', 'fileSize', 'memory', 'outputLimit', 'processes'],
-      'processes: the default cap',
+      ['cpuTime', 'fileSize', 'memory', 'openFiles', 'outputLimit', 'processes'],
+      'processes and openFiles: the default caps',
     );
+    assert.ok(r.limits.openFiles!.value <= 1024 && r.limits.openFiles!.value > 0, `open files ${r.limits.openFiles!.value}`);
     assert.equal(r.limits.cpuTime!.value, 1500);
     assert.equal(r.limits.memory!.value, 128 << 20);
     assert.equal(r.limits.outputLimit!.mechanism, 'supervisor');
