@@ -113,9 +113,18 @@ function writeAndClose(fd: number, text: string | Iterable<string>): void {
 }
 
 /** Prints the result as one JSON line, piece by piece with backpressure (it may be longer than any one string). */
+/** Writes the result as JSON to stdout, piece by piece. A reader that goes away (EPIPE: `| head`) ends the
+ *  writing, not the process: the meta file is still written. */
 async function writeJson(r: SandboxResult): Promise<void> {
+  let gone = false;
+  process.stdout.on('error', () => (gone = true)); // stays attached: a late EPIPE must not throw either
   for (const piece of resultJsonChunks(r)) {
-    if (!process.stdout.write(piece)) await new Promise((resolve) => process.stdout.once('drain', resolve));
+    if (gone) return;
+    if (!process.stdout.write(piece))
+      await new Promise((resolve) => {
+        process.stdout.once('drain', resolve);
+        process.stdout.once('error', resolve);
+      });
   }
 }
 

@@ -1,7 +1,8 @@
 // The CLI: stdio passthrough, exit codes (payload's, 128+N, 124, 125), --json, --result, binds and flags.
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { identities, worldReadableTmp } from '../helpers/env.js';
@@ -186,3 +187,25 @@ for (const id of identities())
       assert.match(r.stdout, /^exec "echo"$/m);
     });
   });
+
+describe('cubicle run --json into a reader that goes away', () => {
+  it('prints no stack trace on EPIPE (| head -c 1500) and still writes the meta file', async function () {
+    this.timeout(60_000);
+    const dir = mkdtempSync(join(tmpdir(), 'cubicle-epipe-'));
+    try {
+      const meta = join(dir, 'meta');
+      const child = spawn(process.execPath, [CLI, 'run', '--json', '--meta', meta, '--', 'head', '-c', '5000000', '/dev/zero'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.stdout.once('data', () => child.stdout.destroy()); // the reader leaves after its first piece
+      const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+      assert.doesNotMatch(stderr, /\n\s+at |Error:/, stderr);
+      assert.equal(code, 0);
+      assert.match(readFileSync(meta, 'utf8'), /^verdict:ok$/m);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
