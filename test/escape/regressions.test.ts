@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runSandboxed, SandboxOptionError } from '../../sandbox/index.js';
-import { alive, forEachIdentity, IS_ROOT, pidsInPidNamespace, probe, waitFor, worldReadableTmp } from '../helpers/env.js';
+import { alive, forEachIdentity, IS_ROOT, pidsInPidNamespace, probe, waitFor, worldReadableTmp, skipBecause } from '../helpers/env.js';
 
 const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 const REPO = fileURLToPath(new URL('../../..', import.meta.url));
@@ -220,8 +220,7 @@ describe('binds over cubicle itself', () => {
 
   it("root-owned host files stay out of reach of a root caller's sandbox even in a writable bind", async function () {
     if (!IS_ROOT) {
-      console.log('      skipped: needs root to create root-owned files');
-      this.skip();
+      return skipBecause(this, 'needs root to create root-owned files');
     }
     const t = sharedDir();
     try {
@@ -264,8 +263,7 @@ describe("the caller's session keyring", () => {
       this.timeout(60_000);
       const host = spawnSync(probe(), ['keysession', 'cubicle-test', 'secret', probe(), 'keyfind', 'cubicle-test'], { encoding: 'utf8' });
       if (!/^read secret$/m.test(host.stdout)) {
-        console.log(`      skipped: this host has no usable session keyrings (the probe printed ${JSON.stringify(host.stdout)})`);
-        return this.skip();
+        return skipBecause(this, `this host has no usable session keyrings (the probe printed ${JSON.stringify(host.stdout)})`);
       }
       const { host: failed, out } = keyfindUnderEveryPolicy(id.spawnAs);
       assert.ok(out, `the keyring run failed: ${failed}`);

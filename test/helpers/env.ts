@@ -4,6 +4,7 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { planCgroup } from '../../sandbox/cgroup/index.js';
 import { runSandboxed, type SandboxOptions, type SandboxResult } from '../../sandbox/index.js';
 
 export const IS_ROOT = process.geteuid!() === 0;
@@ -110,4 +111,49 @@ export async function waitFor(cond: () => boolean, ms: number): Promise<boolean>
     await new Promise((r) => setTimeout(r, 25));
   }
   return cond();
+}
+
+/** Skips the running test (or suite, from a hook) and prints why: a skip never passes silently. Every skip in
+ *  the tests goes through here (a test checks it). */
+export function skipBecause(ctx: Mocha.Context, reason: string): never {
+  console.log(`      skipped: ${reason}`);
+  ctx.skip();
+}
+
+/** A way this host enforces memory and process limits for an identity: its cgroup (whichever version the host
+ *  gives it) or rlimits + init's sampler. */
+export interface LimitMechanism {
+  label: string;
+  opts: SandboxOptions;
+  /** The cgroup version, for the cgroup mechanism. */
+  cgroup: 'v1' | 'v2' | undefined;
+  /** Why this host cannot give the identity this mechanism. */
+  skip?: string;
+}
+
+/** The mechanisms of `id`: a cgroup with memory and pids controllers when the host gives one, and always sampling. */
+export function limitMechanisms(id: Identity): LimitMechanism[] {
+  const planned = planCgroup({ memoryBytes: 64 << 20, pidsMax: 16 }, 'probe', {
+    choice: true,
+    parent: undefined,
+    runAs: id.spawnAs.runAs !== undefined,
+  });
+  let cgroup: LimitMechanism = { label: 'cgroup', opts: {}, cgroup: undefined };
+  if ('reason' in planned) cgroup.skip = planned.reason;
+  else if (!planned.memoryDir || !planned.pidsDir)
+    cgroup.skip = `the cgroup ${planned.version} group here lacks the memory or pids controller`;
+  else cgroup = { label: `cgroup ${planned.version}`, opts: {}, cgroup: planned.version };
+  return [cgroup, { label: 'rlimits + sampling', opts: { cgroups: false }, cgroup: undefined }];
+}
+
+/** Defines the same tests once per limit mechanism of `id`; one the host lacks skips with the reason. */
+export function forEachMechanism(id: Identity, body: (m: LimitMechanism) => void): void {
+  for (const m of limitMechanisms(id)) {
+    describe(m.label, () => {
+      before(function () {
+        if (m.skip) skipBecause(this, m.skip);
+      });
+      body(m);
+    });
+  }
 }

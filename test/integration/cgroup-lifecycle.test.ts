@@ -6,7 +6,7 @@ import { prepareRun } from '../../sandbox/api/prepare.js';
 import { planCgroup } from '../../sandbox/cgroup/index.js';
 import { judge } from '../../sandbox/outcome/judge.js';
 import { supervise } from '../../sandbox/supervisor/supervisor.js';
-import { waitFor } from '../helpers/env.js';
+import { waitFor, skipBecause } from '../helpers/env.js';
 
 describe("the run's cgroup lifecycle (whichever version this host gives the caller)", () => {
   before(function () {
@@ -14,8 +14,7 @@ describe("the run's cgroup lifecycle (whichever version this host gives the call
     const reason =
       'reason' in planned ? planned.reason : planned.memoryDir ? undefined : `the ${planned.version} group here has no memory controller`;
     if (reason) {
-      console.log(`      skipped: ${reason}`);
-      this.skip();
+      return skipBecause(this, `${reason}`);
     }
   });
 

@@ -3,7 +3,7 @@ import { strict as assert } from 'node:assert';
 import { chmodSync, existsSync, lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runSandboxed, SandboxOptionError } from '../../sandbox/index.js';
-import { forEachIdentity, worldReadableTmp } from '../helpers/env.js';
+import { forEachIdentity, worldReadableTmp, skipBecause } from '../helpers/env.js';
 
 forEachIdentity((_id, run) => {
   it('a host file created by the test is not visible inside', async () => {
@@ -144,8 +144,7 @@ describe('bind validation', () => {
 
   it('a target through a symlink inside the sandbox fails setup with a hint', async function () {
     if (!lstatSync('/bin').isSymbolicLink()) {
-      console.log('      skipped: this host is not merged-/usr, so /bin is no symlink');
-      this.skip();
+      return skipBecause(this, 'this host is not merged-/usr, so /bin is no symlink');
     }
     const r = await runSandboxed(['/bin/true'], { mounts: [{ type: 'tmpfs', target: '/bin/sub' }], reject: false });
     assert.equal(r.verdict, 'setup-error');

@@ -3,7 +3,7 @@ import { strict as assert } from 'node:assert';
 import { chmodSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_HOST_ID_RANGE } from '../../sandbox/options/resolve.js';
-import { forEachIdentity, IS_ROOT, worldReadableTmp } from '../helpers/env.js';
+import { forEachIdentity, IS_ROOT, worldReadableTmp, skipBecause } from '../helpers/env.js';
 
 forEachIdentity((id, run) => {
   it('runs as uid/gid 1000 named in /etc/passwd and /etc/group', async () => {
@@ -46,8 +46,7 @@ forEachIdentity((id, run) => {
 
   it('cannot read a host file that only host root may read, even through a bind', async function () {
     if (!IS_ROOT) {
-      console.log('      skipped: needs root to create a root-only host file');
-      this.skip();
+      return skipBecause(this, 'needs root to create a root-only host file');
     }
     const t = worldReadableTmp();
     try {
@@ -67,8 +66,7 @@ forEachIdentity((id, run) => {
 describe('identity options', () => {
   it('refuses to map the sandbox to host root', function () {
     if (!IS_ROOT) {
-      console.log('      skipped: hostUid is only accepted from root');
-      this.skip();
+      return skipBecause(this, 'hostUid is only accepted from root');
     }
     return import('../../sandbox/index.js').then(({ runSandboxed }) => {
       assert.throws(() => runSandboxed(['/bin/true'], { hostUid: 0 }), { code: 'ERR_SANDBOX_INVALID_OPTION', option: 'hostUid' });

@@ -4,7 +4,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, constants, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { identities, worldReadableTmp } from '../helpers/env.js';
+import { identities, skipBecause, worldReadableTmp } from '../helpers/env.js';
 
 const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 const INDEX = fileURLToPath(new URL('../../sandbox/index.js', import.meta.url));
@@ -55,8 +55,7 @@ for (const id of identities())
       // Node's spawn makes a child's 0-2 blocking, so a small exec wrapper sets O_NONBLOCK on the CLI's stdin pipe.
       const python = '/usr/bin/python3';
       if (!existsSync(python)) {
-        console.log(`      (no ${python} to make a non-blocking stdin with: skipped)`);
-        this.skip();
+        skipBecause(this, `no ${python} to make a non-blocking stdin with`);
       }
       const wrap =
         'import os,fcntl,sys; fcntl.fcntl(0, fcntl.F_SETFL, fcntl.fcntl(0, fcntl.F_GETFL) | os.O_NONBLOCK); ' +

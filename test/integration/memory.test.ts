@@ -2,10 +2,9 @@
 // one definition of peak memory, for each mechanism: cgroup v1 (root) and rlimits + sampling.
 import { strict as assert } from 'node:assert';
 import { type SandboxOptions } from '../../sandbox/index.js';
-import { cgroupV1Available } from '../../sandbox/cgroup/index.js';
 import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { forEachIdentity, worldReadableTmp } from '../helpers/env.js';
+import { forEachIdentity, forEachMechanism, limitMechanisms, skipBecause, worldReadableTmp } from '../helpers/env.js';
 
 const PY = '/usr/bin/python3';
 
@@ -16,89 +15,77 @@ const MSGQ =
   'import ctypes\nl = ctypes.CDLL(None)\nb = ctypes.create_string_buffer(8 + 8192)\nctypes.memset(b, 1, 8)\n' +
   'for q in range(32000):\n  i = l.msgget(0, 0o1600)\n  if i < 0: break\n  while l.msgsnd(i, b, 8192, 0o4000) == 0: pass';
 
-forEachIdentity((_id, run) => {
-  const cgroupReason = cgroupV1Available();
-  const mechanisms: { label: string; opts: SandboxOptions; skip?: string }[] = [
-    { label: 'cgroup v1', opts: {}, ...(cgroupReason === true ? {} : { skip: cgroupReason }) },
-    { label: 'rlimits + sampling', opts: { cgroups: false } },
-  ];
-  for (const m of mechanisms) {
-    describe(m.label, () => {
-      before(function () {
-        if (m.skip) {
-          console.log(`      skipped: ${m.skip}`);
-          this.skip();
-        }
-      });
-      const go = (cmd: string[], o: SandboxOptions = {}) => run(cmd, { ...m.opts, reject: false, ...o });
-      const bomb = { memory: '64M', wallTime: 30_000 };
+forEachIdentity((id, run) => {
+  forEachMechanism(id, (m) => {
+    const go = (cmd: string[], o: SandboxOptions = {}) => run(cmd, { ...m.opts, reject: false, ...o });
+    const bomb = { memory: '64M', wallTime: 30_000 };
 
-      it('a memfd written with write() and never mapped is memory-limit, not ok', async () => {
-        const r = await go([PY, '-c', MEMFD], { limits: bomb });
-        assert.equal(r.verdict, 'memory-limit', `${r.verdict} ${String(r.stderr)}`);
-        assert.ok(r.usage!.peakMemoryBytes! >= 64 << 20);
-      });
-
-      it('shared anonymous memory held by a non-dumpable process is memory-limit, not ok (statm hid it)', async () => {
-        const script = [
-          'import ctypes, mmap, time',
-          'ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)',
-          'm = mmap.mmap(-1, 512 << 20, flags=mmap.MAP_SHARED)',
-          'for i in range(0, 512 << 20, 4096): m[i] = 1',
-          'time.sleep(1)',
-        ].join('\n');
-        const r = await go([PY, '-c', script], { limits: bomb });
-        assert.equal(r.verdict, 'memory-limit', `${r.verdict} ${String(r.stderr)}`);
-      });
-
-      it("the sealed copy of a 100 MiB inputFile is the caller's memory, not the payload's", async () => {
-        const t = worldReadableTmp();
-        try {
-          const f = join(t.dir, 'big.in');
-          writeFileSync(f, Buffer.alloc(100 << 20, 1));
-          chmodSync(f, 0o644);
-          const r = await go(['/bin/sh', '-c', 'sleep 0.3; wc -c'], { limits: bomb, inputFile: f });
-          assert.equal(r.verdict, 'ok', `${r.verdict} peak ${r.usage?.peakMemoryBytes}`);
-          assert.equal(r.stdout, `${100 << 20}\n`);
-        } finally {
-          t.cleanup();
-        }
-      });
-
-      it('SysV message queues filled to the kernel defaults are memory-limit, not ok', async () => {
-        const r = await go([PY, '-c', MSGQ], { limits: bomb });
-        assert.equal(r.verdict, 'memory-limit', `${r.verdict} ${String(r.stderr)}`);
-      });
-
-      it('empty files on /tmp are capped by the tmpfs inode count, not by host kernel memory', async () => {
-        const r = await go(['/bin/sh', '-c', 'cd /tmp; i=0; while [ $i -lt 100000 ]; do true > f$i || break; i=$((i+1)); done; echo $i'], {
-          limits: bomb,
-        });
-        const made = Number(String(r.stdout).trim());
-        assert.ok(made > 1000 && made <= 4096, `${made} files`);
-      });
-
-      it('/proc/sys is read-only inside, even to uid 0 (the IPC namespace limits cannot be raised)', async () => {
-        const r = await go(['/bin/sh', '-c', 'echo 99999999 > /proc/sys/kernel/msgmnb; cat /proc/sys/kernel/msgmnb'], { uid: 0, gid: 0 });
-        assert.match(String(r.stderr), /Read-only file system/);
-        assert.equal(String(r.stdout).trim(), '16384');
-      });
-
-      it('Node A+B under 32M: ok, and the peak is within the limit and not the mapped file pages of node', async () => {
-        const r = await go(['/usr/bin/node', '-e', 'setTimeout(() => {}, 200)'], { limits: { memory: '32M' } });
-        assert.equal(r.verdict, 'ok');
-        const peak = r.usage!.peakMemoryBytes!;
-        assert.ok(peak > 2 << 20 && peak <= 32 << 20, `peak ${peak}`);
-        assert.ok(peak < r.usage!.maxRssBytes, "maxRss counts node's mapped binary; the peak does not");
-      });
+    it('a memfd written with write() and never mapped is memory-limit, not ok', async () => {
+      const r = await go([PY, '-c', MEMFD], { limits: bomb });
+      assert.equal(r.verdict, 'memory-limit', `${r.verdict} ${String(r.stderr)}`);
+      assert.ok(r.usage!.peakMemoryBytes! >= 64 << 20);
     });
-  }
+
+    it('shared anonymous memory held by a non-dumpable process is memory-limit, not ok (statm hid it)', async () => {
+      const script = [
+        'import ctypes, mmap, time',
+        'ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)',
+        'm = mmap.mmap(-1, 512 << 20, flags=mmap.MAP_SHARED)',
+        'for i in range(0, 512 << 20, 4096): m[i] = 1',
+        'time.sleep(1)',
+      ].join('\n');
+      const r = await go([PY, '-c', script], { limits: bomb });
+      assert.equal(r.verdict, 'memory-limit', `${r.verdict} ${String(r.stderr)}`);
+    });
+
+    it("the sealed copy of a 100 MiB inputFile is the caller's memory, not the payload's", async () => {
+      const t = worldReadableTmp();
+      try {
+        const f = join(t.dir, 'big.in');
+        writeFileSync(f, Buffer.alloc(100 << 20, 1));
+        chmodSync(f, 0o644);
+        const r = await go(['/bin/sh', '-c', 'sleep 0.3; wc -c'], { limits: bomb, inputFile: f });
+        assert.equal(r.verdict, 'ok', `${r.verdict} peak ${r.usage?.peakMemoryBytes}`);
+        assert.equal(r.stdout, `${100 << 20}\n`);
+      } finally {
+        t.cleanup();
+      }
+    });
+
+    it('SysV message queues filled to the kernel defaults are memory-limit, not ok', async () => {
+      const r = await go([PY, '-c', MSGQ], { limits: bomb });
+      assert.equal(r.verdict, 'memory-limit', `${r.verdict} ${String(r.stderr)}`);
+    });
+
+    it('empty files on /tmp are capped by the tmpfs inode count, not by host kernel memory', async () => {
+      const r = await go(['/bin/sh', '-c', 'cd /tmp; i=0; while [ $i -lt 100000 ]; do true > f$i || break; i=$((i+1)); done; echo $i'], {
+        limits: bomb,
+      });
+      const made = Number(String(r.stdout).trim());
+      assert.ok(made > 1000 && made <= 4096, `${made} files`);
+    });
+
+    it('/proc/sys is read-only inside, even to uid 0 (the IPC namespace limits cannot be raised)', async () => {
+      const r = await go(['/bin/sh', '-c', 'echo 99999999 > /proc/sys/kernel/msgmnb; cat /proc/sys/kernel/msgmnb'], { uid: 0, gid: 0 });
+      assert.match(String(r.stderr), /Read-only file system/);
+      assert.equal(String(r.stdout).trim(), '16384');
+    });
+
+    it('Node A+B under 32M: ok, and the peak is within the limit and not the mapped file pages of node', async () => {
+      const r = await go(['/usr/bin/node', '-e', 'setTimeout(() => {}, 200)'], { limits: { memory: '32M' } });
+      assert.equal(r.verdict, 'ok');
+      const peak = r.usage!.peakMemoryBytes!;
+      assert.ok(peak > 2 << 20 && peak <= 32 << 20, `peak ${peak}`);
+      assert.ok(peak < r.usage!.maxRssBytes, "maxRss counts node's mapped binary; the peak does not");
+    });
+  });
 
   it('the same program reports the same peak (±5%) with a memory cgroup and with sampling', async function () {
-    if (cgroupV1Available() !== true) return this.skip();
+    const withCgroup = limitMechanisms(id)[0]!;
+    if (withCgroup.skip) skipBecause(this, withCgroup.skip);
     const prog = ['/usr/bin/node', '-e', 'const a = Buffer.alloc(40 << 20, 1); setTimeout(() => a, 400)'];
     const [cg, smp] = [await run(prog, { limits: { memory: '128M' } }), await run(prog, { limits: { memory: '128M' }, cgroups: false })];
-    assert.equal(cg.limits.memory!.mechanism, 'cgroup-v1');
+    assert.equal(cg.limits.memory!.mechanism, `cgroup-${withCgroup.cgroup!}`);
     const a = cg.usage!.peakMemoryBytes!,
       b = smp.usage!.peakMemoryBytes!;
     assert.ok(Math.abs(a - b) <= 0.05 * a, `cgroup ${a} vs sampling ${b}`);

@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import { spawnSandboxed } from '../../sandbox/index.js';
 import { hostRlimit } from '../../sandbox/host/user-limits.js';
 import { DEFAULT_HOST_ID_RANGE } from '../../sandbox/options/resolve.js';
-import { forEachIdentity, IS_ROOT } from '../helpers/env.js';
+import { forEachIdentity, IS_ROOT, skipBecause } from '../helpers/env.js';
 
 const hostInotifyMax = (): number => Number(readFileSync('/proc/sys/user/max_inotify_instances', 'utf8'));
 
@@ -28,8 +28,7 @@ function hostCanInotify(uid: number | undefined, gid: number | undefined): strin
 describe('per-user counters as root', () => {
   it('two concurrent sandboxes get different host uids of their own (was 65534 for both)', async function () {
     if (!IS_ROOT) {
-      console.log('      skipped: only root maps sandboxes to other host ids');
-      return this.skip();
+      return skipBecause(this, 'only root maps sandboxes to other host ids');
     }
     const { runSandboxed } = await import('../../sandbox/index.js');
     const cmd = ['/bin/sh', '-c', 'cat /proc/self/uid_map; sleep 1'];

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { errnoName } from '../../sandbox/os-names.js';
 import { loadPolicy } from '../../sandbox/policy/load.js';
 import { ARCH_TOKENS, libseccomp } from '../../sandbox/seccomp/libseccomp.js';
-import { forEachIdentity, probe, probeMount } from '../helpers/env.js';
+import { forEachIdentity, probe, probeMount, skipBecause } from '../helpers/env.js';
 
 const X64 = ARCH_TOKENS.SCMP_ARCH_X86_64!;
 const nr = (name: string): number => libseccomp().resolveName(X64, name);
@@ -45,8 +45,7 @@ function hostI386(): { reason?: string; signal?: string } {
 if (process.arch !== 'x64') {
   describe('seccomp enforcement', () => {
     it('needs x86_64 for its syscall numbers', function () {
-      console.log(`      skipped: the probes use x86_64 syscall numbers; this is ${process.arch}`);
-      this.skip();
+      return skipBecause(this, `the probes use x86_64 syscall numbers; this is ${process.arch}`);
     });
   });
 } else
@@ -120,8 +119,7 @@ if (process.arch !== 'x64') {
     it('io_uring makes no socket the policy denies (IORING_OP_SOCKET made AF_VSOCK, netlink under permissive)', async function () {
       const host = onHost(['uring-socket', '1', '1', '0'], (out) => out === 'socket OK\n');
       if (host) {
-        console.log(`      skipped: IORING_OP_SOCKET of an AF_UNIX socket outside any sandbox ${host} (io_uring off, or Linux < 5.19)`);
-        return this.skip();
+        return skipBecause(this, `IORING_OP_SOCKET of an AF_UNIX socket outside any sandbox ${host} (io_uring off, or Linux < 5.19)`);
       }
       const families: [string, string][] = [
         ['AF_VSOCK', '40 1 0'],
@@ -147,8 +145,7 @@ if (process.arch !== 'x64') {
         assert.equal(r.stdout, 'int80 start\n');
         assert.equal(r.signal, host.signal, 'the sandbox dies as the host does');
         assert.notEqual(r.verdict, 'seccomp-violation');
-        console.log(`      skipped: ${host.reason}`);
-        return this.skip();
+        return skipBecause(this, `${host.reason}`);
       }
       const i386 = await run(['/probe', 'int80'], { mounts: probeMount(), reject: false });
       assert.equal(i386.stdout, 'int80 start\n');
@@ -166,8 +163,7 @@ if (process.arch !== 'x64') {
       const x32Args = ['syscall', String(0x40000000 + nr('getpid'))];
       const host = onHost(x32Args, (out) => /^-?\d+ \w+\n$/.test(out));
       if (host) {
-        console.log(`      skipped: an x32 getpid outside any sandbox ${host}, so a kill inside would not be the filter's`);
-        return this.skip();
+        return skipBecause(this, `an x32 getpid outside any sandbox ${host}, so a kill inside would not be the filter's`);
       }
       const x32 = await run(['/probe', ...x32Args], { mounts: probeMount(), reject: false });
       assert.equal(x32.stdout, '');
@@ -270,8 +266,7 @@ describe('seccomp profile semantics', () => {
 
   it('a profile listing several architectures filters x86_64 calls by x86_64 numbers', async function () {
     if (process.arch !== 'x64') {
-      console.log(`      skipped: needs x86_64 (this is ${process.arch})`);
-      return this.skip();
+      return skipBecause(this, `needs x86_64 (this is ${process.arch})`);
     }
     const { runSandboxed } = await import('../../sandbox/index.js');
     // x86_64 socket (41) is i386 dup's number: it must still be killed on x86_64.
@@ -286,13 +281,11 @@ describe('seccomp profile semantics', () => {
 
   it('a profile listing several architectures allows an i386 call by its i386 number', async function () {
     if (process.arch !== 'x64') {
-      console.log(`      skipped: needs x86_64 (this is ${process.arch})`);
-      return this.skip();
+      return skipBecause(this, `needs x86_64 (this is ${process.arch})`);
     }
     const host = hostI386();
     if (host.reason) {
-      console.log(`      skipped: ${host.reason}`);
-      return this.skip();
+      return skipBecause(this, `${host.reason}`);
     }
     const { runSandboxed } = await import('../../sandbox/index.js');
     const i386 = await runSandboxed(['/probe', 'int80'], { mounts: probeMount(), policy: multiArch, reject: false });

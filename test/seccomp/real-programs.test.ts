@@ -3,7 +3,7 @@
 import { strict as assert } from 'node:assert';
 import { existsSync, chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { forEachIdentity, worldReadableTmp } from '../helpers/env.js';
+import { forEachIdentity, worldReadableTmp, skipBecause } from '../helpers/env.js';
 
 const SOURCES: Record<string, string> = {
   'a.c': `#include <pthread.h>
@@ -150,8 +150,7 @@ forEachIdentity((_id, run) => {
         this.timeout(120_000);
         const why = missing();
         if (why) {
-          console.log(`      skipped: ${why}`);
-          return this.skip();
+          return skipBecause(this, `${why}`);
         }
         const r = await run(['/bin/sh', '-c', cmd], {
           policy,

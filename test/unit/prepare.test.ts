@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { prepareRun } from '../../sandbox/api/prepare.js';
 import { planCgroup } from '../../sandbox/cgroup/index.js';
+import { skipBecause } from '../helpers/env.js';
 
 const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 
@@ -12,8 +13,7 @@ describe('planning has no side effects', () => {
   before(function () {
     const planned = planCgroup({ memoryBytes: 64 << 20 }, 'probe', { choice: true, parent: undefined, runAs: false });
     if ('reason' in planned) {
-      console.log(`      skipped: ${planned.reason} (the plan would hold no cgroup to leave behind)`);
-      this.skip();
+      return skipBecause(this, `${planned.reason} (the plan would hold no cgroup to leave behind)`);
     }
   });
 

@@ -5,6 +5,7 @@ import { parseLimits } from '../../sandbox/host/user-limits.js';
 import { resolveOptions } from '../../sandbox/options/resolve.js';
 import { sharedRlimitCaps, ucountCaps, UCOUNT_CAPS } from '../../sandbox/plan/limits.js';
 import { leaseHostIds } from '../../sandbox/supervisor/host-ids.js';
+import { skipBecause } from '../helpers/env.js';
 
 describe('per-user counters (planning)', () => {
   it('reads the rlimits a sandbox inherits from /proc/self/limits', () => {
@@ -49,8 +50,7 @@ describe('per-user counters (planning)', () => {
 
   it('host id leases: one holder per id, released ids are free again, none when the range is full', function () {
     if (process.geteuid!() !== 0) {
-      console.log('      skipped: only root leases host ids');
-      return this.skip();
+      return skipBecause(this, 'only root leases host ids');
     }
     const dir = `/run/cubicle/test-leases-${process.pid}`;
     try {
