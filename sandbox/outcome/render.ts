@@ -2,20 +2,13 @@
 // and JSON, and isolate's meta file. The one place these texts are written; pure.
 import { constants } from 'node:os';
 import { ErrorCode, SandboxError, type ErrorCodeValue } from '../errors.js';
-import type { SandboxResult, SetupFailure, Verdict } from '../types.js';
+import { VERDICTS, type SandboxResult, type SetupFailure, type Verdict } from '../types.js';
 
 /** CLI exit codes of the sandbox itself (a payload's own code passes through). */
 export const CliExit = { sandboxFailed: 125, timeout: 124, usage: 2 } as const;
 
 /** Verdicts that mean a limit was passed. */
-export const LIMIT_VERDICTS: ReadonlySet<Verdict> = new Set([
-  'cpu-time-limit',
-  'wall-time-limit',
-  'memory-limit',
-  'output-limit',
-  'process-limit',
-  'file-size-limit',
-]);
+export const LIMIT_VERDICTS: ReadonlySet<Verdict> = new Set(VERDICTS.filter((v) => v.endsWith('-limit')));
 
 const signalNumber = (name: NodeJS.Signals): number => (constants.signals as Record<string, number>)[name] ?? 0;
 const MiB = 1 << 20;

@@ -14,6 +14,19 @@ function reapedCpuMs(): number {
   return (Number(f[13]) + Number(f[14])) * 10;
 }
 
+/** Children that burn 5 ms of CPU each for 4 s, auto-reaped (SIGCHLD ignored): only a CPU cgroup counts them. */
+const AUTO_REAPED_BURNER = [
+  'import os, signal, time',
+  'signal.signal(signal.SIGCHLD, signal.SIG_IGN)',
+  'end = time.time() + 4',
+  'while time.time() < end:',
+  '  if os.fork() == 0:',
+  '    t = time.process_time()',
+  '    while time.process_time() - t < 0.005: pass',
+  '    os._exit(0)',
+  '  time.sleep(0.006)',
+].join('\n');
+
 const within = (actual: number, expected: number, rel: number, abs: number): boolean =>
   Math.abs(actual - expected) <= Math.max(expected * rel, abs);
 
@@ -116,18 +129,7 @@ forEachIdentity((id, run) => {
 
     it('CPU of children nobody waits for (SIGCHLD ignored) counts with a CPU cgroup', async function () {
       if (!m.cgroup) skipBecause(this, 'without a CPU cgroup, children auto-reaped under SIG_IGN leave no CPU record (a documented gap)');
-      const script = [
-        'import os, signal, time',
-        'signal.signal(signal.SIGCHLD, signal.SIG_IGN)',
-        'end = time.time() + 4',
-        'while time.time() < end:',
-        '  if os.fork() == 0:',
-        '    t = time.process_time()',
-        '    while time.process_time() - t < 0.005: pass',
-        '    os._exit(0)',
-        '  time.sleep(0.006)',
-      ].join('\n');
-      const r = await go(['/usr/bin/python3', '-c', script], { limits: { cpuTime: 1000, wallTime: 20_000 } });
+      const r = await go(['/usr/bin/python3', '-c', AUTO_REAPED_BURNER], { limits: { cpuTime: 1000, wallTime: 20_000 } });
       assert.equal(r.verdict, 'cpu-time-limit');
     });
 
@@ -276,18 +278,7 @@ describe('cgroup v2', () => {
     if (typeof base !== 'string') {
       return skipBecause(this, `${base.reason}`);
     }
-    const script = [
-      'import os, signal, time',
-      'signal.signal(signal.SIGCHLD, signal.SIG_IGN)',
-      'end = time.time() + 4',
-      'while time.time() < end:',
-      '  if os.fork() == 0:',
-      '    t = time.process_time()',
-      '    while time.process_time() - t < 0.005: pass',
-      '    os._exit(0)',
-      '  time.sleep(0.006)',
-    ].join('\n');
-    const r = await runSandboxed(['/usr/bin/python3', '-c', script], {
+    const r = await runSandboxed(['/usr/bin/python3', '-c', AUTO_REAPED_BURNER], {
       cgroups: 'v2',
       limits: { cpuTime: 1000, wallTime: 20_000 },
       reject: false,
