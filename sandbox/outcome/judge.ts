@@ -100,7 +100,7 @@ const TIME_VERDICTS: readonly Verdict[] = ['cpu-time-limit', 'wall-time-limit'];
 const us = (v: number): number => v / 1000;
 
 /** Usage from the exit event's raw facts: init's own CPU removed, the CPU cgroup's count when there is one. */
-export function usageOf(exit: ExitEvent, cgroupPeakMemory: number | undefined, elapsedMs: number): SandboxUsage {
+function usageOf(exit: ExitEvent, cgroupPeakMemory: number | undefined, elapsedMs: number): SandboxUsage {
   const r = exit.rusage;
   const userUs = Math.max(0, r.utimeUs - (exit.init?.utimeUs ?? 0));
   const systemUs = Math.max(0, r.stimeUs - (exit.init?.stimeUs ?? 0));

@@ -12,7 +12,7 @@ import type { RunRecord } from './record.js';
 const errnoNameOf = (n: number | undefined): string | undefined => (n === undefined ? undefined : errnoName(n));
 
 /** Human description of a plan step. */
-export function describeStep(op: PlanOp | undefined): string | undefined {
+function describeStep(op: PlanOp | undefined): string | undefined {
   if (!op) return undefined;
   switch (op.op) {
     case 'bind':

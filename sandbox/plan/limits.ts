@@ -17,7 +17,7 @@ export const DEFAULT_PROCESSES = 1024;
 export const DEFAULT_OPEN_FILES = 1024;
 
 /** How often init samples the sandbox when something is watched. */
-export const SAMPLE_INTERVAL_US = 10_000;
+const SAMPLE_INTERVAL_US = 10_000;
 
 /** Per-user kernel counters capped inside the sandbox's own user namespace (protects the host user's): at most
  *  these, and never more than half of the host's own cap (see ucountCaps). */

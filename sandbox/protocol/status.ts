@@ -84,7 +84,7 @@ export function validateEvent(parsed: unknown): HelperEvent {
 
 /** A hello from another protocol version: a stale helper build. Checked before the fields (that version's
  *  hello may have other fields) so the error names the cause. */
-export function checkVersion(parsed: unknown): void {
+function checkVersion(parsed: unknown): void {
   const o = parsed as Record<string, unknown> | null;
   if (typeof o !== 'object' || o === null || o.ev !== 'hello' || o.v === PROTOCOL_VERSION) return;
   const e = new Error(`the helper speaks protocol version ${JSON.stringify(o.v)}; this library speaks ${PROTOCOL_VERSION}`);
@@ -95,7 +95,7 @@ export function checkVersion(parsed: unknown): void {
 
 /** What no per-field declaration can say: the payload's status is its code or its signal; without either,
  *  init died first (initSignal). */
-export function checkAcrossFields(event: HelperEvent): HelperEvent {
+function checkAcrossFields(event: HelperEvent): HelperEvent {
   if (event.ev === 'exit') {
     const given = [event.code, event.signal].filter((v) => v !== undefined).length;
     if (given === 2 || (given === 0) === (event.initSignal === undefined))
