@@ -71,7 +71,7 @@ struct stop_fact {
 /* init's sampler: what it saw so far, and the limit it stopped the sandbox for. */
 struct sampler {
   long long samples;
-  unsigned long long peak_memory;
+  unsigned long long peak_memory, last_memory;
   long long peak_tasks, last_tasks;
   int stopped; /* a limit was passed: stop says which */
   struct stop_fact stop;

@@ -328,6 +328,7 @@ int limits_sample(const struct plan *p, struct sampler *s, long long since_fork_
   if (cg >= 0) cpu_us = cg;
   s->samples++;
   s->last_tasks = tasks;
+  if (measure) s->last_memory = memory;
   if (measure && memory > s->peak_memory) s->peak_memory = memory;
   if (tasks > s->peak_tasks) s->peak_tasks = tasks;
   if (measure && p->limit_memory && memory > p->limit_memory) return stop_at(s, CUB_STOP_MEMORY, since_fork_us, (long long)memory);

@@ -208,17 +208,21 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
       if (read(timer, &ticks, sizeof ticks) < 0) { /* spurious wake-up */ }
       long long t0 = monotonic_us();
       /* Near the task cap (fork bombs churn), a cheap tasks-only sample every ms, with a full sample every
-       * tenth tick; elsewhere the plan's period, never more often than ten times the sample's own cost, so
-       * init's own CPU stays small with many processes. */
+       * tenth tick; past half the memory limit, a full sample every ms (one large allocation is touched at a few
+       * GB/s: the sooner it is seen, the less it overshoots); elsewhere the plan's period. Never more often than
+       * ten times the sample's own cost, so init's own CPU stays small with many processes. */
       int near_cap = p->limit_tasks && smp.last_tasks * 2 >= p->limit_tasks;
-      int tasks_only = near_cap && (++fast_ticks % 10) != 0;
+      int near_memory = p->limit_memory && p->measure_memory && smp.last_memory * 2 >= p->limit_memory;
+      int tasks_only = near_cap && !near_memory && (++fast_ticks % 10) != 0;
       if (!payload_done && !smp.stopped && limits_sample(p, &smp, t0 - fork_us, tasks_only)) {
         kill(-1, SIGKILL); /* a limit was passed: the whole sandbox stops at once */
         pfd[3].fd = -1;
         struct init_msg m = {.kind = MSG_STOP, .stop = smp.stop};
         send_to_parent(to_parent, &m);
       } else {
-        long long want = p->limit_tasks && smp.last_tasks * 2 >= p->limit_tasks ? 1000 : p->watch_interval_us;
+        int fast = (p->limit_tasks && smp.last_tasks * 2 >= p->limit_tasks) ||
+                   (p->limit_memory && p->measure_memory && smp.last_memory * 2 >= p->limit_memory);
+        long long want = fast ? 1000 : p->watch_interval_us;
         long long cost = (monotonic_us() - t0) * 10;
         if (cost > want) want = cost > 200000 ? 200000 : cost;
         if (want != pace_us) limits_watch_pace(timer, pace_us = want);
