@@ -292,9 +292,15 @@ export interface AppliedLimit {
 export interface HostIds {
   uid: number;
   gid: number;
-  /** 'own': a uid no other sandbox of this host uses while it runs (root's hostIdRange); 'shared': the caller's
-   *  own uid or a fixed hostUid, where each counter is capped inside at half of the host's limit. */
+  /** 'own': a uid no other sandbox of this host uses while it runs; 'shared': the caller's own uid, a fixed
+   *  hostUid or nobody, where each counter is capped inside at half of the host's limit. */
   counters: 'own' | 'shared';
+  /** Where they came from: root's hostIdRange ('range'), the rootless caller's /etc/subuid and /etc/subgid
+   *  ranges mapped by newuidmap/newgidmap ('subids'), the caller's own ids ('caller'), a fixed hostUid/hostGid
+   *  ('fixed'), or nobody when root's range could not be used ('nobody'). */
+  source: 'range' | 'subids' | 'caller' | 'fixed' | 'nobody';
+  /** With shared counters where ids of its own were possible in principle: why they were not used. */
+  reason?: string;
 }
 
 export interface SandboxResult {

@@ -20,6 +20,7 @@ struct plan {
   struct op *ops; /* filesystem ops, in plan order */
   size_t nops;
   int has_host_ids;
+  const char *newuidmap, *newgidmap; /* id-mapper: set when the maps are written by these tools */
   uid_t host_uid;
   gid_t host_gid;
   uid_t inner_uid, outer_uid;

@@ -134,6 +134,13 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     if (p->host_uid == 0 || p->host_gid == 0) die_op(op, NULL, 0, "host-ids must be unprivileged (not 0)");
     p->has_host_ids = 1;
     break;
+  case CUB_OP_ID_MAPPER:
+    if (seen[CUB_OP_ID_MAPPER]) die_op(op, NULL, 0, "id-mapper given twice");
+    check_path(a[CUB_ARG_ID_MAPPER_NEWUIDMAP], op);
+    check_path(a[CUB_ARG_ID_MAPPER_NEWGIDMAP], op);
+    p->newuidmap = a[CUB_ARG_ID_MAPPER_NEWUIDMAP];
+    p->newgidmap = a[CUB_ARG_ID_MAPPER_NEWGIDMAP];
+    break;
   case CUB_OP_ROOT:
     if (seen[CUB_OP_ROOT]) die_op(op, NULL, 0, "root given twice");
     if (p->nops) die_op(op, NULL, 0, "root must come before every filesystem op");

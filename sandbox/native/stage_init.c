@@ -2,6 +2,7 @@
  * the payload exits kills every process left in the namespace before reporting the payload's status. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <grp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -88,6 +89,9 @@ static int handle_notification(struct notify_state *ns, int listener, int to_par
 static void take_identity(const struct plan *p) {
   /* Keep the namespace capabilities across the id change; mounts still need them. */
   if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_KEEPCAPS");
+  /* Subordinate ids mapped by newgidmap leave setgroups allowed, and the caller's supplementary groups would
+   * follow the sandbox: drop them (with the maps stage 0 writes, setgroups is denied and root dropped them). */
+  if (p->newgidmap && setgroups(0, NULL) < 0) die_sys("setgroups", errno, "dropping the caller's supplementary groups");
   if (setresgid(p->inner_gid, p->inner_gid, p->inner_gid) < 0) die_sys("setresgid", errno, "gid %u", p->inner_gid);
   if (setresuid(p->inner_uid, p->inner_uid, p->inner_uid) < 0) die_sys("setresuid", errno, "uid %u", p->inner_uid);
   /* After the id change (which resets it): nobody inside may ptrace us or open /proc/1/{exe,mem}. */

@@ -42,6 +42,7 @@ export const Op = {
   userns: (innerUid: number, innerGid: number, outerUid: number, outerGid: number): PlanOp =>
     makeOp('userns', { innerUid, innerGid, outerUid, outerGid }),
   hostIds: (uid: number, gid: number): PlanOp => makeOp('host-ids', { hostUid: uid, hostGid: gid }),
+  idMapper: (newuidmap: string, newgidmap: string): PlanOp => makeOp('id-mapper', { newuidmap, newgidmap }),
   root: (sizeBytes: number): PlanOp => makeOp('root', { sizeBytes }),
   dir: (path: string, m = 0o755): PlanOp => makeOp('dir', { path, modeOctal: mode(m) }),
   bind: (hostPath: string, path: string, access: BindAccess): PlanOp => makeOp('bind', { hostPath, path, access }),

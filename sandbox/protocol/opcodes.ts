@@ -24,7 +24,7 @@
 import type { NotifyMode } from '../types.js';
 
 /** Protocol version; the first two plan tokens are PLAN_MAGIC and this number. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 export const PLAN_MAGIC = 'cubicle-plan';
 
 /** File descriptors the helper receives besides stdio. */
@@ -62,6 +62,9 @@ export const OPCODES = [
   // stage 0, before anything else (only when started as root): become this unprivileged host user, so the
   // namespaces are created without privilege, as any rootless caller would
   { name: 'host-ids', args: ['hostUid', 'hostGid'] },
+  // stage 0 (a rootless caller with a subordinate id range): the outer ids of `userns` are the caller's
+  // subordinate ids, mapped by these setuid tools (shadow's newuidmap/newgidmap) instead of by stage 0 itself
+  { name: 'id-mapper', args: ['newuidmap', 'newgidmap'] },
   // stage 0, before clone (root only): join a cgroup (v1 controller dir or v2 dir) by writing to its cgroup.procs
   { name: 'cgroup-join', args: ['dir'] },
   // stage 0 (cgroup v2): clone init straight into this group (CLONE_INTO_CGROUP); stage 0 stays outside
