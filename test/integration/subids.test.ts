@@ -23,7 +23,7 @@ function findCaller(): Caller | { reason: string } {
     return 'reason' in own ? own : { uid: process.geteuid!(), gid: process.getegid!() };
   }
   if (!existsSync('/usr/bin/setpriv')) return { reason: 'no setpriv (util-linux) to run as an unprivileged caller' };
-  let text = '';
+  let text: string;
   try {
     text = readFileSync('/etc/subuid', 'utf8');
   } catch {
@@ -49,8 +49,8 @@ function asCaller(c: Caller, body: string): Promise<unknown> {
     const p = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], cwd: '/' });
     let out = '',
       err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d));
-    p.stderr.on('data', (d: Buffer) => (err += d));
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
     p.on('error', reject);
     p.on('close', (code) => {
       try {
@@ -117,7 +117,8 @@ describe('subordinate ids of a rootless caller', function () {
        await new Promise((r) => setTimeout(r, 1500));
        const other = await runSandboxed(['/usr/bin/python3', '-c', ${JSON.stringify(grab)}, '0'], { limits: { openFiles: 4096 } });
        const { execFileSync } = await import('node:child_process');
-       const host = execFileSync('/usr/bin/python3', ['-c', 'import ctypes; print(ctypes.CDLL(None).inotify_init() >= 0)'], { encoding: 'utf8' });
+       const probe = 'import ctypes; print(ctypes.CDLL(None).inotify_init() >= 0)';
+       const host = execFileSync('/usr/bin/python3', ['-c', probe], { encoding: 'utf8' });
        const g = await greedy;
        console.log(JSON.stringify({ greedy: g.stdout, greedyIds: g.hostIds, other: other.stdout, host }));`,
     )) as { greedy: string; greedyIds: Seen['hostIds']; other: string; host: string };
@@ -132,7 +133,8 @@ describe('subordinate ids of a rootless caller', function () {
       caller,
       `const { mkdtempSync, rmSync } = await import('node:fs');
        const dir = mkdtempSync('/tmp/cubicle-subids-');
-       const r = await runSandboxed(['/bin/sh', '-c', 'echo hi > /w/f && cat /w/f'], { mounts: [{ type: 'bind', source: dir, target: '/w' }] });
+       const mounts = [{ type: 'bind', source: dir, target: '/w' }];
+       const r = await runSandboxed(['/bin/sh', '-c', 'echo hi > /w/f && cat /w/f'], { mounts });
        rmSync(dir, { recursive: true });
        console.log(JSON.stringify({ verdict: r.verdict, hostIds: r.hostIds, stdout: r.stdout, stderr: r.stderr }));`,
     )) as Seen;
