@@ -94,6 +94,26 @@ forEachIdentity((id, run) => {
       }
     });
 
+    it('a mapped memfd, tmpfs file and SysV segment count once (sampling counted each twice: false memory-limit)', async () => {
+      const script = [
+        'import ctypes, mmap, os, time',
+        'l = ctypes.CDLL(None, use_errno=True)',
+        'N = 30 << 20',
+        'fd = os.memfd_create("x"); os.ftruncate(fd, N); a = mmap.mmap(fd, N)',
+        'g = os.open("/tmp/f", os.O_RDWR | os.O_CREAT); os.ftruncate(g, N); b = mmap.mmap(g, N)',
+        'for m in (a, b):',
+        '  for i in range(0, N, 4096): m[i] = 1',
+        'l.shmat.restype = ctypes.c_void_p',
+        'p = l.shmat(ctypes.c_int(l.shmget(0, N, 0o1600)), None, 0)',
+        'ctypes.memset(ctypes.c_void_p(p), 1, N)',
+        'time.sleep(0.5)',
+      ].join('\n');
+      const r = await go([PY, '-c', script], { limits: { memory: '128M', wallTime: 30_000 } });
+      assert.equal(r.verdict, 'ok', `${r.verdict} peak ${r.usage?.peakMemoryBytes} ${String(r.stderr)}`);
+      const peak = r.usage!.peakMemoryBytes!;
+      assert.ok(peak >= 90 << 20 && peak < 120 << 20, `peak ${peak}: 3 x 30 MiB and python, each once`);
+    });
+
     it('/proc/sys is read-only inside, even to uid 0 (the IPC namespace limits cannot be raised)', async () => {
       const r = await go(['/bin/sh', '-c', 'echo 99999999 > /proc/sys/kernel/msgmnb; cat /proc/sys/kernel/msgmnb'], { uid: 0, gid: 0 });
       assert.match(String(r.stderr), /Read-only file system/);
