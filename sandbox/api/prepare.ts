@@ -7,7 +7,7 @@ import { subidsFor, type NoSubids, type Subids } from '../host/subids.js';
 import { planLimits, type LimitPlan } from '../plan/limits.js';
 import { mergeOptions, resolveOptions, type ResolvedOptions } from '../options/resolve.js';
 import type { JudgeContext } from '../outcome/judge.js';
-import { buildPlan, tmpfsPaths } from '../plan/build-plan.js';
+import { buildPlan, filesBlob, tmpfsPaths } from '../plan/build-plan.js';
 import { encodePlan, type PlanOp } from '../plan/ops.js';
 import { DEFAULT_POLICY, loadPolicy, type ResolvedPolicy } from '../policy/load.js';
 import { compileProfile, type CompiledFilter } from '../seccomp/compile.js';
@@ -115,6 +115,7 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun
       bpf: filter?.bpf ?? new Uint8Array(0),
       cgroup: limits.cgroup,
       subids: subidChoice(options),
+      files: filesBlob(options),
       failure,
       // init's sampler kills at the limit; the supervisor's timer is a backstop a second behind it
       backstopSlackMs: plan.some((p) => p.op === 'watch') ? 1000 : 0,

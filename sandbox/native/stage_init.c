@@ -113,6 +113,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   if (poll(&alive, 1, 0) > 0 && (alive.revents & (POLLHUP | POLLERR))) _exit(CUB_EXIT_SETUP_FAILED);
   umask(0);
   mount_build_root(p);
+  if (p->has_files) close(CUB_FD_FILES); /* its content is in the sandbox now */
   if (p->hostname && sethostname(p->hostname, strlen(p->hostname)) < 0) die_sys("sethostname", errno, "%s", p->hostname);
   if (p->loopback) net_loopback_up();
   limits_apply_ucounts(p);
@@ -249,6 +250,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
       }
       if (r < 0 && errno == EINTR) continue;
       if (r < 0 && errno == ECHILD && payload_done) {
+        copy_out_send(p);
         struct init_msg um = {.kind = MSG_USAGE};
         limits_final(&smp, timer >= 0, &um.usage);
         send_to_parent(to_parent, &um);

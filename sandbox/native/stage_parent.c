@@ -226,6 +226,10 @@ static void start_init(struct parent *s) {
   }
   close(init_down);
   close(init_up);
+  /* init's: the files blob, and the copy-out pipe (EOF once init is gone). Only when the plan says they were
+   * given: otherwise those numbers may be stage 0's own fds. */
+  if (s->plan->has_files) close(CUB_FD_FILES);
+  if (s->plan->ncopy_out) close(CUB_FD_COPY_OUT);
   null_stdio(); /* only the payload holds the caller's stdio */
   /* A command written after init has exited must fail with EPIPE, not kill stage 0 (and lose the run's
    * report). Set only here, after the clone: init and the payload keep the default disposition. */

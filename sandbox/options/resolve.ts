@@ -1,5 +1,6 @@
 // The options of runSandboxed/spawnSandboxed: merged under a policy's defaults, then validated synchronously
 // (nothing runs before this), giving ResolvedOptions where every field is final.
+import { BOX_DIR, resolveBox, type ResolvedBox } from './box.js';
 import { constants as bufferConstants } from 'node:buffer';
 import { closeSync, existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -58,6 +59,8 @@ export interface ResolvedOptions {
   strictLimits: boolean;
   cgroups: CgroupChoice;
   cgroupParent?: string;
+  /** The work directory /box, with files or copyOut. */
+  box?: ResolvedBox;
 }
 
 export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin';
@@ -413,10 +416,13 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     : env.PATH.split(':').reduce((longest, dir) => (`${dir}/${argv[0]}`.length > longest.length ? `${dir}/${argv[0]}` : longest), argv[0]!);
   checkExecSize(argv, env, program, limits.stackBytes ?? callerStackLimit());
   const encoding = oneOf('encoding', o.encoding, ['utf8', 'buffer'] as const, 'utf8');
+  const box = resolveBox(o);
+  if (box && mounts.some((m) => m.target === BOX_DIR))
+    fail('mounts', `${BOX_DIR} is the work directory of files/copyOut; mount elsewhere, or leave files and copyOut out`);
   return {
     argv,
     env,
-    cwd: o.cwd === undefined ? '/tmp' : checkInsidePath('cwd', o.cwd),
+    cwd: o.cwd === undefined ? (box ? BOX_DIR : '/tmp') : checkInsidePath('cwd', o.cwd),
     hostname,
     uid,
     gid,
@@ -445,6 +451,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     strictLimits: o.strictLimits === true,
     cgroups: o.cgroups === undefined ? true : (o.cgroups as CgroupChoice),
     ...(o.cgroupParent !== undefined ? { cgroupParent: checkHostDir('cgroupParent', o.cgroupParent) } : {}),
+    ...(box ? { box } : {}),
   };
 }
 

@@ -28,7 +28,14 @@ export const PROTOCOL_VERSION = 3;
 export const PLAN_MAGIC = 'cubicle-plan';
 
 /** File descriptors the helper receives besides stdio. */
-export const HelperFd = { plan: 3, bpf: 4, status: 5, control: 6 } as const;
+export const HelperFd = { plan: 3, bpf: 4, status: 5, control: 6, files: 7, copyOut: 8 } as const;
+
+/**
+ * How init frames each copy-out on fd `copyOut`, in plan order: a header line
+ * `<op index> <status> <size>\n`, then `size` bytes of content (0 unless the status is `ok`). A status other
+ * than ok names why the file was refused.
+ */
+export const COPY_OUT_STATUSES = ['ok', 'missing', 'symlink', 'not-regular', 'directory', 'hardlink', 'too-large', 'unreadable'] as const;
 
 /**
  * Size bounds the helper enforces on its inputs. They hold whatever execve accepts (see options/exec-size.ts):
@@ -84,6 +91,12 @@ export const OPCODES = [
   { name: 'copy', args: ['hostPath', 'path', 'modeOctal'] },
   { name: 'symlink', args: ['target', 'path'] },
   { name: 'file', args: ['path', 'modeOctal', 'content'] },
+  // a file whose content is `length` bytes at `offset` of the sealed files blob on fd `files`, created with
+  // exactly this mode (the caller's files option)
+  { name: 'file-data', args: ['path', 'modeOctal', 'offset', 'length'] },
+  // init, once everything inside has ended: this regular file (no symlink, no hard link, at most maxBytes; all
+  // copied files at most totalBytes) goes to the supervisor on fd `copyOut`, framed (see CopyOutFrame)
+  { name: 'copy-out', args: ['path', 'maxBytes', 'totalBytes'] },
   // a fresh tmpfs; inodes caps its files (nr_inodes): their kernel memory is not counted as the sandbox's
   { name: 'tmpfs', args: ['path', 'sizeBytes', 'modeOctal', 'inodes'] },
   { name: 'proc', args: ['path'] },

@@ -45,6 +45,8 @@ export interface SuperviseInput {
   planBytes: Buffer;
   bpf: Uint8Array;
   cgroup: CgroupPlan | undefined;
+  /** The files option's contents, back to back (see plan/build-plan.ts filesBlob). */
+  files?: Buffer;
   /** A rootless caller's subordinate ids to lease from, or why it has none it may use (see host/subids.ts). */
   subids?: Subids | NoSubids;
   /** Set when the run cannot start at all (e.g. no libseccomp): nothing is created or launched. */
@@ -103,7 +105,9 @@ function takeHostIds(input: SuperviseInput): { hostIds: HostIds; lease: HostIdLe
     extra = [Op.idMapper(input.subids.newuidmap, input.subids.newgidmap)];
   } else return { ...callerIds(input), lease: undefined };
   try {
-    const plan = input.plan.flatMap((op) => (op.op === 'userns' ? [withOuterIds(op, hostIds), ...extra] : [op]));
+    // Extra ops go just before `end`: every other op keeps its index, which setup failures and copy-out frames name.
+    const plan = input.plan.map((op) => (op.op === 'userns' ? withOuterIds(op, hostIds) : op));
+    plan.splice(plan.length - 1, 0, ...extra);
     return { hostIds, lease, planBytes: encodePlan(plan) };
   } catch (e) {
     lease?.release();
@@ -135,7 +139,7 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
   if (!failure) {
     try {
       assertHelperBuilt();
-      helper = launchHelper(o, planBytes, input.bpf);
+      helper = launchHelper(o, planBytes, input.bpf, input.files);
     } catch (e) {
       failure = { kind: 'launch', error: e as Error };
     }
@@ -203,6 +207,11 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
   const stdoutOut = helper && !capture ? limitStream(helper.stdout, 'out') : null;
   const stderrOut = helper && !capture ? limitStream(helper.stderr, 'err') : null;
 
+  // Copied-out files: at most boxSize of content and a header line per name.
+  const copyOut: Buffer[] = [];
+  let copied = 0;
+  const copyOutBound = o.box ? o.box.size + 64 * o.box.copyOut.length : 0;
+
   const onAbort = (): void => stop('SIGKILL', 'cancel');
   const onEvents = (chunk: Buffer): void => {
     if (failure?.kind === 'protocol') return;
@@ -228,6 +237,11 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
       if (helper) {
         helper.stdin?.on('error', (e) => debug('stdin: %s', e.message)); // EPIPE when the payload stops reading
         helper.status.on('data', onEvents);
+        helper.copyOut?.on('data', (c: Buffer) => {
+          copied += c.length;
+          if (copied <= copyOutBound) copyOut.push(c);
+          else helper?.copyOut?.destroy(); // more than init may send: nothing past the bound is kept
+        });
         if (capture) {
           helper.stdout?.on('data', (c: Buffer) => keep(out, 'out', c));
           helper.stderr?.on('data', (c: Buffer) => keep(err, 'err', c));
@@ -273,6 +287,7 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
       hostDiagnosis,
       hostIds,
       elapsedMs: performance.now() - started,
+      ...(helper?.copyOut ? { copyOut: Buffer.concat(copyOut) } : {}),
     };
     debug('run finished in %d ms via %s', Math.round(record.elapsedMs), helper?.launcher);
     return record;
