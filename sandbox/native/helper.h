@@ -12,6 +12,7 @@ struct op {
   enum cub_op code;
   unsigned index; /* position in the plan, reported back so the supervisor can name the op */
   const char *a[CUB_MAX_ARITY];
+  int fd; /* bind-idmap: the detached idmapped tree stage 0 prepared (init attaches it) */
 };
 
 struct plan {
@@ -163,6 +164,8 @@ void limits_apply_rlimits(const struct plan *p);
 void limits_note_stdin(void);
 /* init, once everything inside has ended: the copy-out files to the supervisor. */
 void copy_out_send(const struct plan *p);
+/* stage 0, as root, before the namespaces exist: the detached idmapped trees of bind-idmap ops. */
+void mount_prepare_idmaps(struct plan *p);
 
 /* stages */
 __attribute__((noreturn)) void stage_init_main(const struct plan *p, int from_parent_fd, int to_parent_fd,

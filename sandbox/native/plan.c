@@ -111,6 +111,7 @@ static unsigned fs_path_arg(enum cub_op code) {
   case CUB_OP_DIR: return CUB_ARG_DIR_PATH;
   case CUB_OP_FILE: return CUB_ARG_FILE_PATH;
   case CUB_OP_FILE_DATA: return CUB_ARG_FILE_DATA_PATH;
+  case CUB_OP_BIND_IDMAP: return CUB_ARG_BIND_IDMAP_PATH;
   case CUB_OP_TMPFS: return CUB_ARG_TMPFS_PATH;
   case CUB_OP_PROC: return CUB_ARG_PROC_PATH;
   case CUB_OP_REMOUNT_RO: return CUB_ARG_REMOUNT_RO_PATH;
@@ -156,6 +157,7 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
   case CUB_OP_REMOUNT_RO:
   case CUB_OP_SYMLINK:
   case CUB_OP_BIND:
+  case CUB_OP_BIND_IDMAP:
   case CUB_OP_COPY: {
     if (!seen[CUB_OP_ROOT]) die_op(op, NULL, 0, "filesystem op before root");
     if (seen[CUB_OP_ROOT_RO]) die_op(op, NULL, 0, "filesystem op after root-ro");
@@ -163,6 +165,14 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     check_path(path, op);
     if (strcmp(path, "/") == 0) die_op(op, NULL, 0, "an op cannot target the root itself");
     if (op->code == CUB_OP_BIND) check_path(a[CUB_ARG_BIND_HOST_PATH], op);
+    if (op->code == CUB_OP_BIND_IDMAP) {
+      check_path(a[CUB_ARG_BIND_IDMAP_HOST_PATH], op);
+      parse_num(a[CUB_ARG_BIND_IDMAP_DISK_UID], 0xfffffffeULL, op, "disk uid");
+      parse_num(a[CUB_ARG_BIND_IDMAP_DISK_GID], 0xfffffffeULL, op, "disk gid");
+      const char *acc = a[CUB_ARG_BIND_IDMAP_ACCESS];
+      if (strcmp(acc, CUB_BIND_ACCESS_NAMES[CUB_BIND_RO]) != 0 && strcmp(acc, CUB_BIND_ACCESS_NAMES[CUB_BIND_RW]) != 0)
+        die_op(op, NULL, 0, "bind-idmap access '%s' is not ro or rw", acc);
+    }
     if (op->code == CUB_OP_COPY) check_path(a[CUB_ARG_COPY_HOST_PATH], op);
     if (op->code == CUB_OP_DIR) check_mode(a[CUB_ARG_DIR_MODE_OCTAL], op);
     if (op->code == CUB_OP_FILE) check_mode(a[CUB_ARG_FILE_MODE_OCTAL], op);
@@ -342,7 +352,7 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
     int code = -1;
     for (int c = 0; c < CUB_OP__COUNT; c++)
       if (strcmp(name, CUB_OP_SPECS[c].name) == 0) code = c;
-    struct op op = {.index = index++};
+    struct op op = {.index = index++, .fd = -1};
     if (code < 0) die_msg("unknown plan opcode '%.200s' at op %u", name, op.index);
     op.code = (enum cub_op)code;
     for (unsigned i = 0; i < CUB_OP_SPECS[code].arity; i++) {

@@ -453,6 +453,7 @@ int main(int argc, char **argv) {
   cgroup_cpu_open_from_parent(&plan);
   s.oom_fd = cgroup_oom_watch_from_parent(&plan);
   s.events_fd = cgroup_events_open_from_parent(&plan);
+  mount_prepare_idmaps(&plan); /* as root, before the namespaces exist */
   if (plan.has_host_ids) become_host_user(&plan);
   start_init(&s); /* init waits for the go byte */
   read_ns_ids(&s);

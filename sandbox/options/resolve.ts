@@ -21,6 +21,8 @@ export interface ResolvedMount {
   source?: string;
   target: string;
   readOnly: boolean;
+  /** An idmapped bind: files of this on-disk owner appear owned by the sandbox's user. */
+  idmap?: { uid: number; gid: number };
   size?: number;
 }
 
@@ -111,7 +113,8 @@ function checkIdRange(option: string, v: unknown): { start: number; count: numbe
   if (taken)
     fail(
       option,
-      `${option} ${start}:${count} holds ${taken}: a sandbox would own that account's files. Choose ids no account or subordinate range uses`,
+      `${option} ${start}:${count} holds ${taken}: a sandbox would own that account's files. ` +
+        'Choose ids no account or subordinate range uses',
     );
   return { start, count };
 }
@@ -282,7 +285,14 @@ function checkMount(m: unknown, i: number): ResolvedMount {
         ErrorCode.bindSource,
       );
   }
-  return { type: 'bind', source: real, target, readOnly };
+  if (spec.idmap !== undefined && typeof spec.idmap !== 'boolean') fail(`${where}.idmap`, `${where}.idmap must be a boolean`);
+  if (spec.idmap !== true) return { type: 'bind', source: real, target, readOnly };
+  // Files of the source's owner appear as the sandbox's own (a root CI runner building a user's checkout).
+  if (process.geteuid?.() !== 0)
+    fail(`${where}.idmap`, 'an idmapped bind needs a root caller (only root may idmap a host filesystem); bind it without idmap');
+  const st = statSync(real);
+  if (!st.isDirectory()) fail(`${where}.idmap`, `an idmapped bind needs a directory; "${source}" is not one`);
+  return { type: 'bind', source: real, target, readOnly, idmap: { uid: st.uid, gid: st.gid } };
 }
 
 function checkCommand(cmd: unknown): string[] {

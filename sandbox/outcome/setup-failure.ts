@@ -58,6 +58,11 @@ function hintFor(
       `the bind source ${opArg(op, 'hostPath')} now has a symlink in its path (it changed since the options were checked); ` +
       'bind sources are never followed through symlinks'
     );
+  if (op?.op === 'bind-idmap' && sys === 'mount_setattr' && (name === 'EINVAL' || name === 'EOPNOTSUPP'))
+    return (
+      `the filesystem of ${opArg(op, 'hostPath')} cannot be idmapped (Linux 5.12+: ext4, xfs, btrfs, f2fs; tmpfs from 6.3; ` +
+      'overlayfs from 5.19); move the directory to one that can, or bind it without idmap'
+    );
   if (op?.op === 'bind' && name === 'EACCES')
     return `the caller cannot access ${opArg(op, 'hostPath')}; a rootless sandbox sees the host with the caller's own permissions`;
   if (op?.op === 'proc' && name === 'EPERM')

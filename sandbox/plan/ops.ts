@@ -45,6 +45,8 @@ export const Op = {
   idMapper: (newuidmap: string, newgidmap: string): PlanOp => makeOp('id-mapper', { newuidmap, newgidmap }),
   fileData: (path: string, mode: number, offset: number, length: number): PlanOp =>
     makeOp('file-data', { path, modeOctal: mode.toString(8), offset, length }),
+  bindIdmap: (hostPath: string, path: string, access: 'ro' | 'rw', diskUid: number, diskGid: number): PlanOp =>
+    makeOp('bind-idmap', { hostPath, path, access, diskUid, diskGid }),
   copyOut: (path: string, maxBytes: number, totalBytes: number): PlanOp => makeOp('copy-out', { path, maxBytes, totalBytes }),
   root: (sizeBytes: number): PlanOp => makeOp('root', { sizeBytes }),
   dir: (path: string, m = 0o755): PlanOp => makeOp('dir', { path, modeOctal: mode(m) }),

@@ -91,6 +91,9 @@ export const OPCODES = [
   { name: 'copy', args: ['hostPath', 'path', 'modeOctal'] },
   { name: 'symlink', args: ['target', 'path'] },
   { name: 'file', args: ['path', 'modeOctal', 'content'] },
+  // a bind whose files owned by diskUid/diskGid appear owned by the sandbox's own ids (an idmapped mount, Linux
+  // 5.12+): stage 0, as root, clones and idmaps the host tree before the namespaces exist; init attaches it
+  { name: 'bind-idmap', args: ['hostPath', 'path', 'access', 'diskUid', 'diskGid'] },
   // a file whose content is `length` bytes at `offset` of the sealed files blob on fd `files`, created with
   // exactly this mode (the caller's files option)
   { name: 'file-data', args: ['path', 'modeOctal', 'offset', 'length'] },

@@ -2,11 +2,11 @@
 // comes out is the payload's, so only regular files with one name, within their caps, ever leave.
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runSandboxed } from '../../sandbox/index.js';
-import { forEachIdentity, skipBecause, worldReadableTmp } from '../helpers/env.js';
+import { forEachIdentity, IS_ROOT, skipBecause, worldReadableTmp } from '../helpers/env.js';
 
 const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 const SUM =
@@ -164,6 +164,51 @@ forEachIdentity((id, run) => {
       assert.equal(readFileSync(join(t.dir, 'both'), 'utf8'), 'no newlinefrom the host\n');
       assert.match(ok.stderr, /--copy-out both2: .*symlink/, 'the planted destination symlink is refused and named');
       assert.notEqual(readFileSync('/etc/hostname', 'utf8'), 'no newlinefrom the host\n');
+    } finally {
+      t.cleanup();
+    }
+  });
+});
+
+describe('idmapped binds: a user-owned checkout in a root-run sandbox', () => {
+  const checkout = (): { dir: string; cleanup: () => void } => {
+    const t = worldReadableTmp();
+    writeFileSync(join(t.dir, 'f.txt'), 'tracked\n');
+    spawnSync('git', ['init', '-q', t.dir]);
+    spawnSync('chown', ['-R', '4242:4242', t.dir]);
+    return t;
+  };
+  for (const as of [{}, { runAs: { uid: 65534, gid: 65534 } }]) {
+    const title = `is the sandbox user's, git accepts it, new files are its owner's${as.runAs ? ' (runAs)' : ''} (was "dubious ownership")`;
+    it(title, async function () {
+      if (!IS_ROOT) return skipBecause(this, 'only root may idmap a host filesystem');
+      if (!existsSync('/usr/bin/git')) return skipBecause(this, 'no git on this host');
+      const t = checkout();
+      try {
+        const r = await runSandboxed(['/bin/sh', '-c', 'stat -c "%U" /src/f.txt; echo made > /src/new.txt; git -C /src status --short'], {
+          ...as,
+          reject: false,
+          mounts: [{ type: 'bind', source: t.dir, target: '/src', idmap: true }],
+        });
+        if (r.setupFailure?.syscall === 'mount_setattr') return skipBecause(this, `the filesystem of ${t.dir} cannot be idmapped here`);
+        assert.equal(r.verdict, 'ok', `${String(r.stderr)} ${JSON.stringify(r.setupFailure)}`);
+        assert.deepEqual(String(r.stdout).trim().split('\n'), ['sandbox', '?? f.txt', '?? new.txt']);
+        assert.equal(statSync(join(t.dir, 'new.txt')).uid, 4242, "a file made inside belongs to the checkout's owner on the host");
+      } finally {
+        t.cleanup();
+      }
+    });
+  }
+
+  it('is refused for a rootless caller with a clear error, and for a file', function () {
+    const t = worldReadableTmp();
+    try {
+      const bind = (source: string) => () =>
+        void runSandboxed(['/bin/true'], { mounts: [{ type: 'bind', source, target: '/src', idmap: true }] });
+      if (IS_ROOT) {
+        writeFileSync(join(t.dir, 'file'), 'x');
+        assert.throws(bind(join(t.dir, 'file')), /needs a directory/);
+      } else assert.throws(bind(t.dir), /needs a root caller/);
     } finally {
       t.cleanup();
     }
