@@ -121,44 +121,20 @@ forEachIdentity((id, run) => {
       chmodSync(join(t.dir, 'src.txt'), 0o644);
       symlinkSync('/etc/hostname', join(t.dir, 'planted'));
       const as = id.spawnAs.runAs ?? {};
-      const r = spawnSync(
-        process.execPath,
-        [
-          CLI,
-          'run',
-          '--file',
-          'a.txt=no newline',
-          '--file',
-          `b.txt=@${join(t.dir, 'src.txt')}`,
-          '--copy-out',
-          `both:${join(t.dir, 'both')}`,
-          '--copy-out',
-          `both:${join(t.dir, 'dup')}`,
-          '--',
-          '/bin/true',
-        ],
-        { encoding: 'utf8', ...as },
-      );
+      const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, 'run', ...args], { encoding: 'utf8', ...as });
+      const files = ['--file', 'a.txt=no newline', '--file', `b.txt=@${join(t.dir, 'src.txt')}`];
+      const both = ['--copy-out', `both:${join(t.dir, 'both')}`];
+      const r = cli(...files, ...both, '--copy-out', `both:${join(t.dir, 'dup')}`, '--', '/bin/true');
       assert.equal(r.status, 2, `a name given twice is a usage error: ${r.stderr}`);
-      const ok = spawnSync(
-        process.execPath,
-        [
-          CLI,
-          'run',
-          '--file',
-          'a.txt=no newline',
-          '--file',
-          `b.txt=@${join(t.dir, 'src.txt')}`,
-          '--copy-out',
-          `both:${join(t.dir, 'both')}`,
-          '--copy-out',
-          `both2:${join(t.dir, 'planted')}`,
-          '--',
-          '/bin/sh',
-          '-c',
-          'cat a.txt b.txt > both; cp both both2',
-        ],
-        { encoding: 'utf8', ...as },
+      const ok = cli(
+        ...files,
+        ...both,
+        '--copy-out',
+        `both2:${join(t.dir, 'planted')}`,
+        '--',
+        '/bin/sh',
+        '-c',
+        'cat a.txt b.txt > both; cp both both2',
       );
       assert.equal(ok.status, 0, ok.stderr);
       assert.equal(readFileSync(join(t.dir, 'both'), 'utf8'), 'no newlinefrom the host\n');
