@@ -39,6 +39,17 @@ forEachIdentity((id, run) => {
       assert.equal(r.verdict, 'memory-limit', `${r.verdict} ${String(r.stderr)}`);
     });
 
+    it('shared anonymous memory held by an ordinary process is memory-limit, not ok (smaps has no Pss_Shmem per mapping)', async () => {
+      const script = [
+        'import mmap, time',
+        'm = mmap.mmap(-1, 512 << 20, flags=mmap.MAP_SHARED)',
+        'for i in range(0, 512 << 20, 4096): m[i] = 1',
+        'time.sleep(1)',
+      ].join('\n');
+      const r = await go([PY, '-c', script], { limits: bomb });
+      assert.equal(r.verdict, 'memory-limit', `${r.verdict} ${String(r.stderr)}`);
+    });
+
     it("the sealed copy of a 100 MiB inputFile is the caller's memory, not the payload's", async () => {
       const t = worldReadableTmp();
       try {
