@@ -14,7 +14,8 @@ const MEMFD = 'import os\nfd = os.memfd_create("x")\nc = b"a" * (1 << 20)\nfor i
 // Every SysV message queue filled (8 KiB messages, without waiting).
 const MSGQ =
   'import ctypes\nl = ctypes.CDLL(None)\nb = ctypes.create_string_buffer(8 + 8192)\nctypes.memset(b, 1, 8)\n' +
-  'for q in range(32000):\n  i = l.msgget(0, 0o1600)\n  if i < 0: break\n  while l.msgsnd(i, b, 8192, 0o4000) == 0: pass';
+  'for q in range(32000):\n  i = l.msgget(0, 0o1600)\n  if i < 0: break\n  while l.msgsnd(i, b, 8192, 0o4000) == 0: pass\n' +
+  'import time\ntime.sleep(1)'; // held, so a sample sees them however busy the host is
 
 forEachIdentity((id, run) => {
   forEachMechanism(id, (m) => {
