@@ -292,6 +292,11 @@ function checkMount(m: unknown, i: number): ResolvedMount {
     fail(`${where}.idmap`, 'an idmapped bind needs a root caller (only root may idmap a host filesystem); bind it without idmap');
   const st = statSync(real);
   if (!st.isDirectory()) fail(`${where}.idmap`, `an idmapped bind needs a directory; "${source}" is not one`);
+  if (st.uid === 0 || st.gid === 0)
+    fail(
+      `${where}.idmap`,
+      `"${source}" belongs to host root (uid ${st.uid}, gid ${st.gid}); an idmapped bind never gives root's files to the sandbox`,
+    );
   return { type: 'bind', source: real, target, readOnly, idmap: { uid: st.uid, gid: st.gid } };
 }
 
