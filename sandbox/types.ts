@@ -108,6 +108,12 @@ export interface SandboxOptions {
   cgroups?: CgroupChoice;
   /** A delegated cgroup v2 directory the caller may write (for rootless cgroup limits); runs get groups below it. */
   cgroupParent?: string;
+  /** An image of the cache (`cubicle image build`), by name or `sha256:` digest, as the sandbox's root instead of
+   *  the host's /usr; read-only unless `writable`. cubicle still adds its own /proc, /dev, /tmp, /etc/passwd, /etc/group. */
+  rootfs?: string;
+  /** With rootfs: the payload may write anywhere in the image's tree; writes go to a tmpfs overlay (rootSize) and
+   *  never reach the cache. */
+  writable?: boolean;
 }
 
 /** Every option name, checked against SandboxOptions at compile time (a name missing here fails the build). */
@@ -142,6 +148,8 @@ export const OPTION_NAMES = [
   'limits',
   'strictLimits',
   'cgroups',
+  'rootfs',
+  'writable',
   'cgroupParent',
 ] as const satisfies readonly (keyof SandboxOptions)[];
 

@@ -2,6 +2,7 @@
 // validation, seccomp compile, limits and cgroup planning, the plan. `cubicle plan` prints exactly this.
 import { constants as osConstants } from 'node:os';
 import { hostViewOps } from '../../rootfs-builder/host-view.js';
+import { imageRootOps } from '../../rootfs-builder/image-root.js';
 import { PolicyError, SandboxHostError } from '../errors.js';
 import { subidsFor, type NoSubids, type Subids } from '../host/subids.js';
 import { planLimits, type LimitPlan } from '../plan/limits.js';
@@ -52,6 +53,8 @@ function nameViolation(arch: number, nr: number): SeccompViolation {
 function subidChoice(o: ResolvedOptions): Subids | NoSubids | undefined {
   const uid = process.geteuid?.();
   if (uid === undefined || uid === 0) return undefined;
+  if (o.rootfs)
+    return { reason: `the image ${o.rootfs.ref}'s files are the caller's: keeping the caller's own ids makes them the sandbox user's` };
   const rw = o.mounts.find((m) => m.type === 'bind' && !m.readOnly);
   if (rw) return { reason: `the read-write bind of ${rw.source ?? rw.target} keeps the caller's own ids, so the payload can write there` };
   return subidsFor(uid);
@@ -99,7 +102,7 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun
     runAs: options.runAs !== undefined,
   });
   const notify = filter?.notify ?? 'none';
-  const plan = buildPlan(options, hostViewOps(), notify, limits);
+  const plan = buildPlan(options, options.rootfs ? imageRootOps(options.rootfs) : hostViewOps(), notify, limits);
   const planBytes = encodePlan(plan); // refuses an oversize plan before anything runs
   const seccomp = filter ? ({ policy: policy.name, mode, notify, name: nameViolation } as const) : undefined;
   return {

@@ -44,6 +44,7 @@ export const Op = {
   hostIds: (uid: number, gid: number): PlanOp => makeOp('host-ids', { hostUid: uid, hostGid: gid }),
   idMapper: (newuidmap: string, newgidmap: string): PlanOp => makeOp('id-mapper', { newuidmap, newgidmap }),
   root: (sizeBytes: number): PlanOp => makeOp('root', { sizeBytes }),
+  image: (hostPath: string, writable: boolean): PlanOp => makeOp('image', { hostPath, writable: writable ? 1 : 0 }),
   dir: (path: string, m = 0o755): PlanOp => makeOp('dir', { path, modeOctal: mode(m) }),
   bind: (hostPath: string, path: string, access: BindAccess): PlanOp => makeOp('bind', { hostPath, path, access }),
   copy: (hostPath: string, path: string, m = 0o644): PlanOp => makeOp('copy', { hostPath, path, modeOctal: mode(m) }),

@@ -26,7 +26,7 @@ export interface HostIdLease {
 type Flock = (fd: number, op: number) => number;
 let flockFn: Flock | null | undefined;
 
-function loadFlock(): Flock | null {
+export function loadFlock(): Flock | null {
   if (flockFn !== undefined) return flockFn;
   try {
     const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
@@ -43,7 +43,7 @@ function loadFlock(): Flock | null {
  * by `owner` with no access for anyone else, and every directory above it is a real directory owned by root or
  * `owner` that nobody else may write to, unless sticky (/tmp): nobody else can swap a part of the path.
  */
-function ownedDir(dir: string, owner: number): boolean {
+export function ownedDir(dir: string, owner: number): boolean {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const st = lstatSync(dir);
