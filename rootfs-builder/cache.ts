@@ -189,7 +189,8 @@ export async function updateIndex(cache: string, change: (names: Record<string, 
 export function checkName(name: string): string {
   if (!NAME_RE.test(name) || name.startsWith('sha256:') || name.split('/').some((p) => p === '.' || p === '..'))
     throw new ImageError(
-      `image name ${JSON.stringify(name)} is not valid: use 1-128 letters, digits and . _ : / - (starting with a letter or digit), not a digest`,
+      `image name ${JSON.stringify(name)} is not valid: use 1-128 letters, digits and . _ : / - ` +
+        '(starting with a letter or digit), not a digest',
     );
   return name;
 }

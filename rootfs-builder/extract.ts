@@ -3,8 +3,8 @@
 // size or entry count past the caps refuses the whole build (naming the entry); device nodes and fifos are left
 // out and setuid/setgid bits dropped, each reported by name. node-tar's own defenses stay on underneath, and any
 // warning of its own refuses the build too. Layers of an image also carry whiteouts, applied before the layer.
-import { closeSync, createReadStream, lstatSync, readdirSync, readSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, createReadStream, lstatSync, mkdirSync, readdirSync, readSync, rmSync, symlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
 import { Parser, Unpack, type ReadEntry } from 'tar';
@@ -113,6 +113,9 @@ export async function extractTar(file: string, dest: string, state: ExtractState
   checkCompression(file, what);
   if (layer) await applyWhiteouts(file, dest, what);
   const kinds = new PathKinds(dest);
+  // Symlinks are made after the stream, exactly as given: node-tar would strip a leading / from their targets (and
+  // refuse ones climbing with ..), but inside an image they resolve in the sandbox's root, never on the host.
+  const symlinks = new Map<string, string>();
   let refusal: ImageError | undefined;
   const { limits } = state;
   const unpack = new Unpack({
@@ -150,8 +153,12 @@ export async function extractTar(file: string, dest: string, state: ExtractState
           entry.mode = ((entry.mode ?? 0o755) & 0o7777) | 0o700; // later entries (and layers) must fit inside
           break;
         case 'SymbolicLink':
-          if (!entry.linkpath) return refuse(raw, 'symlink with an empty target');
-          break;
+          if (!entry.linkpath || entry.linkpath.includes('\0')) return refuse(raw, 'symlink with an empty or invalid target');
+          kinds.saw(path, entry.type);
+          symlinks.delete(path);
+          symlinks.set(path, entry.linkpath);
+          state.onProgress?.(state.entries, state.bytes);
+          return false;
         case 'Link': {
           const t = cleanPath(entry.linkpath ?? '');
           if ('refuse' in t || t.path === '') return refuse(raw, `hard link to ${JSON.stringify(entry.linkpath)} outside the image root`);
@@ -179,6 +186,7 @@ export async function extractTar(file: string, dest: string, state: ExtractState
       }
       entry.path = path;
       kinds.saw(path, entry.type);
+      symlinks.delete(path);
       state.onProgress?.(state.entries, state.bytes);
       return true;
     },
@@ -199,6 +207,21 @@ export async function extractTar(file: string, dest: string, state: ExtractState
     throw new ImageError(`${what} is not a readable tar archive: ${(e as Error).message}`);
   }
   if (refusal) throw refusal;
+  for (const [path, target] of symlinks) placeSymlink(dest, path, target, what);
+}
+
+/** Makes a symlink of the tree in place of whatever is there (tar's replace semantics), its parents checked again. */
+function placeSymlink(dest: string, path: string, target: string, what: string): void {
+  const blocked = new PathKinds(dest).blockedParent(path);
+  if (blocked !== undefined)
+    throw new ImageError(
+      `${what}: refused entry ${JSON.stringify(path)}: it would be written through the symlink ${JSON.stringify(blocked)}`,
+      path,
+    );
+  const full = join(dest, path);
+  mkdirSync(dirname(full), { recursive: true, mode: 0o755 });
+  rmSync(full, { recursive: true, force: true });
+  symlinkSync(target, full);
 }
 
 /** Applies a layer's whiteouts to the layers below it: `.wh.NAME` deletes NAME, `.wh..wh..opq` empties its directory. */

@@ -80,8 +80,8 @@ export async function tarKind(file: string): Promise<SourceKind> {
     stream.on('error', reject);
     parser.on('error', reject);
     stream.pipe(parser);
-  }).catch((e: Error) => {
-    if (!seen) throw new ImageError(`${file} is not a readable tar archive: ${e.message}`);
+  }).catch((e: unknown) => {
+    if (!seen) throw new ImageError(`${file} is not a readable tar archive: ${(e as Error).message}`);
   });
   return seen ?? (oci ? 'oci-layout' : 'tar');
 }

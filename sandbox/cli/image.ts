@@ -68,10 +68,10 @@ async function build(argv: string[]): Promise<number> {
     bar.done();
   }
   if (!image.cached) for (const a of image.meta.altered) process.stderr.write(`cubicle: altered ${JSON.stringify(a.entry)}: ${a.reason}\n`);
+  const { entries, size, altered } = image.meta;
+  const what = `${entries} entries, ${mib(size)}`;
   process.stderr.write(
-    image.cached
-      ? `cubicle: already cached (${image.meta.entries} entries, ${mib(image.meta.size)})\n`
-      : `cubicle: built ${image.meta.entries} entries, ${mib(image.meta.size)}${image.meta.altered.length ? `, ${image.meta.altered.length} altered` : ''}\n`,
+    image.cached ? `cubicle: already cached (${what})\n` : `cubicle: built ${what}${altered.length ? `, ${altered.length} altered` : ''}\n`,
   );
   process.stdout.write(`${image.digest}\n`);
   return 0;
