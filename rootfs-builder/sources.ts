@@ -55,9 +55,11 @@ export function directoryDigest(root: string): string {
   return `sha256:${hash.digest('hex')}`;
 }
 
-const IMAGE_ARCHIVE_TOP = /^(blobs|manifest\.json|index\.json|oci-layout|repositories|[0-9a-f]{64}(\.json)?)$/;
+/** Top-level directories of a root filesystem, which no image archive has: seeing one settles it early. */
+const ROOTFS_TOP = /^(bin|boot|dev|etc|home|lib|lib32|lib64|libx32|media|mnt|opt|proc|root|run|sbin|srv|sys|tmp|usr|var)$/;
 
-/** Whether a tarball is an image archive (docker save or OCI layout) or a plain rootfs: reads only until it knows. */
+/** Whether a tarball is an image archive (docker save: manifest.json; OCI layout: oci-layout) or a plain rootfs;
+ *  reads until it knows (a rootfs usually says so in its first entries). */
 export async function tarKind(file: string): Promise<SourceKind> {
   checkCompression(file, file);
   let seen: SourceKind | undefined;
@@ -71,7 +73,7 @@ export async function tarKind(file: string): Promise<SourceKind> {
       if (top === '' || top === '.') return;
       if (top === 'manifest.json') seen = 'docker-save';
       else if (top === 'oci-layout') oci = true;
-      else if (!IMAGE_ARCHIVE_TOP.test(top)) seen = 'tar';
+      else if (ROOTFS_TOP.test(top)) seen = 'tar';
       if (seen) stream.destroy();
     },
   });
