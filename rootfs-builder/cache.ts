@@ -24,7 +24,7 @@ import { homedir } from 'node:os';
 import { isAbsolute, join, normalize } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ImageError } from '../sandbox/errors.js';
-import { loadFlock, ownedDir } from '../sandbox/supervisor/host-ids.js';
+import { loadFlock, ownedDir } from '../sandbox/host/flock.js';
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;

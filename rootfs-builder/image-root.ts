@@ -1,7 +1,6 @@
-// An image of the cache as the sandbox's root: the option's resolution and the plan op it becomes.
+// An image of the cache as the sandbox's root: the rootfs option resolved (the plan op is Op.image).
 import { lstatSync } from 'node:fs';
 import { ImageError, SandboxOptionError } from '../sandbox/errors.js';
-import { Op, type PlanOp } from '../sandbox/plan/ops.js';
 import { findImage } from './cache.js';
 
 /** The `rootfs` option resolved: which image, where its tree is, who owns it. */
@@ -35,6 +34,3 @@ export function resolveRootfs(rootfs: unknown, writable: unknown): ResolvedRootf
     throw e;
   }
 }
-
-/** The ops that make the image the root (they follow the root op; the host view is not bound). */
-export const imageRootOps = (r: ResolvedRootfs): PlanOp[] => [Op.image(r.dir, r.writable)];

@@ -2,14 +2,13 @@
 // validation, seccomp compile, limits and cgroup planning, the plan. `cubicle plan` prints exactly this.
 import { constants as osConstants } from 'node:os';
 import { hostViewOps } from '../../rootfs-builder/host-view.js';
-import { imageRootOps } from '../../rootfs-builder/image-root.js';
 import { PolicyError, SandboxHostError } from '../errors.js';
 import { subidsFor, type NoSubids, type Subids } from '../host/subids.js';
 import { planLimits, type LimitPlan } from '../plan/limits.js';
 import { mergeOptions, resolveOptions, type ResolvedOptions } from '../options/resolve.js';
 import type { JudgeContext } from '../outcome/judge.js';
 import { buildPlan, tmpfsPaths } from '../plan/build-plan.js';
-import { encodePlan, type PlanOp } from '../plan/ops.js';
+import { encodePlan, Op, type PlanOp } from '../plan/ops.js';
 import { DEFAULT_POLICY, loadPolicy, type ResolvedPolicy } from '../policy/load.js';
 import { compileProfile, type CompiledFilter } from '../seccomp/compile.js';
 import { ARCH_TOKENS, libseccomp, SeccompUnavailableError } from '../seccomp/libseccomp.js';
@@ -102,7 +101,9 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun
     runAs: options.runAs !== undefined,
   });
   const notify = filter?.notify ?? 'none';
-  const plan = buildPlan(options, options.rootfs ? imageRootOps(options.rootfs) : hostViewOps(), notify, limits);
+  // an image root replaces the host view: the overlay of the image is all the root holds before cubicle's own files
+  const view = options.rootfs ? [Op.image(options.rootfs.dir, options.rootfs.writable)] : hostViewOps();
+  const plan = buildPlan(options, view, notify, limits);
   const planBytes = encodePlan(plan); // refuses an oversize plan before anything runs
   const seccomp = filter ? ({ policy: policy.name, mode, notify, name: nameViolation } as const) : undefined;
   return {

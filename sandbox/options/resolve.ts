@@ -111,7 +111,8 @@ function checkIdRange(option: string, v: unknown): { start: number; count: numbe
   if (taken)
     fail(
       option,
-      `${option} ${start}:${count} holds ${taken}: a sandbox would own that account's files. Choose ids no account or subordinate range uses`,
+      `${option} ${start}:${count} holds ${taken}: a sandbox would own that account's files. ` +
+        'Choose ids no account or subordinate range uses',
     );
   return { start, count };
 }

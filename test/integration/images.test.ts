@@ -9,6 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
+import { buildImage } from '../../rootfs-builder/build.js';
+import { runSandboxed } from '../../sandbox/index.js';
 import { identities, skipBecause } from '../helpers/env.js';
 import { tarBytes, type TarEntry } from '../helpers/tarball.js';
 
@@ -304,6 +306,30 @@ describe('images: the same input gives the same digest for root and for an ordin
       });
       assert.equal(digests[0], digests[1]);
     } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('images through the API', () => {
+  it('runSandboxed(cmd, { rootfs, writable }) runs inside the image as the sandbox user', async function () {
+    const b = staticBusybox();
+    if (!b) skipBecause(this, 'no static busybox here (apt-get install busybox-static)');
+    const work = mkdtempSync(join(tmpdir(), 'cubicle-images-'));
+    const saved = process.env.CUBICLE_CACHE;
+    process.env.CUBICLE_CACHE = join(work, 'cache');
+    try {
+      writeFileSync(join(work, 'bb.tar'), tarBytes(userland(b)));
+      const img = await buildImage(join(work, 'bb.tar'), { name: 'bb' });
+      const r = await runSandboxed(['/bin/sh', '-c', 'echo hi > /etc/motd; cat /etc/motd; stat -c %U /etc/motd /bin/busybox'], {
+        rootfs: 'bb',
+        writable: true,
+      });
+      assert.equal(r.stdout, 'hi\nsandbox\nsandbox\n');
+      assert.equal(readFileSync(join(img.root, 'etc', 'motd'), 'utf8'), 'from the image\n');
+    } finally {
+      if (saved === undefined) delete process.env.CUBICLE_CACHE;
+      else process.env.CUBICLE_CACHE = saved;
       rmSync(work, { recursive: true, force: true });
     }
   });
