@@ -1,11 +1,12 @@
 // Image benchmark: extraction time and cache-hit time of a realistic root filesystem, and start latency with an
 // image root against the host view. The image is a minbase equivalent taken from this host: the files of every
-// installed package of priority "required" (what debootstrap --variant=minbase installs), tarred once.
+// installed package of priority "required" and of what they depend on (what debootstrap --variant=minbase
+// installs), tarred once.
 // Usage: node dist/bench/images.js [--runs N] [--json]
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { buildImage } from '../rootfs-builder/build.js';
@@ -19,14 +20,29 @@ const runs = Number(values.runs);
 function minbaseTarball(): string {
   const out = join(tmpdir(), 'cubicle-bench-minbase.tar');
   if (existsSync(out)) return out;
-  const pkgs = execFileSync('dpkg-query', ['-W', '-f', '${Package} ${Priority} ${db:Status-Abbrev}\\n'], { encoding: 'utf8' })
+  // installed packages: priority, status, and what they depend on; "required" ones and their dependencies are taken
+  const rows = execFileSync('dpkg-query', ['-W', '-f', '${Package}\\t${Priority}\\t${db:Status-Abbrev}\\t${Pre-Depends}, ${Depends}\\n'], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  })
     .split('\n')
-    .map((l) => l.split(' '))
-    .filter(([, prio, status]) => prio === 'required' && status?.startsWith('ii'))
-    .map(([name]) => name!);
+    .map((l) => l.split('\t'))
+    .filter((r) => r[2]?.startsWith('ii'));
+  const deps = new Map(
+    rows.map((r) => [r[0]!.split(':')[0]!, (r[3] ?? '').split(/[,|]/).map((d) => d.trim().split(/[\s:]/)[0]!)] as const),
+  );
+  const pkgs = new Set(rows.filter((r) => r[1] === 'required').map((r) => r[0]!.split(':')[0]!));
+  for (const todo = [...pkgs]; todo.length;)
+    for (const d of deps.get(todo.pop()!) ?? [])
+      if (d && deps.has(d) && !pkgs.has(d)) {
+        pkgs.add(d);
+        todo.push(d);
+      }
   const files = new Set<string>(['/bin', '/sbin', '/lib', '/lib64']);
+  // dpkg lists some files by their pre-merged-/usr paths (/lib/...): each is taken at its real place, so the
+  // archive never holds an entry below one of its own symlinks (which a build refuses)
   for (const line of execFileSync('dpkg', ['-L', ...pkgs], { encoding: 'utf8', maxBuffer: 64 << 20 }).split('\n'))
-    if (line.startsWith('/') && line !== '/.') files.add(line);
+    if (line.startsWith('/') && line !== '/.' && existsSync(line)) files.add(join(realpathSync(dirname(line)), basename(line)));
   const list = join(tmpdir(), 'cubicle-bench-minbase.list');
   writeFileSync(
     list,
