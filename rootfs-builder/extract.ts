@@ -164,6 +164,7 @@ export async function extractTar(file: string, dest: string, state: ExtractState
           if ('refuse' in t || t.path === '') return refuse(raw, `hard link to ${JSON.stringify(entry.linkpath)} outside the image root`);
           const through = kinds.blockedParent(t.path);
           if (through !== undefined) return refuse(raw, `hard link through the symlink ${JSON.stringify(through)}`);
+          entry.linkpath = t.path;
           break;
         }
         case 'CharacterDevice':
