@@ -25,11 +25,13 @@ export const ErrorCode = {
   canceled: 'ERR_SANDBOX_CANCELED',
   seccompViolation: 'ERR_SANDBOX_SECCOMP_VIOLATION',
   limit: 'ERR_SANDBOX_LIMIT',
+  /** An image could not be built, found or removed (a refused entry, an unknown name, an unsafe cache). */
+  image: 'ERR_SANDBOX_IMAGE',
 } as const;
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 
 /** True for every error cubicle made, whichever class and whichever copy of the package made it. */
-export function isCubicleError(v: unknown): v is SandboxOptionError | SandboxHostError | SandboxError {
+export function isCubicleError(v: unknown): v is SandboxOptionError | SandboxHostError | SandboxError | ImageError {
   return typeof v === 'object' && v !== null && (v as Record<symbol, unknown>)[kCubicleError] === true;
 }
 
@@ -67,6 +69,18 @@ export class SandboxHostError extends Error {
     brand(this);
     this.name = 'SandboxHostError';
     this.hint = hint;
+  }
+}
+
+/** An image build refused its input, or the image cache could not be used; `entry` names a refused entry. */
+export class ImageError extends Error {
+  readonly code = ErrorCode.image;
+  readonly entry: string | undefined;
+  constructor(message: string, entry?: string) {
+    super(message);
+    brand(this);
+    this.name = 'ImageError';
+    this.entry = entry;
   }
 }
 

@@ -122,6 +122,12 @@ export interface SandboxOptions {
   copyOutMax?: number | string;
   /** Size of the /box tmpfs (counted against the memory limit). Default 64M. It bounds copyOut in total. */
   boxSize?: number | string;
+  /** An image of the cache (`cubicle image build`), by name or `sha256:` digest, as the sandbox's root instead of
+   *  the host's /usr; read-only unless `writable`. cubicle still adds its own /proc, /dev, /tmp, /etc/passwd, /etc/group. */
+  rootfs?: string;
+  /** With rootfs: the payload may write anywhere in the image's tree; writes go to a tmpfs overlay (rootSize) and
+   *  never reach the cache. */
+  writable?: boolean;
 }
 
 /** Every option name, checked against SandboxOptions at compile time (a name missing here fails the build). */
@@ -156,6 +162,8 @@ export const OPTION_NAMES = [
   'limits',
   'strictLimits',
   'cgroups',
+  'rootfs',
+  'writable',
   'cgroupParent',
   'files',
   'copyOut',

@@ -8,7 +8,7 @@ import { planLimits, type LimitPlan } from '../plan/limits.js';
 import { mergeOptions, resolveOptions, type ResolvedOptions } from '../options/resolve.js';
 import type { JudgeContext } from '../outcome/judge.js';
 import { buildPlan, filesBlob, tmpfsPaths } from '../plan/build-plan.js';
-import { encodePlan, type PlanOp } from '../plan/ops.js';
+import { encodePlan, Op, type PlanOp } from '../plan/ops.js';
 import { DEFAULT_POLICY, loadPolicy, type ResolvedPolicy } from '../policy/load.js';
 import { compileProfile, type CompiledFilter } from '../seccomp/compile.js';
 import { ARCH_TOKENS, libseccomp, SeccompUnavailableError } from '../seccomp/libseccomp.js';
@@ -52,6 +52,8 @@ function nameViolation(arch: number, nr: number): SeccompViolation {
 function subidChoice(o: ResolvedOptions): Subids | NoSubids | undefined {
   const uid = process.geteuid?.();
   if (uid === undefined || uid === 0) return undefined;
+  if (o.rootfs)
+    return { reason: `the image ${o.rootfs.ref}'s files are the caller's: keeping the caller's own ids makes them the sandbox user's` };
   const rw = o.mounts.find((m) => m.type === 'bind' && !m.readOnly);
   if (rw) return { reason: `the read-write bind of ${rw.source ?? rw.target} keeps the caller's own ids, so the payload can write there` };
   // newuidmap maps only for a process whose gid is the caller's primary one from /etc/passwd
@@ -103,7 +105,9 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun
     runAs: options.runAs !== undefined,
   });
   const notify = filter?.notify ?? 'none';
-  const plan = buildPlan(options, hostViewOps(), notify, limits);
+  // an image root replaces the host view: the overlay of the image is all the root holds before cubicle's own files
+  const view = options.rootfs ? [Op.image(options.rootfs.dir, options.rootfs.writable)] : hostViewOps();
+  const plan = buildPlan(options, view, notify, limits);
   const planBytes = encodePlan(plan); // refuses an oversize plan before anything runs
   const seccomp = filter ? ({ policy: policy.name, mode, notify, name: nameViolation } as const) : undefined;
   return {

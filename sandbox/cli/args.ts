@@ -23,6 +23,8 @@ const RUN_FLAGS = {
   bind: { type: 'string', multiple: true },
   'ro-bind': { type: 'string', multiple: true },
   tmpfs: { type: 'string', multiple: true },
+  rootfs: { type: 'string' },
+  writable: { type: 'boolean' },
   env: { type: 'string', multiple: true },
   cwd: { type: 'string' },
   hostname: { type: 'string' },
@@ -71,6 +73,8 @@ Options:
                          :idmap shows SRC's owner as the sandbox's user (idmapped mount, Linux 5.12+)
   --ro-bind SRC[:DST]    bind host path SRC read-only
   --tmpfs DST[:SIZE]     a fresh tmpfs at DST (SIZE like 64M; default 64M)
+  --rootfs NAME|DIGEST   an image (cubicle image build) as the root instead of the host's /usr, read-only
+  --writable             with --rootfs: writes anywhere go to a 16M tmpfs overlay (API: rootSize), never to the cache
   --env K=V              set a variable inside (repeatable); nothing is inherited
   --cwd DIR              working directory inside (default /tmp)
   --hostname NAME        hostname inside (default cubicle)
@@ -156,6 +160,8 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
     env[e.slice(0, eq)] = e.slice(eq + 1);
   }
   const options: SandboxOptions = { env, mounts };
+  if (v.rootfs !== undefined) options.rootfs = v.rootfs;
+  if (v.writable) options.writable = true;
   if (v.cwd !== undefined) options.cwd = v.cwd;
   if (v.hostname !== undefined) options.hostname = v.hostname;
   const ids = {

@@ -16,6 +16,7 @@ const USAGE = `Usage: cubicle <command> [options]
 Commands:
   run [options] -- CMD [ARGS...]   run CMD in a fresh rootless sandbox
   plan [options] -- CMD [ARGS...]  print the resolved policy, options and setup plan without running anything
+  image build|ls|inspect|rm|gc     root filesystems from tarballs and directories (cubicle image help)
   policy list                      the shipped policies
   policy show NAME|PATH [--text]   a policy after extends, as JSON (--text: libseccomp's rendering of its filter)
   doctor                           check this host and print the fix for each problem
@@ -224,6 +225,8 @@ export async function main(argv: string[]): Promise<number> {
         return cmdPlan(rest);
       case 'policy':
         return cmdPolicy(rest);
+      case 'image':
+        return await (await import('./image.js')).cmdImage(rest);
       case 'doctor':
         return await cmdDoctor();
       case undefined:

@@ -32,6 +32,8 @@ struct plan {
   gid_t inner_gid, outer_gid;
   unsigned long long root_size;
   int root_ro;
+  const char *image;  /* image: host directory of the root's lower layer */
+  int image_writable;
   int loopback;
   const char *hostname;
   const char *cwd;
@@ -127,6 +129,7 @@ int path_is_clean_absolute(const char *path);
 void userns_write_maps_from_parent(const struct plan *p, pid_t child);
 
 /* mount.c: run by init, inside the new namespaces */
+void mount_image_open_from_parent(const struct plan *p);
 void mount_build_root(const struct plan *p);
 void mount_proc_sys_readonly(void); /* after init has capped the ucounts: nobody inside may change /proc/sys */
 

@@ -56,6 +56,26 @@ struct cub_open_how {
 
 static int oldroot_fd = -1;
 
+/* A root caller's image: a detached clone of the image directory, made by stage 0 before the clone (and
+ * before host-ids) while it may still read root's private cache; init attaches it and layers over it. A
+ * rootless caller's init reaches its own cache through the host root like a bind source. */
+static int image_tree = -1;
+
+/* Stage 0: as root, clones the image directory (reached without following any symlink) into a detached mount. */
+void mount_image_open_from_parent(const struct plan *p) {
+  if (!p->image || geteuid() != 0) return;
+#if defined(SYS_open_tree) && defined(SYS_openat2)
+  struct cub_open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC, .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+  int dir = (int)syscall(SYS_openat2, AT_FDCWD, p->image, &how, sizeof how);
+  if (dir < 0) die_sys("openat2", errno, "image directory %s (symlinks are not followed)", p->image);
+  image_tree = (int)syscall(SYS_open_tree, dir, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+  if (image_tree < 0) die_sys("open_tree", errno, "image directory %s (an image root needs Linux 5.11 or newer)", p->image);
+  close(dir);
+#else
+  die_sys("open_tree", ENOSYS, "image directory %s (an image root needs Linux 5.11 or newer)", p->image);
+#endif
+}
+
 static void join(char *out, const char *prefix, const char *path) {
   snprintf(out, PATH_MAX, "%s%s", prefix, path);
 }
@@ -123,23 +143,23 @@ static void op_dir(const struct op *op) {
   if (chmod(dst, mode) < 0) die_op(op, "chmod", errno, "%s", op->a[CUB_ARG_DIR_PATH]);
 }
 
-/* Opens a bind source beneath the host root without following any symlink (the supervisor refused symlinked
+/* Opens a bind source (or a rootless caller's image) beneath the host root without following any symlink (the supervisor refused symlinked
  * sources; this closes the race with anything swapping one in since). */
-static int open_bind_source(const struct op *op) {
+static int open_host_path(const struct op *op, const char *host_path) {
   if (oldroot_fd < 0) {
     oldroot_fd = open(HOST_PREFIX, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (oldroot_fd < 0) die_op(op, "open", errno, HOST_PREFIX);
   }
-  const char *rel = op->a[CUB_ARG_BIND_HOST_PATH][1] ? op->a[CUB_ARG_BIND_HOST_PATH] + 1 : ".";
+  const char *rel = host_path[1] ? host_path + 1 : ".";
 #ifdef SYS_openat2
   struct cub_open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
   int fd = (int)syscall(SYS_openat2, oldroot_fd, rel, &how, sizeof how);
   if (fd >= 0) return fd;
-  if (errno != ENOSYS) die_op(op, "openat2", errno, "bind source %s (symlinks are not followed)", op->a[CUB_ARG_BIND_HOST_PATH]);
+  if (errno != ENOSYS) die_op(op, "openat2", errno, "%s (symlinks are not followed)", host_path);
 #endif
   /* Kernels before 5.6: no symlink at the last component, at least. */
   fd = openat(oldroot_fd, rel, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) die_op(op, "open", errno, "bind source %s", op->a[CUB_ARG_BIND_HOST_PATH]);
+  if (fd < 0) die_op(op, "open", errno, "%s", host_path);
   return fd;
 }
 
@@ -163,7 +183,7 @@ static void make_mount_point(const struct op *op, const char *dst, const char *i
 static void op_bind(const struct op *op) {
   char dst[PATH_MAX];
   join(dst, NEW_PREFIX, op->a[CUB_ARG_BIND_PATH]);
-  int src = open_bind_source(op);
+  int src = open_host_path(op, op->a[CUB_ARG_BIND_HOST_PATH]);
   struct stat st;
   if (fstat(src, &st) < 0) die_op(op, "fstat", errno, "bind source %s", op->a[CUB_ARG_BIND_HOST_PATH]);
   make_mount_point(op, dst, op->a[CUB_ARG_BIND_PATH], S_ISDIR(st.st_mode));
@@ -398,12 +418,53 @@ static void enter_newroot(const struct plan *p) {
     die_sys("mount", errno, "remounting the root read-only");
 }
 
+/* An image root, the first filesystem op: the root tmpfs holds the overlay's upper and work directories, the
+ * image is its lower layer (named relative to the current directory, so no option needs escaping). */
+static void op_image(const struct plan *p, const struct op *op) {
+  const char *image = op->a[CUB_ARG_IMAGE_HOST_PATH];
+  if (mkdir("/layers", 0700) < 0) die_op(op, "mkdir", errno, "/layers");
+  char data[64];
+  snprintf(data, sizeof data, "size=%llu,mode=0755", p->root_size);
+  if (mount("tmpfs", "/layers", "tmpfs", MS_NOSUID | MS_NODEV, data) < 0) die_op(op, "mount", errno, "the root tmpfs (the overlay's upper)");
+  if (mkdir("/layers/upper", 0755) < 0 || mkdir("/layers/work", 0700) < 0 || mkdir("/layers/lower", 0755) < 0)
+    die_op(op, "mkdir", errno, "the overlay's directories");
+  if (image_tree >= 0) {
+#ifdef SYS_move_mount
+    if (syscall(SYS_move_mount, image_tree, "", AT_FDCWD, "/layers/lower", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+#endif
+      die_op(op, "move_mount", errno, "attaching the image %s", image);
+    close(image_tree);
+    image_tree = -1;
+    if (chdir("/layers/lower") < 0) die_op(op, "chdir", errno, "the image %s", image);
+  } else {
+    int dir = open_host_path(op, image);
+    if (fchdir(dir) < 0) die_op(op, "fchdir", errno, "the image %s", image);
+    close(dir);
+  }
+  static const char *const opts[] = {"lowerdir=.,upperdir=/layers/upper,workdir=/layers/work,userxattr",
+                                     "lowerdir=.,upperdir=/layers/upper,workdir=/layers/work"};
+  int err = 0;
+  for (size_t i = 0; i < sizeof opts / sizeof *opts; i++) {
+    if (mount("overlay", NEW_PREFIX, "overlay", MS_NOSUID | MS_NODEV, opts[i]) == 0) {
+      err = 0;
+      break;
+    }
+    if (!err) err = errno; /* the first try's reason */
+  }
+  if (err)
+    die_op(op, "mount", err,
+           "an overlay on the image %s (an image root needs overlayfs inside a user namespace: Linux 5.11 or newer "
+           "with the overlay module loaded)",
+           image);
+  if (chdir("/") < 0) die_op(op, "chdir", errno, "/");
+}
+
 void mount_build_root(const struct plan *p) {
   char data[64];
   enter_base();
   if (mkdir(NEW_PREFIX, 0755) < 0 && errno != EEXIST) die_sys("mkdir", errno, NEW_PREFIX);
   snprintf(data, sizeof data, "size=%llu,mode=0755", p->root_size);
-  if (mount("tmpfs", NEW_PREFIX, "tmpfs", MS_NOSUID | MS_NODEV, data) < 0) die_sys("mount", errno, "the root tmpfs");
+  if (!p->image && mount("tmpfs", NEW_PREFIX, "tmpfs", MS_NOSUID | MS_NODEV, data) < 0) die_sys("mount", errno, "the root tmpfs");
   for (size_t i = 0; i < p->nops; i++) {
     const struct op *op = &p->ops[i];
     switch (op->code) {
@@ -417,6 +478,7 @@ void mount_build_root(const struct plan *p) {
     case CUB_OP_TMPFS: op_tmpfs(op); break;
     case CUB_OP_PROC: op_proc(op); break;
     case CUB_OP_REMOUNT_RO: op_remount_ro(op); break;
+    case CUB_OP_IMAGE: op_image(p, op); break;
     default: die_op(op, NULL, 0, "not a filesystem op");
     }
   }

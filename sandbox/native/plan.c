@@ -149,6 +149,17 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     p->root_size = parse_num(a[CUB_ARG_ROOT_SIZE_BYTES], 1ULL << 40, op, "root size");
     if (p->root_size < 4096) die_op(op, NULL, 0, "root size must be at least 4096 bytes");
     break;
+  case CUB_OP_IMAGE:
+    if (seen[CUB_OP_IMAGE]) die_op(op, NULL, 0, "image given twice");
+    if (!seen[CUB_OP_ROOT] || p->nops) die_op(op, NULL, 0, "image must come right after root, before every filesystem op");
+    check_path(a[CUB_ARG_IMAGE_HOST_PATH], op);
+    if (strcmp(a[CUB_ARG_IMAGE_WRITABLE], "0") != 0 && strcmp(a[CUB_ARG_IMAGE_WRITABLE], "1") != 0)
+      die_op(op, NULL, 0, "image writable must be 0 or 1");
+    p->image = a[CUB_ARG_IMAGE_HOST_PATH];
+    p->image_writable = a[CUB_ARG_IMAGE_WRITABLE][0] == '1';
+    p->ops = grow(p->ops, &ops_cap, p->nops + 1, sizeof *p->ops);
+    p->ops[p->nops++] = *op;
+    break;
   case CUB_OP_DIR:
   case CUB_OP_FILE:
   case CUB_OP_FILE_DATA:
@@ -379,6 +390,7 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
   if (!seen[CUB_OP_USERNS]) die_msg("the plan has no userns op");
   if (!seen[CUB_OP_ROOT]) die_msg("the plan has no root op");
   if (!seen[CUB_OP_EXEC]) die_msg("the plan has no exec op");
+  if (p->image && p->image_writable == p->root_ro) die_msg("an image root is read-only (root-ro) unless it is writable, never both");
   if (argv.count == 0) die_msg("the plan has no argv (at least argv[0] is required)");
   static const char *empty[1] = {NULL};
   if (!p->envp) p->envp = empty;

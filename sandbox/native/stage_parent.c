@@ -451,6 +451,7 @@ int main(int argc, char **argv) {
   open_stdio_pipes_to_sandbox(&plan);
   cgroup_join_from_parent(&plan);
   cgroup_cpu_open_from_parent(&plan);
+  mount_image_open_from_parent(&plan);
   s.oom_fd = cgroup_oom_watch_from_parent(&plan);
   s.events_fd = cgroup_events_open_from_parent(&plan);
   mount_prepare_idmaps(&plan); /* as root, before the namespaces exist */

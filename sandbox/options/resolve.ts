@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import { dirname, isAbsolute, normalize } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { resolveRootfs, type ResolvedRootfs } from '../../rootfs-builder/image-root.js';
 import { ErrorCode, SandboxOptionError } from '../errors.js';
 import { MAX_TIME_MS, resolveLimits, type ResolvedLimits } from '../limits/resolve.js';
 import { POLICY_DIR } from '../policy/load.js';
@@ -64,6 +65,8 @@ export interface ResolvedOptions {
   cgroupParent?: string;
   /** The work directory /box, with files or copyOut. */
   box?: ResolvedBox;
+  /** An image as the root (instead of the host view). */
+  rootfs?: ResolvedRootfs;
 }
 
 export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin';
@@ -336,6 +339,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     if (runAs.uid < 0 || runAs.gid < 0) fail('runAs', 'runAs needs both uid and gid');
     if (process.geteuid?.() !== 0) fail('runAs', 'runAs needs the caller to be root (it chooses which host user creates the sandbox)');
   }
+  const rootfs = resolveRootfs(o.rootfs, o.writable);
   const callerUid = runAs?.uid ?? process.geteuid!();
   const callerGid = runAs?.gid ?? process.getegid!();
   let outerUid = callerUid;
@@ -343,7 +347,13 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
   let hostIdRange: { start: number; count: number } | undefined;
   if (o.hostIdRange !== undefined && (callerUid !== 0 || o.hostUid !== undefined || o.hostGid !== undefined))
     fail('hostIdRange', 'hostIdRange is for a root caller that gives no hostUid/hostGid (each sandbox then gets ids of its own)');
-  if (callerUid === 0 && o.hostUid === undefined && o.hostGid === undefined) {
+  if (callerUid === 0 && o.hostUid === undefined && o.hostGid === undefined && rootfs && o.hostIdRange === undefined) {
+    // root's image trees belong to one unprivileged owner: mapping the sandbox to it makes the files the sandbox user's
+    outerUid = rootfs.owner.uid;
+    outerGid = rootfs.owner.gid;
+    if (outerUid === 0 || outerGid === 0)
+      fail('rootfs', `the tree of image ${rootfs.digest} is owned by root; rebuild it with this version of cubicle (image rm, then build)`);
+  } else if (callerUid === 0 && o.hostUid === undefined && o.hostGid === undefined) {
     const env = process.env.CUBICLE_HOST_ID_RANGE;
     hostIdRange =
       o.hostIdRange !== undefined
@@ -451,6 +461,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     cgroups: o.cgroups === undefined ? true : (o.cgroups as CgroupChoice),
     ...(o.cgroupParent !== undefined ? { cgroupParent: checkHostDir('cgroupParent', o.cgroupParent) } : {}),
     ...(box ? { box } : {}),
+    ...(rootfs ? { rootfs } : {}),
   };
 }
 

@@ -86,7 +86,8 @@ export function buildPlan(o: ResolvedOptions, hostView: readonly PlanOp[], notif
     else if (m.idmap) ops.push(Op.bindIdmap(m.source!, m.target, m.readOnly ? 'ro' : 'rw', m.idmap.uid, m.idmap.gid));
     else ops.push(Op.bind(m.source!, m.target, m.readOnly ? 'ro' : 'rw'));
   }
-  ops.push(Op.rootReadOnly(), Op.hostname(o.hostname), Op.loopback(), ...limits.initOps, ...limits.payloadOps, Op.cwd(o.cwd));
+  if (!o.rootfs?.writable) ops.push(Op.rootReadOnly()); // a writable image root keeps its overlay writable
+  ops.push(Op.hostname(o.hostname), Op.loopback(), ...limits.initOps, ...limits.payloadOps, Op.cwd(o.cwd));
   for (const [k, v] of Object.entries(o.env)) ops.push(Op.env(k, v));
   for (const a of o.argv) ops.push(Op.arg(a));
   if (!o.argv[0]!.includes('/'))

@@ -49,6 +49,7 @@ export const Op = {
     makeOp('bind-idmap', { hostPath, path, access, diskUid, diskGid }),
   copyOut: (path: string, maxBytes: number, totalBytes: number): PlanOp => makeOp('copy-out', { path, maxBytes, totalBytes }),
   root: (sizeBytes: number): PlanOp => makeOp('root', { sizeBytes }),
+  image: (hostPath: string, writable: boolean): PlanOp => makeOp('image', { hostPath, writable: writable ? 1 : 0 }),
   dir: (path: string, m = 0o755): PlanOp => makeOp('dir', { path, modeOctal: mode(m) }),
   bind: (hostPath: string, path: string, access: BindAccess): PlanOp => makeOp('bind', { hostPath, path, access }),
   copy: (hostPath: string, path: string, m = 0o644): PlanOp => makeOp('copy', { hostPath, path, modeOctal: mode(m) }),

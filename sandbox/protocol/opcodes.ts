@@ -24,7 +24,7 @@
 import type { NotifyMode } from '../types.js';
 
 /** Protocol version; the first two plan tokens are PLAN_MAGIC and this number. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 export const PLAN_MAGIC = 'cubicle-plan';
 
 /** File descriptors the helper receives besides stdio. */
@@ -85,6 +85,10 @@ export const OPCODES = [
   { name: 'cgroup-oom-watch', args: ['dir'] },
   // the fresh root: a tmpfs of this many bytes
   { name: 'root', args: ['sizeBytes'] },
+  // right after root (an image run): the root is an overlay whose lower layer is this host directory (opened by
+  // stage 0 before anything else, no symlink followed) and whose upper is the root tmpfs, so nothing reaches the
+  // directory. writable 0: the root is made read-only at the end (root-ro); 1: the payload may write anywhere
+  { name: 'image', args: ['hostPath', 'writable'] },
   // filesystem ops, executed in plan order inside the new root (paths are absolute, inside view)
   { name: 'dir', args: ['path', 'modeOctal'] },
   { name: 'bind', args: ['hostPath', 'path', 'access'] }, // access: ro | rw | dev

@@ -3,9 +3,9 @@
 // counters (tasks, inotify, mqueue bytes, pending signals) are never shared between sandboxes. A uid is held by
 // an flock on its file in a directory only its owner may change: the kernel drops the lock when the holder closes
 // it or dies, so nothing goes stale, and two processes can never hold the same uid.
-import { closeSync, lstatSync, mkdirSync, openSync, statSync, constants as fsConstants } from 'node:fs';
-import { createRequire } from 'node:module';
+import { closeSync, openSync, statSync, constants as fsConstants } from 'node:fs';
 import { debuglog } from 'node:util';
+import { loadFlock, ownedDir } from '../host/flock.js';
 import { passwdHome, type Subids } from '../host/subids.js';
 
 const debug = debuglog('cubicle');
@@ -21,42 +21,6 @@ export interface HostIdLease {
   gid: number;
   /** Gives the ids back (idempotent). */
   release: () => void;
-}
-
-type Flock = (fd: number, op: number) => number;
-let flockFn: Flock | null | undefined;
-
-function loadFlock(): Flock | null {
-  if (flockFn !== undefined) return flockFn;
-  try {
-    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
-    flockFn = koffi.load('libc.so.6').func('int flock(int fd, int op)') as Flock;
-  } catch (e) {
-    debug('host id leases unavailable (no flock through koffi): %s', (e as Error).message);
-    flockFn = null;
-  }
-  return flockFn;
-}
-
-/**
- * A lock directory only `owner` (and root) may change: it exists (made 0700 if missing), is no symlink, is owned
- * by `owner` with no access for anyone else, and every directory above it is a real directory owned by root or
- * `owner` that nobody else may write to, unless sticky (/tmp): nobody else can swap a part of the path.
- */
-function ownedDir(dir: string, owner: number): boolean {
-  try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const st = lstatSync(dir);
-    if (!st.isDirectory() || st.uid !== owner || (st.mode & 0o077) !== 0) return false;
-    for (let d = dir.slice(0, dir.lastIndexOf('/')) || '/'; ; d = d.slice(0, d.lastIndexOf('/')) || '/') {
-      const up = lstatSync(d);
-      const othersWrite = (up.mode & 0o022) !== 0 && (up.mode & 0o1000) === 0;
-      if (!up.isDirectory() || (up.uid !== 0 && up.uid !== owner) || othersWrite) return false;
-      if (d === '/') return true;
-    }
-  } catch {
-    return false;
-  }
 }
 
 /** Where a rootless caller's subordinate id leases live: one place per user whatever its environment says, so two

@@ -140,6 +140,31 @@ describe('helper protocol', () => {
     await refused(encodePlan(minimal([{ op: 'bind', args: ['/usr', '/x', 'rwx'] }])), /bind access 'rwx'/);
     await refused(encodePlan(minimal([{ op: 'dir', args: ['/x', '999'] }])), /not octal/);
   });
+  it('refuses an image op anywhere but right after root, and an image root that is both or neither read-only and writable', async () => {
+    await refused(encodePlan(minimal([Op.image('/tmp', false)])), /image must come right after root/);
+    const imagePlan = (writable: boolean, rootRo: boolean): PlanOp[] => {
+      const [userns, root] = minimal();
+      return [userns!, root!, Op.image('/tmp', writable), ...(rootRo ? [Op.rootReadOnly()] : []), Op.arg('/x'), Op.exec('/x'), Op.end()];
+    };
+    await refused(encodePlan(imagePlan(true, true)), /never both/);
+    await refused(encodePlan(imagePlan(false, false)), /never both/);
+    await refused(
+      raw(PLAN_MAGIC, V, 'userns', '1', '1', '1', '1', 'root', '65536', 'image', '/tmp', 'yes', 'arg', 'x', 'exec', '/x', 'end'),
+      /0 or 1/,
+    );
+  });
+  it('a missing image directory is a setup error naming it, never a run', async () => {
+    const [userns, root] = minimal();
+    const r = await helper(
+      encodePlan([userns!, root!, Op.image('/no/such/image', false), Op.rootReadOnly(), Op.arg('/x'), Op.exec('/x'), Op.end()]),
+    );
+    const terminal = r.events.filter((e) => e.ev === 'error' || e.ev === 'exit');
+    assert.equal(terminal.length, 1);
+    assert.equal(terminal[0]!.ev, 'error');
+    assert.match(String(terminal[0]!.msg), /\/no\/such\/image/);
+    assert.equal(terminal[0]!.errno, 2);
+    assert.equal(r.code, 125);
+  });
   it('a failing op is reported with its index, syscall and errno', async () => {
     const plan = minimal([Op.bind('/no/such/source', '/x', 'rw')]);
     const r = await helper(encodePlan(plan));
