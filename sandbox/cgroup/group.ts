@@ -250,6 +250,17 @@ function removeGroupDir(dir: string, attempt: number): void {
  *  (see newRunId) and the leaf a caller moved itself into (see delegation.ts). */
 const OWN_GROUP = /^(?:(\d+)-\d+-[0-9a-z]+|caller-(\d+))$/;
 
+/** Whether a group's owner still runs: a zombie (killed, not yet reaped by its parent) does not. */
+function ownerAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    return codeOf(e) !== 'ESRCH';
+  }
+  const stat = readText(`/proc/${pid}/stat`);
+  return stat === undefined || stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+}
+
 /** Groups whose owner died (e.g. SIGKILL of the caller); only names cubicle gives its groups. Cheap (one readdir),
  *  so it runs before every run: a caller killed mid-run leaves its group for the next run to remove. */
 export function removeStaleGroups(parent: string): void {
@@ -263,12 +274,7 @@ export function removeStaleGroups(parent: string): void {
     const m = OWN_GROUP.exec(name);
     const pid = Number(m?.[1] ?? m?.[2]);
     if (!pid || pid === process.pid) continue;
-    try {
-      process.kill(pid, 0);
-      continue; // its owner is alive
-    } catch (e) {
-      if (codeOf(e) !== 'ESRCH') continue;
-    }
+    if (ownerAlive(pid)) continue;
     // A run group's processes die with its helper; anything left is killed (v2). A caller's leaf may hold processes
     // its owner started outside any sandbox: never killed, only removed once empty.
     if (m?.[1] !== undefined) {

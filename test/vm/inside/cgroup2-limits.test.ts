@@ -1,0 +1,158 @@
+// Exact limits on a pure cgroup v2 host, as whoever runs this file: root (groups under <mount>/cubicle) or an
+// unprivileged user sitting in a delegated subtree (groups beside its own, found with no flag). Run inside the
+// cgroup v2 VM by test/vm/cgroup2-vm.test.ts, once per identity; anywhere else it skips with the reason.
+// Each case prints one row of the verdict matrix: mechanism, case, verdict, what was reported and the truth.
+import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { cgroup2Mount, v2Placement } from '../../../sandbox/cgroup/index.js';
+import { runSandboxed, type SandboxOptions, type SandboxResult } from '../../../sandbox/index.js';
+import { alive, IS_ROOT, pidsInPidNamespace, probe, probeMount, skipBecause, waitFor } from '../../helpers/env.js';
+
+const CALLER_SCRIPT = fileURLToPath(new URL('../../fixtures/caller.js', import.meta.url));
+const MiB = 1 << 20;
+const who = IS_ROOT ? 'root' : `uid ${process.geteuid!()}`;
+
+/** Why this host is not the pure cgroup v2 host these tests are for, if it is not. */
+function notPureV2(): string | undefined {
+  const mnt = cgroup2Mount();
+  if (mnt !== '/sys/fs/cgroup') return `not a pure cgroup v2 host (cgroup2 is mounted at ${mnt ?? 'nowhere'})`;
+  const have = readFileSync(`${mnt}/cgroup.controllers`, 'utf8').trim().split(/\s+/);
+  if (!have.includes('memory') || !have.includes('pids'))
+    return `the cgroup v2 hierarchy lacks memory or pids (it has: ${have.join(' ')}): not a pure cgroup v2 host`;
+  const at = v2Placement(undefined);
+  return 'reason' in at ? at.reason : undefined;
+}
+
+const row = (kase: string, r: SandboxResult, reported: string, truth: string): void =>
+  console.log(`      matrix | ${who} | ${kase} | ${r.verdict} | reported ${reported} | truth ${truth}`);
+const mib = (b: number | undefined): string => (b === undefined ? '-' : `${(b / MiB).toFixed(1)} MiB`);
+
+describe(`cgroup v2 limits with no flag, as ${who}`, function () {
+  let base = '';
+  before(function () {
+    const why = notPureV2();
+    if (why) skipBecause(this, why);
+    const at = v2Placement(undefined);
+    if (!('reason' in at)) base = at.base;
+    probe();
+  });
+
+  const go = (cmd: string[], o: SandboxOptions): Promise<SandboxResult> =>
+    runSandboxed(cmd, { reject: false, ...o, mounts: [...(probeMount() ?? []), ...(o.mounts ?? [])] });
+
+  /** A memory case: the kernel holds the group at its limit, the OOM kill ends the whole sandbox. */
+  const memoryCase = async (kase: string, cmd: string[], o: SandboxOptions = {}): Promise<void> => {
+    const r = await go(cmd, { limits: { memory: '64M', wallTime: 30_000 }, ...o });
+    row(kase, r, mib(r.usage?.peakMemoryBytes), 'limit 64.0 MiB');
+    assert.equal(r.limits.memory!.mechanism, 'cgroup-v2');
+    assert.equal(r.limits.memory!.readBack, 64 * MiB);
+    assert.equal(r.verdict, 'memory-limit', `${kase}: ${r.verdict} ${r.stderr as string}`);
+    assert.ok(r.usage!.peakMemoryBytes! <= 64 * MiB, `the peak ${r.usage!.peakMemoryBytes} stays within memory.max`);
+    assert.ok(r.usage!.peakMemoryBytes! > 48 * MiB, `the peak ${r.usage!.peakMemoryBytes} reached the limit`);
+  };
+
+  it('warms the page cache (python is charged to whichever group reads it first)', async () => {
+    const r = await go(['/usr/bin/python3', '-c', 'import os'], {});
+    assert.equal(r.verdict, 'ok');
+  });
+
+  it('a memory bomb all at once: memory-limit', () =>
+    memoryCase('memory bomb, all at once', ['/usr/bin/python3', '-c', 'x = b"a" * (400 << 20)']));
+
+  it('a gradual memory bomb: memory-limit', () =>
+    memoryCase('memory bomb, gradual', ['/usr/bin/python3', '-c', 'x = []\nwhile True: x.append(b"a" * (1 << 20))']));
+
+  it('memfd pages: memory-limit', () =>
+    memoryCase('memfd', [
+      '/usr/bin/python3',
+      '-c',
+      'import os\nfd = os.memfd_create("m")\nfor _ in range(300): os.write(fd, b"a" * (1 << 20))',
+    ]));
+
+  it('tmpfs pages: memory-limit', () =>
+    memoryCase('tmpfs', ['/bin/sh', '-c', 'head -c 300000000 /dev/zero > /tmp/fill; sleep 5'], { tmpSize: '512M' }));
+
+  it('a fork bomb is held at exactly N tasks (pids.max N + init): process-limit', async () => {
+    const r = await go(['/usr/bin/python3', '-c', 'import os\nwhile True:\n  try: os.fork()\n  except OSError: pass'], {
+      limits: { processes: 30, wallTime: 3000 },
+    });
+    row('fork bomb, N=30', r, `${r.usage?.peakProcesses ?? '-'} tasks`, 'at most 30 tasks');
+    assert.equal(r.limits.processes!.mechanism, 'cgroup-v2+sampling');
+    assert.equal(r.limits.processes!.readBack, 31, 'pids.max is N plus init, which lives in the group too');
+    assert.equal(r.verdict, 'process-limit');
+    assert.ok(r.usage!.peakProcesses! <= 30 && r.usage!.peakProcesses! >= 25, `peak ${r.usage!.peakProcesses}`);
+  });
+
+  it('a CPU burner: cpu-time-limit', async () => {
+    const r = await go(['/probe', 'burn', '5000', '1'], { limits: { cpuTime: 500 } });
+    row('CPU burner, limit 500 ms', r, `${r.usage?.cpuMs.toFixed(0)} ms`, 'limit 500 ms');
+    assert.equal(r.limits.cpuTime!.mechanism, 'cgroup-v2+sampling');
+    assert.equal(r.verdict, 'cpu-time-limit');
+    assert.ok(r.usage!.cpuMs >= 500 && r.usage!.cpuMs < 1000, `cpu ${r.usage!.cpuMs}`);
+  });
+
+  it('accounting: CPU within 2% of what a calibrated burner used, as it measured itself', async () => {
+    const r = await go(['/probe', 'burn', '1500', '1'], { limits: { cpuTime: 20_000, memory: '256M' } });
+    const self = Number(/self-cpu-us (\d+)/.exec(r.stderr as string)?.[1]) / 1000; // everything from its fork to exit()
+    row('CPU accuracy, 1500 ms burner', r, `${r.usage?.cpuMs.toFixed(1)} ms`, `${self.toFixed(1)} ms (its own getrusage)`);
+    assert.equal(r.verdict, 'ok');
+    assert.ok(self >= 1500, `the burner used ${self} ms`);
+    assert.ok(Math.abs(r.usage!.cpuMs - self) <= self * 0.02, `reported ${r.usage!.cpuMs} ms for ${self} ms`);
+  });
+
+  it('accounting: peak memory of a calibrated hog within 5% (its fixed footprint measured first)', async () => {
+    const limits = { memory: '256M' };
+    const fixed = await go(['/probe', 'hog', '0'], { limits });
+    const r = await go(['/probe', 'hog', '64'], { limits });
+    const measured = r.usage!.peakMemoryBytes! - fixed.usage!.peakMemoryBytes!;
+    row('memory accuracy, 64 MiB hog', r, `${mib(measured)} (+${mib(fixed.usage!.peakMemoryBytes)} fixed)`, '64.0 MiB');
+    assert.equal(r.verdict, 'ok');
+    assert.ok(Math.abs(measured - 64 * MiB) <= 64 * MiB * 0.05, `measured ${measured} bytes for 64 MiB`);
+  });
+
+  it("a caller killed mid-run leaves no group behind: the next run sweeps it, and only cubicle's stale groups", async () => {
+    // Two groups that are not stale run groups: a name cubicle never gives, and a run group of a live owner (pid 1).
+    const decoys = [`${base}/not-a-run`, `${base}/1-1-live`];
+    for (const d of decoys) mkdirSync(d, { recursive: true });
+    const caller = spawn(process.execPath, [CALLER_SCRIPT, JSON.stringify({ limits: { memory: '64M', processes: 50 } })], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        caller.stdout.once('data', (b: Buffer) => resolve(b.toString()));
+        caller.once('exit', (code) => reject(new Error(`the caller exited (${code}) before its sandbox started`)));
+      });
+      const { helperPid, pidns } = JSON.parse(line) as { helperPid: number; initPid: number; pidns: number };
+      const own = readdirSync(base).filter((n) => n.startsWith(`${caller.pid}-`));
+      assert.equal(own.length, 1, `the caller's run group exists under ${base}`);
+      caller.kill('SIGKILL');
+      assert.ok(
+        await waitFor(() => !alive(helperPid) && pidsInPidNamespace(pidns).length === 0, 10_000),
+        'the sandbox died with its caller',
+      );
+      const next = await go(['/bin/true'], { limits: { memory: '64M' } });
+      assert.equal(next.verdict, 'ok');
+      assert.ok(await waitFor(() => !existsSync(`${base}/${own[0]}`), 5000), `the stale group ${own[0]} was removed`);
+      for (const d of decoys) assert.ok(existsSync(d), `${d} was left alone`);
+      console.log(`      matrix | ${who} | caller SIGKILLed mid-run | group removed by the next run's sweep | decoys kept`);
+    } finally {
+      if (caller.exitCode === null) caller.kill('SIGKILL');
+      for (const d of decoys) rmdirSync(d);
+    }
+  });
+
+  it('an explicit cgroupParent still overrides the automatic choice', async function () {
+    const delegated = process.env.CGROUP2_VM_DELEGATED;
+    if (IS_ROOT || !delegated) skipBecause(this, 'needs an unprivileged caller and the VM\'s delegated "runs" group');
+    const r = await go(['/bin/cat', '/proc/self/cgroup'], { cgroupParent: delegated, limits: { memory: '64M' } });
+    assert.equal(r.verdict, 'ok');
+    assert.equal(r.limits.memory!.mechanism, 'cgroup-v2');
+    assert.deepEqual(
+      readdirSync(delegated!).filter((n) => n.startsWith(`${process.pid}-`)),
+      [],
+      'its group under the given parent was removed',
+    );
+  });
+});
