@@ -2,8 +2,8 @@
 // in, else a delegated scope the systemd user manager gives this process (as rootless Podman asks for one). Reads
 // the hierarchy only; the one side effect is asking the user manager for that scope, once, when nothing else fits.
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants, statSync } from 'node:fs';
-import { readText } from './group.js';
+import { constants, statSync } from 'node:fs';
+import { mayAccess, readText, words } from './group.js';
 
 /** The controllers a run's group needs for exact limits. */
 export const DELEGATED_CONTROLLERS = ['memory', 'pids'] as const;
@@ -19,17 +19,6 @@ export interface Delegation {
   moveSelfInto?: string;
 }
 
-const words = (text: string | undefined): string[] => (text ?? '').trim().split(/\s+/).filter(Boolean);
-
-function writable(path: string): boolean {
-  try {
-    accessSync(path, constants.W_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** This process's cgroup v2 directory (from /proc/self/cgroup), or undefined when it has none. */
 export function ownCgroup(mnt: string, text = readText('/proc/self/cgroup')): string | undefined {
   const m = /^0::(\/.*)$/m.exec(text ?? '');
@@ -40,7 +29,7 @@ export function ownCgroup(mnt: string, text = readText('/proc/self/cgroup')): st
 
 /** May this user reorganize `dir`: create groups in it, move processes through it, hand controllers down? */
 const delegatedToMe = (dir: string): boolean =>
-  writable(dir) && writable(`${dir}/cgroup.procs`) && writable(`${dir}/cgroup.subtree_control`);
+  mayAccess(dir) && mayAccess(`${dir}/cgroup.procs`) && mayAccess(`${dir}/cgroup.subtree_control`);
 
 /** Whether `dir` has every controller run groups need, and either delegates them already or may (holds no process). */
 function canHandDown(dir: string, emptied: boolean): boolean {
@@ -92,18 +81,9 @@ export function userManagerBus(env: NodeJS.ProcessEnv = process.env, uid = proce
   } catch {
     return { reason: `no systemd user manager is reachable (no ${bus}: no systemd user session for uid ${uid})` };
   }
-  const busctl = (env.PATH ?? '/usr/bin:/bin').split(':').some((d) => d && executable(`${d}/busctl`));
+  const busctl = (env.PATH ?? '/usr/bin:/bin').split(':').some((d) => d && mayAccess(`${d}/busctl`, constants.X_OK));
   if (!busctl) return { reason: `the systemd user manager's bus ${bus} exists, but busctl (systemd) is not on PATH` };
   return { bus };
-}
-
-function executable(file: string): boolean {
-  try {
-    accessSync(file, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 const pause = (ms: number): void => {

@@ -1,6 +1,6 @@
 // A run's cgroup, whichever version: planned without touching the host, then created, read and removed by the
 // supervisor around the helper's lifetime. v1 and v2 (./v1.ts, ./v2.ts) differ only in the plan they make.
-import { mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { debuglog } from 'node:util';
 import { readMountinfo, type MountinfoEntry } from '../host/mountinfo.js';
 
@@ -98,6 +98,19 @@ export function readText(path: string): string | undefined {
     return readFileSync(path, 'utf8');
   } catch {
     return undefined;
+  }
+}
+
+/** The whitespace-separated words of a cgroup file (controllers, pids); none when it is missing. */
+export const words = (text: string | undefined): string[] => (text ?? '').trim().split(/\s+/).filter(Boolean);
+
+/** Whether this user may access `path` in `mode` (W_OK by default). */
+export function mayAccess(path: string, mode = constants.W_OK): boolean {
+  try {
+    accessSync(path, mode);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -4,7 +4,7 @@ import { accessSync, constants } from 'node:fs';
 import { release } from 'node:os';
 import { cgroup2MountPoint } from '../host/mountinfo.js';
 import { delegation, predictDelegation, type Delegation } from './delegation.js';
-import { mounts, readKeyed, readNumber, readText, type CgroupPlan, type CgroupWrite, type GroupLimits } from './group.js';
+import { mayAccess, mounts, readKeyed, readNumber, readText, words, type CgroupPlan, type CgroupWrite, type GroupLimits } from './group.js';
 
 /** Where the cgroup2 hierarchy is mounted (null when it is not). */
 export const cgroup2Mount = (): string | null => cgroup2MountPoint(mounts());
@@ -74,18 +74,6 @@ function chainTo(mnt: string, base: string): string[] {
   return chain;
 }
 
-const words = (text: string | undefined): string[] => (text ?? '').trim().split(/\s+/).filter(Boolean);
-
-/** Whether this user may write `file`. */
-function writable(file: string): boolean {
-  try {
-    accessSync(file, constants.W_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Controllers of `wanted` the run's group will get, read without changing anything: every directory on the
  * chain must have the controller and delegate it to its children (cgroup.subtree_control), or be able to:
@@ -100,7 +88,7 @@ function availableControllers(mnt: string, chain: readonly string[], wanted: rea
     if (have === undefined) break; // not created yet: it will be empty, and have what its parent delegates
     const delegated = words(readText(`${dir}/cgroup.subtree_control`));
     const empty = dir === mnt || dir === emptied || words(readText(`${dir}/cgroup.procs`)).length === 0;
-    const canDelegate = writable(`${dir}/cgroup.subtree_control`) && empty;
+    const canDelegate = mayAccess(`${dir}/cgroup.subtree_control`) && empty;
     available = available.filter((c) => words(have).includes(c) && (delegated.includes(c) || canDelegate));
   }
   return available;

@@ -630,9 +630,9 @@ function checkCgroups(f: HostFacts): DoctorCheck {
   else if (u?.bus) userLine = `${userWord}: cgroup v2 groups in a delegated scope from its systemd user manager (${u.bus})`;
   else
     userLine =
-      `${userWord}: cgroup v2 groups only from inside a delegated subtree` +
-      `${u ? ` (no systemd user manager runs for it: no /run/user/${u.uid}/bus)` : " (its session's, or a scope of its systemd user manager)"}, ` +
-      `else ${FALLBACK}`;
+      `${userWord}: cgroup v2 groups only from inside a delegated subtree ` +
+      (u ? `(no systemd user manager runs for it: no /run/user/${u.uid}/bus)` : "(its session's, or a scope of its systemd user manager)") +
+      `, else ${FALLBACK}`;
   const runAs = c.v1 === true ? ' (runAs runs too)' : `; runs with runAs cannot use cgroup v2 groups (${FALLBACK} for them)`;
   const rootLine = root ? `root: ${ownMechanism(c) ?? FALLBACK}${ownMechanism(c) ? runAs : ''}` : `root: ${rootMechanism(c, kernelOk)}`;
   const detail = `${rootLine}; ${userLine}`;

@@ -355,7 +355,8 @@ describe('doctor diagnose()', () => {
     const V2_ALL = ['cpuset', 'cpu', 'io', 'memory', 'hugetlb', 'pids', 'rdma', 'misc'];
     const ROOTLESS_V1 = 'cgroup v1 groups can only be created by root (a rootless caller has no delegated v1 hierarchy)';
     const NO_V1 =
-      'no cgroup v1 memory, pids or cpuacct controller is mounted (on a cgroup v2 host, root and callers in a delegated subtree get v2 groups instead)';
+      'no cgroup v1 memory, pids or cpuacct controller is mounted ' +
+      '(on a cgroup v2 host, root and callers in a delegated subtree get v2 groups instead)';
     const NEEDS_PARENT = {
       reason:
         'no delegated cgroup v2 subtree for this caller: this process sits in the root cgroup, which only root may organize; ' +
