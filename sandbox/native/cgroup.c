@@ -94,21 +94,23 @@ int cgroup_into_fd_from_parent(const struct plan *p) {
   return fd;
 }
 
-long long cgroup_cpu_us_from_init(void) {
-  char buf[64];
-  if (cpu_fd < 0) return -1;
-  ssize_t n = pread(cpu_fd, buf, sizeof buf - 1, 0);
+/* The start of a counter file read again from offset 0 (the kernel renders it anew): 0, or -1 when unreadable. */
+static int reread(int fd, char *buf, size_t size) {
+  if (fd < 0) return -1;
+  ssize_t n = pread(fd, buf, size - 1, 0);
   if (n <= 0) return -1;
   buf[n] = '\0';
+  return 0;
+}
+
+long long cgroup_cpu_us_from_init(void) {
+  char buf[64];
+  if (reread(cpu_fd, buf, sizeof buf) < 0) return -1;
   if (strncmp(buf, "usage_usec ", 11) == 0) return (long long)strtoull(buf + 11, NULL, 10); /* v2 cpu.stat */
   return (long long)(strtoull(buf, NULL, 10) / 1000);                                      /* v1 cpuacct.usage, ns */
 }
 
 long long cgroup_memory_from_init(void) {
   char buf[32];
-  if (memory_fd < 0) return -1;
-  ssize_t n = pread(memory_fd, buf, sizeof buf - 1, 0);
-  if (n <= 0) return -1;
-  buf[n] = '\0';
-  return (long long)strtoull(buf, NULL, 10);
+  return reread(memory_fd, buf, sizeof buf) < 0 ? -1 : (long long)strtoull(buf, NULL, 10);
 }

@@ -3,7 +3,7 @@
 // cgroup v2 VM by test/vm/cgroup2-vm.test.ts, once per identity; anywhere else it skips with the reason.
 // Each case prints one row of the verdict matrix: mechanism, case, verdict, what was reported and the truth.
 import { strict as assert } from 'node:assert';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { cgroup2Mount, v2Placement } from '../../../sandbox/cgroup/index.js';
@@ -11,6 +11,7 @@ import { runSandboxed, type SandboxOptions, type SandboxResult } from '../../../
 import { alive, IS_ROOT, pidsInPidNamespace, probe, probeMount, skipBecause, waitFor } from '../../helpers/env.js';
 
 const CALLER_SCRIPT = fileURLToPath(new URL('../../fixtures/caller.js', import.meta.url));
+const RUN_ONCE = fileURLToPath(new URL('../../fixtures/run-once.js', import.meta.url));
 const MiB = 1 << 20;
 const who = IS_ROOT ? 'root' : `uid ${process.geteuid!()}`;
 
@@ -25,7 +26,7 @@ function notPureV2(): string | undefined {
   return 'reason' in at ? at.reason : undefined;
 }
 
-const row = (kase: string, r: SandboxResult, reported: string, truth: string): void =>
+const row = (kase: string, r: { verdict: string }, reported: string, truth: string): void =>
   console.log(`      matrix | ${who} | ${kase} | ${r.verdict} | reported ${reported} | truth ${truth}`);
 const mib = (b: number | undefined): string => (b === undefined ? '-' : `${(b / MiB).toFixed(1)} MiB`);
 
@@ -140,6 +141,45 @@ describe(`cgroup v2 limits with no flag, as ${who}`, function () {
     } finally {
       if (caller.exitCode === null) caller.kill('SIGKILL');
       for (const d of decoys) rmdirSync(d);
+    }
+  });
+
+  it('a caller alone in its delegated group moves into a leaf once, and its runs go beside the leaf', async function () {
+    if (IS_ROOT) skipBecause(this, 'root uses <mount>/cubicle, never a delegated group of its own');
+    // A group of this user's own (its parent is delegated), holding only the caller: a shell moves itself there, then
+    // becomes the Node process that runs the sandbox.
+    const solo = `${base.slice(0, base.lastIndexOf('/'))}/solo-${process.pid}`;
+    mkdirSync(solo);
+    try {
+      const out = execFileSync(
+        '/bin/sh',
+        [
+          '-c',
+          `echo $$ > ${solo}/cgroup.procs && exec "$0" "$@"`,
+          process.execPath,
+          RUN_ONCE,
+          JSON.stringify({ limits: { memory: '64M' } }),
+          '/bin/true',
+        ],
+        { encoding: 'utf8' },
+      );
+      const r = JSON.parse(out) as { verdict: string; limits: SandboxResult['limits']; before: string; after: string };
+      const rel = solo.slice('/sys/fs/cgroup'.length);
+      row('alone in its group: leaf layout', r, r.after, `${rel}/caller-PID`);
+      assert.equal(r.verdict, 'ok');
+      assert.equal(r.limits.memory!.mechanism, 'cgroup-v2');
+      assert.equal(r.before, `0::${rel}`);
+      assert.match(r.after, new RegExp(`^0::${rel}/caller-\\d+$`), 'the caller moved into its leaf');
+      assert.equal(readFileSync(`${solo}/cgroup.subtree_control`, 'utf8').trim(), 'memory pids', 'its group hands the controllers down');
+      assert.deepEqual(
+        readdirSync(`${solo}/cubicle`).filter((n) => /^\d+-/.test(n)),
+        [],
+        "the run's group beside the leaf was removed",
+      );
+    } finally {
+      // The caller has exited: its leaf is stale, and the next run of any process sweeps it; here, by hand.
+      for (const d of readdirSync(solo).filter((n) => n.startsWith('caller-') || n === 'cubicle')) rmdirSync(`${solo}/${d}`);
+      rmdirSync(solo);
     }
   });
 
