@@ -144,7 +144,7 @@ describe(`cgroup v2 limits with no flag, as ${who}`, function () {
     }
   });
 
-  it('a caller alone in its delegated group moves into a leaf once, and its runs go beside the leaf', async function () {
+  it('a caller alone in its delegated group moves into a leaf once, and its runs go beside the leaf', function () {
     if (IS_ROOT) skipBecause(this, 'root uses <mount>/cubicle, never a delegated group of its own');
     // A group of this user's own (its parent is delegated), holding only the caller: a shell moves itself there, then
     // becomes the Node process that runs the sandbox.
