@@ -94,12 +94,14 @@ describe(`cgroup v2 limits with no flag, as ${who}`, function () {
     assert.ok(r.usage!.cpuMs >= 500 && r.usage!.cpuMs < 1000, `cpu ${r.usage!.cpuMs}`);
   });
 
+  // 3 s: what the burner cannot see of itself (exit, and its getrusage call) costs 15-30 ms under emulation,
+  // 1-2% of a 1.5 s burner on a loaded machine, so 3 s keeps the 2% margin robust.
   it('accounting: CPU within 2% of what a calibrated burner used, as it measured itself', async () => {
-    const r = await go(['/probe', 'burn', '1500', '1'], { limits: { cpuTime: 20_000, memory: '256M' } });
+    const r = await go(['/probe', 'burn', '3000', '1'], { limits: { cpuTime: 20_000, memory: '256M' } });
     const self = Number(/self-cpu-us (\d+)/.exec(r.stderr as string)?.[1]) / 1000; // everything from its fork to exit()
-    row('CPU accuracy, 1500 ms burner', r, `${r.usage?.cpuMs.toFixed(1)} ms`, `${self.toFixed(1)} ms (its own getrusage)`);
+    row('CPU accuracy, 3000 ms burner', r, `${r.usage?.cpuMs.toFixed(1)} ms`, `${self.toFixed(1)} ms (its own getrusage)`);
     assert.equal(r.verdict, 'ok');
-    assert.ok(self >= 1500, `the burner used ${self} ms`);
+    assert.ok(self >= 3000, `the burner used ${self} ms`);
     assert.ok(Math.abs(r.usage!.cpuMs - self) <= self * 0.02, `reported ${r.usage!.cpuMs} ms for ${self} ms`);
   });
 
