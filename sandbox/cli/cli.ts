@@ -57,6 +57,7 @@ async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: nu
     const r = await runSandboxed(args.command, { ...args.options, reject: false, ...stdin });
     await writeJson(r);
     writeMeta(meta, r);
+    writeCopyOut(args.copyOutTo, r);
     if (r.verdict === 'setup-error') for (const line of cliReport(r)) process.stderr.write(`${line}\n`);
     return r.verdict === 'setup-error' ? CliExit.sandboxFailed : 0;
   }
@@ -88,6 +89,7 @@ async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: nu
   process.off('SIGHUP', onSignal);
   if (resultFd !== undefined) writeAndClose(resultFd, resultJsonChunks(r, 2));
   writeMeta(meta, r);
+  writeCopyOut(args.copyOutTo, r);
   for (const line of cliReport(r)) process.stderr.write(`${line}\n`);
   return cliExitCode(r);
 }
@@ -97,6 +99,27 @@ function openOutputFile(flag: string, path: string): number {
     return openRegularForWrite(path);
   } catch (e) {
     throw new UsageError(`${flag}: ${(e as Error).message}`);
+  }
+}
+
+/** --copy-out: each file that came out goes to its host path (a regular file, never through a symlink, opened only
+ *  now that the run is over); each refused one is named on stderr with why. */
+function writeCopyOut(to: Map<string, string>, r: SandboxResult): void {
+  for (const [name, dest] of to) {
+    const data = r.files?.[name];
+    if (!data) {
+      process.stderr.write(`cubicle: --copy-out ${name}: ${r.fileErrors?.[name] ?? 'not collected'}\n`);
+      continue;
+    }
+    let fd: number;
+    try {
+      fd = openRegularForWrite(dest);
+    } catch (e) {
+      process.stderr.write(`cubicle: --copy-out ${name}: ${(e as Error).message}\n`);
+      continue;
+    }
+    for (let done = 0; done < data.length;) done += writeSync(fd, data, done, data.length - done);
+    closeSync(fd);
   }
 }
 

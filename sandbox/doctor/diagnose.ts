@@ -608,6 +608,42 @@ function delegationFix(c: CgroupFacts, u: UserCgroupFacts): string[] {
  * cgroupParent), else rlimits and init's sampling. When the caller's own runs get no exact mechanism, the fix is
  * the command that gives one on this host.
  */
+/** Whether each sandbox gets a host uid of its own, so it cannot exhaust the caller's per-user kernel counters. */
+function checkHostIds(f: HostFacts): DoctorCheck {
+  const id = 'host-ids';
+  const title = 'host ids per sandbox';
+  if (isRoot(f))
+    return {
+      id,
+      title,
+      status: 'ok',
+      detail: 'each sandbox maps to a uid of its own from hostIdRange (per-user counters are never shared)',
+    };
+  if (f.subids === undefined) return { id, title, status: 'skip', detail: 'not probed' };
+  if (!f.subids.ok) return skip(id, title, 'the subordinate ids', f.subids);
+  const s = f.subids.value;
+  if (!('reason' in s))
+    return {
+      id,
+      title,
+      status: 'ok',
+      detail:
+        `each sandbox maps to a uid of its own from the subordinate ids ${s.uid.start}-${s.uid.start + s.uid.count - 1} ` +
+        `(via ${s.newuidmap}); runs with a read-write bind keep the caller's ids`,
+    };
+  return {
+    id,
+    title,
+    status: 'warn',
+    detail:
+      `sandboxes share this user's per-user kernel counters (each capped at half of the host's limit): ${s.reason}. ` +
+      'Subordinate ids give each sandbox a uid of its own',
+    fix: /uidmap/.test(s.reason)
+      ? 'apt-get install uidmap   # as root'
+      : (/as root: (.*)\)$/.exec(s.reason)?.[1] ?? s.reason) + '   # as root',
+  };
+}
+
 function checkCgroups(f: HostFacts): DoctorCheck {
   const id = 'limits';
   const title = 'resource limits';
@@ -707,6 +743,7 @@ export function diagnose(f: HostFacts): DoctorCheck[] {
     checkPivotRoot(f),
     checkLibseccomp(f),
     checkCgroups(f),
+    checkHostIds(f),
     checkSandbox(f),
     checkSandboxUnprivileged(f),
   ];

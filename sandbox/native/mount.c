@@ -246,6 +246,29 @@ static void op_file(const struct op *op) {
   close(fd);
 }
 
+/* A file of the caller's files option: bytes of the sealed blob on CUB_FD_FILES, with exactly the given mode. */
+static void op_file_data(const struct op *op) {
+  char dst[PATH_MAX];
+  const char *path = op->a[CUB_ARG_FILE_DATA_PATH];
+  make_parents(op, path);
+  join(dst, NEW_PREFIX, path);
+  mode_t mode = (mode_t)strtoul(op->a[CUB_ARG_FILE_DATA_MODE_OCTAL], NULL, 8);
+  unsigned long long off = strtoull(op->a[CUB_ARG_FILE_DATA_OFFSET], NULL, 10), left = strtoull(op->a[CUB_ARG_FILE_DATA_LENGTH], NULL, 10);
+  int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) die_op(op, "open", errno, "%s", path);
+  char buf[65536];
+  while (left > 0) {
+    ssize_t n = pread(CUB_FD_FILES, buf, left < sizeof buf ? (size_t)left : sizeof buf, (off_t)off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) die_op(op, "pread", n < 0 ? errno : EIO, "the content of %s (fd %d)", path, CUB_FD_FILES);
+    if (write_all(fd, buf, (size_t)n) < 0) die_op(op, "write", errno, "%s", path);
+    off += (unsigned long long)n;
+    left -= (unsigned long long)n;
+  }
+  if (fchmod(fd, mode) < 0) die_op(op, "fchmod", errno, "%s", path); /* exactly this mode, whatever the umask */
+  close(fd);
+}
+
 static void op_tmpfs(const struct op *op) {
   char dst[PATH_MAX], data[96];
   make_parents(op, op->a[CUB_ARG_TMPFS_PATH]);
@@ -300,6 +323,7 @@ void mount_build_root(const struct plan *p) {
     case CUB_OP_COPY: op_copy(op); break;
     case CUB_OP_SYMLINK: op_symlink(op); break;
     case CUB_OP_FILE: op_file(op); break;
+    case CUB_OP_FILE_DATA: op_file_data(op); break;
     case CUB_OP_TMPFS: op_tmpfs(op); break;
     case CUB_OP_PROC: op_proc(op); break;
     case CUB_OP_REMOUNT_RO: op_remount_ro(op); break;

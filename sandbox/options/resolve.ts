@@ -1,7 +1,8 @@
 // The options of runSandboxed/spawnSandboxed: merged under a policy's defaults, then validated synchronously
 // (nothing runs before this), giving ResolvedOptions where every field is final.
+import { BOX_DIR, resolveBox, type ResolvedBox } from './box.js';
 import { constants as bufferConstants } from 'node:buffer';
-import { closeSync, existsSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, isAbsolute, normalize } from 'node:path';
 import { Readable } from 'node:stream';
@@ -58,6 +59,8 @@ export interface ResolvedOptions {
   strictLimits: boolean;
   cgroups: CgroupChoice;
   cgroupParent?: string;
+  /** The work directory /box, with files or copyOut. */
+  box?: ResolvedBox;
 }
 
 export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin';
@@ -104,7 +107,41 @@ function checkIdRange(option: string, v: unknown): { start: number; count: numbe
     return fail(option, `${option} must be { start, count } with integers, count at least 1`);
   if (start < 1 || start + count - 1 > 0xfffffffe || (start <= 65535 && start + count - 1 >= 65534))
     fail(option, `${option} must lie within 1-4294967294, never 0 and not over 65534/65535 (nobody, the overflow id)`);
+  const taken = accountIn(start, start + count - 1);
+  if (taken)
+    fail(
+      option,
+      `${option} ${start}:${count} holds ${taken}: a sandbox would own that account's files. Choose ids no account or subordinate range uses`,
+    );
   return { start, count };
+}
+
+/** A host account (passwd, group) or subordinate range (subuid, subgid) whose ids fall in first..last, named. */
+function accountIn(first: number, last: number): string | undefined {
+  const read = (f: string): string[] => {
+    try {
+      return readFileSync(f, 'utf8').split('\n');
+    } catch {
+      return [];
+    }
+  };
+  for (const [file, what] of [
+    ['/etc/passwd', 'uid'],
+    ['/etc/group', 'gid'],
+  ] as const)
+    for (const line of read(file)) {
+      const [name, , id] = line.split(':');
+      if (name && id !== undefined && /^\d+$/.test(id) && Number(id) >= first && Number(id) <= last) return `${what} ${id} (${name})`;
+    }
+  for (const file of ['/etc/subuid', '/etc/subgid'])
+    for (const line of read(file)) {
+      const [owner, s, c] = line.trim().split(':');
+      if (!owner || !/^\d+$/.test(s ?? '') || !/^\d+$/.test(c ?? '')) continue;
+      const a = Number(s),
+        b = a + Number(c) - 1;
+      if (a <= last && b >= first) return `${owner}'s subordinate ids ${a}-${b} in ${file}`;
+    }
+  return undefined;
 }
 
 const stripSlash = (p: string): string => (p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p);
@@ -379,10 +416,13 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     : env.PATH.split(':').reduce((longest, dir) => (`${dir}/${argv[0]}`.length > longest.length ? `${dir}/${argv[0]}` : longest), argv[0]!);
   checkExecSize(argv, env, program, limits.stackBytes ?? callerStackLimit());
   const encoding = oneOf('encoding', o.encoding, ['utf8', 'buffer'] as const, 'utf8');
+  const box = resolveBox(o);
+  if (box && mounts.some((m) => m.target === BOX_DIR))
+    fail('mounts', `${BOX_DIR} is the work directory of files/copyOut; mount elsewhere, or leave files and copyOut out`);
   return {
     argv,
     env,
-    cwd: o.cwd === undefined ? '/tmp' : checkInsidePath('cwd', o.cwd),
+    cwd: o.cwd === undefined ? (box ? BOX_DIR : '/tmp') : checkInsidePath('cwd', o.cwd),
     hostname,
     uid,
     gid,
@@ -411,6 +451,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     strictLimits: o.strictLimits === true,
     cgroups: o.cgroups === undefined ? true : (o.cgroups as CgroupChoice),
     ...(o.cgroupParent !== undefined ? { cgroupParent: checkHostDir('cgroupParent', o.cgroupParent) } : {}),
+    ...(box ? { box } : {}),
   };
 }
 

@@ -42,6 +42,11 @@ function hintFor(
   const sys = e.syscall;
   if (e.stage === 'parent' && (sys === 'clone' || sys === 'clone3'))
     return hostDiagnosis ?? 'the kernel refused new namespaces; run `npx cubicle doctor` for a diagnosis of this host';
+  if (e.stage === 'userns' && /newuidmap|newgidmap/.test(e.msg))
+    return (
+      "the caller's subordinate ids (/etc/subuid, /etc/subgid) could not be mapped; check that its ranges there are " +
+      'its own and that newuidmap/newgidmap are setuid root (package uidmap); `npx cubicle doctor` checks both'
+    );
   if (e.stage === 'userns')
     return name === 'EPERM'
       ? "the kernel refused the uid/gid map: a rootless sandbox can only map the caller's own ids; run `npx cubicle doctor`"
