@@ -1,6 +1,6 @@
 // A run's cgroup, whichever version: planned without touching the host, then created, read and removed by the
 // supervisor around the helper's lifetime. v1 and v2 (./v1.ts, ./v2.ts) differ only in the plan they make.
-import { mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { debuglog } from 'node:util';
 import { readMountinfo, type MountinfoEntry } from '../host/mountinfo.js';
 
@@ -41,8 +41,11 @@ export interface CgroupPlan {
   memoryDir?: string;
   /** Set when the group enforces the process limit. */
   pidsDir?: string;
-  /** What the helper is told: the dirs stage 0 joins (v1), the dir init is cloned into (v2), the files it watches. */
-  helper: { join: string[]; into?: string; cpuFile?: string; oomWatchDir?: string; eventsFile?: string };
+  /** What the helper is told: the dirs stage 0 joins (v1), the dir init is cloned into (v2), the files it watches
+   *  (memoryFile: v2 memory.current, sampled by init). */
+  helper: { join: string[]; into?: string; cpuFile?: string; oomWatchDir?: string; eventsFile?: string; memoryFile?: string };
+  /** v2 in a delegated group that holds only the caller: the leaf the caller moves into first (once per process). */
+  moveSelfInto?: string;
   /** Reads the counters this version keeps, after the run. */
   collect(): CgroupCounters;
 }
@@ -55,6 +58,8 @@ export interface CgroupCounters {
   /** Forks the pids controller refused. */
   pidsRefused?: number;
   cpuUs?: number;
+  /** The most payload tasks alive at once (v2 pids.peak, Linux 6.1+, less init). */
+  peakTasks?: number;
 }
 
 /** Values the kernel read back after setup. */
@@ -96,6 +101,19 @@ export function readText(path: string): string | undefined {
   }
 }
 
+/** The whitespace-separated words of a cgroup file (controllers, pids); none when it is missing. */
+export const words = (text: string | undefined): string[] => (text ?? '').trim().split(/\s+/).filter(Boolean);
+
+/** Whether this user may access `path` in `mode` (W_OK by default). */
+export function mayAccess(path: string, mode = constants.W_OK): boolean {
+  try {
+    accessSync(path, mode);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** A file holding one number (e.g. memory.peak); undefined when missing or not a number. */
 export function readNumber(path: string): number | undefined {
   const t = readText(path)?.trim();
@@ -109,16 +127,30 @@ export function readKeyed(path: string, key: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-const sweptParents = new Set<string>();
+/** The leaf this process moved itself into (at most one per process). */
+let movedInto: string | undefined;
 
-/** Creates the planned group: sweeps stale groups, enables controllers, makes the dirs, writes every limit
- *  and reads it back. Throws CgroupSetupError, after removing whatever it made. */
-export function createCgroup(plan: CgroupPlan): CgroupReadBack {
-  for (const parent of plan.sweep) {
-    if (sweptParents.has(parent)) continue;
-    sweptParents.add(parent);
-    removeStaleGroups(parent);
+/** Moves this whole process (every thread) into `leaf`, once: its group then holds no process of its own. */
+function moveSelfOnce(leaf: string): void {
+  if (movedInto === leaf) return;
+  try {
+    mkdirSync(leaf, { recursive: true });
+  } catch (e) {
+    throw new CgroupSetupError('mkdir', leaf, codeOf(e), `cannot create the leaf group ${leaf} for this process`);
   }
+  try {
+    writeFileSync(`${leaf}/cgroup.procs`, `${process.pid}\n`);
+  } catch (e) {
+    throw new CgroupSetupError('write', `${leaf}/cgroup.procs`, codeOf(e), `cannot move this process (pid ${process.pid}) into ${leaf}`);
+  }
+  movedInto = leaf;
+}
+
+/** Creates the planned group: sweeps stale groups, moves the caller into its leaf (once), enables controllers,
+ *  makes the dirs, writes every limit and reads it back. Throws CgroupSetupError, after removing what it made. */
+export function createCgroup(plan: CgroupPlan): CgroupReadBack {
+  for (const parent of plan.sweep) removeStaleGroups(parent);
+  if (plan.moveSelfInto) moveSelfOnce(plan.moveSelfInto);
   const made: string[] = [];
   try {
     for (const dir of plan.enable.dirs) enableControllers(dir, plan.enable.controllers);
@@ -227,11 +259,24 @@ function removeGroupDir(dir: string, attempt: number): void {
   }
 }
 
-/** Run group names start with the owner's pid (see newRunId), so a stale group's owner can be checked. */
-const RUN_GROUP = /^(\d+)-\d+-[0-9a-z]+$/;
+/** Names cubicle gives its groups, each holding its owner's pid so a stale group's owner can be checked: run groups
+ *  (see newRunId) and the leaf a caller moved itself into (see delegation.ts). */
+const OWN_GROUP = /^(?:(\d+)-\d+-[0-9a-z]+|caller-(\d+))$/;
 
-/** Groups of runs whose owner died (e.g. SIGKILL of the caller); only names cubicle gives its run groups. */
-function removeStaleGroups(parent: string): void {
+/** Whether a group's owner still runs: a zombie (killed, not yet reaped by its parent) does not. */
+function ownerAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    return codeOf(e) !== 'ESRCH';
+  }
+  const stat = readText(`/proc/${pid}/stat`);
+  return stat === undefined || stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+}
+
+/** Groups whose owner died (e.g. SIGKILL of the caller); only names cubicle gives its groups. Cheap (one readdir),
+ *  so it runs before every run: a caller killed mid-run leaves its group for the next run to remove. */
+export function removeStaleGroups(parent: string): void {
   let names: string[];
   try {
     names = readdirSync(parent);
@@ -239,13 +284,18 @@ function removeStaleGroups(parent: string): void {
     return;
   }
   for (const name of names) {
-    const pid = Number(RUN_GROUP.exec(name)?.[1]);
+    const m = OWN_GROUP.exec(name);
+    const pid = Number(m?.[1] ?? m?.[2]);
     if (!pid || pid === process.pid) continue;
-    try {
-      process.kill(pid, 0);
-      continue; // its owner is alive
-    } catch (e) {
-      if (codeOf(e) !== 'ESRCH') continue;
+    if (ownerAlive(pid)) continue;
+    // A run group's processes die with its helper; anything left is killed (v2). A caller's leaf may hold processes
+    // its owner started outside any sandbox: never killed, only removed once empty.
+    if (m?.[1] !== undefined) {
+      try {
+        writeFileSync(`${parent}/${name}/cgroup.kill`, '1');
+      } catch {
+        /* v1, before Linux 5.14, or gone already */
+      }
     }
     removeGroupDir(`${parent}/${name}`, 50);
   }

@@ -12,7 +12,7 @@ export function cgroupV1Available(): true | string {
   if (!m.has('memory') && !m.has('pids') && !m.has('cpuacct'))
     return (
       'no cgroup v1 memory, pids or cpuacct controller is mounted ' +
-      '(on a cgroup v2 host, root gets a v2 group and others pass a delegated cgroupParent)'
+      '(on a cgroup v2 host, root and callers in a delegated subtree get v2 groups instead)'
     );
   return true;
 }

@@ -2,7 +2,16 @@
 // Pure: everything it knows comes in through HostFacts.
 import { describeFailure } from '../outcome/render.js';
 import type { SetupFailure } from '../types.js';
-import { NS_KINDS, type Fact, type HostFacts, type NsKind, type SandboxProbe, type SysctlValue } from './facts.js';
+import {
+  NS_KINDS,
+  type CgroupFacts,
+  type Fact,
+  type HostFacts,
+  type NsKind,
+  type SandboxProbe,
+  type SysctlValue,
+  type UserCgroupFacts,
+} from './facts.js';
 
 export type DoctorStatus = 'ok' | 'warn' | 'fail' | 'skip';
 
@@ -543,11 +552,61 @@ function checkSandboxUnprivileged(f: HostFacts): DoctorCheck {
   return sandboxCheck(f, id, `sandbox as uid ${p.runAs?.uid ?? '?'} (runAs, the rootless path)`, p);
 }
 
+/** The fallback every run without a memory and pids cgroup gets. */
+const FALLBACK = "rlimits and init's 10 ms sampling";
+
+/** What root's runs get on this host, from the mounts (the same order as the limits code: v2 where it holds
+ *  memory and pids, else v1). */
+function rootMechanism(c: CgroupFacts, kernelOk: boolean): string {
+  const v2Has = (k: string): boolean => c.v2Controllers?.includes(k) ?? false;
+  if (c.v2Mount && kernelOk && v2Has('memory') && v2Has('pids')) return `cgroup v2 groups under ${c.v2Mount}/cubicle`;
+  if (c.v1Controllers.includes('memory') && c.v1Controllers.includes('pids')) return 'cgroup v1 groups';
+  return FALLBACK;
+}
+
+/** How the caller's own runs get (or would get) an exact mechanism, in words. */
+function ownMechanism(c: CgroupFacts): string | undefined {
+  if (c.v1 === true) return 'cgroup v1 groups';
+  if (typeof c.v2 !== 'string') return undefined;
+  if (c.v2Source === 'own-subtree') return `cgroup v2 groups under ${c.v2} (the delegated subtree it sits in)`;
+  if (c.v2Source === 'systemd-scope')
+    return 'cgroup v2 groups in a delegated scope its systemd user manager gives each process (asked for once)';
+  return `cgroup v2 groups under ${c.v2}`;
+}
+
+/** The commands that give user `u` a delegated cgroup v2 subtree on this host. */
+function delegationFix(c: CgroupFacts, u: UserCgroupFacts): string[] {
+  const who = u.name ?? String(u.uid);
+  const lacking = u.own ? ['memory', 'pids'].filter((k) => !u.own!.controllers.includes(k)) : [];
+  if (u.own && lacking.length && /\/user@\d+\.service(\/|$)/.test(u.own.path))
+    return [
+      `# systemd's user@.service does not delegate ${lacking.join(' and ')} to uid ${u.uid}: delegate them, then log in again`,
+      'sudo mkdir -p /etc/systemd/system/user@.service.d',
+      "printf '[Service]\\nDelegate=memory pids cpu\\n' | sudo tee /etc/systemd/system/user@.service.d/delegate.conf",
+      'sudo systemctl daemon-reload',
+    ];
+  if (u.bus)
+    return [
+      `# start the program in a delegated scope of uid ${u.uid}'s systemd user manager (runs then go beside it):`,
+      'systemd-run --user --scope -p Delegate=yes -- YOUR-PROGRAM',
+    ];
+  const g = `${c.v2Mount}/cubicle-${u.uid}`;
+  return [
+    `# no systemd user manager runs for uid ${u.uid}: start one that stays (cubicle then asks it for a delegated scope)`,
+    `sudo loginctl enable-linger ${who}`,
+    `# or delegate a group to uid ${u.uid} by hand and move this shell into a leaf of it (runs go beside the leaf):`,
+    `sudo sh -c "mkdir -p ${g}/shell && echo '+memory +pids' > ${g}/cgroup.subtree_control && ` +
+      `chown ${u.uid} ${g} ${g}/cgroup.procs ${g}/cgroup.subtree_control ${g}/cgroup.threads ${g}/shell ${g}/shell/cgroup.procs && ` +
+      `echo $$ > ${g}/shell/cgroup.procs"`,
+  ];
+}
+
 /**
- * Where a run's memory and process limits come from: cgroup v1 groups (root on a v1 or hybrid host, runAs
- * included), cgroup v2 groups (root on a cgroup v2 host without runAs, or anyone passing a delegated
- * cgroupParent), else rlimits and init's sampling. The doctor does not know the caller's cgroupParent, so it
- * judges the runs that pass none and says how to get one.
+ * Where runs' memory and process limits come from, for root and for the unprivileged user the doctor speaks for
+ * (the caller, or the user who ran sudo): cgroup v1 groups (root on a v1 or hybrid host), cgroup v2 groups (root
+ * on a v2 host; a user in its delegated subtree or its systemd user manager's delegated scope; anyone with a
+ * cgroupParent), else rlimits and init's sampling. When the caller's own runs get no exact mechanism, the fix is
+ * the command that gives one on this host.
  */
 /** Whether each sandbox gets a host uid of its own, so it cannot exhaust the caller's per-user kernel counters. */
 function checkHostIds(f: HostFacts): DoctorCheck {
@@ -592,69 +651,79 @@ function checkCgroups(f: HostFacts): DoctorCheck {
   if (!f.cgroups.ok) return skip(id, title, 'the cgroup mounts', f.cgroups);
   const c = f.cgroups.value;
   const root = isRoot(f);
-  if (c.v1 === true)
-    return { id, title, status: 'ok', detail: 'memory and process limits use cgroup v1 groups (root on a v1/hybrid host; runAs runs too)' };
-  const fallback = "memory and process limits fall back to rlimits and init's 10 ms sampling";
+  const kernel = value(f.kernel);
+  const kernelOk = !kernel || !versionBelow(kernel.major, kernel.minor, CGROUP_V2_KERNEL);
   const lacking = c.v2Controllers === null ? [] : ['memory', 'pids'].filter((k) => !c.v2Controllers!.includes(k));
-  if (typeof c.v2 === 'string') {
-    const runAs = `runs with runAs cannot use cgroup v2 groups (${fallback} for them)`;
-    if (!lacking.length)
+  const hybrid = c.v1Controllers.some((k) => k === 'memory' || k === 'pids');
+  const u = c.user;
+  // The unprivileged user's runs (the caller's own when it is not root).
+  const userWord = u ? `uid ${u.uid}${u.name ? ` (${u.name})` : ''}` : 'an unprivileged user';
+  let userLine: string;
+  if (!root) userLine = `${userWord}: ${ownMechanism(c) ?? FALLBACK}`;
+  else if (hybrid && lacking.length)
+    userLine = `${userWord}: ${FALLBACK} (memory and pids belong to cgroup v1 here, which only root can use)`;
+  else if (!c.v2Mount || lacking.length || !kernelOk) userLine = `${userWord}: ${FALLBACK}`;
+  else if (u?.bus) userLine = `${userWord}: cgroup v2 groups in a delegated scope from its systemd user manager (${u.bus})`;
+  else
+    userLine =
+      `${userWord}: cgroup v2 groups only from inside a delegated subtree ` +
+      (u ? `(no systemd user manager runs for it: no /run/user/${u.uid}/bus)` : "(its session's, or a scope of its systemd user manager)") +
+      `, else ${FALLBACK}`;
+  const runAs = c.v1 === true ? ' (runAs runs too)' : `; runs with runAs cannot use cgroup v2 groups (${FALLBACK} for them)`;
+  const rootLine = root ? `root: ${ownMechanism(c) ?? FALLBACK}${ownMechanism(c) ? runAs : ''}` : `root: ${rootMechanism(c, kernelOk)}`;
+  const detail = `${rootLine}; ${userLine}`;
+
+  if (root && ownMechanism(c)) {
+    if (typeof c.v2 === 'string' && c.v1 !== true && lacking.length)
       return {
         id,
         title,
-        status: 'ok',
-        detail: `memory and process limits use cgroup v2 groups under ${c.v2} (root on a cgroup v2 host); ${runAs}`,
+        status: 'warn',
+        detail:
+          `cgroup v2 groups under ${c.v2} get no ${lacking.join(' or ')} controller ` +
+          `(${c.v2Mount}/cgroup.controllers: ${c.v2Controllers!.join(' ') || 'none'}), ` +
+          `so ${lacking.join(' and ')} limits fall back to ${FALLBACK}; ${userLine}`,
+        fix:
+          `# the cgroup above ${c.v2Mount} must hand ${lacking.join(' and ')} down: ` +
+          `enable ${lacking.map((k) => `+${k}`).join(' ')} in its cgroup.subtree_control (in a container: have the runtime delegate them)`,
       };
-    return {
-      id,
-      title,
-      status: 'warn',
-      detail:
-        `cgroup v2 groups under ${c.v2} get no ${lacking.join(' or ')} controller ` +
-        `(${c.v2Mount}/cgroup.controllers: ${c.v2Controllers!.join(' ') || 'none'}), ` +
-        `so ${lacking.join(' and ')} limits fall back to rlimits and init's 10 ms sampling; ${runAs}`,
-      fix:
-        `# the cgroup above ${c.v2Mount} must hand ${lacking.join(' and ')} down: ` +
-        `enable ${lacking.map((k) => `+${k}`).join(' ')} in its cgroup.subtree_control (in a container: have the runtime delegate them)`,
-    };
+    // Root's runs are exact; the user who ran sudo gets a fix for its own runs when nothing would delegate to it.
+    if (u && !u.bus && c.v2Mount && !lacking.length && kernelOk)
+      return { id, title, status: 'warn', detail, fix: delegationFix(c, u).join('\n') };
+    return { id, title, status: 'ok', detail };
   }
-  // Why v1 is out, worded from the facts (root is needed; then the controllers must be mounted).
-  const v1Why = !root
-    ? 'cgroup v1 groups need root'
-    : c.v1Controllers.length === 0
-      ? 'no cgroup v1 memory, pids or cpuacct controller is mounted'
-      : c.v1;
-  const detail = `${fallback} (${v1Why}; ${c.v2.reason}); strictLimits would refuse them`;
-  const kernel = value(f.kernel);
-  const hybrid = c.v1Controllers.some((k) => k === 'memory' || k === 'pids');
+  if (!root && ownMechanism(c)) return { id, title, status: 'ok', detail };
+
+  // The caller's own runs fall back: say why, and what gives them an exact mechanism here.
   let fix: string;
   if (c.v2Mount === null)
     fix = [
       ...(root
         ? ['# mount the cgroup v1 memory and pids controllers, or the cgroup2 hierarchy (mount -t cgroup2 none /sys/fs/cgroup)']
         : ['# run as root for cgroup v1 groups']),
-      '# or boot with the unified hierarchy (systemd.unified_cgroup_hierarchy=1 on the kernel command line), ' +
-        'then pass a delegated cgroupParent',
+      '# or boot with the unified hierarchy (systemd.unified_cgroup_hierarchy=1 on the kernel command line)',
     ].join('\n');
-  else if (kernel && versionBelow(kernel.major, kernel.minor, CGROUP_V2_KERNEL))
+  else if (!kernelOk)
     fix =
       `# cgroup v2 groups need Linux ${CGROUP_V2_KERNEL.join('.')}+ (clone3 with CLONE_INTO_CGROUP): upgrade the kernel` +
       `${root ? '' : ', or run as root on a host with cgroup v1 memory and pids controllers'}`;
   else if (hybrid && lacking.length)
     fix = [
       `# on this hybrid host ${lacking.join(' and ')} belong to cgroup v1, which only root can use: run as root,`,
-      '# or boot with the unified hierarchy (systemd.unified_cgroup_hierarchy=1 on the kernel command line), ' +
-        'then pass a delegated cgroupParent',
+      '# or boot with the unified hierarchy (systemd.unified_cgroup_hierarchy=1 on the kernel command line)',
     ].join('\n');
-  else
-    fix = [
-      '# pass a delegated cgroup v2 directory as cgroupParent (CLI: --cgroup-parent DIR); systemd delegates one to a user scope:',
-      `systemd-run --user --scope -p Delegate=yes -- sh -c 'cg=${c.v2Mount}$(sed -n "s/^0:://p" /proc/self/cgroup); ` +
-        `mkdir "$cg/main" "$cg/runs"; echo $$ > "$cg/main/cgroup.procs"; exec YOUR-PROGRAM'`,
-      '# YOUR-PROGRAM passes cgroupParent "$cg/runs"; ' +
-        'the shell first moves into main/ because a v2 group that holds processes cannot hand controllers to its children',
-    ].join('\n');
-  return { id, title, status: 'warn', detail, fix };
+  else if (lacking.length)
+    fix = `# the cgroup above ${c.v2Mount} must hand ${lacking.join(' and ')} down (in a container: have the runtime delegate them)`;
+  else fix = delegationFix(c, u ?? { uid: value(f.euid) ?? -1, bus: null }).join('\n');
+  const v1Why = !root
+    ? 'cgroup v1 groups need root'
+    : c.v1 === true
+      ? ''
+      : c.v1Controllers.length === 0
+        ? 'no cgroup v1 memory, pids or cpuacct controller is mounted'
+        : c.v1;
+  const why = [v1Why, typeof c.v2 === 'string' ? '' : c.v2.reason].filter(Boolean).join('; ');
+  return { id, title, status: 'warn', detail: `${detail}${why ? ` (${why})` : ''}; strictLimits would refuse these runs`, fix };
 }
 
 /**

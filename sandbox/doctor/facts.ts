@@ -69,6 +69,21 @@ export interface CgroupFacts {
   v2Controllers: string[] | null;
   /** Which of memory, pids and cpuacct are bound to a mounted cgroup v1 hierarchy (and so are not in v2). */
   v1Controllers: string[];
+  /** How `v2` was found: root's own tree, the delegated subtree the caller sits in, or a scope its systemd user
+   *  manager would give it (predicted: the doctor asks nothing of systemd). Absent in older fact sets. */
+  v2Source?: 'root' | 'own-subtree' | 'systemd-scope';
+  /** The unprivileged user the doctor speaks for: the caller, or (when the caller is root) the user who ran sudo. */
+  user?: UserCgroupFacts;
+}
+
+/** The cgroup v2 surroundings of an unprivileged user. */
+export interface UserCgroupFacts {
+  uid: number;
+  name?: string;
+  /** The user's systemd user manager bus, when one runs (its socket exists); null when none does. */
+  bus: string | null;
+  /** The caller's own v2 group and its controllers (only when the caller is that user). */
+  own?: { path: string; controllers: string[] };
 }
 
 /** What one end-to-end `runSandboxed(['/bin/true'])` gave. */

@@ -5,11 +5,13 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import { cgroup2MountPoint, cgroupV1Controllers, readMountinfo, type MountinfoEntry } from '../host/mountinfo.js';
-import { cgroupV1Available, cgroupV2Base } from '../cgroup/index.js';
+import { cgroupV1Available, v2Placement } from '../cgroup/index.js';
+import { ownCgroup, userManagerBus } from '../cgroup/delegation.js';
 import { libseccompStatus } from '../seccomp/libseccomp.js';
 import {
   NS_KINDS,
   type CgroupFacts,
+  type UserCgroupFacts,
   type ConfinementFacts,
   type Fact,
   type KernelFacts,
@@ -171,19 +173,44 @@ export function probeLibseccomp(): Fact<LibseccompFacts> {
 /** The cgroup v1 controllers cubicle uses for a run. */
 const V1_RUN_CONTROLLERS = ['memory', 'pids', 'cpuacct'];
 
-/** Which cgroups a run would get (asking the limits code itself), and the mounts behind that answer. */
+/** Which cgroups a run would get (asking the limits code itself, without asking systemd for anything), and the
+ *  mounts and the unprivileged user's surroundings behind that answer. */
 export function probeCgroups(): Fact<CgroupFacts> {
   return attempt(() => {
     const table = readMountinfo();
     const v2Mount = cgroup2MountPoint(table);
     const controllers =
       v2Mount === null ? null : attempt(() => readFileSync(`${v2Mount}/cgroup.controllers`, 'utf8').trim().split(/\s+/).filter(Boolean));
-    return {
+    const at = v2Placement(undefined, true);
+    const facts: CgroupFacts = {
       v1: cgroupV1Available(),
-      v2: cgroupV2Base(undefined),
+      v2: 'reason' in at ? at : at.base,
       v2Mount,
       v2Controllers: controllers?.ok ? controllers.value : null,
       v1Controllers: [...cgroupV1Controllers(table, V1_RUN_CONTROLLERS).keys()].sort(),
     };
+    if (!('reason' in at) && at.source !== 'cgroup-parent') facts.v2Source = at.source;
+    const user = probeCgroupUser(v2Mount);
+    if (user) facts.user = user;
+    return facts;
   });
+}
+
+/** The unprivileged user the doctor speaks for: the caller itself, or the user who ran sudo; undefined for root alone. */
+function probeCgroupUser(v2Mount: string | null): UserCgroupFacts | undefined {
+  const euid = process.geteuid?.() ?? -1;
+  const sudo = Number(process.env.SUDO_UID);
+  const uid = euid !== 0 ? euid : Number.isInteger(sudo) && sudo > 0 ? sudo : undefined;
+  if (uid === undefined) return undefined;
+  const env = euid !== 0 ? process.env : { PATH: process.env.PATH ?? '/usr/bin:/bin', XDG_RUNTIME_DIR: `/run/user/${uid}` };
+  const bus = userManagerBus(env, uid);
+  const user: UserCgroupFacts = { uid, bus: 'bus' in bus ? bus.bus : null };
+  const name = euid !== 0 ? process.env.USER : process.env.SUDO_USER;
+  if (name) user.name = name;
+  const own = euid !== 0 && v2Mount ? ownCgroup(v2Mount) : undefined;
+  if (own) {
+    const c = attempt(() => readFileSync(`${own}/cgroup.controllers`, 'utf8').trim().split(/\s+/).filter(Boolean));
+    user.own = { path: own, controllers: c.ok ? c.value : [] };
+  }
+  return user;
 }

@@ -17,6 +17,8 @@
 /* The CPU usage file (v1 cpuacct.usage in ns, or v2 cpu.stat), opened by stage 0 before the clone so init,
  * which inherits both this fd and this variable, can read it without any path into the host. */
 static int cpu_fd = -1;
+/* The same for v2 memory.current: init samples the group's charge (the peak on kernels without memory.peak). */
+static int memory_fd = -1;
 
 /* Root only, before clone: every process of the sandbox starts inside these cgroups. */
 void cgroup_join_from_parent(const struct plan *p) {
@@ -30,10 +32,16 @@ void cgroup_join_from_parent(const struct plan *p) {
   }
 }
 
+/* Opens the CPU usage file and, with v2, memory.current. */
 void cgroup_cpu_open_from_parent(const struct plan *p) {
-  if (!p->cgroup_cpu_file) return;
-  cpu_fd = open(p->cgroup_cpu_file, O_RDONLY | O_CLOEXEC);
-  if (cpu_fd < 0) die_sys("open", errno, "%s", p->cgroup_cpu_file);
+  if (p->cgroup_cpu_file) {
+    cpu_fd = open(p->cgroup_cpu_file, O_RDONLY | O_CLOEXEC);
+    if (cpu_fd < 0) die_sys("open", errno, "%s", p->cgroup_cpu_file);
+  }
+  if (p->cgroup_memory_file) {
+    memory_fd = open(p->cgroup_memory_file, O_RDONLY | O_CLOEXEC);
+    if (memory_fd < 0) die_sys("open", errno, "%s", p->cgroup_memory_file);
+  }
 }
 
 /* cgroup v1: with the OOM killer disabled in the sandbox's memory cgroup, an eventfd says when it hits its
@@ -86,12 +94,23 @@ int cgroup_into_fd_from_parent(const struct plan *p) {
   return fd;
 }
 
-long long cgroup_cpu_us_from_init(void) {
-  char buf[64];
-  if (cpu_fd < 0) return -1;
-  ssize_t n = pread(cpu_fd, buf, sizeof buf - 1, 0);
+/* The start of a counter file read again from offset 0 (the kernel renders it anew): 0, or -1 when unreadable. */
+static int reread(int fd, char *buf, size_t size) {
+  if (fd < 0) return -1;
+  ssize_t n = pread(fd, buf, size - 1, 0);
   if (n <= 0) return -1;
   buf[n] = '\0';
+  return 0;
+}
+
+long long cgroup_cpu_us_from_init(void) {
+  char buf[64];
+  if (reread(cpu_fd, buf, sizeof buf) < 0) return -1;
   if (strncmp(buf, "usage_usec ", 11) == 0) return (long long)strtoull(buf + 11, NULL, 10); /* v2 cpu.stat */
   return (long long)(strtoull(buf, NULL, 10) / 1000);                                      /* v1 cpuacct.usage, ns */
+}
+
+long long cgroup_memory_from_init(void) {
+  char buf[32];
+  return reread(memory_fd, buf, sizeof buf) < 0 ? -1 : (long long)strtoull(buf, NULL, 10);
 }

@@ -61,6 +61,7 @@ struct plan {
   long long watch_interval_us, limit_cpu_us, limit_wall_us;
   int measure_memory;
   const char *cgroup_cpu_file;
+  const char *cgroup_memory_file; /* v2: memory.current, sampled by init */
   const char *cgroup_into;   /* v2: clone init into this group */
   const char *cgroup_events; /* v2: memory.events to watch */
   unsigned long long limit_memory;
@@ -151,6 +152,7 @@ int cgroup_events_open_from_parent(const struct plan *p); /* v2 memory.events, o
 int cgroup_events_oom_from_parent(int events_fd);       /* 1: an OOM was counted, 0: none, -1: unreadable */
 int cgroup_into_fd_from_parent(const struct plan *p);   /* the group to clone init into, or -1 */
 long long cgroup_cpu_us_from_init(void);                /* the CPU cgroup's usage in us, or -1 */
+long long cgroup_memory_from_init(void);                /* the memory cgroup's charge in bytes, or -1 */
 
 /* limits.c: init's sampler and the payload's rlimits */
 void limits_apply_ucounts(const struct plan *p);

@@ -413,6 +413,8 @@ int limits_sample(const struct plan *p, struct sampler *s, long long since_fork_
   s->last_tasks = tasks;
   if (measure) s->last_memory = memory;
   if (measure && memory > s->peak_memory) s->peak_memory = memory;
+  long long charged = cgroup_memory_from_init(); /* v2: the group's own count, enforced by the kernel */
+  if (charged > 0 && (unsigned long long)charged > s->peak_memory) s->peak_memory = (unsigned long long)charged;
   if (tasks > s->peak_tasks) s->peak_tasks = tasks;
   if (measure && p->limit_memory && memory > p->limit_memory) return stop_at(s, CUB_STOP_MEMORY, since_fork_us, (long long)memory);
   if (p->limit_tasks && tasks > p->limit_tasks) return stop_at(s, CUB_STOP_TASKS, since_fork_us, tasks);

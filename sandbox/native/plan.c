@@ -300,6 +300,11 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     if (p->cgroup_cpu_file) die_op(op, NULL, 0, "cgroup-cpu given twice");
     p->cgroup_cpu_file = a[CUB_ARG_CGROUP_CPU_USAGE_FILE];
     break;
+  case CUB_OP_CGROUP_MEMORY:
+    check_path(a[CUB_ARG_CGROUP_MEMORY_CURRENT_FILE], op);
+    if (p->cgroup_memory_file) die_op(op, NULL, 0, "cgroup-memory given twice");
+    p->cgroup_memory_file = a[CUB_ARG_CGROUP_MEMORY_CURRENT_FILE];
+    break;
   case CUB_OP_WATCH_TMPFS:
     check_path(a[CUB_ARG_WATCH_TMPFS_PATH], op);
     if (p->nwatch_tmpfs >= 16) die_op(op, NULL, 0, "at most 16 watch-tmpfs ops");

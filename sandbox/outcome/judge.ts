@@ -100,14 +100,17 @@ const TIME_VERDICTS: readonly Verdict[] = ['cpu-time-limit', 'wall-time-limit'];
 
 const us = (v: number): number => v / 1000;
 
-/** Usage from the exit event's raw facts: init's own CPU removed, the CPU cgroup's count when there is one. */
-function usageOf(exit: ExitEvent, cgroupPeakMemory: number | undefined, elapsedMs: number): SandboxUsage {
+/** Usage from the exit event's raw facts: init's own CPU removed, the CPU cgroup's count when there is one. When
+ *  init itself was killed (a v2 group's OOM kill takes every process, init too), the group's own counters stand in
+ *  for what init would have reported. */
+function usageOf(exit: ExitEvent, counters: Facts['cgroup'], elapsedMs: number): SandboxUsage {
   const r = exit.rusage;
   const userUs = Math.max(0, r.utimeUs - (exit.init?.utimeUs ?? 0));
   const systemUs = Math.max(0, r.stimeUs - (exit.init?.stimeUs ?? 0));
   const waited = us(userUs) + us(systemUs); // exactly cpuUserMs + cpuSystemMs
   const cg = exit.sample?.cgroupCpuUs;
-  const cgroupCpu = cg === undefined ? undefined : us(Math.max(0, cg - (exit.init?.sinceForkUs ?? 0)));
+  const cgroupCpu =
+    cg !== undefined ? us(Math.max(0, cg - (exit.init?.sinceForkUs ?? 0))) : counters?.cpuUs !== undefined ? us(counters.cpuUs) : undefined;
   const sampled = exit.sample && exit.sample.samples > 0 ? exit.sample : undefined;
   const maxRssBytes = r.maxRssKb * 1024;
   return {
@@ -124,8 +127,9 @@ function usageOf(exit: ExitEvent, cgroupPeakMemory: number | undefined, elapsedM
     // one definition (memory the sandbox owns, not page cache of programs and libraries): the memory cgroup's
     // peak charge, else the peak of init's samples, which count the same pages. Never maxRss: it includes
     // mapped file pages, and a peak the limit did not count would contradict the verdict.
-    peakMemoryBytes: cgroupPeakMemory ?? sampled?.peakMemory,
-    peakProcesses: sampled?.peakTasks,
+    peakMemoryBytes: counters?.peakMemoryBytes ?? sampled?.peakMemory,
+    // pids.peak (v2, Linux 6.1+) is exact; samples can miss a peak shorter than their interval
+    peakProcesses: counters?.peakTasks !== undefined ? Math.max(counters.peakTasks, sampled?.peakTasks ?? 0) : sampled?.peakTasks,
   };
 }
 
@@ -186,7 +190,7 @@ export function judge(record: RunRecord, ctx: JudgeContext): SandboxResult {
         : lost
           ? 'SIGKILL'
           : null;
-  const usage = exit ? usageOf(exit, record.cgroup?.counters.peakMemoryBytes, record.elapsedMs) : undefined;
+  const usage = exit ? usageOf(exit, record.cgroup?.counters, record.elapsedMs) : undefined;
   const facts: Facts = {
     limits: ctx.limits,
     exit,

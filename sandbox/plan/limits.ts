@@ -112,6 +112,7 @@ export function planLimits(
       if (h.into) stage0Ops.push(Op.cgroupInto(h.into));
       if (h.eventsFile) stage0Ops.push(Op.cgroupEvents(h.eventsFile));
       if (h.cpuFile) stage0Ops.push(Op.cgroupCpu(h.cpuFile));
+      if (h.memoryFile) stage0Ops.push(Op.cgroupMemory(h.memoryFile));
     }
     const unenforced = (l.memoryBytes !== undefined && !cgroup?.memoryDir) || (l.processes !== undefined && !cgroup?.pidsDir);
     if (strict && unenforced)

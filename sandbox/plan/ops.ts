@@ -74,6 +74,7 @@ export const Op = {
   watch: (intervalUs: number, cpuUs: number, wallUs: number, memoryBytes: number, tasks: number, measureMemory: boolean): PlanOp =>
     makeOp('watch', { intervalUs, cpuUs, wallUs, memoryBytes, tasks, measureMemory: measureMemory ? 1 : 0 }),
   cgroupCpu: (usageFile: string): PlanOp => makeOp('cgroup-cpu', { usageFile }),
+  cgroupMemory: (currentFile: string): PlanOp => makeOp('cgroup-memory', { currentFile }),
   cgroupInto: (dir: string): PlanOp => makeOp('cgroup-into', { dir }),
   cgroupEvents: (file: string): PlanOp => makeOp('cgroup-events', { file }),
   watchTmpfs: (path: string): PlanOp => makeOp('watch-tmpfs', { path }),

@@ -81,6 +81,8 @@ export const OPCODES = [
   // stage 0: a cgroup's CPU usage file (cpuacct.usage, ns), opened before clone; init then judges and reports CPU
   // from it, which counts even children their parent never waited for
   { name: 'cgroup-cpu', args: ['usageFile'] },
+  // stage 0 (cgroup v2): memory.current, opened before clone; init samples it for the peak (kernels without memory.peak)
+  { name: 'cgroup-memory', args: ['currentFile'] },
   // stage 0: a cgroup v1 memory dir whose OOM events (with the OOM killer disabled) mean memory-limit: kill all
   { name: 'cgroup-oom-watch', args: ['dir'] },
   // the fresh root: a tmpfs of this many bytes

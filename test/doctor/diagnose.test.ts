@@ -376,8 +376,14 @@ describe('doctor diagnose()', () => {
     const V2_ALL = ['cpuset', 'cpu', 'io', 'memory', 'hugetlb', 'pids', 'rdma', 'misc'];
     const ROOTLESS_V1 = 'cgroup v1 groups can only be created by root (a rootless caller has no delegated v1 hierarchy)';
     const NO_V1 =
-      'no cgroup v1 memory, pids or cpuacct controller is mounted (a cgroup v2 host needs a delegated v2 subtree, not supported yet)';
-    const NEEDS_PARENT = { reason: 'a rootless caller needs a delegated cgroup v2 directory: pass cgroupParent' };
+      'no cgroup v1 memory, pids or cpuacct controller is mounted ' +
+      '(on a cgroup v2 host, root and callers in a delegated subtree get v2 groups instead)';
+    const NEEDS_PARENT = {
+      reason:
+        'no delegated cgroup v2 subtree for this caller: this process sits in the root cgroup, which only root may organize; ' +
+        'no systemd user manager is reachable (no /run/user/1000/bus: no systemd user session for uid 1000)',
+    };
+    const USER = { uid: 1000, name: 'alice', bus: null };
     const limits = (f: HostFacts, cgroups: CgroupFacts): DoctorCheck =>
       byId(diagnose({ ...f, cgroups: { ok: true, value: cgroups } }), 'limits');
     const neverStale = (c: DoctorCheck): void => assert.doesNotMatch(`${c.detail}\n${c.fix ?? ''}`, /not supported yet/);
@@ -414,39 +420,73 @@ describe('doctor diagnose()', () => {
       assert.match(c.fix!, /\+memory in its cgroup\.subtree_control/);
     });
 
-    it('a rootless caller on a cgroup v2 host: the fix is a delegated cgroupParent, and how to get one', () => {
-      const c = limits(healthy(), {
+    it('a rootless caller on a cgroup v2 host with no delegation: the commands that give one here', () => {
+      const facts: CgroupFacts = {
         v1: ROOTLESS_V1,
         v2: NEEDS_PARENT,
         v2Mount: '/sys/fs/cgroup',
         v2Controllers: V2_ALL,
         v1Controllers: [],
-      });
+        user: { ...USER, own: { path: '/sys/fs/cgroup', controllers: V2_ALL } },
+      };
+      const c = limits(healthy(), facts);
       assert.equal(c.status, 'warn');
       assert.match(
         c.detail,
-        new RegExp(
-          "rlimits and init's 10 ms sampling \\(cgroup v1 groups need root; " +
-            'a rootless caller needs a delegated cgroup v2 directory: pass cgroupParent\\)',
-        ),
+        /^root: cgroup v2 groups under \/sys\/fs\/cgroup\/cubicle; uid 1000 \(alice\): rlimits and init's 10 ms sampling/,
       );
-      assert.match(c.fix!, /cgroupParent \(CLI: --cgroup-parent DIR\)/);
-      assert.ok(c.fix!.includes('systemd-run --user --scope -p Delegate=yes'), c.fix);
-      assert.ok(c.fix!.includes('cg=/sys/fs/cgroup$(sed -n "s/^0:://p" /proc/self/cgroup)'), c.fix);
-      assert.ok(c.fix!.includes('echo $$ > "$cg/main/cgroup.procs"'), c.fix);
+      assert.match(c.detail, /no systemd user manager is reachable/);
+      assert.match(c.fix!, /^sudo loginctl enable-linger alice$/m);
+      const g = '/sys/fs/cgroup/cubicle-1000';
+      assert.ok(c.fix!.includes(`echo '+memory +pids' > ${g}/cgroup.subtree_control`), c.fix);
+      assert.ok(c.fix!.includes(`echo $$ > ${g}/shell/cgroup.procs`), c.fix);
       neverStale(c);
-      assert.deepEqual(
-        failing(
-          diagnose({
-            ...healthy(),
-            cgroups: {
-              ok: true,
-              value: { v1: ROOTLESS_V1, v2: NEEDS_PARENT, v2Mount: '/sys/fs/cgroup', v2Controllers: V2_ALL, v1Controllers: [] },
-            },
-          }),
-        ),
-        [],
+      assert.deepEqual(failing(diagnose({ ...healthy(), cgroups: { ok: true, value: facts } })), []);
+      // A systemd user manager runs, but its scope could not be had: the caller starts in one itself.
+      const withBus = limits(healthy(), { ...facts, user: { ...USER, bus: '/run/user/1000/bus' } });
+      assert.match(withBus.fix!, /^systemd-run --user --scope -p Delegate=yes -- YOUR-PROGRAM$/m);
+      // user@.service delegates no memory controller: the drop-in that delegates it.
+      const noMemory = limits(healthy(), {
+        ...facts,
+        user: {
+          ...USER,
+          own: { path: '/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice/x.scope', controllers: ['pids'] },
+        },
+      });
+      assert.match(noMemory.fix!, /Delegate=memory pids cpu/);
+      assert.match(noMemory.fix!, /^sudo systemctl daemon-reload$/m);
+    });
+
+    it('a rootless caller in a delegated subtree, or with a systemd user manager: v2 groups, ok', () => {
+      const base = { v1: ROOTLESS_V1, v2Mount: '/sys/fs/cgroup', v2Controllers: V2_ALL, v1Controllers: [], user: USER };
+      const own = limits(healthy(), { ...base, v2: '/sys/fs/cgroup/user-1000/cubicle', v2Source: 'own-subtree' });
+      assert.equal(own.status, 'ok');
+      assert.match(
+        own.detail,
+        /uid 1000 \(alice\): cgroup v2 groups under \/sys\/fs\/cgroup\/user-1000\/cubicle \(the delegated subtree it sits in\)/,
       );
+      const scope = limits(healthy(), { ...base, v2: '(a delegated scope from the systemd user manager)', v2Source: 'systemd-scope' });
+      assert.equal(scope.status, 'ok');
+      assert.match(scope.detail, /a delegated scope its systemd user manager gives each process \(asked for once\)/);
+    });
+
+    it('root on a v2 host, run by sudo for a user nothing delegates to: root is exact, the user gets the fix', () => {
+      const c = limits(healthyRoot(), {
+        v1: NO_V1,
+        v2: '/sys/fs/cgroup/cubicle',
+        v2Source: 'root',
+        v2Mount: '/sys/fs/cgroup',
+        v2Controllers: V2_ALL,
+        v1Controllers: [],
+        user: USER,
+      });
+      assert.equal(c.status, 'warn');
+      assert.match(c.detail, /^root: cgroup v2 groups under \/sys\/fs\/cgroup\/cubicle;/);
+      assert.match(
+        c.detail,
+        /uid 1000 \(alice\): cgroup v2 groups only from inside a delegated subtree \(no systemd user manager runs for it/,
+      );
+      assert.match(c.fix!, /loginctl enable-linger alice/);
     });
 
     it('a rootless caller on a hybrid host: memory and pids belong to v1, so a cgroupParent would not help', () => {
