@@ -1,7 +1,7 @@
 // The end-to-end half of the doctor's probes (here, beside the command, because they run sandboxes): real sandbox runs of /bin/true,
 // and probeHost(), which gathers them together with the host's state (probe.ts).
 import { runSandboxed } from '../api/run.js';
-import { HELPER_PATH } from '../native/helper-path.js';
+import { helperPathForMessages } from '../native/helper-path.js';
 import { diagnose, type DoctorCheck } from '../doctor/diagnose.js';
 import type { HostFacts, SandboxProbe, SandboxRunFacts } from '../doctor/facts.js';
 import {
@@ -52,7 +52,7 @@ export async function probeHost(): Promise<HostFacts> {
     libseccomp: probeLibseccomp(),
     ...(process.env.CUBICLE_LIBSECCOMP ? { libseccompOverride: process.env.CUBICLE_LIBSECCOMP } : {}),
     cgroups: probeCgroups(),
-    helperPath: HELPER_PATH,
+    helperPath: helperPathForMessages(),
     sandbox: await probeSandbox(),
   };
   if (euid.ok && euid.value === 0)

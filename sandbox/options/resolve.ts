@@ -8,6 +8,8 @@ import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode, SandboxOptionError } from '../errors.js';
 import { MAX_TIME_MS, resolveLimits, type ResolvedLimits } from '../limits/resolve.js';
+import { NATIVE_SOURCE_DIR } from '../native/compile.js';
+import { helperCacheRoot, PREBUILT_HELPER } from '../native/helper-path.js';
 import { POLICY_DIR } from '../policy/load.js';
 import { openRegularForRead } from '../safe-open.js';
 import { libseccompLibrary } from '../seccomp/libseccomp.js';
@@ -120,7 +122,8 @@ const realOrNull = (p: string): string | null => {
 };
 
 /** Host paths that hold what cubicle runs or reads outside the sandbox, so no read-write bind may contain or
- * sit inside one: its build (dist/: the compiled library and the helper), its shipped policies (and schema),
+ * sit inside one: its build (dist/: the compiled library and the helper), the shipped helpers and their sources,
+ * the per-user helper cache, its shipped policies (and schema),
  * koffi with its native binding, and libseccomp when CUBICLE_LIBSECCOMP names a file. The system libseccomp
  * (found by soname) lives in root-owned system directories, which no sandbox can write: none maps to host root. */
 function protectedPaths(): string[] {
@@ -128,7 +131,11 @@ function protectedPaths(): string[] {
     const paths = [
       realpathSync(fileURLToPath(new URL('../..', import.meta.url))), // dist/
       realOrNull(POLICY_DIR),
+      realOrNull(dirname(dirname(PREBUILT_HELPER))), // the shipped helpers
+      realOrNull(NATIVE_SOURCE_DIR), // the sources a cache build compiles
     ];
+    const cache = helperCacheRoot(); // helpers built at first use
+    if (typeof cache === 'string') paths.push(realOrNull(cache));
     try {
       // koffi's exports hide its package.json: find the package from its entry point. Its native binding is a
       // package of its own beside it (where koffi loads it from), or under koffi's build/.
