@@ -8,7 +8,7 @@ import { formatPlan } from '../plan/ops.js';
 import { listPolicies, loadPolicy } from '../policy/load.js';
 import { openRegularForWrite } from '../safe-open.js';
 import { compileProfile, profileToText } from '../seccomp/compile.js';
-import type { SandboxResult } from '../types.js';
+import type { SandboxOptions, SandboxResult } from '../types.js';
 import { parseRunArgs, RUN_USAGE, UsageError } from './args.js';
 
 const USAGE = `Usage: cubicle <command> [options]
@@ -54,7 +54,7 @@ async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: nu
   if (args.json) {
     if (args.stdoutFile !== undefined || args.stderrFile !== undefined)
       throw new UsageError('--stdout/--stderr cannot be combined with --json, which captures the output into the JSON object');
-    const r = await runSandboxed(args.command, { ...args.options, reject: false, ...stdin });
+    const r = await runSandboxed<SandboxOptions>(args.command, { ...args.options, reject: false, ...stdin });
     await writeJson(r);
     writeMeta(meta, r);
     if (r.verdict === 'setup-error') for (const line of cliReport(r)) process.stderr.write(`${line}\n`);

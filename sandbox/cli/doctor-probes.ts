@@ -25,7 +25,7 @@ const STDERR_KEEP = 2000;
 export async function probeSandbox(runAs?: { uid: number; gid: number }): Promise<SandboxProbe> {
   const run = await attemptAsync(async (): Promise<SandboxRunFacts> => {
     const r = await runSandboxed(['/bin/true'], { reject: false, timeout: E2E_TIMEOUT_MS, ...(runAs ? { runAs } : {}) });
-    const stderr = typeof r.stderr === 'string' ? r.stderr : r.stderr?.toString('utf8');
+    const stderr = r.stderr;
     return {
       verdict: r.verdict,
       exitCode: r.exitCode,
