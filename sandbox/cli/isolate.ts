@@ -1,0 +1,3 @@
+export async function isolateMain(argv: string[]): Promise<number> {
+  return argv.length;
+}
