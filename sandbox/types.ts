@@ -5,7 +5,8 @@ import type { Readable } from 'node:stream';
 
 /** A host path bound into the sandbox, or a fresh tmpfs. */
 export type MountSpec =
-  { type: 'bind'; source: string; target?: string; readOnly?: boolean } | { type: 'tmpfs'; target: string; size?: number | string };
+  | { type: 'bind'; source: string; target?: string; readOnly?: boolean; noexec?: boolean }
+  | { type: 'tmpfs'; target: string; size?: number | string };
 
 /** Limits as the caller gives them: numbers (ms, bytes, counts) or strings with units ("1.5s", "256M"). */
 export interface LimitOptions {

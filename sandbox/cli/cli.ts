@@ -1,16 +1,14 @@
 // The cubicle command line: run, plan, doctor (the bin entry is ./main.ts).
-import { closeSync, createWriteStream, ftruncateSync, writeSync } from 'node:fs';
 import { prepareRun } from '../api/prepare.js';
-import { runSandboxed, spawnSandboxed } from '../api/run.js';
+import { runSandboxed } from '../api/run.js';
 import { isCubicleError, SandboxHostError, SandboxOptionError } from '../errors.js';
-import { cliExitCode, CliExit, cliReport, isolateMeta, isolateMetaForError, resultJsonChunks } from '../outcome/render.js';
+import { cliExitCode, CliExit, cliReport, isolateMetaForError, resultJsonChunks } from '../outcome/render.js';
 import { formatPlan } from '../plan/ops.js';
 import { listPolicies, loadPolicy } from '../policy/load.js';
-import { openRegularForWrite } from '../safe-open.js';
 import { compileProfile, profileToText } from '../seccomp/compile.js';
 import type { SandboxOptions, SandboxResult } from '../types.js';
-import { Writable } from 'node:stream';
 import { DEV_NULL, parseRunArgs, runFlagOf, RUN_USAGE, UsageError } from './args.js';
+import { openOutputFile, runPassthrough, writeAndClose, writeMeta, type OutputTarget } from './passthrough.js';
 import { asUsageError, didYouMean } from './usage.js';
 
 const USAGE = `Usage: cubicle <command> [options]
@@ -64,14 +62,6 @@ async function cmdRun(argv: string[]): Promise<number> {
   }
 }
 
-/** Writes the meta file once; afterwards the fd is gone from `meta` (an error later must not touch it). */
-function writeMeta(meta: { fd: number | undefined }, r: SandboxResult): void {
-  if (meta.fd === undefined) return;
-  const fd = meta.fd;
-  meta.fd = undefined;
-  writeAndClose(fd, isolateMeta(r));
-}
-
 async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: number | undefined }): Promise<number> {
   const stdin = args.options.inputFile !== undefined || args.stdinNull ? {} : { stdin: 'inherit' as const };
   if (args.json) {
@@ -84,67 +74,15 @@ async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: nu
     return r.verdict === 'setup-error' ? CliExit.sandboxFailed : 0;
   }
   const resultFd = args.resultFile !== undefined ? openOutputFile('--result', args.resultFile) : undefined;
-  const file = (flag: string, path: string | undefined): number | undefined =>
-    path !== undefined && path !== DEV_NULL ? openOutputFile(flag, path) : undefined;
-  const outFd = file('--stdout', args.stdoutFile);
-  const errFd = file('--stderr', args.stderrFile);
-  // With an output limit or a file, output goes through this process (counted); otherwise straight through.
-  const limited = args.options.limits?.outputLimit !== undefined;
-  const mode = (fd: number | undefined, path: string | undefined): 'pipe' | 'inherit' | 'ignore' =>
-    path === DEV_NULL && !limited ? 'ignore' : fd !== undefined || limited ? 'pipe' : 'inherit';
-  const proc = spawnSandboxed<SandboxOptions>(args.command, {
-    ...args.options,
-    reject: false,
-    ...stdin,
-    stdout: mode(outFd, args.stdoutFile),
-    stderr: mode(errFd, args.stderrFile),
-  });
-  const drained: Promise<void>[] = [];
-  const route = (src: NodeJS.ReadableStream | null, fd: number | undefined, fallback: NodeJS.WritableStream): void => {
-    if (!src) return;
-    const dest = fd !== undefined ? createWriteStream('', { fd, autoClose: true }) : fallback;
-    src.pipe(dest, { end: fd !== undefined });
-    drained.push(new Promise((r) => (fd !== undefined ? (dest as NodeJS.EventEmitter).on('close', () => r()) : src.on('end', () => r()))));
-  };
-  route(proc.stdout, outFd, args.stdoutFile === DEV_NULL ? devNull() : process.stdout);
-  route(proc.stderr, errFd, args.stderrFile === DEV_NULL ? devNull() : process.stderr);
-  let interrupts = 0;
-  const onSignal = (): void => proc.kill(++interrupts > 1 ? 'SIGKILL' : 'SIGTERM');
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  process.on('SIGHUP', onSignal);
-  const r = await proc.result;
-  await Promise.all(drained);
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
-  process.off('SIGHUP', onSignal);
+  const target = (flag: string, path: string | undefined): OutputTarget =>
+    path === undefined ? { kind: 'inherit' } : path === DEV_NULL ? { kind: 'null' } : { kind: 'file', fd: openOutputFile(flag, path) };
+  const stdout = target('--stdout', args.stdoutFile);
+  const stderr = target('--stderr', args.stderrFile);
+  const r = await runPassthrough({ command: args.command, options: { ...args.options, ...stdin }, stdout, stderr });
   if (resultFd !== undefined) writeAndClose(resultFd, resultJsonChunks(r, 2));
   writeMeta(meta, r);
   for (const line of cliReport(r)) process.stderr.write(`${line}\n`);
   return cliExitCode(r);
-}
-
-/** Where counted output sent to /dev/null goes: read and dropped. */
-const devNull = (): NodeJS.WritableStream => new Writable({ write: (_c, _e, done) => done() });
-
-function openOutputFile(flag: string, path: string): number {
-  try {
-    return openRegularForWrite(path);
-  } catch (e) {
-    throw new UsageError(`${flag}: ${(e as Error).message}`);
-  }
-}
-
-/** Replaces the file's whole content: whatever a sandbox wrote into it meanwhile is gone. */
-function writeAndClose(fd: number, text: string | Iterable<string>): void {
-  ftruncateSync(fd, 0);
-  let at = 0;
-  for (const piece of typeof text === 'string' ? [text] : text) {
-    const b = Buffer.from(piece);
-    for (let done = 0; done < b.length;) done += writeSync(fd, b, done, b.length - done, at + done);
-    at += b.length;
-  }
-  closeSync(fd);
 }
 
 /** Prints the result as one JSON line, piece by piece with backpressure (it may be longer than any one string). */

@@ -31,7 +31,8 @@ export function didYouMean(typed: string, known: readonly string[]): string | un
 
 /** node:util's parseArgs with its errors turned into UsageErrors that suggest the flag meant. */
 type Flags = NonNullable<ParseArgsConfig['options']>;
-export type ParsedFlags<T extends Flags> = ReturnType<typeof parseArgs<{ args: string[]; options: T; allowPositionals: true; strict: true }>>;
+type Strict<T extends Flags> = { args: string[]; options: T; allowPositionals: true; strict: true };
+export type ParsedFlags<T extends Flags> = ReturnType<typeof parseArgs<Strict<T>>>;
 
 export function parseFlags<T extends Flags>(args: string[], options: T): ParsedFlags<T> {
   try {

@@ -12,8 +12,11 @@ import { renderProtocolHeader } from '../protocol/c-header.js';
 const out = dirname(BUILT_HELPER);
 mkdirSync(out, { recursive: true });
 const cc = process.env.CC ?? 'cc';
-const inputs = createHash('sha256').update(JSON.stringify([cc, HELPER_CFLAGS, renderProtocolHeader(), renderProtocolSource(expectedStamp())]));
-for (const f of readdirSync(NATIVE_SOURCE_DIR).sort()) if (/\.[ch]$/.test(f)) inputs.update(f).update(readFileSync(join(NATIVE_SOURCE_DIR, f)));
+const inputs = createHash('sha256').update(
+  JSON.stringify([cc, HELPER_CFLAGS, renderProtocolHeader(), renderProtocolSource(expectedStamp())]),
+);
+for (const f of readdirSync(NATIVE_SOURCE_DIR).sort())
+  if (/\.[ch]$/.test(f)) inputs.update(f).update(readFileSync(join(NATIVE_SOURCE_DIR, f)));
 const digest = inputs.digest('hex');
 const digestFile = join(out, 'inputs.sha256');
 let previous = '';
@@ -27,9 +30,10 @@ if (previous !== digest || helperMismatch(BUILT_HELPER) !== null) {
     compileHelper({ outDir: out, stamp: expectedStamp(), cc, extraFlags: ['-g'], stdio: 'inherit' });
   } catch (e) {
     if (!(e instanceof HelperCompileError)) throw e;
-    console.error(
-      `cubicle: ${e.message}${e.compilerMissing ? '. Install a C toolchain (Debian/Ubuntu: apt-get install gcc libc6-dev)' : ' (see the compiler output above)'}`,
-    );
+    const fix = e.compilerMissing
+      ? '. Install a C toolchain (Debian/Ubuntu: apt-get install gcc libc6-dev)'
+      : ' (see the compiler output above)';
+    console.error(`cubicle: ${e.message}${fix}`);
     process.exit(1);
   }
   writeFileSync(digestFile, digest);

@@ -26,7 +26,11 @@ export const HELPER_CFLAGS = [
 
 /** The generated protocol.c with the stamp appended (a string the loader finds in the binary before running it). */
 export function renderProtocolSource(stamp: string): string {
-  return `${renderStatusEmitters()}\n/* Which package version and protocol this binary speaks; checked before it is ever run. */\n__attribute__((used)) const char cubicle_helper_stamp[] = ${JSON.stringify(STAMP_MARKER + stamp + ';')};\n`;
+  const literal = JSON.stringify(STAMP_MARKER + stamp + ';');
+  return (
+    `${renderStatusEmitters()}\n/* Which package version and protocol this binary speaks; checked before it is ever run. */\n` +
+    `__attribute__((used)) const char cubicle_helper_stamp[] = ${literal};\n`
+  );
 }
 
 export interface CompileRequest {

@@ -28,7 +28,9 @@ for (const arch of wanted) {
   const compilers = [`${t.triplet}-gcc`, ...(arch === process.arch ? [process.env.CC ?? 'cc'] : [])];
   const cc = compilers.find((c) => !spawnSync(c, ['--version'], { stdio: 'ignore' }).error);
   if (!cc) {
-    console.error(`cubicle prebuild: no compiler for linux-${arch} (tried ${compilers.join(', ')}); install gcc-${t.triplet.replace(/_/g, '-')}`);
+    console.error(
+      `cubicle prebuild: no compiler for linux-${arch} (tried ${compilers.join(', ')}); install gcc-${t.triplet.replace(/_/g, '-')}`,
+    );
     failed = true;
     continue;
   }

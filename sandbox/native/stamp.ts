@@ -44,7 +44,7 @@ export function helperMismatch(path: string, arch: string = process.arch): strin
     if (!st.isFile()) return 'not a regular file';
     if (st.size > MAX_HELPER_BYTES) return `larger than ${MAX_HELPER_BYTES} bytes`;
     const buf = Buffer.alloc(st.size);
-    for (let at = 0; at < buf.length; ) {
+    for (let at = 0; at < buf.length;) {
       const n = readSync(fd, buf, at, buf.length - at, at);
       if (n === 0) break;
       at += n;

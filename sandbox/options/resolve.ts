@@ -22,6 +22,8 @@ export interface ResolvedMount {
   source?: string;
   target: string;
   readOnly: boolean;
+  /** A bind nothing may be executed from. */
+  noexec?: boolean;
   size?: number;
 }
 
@@ -252,7 +254,8 @@ function checkMount(m: unknown, i: number): ResolvedMount {
         ErrorCode.bindSource,
       );
   }
-  return { type: 'bind', source: real, target, readOnly };
+  if (spec.noexec !== undefined && typeof spec.noexec !== 'boolean') fail(`${where}.noexec`, `${where}.noexec must be a boolean`);
+  return { type: 'bind', source: real, target, readOnly, ...(spec.noexec === true ? { noexec: true } : {}) };
 }
 
 function checkCommand(cmd: unknown): string[] {

@@ -68,7 +68,7 @@ export function buildPlan(o: ResolvedOptions, hostView: readonly PlanOp[], notif
   const mounts = [...o.mounts].sort((a, b) => depth(a.target) - depth(b.target));
   for (const m of mounts) {
     if (m.type === 'tmpfs') ops.push(Op.tmpfs(m.target, m.size!, 0o755, inodes));
-    else ops.push(Op.bind(m.source!, m.target, m.readOnly ? 'ro' : 'rw'));
+    else ops.push(Op.bind(m.source!, m.target, `${m.readOnly ? 'ro' : 'rw'}${m.noexec ? '-noexec' : ''}`));
   }
   ops.push(Op.rootReadOnly(), Op.hostname(o.hostname), Op.loopback(), ...limits.initOps, ...limits.payloadOps, Op.cwd(o.cwd));
   for (const [k, v] of Object.entries(o.env)) ops.push(Op.env(k, v));
