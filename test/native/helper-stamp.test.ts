@@ -1,6 +1,6 @@
 // The helper's stamp: a binary is run only when it was built for this package version, protocol and architecture.
 import { strict as assert } from 'node:assert';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { helperPath } from '../../sandbox/native/helper-path.js';
@@ -34,6 +34,8 @@ describe('helper stamp', () => {
       writeFileSync(join(t.dir, 'nostamp'), Buffer.from(real.replaceAll(STAMP_MARKER, 'X'.repeat(STAMP_MARKER.length)), 'latin1'));
       assert.match(helperMismatch(join(t.dir, 'nostamp')) ?? '', /no version stamp/);
       assert.match(helperMismatch(join(t.dir, 'missing')) ?? '', /ENOENT/);
+      symlinkSync(helperPath(), join(t.dir, 'link'));
+      assert.match(helperMismatch(join(t.dir, 'link')) ?? '', /ELOOP/, 'a symlink is never followed');
     } finally {
       t.cleanup();
     }
