@@ -40,11 +40,6 @@ export interface LimitOps {
   payloadOps: readonly PlanOp[];
 }
 
-/** The path exec takes: a program with a '/' is resolved against the working directory inside, as execve
- *  resolves it (`./a` in /box is /box/a); a bare name is searched in PATH. argv[0] itself stays as given. */
-export const programPath = (program: string, cwd: string): string =>
-  program.includes('/') && !program.startsWith('/') ? posix.resolve(cwd, program) : program;
-
 /** Builds the plan: identity, root, the host view, /etc, /dev, /proc, /tmp, caller mounts, limits, payload. */
 export function buildPlan(o: ResolvedOptions, hostView: readonly PlanOp[], notify: NotifyMode, limits: LimitOps): PlanOp[] {
   const ops: PlanOp[] = [...limits.stage0Ops];
@@ -76,7 +71,7 @@ export function buildPlan(o: ResolvedOptions, hostView: readonly PlanOp[], notif
   if (!o.argv[0]!.includes('/'))
     for (const dir of o.env.PATH!.split(':'))
       if (dir.startsWith('/') && !dir.split('/').includes('..')) ops.push(Op.search(posix.normalize(dir).replace(/(.)\/$/, '$1')));
-  ops.push(Op.exec(programPath(o.argv[0]!, o.cwd)));
+  ops.push(Op.exec(o.argv[0]!)); // with a '/' but relative (./a.out): execve resolves it against the cwd inside
   if (notify !== 'none') ops.push(Op.seccomp(notify));
   ops.push(Op.end());
   return ops;

@@ -27,7 +27,10 @@ describe('helper stamp', () => {
     const t = worldReadableTmp();
     try {
       const real = readFileSync(helperPath()).toString('latin1');
-      writeFileSync(join(t.dir, 'old'), Buffer.from(real.replace(`${STAMP_MARKER}${expectedStamp()}`, `${STAMP_MARKER}0.0.1/0000000000000000`), 'latin1'));
+      writeFileSync(
+        join(t.dir, 'old'),
+        Buffer.from(real.replace(`${STAMP_MARKER}${expectedStamp()}`, `${STAMP_MARKER}0.0.1/0000000000000000`), 'latin1'),
+      );
       assert.match(helperMismatch(join(t.dir, 'old')) ?? '', /stamped "0\.0\.1\/0+", this package needs/);
       writeFileSync(join(t.dir, 'script'), '#!/bin/sh\nexit 0\n');
       assert.match(helperMismatch(join(t.dir, 'script')) ?? '', /not an ELF executable/);

@@ -3,7 +3,18 @@
 // the user's cache). A helper of another version or architecture is never run.
 import { strict as assert } from 'node:assert';
 import { execFileSync, spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { IS_ROOT, ROOTLESS_ID, skipBecause } from '../helpers/env.js';
@@ -48,7 +59,8 @@ describe('the package, installed as a dependency with scripts disabled', functio
     if (IS_ROOT) for (const f of ['package.json', 'app.mjs']) chownSync(join(project, f), USER.uid, USER.gid);
     chmodSync(join(work, tarball), 0o644);
     const install = asUser('npm', ['install', '--ignore-scripts', '--no-audit', '--no-fund', join(work, tarball)]);
-    if (install.status !== 0) skipBecause(this, `npm could not install the tarball and its dependencies: ${install.stderr.trim().split('\n').pop()}`);
+    if (install.status !== 0)
+      skipBecause(this, `npm could not install the tarball and its dependencies: ${install.stderr.trim().split('\n').pop()}`);
   });
 
   after(() => {
@@ -108,7 +120,9 @@ describe('the package, installed as a dependency with scripts disabled', functio
       assert.doesNotMatch(r.stderr, /ran-the-wrong-helper/);
       assert.match(r.stderr, /not an ELF executable/);
       // The same binary with another version's stamp.
-      const other = readFileSync(kept).toString('latin1').replace(/CUBICLE-HELPER-STAMP:[^;]+;/, (m) => m.replace(/\d+\.\d+\.\d+/, '9.9.9'));
+      const other = readFileSync(kept)
+        .toString('latin1')
+        .replace(/CUBICLE-HELPER-STAMP:[^;]+;/, (m) => m.replace(/\d+\.\d+\.\d+/, '9.9.9'));
       writeFileSync(slot, Buffer.from(other, 'latin1'), { mode: 0o755 });
       const v = asUser(process.execPath, ['app.mjs'], noBuild);
       assert.match(v.stderr, /stamped "9\.9\.9\//);
