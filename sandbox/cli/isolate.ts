@@ -4,7 +4,7 @@
 // and exited 0 within its limits, 1 it failed or passed a limit, 2 an internal or usage error.
 import { existsSync } from 'node:fs';
 import { posix } from 'node:path';
-import { isolateMeta, isolateMetaForError } from '../outcome/render.js';
+import { describeVerdict, isolateMeta, isolateMetaForError } from '../outcome/render.js';
 import type { LimitOptions, MountSpec, SandboxOptions, SandboxResult } from '../types.js';
 import { boxOf, cleanupBox, initBox, openBox, parseBoxId, type Box } from './isolate-box.js';
 import { openOutputFile, runPassthrough, writeAndClose, writeMeta, type OutputTarget } from './passthrough.js';
@@ -217,6 +217,7 @@ const FLAG_OF: Readonly<Record<string, string>> = {
 function statusLine(r: SandboxResult): string {
   const u = r.usage;
   if (r.verdict === 'ok') return `OK (${((u?.cpuMs ?? 0) / 1000).toFixed(3)} sec real, ${((u?.wallMs ?? 0) / 1000).toFixed(3)} sec wall)`;
+  if (r.verdict === 'setup-error') return `${describeVerdict(r)}${r.setupFailure ? ` (hint: ${r.setupFailure.hint})` : ''}`;
   const message = /^message:(.*)$/m.exec(isolateMeta(r))?.[1];
   return message ?? r.verdict;
 }

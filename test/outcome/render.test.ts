@@ -69,7 +69,10 @@ describe('outcome: rendering a result', () => {
     assert.ok(huge.message.length < MESSAGE_OUTPUT_MAX + 200, 'bounded');
     assert.match(huge.message, /output truncated/);
     assert.equal((huge.stderr as Buffer).length, 1 << 20, 'the whole output stays in the error');
-    assert.equal(toSandboxError(failed('nonzero-exit', { exitCode: 2, stderr: '  \n' })).message, toSandboxError(failed('nonzero-exit', { exitCode: 2 })).shortMessage);
+    assert.equal(
+      toSandboxError(failed('nonzero-exit', { exitCode: 2, stderr: '  \n' })).message,
+      toSandboxError(failed('nonzero-exit', { exitCode: 2 })).shortMessage,
+    );
   });
 
   it('errors carry a stable code per verdict and a message naming the command', () => {
