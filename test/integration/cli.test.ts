@@ -111,7 +111,7 @@ for (const id of identities())
       assert.equal(cubicle(['run', '--env', 'NOEQUALS', '--', 'true']).status, 2);
     });
 
-    it('every usage error exits 2 and names the flag given, not the API option (regression: --memory 12Q exited 125 naming limits.memory)', () => {
+    it('usage errors exit 2 naming the flag, not the API option (regression: --memory 12Q exited 125 naming limits.memory)', () => {
       for (const [args, re] of [
         [['--memory', '12Q'], /^cubicle: --memory "12Q" is not a size/],
         [['--timeout', 'abc'], /^cubicle: --timeout "abc" is not a duration/],
