@@ -50,10 +50,11 @@ export function parseFlags<T extends Flags>(args: string[], options: T): ParsedF
   }
 }
 
-/** An invalid option found while validating what the flags became, as a usage error naming the flag: `flagOf`
+/** An invalid option (or a bind source that cannot be used) found while validating what the flags became, as a
+ *  usage error naming the flag: `flagOf`
  *  maps the API option (e.g. 'limits.memory') to what the user typed ('--memory'). Other errors pass through. */
 export function asUsageError(e: unknown, flagOf: (option: string) => string | undefined): unknown {
-  if (!(e instanceof SandboxOptionError) || e.code !== ErrorCode.invalidOption) return e;
+  if (!(e instanceof SandboxOptionError) || (e.code !== ErrorCode.invalidOption && e.code !== ErrorCode.bindSource)) return e;
   const flag = flagOf(e.option) ?? flagOf(e.option.replace(/\[\d+\].*$/, '[]'));
   if (!flag) return e;
   return new UsageError(e.message.includes(e.option) ? e.message.split(e.option).join(flag) : `${flag}: ${e.message}`);

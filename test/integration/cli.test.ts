@@ -22,7 +22,7 @@ for (const id of identities())
       assert.equal(r.status, 7);
     });
 
-    it('exits 128+N for death by signal N, 124 on timeout, 125 for a setup error', () => {
+    it('exits 128+N for death by signal N, 124 on timeout, 125 for a setup error, 2 for a bad flag', () => {
       assert.equal(cubicle(['run', '--', 'sh', '-c', 'kill -SEGV $$']).status, 139);
       const t = cubicle(['run', '--timeout', '0.2', '--', 'sleep', '10']);
       assert.equal(t.status, 124);
@@ -32,7 +32,7 @@ for (const id of identities())
       assert.match(s.stderr, /execve: ENOENT/);
       assert.match(s.stderr, /hint: /);
       const b = cubicle(['run', '--bind', '/no/such/dir:/x', '--', 'true']);
-      assert.equal(b.status, 125);
+      assert.equal(b.status, 2, 'a bind source that does not exist is a usage error');
       assert.match(b.stderr, /\/no\/such\/dir/);
     });
 

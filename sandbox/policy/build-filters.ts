@@ -2,10 +2,10 @@
 // Compiles the shipped policies' filters into dist/seccomp-filters (`npm run build`): runs of a shipped policy
 // then load no libseccomp. Without libseccomp on the build host nothing is written (runs compile as before).
 import { rmSync } from 'node:fs';
-import { listPolicies, loadPolicy } from '../policy/load.js';
-import { prebuildFilters } from './compile.js';
-import { libseccompStatus } from './libseccomp.js';
-import { PREBUILT_FILTER_DIR } from './prebuilt.js';
+import { listPolicies, loadPolicy } from './load.js';
+import { prebuildFilters } from '../seccomp/compile.js';
+import { libseccompStatus } from '../seccomp/libseccomp.js';
+import { PREBUILT_FILTER_DIR } from '../seccomp/prebuilt.js';
 
 rmSync(PREBUILT_FILTER_DIR, { recursive: true, force: true });
 const status = libseccompStatus();
