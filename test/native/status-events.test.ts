@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { renderProtocolHeader, renderStatusEmitters, cMember } from '../../sandbox/protocol/c-header.js';
+import { renderProtocolHeader, cMember } from '../../sandbox/protocol/c-header.js';
 import { PIPE_BUF } from '../../sandbox/protocol/event-bounds.js';
 import { MAX_STOPS, MAX_VIOLATIONS, STATUS_EVENTS, type EventName, type FieldsSpec } from '../../sandbox/protocol/events.js';
 import { PROTOCOL_VERSION } from '../../sandbox/protocol/opcodes.js';
