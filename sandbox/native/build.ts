@@ -4,8 +4,8 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { compileHelper, HELPER_CFLAGS, HelperCompileError, NATIVE_SOURCE_DIR, renderProtocolSource } from './compile.js';
-import { BUILT_HELPER } from './helper-path.js';
+import { compileHelper, HELPER_CFLAGS, HelperCompileError, renderProtocolSource } from './compile.js';
+import { BUILT_HELPER, NATIVE_SOURCE_DIR } from './helper-path.js';
 import { expectedStamp, helperMismatch } from './stamp.js';
 import { renderProtocolHeader } from '../protocol/c-header.js';
 

@@ -4,12 +4,9 @@
 import { spawnSync } from 'node:child_process';
 import { chmodSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { renderProtocolHeader, renderStatusEmitters } from '../protocol/c-header.js';
+import { NATIVE_SOURCE_DIR } from './helper-path.js';
 import { STAMP_MARKER } from './stamp.js';
-
-/** The C sources shipped with the package (sandbox/native, beside this module's source). */
-export const NATIVE_SOURCE_DIR = fileURLToPath(new URL('../../../sandbox/native', import.meta.url));
 
 /** Flags every helper build uses; a static build adds `-static-pie`. */
 export const HELPER_CFLAGS = [

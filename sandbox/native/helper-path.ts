@@ -2,15 +2,17 @@
 // for this architecture, else one built from the shipped sources into a per-user cache (once), else an error
 // that names the fix. Every candidate's stamp and ELF machine are checked first (stamp.ts): a helper of another
 // version or architecture is never run.
+import { spawnSync } from 'node:child_process';
 import { lstatSync, mkdirSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { compileHelper, HelperCompileError } from './compile.js';
 import { expectedStamp, helperMismatch } from './stamp.js';
 
 /** The package's root directory (holds package.json, dist/, prebuilds/, sandbox/native/). */
 const PACKAGE_DIR = fileURLToPath(new URL('../../..', import.meta.url));
+/** The C sources shipped with the package (sandbox/native). */
+export const NATIVE_SOURCE_DIR = join(PACKAGE_DIR, 'sandbox', 'native');
 /** A clone's build (`npm run build`); never shipped. */
 export const BUILT_HELPER = join(PACKAGE_DIR, 'dist', 'native', 'cubicle-helper');
 /** The binary shipped for this host's architecture. */
@@ -89,15 +91,20 @@ function buildIntoCache(why: string[]): string {
   if (helperMismatch(path) === null) return path;
   const work = mkdtempSync(join(dir, 'build-'));
   try {
-    try {
-      renameSync(compileHelper({ outDir: work, stamp: expectedStamp() }), path);
-    } catch (e) {
-      if (!(e instanceof HelperCompileError)) throw e;
+    // In a child process: the compiler glue (and the C generator) is never loaded by a run that has its helper.
+    const script = fileURLToPath(new URL('./build-cache.js', import.meta.url));
+    const r = spawnSync(process.execPath, [script, work], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    if (r.status !== 0) {
+      const failure = /^\{.*\}$/m.exec(r.stdout ?? '')?.[0];
+      const f = failure
+        ? (JSON.parse(failure) as { message: string; compilerMissing: boolean })
+        : { message: r.stderr, compilerMissing: false };
       throw new HelperUnavailableError(
-        `no prebuilt helper fits linux-${process.arch} (${why.join('; ')}), and building it from source failed: ${e.message}`,
-        e.compilerMissing ? compilerHint : `the build failed on this host; report it with the compiler output above (${dirname(path)})`,
+        `no prebuilt helper fits linux-${process.arch} (${why.join('; ')}), and building it from source failed: ${f.message}`,
+        f.compilerMissing ? compilerHint : `the build failed on this host; report it with the compiler output (${dirname(path)})`,
       );
     }
+    renameSync(join(work, 'cubicle-helper'), path);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -1,9 +1,9 @@
-// The stamp that ties a helper binary to this package: its version and a hash of the protocol the TypeScript
-// side speaks, embedded in the binary at build time. A helper is only ever run after its stamp and its ELF
+// The stamp that ties a helper binary to this package: its version and a hash of the protocol's
+// declarations (protocol/opcodes.ts and events.ts, which the C side is generated from), embedded at build time. A helper is only ever run after its stamp and its ELF
 // machine were checked against this process (a stale build, another version's cache, another architecture).
-import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readFileSync, readSync, constants } from 'node:fs';
-import { renderProtocolHeader, renderStatusEmitters } from '../protocol/c-header.js';
+import * as events from '../protocol/events.js';
+import * as opcodes from '../protocol/opcodes.js';
 
 export const STAMP_MARKER = 'CUBICLE-HELPER-STAMP:';
 
@@ -11,6 +11,19 @@ export const STAMP_MARKER = 'CUBICLE-HELPER-STAMP:';
 export const ELF_MACHINE: Readonly<Record<string, number>> = { x64: 62, arm64: 183, ia32: 3, arm: 40, riscv64: 243, ppc64: 21, s390x: 22 };
 
 let expected: string | undefined;
+
+/** Two FNV-1a 32-bit hashes (different offset bases) of a string's UTF-16 units, as 16 hex digits: a
+ *  consistency check, not a security boundary (node:crypto would cost every CLI call its load time). */
+export function fnv1a(text: string): string {
+  let a = 0x811c9dc5;
+  let b = 0x050c5d1f;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x01000193);
+  }
+  return (a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0');
+}
 
 /** The package version from package.json (two levels above dist/sandbox/native). */
 export function packageVersion(): string {
@@ -21,7 +34,8 @@ export function packageVersion(): string {
 /** The stamp a helper must carry to be run by this copy of cubicle: "<version>/<protocol hash>". */
 export function expectedStamp(): string {
   if (expected === undefined) {
-    const protocol = createHash('sha256').update(renderProtocolHeader()).update(renderStatusEmitters()).digest('hex').slice(0, 16);
+    // The protocol's declarations (the C header and emitters are generated from exactly these).
+    const protocol = fnv1a(JSON.stringify({ opcodes, events }));
     expected = `${packageVersion()}/${protocol}`;
   }
   return expected;

@@ -1,10 +1,9 @@
 // Compiles an OCI seccomp profile to BPF with libseccomp; results are cached by content hash (per process).
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { Act, ARCH_TOKENS, Attr, CompareOp, libseccomp, nativeArchName, type ArgCmp } from './libseccomp.js';
 import type { NotifyMode, SeccompProfile } from '../types.js';
-import { prebuiltKey, readPrebuilt, writePrebuilt } from './prebuilt.js';
+import { prebuiltKey, prebuiltSource, readPrebuilt, writePrebuilt } from './prebuilt.js';
 import { argValue, ProfileError } from './profile.js';
 
 /** How the helper treats the filter's notifications: kill the sandbox and report, or log and let it continue. */
@@ -162,13 +161,11 @@ export function compileProfile(profile: SeccompProfile, mode: 'enforce' | 'log',
 
 function compileByHash(profile: SeccompProfile, mode: 'enforce' | 'log', where: string): CompiledFilter {
   const notifyOk = userNotifAvailable();
-  const key = prebuiltKey(profile, mode, notifyOk);
-  const prebuilt = readPrebuilt(key);
-  if (prebuilt) return { ...prebuilt, hash: key, compileMs: 0, cached: true };
+  const source = prebuiltSource(profile, mode, notifyOk);
+  const prebuilt = readPrebuilt(source);
+  if (prebuilt) return { ...prebuilt, hash: prebuiltKey(source), compileMs: 0, cached: true };
   const lib = libseccomp();
-  const hash = createHash('sha256')
-    .update(JSON.stringify({ CACHE_FORMAT, profile, mode, v: lib.version, notifyOk, arch: process.arch }))
-    .digest('hex');
+  const hash = prebuiltKey(JSON.stringify({ CACHE_FORMAT, source, v: lib.version }));
   const hit = cache.get(hash);
   if (hit) return { ...hit, cached: true, compileMs: 0 };
   const compiled = compileNow(profile, mode, where, notifyOk, hash);
@@ -234,8 +231,8 @@ export function prebuildFilters(profiles: readonly SeccompProfile[]): number {
   for (const profile of profiles)
     for (const mode of ['enforce', 'log'] as const)
       for (const notifyOk of [true, false]) {
-        const key = prebuiltKey(profile, mode, notifyOk);
-        writePrebuilt(key, compileNow(profile, mode, 'seccomp', notifyOk, key));
+        const source = prebuiltSource(profile, mode, notifyOk);
+        writePrebuilt(source, compileNow(profile, mode, 'seccomp', notifyOk, prebuiltKey(source)));
         n++;
       }
   return n;

@@ -14,7 +14,6 @@ import { StatusReader } from '../protocol/status.js';
 import type { HostIds, SetupFailure } from '../types.js';
 import { encodePlan, Op, opArg, type PlanOp } from '../plan/ops.js';
 import { leaseHostIds, type HostIdLease } from './host-ids.js';
-import { usernsFix } from '../doctor/userns.js';
 import { errnoName } from '../os-names.js';
 import { assertHelperBuilt } from '../native/helper-path.js';
 import { launchHelper, type HelperExitStatus, type LaunchedHelper } from './launch.js';
@@ -223,7 +222,10 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
     // The kernel refused the namespaces: the doctor's diagnosis of this host is the fix to give.
     const refused =
       terminal?.ev === 'error' && terminal.stage === 'parent' && (terminal.syscall === 'clone' || terminal.syscall === 'clone3');
-    const hostDiagnosis = refused ? usernsFix(terminal.errno === undefined ? undefined : errnoName(terminal.errno)) : undefined;
+    // Loaded only then: the doctor's probes are no part of a run that worked.
+    const hostDiagnosis = refused
+      ? (await import('../doctor/userns.js')).usernsFix(terminal.errno === undefined ? undefined : errnoName(terminal.errno))
+      : undefined;
     const record: RunRecord = {
       helperPid: helper?.pid,
       failure,
