@@ -1,6 +1,7 @@
-// The stamp that ties a helper binary to this package: its version and a hash of the protocol's
-// declarations (protocol/opcodes.ts and events.ts, which the C side is generated from), embedded at build time. A helper is only ever run after its stamp and its ELF
-// machine were checked against this process (a stale build, another version's cache, another architecture).
+// The stamp that ties a helper binary to this package: its version and a hash of the protocol's declarations
+// (protocol/opcodes.ts and events.ts, which the C side is generated from), embedded at build time. A helper is
+// only ever run after its stamp and ELF machine were checked (a stale build, another version's cache, another
+// architecture).
 import { closeSync, fstatSync, openSync, readFileSync, readSync, constants } from 'node:fs';
 import * as events from '../protocol/events.js';
 import * as opcodes from '../protocol/opcodes.js';
