@@ -4,6 +4,7 @@
 import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
+import { mkdirNoSymlinks } from '../safe-open.js';
 import { UsageError } from './usage.js';
 
 /** isolate's box ids are small integers; judges use up to 2^31-1 (Judge0 takes the submission id modulo it). */
@@ -57,23 +58,6 @@ function checkDir(path: string, uid: number): void {
   if (st.uid !== uid) throw new Error(`${path} is owned by uid ${st.uid}, expected ${uid}`);
 }
 
-/** mkdir of each missing component; every component that exists must be a directory, never a symlink. */
-function makeDirs(path: string, mode: number): void {
-  let at = '';
-  for (const part of path.split('/').filter(Boolean)) {
-    at += `/${part}`;
-    let st;
-    try {
-      st = lstatSync(at);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-      mkdirSync(at, { mode });
-      st = lstatSync(at);
-    }
-    if (st.isSymbolicLink() || !st.isDirectory()) throw new Error(`${at} is not a directory (a symlink is never followed)`);
-  }
-}
-
 /** Removes `path` and everything below it without following a symlink; directories the payload made
  *  unreadable are opened up first (an unprivileged caller needs that; root does not). */
 function removeTree(path: string): void {
@@ -96,7 +80,7 @@ function removeTree(path: string): void {
 /** --init: a fresh box (an old one with this id is removed first); returns it. */
 export function initBox(box: Box): Box {
   const root = boxesRoot();
-  makeDirs(root, isRoot() ? 0o755 : 0o700);
+  mkdirNoSymlinks(root, isRoot() ? 0o755 : 0o700);
   checkDir(root, process.geteuid!());
   removeTree(box.dir);
   // Root's box dir is traversable (not listable) by the box's uid, which must reach box/ to bind it.

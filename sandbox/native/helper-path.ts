@@ -3,10 +3,11 @@
 // that names the fix. Every candidate's stamp and ELF machine are checked first (stamp.ts): a helper of another
 // version or architecture is never run.
 import { spawnSync } from 'node:child_process';
-import { lstatSync, mkdirSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { mkdirNoSymlinks } from '../safe-open.js';
 import { expectedStamp, helperMismatch } from './stamp.js';
 
 /** The package's root directory (holds package.json, dist/, prebuilds/, sandbox/native/). */
@@ -42,28 +43,14 @@ export function helperCacheRoot(): string | { reason: string } {
   return isAbsolute(home) ? join(home, '.cache', 'cubicle') : { reason: 'this user has no home directory' };
 }
 
-/** mkdir -p where every existing component must be a real directory (never a symlink) and the directories the
- *  cache owns are private to this user (0700, owned by the effective uid). */
+/** mkdir -p where no component is a symlink and the directories the cache owns are private to this user (0700,
+ *  owned by the effective uid). */
 function privateDir(path: string, ownedFrom: string): void {
-  const parts = path.split('/').filter(Boolean);
-  let at = '';
-  for (const part of parts) {
-    at += `/${part}`;
-    let st;
-    try {
-      st = lstatSync(at);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-      mkdirSync(at, { mode: 0o700 });
-      st = lstatSync(at);
-    }
-    if (st.isSymbolicLink()) throw new Error(`${at} is a symlink; the helper cache never follows one`);
-    if (!st.isDirectory()) throw new Error(`${at} is not a directory`);
-    if (at.length >= ownedFrom.length && at.startsWith(ownedFrom)) {
-      if (st.uid !== process.geteuid!()) throw new Error(`${at} is owned by uid ${st.uid}, not by this user`);
-      if (st.mode & 0o077) throw new Error(`${at} is open to other users (mode ${(st.mode & 0o777).toString(8)}; it must be 0700)`);
-    }
-  }
+  mkdirNoSymlinks(path, 0o700, (at, st) => {
+    if (at.length < ownedFrom.length || !at.startsWith(ownedFrom)) return;
+    if (st.uid !== process.geteuid!()) throw new Error(`${at} is owned by uid ${st.uid}, not by this user`);
+    if (st.mode & 0o077) throw new Error(`${at} is open to other users (mode ${(st.mode & 0o777).toString(8)}; it must be 0700)`);
+  });
 }
 
 const compilerHint =
