@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 
 /** A host path bound into the sandbox, or a fresh tmpfs. */
 export type MountSpec =
-  | { type: 'bind'; source: string; target?: string; readOnly?: boolean; noexec?: boolean }
+  | { type: 'bind'; source: string; target?: string; readOnly?: boolean; noexec?: boolean; idmap?: boolean }
   | { type: 'tmpfs'; target: string; size?: number | string };
 
 /** Limits as the caller gives them: numbers (ms, bytes, counts) or strings with units ("1.5s", "256M"). */
@@ -42,6 +42,10 @@ export const LIMIT_NAMES = [
   'stack',
   'outputLimit',
 ] as const;
+
+/** A file put into the work directory: text (UTF-8), bytes, a host file (read by the caller, never through a
+ *  symlink), or content with a mode (default 0644; no setuid/setgid/sticky bits). */
+export type FileSpec = string | Uint8Array | { path: string; mode?: number } | { content: string | Uint8Array; mode?: number };
 
 /** Which cgroups a run may use: any (v1 first, then v2), one version, or none. */
 export type CgroupChoice = boolean | 'v1' | 'v2';
@@ -109,6 +113,15 @@ export interface SandboxOptions {
   cgroups?: CgroupChoice;
   /** A delegated cgroup v2 directory the caller may write (for rootless cgroup limits); runs get groups below it. */
   cgroupParent?: string;
+  /** Files put into the work directory /box (a tmpfs of its own, owned by the sandbox's user) before the payload
+   *  starts, by flat name. With files or copyOut, /box is the default cwd. */
+  files?: Record<string, FileSpec>;
+  /** Flat names of files in /box returned after the run: result.files[NAME], or result.fileErrors[NAME]. */
+  copyOut?: readonly string[];
+  /** The most bytes one copied-out file may have. Default 64M. */
+  copyOutMax?: number | string;
+  /** Size of the /box tmpfs (counted against the memory limit). Default 64M. It bounds copyOut in total. */
+  boxSize?: number | string;
 }
 
 /** Every option name, checked against SandboxOptions at compile time (a name missing here fails the build). */
@@ -144,6 +157,10 @@ export const OPTION_NAMES = [
   'strictLimits',
   'cgroups',
   'cgroupParent',
+  'files',
+  'copyOut',
+  'copyOutMax',
+  'boxSize',
 ] as const satisfies readonly (keyof SandboxOptions)[];
 
 /** The options a policy may set as defaults (a call's own options win). */
@@ -293,9 +310,15 @@ export interface AppliedLimit {
 export interface HostIds {
   uid: number;
   gid: number;
-  /** 'own': a uid no other sandbox of this host uses while it runs (root's hostIdRange); 'shared': the caller's
-   *  own uid or a fixed hostUid, where each counter is capped inside at half of the host's limit. */
+  /** 'own': a uid no other sandbox of this host uses while it runs; 'shared': the caller's own uid, a fixed
+   *  hostUid or nobody, where each counter is capped inside at half of the host's limit. */
   counters: 'own' | 'shared';
+  /** Where they came from: root's hostIdRange ('range'), the rootless caller's /etc/subuid and /etc/subgid
+   *  ranges mapped by newuidmap/newgidmap ('subids'), the caller's own ids ('caller'), a fixed hostUid/hostGid
+   *  ('fixed'), or nobody when root's range could not be used ('nobody'). */
+  source: 'range' | 'subids' | 'caller' | 'fixed' | 'nobody';
+  /** With shared counters where ids of its own were possible in principle: why they were not used. */
+  reason?: string;
 }
 
 /** The value type option K takes in options O, or `Default` where O leaves it out (or may be undefined). */
@@ -351,6 +374,11 @@ export interface SandboxResult<O extends SandboxOptions = SandboxOptions> {
   limits: Partial<Record<(typeof LIMIT_NAMES)[number], AppliedLimit>>;
   /** The host ids the sandbox mapped to, and whether its per-user counters were its own. */
   hostIds: HostIds;
+  /** With copyOut: each file that came out of /box, by name. */
+  files?: Record<string, Buffer>;
+  /** With copyOut: each file that did not, and why (symlink, hard link, not a regular file, directory, too large,
+   *  missing, unreadable, or not collected when the run was stopped before it ended). */
+  fileErrors?: Record<string, string>;
 }
 
 /** The result of spawnSandboxed: the same, without captured output (it went to the streams). */

@@ -3,10 +3,11 @@
 import { constants as osConstants } from 'node:os';
 import { hostViewOps } from '../../rootfs-builder/host-view.js';
 import { PolicyError, SandboxHostError } from '../errors.js';
+import { subidsFor, type NoSubids, type Subids } from '../host/subids.js';
 import { planLimits, type LimitPlan } from '../plan/limits.js';
 import { mergeOptions, resolveOptions, type ResolvedOptions } from '../options/resolve.js';
 import type { JudgeContext } from '../outcome/judge.js';
-import { buildPlan, tmpfsPaths } from '../plan/build-plan.js';
+import { buildPlan, filesBlob, tmpfsPaths } from '../plan/build-plan.js';
 import { encodePlan, type PlanOp } from '../plan/ops.js';
 import { DEFAULT_POLICY, loadPolicy, type ResolvedPolicy } from '../policy/load.js';
 import { compileProfile, type CompiledFilter } from '../seccomp/compile.js';
@@ -42,6 +43,18 @@ function nameViolation(arch: number, nr: number): SeccompViolation {
     /* names need libseccomp; the number still says it */
   }
   return { syscall, nr, arch: ARCH_NAMES.get(arch) ?? `0x${arch.toString(16)}` };
+}
+
+/**
+ * Whether a rootless caller's sandbox maps to subordinate ids of its own (undefined: not a rootless caller). A
+ * read-write bind keeps the caller's own uid, so the payload can write where the caller asked it to.
+ */
+function subidChoice(o: ResolvedOptions): Subids | NoSubids | undefined {
+  const uid = process.geteuid?.();
+  if (uid === undefined || uid === 0) return undefined;
+  const rw = o.mounts.find((m) => m.type === 'bind' && !m.readOnly);
+  if (rw) return { reason: `the read-write bind of ${rw.source ?? rw.target} keeps the caller's own ids, so the payload can write there` };
+  return subidsFor(uid);
 }
 
 /** Validates everything and builds the plan; throws SandboxOptionError/PolicyError for bad input and
@@ -101,6 +114,8 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun
       planBytes,
       bpf: filter?.bpf ?? new Uint8Array(0),
       cgroup: limits.cgroup,
+      subids: subidChoice(options),
+      files: filesBlob(options),
       failure,
       // init's sampler kills at the limit; the supervisor's timer is a backstop a second behind it
       backstopSlackMs: plan.some((p) => p.op === 'watch') ? 1000 : 0,

@@ -29,6 +29,10 @@ const RUN_FLAG_OF: Readonly<Record<string, string>> = {
   maxBuffer: '--max-buffer',
   cgroupParent: '--cgroup-parent',
   inputFile: '--stdin',
+  files: '--file',
+  copyOut: '--copy-out',
+  copyOutMax: '--copy-out-max',
+  boxSize: '--box-size',
   'mounts[]': '--bind/--ro-bind/--tmpfs',
   command: 'the command',
 };
@@ -43,6 +47,8 @@ export interface RunArgs {
   stdinNull?: boolean;
   options: SandboxOptions;
   json: boolean;
+  /** --copy-out NAME[:HOSTPATH]: where each copied-out file goes on the host (default ./NAME). */
+  copyOutTo: Map<string, string>;
   resultFile?: string;
   metaFile?: string;
   stdoutFile?: string;
@@ -77,6 +83,10 @@ const RUN_FLAGS = {
   'no-cgroups': { type: 'boolean' },
   cgroups: { type: 'string' },
   'cgroup-parent': { type: 'string' },
+  file: { type: 'string', multiple: true },
+  'copy-out': { type: 'string', multiple: true },
+  'copy-out-max': { type: 'string' },
+  'box-size': { type: 'string' },
   stdin: { type: 'string' },
   stdout: { type: 'string' },
   stderr: { type: 'string' },
@@ -93,7 +103,9 @@ Runs CMD in a fresh rootless sandbox. stdio passes through; the exit code is CMD
 usage error. A program path with a '/' (./a.out) is resolved against --cwd inside.
 
 Options:
-  --bind SRC[:DST]       bind host path SRC read-write at DST (default: the same path)
+  --bind SRC[:DST][:idmap]
+                         bind host path SRC read-write at DST (default: the same path); as root,
+                         :idmap shows SRC's owner as the sandbox's user (idmapped mount, Linux 5.12+)
   --ro-bind SRC[:DST]    bind host path SRC read-only
   --tmpfs DST[:SIZE]     a fresh tmpfs at DST (SIZE like 64M; default 64M)
   --env K=V              set a variable inside (repeatable); nothing is inherited
@@ -119,6 +131,13 @@ Options:
   --no-cgroups           enforce limits with rlimits and sampling only
   --cgroups v1|v2        use only this cgroup version
   --cgroup-parent DIR    a delegated cgroup v2 directory for rootless cgroup limits
+  --file NAME=@HOSTPATH  put a host file into the work directory /box (repeatable; /box becomes the cwd)
+  --file NAME=TEXT       put TEXT (exactly, no newline added) into /box/NAME
+  --copy-out NAME[:HOSTPATH]
+                         after the run, write /box/NAME to HOSTPATH (default ./NAME), never through a
+                         symlink; a file refused (symlink, fifo, hard link, too large, missing) is named on stderr
+  --copy-out-max SIZE    largest file --copy-out takes (default 64M)
+  --box-size SIZE        size of /box, counted against --memory (default 64M)
   --stdin FILE           read stdin from FILE (never through a symlink; /dev/null: empty)
   --stdout FILE          write stdout to FILE; --stderr FILE likewise (never through a symlink;
                          /dev/null discards)
@@ -159,7 +178,10 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
   if (!v.help && command.length === 0) throw new UsageError('no command given: cubicle run [options] -- CMD [ARGS...]');
 
   const mounts: MountSpec[] = [];
-  for (const b of v.bind ?? []) mounts.push({ type: 'bind', ...splitBind('bind', b) });
+  for (const b of v.bind ?? []) {
+    const idmap = b.endsWith(':idmap');
+    mounts.push({ type: 'bind', ...splitBind('bind', idmap ? b.slice(0, -':idmap'.length) : b), ...(idmap ? { idmap: true } : {}) });
+  }
   for (const b of v['ro-bind'] ?? []) mounts.push({ type: 'bind', readOnly: true, ...splitBind('ro-bind', b) });
   for (const t of v.tmpfs ?? []) {
     const at = t.lastIndexOf(':');
@@ -225,11 +247,37 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
   if (v['cgroup-parent'] !== undefined) options.cgroupParent = v['cgroup-parent'];
   if (v.stdin === DEV_NULL) options.stdin = 'ignore';
   else if (v.stdin !== undefined) options.inputFile = v.stdin;
+  const copyOutTo = new Map<string, string>();
+  if (v.file?.length) {
+    const files: NonNullable<SandboxOptions['files']> = {};
+    for (const f of v.file) {
+      const eq = f.indexOf('=');
+      if (eq <= 0) throw new UsageError(`--file "${f}" must be NAME=@HOSTPATH or NAME=TEXT`);
+      const name = f.slice(0, eq);
+      if (name in files) throw new UsageError(`--file names ${name} twice`);
+      files[name] = f[eq + 1] === '@' ? { path: f.slice(eq + 2) } : f.slice(eq + 1);
+    }
+    options.files = files;
+  }
+  if (v['copy-out']?.length) {
+    for (const c of v['copy-out']) {
+      const colon = c.indexOf(':');
+      const name = colon < 0 ? c : c.slice(0, colon);
+      const dest = colon < 0 ? `./${name}` : c.slice(colon + 1);
+      if (!name || !dest) throw new UsageError(`--copy-out "${c}" must be NAME[:HOSTPATH]`);
+      if (copyOutTo.has(name)) throw new UsageError(`--copy-out names ${name} twice`);
+      copyOutTo.set(name, dest);
+    }
+    options.copyOut = [...copyOutTo.keys()];
+  }
+  if (v['copy-out-max'] !== undefined) options.copyOutMax = v['copy-out-max'];
+  if (v['box-size'] !== undefined) options.boxSize = v['box-size'];
   if (v['max-buffer'] !== undefined) options.maxBuffer = /^\d+$/.test(v['max-buffer']) ? Number(v['max-buffer']) : v['max-buffer'];
   return {
     command: [...command],
     options,
     json: v.json === true,
+    copyOutTo,
     ...(v.result !== undefined ? { resultFile: v.result } : {}),
     ...(v.meta !== undefined ? { metaFile: v.meta } : {}),
     ...(v.stdout !== undefined ? { stdoutFile: v.stdout } : {}),

@@ -1,10 +1,12 @@
 // The cubicle command line: run, plan, doctor (the bin entry is ./main.ts).
+import { closeSync, writeSync } from 'node:fs';
 import { prepareRun } from '../api/prepare.js';
 import { runSandboxed } from '../api/run.js';
 import { isCubicleError, SandboxHostError, SandboxOptionError } from '../errors.js';
 import { cliExitCode, CliExit, cliReport, isolateMetaForError, resultJsonChunks } from '../outcome/render.js';
 import { formatPlan } from '../plan/ops.js';
 import { listPolicies, loadPolicy } from '../policy/load.js';
+import { openRegularForWrite } from '../safe-open.js';
 import { compileProfile, profileToText } from '../seccomp/compile.js';
 import type { SandboxOptions, SandboxResult } from '../types.js';
 import { DEV_NULL, parseRunArgs, runFlagOf, RUN_USAGE, UsageError } from './args.js';
@@ -70,6 +72,7 @@ async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: nu
     const r = await runSandboxed<SandboxOptions>(args.command, { ...args.options, reject: false, ...stdin });
     await writeJson(r);
     writeMeta(meta, r);
+    writeCopyOut(args.copyOutTo, r);
     if (r.verdict === 'setup-error') for (const line of cliReport(r)) process.stderr.write(`${line}\n`);
     return r.verdict === 'setup-error' ? CliExit.sandboxFailed : 0;
   }
@@ -81,8 +84,30 @@ async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: nu
   const r = await runPassthrough({ command: args.command, options: { ...args.options, ...stdin }, stdout, stderr });
   if (resultFd !== undefined) writeAndClose(resultFd, resultJsonChunks(r, 2));
   writeMeta(meta, r);
+  writeCopyOut(args.copyOutTo, r);
   for (const line of cliReport(r)) process.stderr.write(`${line}\n`);
   return cliExitCode(r);
+}
+
+/** --copy-out: each file that came out goes to its host path (a regular file, never through a symlink, opened only
+ *  now that the run is over); each refused one is named on stderr with why. */
+function writeCopyOut(to: Map<string, string>, r: SandboxResult): void {
+  for (const [name, dest] of to) {
+    const data = r.files?.[name];
+    if (!data) {
+      process.stderr.write(`cubicle: --copy-out ${name}: ${r.fileErrors?.[name] ?? 'not collected'}\n`);
+      continue;
+    }
+    let fd: number;
+    try {
+      fd = openRegularForWrite(dest);
+    } catch (e) {
+      process.stderr.write(`cubicle: --copy-out ${name}: ${(e as Error).message}\n`);
+      continue;
+    }
+    for (let done = 0; done < data.length;) done += writeSync(fd, data, done, data.length - done);
+    closeSync(fd);
+  }
 }
 
 /** Prints the result as one JSON line, piece by piece with backpressure (it may be longer than any one string). */

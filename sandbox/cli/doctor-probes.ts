@@ -2,6 +2,7 @@
 // and probeHost(), which gathers them together with the host's state (probe.ts).
 import { runSandboxed } from '../api/run.js';
 import { helperPathForMessages } from '../native/helper-path.js';
+import { subidsFor } from '../host/subids.js';
 import { diagnose, type DoctorCheck } from '../doctor/diagnose.js';
 import type { HostFacts, SandboxProbe, SandboxRunFacts } from '../doctor/facts.js';
 import {
@@ -52,6 +53,7 @@ export async function probeHost(): Promise<HostFacts> {
     libseccomp: probeLibseccomp(),
     ...(process.env.CUBICLE_LIBSECCOMP ? { libseccompOverride: process.env.CUBICLE_LIBSECCOMP } : {}),
     cgroups: probeCgroups(),
+    ...(euid.ok && euid.value !== 0 ? { subids: { ok: true as const, value: subidsFor(euid.value) } } : {}),
     helperPath: helperPathForMessages(),
     sandbox: await probeSandbox(),
   };

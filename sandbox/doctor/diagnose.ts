@@ -549,6 +549,42 @@ function checkSandboxUnprivileged(f: HostFacts): DoctorCheck {
  * cgroupParent), else rlimits and init's sampling. The doctor does not know the caller's cgroupParent, so it
  * judges the runs that pass none and says how to get one.
  */
+/** Whether each sandbox gets a host uid of its own, so it cannot exhaust the caller's per-user kernel counters. */
+function checkHostIds(f: HostFacts): DoctorCheck {
+  const id = 'host-ids';
+  const title = 'host ids per sandbox';
+  if (isRoot(f))
+    return {
+      id,
+      title,
+      status: 'ok',
+      detail: 'each sandbox maps to a uid of its own from hostIdRange (per-user counters are never shared)',
+    };
+  if (f.subids === undefined) return { id, title, status: 'skip', detail: 'not probed' };
+  if (!f.subids.ok) return skip(id, title, 'the subordinate ids', f.subids);
+  const s = f.subids.value;
+  if (!('reason' in s))
+    return {
+      id,
+      title,
+      status: 'ok',
+      detail:
+        `each sandbox maps to a uid of its own from the subordinate ids ${s.uid.start}-${s.uid.start + s.uid.count - 1} ` +
+        `(via ${s.newuidmap}); runs with a read-write bind keep the caller's ids`,
+    };
+  return {
+    id,
+    title,
+    status: 'warn',
+    detail:
+      `sandboxes share this user's per-user kernel counters (each capped at half of the host's limit): ${s.reason}. ` +
+      'Subordinate ids give each sandbox a uid of its own',
+    fix: /uidmap/.test(s.reason)
+      ? 'apt-get install uidmap   # as root'
+      : (/as root: (.*)\)$/.exec(s.reason)?.[1] ?? s.reason) + '   # as root',
+  };
+}
+
 function checkCgroups(f: HostFacts): DoctorCheck {
   const id = 'limits';
   const title = 'resource limits';
@@ -638,6 +674,7 @@ export function diagnose(f: HostFacts): DoctorCheck[] {
     checkPivotRoot(f),
     checkLibseccomp(f),
     checkCgroups(f),
+    checkHostIds(f),
     checkSandbox(f),
     checkSandboxUnprivileged(f),
   ];

@@ -103,6 +103,8 @@ export interface HostFacts {
   libseccompOverride?: string;
   /** Which cgroups runs can get for their limits. Optional: older fact sets lack it. */
   cgroups?: Fact<CgroupFacts>;
+  /** For a rootless caller: the subordinate ids its sandboxes get host uids of their own from, or why none. */
+  subids?: Fact<{ uid: { start: number; count: number }; newuidmap: string } | { reason: string }>;
   /** Where the C helper (the process that creates the namespaces) lives. */
   helperPath: string;
   /** The sandbox run as the caller. */

@@ -12,6 +12,7 @@ struct op {
   enum cub_op code;
   unsigned index; /* position in the plan, reported back so the supervisor can name the op */
   const char *a[CUB_MAX_ARITY];
+  int fd; /* bind-idmap: the detached idmapped tree stage 0 prepared (init attaches it) */
 };
 
 struct plan {
@@ -19,7 +20,11 @@ struct plan {
   size_t len;
   struct op *ops; /* filesystem ops, in plan order */
   size_t nops;
+  struct op *copy_out; /* copy-out ops, in plan order (init sends them on CUB_FD_COPY_OUT at the end) */
+  size_t ncopy_out;
+  int has_files; /* file-data ops read the sealed blob on CUB_FD_FILES */
   int has_host_ids;
+  const char *newuidmap, *newgidmap; /* id-mapper: set when the maps are written by these tools */
   uid_t host_uid;
   gid_t host_gid;
   uid_t inner_uid, outer_uid;
@@ -71,7 +76,7 @@ struct stop_fact {
 /* init's sampler: what it saw so far, and the limit it stopped the sandbox for. */
 struct sampler {
   long long samples;
-  unsigned long long peak_memory;
+  unsigned long long peak_memory, last_memory;
   long long peak_tasks, last_tasks;
   int stopped; /* a limit was passed: stop says which */
   struct stop_fact stop;
@@ -157,6 +162,10 @@ long long self_cpu_us(void);
 void limits_apply_rlimits(const struct plan *p);
 /* Called by init before it closes its stdio: the payload's stdin file is not the payload's memory. */
 void limits_note_stdin(void);
+/* init, once everything inside has ended: the copy-out files to the supervisor. */
+void copy_out_send(const struct plan *p);
+/* stage 0, as root, before the namespaces exist: the detached idmapped trees of bind-idmap ops. */
+void mount_prepare_idmaps(struct plan *p);
 
 /* stages */
 __attribute__((noreturn)) void stage_init_main(const struct plan *p, int from_parent_fd, int to_parent_fd,

@@ -12,7 +12,9 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "helper.h"
@@ -99,39 +101,6 @@ static int read_stat(const char *pid, unsigned long long *ticks, long *threads) 
   return 0;
 }
 
-/* Memory a process owns: its anonymous pages plus the shared memory it maps (shared anonymous mappings,
- * tmpfs/SysV shm/memfd pages), proportionally (pages shared among processes are divided among them, so a sum
- * is not inflated). File pages mapped from programs and libraries are page cache, shared with the host and
- * reclaimable: not counted, as a memory cgroup does not count pages another group brought in. Over the
- * sample's budget, or for a process that hides smaps_rollup, its status (RssAnon + RssShmem + VmPTE) counts. */
-static unsigned long long read_owned(const char *pid, int cheap) {
-  char path[300], buf[4096];
-  snprintf(path, sizeof path, "/proc/%s/smaps_rollup", pid);
-  unsigned long long anon = 0, shmem = 0;
-  if (!cheap && read_small(path, buf, sizeof buf) >= 0) {
-    char *a = strstr(buf, "\nPss_Anon:"), *m = strstr(buf, "\nPss_Shmem:");
-    if (a && m && sscanf(a + 10, "%llu", &anon) == 1 && sscanf(m + 11, "%llu", &shmem) == 1) {
-      /* its page tables: kernel memory a cgroup charges too */
-      unsigned long long pte = 0;
-      snprintf(path, sizeof path, "/proc/%s/status", pid);
-      char *t = read_small(path, buf, sizeof buf) >= 0 ? strstr(buf, "\nVmPTE:") : NULL;
-      if (t && sscanf(t + 7, "%llu", &pte) != 1) pte = 0;
-      return (anon + shmem + pte) * 1024;
-    }
-  }
-  /* status is readable even for a process that made itself non-dumpable (smaps_rollup is not), and cheap. Its
-   * shared memory counts whole in each process that maps it: more than the proportional share, never less, so
-   * a payload cannot hide shared anonymous or memfd mappings by turning non-dumpable or exhausting the budget. */
-  snprintf(path, sizeof path, "/proc/%s/status", pid);
-  if (read_small(path, buf, sizeof buf) < 0) return 0;
-  unsigned long long rss_anon = 0, rss_shmem = 0, pte = 0;
-  char *a = strstr(buf, "\nRssAnon:"), *m = strstr(buf, "\nRssShmem:"), *t = strstr(buf, "\nVmPTE:");
-  if (a && sscanf(a + 9, "%llu", &rss_anon) != 1) rss_anon = 0;
-  if (m && sscanf(m + 10, "%llu", &rss_shmem) != 1) rss_shmem = 0;
-  if (t && sscanf(t + 7, "%llu", &pte) != 1) pte = 0;
-  return (rss_anon + rss_shmem + pte) * 1024;
-}
-
 /* memfds: pages that no tmpfs the plan mounted holds and no mapping may show. The device memfds live on,
  * learned from one of init's own. */
 static dev_t memfd_dev;
@@ -192,6 +161,99 @@ static unsigned long long memfd_bytes(const char *pid) {
   }
   closedir(d);
   return total;
+}
+
+/* Devices of the plan's tmpfs mounts: their files count through statfs, whether mapped or not. */
+static dev_t tmpfs_devs[16];
+static size_t ntmpfs_devs = (size_t)-1;
+
+static void learn_tmpfs_devs(const struct plan *p) {
+  if (ntmpfs_devs != (size_t)-1) return;
+  ntmpfs_devs = 0;
+  for (size_t i = 0; i < p->nwatch_tmpfs && ntmpfs_devs < sizeof tmpfs_devs / sizeof *tmpfs_devs; i++) {
+    struct stat st;
+    if (stat(p->watch_tmpfs[i], &st) == 0) tmpfs_devs[ntmpfs_devs++] = st.st_dev;
+  }
+}
+
+/* Whether a shared mapping's pages are already counted whole, as an object: a file on one of the plan's tmpfs
+ * mounts (statfs), a SysV shm segment (its resident bytes), or a memfd some process holds open (the fd walk).
+ * Shared anonymous mappings, and memfds no fd holds any more, count only through their mappings. */
+static int counted_as_object(unsigned maj, unsigned min, unsigned long ino, const char *name) {
+  for (size_t i = 0; i < ntmpfs_devs && ntmpfs_devs != (size_t)-1; i++)
+    if (major(tmpfs_devs[i]) == maj && minor(tmpfs_devs[i]) == min) return 1;
+  if (memfd_dev_known != 1 || major(memfd_dev) != maj || minor(memfd_dev) != min) return 0;
+  if (strncmp(name, "/SYSV", 5) == 0) return 1;
+  for (size_t i = 0; i < memfd_nseen; i++)
+    if (memfd_seen[i] == (ino_t)ino) return 1;
+  return 0;
+}
+
+/* The Pss_Shmem (KiB) of a process's mappings that no object count holds, from its smaps; -1 if unreadable. */
+static long long shmem_mapped_only(const char *pid) {
+  char path[300], line[8192];
+  snprintf(path, sizeof path, "/proc/%s/smaps", pid);
+  FILE *f = fopen(path, "re");
+  if (!f) return -1;
+  long long total = 0;
+  int skip = 0, partial = 0;
+  while (fgets(line, sizeof line, f)) {
+    int was_partial = partial;
+    partial = strchr(line, '\n') == NULL;
+    if (was_partial) continue; /* the rest of an overlong line (a long mapped file name) */
+    if (isupper((unsigned char)line[0])) {
+      unsigned long long kb;
+      if (!skip && strncmp(line, "Pss_Shmem:", 10) == 0 && sscanf(line + 10, "%llu", &kb) == 1) total += (long long)kb;
+      continue;
+    }
+    /* a mapping's header: start-end perms offset major:minor inode name */
+    unsigned maj, min;
+    unsigned long ino;
+    int at = 0;
+    if (sscanf(line, "%*x-%*x %*s %*x %x:%x %lu %n", &maj, &min, &ino, &at) < 3) {
+      skip = 0;
+      continue;
+    }
+    skip = counted_as_object(maj, min, ino, line + at);
+  }
+  fclose(f);
+  return total;
+}
+
+/* Memory a process owns: its anonymous pages plus the shared memory it maps (shared anonymous mappings,
+ * tmpfs/SysV shm/memfd pages), proportionally (pages shared among processes are divided among them, so a sum
+ * is not inflated). File pages mapped from programs and libraries are page cache, shared with the host and
+ * reclaimable: not counted, as a memory cgroup does not count pages another group brought in. Over the
+ * sample's budget, or for a process that hides smaps_rollup, its status (RssAnon + RssShmem + VmPTE) counts. */
+static unsigned long long read_owned(const char *pid, int cheap) {
+  char path[300], buf[4096];
+  snprintf(path, sizeof path, "/proc/%s/smaps_rollup", pid);
+  unsigned long long anon = 0, shmem = 0;
+  if (!cheap && read_small(path, buf, sizeof buf) >= 0) {
+    char *a = strstr(buf, "\nPss_Anon:"), *m = strstr(buf, "\nPss_Shmem:");
+    if (a && m && sscanf(a + 10, "%llu", &anon) == 1 && sscanf(m + 11, "%llu", &shmem) == 1) {
+      /* shared pages an object count already holds (a mapped memfd, tmpfs file or SysV segment) count once */
+      long long own = shmem ? shmem_mapped_only(pid) : 0;
+      if (own >= 0 && (unsigned long long)own < shmem) shmem = (unsigned long long)own;
+      /* its page tables: kernel memory a cgroup charges too */
+      unsigned long long pte = 0;
+      snprintf(path, sizeof path, "/proc/%s/status", pid);
+      char *t = read_small(path, buf, sizeof buf) >= 0 ? strstr(buf, "\nVmPTE:") : NULL;
+      if (t && sscanf(t + 7, "%llu", &pte) != 1) pte = 0;
+      return (anon + shmem + pte) * 1024;
+    }
+  }
+  /* status is readable even for a process that made itself non-dumpable (smaps_rollup is not), and cheap. Its
+   * shared memory counts whole in each process that maps it: more than the proportional share, never less, so
+   * a payload cannot hide shared anonymous or memfd mappings by turning non-dumpable or exhausting the budget. */
+  snprintf(path, sizeof path, "/proc/%s/status", pid);
+  if (read_small(path, buf, sizeof buf) < 0) return 0;
+  unsigned long long rss_anon = 0, rss_shmem = 0, pte = 0;
+  char *a = strstr(buf, "\nRssAnon:"), *m = strstr(buf, "\nRssShmem:"), *t = strstr(buf, "\nVmPTE:");
+  if (a && sscanf(a + 9, "%llu", &rss_anon) != 1) rss_anon = 0;
+  if (m && sscanf(m + 10, "%llu", &rss_shmem) != 1) rss_shmem = 0;
+  if (t && sscanf(t + 7, "%llu", &pte) != 1) pte = 0;
+  return (rss_anon + rss_shmem + pte) * 1024;
 }
 
 /* Sums columns of a /proc/sysvipc table (the sandbox's own IPC namespace): each row adds per_row plus
@@ -280,13 +342,21 @@ static int stop_at(struct sampler *s, enum cub_stop_kind kind, long long at_us, 
   return 1;
 }
 
-/* A sample spends at most this long reading PSS; past it, statm. Bounds init's CPU whatever the payload does. */
+/* A sample spends at most this much of init's own CPU reading PSS; past it, status. Bounds init's CPU whatever the
+ * payload does. CPU, not wall time: on a busy host init is preempted mid-sample, and a wall-clock budget then ran
+ * out before the first process was read, and status, which counts mapped memfds, tmpfs files and SysV segments a
+ * second time, gave false memory-limits. */
 #define PSS_BUDGET_US 5000
+
+static long long own_cpu_us(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) < 0) return 0;
+  return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
 
 int limits_sample(const struct plan *p, struct sampler *s, long long since_fork_us, int tasks_only) {
   if (s->stopped) return 1;
   int measure = p->measure_memory && !tasks_only;
-  long long started = monotonic_us();
   /* Wall time and a cgroup's CPU need no walk of /proc: judged first, so a slow walk never delays them. */
   if (p->limit_wall_us && since_fork_us > p->limit_wall_us) return stop_at(s, CUB_STOP_WALL, since_fork_us, since_fork_us);
   long long cg_first = cgroup_payload_cpu_us();
@@ -295,8 +365,19 @@ int limits_sample(const struct plan *p, struct sampler *s, long long since_fork_
   if (!hz) hz = sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100;
   unsigned long long ticks = 0, memory = 0;
   long long tasks = 0;
-  if (measure) learn_memfd_dev();
   memfd_nseen = 0;
+  if (measure) {
+    learn_memfd_dev();
+    learn_tmpfs_devs(p);
+    /* First every memfd held open (counted whole, once), so that the mappings of those memfds are not counted
+     * again in the processes' shared memory below. */
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+      if (isdigit((unsigned char)e->d_name[0]) && strcmp(e->d_name, "1") != 0) memory += memfd_bytes(e->d_name);
+    if (d) closedir(d);
+  }
+  long long pss_started = own_cpu_us();
   DIR *d = opendir("/proc");
   if (d) {
     struct dirent *e;
@@ -308,7 +389,7 @@ int limits_sample(const struct plan *p, struct sampler *s, long long since_fork_
       ticks += t;
       tasks += th;
       /* each thread's kernel stack (16 KiB on x86-64 and arm64), charged by a cgroup too */
-      if (measure) memory += read_owned(e->d_name, monotonic_us() - started > PSS_BUDGET_US) + memfd_bytes(e->d_name) + (unsigned long long)th * 16384;
+      if (measure) memory += read_owned(e->d_name, own_cpu_us() - pss_started > PSS_BUDGET_US) + (unsigned long long)th * 16384;
     }
     closedir(d);
   }
@@ -328,6 +409,7 @@ int limits_sample(const struct plan *p, struct sampler *s, long long since_fork_
   if (cg >= 0) cpu_us = cg;
   s->samples++;
   s->last_tasks = tasks;
+  if (measure) s->last_memory = memory;
   if (measure && memory > s->peak_memory) s->peak_memory = memory;
   if (tasks > s->peak_tasks) s->peak_tasks = tasks;
   if (measure && p->limit_memory && memory > p->limit_memory) return stop_at(s, CUB_STOP_MEMORY, since_fork_us, (long long)memory);

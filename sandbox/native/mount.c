@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "helper.h"
@@ -198,6 +200,93 @@ static void op_bind(const struct op *op) {
   restrict_mount(op, dst, rdonly, nodev, noexec);
 }
 
+#ifndef MOUNT_ATTR_IDMAP
+#define MOUNT_ATTR_IDMAP 0x00100000
+#endif
+
+/* A user namespace whose single-id maps say diskUid -> uid and diskGid -> gid, for an idmapped mount: a child
+ * unshares it, stage 0 (root) writes its maps and keeps a reference to it, and the child exits. */
+static int idmap_userns(const struct op *op, unsigned disk_uid, unsigned disk_gid, unsigned uid, unsigned gid) {
+  int ready[2], done[2];
+  if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0) die_op(op, "pipe2", errno, "idmap namespace pipes");
+  pid_t pid = fork();
+  if (pid < 0) die_op(op, "fork", errno, "the idmap namespace holder");
+  if (pid == 0) {
+    close(ready[0]);
+    close(done[1]);
+    char c = unshare(CLONE_NEWUSER) == 0 ? 'u' : 'x';
+    if (write(ready[1], &c, 1) != 1 || c != 'u') _exit(1);
+    if (read(done[0], &c, 1) < 0) _exit(0); /* until stage 0 holds the namespace */
+    _exit(0);
+  }
+  close(ready[1]);
+  close(done[0]);
+  char c = 0, path[64], map[64];
+  if (read(ready[0], &c, 1) != 1 || c != 'u') die_op(op, "unshare", EPERM, "a user namespace for the idmapped mount");
+  close(ready[0]);
+  snprintf(map, sizeof map, "%u %u 1\n", disk_uid, uid);
+  snprintf(path, sizeof path, "/proc/%d/uid_map", (int)pid);
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0 || write_all(fd, map, strlen(map)) < 0) die_op(op, "write", errno, "the idmap's uid map");
+  close(fd);
+  snprintf(map, sizeof map, "%u %u 1\n", disk_gid, gid);
+  snprintf(path, sizeof path, "/proc/%d/gid_map", (int)pid);
+  fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0 || write_all(fd, map, strlen(map)) < 0) die_op(op, "write", errno, "the idmap's gid map");
+  close(fd);
+  snprintf(path, sizeof path, "/proc/%d/ns/user", (int)pid);
+  int ns = open(path, O_RDONLY | O_CLOEXEC);
+  if (ns < 0) die_op(op, "open", errno, "the idmap namespace");
+  close(done[1]);
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+  return ns;
+}
+
+void mount_prepare_idmaps(struct plan *p) {
+  for (size_t i = 0; i < p->nops; i++) {
+    struct op *op = &p->ops[i];
+    if (op->code != CUB_OP_BIND_IDMAP) continue;
+    const char *host = op->a[CUB_ARG_BIND_IDMAP_HOST_PATH];
+    if (geteuid() != 0) die_op(op, NULL, 0, "an idmapped bind of %s needs the helper to start as root", host);
+    int src = -1;
+#ifdef SYS_openat2
+    struct cub_open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+    src = (int)syscall(SYS_openat2, AT_FDCWD, host, &how, sizeof how);
+    if (src < 0 && errno != ENOSYS) die_op(op, "openat2", errno, "bind source %s (symlinks are not followed)", host);
+#endif
+    if (src < 0) src = open(host, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (src < 0) die_op(op, "open", errno, "bind source %s", host);
+    int ns = idmap_userns(op, (unsigned)strtoul(op->a[CUB_ARG_BIND_IDMAP_DISK_UID], NULL, 10),
+                          (unsigned)strtoul(op->a[CUB_ARG_BIND_IDMAP_DISK_GID], NULL, 10), p->outer_uid, p->outer_gid);
+#if defined(SYS_open_tree) && defined(SYS_mount_setattr)
+    int tree = (int)syscall(SYS_open_tree, src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+    if (tree < 0) die_op(op, "open_tree", errno, "bind source %s", host);
+    int rdonly = strcmp(op->a[CUB_ARG_BIND_IDMAP_ACCESS], CUB_BIND_ACCESS_NAMES[CUB_BIND_RO]) == 0;
+    struct cub_mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (rdonly ? MOUNT_ATTR_RDONLY : 0),
+                                  .userns_fd = (unsigned long long)ns};
+    if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+      die_op(op, "mount_setattr", errno, "idmapping %s", host);
+    op->fd = tree;
+#else
+    die_op(op, "open_tree", ENOSYS, "idmapped mounts need Linux 5.12+ headers at build time");
+#endif
+    close(ns);
+    close(src);
+  }
+}
+
+/* init: attaches the idmapped tree stage 0 prepared. */
+static void op_bind_idmap(const struct op *op) {
+  char dst[PATH_MAX];
+  join(dst, NEW_PREFIX, op->a[CUB_ARG_BIND_IDMAP_PATH]);
+  make_mount_point(op, dst, op->a[CUB_ARG_BIND_IDMAP_PATH], 1);
+#ifdef SYS_move_mount
+  if (syscall(SYS_move_mount, op->fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+    die_op(op, "move_mount", errno, "attaching the idmapped %s at %s", op->a[CUB_ARG_BIND_IDMAP_HOST_PATH], op->a[CUB_ARG_BIND_IDMAP_PATH]);
+#endif
+  close(op->fd);
+}
+
 static void op_remount_ro(const struct op *op) {
   char dst[PATH_MAX];
   join(dst, NEW_PREFIX, op->a[CUB_ARG_REMOUNT_RO_PATH]);
@@ -251,6 +340,29 @@ static void op_file(const struct op *op) {
   int fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, (mode_t)strtoul(op->a[CUB_ARG_FILE_MODE_OCTAL], NULL, 8));
   if (fd < 0) die_op(op, "open", errno, "%s", op->a[CUB_ARG_FILE_PATH]);
   if (write_all(fd, op->a[CUB_ARG_FILE_CONTENT], strlen(op->a[CUB_ARG_FILE_CONTENT])) < 0) die_op(op, "write", errno, "%s", op->a[CUB_ARG_FILE_PATH]);
+  close(fd);
+}
+
+/* A file of the caller's files option: bytes of the sealed blob on CUB_FD_FILES, with exactly the given mode. */
+static void op_file_data(const struct op *op) {
+  char dst[PATH_MAX];
+  const char *path = op->a[CUB_ARG_FILE_DATA_PATH];
+  make_parents(op, path);
+  join(dst, NEW_PREFIX, path);
+  mode_t mode = (mode_t)strtoul(op->a[CUB_ARG_FILE_DATA_MODE_OCTAL], NULL, 8);
+  unsigned long long off = strtoull(op->a[CUB_ARG_FILE_DATA_OFFSET], NULL, 10), left = strtoull(op->a[CUB_ARG_FILE_DATA_LENGTH], NULL, 10);
+  int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) die_op(op, "open", errno, "%s", path);
+  char buf[65536];
+  while (left > 0) {
+    ssize_t n = pread(CUB_FD_FILES, buf, left < sizeof buf ? (size_t)left : sizeof buf, (off_t)off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) die_op(op, "pread", n < 0 ? errno : EIO, "the content of %s (fd %d)", path, CUB_FD_FILES);
+    if (write_all(fd, buf, (size_t)n) < 0) die_op(op, "write", errno, "%s", path);
+    off += (unsigned long long)n;
+    left -= (unsigned long long)n;
+  }
+  if (fchmod(fd, mode) < 0) die_op(op, "fchmod", errno, "%s", path); /* exactly this mode, whatever the umask */
   close(fd);
 }
 
@@ -308,6 +420,8 @@ void mount_build_root(const struct plan *p) {
     case CUB_OP_COPY: op_copy(op); break;
     case CUB_OP_SYMLINK: op_symlink(op); break;
     case CUB_OP_FILE: op_file(op); break;
+    case CUB_OP_FILE_DATA: op_file_data(op); break;
+    case CUB_OP_BIND_IDMAP: op_bind_idmap(op); break;
     case CUB_OP_TMPFS: op_tmpfs(op); break;
     case CUB_OP_PROC: op_proc(op); break;
     case CUB_OP_REMOUNT_RO: op_remount_ro(op); break;

@@ -100,7 +100,7 @@ static void vec_push(struct vec *v, const char *s) {
   (*v->items)[v->count] = NULL;
 }
 
-static size_t ops_cap;
+static size_t ops_cap, copy_out_cap;
 
 /* The argument of a filesystem op that names its target inside the new root. */
 static unsigned fs_path_arg(enum cub_op code) {
@@ -110,6 +110,8 @@ static unsigned fs_path_arg(enum cub_op code) {
   case CUB_OP_SYMLINK: return CUB_ARG_SYMLINK_PATH;
   case CUB_OP_DIR: return CUB_ARG_DIR_PATH;
   case CUB_OP_FILE: return CUB_ARG_FILE_PATH;
+  case CUB_OP_FILE_DATA: return CUB_ARG_FILE_DATA_PATH;
+  case CUB_OP_BIND_IDMAP: return CUB_ARG_BIND_IDMAP_PATH;
   case CUB_OP_TMPFS: return CUB_ARG_TMPFS_PATH;
   case CUB_OP_PROC: return CUB_ARG_PROC_PATH;
   case CUB_OP_REMOUNT_RO: return CUB_ARG_REMOUNT_RO_PATH;
@@ -134,6 +136,13 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     if (p->host_uid == 0 || p->host_gid == 0) die_op(op, NULL, 0, "host-ids must be unprivileged (not 0)");
     p->has_host_ids = 1;
     break;
+  case CUB_OP_ID_MAPPER:
+    if (seen[CUB_OP_ID_MAPPER]) die_op(op, NULL, 0, "id-mapper given twice");
+    check_path(a[CUB_ARG_ID_MAPPER_NEWUIDMAP], op);
+    check_path(a[CUB_ARG_ID_MAPPER_NEWGIDMAP], op);
+    p->newuidmap = a[CUB_ARG_ID_MAPPER_NEWUIDMAP];
+    p->newgidmap = a[CUB_ARG_ID_MAPPER_NEWGIDMAP];
+    break;
   case CUB_OP_ROOT:
     if (seen[CUB_OP_ROOT]) die_op(op, NULL, 0, "root given twice");
     if (p->nops) die_op(op, NULL, 0, "root must come before every filesystem op");
@@ -142,11 +151,13 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     break;
   case CUB_OP_DIR:
   case CUB_OP_FILE:
+  case CUB_OP_FILE_DATA:
   case CUB_OP_TMPFS:
   case CUB_OP_PROC:
   case CUB_OP_REMOUNT_RO:
   case CUB_OP_SYMLINK:
   case CUB_OP_BIND:
+  case CUB_OP_BIND_IDMAP:
   case CUB_OP_COPY: {
     if (!seen[CUB_OP_ROOT]) die_op(op, NULL, 0, "filesystem op before root");
     if (seen[CUB_OP_ROOT_RO]) die_op(op, NULL, 0, "filesystem op after root-ro");
@@ -154,9 +165,23 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     check_path(path, op);
     if (strcmp(path, "/") == 0) die_op(op, NULL, 0, "an op cannot target the root itself");
     if (op->code == CUB_OP_BIND) check_path(a[CUB_ARG_BIND_HOST_PATH], op);
+    if (op->code == CUB_OP_BIND_IDMAP) {
+      check_path(a[CUB_ARG_BIND_IDMAP_HOST_PATH], op);
+      parse_num(a[CUB_ARG_BIND_IDMAP_DISK_UID], 0xfffffffeULL, op, "disk uid");
+      parse_num(a[CUB_ARG_BIND_IDMAP_DISK_GID], 0xfffffffeULL, op, "disk gid");
+      const char *acc = a[CUB_ARG_BIND_IDMAP_ACCESS];
+      if (strcmp(acc, CUB_BIND_ACCESS_NAMES[CUB_BIND_RO]) != 0 && strcmp(acc, CUB_BIND_ACCESS_NAMES[CUB_BIND_RW]) != 0)
+        die_op(op, NULL, 0, "bind-idmap access '%s' is not ro or rw", acc);
+    }
     if (op->code == CUB_OP_COPY) check_path(a[CUB_ARG_COPY_HOST_PATH], op);
     if (op->code == CUB_OP_DIR) check_mode(a[CUB_ARG_DIR_MODE_OCTAL], op);
     if (op->code == CUB_OP_FILE) check_mode(a[CUB_ARG_FILE_MODE_OCTAL], op);
+    if (op->code == CUB_OP_FILE_DATA) {
+      check_mode(a[CUB_ARG_FILE_DATA_MODE_OCTAL], op);
+      parse_num(a[CUB_ARG_FILE_DATA_OFFSET], 1ULL << 40, op, "file offset");
+      parse_num(a[CUB_ARG_FILE_DATA_LENGTH], 1ULL << 40, op, "file length");
+      p->has_files = 1;
+    }
     if (op->code == CUB_OP_COPY) check_mode(a[CUB_ARG_COPY_MODE_OCTAL], op);
     if (op->code == CUB_OP_TMPFS) {
       if (parse_num(a[CUB_ARG_TMPFS_SIZE_BYTES], 1ULL << 40, op, "tmpfs size") < 4096) die_op(op, NULL, 0, "tmpfs size must be at least 4096 bytes");
@@ -177,6 +202,13 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
   }
   case CUB_OP_ROOT_RO:
     p->root_ro = 1;
+    break;
+  case CUB_OP_COPY_OUT:
+    check_path(a[CUB_ARG_COPY_OUT_PATH], op);
+    parse_num(a[CUB_ARG_COPY_OUT_MAX_BYTES], 1ULL << 40, op, "copy-out max bytes");
+    parse_num(a[CUB_ARG_COPY_OUT_TOTAL_BYTES], 1ULL << 40, op, "copy-out total bytes");
+    p->copy_out = grow(p->copy_out, &copy_out_cap, p->ncopy_out + 1, sizeof *p->copy_out);
+    p->copy_out[p->ncopy_out++] = *op;
     break;
   case CUB_OP_HOSTNAME:
     if (!*a[CUB_ARG_HOSTNAME_NAME] || strlen(a[CUB_ARG_HOSTNAME_NAME]) > 64) die_op(op, NULL, 0, "hostname must be 1-64 bytes");
@@ -293,7 +325,7 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
   if (p->bpf_len % 8 != 0) die_msg("the seccomp program is %zu bytes, not a multiple of 8", p->bpf_len);
 
   if (p->len == 0 || p->buf[p->len - 1] != '\0') die_msg("the plan must be a sequence of NUL-terminated tokens");
-  ops_cap = 0;
+  ops_cap = copy_out_cap = 0;
 
   /* Tokenize. */
   char *cur = p->buf, *endp = p->buf + p->len;
@@ -321,7 +353,7 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
     int code = -1;
     for (int c = 0; c < CUB_OP__COUNT; c++)
       if (strcmp(name, CUB_OP_SPECS[c].name) == 0) code = c;
-    struct op op = {.index = index++};
+    struct op op = {.index = index++, .fd = -1};
     if (code < 0) die_msg("unknown plan opcode '%.200s' at op %u", name, op.index);
     op.code = (enum cub_op)code;
     for (unsigned i = 0; i < CUB_OP_SPECS[code].arity; i++) {

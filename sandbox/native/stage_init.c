@@ -2,6 +2,7 @@
  * the payload exits kills every process left in the namespace before reporting the payload's status. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <grp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -88,6 +89,9 @@ static int handle_notification(struct notify_state *ns, int listener, int to_par
 static void take_identity(const struct plan *p) {
   /* Keep the namespace capabilities across the id change; mounts still need them. */
   if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_KEEPCAPS");
+  /* Subordinate ids mapped by newgidmap leave setgroups allowed, and the caller's supplementary groups would
+   * follow the sandbox: drop them (with the maps stage 0 writes, setgroups is denied and root dropped them). */
+  if (p->newgidmap && setgroups(0, NULL) < 0) die_sys("setgroups", errno, "dropping the caller's supplementary groups");
   if (setresgid(p->inner_gid, p->inner_gid, p->inner_gid) < 0) die_sys("setresgid", errno, "gid %u", p->inner_gid);
   if (setresuid(p->inner_uid, p->inner_uid, p->inner_uid) < 0) die_sys("setresuid", errno, "uid %u", p->inner_uid);
   /* After the id change (which resets it): nobody inside may ptrace us or open /proc/1/{exe,mem}. */
@@ -109,6 +113,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   if (poll(&alive, 1, 0) > 0 && (alive.revents & (POLLHUP | POLLERR))) _exit(CUB_EXIT_SETUP_FAILED);
   umask(0);
   mount_build_root(p);
+  if (p->has_files) close(CUB_FD_FILES); /* its content is in the sandbox now */
   if (p->hostname && sethostname(p->hostname, strlen(p->hostname)) < 0) die_sys("sethostname", errno, "%s", p->hostname);
   if (p->loopback) net_loopback_up();
   limits_apply_ucounts(p);
@@ -208,17 +213,21 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
       if (read(timer, &ticks, sizeof ticks) < 0) { /* spurious wake-up */ }
       long long t0 = monotonic_us();
       /* Near the task cap (fork bombs churn), a cheap tasks-only sample every ms, with a full sample every
-       * tenth tick; elsewhere the plan's period, never more often than ten times the sample's own cost, so
-       * init's own CPU stays small with many processes. */
+       * tenth tick; past half the memory limit, a full sample every ms (one large allocation is touched at a few
+       * GB/s: the sooner it is seen, the less it overshoots); elsewhere the plan's period. Never more often than
+       * ten times the sample's own cost, so init's own CPU stays small with many processes. */
       int near_cap = p->limit_tasks && smp.last_tasks * 2 >= p->limit_tasks;
-      int tasks_only = near_cap && (++fast_ticks % 10) != 0;
+      int near_memory = p->limit_memory && p->measure_memory && smp.last_memory * 2 >= p->limit_memory;
+      int tasks_only = near_cap && !near_memory && (++fast_ticks % 10) != 0;
       if (!payload_done && !smp.stopped && limits_sample(p, &smp, t0 - fork_us, tasks_only)) {
         kill(-1, SIGKILL); /* a limit was passed: the whole sandbox stops at once */
         pfd[3].fd = -1;
         struct init_msg m = {.kind = MSG_STOP, .stop = smp.stop};
         send_to_parent(to_parent, &m);
       } else {
-        long long want = p->limit_tasks && smp.last_tasks * 2 >= p->limit_tasks ? 1000 : p->watch_interval_us;
+        int fast = (p->limit_tasks && smp.last_tasks * 2 >= p->limit_tasks) ||
+                   (p->limit_memory && p->measure_memory && smp.last_memory * 2 >= p->limit_memory);
+        long long want = fast ? 1000 : p->watch_interval_us;
         long long cost = (monotonic_us() - t0) * 10;
         if (cost > want) want = cost > 200000 ? 200000 : cost;
         if (want != pace_us) limits_watch_pace(timer, pace_us = want);
@@ -241,6 +250,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
       }
       if (r < 0 && errno == EINTR) continue;
       if (r < 0 && errno == ECHILD && payload_done) {
+        copy_out_send(p);
         struct init_msg um = {.kind = MSG_USAGE};
         limits_final(&smp, timer >= 0, &um.usage);
         send_to_parent(to_parent, &um);

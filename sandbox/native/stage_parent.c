@@ -106,6 +106,27 @@ static void drop_supplementary_groups(void) {
   if (geteuid() == 0 && setgroups(0, NULL) < 0) die_sys("setgroups", errno, "dropping supplementary groups");
 }
 
+/* A root caller's sandbox (or a rootless one on subordinate ids) runs as host ids of its own, not the owner of the anonymous pipes it gets as 0-2
+ * (mode 0600): `echo > /dev/stdout` and open("/proc/self/fd/1") would fail with EACCES. Opening the pipe again
+ * through /proc needs ptrace access to a process that holds it, so mode 0666 lets no one else in: only the
+ * sandbox itself and the caller's processes hold them. Named FIFOs (another device than pipefs) are left as
+ * they are: their mode is a file's on disk. */
+static void open_stdio_pipes_to_sandbox(const struct plan *p) {
+  /* rootless with its own ids: the payload runs as the caller, who owns them */
+  if (geteuid() != 0 && !p->newuidmap) return;
+  int probe[2];
+  struct stat pipefs, st;
+  if (pipe2(probe, O_CLOEXEC) < 0) die_sys("pipe2", errno, "probing the pipe filesystem");
+  int ok = fstat(probe[0], &pipefs);
+  close(probe[0]);
+  close(probe[1]);
+  if (ok < 0) return;
+  for (int fd = 0; fd < 3; fd++)
+    if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && st.st_dev == pipefs.st_dev && fchmod(fd, 0666) < 0 &&
+        errno != EPERM) /* EPERM: the caller's own inherited pipe of another user; the payload still writes to its fd */
+      die_sys("fchmod", errno, "letting the sandbox's user reopen its stdio pipe on fd %d", fd);
+}
+
 /* An id change clears the parent-death signal: set it again, and catch a parent that died meanwhile. */
 static void rearm_parent_death(pid_t parent) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_PDEATHSIG");
@@ -205,6 +226,10 @@ static void start_init(struct parent *s) {
   }
   close(init_down);
   close(init_up);
+  /* init's: the files blob, and the copy-out pipe (EOF once init is gone). Only when the plan says they were
+   * given: otherwise those numbers may be stage 0's own fds. */
+  if (s->plan->has_files) close(CUB_FD_FILES);
+  if (s->plan->ncopy_out) close(CUB_FD_COPY_OUT);
   null_stdio(); /* only the payload holds the caller's stdio */
   /* A command written after init has exited must fail with EPIPE, not kill stage 0 (and lose the run's
    * report). Set only here, after the clone: init and the payload keep the default disposition. */
@@ -423,10 +448,12 @@ int main(int argc, char **argv) {
   read_plan(&plan);
   s.plan = &plan;
   drop_supplementary_groups();
+  open_stdio_pipes_to_sandbox(&plan);
   cgroup_join_from_parent(&plan);
   cgroup_cpu_open_from_parent(&plan);
   s.oom_fd = cgroup_oom_watch_from_parent(&plan);
   s.events_fd = cgroup_events_open_from_parent(&plan);
+  mount_prepare_idmaps(&plan); /* as root, before the namespaces exist */
   if (plan.has_host_ids) become_host_user(&plan);
   start_init(&s); /* init waits for the go byte */
   read_ns_ids(&s);

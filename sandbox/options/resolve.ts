@@ -1,7 +1,8 @@
 // The options of runSandboxed/spawnSandboxed: merged under a policy's defaults, then validated synchronously
 // (nothing runs before this), giving ResolvedOptions where every field is final.
+import { BOX_DIR, resolveBox, type ResolvedBox } from './box.js';
 import { constants as bufferConstants } from 'node:buffer';
-import { closeSync, existsSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, isAbsolute, normalize } from 'node:path';
 import { Readable } from 'node:stream';
@@ -23,6 +24,8 @@ export interface ResolvedMount {
   readOnly: boolean;
   /** A bind nothing may be executed from. */
   noexec?: boolean;
+  /** An idmapped bind: files of this on-disk owner appear owned by the sandbox's user. */
+  idmap?: { uid: number; gid: number };
   size?: number;
 }
 
@@ -61,6 +64,8 @@ export interface ResolvedOptions {
   strictLimits: boolean;
   cgroups: CgroupChoice;
   cgroupParent?: string;
+  /** The work directory /box, with files or copyOut. */
+  box?: ResolvedBox;
 }
 
 export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin';
@@ -107,7 +112,42 @@ function checkIdRange(option: string, v: unknown): { start: number; count: numbe
     return fail(option, `${option} must be { start, count } with integers, count at least 1`);
   if (start < 1 || start + count - 1 > 0xfffffffe || (start <= 65535 && start + count - 1 >= 65534))
     fail(option, `${option} must lie within 1-4294967294, never 0 and not over 65534/65535 (nobody, the overflow id)`);
+  const taken = accountIn(start, start + count - 1);
+  if (taken)
+    fail(
+      option,
+      `${option} ${start}:${count} holds ${taken}: a sandbox would own that account's files. ` +
+        'Choose ids no account or subordinate range uses',
+    );
   return { start, count };
+}
+
+/** A host account (passwd, group) or subordinate range (subuid, subgid) whose ids fall in first..last, named. */
+function accountIn(first: number, last: number): string | undefined {
+  const read = (f: string): string[] => {
+    try {
+      return readFileSync(f, 'utf8').split('\n');
+    } catch {
+      return [];
+    }
+  };
+  for (const [file, what] of [
+    ['/etc/passwd', 'uid'],
+    ['/etc/group', 'gid'],
+  ] as const)
+    for (const line of read(file)) {
+      const [name, , id] = line.split(':');
+      if (name && id !== undefined && /^\d+$/.test(id) && Number(id) >= first && Number(id) <= last) return `${what} ${id} (${name})`;
+    }
+  for (const file of ['/etc/subuid', '/etc/subgid'])
+    for (const line of read(file)) {
+      const [owner, s, c] = line.trim().split(':');
+      if (!owner || !/^\d+$/.test(s ?? '') || !/^\d+$/.test(c ?? '')) continue;
+      const a = Number(s),
+        b = a + Number(c) - 1;
+      if (a <= last && b >= first) return `${owner}'s subordinate ids ${a}-${b} in ${file}`;
+    }
+  return undefined;
 }
 
 const stripSlash = (p: string): string => (p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p);
@@ -254,7 +294,15 @@ function checkMount(m: unknown, i: number): ResolvedMount {
       );
   }
   if (spec.noexec !== undefined && typeof spec.noexec !== 'boolean') fail(`${where}.noexec`, `${where}.noexec must be a boolean`);
-  return { type: 'bind', source: real, target, readOnly, ...(spec.noexec === true ? { noexec: true } : {}) };
+  const noexec = spec.noexec === true ? { noexec: true } : {};
+  if (spec.idmap !== undefined && typeof spec.idmap !== 'boolean') fail(`${where}.idmap`, `${where}.idmap must be a boolean`);
+  if (spec.idmap !== true) return { type: 'bind', source: real, target, readOnly, ...noexec };
+  // Files of the source's owner appear as the sandbox's own (a root CI runner building a user's checkout).
+  if (process.geteuid?.() !== 0)
+    fail(`${where}.idmap`, 'an idmapped bind needs a root caller (only root may idmap a host filesystem); bind it without idmap');
+  const st = statSync(real);
+  if (!st.isDirectory()) fail(`${where}.idmap`, `an idmapped bind needs a directory; "${source}" is not one`);
+  return { type: 'bind', source: real, target, readOnly, ...noexec, idmap: { uid: st.uid, gid: st.gid } };
 }
 
 function checkCommand(cmd: unknown): string[] {
@@ -388,10 +436,13 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     : env.PATH.split(':').reduce((longest, dir) => (`${dir}/${argv[0]}`.length > longest.length ? `${dir}/${argv[0]}` : longest), argv[0]!);
   checkExecSize(argv, env, program, limits.stackBytes ?? callerStackLimit());
   const encoding = oneOf('encoding', o.encoding, ['utf8', 'buffer'] as const, 'utf8');
+  const box = resolveBox(o);
+  if (box && mounts.some((m) => m.target === BOX_DIR))
+    fail('mounts', `${BOX_DIR} is the work directory of files/copyOut; mount elsewhere, or leave files and copyOut out`);
   return {
     argv,
     env,
-    cwd: o.cwd === undefined ? '/tmp' : checkInsidePath('cwd', o.cwd),
+    cwd: o.cwd === undefined ? (box ? BOX_DIR : '/tmp') : checkInsidePath('cwd', o.cwd),
     hostname,
     uid,
     gid,
@@ -420,6 +471,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     strictLimits: o.strictLimits === true,
     cgroups: o.cgroups === undefined ? true : (o.cgroups as CgroupChoice),
     ...(o.cgroupParent !== undefined ? { cgroupParent: checkHostDir('cgroupParent', o.cgroupParent) } : {}),
+    ...(box ? { box } : {}),
   };
 }
 

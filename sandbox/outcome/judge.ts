@@ -7,6 +7,7 @@ import type { PlanOp } from '../plan/ops.js';
 import type { ExitEvent, StopKind } from '../protocol/events.js';
 import type { NotifyMode, SandboxResult, SandboxUsage, SeccompViolation, SetupFailure, Verdict } from '../types.js';
 import type { RunRecord, SupervisorStopReason } from './record.js';
+import { parseCopyOut } from './copy-out.js';
 import { helperFailure, toSetupFailure } from './setup-failure.js';
 
 /** What judging needs besides the record: the run's limits, plan, policy and output settings. */
@@ -231,5 +232,6 @@ export function judge(record: RunRecord, ctx: JudgeContext): SandboxResult {
     violation,
     limits: applied,
     hostIds: record.hostIds,
+    ...parseCopyOut(record.copyOut, ctx.plan),
   };
 }

@@ -42,4 +42,6 @@ export interface RunRecord {
   hostIds: HostIds;
   /** Wall time of the whole run as the supervisor measured it (ms). */
   elapsedMs: number;
+  /** With copyOut: init's framed files as they arrived (bounded by boxSize and a header per name). */
+  copyOut?: Buffer;
 }

@@ -163,6 +163,9 @@ export function resultToJson(r: SandboxResult): Record<string, unknown> {
     seccomp: r.seccomp ?? null,
     violation: r.violation ?? null,
     hostIds: r.hostIds,
+    // Copied-out files by size (their bytes go to files: --copy-out NAME:HOSTPATH), and why any was refused.
+    files: r.files ? Object.fromEntries(Object.entries(r.files).map(([k, v]) => [k, { bytes: v.length }])) : undefined,
+    fileErrors: r.fileErrors,
   };
 }
 

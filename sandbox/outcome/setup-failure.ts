@@ -42,6 +42,11 @@ function hintFor(
   const sys = e.syscall;
   if (e.stage === 'parent' && (sys === 'clone' || sys === 'clone3'))
     return hostDiagnosis ?? 'the kernel refused new namespaces; run `npx cubicle doctor` for a diagnosis of this host';
+  if (e.stage === 'userns' && /newuidmap|newgidmap/.test(e.msg))
+    return (
+      "the caller's subordinate ids (/etc/subuid, /etc/subgid) could not be mapped; check that its ranges there are " +
+      'its own and that newuidmap/newgidmap are setuid root (package uidmap); `npx cubicle doctor` checks both'
+    );
   if (e.stage === 'userns')
     return name === 'EPERM'
       ? "the kernel refused the uid/gid map: a rootless sandbox can only map the caller's own ids; run `npx cubicle doctor`"
@@ -52,6 +57,11 @@ function hintFor(
     return (
       `the bind source ${opArg(op, 'hostPath')} now has a symlink in its path (it changed since the options were checked); ` +
       'bind sources are never followed through symlinks'
+    );
+  if (op?.op === 'bind-idmap' && sys === 'mount_setattr' && (name === 'EINVAL' || name === 'EOPNOTSUPP'))
+    return (
+      `the filesystem of ${opArg(op, 'hostPath')} cannot be idmapped (Linux 5.12+: ext4, xfs, btrfs, f2fs; tmpfs from 6.3; ` +
+      'overlayfs from 5.19); move the directory to one that can, or bind it without idmap'
     );
   if (op?.op === 'bind' && name === 'EACCES')
     return `the caller cannot access ${opArg(op, 'hostPath')}; a rootless sandbox sees the host with the caller's own permissions`;

@@ -1,6 +1,7 @@
 // Turns resolved options into the ordered list of ops the helper interprets. Pure: the host view and the
 // limits' ops are given to it.
 import { posix } from 'node:path';
+import { BOX_DIR } from '../options/box.js';
 import type { ResolvedOptions } from '../options/resolve.js';
 import type { NotifyMode } from '../types.js';
 import { tmpfsInodes } from './limits.js';
@@ -27,7 +28,25 @@ function group(o: ResolvedOptions): string {
 
 /** Inside paths of every tmpfs the plan mounts (their pages count as the sandbox's memory). */
 export function tmpfsPaths(o: ResolvedOptions): string[] {
-  return ['/', '/dev/shm', '/tmp', ...o.mounts.filter((m) => m.type === 'tmpfs').map((m) => m.target)];
+  return ['/', '/dev/shm', '/tmp', ...(o.box ? [BOX_DIR] : []), ...o.mounts.filter((m) => m.type === 'tmpfs').map((m) => m.target)];
+}
+
+/** The files option's contents, back to back: the sealed blob the helper reads them from (fd `files`). */
+export function filesBlob(o: ResolvedOptions): Buffer | undefined {
+  return o.box?.files.length ? Buffer.concat(o.box.files.map((f) => f.data)) : undefined;
+}
+
+/** The work directory: its tmpfs (owned by the sandbox's user), the files in it, and what comes out after. */
+function boxOps(o: ResolvedOptions, inodes: number): PlanOp[] {
+  if (!o.box) return [];
+  const ops = [Op.tmpfs(BOX_DIR, o.box.size, 0o755, Math.max(inodes, o.box.files.length + 64))];
+  let offset = 0;
+  for (const f of o.box.files) {
+    ops.push(Op.fileData(`${BOX_DIR}/${f.name}`, f.mode, offset, f.data.length));
+    offset += f.data.length;
+  }
+  for (const name of o.box.copyOut) ops.push(Op.copyOut(`${BOX_DIR}/${name}`, o.box.copyOutMax, o.box.size));
+  return ops;
 }
 
 /** Depth of an inside path, so parents are mounted before what goes below them. */
@@ -59,10 +78,12 @@ export function buildPlan(o: ResolvedOptions, hostView: readonly PlanOp[], notif
   ops.push(Op.remountReadOnly('/dev')); // the payload may not replace /dev/fd, /dev/stdin... (shm stays writable)
   ops.push(Op.proc('/proc'));
   ops.push(Op.tmpfs('/tmp', o.tmpSize, 0o1777, inodes));
+  ops.push(...boxOps(o, inodes));
 
   const mounts = [...o.mounts].sort((a, b) => depth(a.target) - depth(b.target));
   for (const m of mounts) {
     if (m.type === 'tmpfs') ops.push(Op.tmpfs(m.target, m.size!, 0o755, inodes));
+    else if (m.idmap) ops.push(Op.bindIdmap(m.source!, m.target, m.readOnly ? 'ro' : 'rw', m.idmap.uid, m.idmap.gid));
     else ops.push(Op.bind(m.source!, m.target, `${m.readOnly ? 'ro' : 'rw'}${m.noexec ? '-noexec' : ''}`));
   }
   ops.push(Op.rootReadOnly(), Op.hostname(o.hostname), Op.loopback(), ...limits.initOps, ...limits.payloadOps, Op.cwd(o.cwd));

@@ -146,11 +146,11 @@ export function planLimits(
   if (l.memoryBytes !== undefined) {
     if (cgroup?.memoryDir) applied.memory = { value: l.memoryBytes, unit: 'bytes', mechanism: cgMech };
     else {
-      applied.memory = { value: l.memoryBytes, unit: 'bytes', mechanism: 'rlimit+sampling' };
-      // Backstop per process, past the point where the sampler kills: committed private writable memory
-      // (RLIMIT_DATA counts commitments, not reservations, unlike RLIMIT_AS which breaks JITs).
-      const backstop = 2 * l.memoryBytes + (64 << 20);
-      payloadOps.push(Op.rlimit('data', backstop, backstop));
+      // The sampler alone, as a memory cgroup: memory is counted when touched, never when asked for. A
+      // per-process RLIMIT_DATA (or RLIMIT_AS) would make one large request fail inside the program (MemoryError,
+      // bad_alloc, a JVM that cannot reserve its heap) instead of being judged memory-limit, and it never bounded
+      // the sandbox (every process had its own). Near the limit init samples every millisecond.
+      applied.memory = { value: l.memoryBytes, unit: 'bytes', mechanism: 'sampling' };
     }
   }
   // At most `processes` payload tasks alive at once, enforced by the kernel: a fork or thread creation past it

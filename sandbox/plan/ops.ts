@@ -42,6 +42,12 @@ export const Op = {
   userns: (innerUid: number, innerGid: number, outerUid: number, outerGid: number): PlanOp =>
     makeOp('userns', { innerUid, innerGid, outerUid, outerGid }),
   hostIds: (uid: number, gid: number): PlanOp => makeOp('host-ids', { hostUid: uid, hostGid: gid }),
+  idMapper: (newuidmap: string, newgidmap: string): PlanOp => makeOp('id-mapper', { newuidmap, newgidmap }),
+  fileData: (path: string, mode: number, offset: number, length: number): PlanOp =>
+    makeOp('file-data', { path, modeOctal: mode.toString(8), offset, length }),
+  bindIdmap: (hostPath: string, path: string, access: 'ro' | 'rw', diskUid: number, diskGid: number): PlanOp =>
+    makeOp('bind-idmap', { hostPath, path, access, diskUid, diskGid }),
+  copyOut: (path: string, maxBytes: number, totalBytes: number): PlanOp => makeOp('copy-out', { path, maxBytes, totalBytes }),
   root: (sizeBytes: number): PlanOp => makeOp('root', { sizeBytes }),
   dir: (path: string, m = 0o755): PlanOp => makeOp('dir', { path, modeOctal: mode(m) }),
   bind: (hostPath: string, path: string, access: BindAccess): PlanOp => makeOp('bind', { hostPath, path, access }),

@@ -7,6 +7,7 @@
 import {
   BIND_ACCESS,
   ControlByte,
+  COPY_OUT_STATUSES,
   HelperExit,
   HelperFd,
   InitCommand,
@@ -172,6 +173,10 @@ export function renderProtocolHeader(): string {
   lines.push('};');
   lines.push(`static const char *const CUB_NOTIFY_MODE_NAMES[] = {${NOTIFY_MODES.map(cStr).join(', ')}};`);
   lines.push(`#define CUB_NOTIFY_MODE_COUNT ${NOTIFY_MODES.length}`);
+  lines.push('enum cub_copy_out_status {');
+  COPY_OUT_STATUSES.forEach((s, i) => lines.push(`  CUB_COPY_OUT_${cName(s)} = ${i},`));
+  lines.push('};');
+  lines.push(`static const char *const CUB_COPY_OUT_STATUS_NAMES[] = {${COPY_OUT_STATUSES.map(cStr).join(', ')}};`);
   lines.push(`static const char *const CUB_RLIMIT_NAMES[] = {${RLIMIT_NAMES.map(cStr).join(', ')}};`);
   lines.push(`#define CUB_RLIMIT_COUNT ${RLIMIT_NAMES.length}`);
   lines.push('');

@@ -24,11 +24,18 @@
 import type { NotifyMode } from '../types.js';
 
 /** Protocol version; the first two plan tokens are PLAN_MAGIC and this number. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 export const PLAN_MAGIC = 'cubicle-plan';
 
 /** File descriptors the helper receives besides stdio. */
-export const HelperFd = { plan: 3, bpf: 4, status: 5, control: 6 } as const;
+export const HelperFd = { plan: 3, bpf: 4, status: 5, control: 6, files: 7, copyOut: 8 } as const;
+
+/**
+ * How init frames each copy-out on fd `copyOut`, in plan order: a header line
+ * `<op index> <status> <size>\n`, then `size` bytes of content (0 unless the status is `ok`). A status other
+ * than ok names why the file was refused.
+ */
+export const COPY_OUT_STATUSES = ['ok', 'missing', 'symlink', 'not-regular', 'directory', 'hardlink', 'too-large', 'unreadable'] as const;
 
 /**
  * Size bounds the helper enforces on its inputs. They hold whatever execve accepts (see options/exec-size.ts):
@@ -62,6 +69,9 @@ export const OPCODES = [
   // stage 0, before anything else (only when started as root): become this unprivileged host user, so the
   // namespaces are created without privilege, as any rootless caller would
   { name: 'host-ids', args: ['hostUid', 'hostGid'] },
+  // stage 0 (a rootless caller with a subordinate id range): the outer ids of `userns` are the caller's
+  // subordinate ids, mapped by these setuid tools (shadow's newuidmap/newgidmap) instead of by stage 0 itself
+  { name: 'id-mapper', args: ['newuidmap', 'newgidmap'] },
   // stage 0, before clone (root only): join a cgroup (v1 controller dir or v2 dir) by writing to its cgroup.procs
   { name: 'cgroup-join', args: ['dir'] },
   // stage 0 (cgroup v2): clone init straight into this group (CLONE_INTO_CGROUP); stage 0 stays outside
@@ -81,6 +91,15 @@ export const OPCODES = [
   { name: 'copy', args: ['hostPath', 'path', 'modeOctal'] },
   { name: 'symlink', args: ['target', 'path'] },
   { name: 'file', args: ['path', 'modeOctal', 'content'] },
+  // a bind whose files owned by diskUid/diskGid appear owned by the sandbox's own ids (an idmapped mount, Linux
+  // 5.12+): stage 0, as root, clones and idmaps the host tree before the namespaces exist; init attaches it
+  { name: 'bind-idmap', args: ['hostPath', 'path', 'access', 'diskUid', 'diskGid'] },
+  // a file whose content is `length` bytes at `offset` of the sealed files blob on fd `files`, created with
+  // exactly this mode (the caller's files option)
+  { name: 'file-data', args: ['path', 'modeOctal', 'offset', 'length'] },
+  // init, once everything inside has ended: this regular file (no symlink, no hard link, at most maxBytes; all
+  // copied files at most totalBytes) goes to the supervisor on fd `copyOut`, framed (see CopyOutFrame)
+  { name: 'copy-out', args: ['path', 'maxBytes', 'totalBytes'] },
   // a fresh tmpfs; inodes caps its files (nr_inodes): their kernel memory is not counted as the sandbox's
   { name: 'tmpfs', args: ['path', 'sizeBytes', 'modeOctal', 'inodes'] },
   { name: 'proc', args: ['path'] },

@@ -1,11 +1,12 @@
-// Host ids of a sandbox's own (root callers): each concurrent sandbox maps to a uid (and the same gid) of
-// root's hostIdRange that no other sandbox holds, so per-user kernel counters (tasks, inotify, mqueue bytes,
-// pending signals) are never shared between sandboxes. A uid is held by an flock on its file in a root-owned
-// run directory: the kernel drops the lock when the holder closes it or dies, so nothing goes stale, and two
-// processes can never hold the same uid.
+// Host ids of a sandbox's own: each concurrent sandbox maps to a uid that no other sandbox holds — of root's
+// hostIdRange for a root caller, of its subordinate ids (/etc/subuid) for a rootless one — so per-user kernel
+// counters (tasks, inotify, mqueue bytes, pending signals) are never shared between sandboxes. A uid is held by
+// an flock on its file in a directory only its owner may change: the kernel drops the lock when the holder closes
+// it or dies, so nothing goes stale, and two processes can never hold the same uid.
 import { closeSync, lstatSync, mkdirSync, openSync, constants as fsConstants } from 'node:fs';
 import { createRequire } from 'node:module';
 import { debuglog } from 'node:util';
+import type { Subids } from '../host/subids.js';
 
 const debug = debuglog('cubicle');
 
@@ -37,33 +38,39 @@ function loadFlock(): Flock | null {
   return flockFn;
 }
 
-/** A directory only root may change: exists (made 0700 if missing), is no symlink, owned by root, not group/other-writable. */
-function rootOnlyDir(dir: string): boolean {
+/**
+ * A lock directory only `owner` (and root) may change: it exists (made 0700 if missing), is no symlink, is owned
+ * by `owner` with no access for anyone else, and every directory above it is a real directory owned by root or
+ * `owner` that nobody else may write to, unless sticky (/tmp): nobody else can swap a part of the path.
+ */
+function ownedDir(dir: string, owner: number): boolean {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    for (let d = dir; d !== '/'; d = d.slice(0, d.lastIndexOf('/')) || '/') {
-      const st = lstatSync(d);
-      if (!st.isDirectory() || st.uid !== 0 || (st.mode & 0o022) !== 0) return false;
+    const st = lstatSync(dir);
+    if (!st.isDirectory() || st.uid !== owner || (st.mode & 0o077) !== 0) return false;
+    for (let d = dir.slice(0, dir.lastIndexOf('/')) || '/'; ; d = d.slice(0, d.lastIndexOf('/')) || '/') {
+      const up = lstatSync(d);
+      const othersWrite = (up.mode & 0o022) !== 0 && (up.mode & 0o1000) === 0;
+      if (!up.isDirectory() || (up.uid !== 0 && up.uid !== owner) || othersWrite) return false;
+      if (d === '/') return true;
     }
-    return true;
   } catch {
     return false;
   }
 }
 
-/**
- * Leases the lowest free id of the range (so the lock files number at most the most sandboxes ever run at once).
- * Returns null when this process cannot lease (not root, no flock, an unsafe lock directory, every id held):
- * the caller then falls back to a shared id with capped counters.
- */
-export function leaseHostIds(range: { start: number; count: number }, dir = HOST_ID_LOCK_DIR): HostIdLease | null {
-  if (process.geteuid?.() !== 0) return null;
+/** Where a rootless caller's subordinate id leases live: one fixed place per user, whatever its environment
+ *  says, so two of its processes never lease the same id. */
+export const subidLockDir = (uid: number): string => `/tmp/cubicle-ids-${uid}`;
+
+/** Holds the lowest free id of `range` in `dir` (lock files number at most the most sandboxes ever at once). */
+function leaseFrom(range: { start: number; count: number }, dir: string, gidOf: (uid: number) => number): HostIdLease | null {
   const flock = loadFlock();
-  if (!flock || !rootOnlyDir(dir)) return null;
+  if (!flock) return null;
   for (let id = range.start; id < range.start + range.count; id++) {
     let fd: number;
     try {
-      fd = openSync(`${dir}/${id}`, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW, 0o600);
+      fd = openSync(`${dir}/${id}`, fsConstants.O_RDONLY | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK, 0o600);
     } catch (e) {
       debug('host id %d: %s', id, (e as Error).message);
       continue;
@@ -75,7 +82,7 @@ export function leaseHostIds(range: { start: number; count: number }, dir = HOST
     let held = true;
     return {
       uid: id,
-      gid: id,
+      gid: gidOf(id),
       release: () => {
         if (held) closeSync(fd); // closing the only descriptor drops the lock
         held = false;
@@ -83,4 +90,25 @@ export function leaseHostIds(range: { start: number; count: number }, dir = HOST
     };
   }
   return null;
+}
+
+/**
+ * Leases ids of root's range (uid and gid the same number). Returns null when this process cannot lease (not
+ * root, no flock, an unsafe lock directory, every id held): the caller then falls back to a shared id with capped
+ * counters.
+ */
+export function leaseHostIds(range: { start: number; count: number }, dir = HOST_ID_LOCK_DIR): HostIdLease | null {
+  if (process.geteuid?.() !== 0 || !ownedDir(dir, 0)) return null;
+  return leaseFrom(range, dir, (id) => id);
+}
+
+/**
+ * Leases a rootless caller's subordinate ids: the k-th uid of its subuid range with the k-th gid of its subgid
+ * range. Returns why not when it cannot.
+ */
+export function leaseSubids(ranges: Subids, dir = subidLockDir(process.geteuid!())): HostIdLease | { reason: string } {
+  if (!ownedDir(dir, process.geteuid!())) return { reason: `${dir} is not a private directory of this user` };
+  const count = Math.min(ranges.uid.count, ranges.gid.count);
+  const lease = leaseFrom({ start: ranges.uid.start, count }, dir, (uid) => ranges.gid.start + (uid - ranges.uid.start));
+  return lease ?? { reason: `every one of the ${count} subordinate ids is held by a running sandbox (or flock is unavailable)` };
 }

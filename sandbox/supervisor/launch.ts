@@ -9,7 +9,8 @@ import type { ResolvedOptions } from '../options/resolve.js';
 import { HelperFd } from '../protocol/opcodes.js';
 import { openRegularForRead } from '../safe-open.js';
 import { helperPath } from '../native/helper-path.js';
-import { inheritFd, pumpIn, pumpOut, sealedCopy } from './stdio.js';
+import { fileSync } from 'tmp-promise';
+import { inheritFd, pumpIn, pumpOut, sealedBuffer, sealedCopy } from './stdio.js';
 import { F_DUPFD_CLOEXEC, loadLibc, O_CLOEXEC, POSIX_SPAWN_SETSIGDEF, POSIX_SPAWN_SETSIGMASK, WNOHANG, type Libc } from './libc.js';
 
 const debug = debuglog('cubicle');
@@ -27,6 +28,8 @@ export interface LaunchedHelper {
   readonly stderr: Readable | null;
   readonly status: Readable;
   readonly control: Writable;
+  /** With copyOut: init's framed files (see COPY_OUT_STATUSES in protocol/opcodes.ts), EOF once init is gone. */
+  readonly copyOut: Readable | null;
   readonly done: Promise<HelperExitStatus>;
   /** SIGKILLs the helper itself (its init then dies by PDEATHSIG, and with it the sandbox). */
   kill(): void;
@@ -84,14 +87,28 @@ const PIPE_PREFILL_MAX = 60 << 10;
  * Starts the helper with posix_spawn through koffi (vfork: ~0.6 ms less than Node's spawn), or with Node's
  * child_process when koffi cannot load, or when CUBICLE_LAUNCHER=child_process asks for it (a debugging aid).
  */
-export function launchHelper(o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array): LaunchedHelper {
+export function launchHelper(o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array, files?: Buffer): LaunchedHelper {
   const libc = loadLibc();
   return libc && process.env.CUBICLE_LAUNCHER !== 'child_process'
-    ? launchWithPosixSpawn(libc, o, plan, bpf)
-    : launchWithChildProcess(libc, o, plan, bpf);
+    ? launchWithPosixSpawn(libc, o, plan, bpf, files)
+    : launchWithChildProcess(libc, o, plan, bpf, files);
 }
 
-function launchWithChildProcess(libc: Libc | null, o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array): LaunchedHelper {
+/** The files blob as a read-only fd of a sealed memfd (or, without memfds, of an unlinked temporary file). */
+function filesFd(libc: Libc | null, data: Buffer): number {
+  const fd = libc ? sealedBuffer(libc, data) : undefined;
+  if (fd !== undefined) return fd;
+  const tmp = fileSync({ mode: 0o600, discardDescriptor: false });
+  try {
+    writeSync(tmp.fd, data);
+    return openSync(tmp.name, 'r');
+  } finally {
+    closeSync(tmp.fd);
+    tmp.removeCallback();
+  }
+}
+
+function launchWithChildProcess(libc: Libc | null, o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array, files?: Buffer): LaunchedHelper {
   const owned: number[] = [];
   const pumped = new Set<0 | 1 | 2>();
   const cfg = (n: 0 | 1 | 2, mode: 'pipe' | 'ignore' | 'inherit'): 'pipe' | 'ignore' | number => {
@@ -116,8 +133,17 @@ function launchWithChildProcess(libc: Libc | null, o: ResolvedOptions, plan: Uin
     } else stdinCfg = o.input !== undefined ? 'pipe' : cfg(0, o.stdin);
     const stdoutCfg = cfg(1, o.stdout);
     const stderrCfg = cfg(2, o.stderr);
+    // fd 7: the files blob; fd 8: the copy-out pipe (each only when the plan uses it).
+    const extra: ('pipe' | 'ignore' | number)[] = [];
+    const wantsOut = Boolean(o.box?.copyOut.length);
+    if (files) {
+      const f = filesFd(libc, files);
+      owned.push(f);
+      extra.push(f);
+    } else if (wantsOut) extra.push('ignore');
+    if (wantsOut) extra.push('pipe');
     child = spawn(helperPath(), [], {
-      stdio: [stdinCfg, stdoutCfg, stderrCfg, 'pipe', 'pipe', 'pipe', 'pipe'],
+      stdio: [stdinCfg, stdoutCfg, stderrCfg, 'pipe', 'pipe', 'pipe', 'pipe', ...extra],
       env: {},
       argv0: 'cubicle-helper',
     });
@@ -150,6 +176,7 @@ function launchWithChildProcess(libc: Libc | null, o: ResolvedOptions, plan: Uin
     stderr: pumped.has(2) ? null : child.stderr,
     status: fd(HelperFd.status),
     control: fd(HelperFd.control),
+    copyOut: o.box?.copyOut.length ? fd(HelperFd.copyOut) : null,
     done,
     kill: () => child.kill('SIGKILL'),
     launcher: 'child_process',
@@ -190,7 +217,7 @@ class FdSet {
   }
 }
 
-function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array): LaunchedHelper {
+function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array, files?: Buffer): LaunchedHelper {
   const fds = new FdSet(libc);
   const fa = Buffer.alloc(512);
   const attr = Buffer.alloc(1024);
@@ -247,10 +274,17 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
     const [statusR, statusW] = fds.pipe();
     const [controlR, controlW] = fds.pipe();
     targets.set(HelperFd.plan, planR).set(HelperFd.bpf, bpfR).set(HelperFd.status, statusW).set(HelperFd.control, controlR);
+    if (files) targets.set(HelperFd.files, fds.adopt(filesFd(libc, files)));
+    let copyOutEnd: number | undefined;
+    if (o.box?.copyOut.length) {
+      const [r, w] = fds.pipe();
+      targets.set(HelperFd.copyOut, w);
+      copyOutEnd = r;
+    }
 
     for (const [target, src] of targets)
       if (libc.fa_adddup2(fa, fds.high(src), target) !== 0) throw new LaunchError('posix_spawn_file_actions_adddup2 failed');
-    libc.fa_addclosefrom(fa, HelperFd.control + 1);
+    libc.fa_addclosefrom(fa, Math.max(...targets.keys()) + 1);
     libc.sigfillset(sigs);
     libc.attr_setsigdefault(attr, sigs);
     libc.sigemptyset(sigs);
@@ -271,9 +305,17 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
     const helperPid = pid[0]!;
     // Everything but our own ends closes now; the helper holds its copies.
     const keep = new Set(
-      [stdinEnd, stdoutEnd, stderrEnd, fileEnd, ...pumpEnds.values(), statusR, controlW, ...(prefilled ? [] : [planW, bpfW])].filter(
-        (x): x is number => x !== undefined,
-      ),
+      [
+        stdinEnd,
+        stdoutEnd,
+        stderrEnd,
+        fileEnd,
+        copyOutEnd,
+        ...pumpEnds.values(),
+        statusR,
+        controlW,
+        ...(prefilled ? [] : [planW, bpfW]),
+      ].filter((x): x is number => x !== undefined),
     );
     for (const fd of keep) fds.release(fd);
     fds.closeAll();
@@ -289,6 +331,7 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
         .end(bpf);
     }
     const status = readable(statusR);
+    const copyOut = copyOutEnd !== undefined ? readable(copyOutEnd) : null;
     const control = writable(controlW);
     control.on('error', (e) => debug('control fd: %s', e.message));
     const stdin = stdinEnd !== undefined ? writable(stdinEnd) : null;
@@ -325,7 +368,7 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
         };
         poll(0);
       });
-    const done = Promise.all([closed(status), closed(stdout), closed(stderr), ...pumps]).then(waitExit);
+    const done = Promise.all([closed(status), closed(stdout), closed(stderr), closed(copyOut), ...pumps]).then(waitExit);
     if (stopIn) void done.then(stopIn);
     const kill = (): void => {
       if (!reap()) {
@@ -336,7 +379,7 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
         }
       }
     };
-    return { pid: helperPid, stdin, stdout, stderr, status, control, done, kill, launcher: 'posix_spawn' };
+    return { pid: helperPid, stdin, stdout, stderr, status, control, copyOut, done, kill, launcher: 'posix_spawn' };
   } catch (e) {
     fds.closeAll();
     throw e;

@@ -15,7 +15,7 @@
 //     object that only the sandbox holds, and that description is made blocking;
 //   - anything else (a socket, which cannot be reopened; a pipe of another user; no /proc) goes through a pipe
 //     of our own: the payload writes into a blocking pipe and this process copies to its stdio with backpressure.
-import { closeSync, constants, fstatSync, openSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, writeSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { debuglog } from 'node:util';
 import { F_ADD_SEALS, F_GETFL, F_SETFL, MFD_ALLOW_SEALING, MFD_CLOEXEC, O_CLOEXEC, SEAL_ALL, type Libc } from './libc.js';
@@ -120,6 +120,19 @@ export function pumpIn(dest: Writable): () => void {
  * a sealed memfd cannot be written, grown or shrunk by anyone, and stays seekable. The copy is made in the
  * kernel (sendfile). Returns the fd, or undefined when memfds are unavailable (the caller copies through a pipe).
  */
+/** A read-only fd of a sealed memfd holding `data`; undefined when this kernel has no memfds. */
+export function sealedBuffer(libc: Libc, data: Buffer): number | undefined {
+  const mfd = libc.memfd_create('cubicle-files', MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (mfd < 0) return undefined;
+  try {
+    for (let done = 0; done < data.length;) done += writeSync(mfd, data, done);
+    if (libc.fcntl(mfd, F_ADD_SEALS, SEAL_ALL) < 0) throw new Error(`sealing the files failed (errno ${libc.errno()})`);
+    return openSync(`/proc/self/fd/${mfd}`, constants.O_RDONLY | O_CLOEXEC);
+  } finally {
+    closeSync(mfd);
+  }
+}
+
 export function sealedCopy(libc: Libc, src: number): number | undefined {
   const mfd = libc.memfd_create('cubicle-input', MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (mfd < 0) {

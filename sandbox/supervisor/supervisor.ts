@@ -12,8 +12,9 @@ import type { HelperEvent } from '../protocol/events.js';
 import { ControlByte } from '../protocol/opcodes.js';
 import { StatusReader } from '../protocol/status.js';
 import type { HostIds, SetupFailure } from '../types.js';
+import type { NoSubids, Subids } from '../host/subids.js';
 import { encodePlan, Op, opArg, type PlanOp } from '../plan/ops.js';
-import { leaseHostIds, type HostIdLease } from './host-ids.js';
+import { HOST_ID_LOCK_DIR, leaseHostIds, leaseSubids, type HostIdLease } from './host-ids.js';
 import { errnoName } from '../os-names.js';
 import { assertHelperBuilt } from '../native/helper-path.js';
 import { launchHelper, type HelperExitStatus, type LaunchedHelper } from './launch.js';
@@ -43,6 +44,10 @@ export interface SuperviseInput {
   planBytes: Buffer;
   bpf: Uint8Array;
   cgroup: CgroupPlan | undefined;
+  /** The files option's contents, back to back (see plan/build-plan.ts filesBlob). */
+  files?: Buffer;
+  /** A rootless caller's subordinate ids to lease from, or why it has none it may use (see host/subids.ts). */
+  subids?: Subids | NoSubids;
   /** Set when the run cannot start at all (e.g. no libseccomp): nothing is created or launched. */
   failure: SetupFailure | undefined;
   /** How long past the wall limit (and its grace) the supervisor's backstop waits for init's own kill. */
@@ -58,6 +63,57 @@ export interface Supervision {
   kill(signal?: 'SIGTERM' | 'SIGKILL'): void;
 }
 
+/** The ids the plan already holds: the caller's own, or root's fixed hostUid. */
+function callerIds(input: SuperviseInput): { hostIds: HostIds; planBytes: Buffer } {
+  const o = input.options;
+  const source = process.geteuid?.() === 0 && !o.runAs ? 'fixed' : 'caller';
+  const reason = input.subids && 'reason' in input.subids ? input.subids.reason : undefined;
+  return {
+    hostIds: { uid: o.outerUid, gid: o.outerGid, counters: 'shared', source, ...(reason ? { reason } : {}) },
+    planBytes: input.planBytes,
+  };
+}
+
+/**
+ * Host ids of the sandbox's own where it can have them, so per-user kernel counters are its own: from root's
+ * hostIdRange, or from a rootless caller's subordinate ids (mapped by newuidmap/newgidmap). Where none can be
+ * leased, root's sandbox maps to nobody and a rootless one keeps the caller's ids, sharing the counters (capped to
+ * half of the host's), and the result says why. The lease is the caller's to release.
+ */
+function takeHostIds(input: SuperviseInput): { hostIds: HostIds; lease: HostIdLease | undefined; planBytes: Buffer } {
+  const o = input.options;
+  let lease: HostIdLease | undefined;
+  let hostIds: HostIds;
+  let extra: PlanOp[] = [];
+  if (o.hostIdRange) {
+    lease = leaseHostIds(o.hostIdRange) ?? undefined;
+    hostIds = lease
+      ? { uid: lease.uid, gid: lease.gid, counters: 'own', source: 'range' }
+      : {
+          uid: SHARED_HOST_ID,
+          gid: SHARED_HOST_ID,
+          counters: 'shared',
+          source: 'nobody',
+          reason: `every id of hostIdRange is held, or ${HOST_ID_LOCK_DIR} is unusable`,
+        };
+  } else if (input.subids && !('reason' in input.subids)) {
+    const got = leaseSubids(input.subids);
+    if ('reason' in got) return { ...callerIds(input), hostIds: { ...callerIds(input).hostIds, reason: got.reason }, lease: undefined };
+    lease = got;
+    hostIds = { uid: lease.uid, gid: lease.gid, counters: 'own', source: 'subids' };
+    extra = [Op.idMapper(input.subids.newuidmap, input.subids.newgidmap)];
+  } else return { ...callerIds(input), lease: undefined };
+  try {
+    // Extra ops go just before `end`: every other op keeps its index, which setup failures and copy-out frames name.
+    const plan = input.plan.map((op) => (op.op === 'userns' ? withOuterIds(op, hostIds) : op));
+    plan.splice(plan.length - 1, 0, ...extra);
+    return { hostIds, lease, planBytes: encodePlan(plan) };
+  } catch (e) {
+    lease?.release();
+    throw e;
+  }
+}
+
 /** Starts one run. `capture` buffers stdout/stderr into the record instead of exposing streams. */
 export function supervise(input: SuperviseInput, capture: boolean): Supervision {
   const o = input.options;
@@ -65,23 +121,7 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
   let failure: RunFailure | undefined = input.failure ? { kind: 'prepared', failure: input.failure } : undefined;
 
   // Side effects start here; the finally in `lifetime` undoes them whatever happens.
-  let planBytes = input.planBytes;
-  let hostIds: HostIds = { uid: o.outerUid, gid: o.outerGid, counters: 'shared' };
-  let lease: HostIdLease | undefined;
-  if (!failure && o.hostIdRange) {
-    // A root caller's sandbox gets host ids no other sandbox holds, so per-user kernel counters are its own;
-    // when none can be leased it maps to nobody, sharing them (capped to half of the host's), and says so.
-    lease = leaseHostIds(o.hostIdRange) ?? undefined;
-    hostIds = lease
-      ? { uid: lease.uid, gid: lease.gid, counters: 'own' }
-      : { uid: SHARED_HOST_ID, gid: SHARED_HOST_ID, counters: 'shared' };
-    try {
-      planBytes = encodePlan(input.plan.map((op) => (op.op === 'userns' ? withOuterIds(op, hostIds) : op)));
-    } catch (e) {
-      lease?.release();
-      throw e;
-    }
-  }
+  const { hostIds, lease, planBytes } = failure ? { ...callerIds(input), lease: undefined } : takeHostIds(input);
   let cgroup: { plan: CgroupPlan; readBack: CgroupReadBack } | undefined;
   let helper: LaunchedHelper | undefined;
   if (!failure && input.cgroup) {
@@ -98,7 +138,7 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
   if (!failure) {
     try {
       assertHelperBuilt();
-      helper = launchHelper(o, planBytes, input.bpf);
+      helper = launchHelper(o, planBytes, input.bpf, input.files);
     } catch (e) {
       failure = { kind: 'launch', error: e as Error };
     }
@@ -166,6 +206,11 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
   const stdoutOut = helper && !capture ? limitStream(helper.stdout, 'out') : null;
   const stderrOut = helper && !capture ? limitStream(helper.stderr, 'err') : null;
 
+  // Copied-out files: at most boxSize of content and a header line per name.
+  const copyOut: Buffer[] = [];
+  let copied = 0;
+  const copyOutBound = o.box ? o.box.size + 64 * o.box.copyOut.length : 0;
+
   const onAbort = (): void => stop('SIGKILL', 'cancel');
   const onEvents = (chunk: Buffer): void => {
     if (failure?.kind === 'protocol') return;
@@ -191,6 +236,11 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
       if (helper) {
         helper.stdin?.on('error', (e) => debug('stdin: %s', e.message)); // EPIPE when the payload stops reading
         helper.status.on('data', onEvents);
+        helper.copyOut?.on('data', (c: Buffer) => {
+          copied += c.length;
+          if (copied <= copyOutBound) copyOut.push(c);
+          else helper?.copyOut?.destroy(); // more than init may send: nothing past the bound is kept
+        });
         if (capture) {
           helper.stdout?.on('data', (c: Buffer) => keep(out, 'out', c));
           helper.stderr?.on('data', (c: Buffer) => keep(err, 'err', c));
@@ -239,6 +289,7 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
       hostDiagnosis,
       hostIds,
       elapsedMs: performance.now() - started,
+      ...(helper?.copyOut ? { copyOut: Buffer.concat(copyOut) } : {}),
     };
     debug('run finished in %d ms via %s', Math.round(record.elapsedMs), helper?.launcher);
     return record;

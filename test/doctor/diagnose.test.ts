@@ -140,9 +140,30 @@ describe('doctor diagnose()', () => {
       'pivot-root',
       'libseccomp',
       'limits',
+      'host-ids',
       'sandbox',
       'sandbox-unprivileged',
     ]);
+  });
+
+  it('a rootless caller without subordinate ids is warned that sandboxes share its counters, with the command that fixes it', () => {
+    const reason =
+      'alice (uid 1000) has no range in /etc/subuid (as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 alice)';
+    const c = byId(diagnose({ ...healthy(), subids: { ok: true, value: { reason } } }), 'host-ids');
+    assert.equal(c.status, 'warn');
+    assert.match(c.detail, /share this user's per-user kernel counters/);
+    assert.equal(c.fix, 'usermod --add-subuids 100000-165535 --add-subgids 100000-165535 alice   # as root');
+    const tools = byId(
+      diagnose({ ...healthy(), subids: { ok: true, value: { reason: 'newuidmap/newgidmap are not installed (apt-get install uidmap)' } } }),
+      'host-ids',
+    );
+    assert.equal(tools.fix, 'apt-get install uidmap   # as root');
+    const ok = byId(
+      diagnose({ ...healthy(), subids: { ok: true, value: { uid: { start: 100000, count: 65536 }, newuidmap: '/usr/bin/newuidmap' } } }),
+      'host-ids',
+    );
+    assert.equal(ok.status, 'ok');
+    assert.match(ok.detail, /100000-165535/);
   });
 
   it('unprivileged user namespaces disabled (kernel.unprivileged_userns_clone=0)', () => {

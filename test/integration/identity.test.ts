@@ -2,6 +2,7 @@
 import { strict as assert } from 'node:assert';
 import { chmodSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { subidsFor } from '../../sandbox/host/subids.js';
 import { DEFAULT_HOST_ID_RANGE } from '../../sandbox/options/resolve.js';
 import { forEachIdentity, IS_ROOT, worldReadableTmp, skipBecause } from '../helpers/env.js';
 
@@ -19,14 +20,20 @@ forEachIdentity((id, run) => {
   });
 
   const to = id.rootless ? `host ${id.outerUid}` : "host ids of the sandbox's own";
-  it(`maps the inner id to ${to} with a single-id map and setgroups denied`, async () => {
-    const r = await run('cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups');
+  it(`maps the inner id to ${to} with a single-id map and setgroups denied (or no groups, on subordinate ids)`, async () => {
+    const r = await run('cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups; grep Groups /proc/self/status');
     const lines = (r.stdout as string)
       .trim()
       .split('\n')
       .map((l) => l.trim().split(/\s+/).join(' '));
-    assert.deepEqual(lines, [`1000 ${r.hostIds!.uid} 1`, `1000 ${r.hostIds!.gid} 1`, 'deny']);
-    if (id.rootless) assert.deepEqual([r.hostIds!.uid, r.hostIds!.gid], [id.outerUid, id.outerGid]);
+    // A rootless caller with subordinate ids: newgidmap leaves setgroups allowed, and the helper drops every group.
+    const subids = r.hostIds!.source === 'subids';
+    assert.deepEqual(lines.slice(0, 3), [`1000 ${r.hostIds!.uid} 1`, `1000 ${r.hostIds!.gid} 1`, subids ? 'allow' : 'deny']);
+    if (subids) {
+      assert.equal(lines[3], 'Groups:');
+      const range = subidsFor(process.geteuid!());
+      assert.ok(!('reason' in range) && r.hostIds!.uid >= range.uid.start && r.hostIds!.uid < range.uid.start + range.uid.count);
+    } else if (id.rootless) assert.deepEqual([r.hostIds!.uid, r.hostIds!.gid], [id.outerUid, id.outerGid]);
     else assert.ok(r.hostIds!.uid >= DEFAULT_HOST_ID_RANGE.start && r.hostIds!.counters === 'own', `host uid ${r.hostIds!.uid}`);
   });
 

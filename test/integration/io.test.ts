@@ -41,6 +41,14 @@ forEachIdentity((id, run) => {
     );
   });
 
+  it('/dev/stdout and /dev/stderr can be opened again by the payload (root: its own host uid got EACCES on 0600 pipes)', async () => {
+    const r = await run(['/bin/sh', '-c', 'echo out > /dev/stdout && echo err > /dev/stderr && cat /dev/stdin > /dev/stdout'], {
+      input: 'in\n',
+    });
+    assert.equal(r.stdout, 'out\nin\n', String(r.stderr));
+    assert.equal(r.stderr, 'err\n');
+  });
+
   it('keeps stdout and stderr apart', async () => {
     const r = await run('echo out; echo err >&2; echo out2');
     assert.equal(r.stdout, 'out\nout2\n');

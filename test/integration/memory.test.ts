@@ -2,7 +2,8 @@
 // one definition of peak memory, for each mechanism: cgroup v1 (root) and rlimits + sampling.
 import { strict as assert } from 'node:assert';
 import { type SandboxOptions } from '../../sandbox/index.js';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { forEachIdentity, forEachMechanism, limitMechanisms, skipBecause, worldReadableTmp } from '../helpers/env.js';
 
@@ -63,6 +64,54 @@ forEachIdentity((id, run) => {
       });
       const made = Number(String(r.stdout).trim());
       assert.ok(made > 1000 && made <= 4096, `${made} files`);
+    });
+
+    it('one allocation larger than the limit is memory-limit, not nonzero-exit (MemoryError under RLIMIT_DATA)', async () => {
+      const r = await go([PY, '-c', 'x = bytearray(300 << 20)'], { limits: bomb });
+      assert.equal(r.verdict, 'memory-limit', `${r.verdict} ${String(r.stderr)}`);
+    });
+
+    it('a C++ vector larger than the limit is memory-limit, not SIGABRT (bad_alloc under RLIMIT_DATA)', async function () {
+      if (!existsSync('/usr/bin/g++')) skipBecause(this, 'no g++ on this host to build the C++ program');
+      const t = worldReadableTmp();
+      try {
+        writeFileSync(join(t.dir, 'big.cc'), '#include <vector>\nint main() { std::vector<char> v(300u << 20); return v[4096]; }\n');
+        execFileSync('/usr/bin/g++', ['-O1', '-o', join(t.dir, 'big'), join(t.dir, 'big.cc')]);
+        chmodSync(join(t.dir, 'big'), 0o755);
+        const r = await go(['/job/big'], { limits: bomb, mounts: [{ type: 'bind', source: t.dir, target: '/job' }] });
+        assert.equal(r.verdict, 'memory-limit', `${r.verdict} ${r.signal} ${String(r.stderr)}`);
+      } finally {
+        t.cleanup();
+      }
+    });
+
+    it('Java with default flags, and with -Xss64m, starts under 256M (RLIMIT_DATA stopped the JVM reserving)', async function () {
+      if (!existsSync('/usr/bin/java')) skipBecause(this, 'no java on this host');
+      for (const flags of [[], ['-Xss64m']]) {
+        const r = await go(['/usr/bin/java', ...flags, '-version'], { limits: { memory: '256M', wallTime: 60_000 } });
+        assert.equal(r.verdict, 'ok', `java ${flags.join(' ')}: ${r.verdict} ${String(r.stderr)}`);
+        assert.match(String(r.stderr), /version/);
+      }
+    });
+
+    it('a mapped memfd, tmpfs file and SysV segment count once (sampling counted each twice: false memory-limit)', async () => {
+      const script = [
+        'import ctypes, mmap, os, time',
+        'l = ctypes.CDLL(None, use_errno=True)',
+        'N = 30 << 20',
+        'fd = os.memfd_create("x"); os.ftruncate(fd, N); a = mmap.mmap(fd, N)',
+        'g = os.open("/tmp/f", os.O_RDWR | os.O_CREAT); os.ftruncate(g, N); b = mmap.mmap(g, N)',
+        'for m in (a, b):',
+        '  for i in range(0, N, 4096): m[i] = 1',
+        'l.shmat.restype = ctypes.c_void_p',
+        'p = l.shmat(ctypes.c_int(l.shmget(0, N, 0o1600)), None, 0)',
+        'ctypes.memset(ctypes.c_void_p(p), 1, N)',
+        'time.sleep(0.5)',
+      ].join('\n');
+      const r = await go([PY, '-c', script], { limits: { memory: '128M', wallTime: 30_000 } });
+      assert.equal(r.verdict, 'ok', `${r.verdict} peak ${r.usage?.peakMemoryBytes} ${String(r.stderr)}`);
+      const peak = r.usage!.peakMemoryBytes!;
+      assert.ok(peak >= 90 << 20 && peak < 120 << 20, `peak ${peak}: 3 x 30 MiB and python, each once`);
     });
 
     it('/proc/sys is read-only inside, even to uid 0 (the IPC namespace limits cannot be raised)', async () => {

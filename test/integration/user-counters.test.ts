@@ -42,7 +42,11 @@ describe('per-user counters as root', () => {
     }
     assert.notEqual(a.hostIds!.uid, b.hostIds!.uid);
     const fixed = await runSandboxed(['/bin/true'], { hostUid: 4242, hostGid: 4242 });
-    assert.deepEqual(fixed.hostIds, { uid: 4242, gid: 4242, counters: 'shared' }, 'a fixed hostUid is shared (and capped)');
+    assert.deepEqual(
+      fixed.hostIds,
+      { uid: 4242, gid: 4242, counters: 'shared', source: 'fixed' },
+      'a fixed hostUid is shared (and capped)',
+    );
   });
 });
 

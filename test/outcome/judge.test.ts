@@ -39,7 +39,7 @@ function record(r: Partial<RunRecord> = {}): RunRecord {
     stdout: [Buffer.from('out')],
     stderr: [Buffer.from('err')],
     hostDiagnosis: undefined,
-    hostIds: { uid: 65534, gid: 65534, counters: 'shared' },
+    hostIds: { uid: 65534, gid: 65534, counters: 'shared', source: 'nobody' },
     elapsedMs: 80,
     ...r,
   };

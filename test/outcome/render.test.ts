@@ -35,7 +35,7 @@ function result(r: Partial<SandboxResult> = {}): SandboxResult {
     setupFailure: undefined,
     seccomp: undefined,
     violation: undefined,
-    hostIds: { uid: 65534, gid: 65534, counters: 'shared' },
+    hostIds: { uid: 65534, gid: 65534, counters: 'shared', source: 'nobody' },
     limits: {
       cpuTime: { value: 500, unit: 'ms', mechanism: 'rlimit+sampling' },
       memory: { value: 64 << 20, unit: 'bytes', mechanism: 'cgroup-v1' },

@@ -1,6 +1,6 @@
 // Per-user counters, planned without a sandbox: caps at half of the host's, and host id leases.
 import { strict as assert } from 'node:assert';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { parseLimits } from '../../sandbox/host/user-limits.js';
 import { resolveOptions } from '../../sandbox/options/resolve.js';
 import { sharedRlimitCaps, ucountCaps, UCOUNT_CAPS } from '../../sandbox/plan/limits.js';
@@ -37,15 +37,29 @@ describe('per-user counters (planning)', () => {
       assert.throws(() => resolveOptions(['/bin/true'], { hostIdRange: { start: 100000, count: 10 } }), /hostIdRange is for a root caller/);
       return;
     }
-    assert.deepEqual(resolveOptions(['/bin/true'], { hostIdRange: { start: 100000, count: 10 } }).hostIdRange, {
-      start: 100000,
+    assert.deepEqual(resolveOptions(['/bin/true'], { hostIdRange: { start: 1_500_000_000, count: 10 } }).hostIdRange, {
+      start: 1_500_000_000,
       count: 10,
     });
     assert.throws(() => resolveOptions(['/bin/true'], { hostIdRange: { start: 0, count: 10 } }), /hostIdRange must lie within/);
     assert.throws(() => resolveOptions(['/bin/true'], { hostIdRange: { start: 65000, count: 1000 } }), /65534/);
     assert.throws(() => resolveOptions(['/bin/true'], { hostIdRange: { start: 1, count: 0 } }), /count at least 1/);
-    assert.throws(() => resolveOptions(['/bin/true'], { hostUid: 5000, hostIdRange: { start: 100000, count: 10 } }), /no hostUid/);
+    assert.throws(() => resolveOptions(['/bin/true'], { hostUid: 5000, hostIdRange: { start: 1_500_000_000, count: 10 } }), /no hostUid/);
     assert.equal(resolveOptions(['/bin/true'], { hostUid: 5000 }).hostIdRange, undefined, 'a fixed hostUid is used as given');
+  });
+
+  it("hostIdRange holding a host account's uid is refused (its sandboxes would own that account's files)", function () {
+    if (process.geteuid!() !== 0) return skipBecause(this, 'only root gives a hostIdRange');
+    const account = readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .map((l) => l.split(':'))
+      .find((f) => Number(f[2]) >= 1 && Number(f[2]) < 65534);
+    if (!account) return skipBecause(this, 'no account with a uid from 1 to 65533 on this host');
+    const uid = Number(account[2]);
+    assert.throws(
+      () => resolveOptions(['/bin/true'], { hostIdRange: { start: uid, count: 1 } }),
+      new RegExp(`holds (uid|gid) \\d+ \\(\\w`),
+    );
   });
 
   it('host id leases: one holder per id, released ids are free again, none when the range is full', function () {

@@ -1,0 +1,95 @@
+// A rootless caller's subordinate ids: the ranges /etc/subuid and /etc/subgid give it (by name or by uid), and
+// the setuid tools that may map them (shadow's newuidmap/newgidmap, Debian's package uidmap). With both, each
+// sandbox maps to a host uid of the range that no other sandbox of the caller holds, so per-user kernel counters
+// (tasks, inotify instances, mqueue bytes, pending signals) are its own, as root's hostIdRange gives.
+import { readFileSync, statSync } from 'node:fs';
+
+export interface IdRange {
+  start: number;
+  count: number;
+}
+
+export interface Subids {
+  uid: IdRange;
+  gid: IdRange;
+  newuidmap: string;
+  newgidmap: string;
+}
+
+/** Why a caller has no subordinate ids to use: shown in the result's hostIds and by doctor. */
+export interface NoSubids {
+  reason: string;
+}
+
+const TOOL_DIRS = ['/usr/bin', '/bin', '/usr/sbin', '/sbin'];
+const MAX_ID = 0xfffffffe;
+
+function readText(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** The login name of `uid` in /etc/passwd (subordinate ranges are usually keyed by name). */
+export function passwdName(uid: number, passwd = readText('/etc/passwd') ?? ''): string | undefined {
+  for (const line of passwd.split('\n')) {
+    const f = line.split(':');
+    if (f.length >= 7 && f[2] === String(uid) && f[0]) return f[0];
+  }
+  return undefined;
+}
+
+/** The first well-formed range of `owner` (a name or a decimal uid) in a subuid/subgid file's text. */
+export function findRange(text: string, uid: number, name: string | undefined): IdRange | undefined {
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    const f = line.split(':');
+    if (f.length !== 3 || (f[0] !== name && f[0] !== String(uid))) continue;
+    if (!/^\d{1,10}$/.test(f[1]!) || !/^\d{1,10}$/.test(f[2]!)) continue;
+    const start = Number(f[1]),
+      count = Number(f[2]);
+    // Never a range that holds root or the caller itself: neither is a sandbox's own.
+    if (start < 1 || count < 1 || start + count - 1 > MAX_ID) continue;
+    if (uid >= start && uid < start + count) continue;
+    return { start, count };
+  }
+  return undefined;
+}
+
+/** A root-owned executable that only root may change, in the usual places; undefined if none. */
+function rootTool(name: string): string | undefined {
+  for (const dir of TOOL_DIRS) {
+    const path = `${dir}/${name}`;
+    try {
+      const st = statSync(path);
+      if (st.isFile() && st.uid === 0 && (st.mode & 0o022) === 0 && (st.mode & 0o111) !== 0) return path;
+    } catch {
+      /* not here */
+    }
+  }
+  return undefined;
+}
+
+const cache = new Map<number, Subids | NoSubids>();
+
+/** The subordinate ids `uid` may map, or why there are none (cached per uid for the life of the process). */
+export function subidsFor(uid: number): Subids | NoSubids {
+  const hit = cache.get(uid);
+  if (hit) return hit;
+  const name = passwdName(uid);
+  const who = name ? `${name} (uid ${uid})` : `uid ${uid}`;
+  const add = `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${name ?? uid}`;
+  let found: Subids | NoSubids;
+  const newuidmap = rootTool('newuidmap'),
+    newgidmap = rootTool('newgidmap');
+  const uidRange = findRange(readText('/etc/subuid') ?? '', uid, name);
+  const gidRange = findRange(readText('/etc/subgid') ?? '', uid, name);
+  if (!newuidmap || !newgidmap) found = { reason: 'newuidmap/newgidmap are not installed (Debian/Ubuntu: apt-get install uidmap)' };
+  else if (!uidRange || !gidRange) found = { reason: `${who} has no range in /etc/sub${uidRange ? 'g' : 'u'}id (as root: ${add})` };
+  else found = { uid: uidRange, gid: gidRange, newuidmap, newgidmap };
+  cache.set(uid, found);
+  return found;
+}
