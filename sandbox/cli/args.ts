@@ -249,7 +249,7 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
   else if (v.stdin !== undefined) options.inputFile = v.stdin;
   const copyOutTo = new Map<string, string>();
   if (v.file?.length) {
-    const files: NonNullable<SandboxOptions['files']> = {};
+    const files = Object.create(null) as NonNullable<SandboxOptions['files']>; // a name like __proto__ stays a name
     for (const f of v.file) {
       const eq = f.indexOf('=');
       if (eq <= 0) throw new UsageError(`--file "${f}" must be NAME=@HOSTPATH or NAME=TEXT`);

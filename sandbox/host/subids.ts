@@ -41,6 +41,24 @@ export function passwdName(uid: number, passwd = readText('/etc/passwd') ?? ''):
   return undefined;
 }
 
+/** The home directory of `uid` in /etc/passwd. */
+export function passwdHome(uid: number, passwd = readText('/etc/passwd') ?? ''): string | undefined {
+  for (const line of passwd.split('\n')) {
+    const f = line.split(':');
+    if (f.length >= 7 && f[2] === String(uid) && f[5]?.startsWith('/')) return f[5];
+  }
+  return undefined;
+}
+
+/** The primary gid of `uid` in /etc/passwd. */
+export function passwdGid(uid: number, passwd = readText('/etc/passwd') ?? ''): number | undefined {
+  for (const line of passwd.split('\n')) {
+    const f = line.split(':');
+    if (f.length >= 7 && f[2] === String(uid) && /^\d+$/.test(f[3]!)) return Number(f[3]);
+  }
+  return undefined;
+}
+
 /** The first well-formed range of `owner` (a name or a decimal uid) in a subuid/subgid file's text. */
 export function findRange(text: string, uid: number, name: string | undefined): IdRange | undefined {
   for (const raw of text.split('\n')) {
@@ -73,6 +91,35 @@ function rootTool(name: string): string | undefined {
   return undefined;
 }
 
+/** A host account (passwd, group) or, with `subordinate`, a subordinate range (subuid, subgid) whose ids fall in
+ *  first..last, named; undefined when none does. */
+export function idsTakenIn(first: number, last: number, subordinate = true): string | undefined {
+  const read = (f: string): string[] => {
+    try {
+      return readFileSync(f, 'utf8').split('\n');
+    } catch {
+      return [];
+    }
+  };
+  for (const [file, what] of [
+    ['/etc/passwd', 'uid'],
+    ['/etc/group', 'gid'],
+  ] as const)
+    for (const line of read(file)) {
+      const [name, , id] = line.split(':');
+      if (name && id !== undefined && /^\d+$/.test(id) && Number(id) >= first && Number(id) <= last) return `${what} ${id} (${name})`;
+    }
+  for (const file of subordinate ? ['/etc/subuid', '/etc/subgid'] : [])
+    for (const line of read(file)) {
+      const [owner, s, c] = line.trim().split(':');
+      if (!owner || !/^\d+$/.test(s ?? '') || !/^\d+$/.test(c ?? '')) continue;
+      const a = Number(s),
+        b = a + Number(c) - 1;
+      if (a <= last && b >= first) return `${owner}'s subordinate ids ${a}-${b} in ${file}`;
+    }
+  return undefined;
+}
+
 const cache = new Map<number, Subids | NoSubids>();
 
 /** The subordinate ids `uid` may map, or why there are none (cached per uid for the life of the process). */
@@ -89,7 +136,15 @@ export function subidsFor(uid: number): Subids | NoSubids {
   const gidRange = findRange(readText('/etc/subgid') ?? '', uid, name);
   if (!newuidmap || !newgidmap) found = { reason: 'newuidmap/newgidmap are not installed (Debian/Ubuntu: apt-get install uidmap)' };
   else if (!uidRange || !gidRange) found = { reason: `${who} has no range in /etc/sub${uidRange ? 'g' : 'u'}id (as root: ${add})` };
-  else found = { uid: uidRange, gid: gidRange, newuidmap, newgidmap };
+  else {
+    // A range holding an account would run sandboxes as that account.
+    const taken =
+      idsTakenIn(uidRange.start, uidRange.start + uidRange.count - 1, false) ??
+      idsTakenIn(gidRange.start, gidRange.start + gidRange.count - 1, false);
+    found = taken
+      ? { reason: `${who}'s subordinate range holds ${taken}; fix /etc/subuid and /etc/subgid` }
+      : { uid: uidRange, gid: gidRange, newuidmap, newgidmap };
+  }
   cache.set(uid, found);
   return found;
 }

@@ -23,6 +23,7 @@ struct plan {
   struct op *copy_out; /* copy-out ops, in plan order (init sends them on CUB_FD_COPY_OUT at the end) */
   size_t ncopy_out;
   int has_files; /* file-data ops read the sealed blob on CUB_FD_FILES */
+  int has_rw_idmap; /* a read-write bind-idmap: the payload gets the setuid-bit guard */
   int has_host_ids;
   const char *newuidmap, *newgidmap; /* id-mapper: set when the maps are written by these tools */
   uid_t host_uid;
@@ -166,6 +167,8 @@ void limits_note_stdin(void);
 void copy_out_send(const struct plan *p);
 /* stage 0, as root, before the namespaces exist: the detached idmapped trees of bind-idmap ops. */
 void mount_prepare_idmaps(struct plan *p);
+/* The payload stage, with a read-write idmapped bind: no setuid/setgid bit can be set (see guard.c). */
+void guard_setuid_bits(void);
 
 /* stages */
 __attribute__((noreturn)) void stage_init_main(const struct plan *p, int from_parent_fd, int to_parent_fd,

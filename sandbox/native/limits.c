@@ -189,32 +189,34 @@ static int counted_as_object(unsigned maj, unsigned min, unsigned long ino, cons
   return 0;
 }
 
-/* The Pss_Shmem (KiB) of a process's mappings that no object count holds, from its smaps; -1 if unreadable. */
-static long long shmem_mapped_only(const char *pid) {
+/* The Pss (KiB) of a process's *shared* mappings of objects an object count already holds, from its smaps (which,
+ * unlike smaps_rollup, has no Pss_Shmem per mapping). A shared mapping of a shmem object holds only shmem pages,
+ * so its Pss is its part of the rollup's Pss_Shmem; private mappings are left alone (their written pages are
+ * anonymous, and subtracting them would hide shared memory elsewhere); -1 if unreadable. */
+static long long shmem_counted_elsewhere(const char *pid) {
   char path[300], line[8192];
   snprintf(path, sizeof path, "/proc/%s/smaps", pid);
   FILE *f = fopen(path, "re");
   if (!f) return -1;
   long long total = 0;
-  int skip = 0, partial = 0;
+  int take = 0, partial = 0;
   while (fgets(line, sizeof line, f)) {
     int was_partial = partial;
     partial = strchr(line, '\n') == NULL;
     if (was_partial) continue; /* the rest of an overlong line (a long mapped file name) */
     if (isupper((unsigned char)line[0])) {
       unsigned long long kb;
-      if (!skip && strncmp(line, "Pss_Shmem:", 10) == 0 && sscanf(line + 10, "%llu", &kb) == 1) total += (long long)kb;
+      if (take && strncmp(line, "Pss:", 4) == 0 && sscanf(line + 4, "%llu", &kb) == 1) total += (long long)kb;
       continue;
     }
     /* a mapping's header: start-end perms offset major:minor inode name */
+    char perms[8] = "";
     unsigned maj, min;
     unsigned long ino;
     int at = 0;
-    if (sscanf(line, "%*x-%*x %*s %*x %x:%x %lu %n", &maj, &min, &ino, &at) < 3) {
-      skip = 0;
-      continue;
-    }
-    skip = counted_as_object(maj, min, ino, line + at);
+    take = 0;
+    if (sscanf(line, "%*x-%*x %7s %*x %x:%x %lu %n", perms, &maj, &min, &ino, &at) < 4 || at == 0) continue;
+    take = perms[3] == 's' && counted_as_object(maj, min, ino, line + at);
   }
   fclose(f);
   return total;
@@ -233,8 +235,8 @@ static unsigned long long read_owned(const char *pid, int cheap) {
     char *a = strstr(buf, "\nPss_Anon:"), *m = strstr(buf, "\nPss_Shmem:");
     if (a && m && sscanf(a + 10, "%llu", &anon) == 1 && sscanf(m + 11, "%llu", &shmem) == 1) {
       /* shared pages an object count already holds (a mapped memfd, tmpfs file or SysV segment) count once */
-      long long own = shmem ? shmem_mapped_only(pid) : 0;
-      if (own >= 0 && (unsigned long long)own < shmem) shmem = (unsigned long long)own;
+      long long twice = shmem ? shmem_counted_elsewhere(pid) : 0;
+      if (twice > 0) shmem = (unsigned long long)twice < shmem ? shmem - (unsigned long long)twice : 0;
       /* its page tables: kernel memory a cgroup charges too */
       unsigned long long pte = 0;
       snprintf(path, sizeof path, "/proc/%s/status", pid);

@@ -172,6 +172,9 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
       const char *acc = a[CUB_ARG_BIND_IDMAP_ACCESS];
       if (strcmp(acc, CUB_BIND_ACCESS_NAMES[CUB_BIND_RO]) != 0 && strcmp(acc, CUB_BIND_ACCESS_NAMES[CUB_BIND_RW]) != 0)
         die_op(op, NULL, 0, "bind-idmap access '%s' is not ro or rw", acc);
+      if (strcmp(acc, CUB_BIND_ACCESS_NAMES[CUB_BIND_RW]) == 0) p->has_rw_idmap = 1;
+      if (strtoull(a[CUB_ARG_BIND_IDMAP_DISK_UID], NULL, 10) == 0 || strtoull(a[CUB_ARG_BIND_IDMAP_DISK_GID], NULL, 10) == 0)
+        die_op(op, NULL, 0, "bind-idmap never maps host root's files to the sandbox");
     }
     if (op->code == CUB_OP_COPY) check_path(a[CUB_ARG_COPY_HOST_PATH], op);
     if (op->code == CUB_OP_DIR) check_mode(a[CUB_ARG_DIR_MODE_OCTAL], op);

@@ -99,6 +99,7 @@ void stage_exec_main(const struct plan *p, int exec_report_fd) {
   mark_fds_cloexec();
   umask(022);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_NO_NEW_PRIVS");
+  if (p->has_rw_idmap) guard_setuid_bits();
   install_seccomp(p, exec_report_fd); /* last: the filter must still allow write (failure report) and execve */
   exec_payload(p);
 }

@@ -1,8 +1,9 @@
 // The options of runSandboxed/spawnSandboxed: merged under a policy's defaults, then validated synchronously
 // (nothing runs before this), giving ResolvedOptions where every field is final.
+import { idsTakenIn } from '../host/subids.js';
 import { BOX_DIR, resolveBox, type ResolvedBox } from './box.js';
 import { constants as bufferConstants } from 'node:buffer';
-import { closeSync, existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, existsSync, realpathSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, isAbsolute, normalize } from 'node:path';
 import { Readable } from 'node:stream';
@@ -99,6 +100,17 @@ function checkHostDir(option: string, p: unknown): string {
  *  /etc/subuid allocations (which start at 100000, 65536 each). */
 export const DEFAULT_HOST_ID_RANGE = { start: 1_000_000_000, count: 65536 };
 
+let defaultRange: { start: number; count: number } | undefined;
+/** Root's default range: the first block of 65536 ids from 1000000000 up that no host account or subordinate
+ *  range holds (LXD, for one, gives root subordinate ids up to 1001000000). */
+export function defaultHostIdRange(): { start: number; count: number } {
+  if (defaultRange) return defaultRange;
+  const { count } = DEFAULT_HOST_ID_RANGE;
+  for (let start = DEFAULT_HOST_ID_RANGE.start; start + count - 1 <= 0xfffffffe; start += count)
+    if (!idsTakenIn(start, start + count - 1)) return (defaultRange = { start, count });
+  return (defaultRange = DEFAULT_HOST_ID_RANGE);
+}
+
 function checkIdRange(option: string, v: unknown): { start: number; count: number } {
   if (typeof v === 'string') {
     const m = /^(\d+):(\d+)$/.exec(v.trim());
@@ -112,7 +124,7 @@ function checkIdRange(option: string, v: unknown): { start: number; count: numbe
     return fail(option, `${option} must be { start, count } with integers, count at least 1`);
   if (start < 1 || start + count - 1 > 0xfffffffe || (start <= 65535 && start + count - 1 >= 65534))
     fail(option, `${option} must lie within 1-4294967294, never 0 and not over 65534/65535 (nobody, the overflow id)`);
-  const taken = accountIn(start, start + count - 1);
+  const taken = idsTakenIn(start, start + count - 1);
   if (taken)
     fail(
       option,
@@ -120,34 +132,6 @@ function checkIdRange(option: string, v: unknown): { start: number; count: numbe
         'Choose ids no account or subordinate range uses',
     );
   return { start, count };
-}
-
-/** A host account (passwd, group) or subordinate range (subuid, subgid) whose ids fall in first..last, named. */
-function accountIn(first: number, last: number): string | undefined {
-  const read = (f: string): string[] => {
-    try {
-      return readFileSync(f, 'utf8').split('\n');
-    } catch {
-      return [];
-    }
-  };
-  for (const [file, what] of [
-    ['/etc/passwd', 'uid'],
-    ['/etc/group', 'gid'],
-  ] as const)
-    for (const line of read(file)) {
-      const [name, , id] = line.split(':');
-      if (name && id !== undefined && /^\d+$/.test(id) && Number(id) >= first && Number(id) <= last) return `${what} ${id} (${name})`;
-    }
-  for (const file of ['/etc/subuid', '/etc/subgid'])
-    for (const line of read(file)) {
-      const [owner, s, c] = line.trim().split(':');
-      if (!owner || !/^\d+$/.test(s ?? '') || !/^\d+$/.test(c ?? '')) continue;
-      const a = Number(s),
-        b = a + Number(c) - 1;
-      if (a <= last && b >= first) return `${owner}'s subordinate ids ${a}-${b} in ${file}`;
-    }
-  return undefined;
 }
 
 const stripSlash = (p: string): string => (p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p);
@@ -302,6 +286,11 @@ function checkMount(m: unknown, i: number): ResolvedMount {
     fail(`${where}.idmap`, 'an idmapped bind needs a root caller (only root may idmap a host filesystem); bind it without idmap');
   const st = statSync(real);
   if (!st.isDirectory()) fail(`${where}.idmap`, `an idmapped bind needs a directory; "${source}" is not one`);
+  if (st.uid === 0 || st.gid === 0)
+    fail(
+      `${where}.idmap`,
+      `"${source}" belongs to host root (uid ${st.uid}, gid ${st.gid}); an idmapped bind never gives root's files to the sandbox`,
+    );
   return { type: 'bind', source: real, target, readOnly, ...noexec, idmap: { uid: st.uid, gid: st.gid } };
 }
 
@@ -371,7 +360,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
         ? checkIdRange('hostIdRange', o.hostIdRange)
         : env
           ? checkIdRange('CUBICLE_HOST_ID_RANGE', env)
-          : DEFAULT_HOST_ID_RANGE;
+          : defaultHostIdRange();
     outerUid = outerGid = hostIdRange.start;
   } else if (callerUid === 0) {
     outerUid = checkId('hostUid', o.hostUid, 65534);

@@ -3,10 +3,10 @@
 // counters (tasks, inotify, mqueue bytes, pending signals) are never shared between sandboxes. A uid is held by
 // an flock on its file in a directory only its owner may change: the kernel drops the lock when the holder closes
 // it or dies, so nothing goes stale, and two processes can never hold the same uid.
-import { closeSync, lstatSync, mkdirSync, openSync, constants as fsConstants } from 'node:fs';
+import { closeSync, lstatSync, mkdirSync, openSync, statSync, constants as fsConstants } from 'node:fs';
 import { createRequire } from 'node:module';
 import { debuglog } from 'node:util';
-import type { Subids } from '../host/subids.js';
+import { passwdHome, type Subids } from '../host/subids.js';
 
 const debug = debuglog('cubicle');
 
@@ -59,9 +59,18 @@ function ownedDir(dir: string, owner: number): boolean {
   }
 }
 
-/** Where a rootless caller's subordinate id leases live: one fixed place per user, whatever its environment
- *  says, so two of its processes never lease the same id. */
-export const subidLockDir = (uid: number): string => `/tmp/cubicle-ids-${uid}`;
+/** Where a rootless caller's subordinate id leases live: one place per user whatever its environment says, so two
+ *  of its processes never lease the same id: under its home directory from /etc/passwd (a /tmp can be private
+ *  to a service or a session), else, for an account without a home of its own, /tmp/cubicle-ids-UID. */
+export function subidLockDir(uid: number): string {
+  const home = passwdHome(uid);
+  try {
+    if (home && home !== '/' && statSync(home).isDirectory() && statSync(home).uid === uid) return `${home}/.cache/cubicle-ids`;
+  } catch {
+    /* no home of its own */
+  }
+  return `/tmp/cubicle-ids-${uid}`;
+}
 
 /** Holds the lowest free id of `range` in `dir` (lock files number at most the most sandboxes ever at once). */
 function leaseFrom(range: { start: number; count: number }, dir: string, gidOf: (uid: number) => number): HostIdLease | null {

@@ -121,44 +121,20 @@ forEachIdentity((id, run) => {
       chmodSync(join(t.dir, 'src.txt'), 0o644);
       symlinkSync('/etc/hostname', join(t.dir, 'planted'));
       const as = id.spawnAs.runAs ?? {};
-      const r = spawnSync(
-        process.execPath,
-        [
-          CLI,
-          'run',
-          '--file',
-          'a.txt=no newline',
-          '--file',
-          `b.txt=@${join(t.dir, 'src.txt')}`,
-          '--copy-out',
-          `both:${join(t.dir, 'both')}`,
-          '--copy-out',
-          `both:${join(t.dir, 'dup')}`,
-          '--',
-          '/bin/true',
-        ],
-        { encoding: 'utf8', ...as },
-      );
+      const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, 'run', ...args], { encoding: 'utf8', ...as });
+      const files = ['--file', 'a.txt=no newline', '--file', `b.txt=@${join(t.dir, 'src.txt')}`];
+      const both = ['--copy-out', `both:${join(t.dir, 'both')}`];
+      const r = cli(...files, ...both, '--copy-out', `both:${join(t.dir, 'dup')}`, '--', '/bin/true');
       assert.equal(r.status, 2, `a name given twice is a usage error: ${r.stderr}`);
-      const ok = spawnSync(
-        process.execPath,
-        [
-          CLI,
-          'run',
-          '--file',
-          'a.txt=no newline',
-          '--file',
-          `b.txt=@${join(t.dir, 'src.txt')}`,
-          '--copy-out',
-          `both:${join(t.dir, 'both')}`,
-          '--copy-out',
-          `both2:${join(t.dir, 'planted')}`,
-          '--',
-          '/bin/sh',
-          '-c',
-          'cat a.txt b.txt > both; cp both both2',
-        ],
-        { encoding: 'utf8', ...as },
+      const ok = cli(
+        ...files,
+        ...both,
+        '--copy-out',
+        `both2:${join(t.dir, 'planted')}`,
+        '--',
+        '/bin/sh',
+        '-c',
+        'cat a.txt b.txt > both; cp both both2',
       );
       assert.equal(ok.status, 0, ok.stderr);
       assert.equal(readFileSync(join(t.dir, 'both'), 'utf8'), 'no newlinefrom the host\n');
@@ -200,6 +176,42 @@ describe('idmapped binds: a user-owned checkout in a root-run sandbox', () => {
     });
   }
 
+  it('a payload cannot plant a setuid or setgid file through it, under any policy (others would run it as the owner)', async function () {
+    if (!IS_ROOT) return skipBecause(this, 'only root may idmap a host filesystem');
+    const t = checkout();
+    try {
+      const script = [
+        'import os, stat',
+        'os.chdir("/src")',
+        'def tried(what, fn):',
+        '  try: fn(); print(what, "allowed")',
+        '  except OSError as e: print(what, e.errno)',
+        'open("a", "w").close()',
+        'tried("chmod", lambda: os.chmod("a", 0o4755))',
+        'tried("chmod-sgid", lambda: os.chmod("a", 0o2755))',
+        'tried("fchmod", lambda: os.fchmod(os.open("a", os.O_RDONLY), 0o4755))',
+        'tried("create", lambda: os.open("b", os.O_CREAT | os.O_WRONLY, 0o4755))',
+        'tried("mknod", lambda: os.mknod("c", 0o4755 | stat.S_IFREG))',
+        'tried("plain", lambda: os.chmod("a", 0o755))',
+      ].join('\n');
+      for (const policy of ['default', 'none']) {
+        const r = await runSandboxed(['/usr/bin/python3', '-c', script], {
+          policy,
+          reject: false,
+          mounts: [{ type: 'bind', source: t.dir, target: '/src', idmap: true }],
+        });
+        if (r.setupFailure?.syscall === 'mount_setattr') return skipBecause(this, `the filesystem of ${t.dir} cannot be idmapped here`);
+        assert.equal(r.verdict, 'ok', String(r.stderr));
+        const refused = ['chmod 1', 'chmod-sgid 1', 'fchmod 1', 'create 1', 'mknod 1', 'plain allowed']; // 1: EPERM
+        assert.deepEqual(String(r.stdout).trim().split('\n'), refused, policy);
+        for (const f of ['a', 'b', 'c'])
+          if (existsSync(join(t.dir, f))) assert.equal(statSync(join(t.dir, f)).mode & 0o6000, 0, `${f} under ${policy}`);
+      }
+    } finally {
+      t.cleanup();
+    }
+  });
+
   it('is refused for a rootless caller with a clear error, and for a file', function () {
     const t = worldReadableTmp();
     try {
@@ -208,6 +220,7 @@ describe('idmapped binds: a user-owned checkout in a root-run sandbox', () => {
       if (IS_ROOT) {
         writeFileSync(join(t.dir, 'file'), 'x');
         assert.throws(bind(join(t.dir, 'file')), /needs a directory/);
+        assert.throws(bind(t.dir), /belongs to host root/, "a root-owned tree never becomes the sandbox's");
       } else assert.throws(bind(t.dir), /needs a root caller/);
     } finally {
       t.cleanup();

@@ -3,7 +3,7 @@ import { strict as assert } from 'node:assert';
 import { chmodSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { subidsFor } from '../../sandbox/host/subids.js';
-import { DEFAULT_HOST_ID_RANGE } from '../../sandbox/options/resolve.js';
+import { defaultHostIdRange } from '../../sandbox/options/resolve.js';
 import { forEachIdentity, IS_ROOT, worldReadableTmp, skipBecause } from '../helpers/env.js';
 
 forEachIdentity((id, run) => {
@@ -34,7 +34,7 @@ forEachIdentity((id, run) => {
       const range = subidsFor(process.geteuid!());
       assert.ok(!('reason' in range) && r.hostIds!.uid >= range.uid.start && r.hostIds!.uid < range.uid.start + range.uid.count);
     } else if (id.rootless) assert.deepEqual([r.hostIds!.uid, r.hostIds!.gid], [id.outerUid, id.outerGid]);
-    else assert.ok(r.hostIds!.uid >= DEFAULT_HOST_ID_RANGE.start && r.hostIds!.counters === 'own', `host uid ${r.hostIds!.uid}`);
+    else assert.ok(r.hostIds!.uid >= defaultHostIdRange().start && r.hostIds!.counters === 'own', `host uid ${r.hostIds!.uid}`);
   });
 
   it('files written to a rw bind belong to the mapped host id, never host root', async () => {

@@ -14,7 +14,8 @@ const MEMFD = 'import os\nfd = os.memfd_create("x")\nc = b"a" * (1 << 20)\nfor i
 // Every SysV message queue filled (8 KiB messages, without waiting).
 const MSGQ =
   'import ctypes\nl = ctypes.CDLL(None)\nb = ctypes.create_string_buffer(8 + 8192)\nctypes.memset(b, 1, 8)\n' +
-  'for q in range(32000):\n  i = l.msgget(0, 0o1600)\n  if i < 0: break\n  while l.msgsnd(i, b, 8192, 0o4000) == 0: pass';
+  'for q in range(32000):\n  i = l.msgget(0, 0o1600)\n  if i < 0: break\n  while l.msgsnd(i, b, 8192, 0o4000) == 0: pass\n' +
+  'import time\ntime.sleep(1)'; // held, so a sample sees them however busy the host is
 
 forEachIdentity((id, run) => {
   forEachMechanism(id, (m) => {
@@ -31,6 +32,17 @@ forEachIdentity((id, run) => {
       const script = [
         'import ctypes, mmap, time',
         'ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)',
+        'm = mmap.mmap(-1, 512 << 20, flags=mmap.MAP_SHARED)',
+        'for i in range(0, 512 << 20, 4096): m[i] = 1',
+        'time.sleep(1)',
+      ].join('\n');
+      const r = await go([PY, '-c', script], { limits: bomb });
+      assert.equal(r.verdict, 'memory-limit', `${r.verdict} ${String(r.stderr)}`);
+    });
+
+    it('shared anonymous memory held by an ordinary process is memory-limit, not ok (smaps has no Pss_Shmem per mapping)', async () => {
+      const script = [
+        'import mmap, time',
         'm = mmap.mmap(-1, 512 << 20, flags=mmap.MAP_SHARED)',
         'for i in range(0, 512 << 20, 4096): m[i] = 1',
         'time.sleep(1)',

@@ -40,11 +40,11 @@ function findCaller(): Caller | { reason: string } {
 }
 
 /** Runs an ES module body as the caller, with `runSandboxed` in scope; returns what it prints as JSON. */
-function asCaller(c: Caller, body: string): Promise<unknown> {
+function asCaller(c: Caller, body: string, gid = c.gid): Promise<unknown> {
   const script = `import { runSandboxed, spawnSandboxed } from ${JSON.stringify(INDEX)};\n${body}`;
   const node = [process.execPath, '--input-type=module', '-e', script];
   // As root: the caller also holds a supplementary group (4), which must not follow the payload.
-  const argv = IS_ROOT ? ['/usr/bin/setpriv', `--reuid=${c.uid}`, `--regid=${c.gid}`, `--groups=${c.gid},4`, '--', ...node] : node;
+  const argv = IS_ROOT ? ['/usr/bin/setpriv', `--reuid=${c.uid}`, `--regid=${gid}`, `--groups=${c.gid},4`, '--', ...node] : node;
   return new Promise((resolve, reject) => {
     const p = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], cwd: '/' });
     let out = '',
@@ -126,6 +126,19 @@ describe('subordinate ids of a rootless caller', function () {
     assert.ok(Number(seen.greedy) >= 1, `the greedy sandbox got ${seen.greedy}`);
     assert.equal(seen.other.trim(), seen.greedy.trim(), 'the other sandbox got as many as the first: its counter is its own');
     assert.equal(seen.host.trim(), 'True', 'the caller could still create an inotify instance');
+  });
+
+  it('a caller on another gid than its passwd one keeps its own ids and says why (newuidmap refused it)', async function () {
+    if (!IS_ROOT) return skipBecause(this, 'needs root to start a caller with another gid');
+    const seen = (await asCaller(
+      caller,
+      `const r = await runSandboxed(['/bin/true']);
+       console.log(JSON.stringify({ verdict: r.verdict, hostIds: r.hostIds, stdout: r.stdout, stderr: r.stderr }));`,
+      4,
+    )) as Seen;
+    assert.equal(seen.verdict, 'ok', seen.stderr);
+    assert.equal(seen.hostIds.source, 'caller');
+    assert.match(seen.hostIds.reason!, /primary gid/);
   });
 
   it('a read-write bind keeps the caller ids, and the result says why', async () => {

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { spawnSandboxed } from '../../sandbox/index.js';
 import { hostRlimit } from '../../sandbox/host/user-limits.js';
-import { DEFAULT_HOST_ID_RANGE } from '../../sandbox/options/resolve.js';
+import { defaultHostIdRange } from '../../sandbox/options/resolve.js';
 import { forEachIdentity, IS_ROOT, skipBecause } from '../helpers/env.js';
 
 const hostInotifyMax = (): number => Number(readFileSync('/proc/sys/user/max_inotify_instances', 'utf8'));
@@ -35,9 +35,7 @@ describe('per-user counters as root', () => {
     const [a, b] = await Promise.all([runSandboxed(cmd), runSandboxed(cmd)]);
     for (const r of [a, b]) {
       assert.equal(r.hostIds!.counters, 'own');
-      assert.ok(
-        r.hostIds!.uid >= DEFAULT_HOST_ID_RANGE.start && r.hostIds!.uid < DEFAULT_HOST_ID_RANGE.start + DEFAULT_HOST_ID_RANGE.count,
-      );
+      assert.ok(r.hostIds!.uid >= defaultHostIdRange().start && r.hostIds!.uid < defaultHostIdRange().start + defaultHostIdRange().count);
       assert.equal((r.stdout as string).trim().split(/\s+/)[1], String(r.hostIds!.uid), 'the uid map says the same');
     }
     assert.notEqual(a.hostIds!.uid, b.hostIds!.uid);
