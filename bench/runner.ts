@@ -133,3 +133,43 @@ export async function measureRoundRobin(rows: readonly Row[], runs: number, warm
     }
   }
 }
+
+/** bwrap flags giving the same namespaces and filesystem view as cubicle's default sandbox. */
+export const BWRAP_FLAGS = [
+  '--unshare-user',
+  '--unshare-pid',
+  '--unshare-ipc',
+  '--unshare-uts',
+  '--unshare-net',
+  '--unshare-cgroup',
+  '--uid',
+  '1000',
+  '--gid',
+  '1000',
+  '--ro-bind',
+  '/usr',
+  '/usr',
+  '--symlink',
+  'usr/bin',
+  '/bin',
+  '--symlink',
+  'usr/lib',
+  '/lib',
+  '--symlink',
+  'usr/lib64',
+  '/lib64',
+  '--symlink',
+  'usr/sbin',
+  '/sbin',
+  '--dev',
+  '/dev',
+  '--proc',
+  '/proc',
+  '--tmpfs',
+  '/tmp',
+  '--ro-bind',
+  '/etc/ld.so.cache',
+  '/etc/ld.so.cache',
+  '--die-with-parent',
+  '--new-session',
+];

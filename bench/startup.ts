@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { runSandboxed, type SandboxOptions } from '../sandbox/index.js';
 import {
+  BWRAP_FLAGS,
   measureRoundRobin,
   spawnMustSucceed,
   spawnTimed,
@@ -22,45 +23,6 @@ const GOAL_RATIO = 0.7;
 const BATCH = 10;
 /** The unprivileged host user that root drops to for the rootless rows (nobody/nogroup on Debian). */
 const NOBODY = { uid: 65534, gid: 65534 } as const;
-/** bwrap flags giving the same namespaces and filesystem view as cubicle's default sandbox. */
-const BWRAP_FLAGS = [
-  '--unshare-user',
-  '--unshare-pid',
-  '--unshare-ipc',
-  '--unshare-uts',
-  '--unshare-net',
-  '--unshare-cgroup',
-  '--uid',
-  '1000',
-  '--gid',
-  '1000',
-  '--ro-bind',
-  '/usr',
-  '/usr',
-  '--symlink',
-  'usr/bin',
-  '/bin',
-  '--symlink',
-  'usr/lib',
-  '/lib',
-  '--symlink',
-  'usr/lib64',
-  '/lib64',
-  '--symlink',
-  'usr/sbin',
-  '/sbin',
-  '--dev',
-  '/dev',
-  '--proc',
-  '/proc',
-  '--tmpfs',
-  '/tmp',
-  '--ro-bind',
-  '/etc/ld.so.cache',
-  '/etc/ld.so.cache',
-  '--die-with-parent',
-  '--new-session',
-];
 const UNSHARE_FLAGS = ['-Urmpiuf', '--net'];
 
 interface Args {

@@ -95,12 +95,15 @@ export interface SandboxError extends SandboxResult, FailureFields {}
 // eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export class SandboxError extends Error {
   readonly code: ErrorCodeValue;
+  /** What happened, in one line, without the output (`message` ends with the captured stderr and stdout). */
+  readonly shortMessage: string;
 
-  constructor(message: string, code: ErrorCodeValue, result: SandboxResult, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(message: string, code: ErrorCodeValue, result: SandboxResult, options?: { cause?: unknown; shortMessage?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     brand(this);
     this.name = 'SandboxError';
     this.code = code;
+    this.shortMessage = options?.shortMessage ?? message;
     Object.assign(this, result);
     const f = result.setupFailure;
     if (f) Object.assign(this, { stage: f.stage, op: f.op, syscall: f.syscall, errno: f.errno, errnoName: f.errnoName, hint: f.hint });

@@ -2,6 +2,7 @@
 export { runSandboxed, spawnSandboxed, type SandboxProcess } from './api/run.js';
 export type {
   AppliedLimit,
+  CapturedOutput,
   HostIds,
   LimitOptions,
   Mechanism,
@@ -13,6 +14,7 @@ export type {
   SeccompReport,
   SeccompViolation,
   SetupFailure,
+  StreamedResult,
   Verdict,
 } from './types.js';
 export {

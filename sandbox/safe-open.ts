@@ -3,7 +3,7 @@
 // never blocks the open, and only a regular file is accepted. The path is resolved by openat2 with
 // RESOLVE_NO_SYMLINKS (Linux 5.6+, through koffi); elsewhere it is walked one component at a time, each
 // directory opened with O_NOFOLLOW|O_DIRECTORY relative to the one before it. (Every fd is close-on-exec.)
-import { closeSync, constants, fstatSync, openSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, type Stats } from 'node:fs';
 import { createRequire } from 'node:module';
 import { errnoName } from './os-names.js';
 
@@ -124,3 +124,22 @@ function walk(path: string, flags: number, mode: number): number {
 
 /** The component walk alone, read-only (for tests on kernels that have openat2). */
 export const walkForTest = (path: string): number => walk(path, constants.O_RDONLY | constants.O_NOFOLLOW | O_CLOEXEC, 0);
+
+/** mkdir -p of an absolute path that never goes through a symlink: a missing component is made with `mode`, an
+ *  existing one must be a real directory; `check` may refuse any component (it throws). */
+export function mkdirNoSymlinks(path: string, mode: number, check?: (at: string, st: Stats) => void): void {
+  let at = '';
+  for (const part of path.split('/').filter(Boolean)) {
+    at += `/${part}`;
+    let st;
+    try {
+      st = lstatSync(at);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      mkdirSync(at, { mode });
+      st = lstatSync(at);
+    }
+    if (st.isSymbolicLink() || !st.isDirectory()) throw new Error(`${at} is not a directory (a symlink is never followed)`);
+    check?.(at, st);
+  }
+}

@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 
 /** A host path bound into the sandbox, or a fresh tmpfs. */
 export type MountSpec =
-  | { type: 'bind'; source: string; target?: string; readOnly?: boolean; idmap?: boolean }
+  | { type: 'bind'; source: string; target?: string; readOnly?: boolean; noexec?: boolean; idmap?: boolean }
   | { type: 'tmpfs'; target: string; size?: number | string };
 
 /** Limits as the caller gives them: numbers (ms, bytes, counts) or strings with units ("1.5s", "256M"). */
@@ -329,19 +329,47 @@ export interface HostIds {
   reason?: string;
 }
 
-export interface SandboxResult {
+/** The value type option K takes in options O, or `Default` where O leaves it out (or may be undefined). */
+type OptionOf<O, K extends keyof SandboxOptions, Default> = K extends keyof O
+  ? O[K] extends infer V
+    ? V extends undefined
+      ? Default
+      : V
+    : never
+  : Default;
+
+/** What a captured stream holds, following the options as execa's types do: a string by default, a Buffer with
+ *  `encoding: 'buffer'`, undefined when the stream is not piped. */
+export type CapturedOutput<O extends SandboxOptions, K extends 'stdout' | 'stderr'> =
+  OptionOf<O, K, 'pipe'> extends infer Mode
+    ? Mode extends 'pipe'
+      ? OptionOf<O, 'encoding', 'utf8'> extends infer E
+        ? E extends 'buffer'
+          ? Buffer
+          : string
+        : never
+      : undefined
+    : never;
+
+/** A field every run that started has: known for certain when a failed run would have rejected (the default),
+ *  possibly undefined with `reject: false` (a run whose setup failed has none). */
+export type KnownUnlessReject<O extends SandboxOptions, T> =
+  OptionOf<O, 'reject', true> extends infer R ? (R extends true ? T : T | undefined) : never;
+
+/** A run's result. Its type follows the options `O` it was started with (stdout/stderr, usage), as execa's do. */
+export interface SandboxResult<O extends SandboxOptions = SandboxOptions> {
   command: readonly string[];
-  stdout: string | Buffer | undefined;
-  stderr: string | Buffer | undefined;
+  stdout: CapturedOutput<O, 'stdout'>;
+  stderr: CapturedOutput<O, 'stderr'>;
   exitCode: number | null;
   signal: NodeJS.Signals | null;
   verdict: Verdict;
   timedOut: boolean;
   isCanceled: boolean;
   failed: boolean;
-  usage: SandboxUsage | undefined;
+  usage: KnownUnlessReject<O, SandboxUsage>;
   /** Setup time inside the helper, from start to the payload's fork (ms). */
-  setup: { ms: number } | undefined;
+  setup: KnownUnlessReject<O, { ms: number }>;
   helperPid: number | undefined;
   initPid: number | undefined;
   namespaces: Record<string, number> | undefined;
@@ -360,6 +388,12 @@ export interface SandboxResult {
    *  missing, unreadable, or not collected when the run was stopped before it ended). */
   fileErrors?: Record<string, string>;
 }
+
+/** The result of spawnSandboxed: the same, without captured output (it went to the streams). */
+export type StreamedResult<O extends SandboxOptions = SandboxOptions> = Omit<SandboxResult<O>, 'stdout' | 'stderr'> & {
+  stdout: undefined;
+  stderr: undefined;
+};
 
 // Compile-time checks that the name lists above name every field of their interface.
 type Missing<T, L extends readonly unknown[]> = Exclude<keyof T, L[number]>;

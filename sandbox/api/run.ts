@@ -5,7 +5,7 @@ import { judge } from '../outcome/judge.js';
 import type { RunRecord } from '../outcome/record.js';
 import { toSandboxError } from '../outcome/render.js';
 import { supervise } from '../supervisor/supervisor.js';
-import type { SandboxOptions, SandboxResult } from '../types.js';
+import type { SandboxOptions, SandboxResult, StreamedResult } from '../types.js';
 import { prepareRun, type PreparedRun } from './prepare.js';
 
 /** Judges a finished run; rejects with the result as a SandboxError when it failed (unless reject: false). */
@@ -20,28 +20,49 @@ function settle(p: PreparedRun, record: RunRecord): SandboxResult {
  * inside; an array is exec'd directly. Invalid options throw synchronously; a failed run rejects with a
  * SandboxError carrying the result, unless `reject: false`.
  */
-export function runSandboxed(cmd: string | readonly string[], options?: SandboxOptions): Promise<SandboxResult> {
+export function runSandboxed<O extends SandboxOptions = Record<never, never>>(
+  cmd: string | readonly string[],
+  options?: O,
+): Promise<SandboxResult<O>> {
   const p = prepareRun(cmd, options);
-  return supervise(p.supervise, true).record.then((record) => settle(p, record));
+  // The result's shape follows the options (judge() decodes output by encoding and stream mode): only the
+  // static type is narrowed here.
+  return supervise(p.supervise, true).record.then((record) => settle(p, record) as unknown as SandboxResult<O>);
 }
 
-export interface SandboxProcess {
+/** A stream of the sandbox: present when the option asks for a pipe (`Default` is the option's default mode). */
+type PipedStream<O extends SandboxOptions, K extends 'stdin' | 'stdout' | 'stderr', S, Default> = (
+  K extends keyof O ? (O[K] extends infer V ? (V extends undefined ? Default : V) : never) : Default
+) extends infer Mode
+  ? Mode extends 'pipe'
+    ? S
+    : null
+  : never;
+
+export interface SandboxProcess<O extends SandboxOptions = SandboxOptions> {
   /** The helper's host pid. */
   readonly pid: number | undefined;
-  readonly stdin: Writable | null;
-  readonly stdout: Readable | null;
-  readonly stderr: Readable | null;
+  /** Writable with `stdin: 'pipe'`, else null. */
+  readonly stdin: PipedStream<O, 'stdin', Writable, 'ignore'>;
+  /** Readable unless `stdout` is 'inherit' or 'ignore'. */
+  readonly stdout: PipedStream<O, 'stdout', Readable, 'pipe'>;
+  readonly stderr: PipedStream<O, 'stderr', Readable, 'pipe'>;
   /** Settles when the sandbox is gone; stdout/stderr are not buffered here (read the streams). */
-  readonly result: Promise<SandboxResult>;
+  readonly result: Promise<StreamedResult<O>>;
   /** SIGTERM asks every process inside to stop (SIGKILL after forceKillAfterDelay); SIGKILL ends it at once. */
   kill(signal?: 'SIGTERM' | 'SIGKILL'): void;
 }
 
 /** Starts a command in a fresh sandbox and returns its streams; `stdin: 'pipe'` gives a writable stdin. */
-export function spawnSandboxed(cmd: string | readonly string[], options?: SandboxOptions): SandboxProcess {
+export function spawnSandboxed<O extends SandboxOptions = Record<never, never>>(
+  cmd: string | readonly string[],
+  options?: O,
+): SandboxProcess<O> {
   const p = prepareRun(cmd, options);
   const s = supervise(p.supervise, false);
-  const result = s.record.then((record) => settle(p, record));
+  const result = s.record.then((record) => settle(p, record) as unknown as StreamedResult<O>);
   result.catch(() => {}); // the caller may only read streams; a rejection still reaches whoever awaits result
-  return { pid: s.pid, stdin: s.stdin, stdout: s.stdout, stderr: s.stderr, result, kill: (signal) => s.kill(signal) };
+  // Which streams exist follows the options exactly as the types say (the supervisor pipes what they ask for).
+  const proc: SandboxProcess = { pid: s.pid, stdin: s.stdin, stdout: s.stdout, stderr: s.stderr, result, kill: (signal) => s.kill(signal) };
+  return proc as unknown as SandboxProcess<O>;
 }

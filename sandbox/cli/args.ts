@@ -1,14 +1,50 @@
 // Parses `cubicle run|plan [options] -- CMD [ARGS...]` into SandboxOptions; errors name the flag.
-import { parseArgs } from 'node:util';
 import type { MountSpec, SandboxOptions } from '../types.js';
 import { parseDurationMs } from '../units.js';
+import { parseFlags, UsageError } from './usage.js';
 
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
+export { UsageError };
+
+/** The run flag each API option comes from, so a bad value is reported as the flag the user typed. */
+const RUN_FLAG_OF: Readonly<Record<string, string>> = {
+  env: '--env',
+  cwd: '--cwd',
+  hostname: '--hostname',
+  uid: '--uid',
+  gid: '--gid',
+  hostUid: '--host-uid',
+  hostGid: '--host-gid',
+  timeout: '--timeout',
+  policy: '--policy',
+  'limits.cpuTime': '--time',
+  'limits.wallTime': '--wall-time',
+  'limits.extraTime': '--extra-time',
+  'limits.memory': '--memory',
+  'limits.processes': '--processes',
+  'limits.fileSize': '--fsize',
+  'limits.openFiles': '--open-files',
+  'limits.stack': '--stack',
+  'limits.outputLimit': '--output-limit',
+  limits: 'the limit flags',
+  maxBuffer: '--max-buffer',
+  cgroupParent: '--cgroup-parent',
+  inputFile: '--stdin',
+  files: '--file',
+  copyOut: '--copy-out',
+  copyOutMax: '--copy-out-max',
+  boxSize: '--box-size',
+  'mounts[]': '--bind/--ro-bind/--tmpfs',
+  command: 'the command',
+};
+export const runFlagOf = (option: string): string | undefined => RUN_FLAG_OF[option];
+
+/** --stdin/--stdout/--stderr /dev/null: no file is opened; the stream is empty or discarded. */
+export const DEV_NULL = '/dev/null';
 
 export interface RunArgs {
   command: string[];
+  /** --stdin /dev/null: an empty stdin (the terminal is not passed through). */
+  stdinNull?: boolean;
   options: SandboxOptions;
   json: boolean;
   /** --copy-out NAME[:HOSTPATH]: where each copied-out file goes on the host (default ./NAME). */
@@ -65,7 +101,8 @@ const RUN_FLAGS = {
 export const RUN_USAGE = `Usage: cubicle run [options] -- CMD [ARGS...]
 
 Runs CMD in a fresh rootless sandbox. stdio passes through; the exit code is CMD's,
-128+N if a signal N killed it, 124 on --timeout, 125 if the sandbox itself failed.
+128+N if a signal N killed it, 124 on a time limit, 125 if the sandbox itself failed, 2 for a
+usage error. A program path with a '/' (./a.out) is resolved against --cwd inside.
 
 Options:
   --bind SRC[:DST][:idmap]
@@ -105,8 +142,9 @@ Options:
                          symlink; a file refused (symlink, fifo, hard link, too large, missing) is named on stderr
   --copy-out-max SIZE    largest file --copy-out takes (default 64M)
   --box-size SIZE        size of /box, counted against --memory (default 64M)
-  --stdin FILE           read stdin from FILE (never through a symlink)
-  --stdout FILE          write stdout to FILE; --stderr FILE likewise (never through a symlink)
+  --stdin FILE           read stdin from FILE (never through a symlink; /dev/null: empty)
+  --stdout FILE          write stdout to FILE; --stderr FILE likewise (never through a symlink;
+                         /dev/null discards)
   --meta FILE            write an isolate-compatible key:value meta file
   --json                 capture output; print one JSON object (the result) and exit 0
                          unless the sandbox itself failed
@@ -134,7 +172,7 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
   const flagPart = dash >= 0 ? argv.slice(0, dash) : argv;
   let parsed;
   try {
-    parsed = parseArgs({ args: [...flagPart], options: RUN_FLAGS, allowPositionals: true, strict: true });
+    parsed = parseFlags([...flagPart], RUN_FLAGS);
   } catch (e) {
     throw new UsageError(`${(e as Error).message}${dash < 0 ? '\nPut the command after --, e.g. cubicle run --timeout 2 -- ls -la' : ''}`);
   }
@@ -213,7 +251,8 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
     options.cgroups = v.cgroups;
   }
   if (v['cgroup-parent'] !== undefined) options.cgroupParent = v['cgroup-parent'];
-  if (v.stdin !== undefined) options.inputFile = v.stdin;
+  if (v.stdin === DEV_NULL) options.stdin = 'ignore';
+  else if (v.stdin !== undefined) options.inputFile = v.stdin;
   const copyOutTo = new Map<string, string>();
   if (v.file?.length) {
     const files = Object.create(null) as NonNullable<SandboxOptions['files']>; // a name like __proto__ stays a name
@@ -249,6 +288,7 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
     ...(v.meta !== undefined ? { metaFile: v.meta } : {}),
     ...(v.stdout !== undefined ? { stdoutFile: v.stdout } : {}),
     ...(v.stderr !== undefined ? { stderrFile: v.stderr } : {}),
+    ...(v.stdin === DEV_NULL ? { stdinNull: true } : {}),
     help: v.help === true,
   };
 }

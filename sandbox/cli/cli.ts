@@ -1,15 +1,17 @@
 // The cubicle command line: run, plan, doctor (the bin entry is ./main.ts).
-import { closeSync, createWriteStream, ftruncateSync, writeSync } from 'node:fs';
+import { closeSync, writeSync } from 'node:fs';
 import { prepareRun } from '../api/prepare.js';
-import { runSandboxed, spawnSandboxed } from '../api/run.js';
+import { runSandboxed } from '../api/run.js';
 import { isCubicleError, SandboxHostError, SandboxOptionError } from '../errors.js';
-import { cliExitCode, CliExit, cliReport, isolateMeta, isolateMetaForError, resultJsonChunks } from '../outcome/render.js';
+import { cliExitCode, CliExit, cliReport, isolateMetaForError, resultJsonChunks } from '../outcome/render.js';
 import { formatPlan } from '../plan/ops.js';
 import { listPolicies, loadPolicy } from '../policy/load.js';
 import { openRegularForWrite } from '../safe-open.js';
 import { compileProfile, profileToText } from '../seccomp/compile.js';
-import type { SandboxResult } from '../types.js';
-import { parseRunArgs, RUN_USAGE, UsageError } from './args.js';
+import type { SandboxOptions, SandboxResult } from '../types.js';
+import { DEV_NULL, parseRunArgs, runFlagOf, RUN_USAGE, UsageError } from './args.js';
+import { openOutputFile, runPassthrough, writeAndClose, writeMeta, type OutputTarget } from './passthrough.js';
+import { asUsageError, didYouMean } from './usage.js';
 
 const USAGE = `Usage: cubicle <command> [options]
 
@@ -20,10 +22,31 @@ Commands:
   policy list                      the shipped policies
   policy show NAME|PATH [--text]   a policy after extends, as JSON (--text: libseccomp's rendering of its filter)
   doctor                           check this host and print the fix for each problem
-  help                             this help
+  isolate --init|--run|--cleanup   an isolate-compatible box (for judges built on isolate)
+  help, --help                     this help; 'cubicle COMMAND --help' for a command's options
+  --version                        the version
 
-Run 'cubicle run --help' for the run options.
+Exit codes: the payload's own (run), 128+N for signal N, 124 for a time limit, 125 when the sandbox
+itself failed, 2 for a usage error (an unknown flag or a value that is not valid).
 `;
+
+const POLICY_USAGE = `Usage: cubicle policy list
+       cubicle policy show NAME|PATH [--text]
+
+list   the shipped policies and what each is for
+show   a policy after its extends chain, as JSON; --text: libseccomp's rendering of its compiled filter
+`;
+
+const DOCTOR_USAGE = `Usage: cubicle doctor
+
+Checks this host (user namespaces, AppArmor, sysctls, libseccomp, cgroups, the helper) with real
+sandbox runs, and prints the exact fix for each problem. Exit code 0 when every check passed, 1 otherwise.
+`;
+
+const wantsHelp = (argv: readonly string[]): boolean => {
+  const dash = argv.indexOf('--');
+  return (dash < 0 ? argv : argv.slice(0, dash)).some((a) => a === '--help' || a === '-h');
+};
 
 async function cmdRun(argv: string[]): Promise<number> {
   const args = parseRunArgs(argv);
@@ -42,20 +65,12 @@ async function cmdRun(argv: string[]): Promise<number> {
   }
 }
 
-/** Writes the meta file once; afterwards the fd is gone from `meta` (an error later must not touch it). */
-function writeMeta(meta: { fd: number | undefined }, r: SandboxResult): void {
-  if (meta.fd === undefined) return;
-  const fd = meta.fd;
-  meta.fd = undefined;
-  writeAndClose(fd, isolateMeta(r));
-}
-
 async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: number | undefined }): Promise<number> {
-  const stdin = args.options.inputFile !== undefined ? {} : { stdin: 'inherit' as const };
+  const stdin = args.options.inputFile !== undefined || args.stdinNull ? {} : { stdin: 'inherit' as const };
   if (args.json) {
     if (args.stdoutFile !== undefined || args.stderrFile !== undefined)
       throw new UsageError('--stdout/--stderr cannot be combined with --json, which captures the output into the JSON object');
-    const r = await runSandboxed(args.command, { ...args.options, reject: false, ...stdin });
+    const r = await runSandboxed<SandboxOptions>(args.command, { ...args.options, reject: false, ...stdin });
     await writeJson(r);
     writeMeta(meta, r);
     writeCopyOut(args.copyOutTo, r);
@@ -63,44 +78,16 @@ async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: nu
     return r.verdict === 'setup-error' ? CliExit.sandboxFailed : 0;
   }
   const resultFd = args.resultFile !== undefined ? openOutputFile('--result', args.resultFile) : undefined;
-  const outFd = args.stdoutFile !== undefined ? openOutputFile('--stdout', args.stdoutFile) : undefined;
-  const errFd = args.stderrFile !== undefined ? openOutputFile('--stderr', args.stderrFile) : undefined;
-  // With an output limit or a file, output goes through this process (counted); otherwise straight through.
-  const limited = args.options.limits?.outputLimit !== undefined;
-  const mode = (fd: number | undefined): 'pipe' | 'inherit' => (fd !== undefined || limited ? 'pipe' : 'inherit');
-  const proc = spawnSandboxed(args.command, { ...args.options, reject: false, ...stdin, stdout: mode(outFd), stderr: mode(errFd) });
-  const drained: Promise<void>[] = [];
-  const route = (src: NodeJS.ReadableStream | null, fd: number | undefined, fallback: NodeJS.WritableStream): void => {
-    if (!src) return;
-    const dest = fd !== undefined ? createWriteStream('', { fd, autoClose: true }) : fallback;
-    src.pipe(dest, { end: fd !== undefined });
-    drained.push(new Promise((r) => (fd !== undefined ? (dest as NodeJS.EventEmitter).on('close', () => r()) : src.on('end', () => r()))));
-  };
-  route(proc.stdout, outFd, process.stdout);
-  route(proc.stderr, errFd, process.stderr);
-  let interrupts = 0;
-  const onSignal = (): void => proc.kill(++interrupts > 1 ? 'SIGKILL' : 'SIGTERM');
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  process.on('SIGHUP', onSignal);
-  const r = await proc.result;
-  await Promise.all(drained);
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
-  process.off('SIGHUP', onSignal);
+  const target = (flag: string, path: string | undefined): OutputTarget =>
+    path === undefined ? { kind: 'inherit' } : path === DEV_NULL ? { kind: 'null' } : { kind: 'file', fd: openOutputFile(flag, path) };
+  const stdout = target('--stdout', args.stdoutFile);
+  const stderr = target('--stderr', args.stderrFile);
+  const r = await runPassthrough({ command: args.command, options: { ...args.options, ...stdin }, stdout, stderr });
   if (resultFd !== undefined) writeAndClose(resultFd, resultJsonChunks(r, 2));
   writeMeta(meta, r);
   writeCopyOut(args.copyOutTo, r);
   for (const line of cliReport(r)) process.stderr.write(`${line}\n`);
   return cliExitCode(r);
-}
-
-function openOutputFile(flag: string, path: string): number {
-  try {
-    return openRegularForWrite(path);
-  } catch (e) {
-    throw new UsageError(`${flag}: ${(e as Error).message}`);
-  }
 }
 
 /** --copy-out: each file that came out goes to its host path (a regular file, never through a symlink, opened only
@@ -122,18 +109,6 @@ function writeCopyOut(to: Map<string, string>, r: SandboxResult): void {
     for (let done = 0; done < data.length;) done += writeSync(fd, data, done, data.length - done);
     closeSync(fd);
   }
-}
-
-/** Replaces the file's whole content: whatever a sandbox wrote into it meanwhile is gone. */
-function writeAndClose(fd: number, text: string | Iterable<string>): void {
-  ftruncateSync(fd, 0);
-  let at = 0;
-  for (const piece of typeof text === 'string' ? [text] : text) {
-    const b = Buffer.from(piece);
-    for (let done = 0; done < b.length;) done += writeSync(fd, b, done, b.length - done, at + done);
-    at += b.length;
-  }
-  closeSync(fd);
 }
 
 /** Prints the result as one JSON line, piece by piece with backpressure (it may be longer than any one string). */
@@ -177,6 +152,10 @@ function cmdPlan(argv: string[]): number {
 }
 
 function cmdPolicy(argv: string[]): number {
+  if (wantsHelp(argv)) {
+    process.stdout.write(POLICY_USAGE);
+    return 0;
+  }
   const [sub, ...rest] = argv;
   if (sub === 'list') {
     for (const { name, description } of listPolicies()) process.stdout.write(`${name.padEnd(12)} ${description}\n`);
@@ -203,15 +182,30 @@ function cmdPolicy(argv: string[]): number {
       );
     return 0;
   }
+  const flag = rest.find((a) => a.startsWith('-') && a !== '--text');
+  if (sub === 'show' && flag) throw new UsageError(`unknown option ${flag} for policy show (known: --text)`);
   throw new UsageError('usage: cubicle policy list | cubicle policy show NAME|PATH [--text]');
 }
 
-async function cmdDoctor(): Promise<number> {
+async function cmdDoctor(argv: string[]): Promise<number> {
+  if (wantsHelp(argv)) {
+    process.stdout.write(DOCTOR_USAGE);
+    return 0;
+  }
+  if (argv.length) throw new UsageError(`doctor takes no arguments, got "${argv[0]}"`);
   const { runDoctor } = await import('./doctor-probes.js');
   const { formatDoctor, doctorExitCode } = await import('../doctor/index.js');
   const checks = await runDoctor();
   process.stdout.write(formatDoctor(checks) + '\n');
   return doctorExitCode(checks);
+}
+
+const COMMANDS = ['run', 'plan', 'policy', 'doctor', 'isolate', 'help', 'version'];
+
+/** The package version (package.json, read only when asked). */
+async function cubicleVersion(): Promise<string> {
+  const { packageVersion } = await import('../native/stamp.js');
+  return packageVersion();
 }
 
 /** Entry point; returns the process exit code. */
@@ -228,18 +222,30 @@ export async function main(argv: string[]): Promise<number> {
       case 'image':
         return await (await import('./image.js')).cmdImage(rest);
       case 'doctor':
-        return await cmdDoctor();
+        return await cmdDoctor(rest);
+      case 'isolate': {
+        const { isolateMain } = await import('./isolate.js');
+        return await isolateMain(rest);
+      }
+      case '--version':
+      case '-V':
+      case 'version':
+        process.stdout.write(`cubicle ${await cubicleVersion()}\n`);
+        return 0;
       case undefined:
       case 'help':
       case '--help':
       case '-h':
         process.stdout.write(USAGE);
         return cmd === undefined ? 2 : 0;
-      default:
-        process.stderr.write(`cubicle: unknown command "${cmd}"\n\n${USAGE}`);
-        return 2;
+      default: {
+        const guess = didYouMean(cmd, COMMANDS);
+        process.stderr.write(`cubicle: unknown command "${cmd}"${guess ? `; did you mean ${guess.slice(2)}?` : ''}\n\n${USAGE}`);
+        return CliExit.usage;
+      }
     }
-  } catch (e) {
+  } catch (caught) {
+    const e = cmd === 'run' || cmd === 'plan' ? asUsageError(caught, runFlagOf) : caught;
     if (e instanceof UsageError) {
       process.stderr.write(`cubicle: ${e.message}\n`);
       return CliExit.usage;

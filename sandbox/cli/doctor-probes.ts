@@ -1,7 +1,7 @@
 // The end-to-end half of the doctor's probes (here, beside the command, because they run sandboxes): real sandbox runs of /bin/true,
 // and probeHost(), which gathers them together with the host's state (probe.ts).
 import { runSandboxed } from '../api/run.js';
-import { HELPER_PATH } from '../native/helper-path.js';
+import { helperPathForMessages } from '../native/helper-path.js';
 import { subidsFor } from '../host/subids.js';
 import { diagnose, type DoctorCheck } from '../doctor/diagnose.js';
 import type { HostFacts, SandboxProbe, SandboxRunFacts } from '../doctor/facts.js';
@@ -26,7 +26,7 @@ const STDERR_KEEP = 2000;
 export async function probeSandbox(runAs?: { uid: number; gid: number }): Promise<SandboxProbe> {
   const run = await attemptAsync(async (): Promise<SandboxRunFacts> => {
     const r = await runSandboxed(['/bin/true'], { reject: false, timeout: E2E_TIMEOUT_MS, ...(runAs ? { runAs } : {}) });
-    const stderr = typeof r.stderr === 'string' ? r.stderr : r.stderr?.toString('utf8');
+    const stderr = r.stderr;
     return {
       verdict: r.verdict,
       exitCode: r.exitCode,
@@ -54,7 +54,7 @@ export async function probeHost(): Promise<HostFacts> {
     ...(process.env.CUBICLE_LIBSECCOMP ? { libseccompOverride: process.env.CUBICLE_LIBSECCOMP } : {}),
     cgroups: probeCgroups(),
     ...(euid.ok && euid.value !== 0 ? { subids: { ok: true as const, value: subidsFor(euid.value) } } : {}),
-    helperPath: HELPER_PATH,
+    helperPath: helperPathForMessages(),
     sandbox: await probeSandbox(),
   };
   if (euid.ok && euid.value === 0)

@@ -1,7 +1,7 @@
 // The doctor's user-namespace diagnosis on its own: synchronous, no sandbox run. It is what the supervisor
 // tells a caller whose sandbox the kernel refused its namespaces.
 import type { SetupFailure } from '../types.js';
-import { HELPER_PATH } from '../native/helper-path.js';
+import { helperPathForMessages } from '../native/helper-path.js';
 import { USERNS_FALLBACK_HINT, usernsFixFor, type NamespaceFacts } from './diagnose.js';
 import { probeConfinement, probeEuid, probeHostNamespaces, probeSysctls } from './probe.js';
 
@@ -21,7 +21,7 @@ export function probeNamespaceFacts(failure: SetupFailure): NamespaceFacts {
     hostNamespaces: probeHostNamespaces(),
     sysctl: probeSysctls(),
     confinement: probeConfinement(),
-    helperPath: HELPER_PATH,
+    helperPath: helperPathForMessages(),
     sandbox: { run: { ok: true, value: { verdict: 'setup-error', exitCode: null, signal: null, setupFailure: failure } } },
   };
 }

@@ -1,32 +1,40 @@
 #!/usr/bin/env node
-// Builds the C helper from source: generates protocol.h and protocol.c from the TS protocol modules, then runs make.
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { renderProtocolHeader, renderStatusEmitters } from '../protocol/c-header.js';
+// Builds the C helper of a clone into dist/native (`npm run build`), stamped for this package version and
+// protocol; skipped when nothing it is made from changed since the last build.
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { compileHelper, HELPER_CFLAGS, HelperCompileError, renderProtocolSource } from './compile.js';
+import { BUILT_HELPER, NATIVE_SOURCE_DIR } from './helper-path.js';
+import { expectedStamp, helperMismatch } from './stamp.js';
+import { renderProtocolHeader } from '../protocol/c-header.js';
 
-const here = dirname(fileURLToPath(import.meta.url)); // dist/sandbox/native
-const repo = resolve(here, '..', '..', '..');
-const src = join(repo, 'sandbox', 'native');
-const out = join(repo, 'dist', 'native');
-
+const out = dirname(BUILT_HELPER);
 mkdirSync(out, { recursive: true });
-// Rewritten only when changed, so make rebuilds only what depends on a real change.
-const generate = (name: string, text: string): void => {
-  const path = join(out, name);
-  if (!existsSync(path) || readFileSync(path, 'utf8') !== text) writeFileSync(path, text);
-};
-generate('protocol.h', renderProtocolHeader());
-generate('protocol.c', renderStatusEmitters());
-
 const cc = process.env.CC ?? 'cc';
-const make = spawnSync('make', ['-s', '-C', src, `OUT=${out}`, `CC=${cc}`], { stdio: 'inherit' });
-if (make.error) {
-  console.error(`cubicle: could not run make (${make.error.message}). Install a C toolchain: apt-get install build-essential`);
-  process.exit(1);
+const inputs = createHash('sha256').update(
+  JSON.stringify([cc, HELPER_CFLAGS, renderProtocolHeader(), renderProtocolSource(expectedStamp())]),
+);
+for (const f of readdirSync(NATIVE_SOURCE_DIR).sort())
+  if (/\.[ch]$/.test(f)) inputs.update(f).update(readFileSync(join(NATIVE_SOURCE_DIR, f)));
+const digest = inputs.digest('hex');
+const digestFile = join(out, 'inputs.sha256');
+let previous = '';
+try {
+  previous = readFileSync(digestFile, 'utf8');
+} catch {
+  /* first build */
 }
-if (make.status !== 0) {
-  console.error('cubicle: building the C helper failed (see the compiler output above).');
-  process.exit(make.status ?? 1);
+if (previous !== digest || helperMismatch(BUILT_HELPER) !== null) {
+  try {
+    compileHelper({ outDir: out, stamp: expectedStamp(), cc, extraFlags: ['-g'], stdio: 'inherit' });
+  } catch (e) {
+    if (!(e instanceof HelperCompileError)) throw e;
+    const fix = e.compilerMissing
+      ? '. Install a C toolchain (Debian/Ubuntu: apt-get install gcc libc6-dev)'
+      : ' (see the compiler output above)';
+    console.error(`cubicle: ${e.message}${fix}`);
+    process.exit(1);
+  }
+  writeFileSync(digestFile, digest);
 }

@@ -30,6 +30,9 @@
 #define MOUNT_ATTR_NOSUID 0x00000002
 #define MOUNT_ATTR_NODEV 0x00000004
 #endif
+#ifndef MOUNT_ATTR_NOEXEC
+#define MOUNT_ATTR_NOEXEC 0x00000008
+#endif
 #ifndef AT_RECURSIVE
 #define AT_RECURSIVE 0x8000
 #endif
@@ -117,10 +120,11 @@ static unsigned long statvfs_to_ms(unsigned long f) {
 }
 
 /* Adds restrictions to a mount and everything below it; never clears a flag the host set. */
-static void restrict_mount(const struct op *op, const char *path, int rdonly, int nodev) {
+static void restrict_mount(const struct op *op, const char *path, int rdonly, int nodev, int noexec) {
   struct cub_mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID};
   if (rdonly) attr.attr_set |= MOUNT_ATTR_RDONLY;
   if (nodev) attr.attr_set |= MOUNT_ATTR_NODEV;
+  if (noexec) attr.attr_set |= MOUNT_ATTR_NOEXEC;
 #ifdef SYS_mount_setattr
   if (syscall(SYS_mount_setattr, AT_FDCWD, path, AT_RECURSIVE, &attr, sizeof attr) == 0) return;
   if (errno != ENOSYS) die_op(op, "mount_setattr", errno, "restricting %s", path);
@@ -131,6 +135,7 @@ static void restrict_mount(const struct op *op, const char *path, int rdonly, in
   unsigned long flags = MS_REMOUNT | MS_BIND | MS_NOSUID | statvfs_to_ms(sv.f_flag);
   if (rdonly) flags |= MS_RDONLY;
   if (nodev) flags |= MS_NODEV;
+  if (noexec) flags |= MS_NOEXEC;
   if (mount(NULL, path, NULL, flags, NULL) < 0) die_op(op, "mount", errno, "remounting %s", path);
 }
 
@@ -188,12 +193,15 @@ static void op_bind(const struct op *op) {
   if (fstat(src, &st) < 0) die_op(op, "fstat", errno, "bind source %s", op->a[CUB_ARG_BIND_HOST_PATH]);
   make_mount_point(op, dst, op->a[CUB_ARG_BIND_PATH], S_ISDIR(st.st_mode));
   const char *access = op->a[CUB_ARG_BIND_ACCESS];
-  int rdonly = strcmp(access, CUB_BIND_ACCESS_NAMES[CUB_BIND_RO]) == 0, nodev = strcmp(access, CUB_BIND_ACCESS_NAMES[CUB_BIND_DEV]) != 0;
+  int rdonly = strcmp(access, CUB_BIND_ACCESS_NAMES[CUB_BIND_RO]) == 0 || strcmp(access, CUB_BIND_ACCESS_NAMES[CUB_BIND_RO_NOEXEC]) == 0;
+  int nodev = strcmp(access, CUB_BIND_ACCESS_NAMES[CUB_BIND_DEV]) != 0;
+  int noexec = strcmp(access, CUB_BIND_ACCESS_NAMES[CUB_BIND_RO_NOEXEC]) == 0 || strcmp(access, CUB_BIND_ACCESS_NAMES[CUB_BIND_RW_NOEXEC]) == 0;
 #if defined(SYS_open_tree) && defined(SYS_move_mount) && defined(SYS_mount_setattr)
   /* Clone the tree detached, restrict it, then attach it: it is never visible writable or suid. */
   int tree = (int)syscall(SYS_open_tree, src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
   if (tree >= 0) {
-    struct cub_mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID | (rdonly ? MOUNT_ATTR_RDONLY : 0) | (nodev ? MOUNT_ATTR_NODEV : 0)};
+    struct cub_mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID | (rdonly ? MOUNT_ATTR_RDONLY : 0) | (nodev ? MOUNT_ATTR_NODEV : 0) |
+                                              (noexec ? MOUNT_ATTR_NOEXEC : 0)};
     if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
       die_op(op, "mount_setattr", errno, "restricting %s", op->a[CUB_ARG_BIND_HOST_PATH]);
     if (syscall(SYS_move_mount, tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
@@ -209,7 +217,7 @@ static void op_bind(const struct op *op) {
   join(src_path, HOST_PREFIX, op->a[CUB_ARG_BIND_HOST_PATH]);
   if (mount(src_path, dst, NULL, MS_BIND | MS_REC, NULL) < 0) die_op(op, "mount", errno, "binding %s to %s", op->a[CUB_ARG_BIND_HOST_PATH], op->a[CUB_ARG_BIND_PATH]);
   close(src);
-  restrict_mount(op, dst, rdonly, nodev);
+  restrict_mount(op, dst, rdonly, nodev, noexec);
 }
 
 #ifndef MOUNT_ATTR_IDMAP

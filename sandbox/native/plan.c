@@ -244,7 +244,8 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
   case CUB_OP_EXEC:
     if (seen[CUB_OP_EXEC]) die_op(op, NULL, 0, "exec given twice");
     if (!*a[CUB_ARG_EXEC_PROGRAM]) die_op(op, NULL, 0, "exec program is empty");
-    if (strchr(a[CUB_ARG_EXEC_PROGRAM], '/')) check_path(a[CUB_ARG_EXEC_PROGRAM], op);
+    /* A relative path with a '/' (./a.out) is left to execve, which resolves it against the cwd, as a shell would. */
+    if (a[CUB_ARG_EXEC_PROGRAM][0] == '/') check_path(a[CUB_ARG_EXEC_PROGRAM], op);
     p->exec = a[CUB_ARG_EXEC_PROGRAM];
     break;
   case CUB_OP_SECCOMP: {

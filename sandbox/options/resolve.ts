@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { resolveRootfs, type ResolvedRootfs } from '../../rootfs-builder/image-root.js';
 import { ErrorCode, SandboxOptionError } from '../errors.js';
 import { MAX_TIME_MS, resolveLimits, type ResolvedLimits } from '../limits/resolve.js';
+import { helperCacheRoot, NATIVE_SOURCE_DIR, PREBUILT_HELPER } from '../native/helper-path.js';
 import { POLICY_DIR } from '../policy/load.js';
 import { openRegularForRead } from '../safe-open.js';
 import { libseccompLibrary } from '../seccomp/libseccomp.js';
@@ -23,6 +24,8 @@ export interface ResolvedMount {
   source?: string;
   target: string;
   readOnly: boolean;
+  /** A bind nothing may be executed from. */
+  noexec?: boolean;
   /** An idmapped bind: files of this on-disk owner appear owned by the sandbox's user. */
   idmap?: { uid: number; gid: number };
   size?: number;
@@ -147,7 +150,8 @@ const realOrNull = (p: string): string | null => {
 };
 
 /** Host paths that hold what cubicle runs or reads outside the sandbox, so no read-write bind may contain or
- * sit inside one: its build (dist/: the compiled library and the helper), its shipped policies (and schema),
+ * sit inside one: its build (dist/: the compiled library and the helper), the shipped helpers and their sources,
+ * the per-user helper cache, its shipped policies (and schema),
  * koffi with its native binding, and libseccomp when CUBICLE_LIBSECCOMP names a file. The system libseccomp
  * (found by soname) lives in root-owned system directories, which no sandbox can write: none maps to host root. */
 function protectedPaths(): string[] {
@@ -155,7 +159,11 @@ function protectedPaths(): string[] {
     const paths = [
       realpathSync(fileURLToPath(new URL('../..', import.meta.url))), // dist/
       realOrNull(POLICY_DIR),
+      realOrNull(dirname(dirname(PREBUILT_HELPER))), // the shipped helpers
+      realOrNull(NATIVE_SOURCE_DIR), // the sources a cache build compiles
     ];
+    const cache = helperCacheRoot(); // helpers built at first use
+    if (typeof cache === 'string') paths.push(realOrNull(cache));
     try {
       // koffi's exports hide its package.json: find the package from its entry point. Its native binding is a
       // package of its own beside it (where koffi loads it from), or under koffi's build/.
@@ -272,8 +280,10 @@ function checkMount(m: unknown, i: number): ResolvedMount {
         ErrorCode.bindSource,
       );
   }
+  if (spec.noexec !== undefined && typeof spec.noexec !== 'boolean') fail(`${where}.noexec`, `${where}.noexec must be a boolean`);
+  const noexec = spec.noexec === true ? { noexec: true } : {};
   if (spec.idmap !== undefined && typeof spec.idmap !== 'boolean') fail(`${where}.idmap`, `${where}.idmap must be a boolean`);
-  if (spec.idmap !== true) return { type: 'bind', source: real, target, readOnly };
+  if (spec.idmap !== true) return { type: 'bind', source: real, target, readOnly, ...noexec };
   // Files of the source's owner appear as the sandbox's own (a root CI runner building a user's checkout).
   if (process.geteuid?.() !== 0)
     fail(`${where}.idmap`, 'an idmapped bind needs a root caller (only root may idmap a host filesystem); bind it without idmap');
@@ -284,7 +294,7 @@ function checkMount(m: unknown, i: number): ResolvedMount {
       `${where}.idmap`,
       `"${source}" belongs to host root (uid ${st.uid}, gid ${st.gid}); an idmapped bind never gives root's files to the sandbox`,
     );
-  return { type: 'bind', source: real, target, readOnly, idmap: { uid: st.uid, gid: st.gid } };
+  return { type: 'bind', source: real, target, readOnly, ...noexec, idmap: { uid: st.uid, gid: st.gid } };
 }
 
 function checkCommand(cmd: unknown): string[] {

@@ -90,14 +90,30 @@ export function errorCodeFor(r: SandboxResult): ErrorCodeValue {
   }
 }
 
-/** The error a failed run rejects with: the result itself, with its code and message. */
+/** Captured output kept in an error's message, per stream (the whole of it stays in the error's stderr/stdout). */
+export const MESSAGE_OUTPUT_MAX = 8192;
+
+/** A captured stream as the end of an error message: trimmed, at most MESSAGE_OUTPUT_MAX characters, the cut said. */
+function outputForMessage(v: string | Buffer | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  const text = (typeof v === 'string' ? v : v.toString('utf8', 0, Math.min(v.length, MESSAGE_OUTPUT_MAX * 4))).trim();
+  if (text === '') return undefined;
+  return text.length > MESSAGE_OUTPUT_MAX || v.length > MESSAGE_OUTPUT_MAX * 4
+    ? `${text.slice(0, MESSAGE_OUTPUT_MAX)}\n[... output truncated; the whole of it is in the error's stderr/stdout]`
+    : text;
+}
+
+/** The error a failed run rejects with: the result itself, with its code, a one-line `shortMessage`, and a
+ *  `message` that ends with the captured stderr and stdout (bounded), so the cause shows where the error does. */
 export function toSandboxError(r: SandboxResult, cause?: unknown): SandboxError {
   const f = r.setupFailure;
-  const message =
+  const shortMessage =
     r.verdict === 'setup-error' && f
       ? `Sandbox ${describeFailure(f).slice('sandbox '.length)}. Hint: ${f.hint}`
       : `Command ${describeVerdict(r)}: ${quote(r.command)}`;
-  return new SandboxError(message, errorCodeFor(r), r, cause === undefined ? undefined : { cause });
+  const output = [outputForMessage(r.stderr), outputForMessage(r.stdout)].filter((o) => o !== undefined);
+  const message = [shortMessage, ...output].join('\n\n');
+  return new SandboxError(message, errorCodeFor(r), r, { shortMessage, ...(cause === undefined ? {} : { cause }) });
 }
 
 /** The CLI's exit code: the payload's, 128+N for a signal, 124 for time limits, 125 when the sandbox failed. */

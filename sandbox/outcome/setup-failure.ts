@@ -115,7 +115,10 @@ export function helperFailure(record: RunRecord): SetupFailure {
       stage: 'helper',
       message: f.error.message,
       hint:
-        typeof hint === 'string' ? hint : 'run npm install (or npm run build) to build the helper, and check it is executable by this user',
+        typeof hint === 'string'
+          ? hint
+          : 'check that the helper named above can be executed by this user (every directory above it searchable); ' +
+            'npx cubicle doctor checks the host',
     };
   }
   const x = record.helperExit;

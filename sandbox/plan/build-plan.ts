@@ -84,7 +84,7 @@ export function buildPlan(o: ResolvedOptions, hostView: readonly PlanOp[], notif
   for (const m of mounts) {
     if (m.type === 'tmpfs') ops.push(Op.tmpfs(m.target, m.size!, 0o755, inodes));
     else if (m.idmap) ops.push(Op.bindIdmap(m.source!, m.target, m.readOnly ? 'ro' : 'rw', m.idmap.uid, m.idmap.gid));
-    else ops.push(Op.bind(m.source!, m.target, m.readOnly ? 'ro' : 'rw'));
+    else ops.push(Op.bind(m.source!, m.target, `${m.readOnly ? 'ro' : 'rw'}${m.noexec ? '-noexec' : ''}`));
   }
   if (!o.rootfs?.writable) ops.push(Op.rootReadOnly()); // a writable image root keeps its overlay writable
   ops.push(Op.hostname(o.hostname), Op.loopback(), ...limits.initOps, ...limits.payloadOps, Op.cwd(o.cwd));
@@ -93,7 +93,7 @@ export function buildPlan(o: ResolvedOptions, hostView: readonly PlanOp[], notif
   if (!o.argv[0]!.includes('/'))
     for (const dir of o.env.PATH!.split(':'))
       if (dir.startsWith('/') && !dir.split('/').includes('..')) ops.push(Op.search(posix.normalize(dir).replace(/(.)\/$/, '$1')));
-  ops.push(Op.exec(o.argv[0]!));
+  ops.push(Op.exec(o.argv[0]!)); // with a '/' but relative (./a.out): execve resolves it against the cwd inside
   if (notify !== 'none') ops.push(Op.seccomp(notify));
   ops.push(Op.end());
   return ops;

@@ -138,7 +138,8 @@ export const OPCODES = [
 export type OpName = (typeof OPCODES)[number]['name'];
 
 /** Values of the `access` argument of `bind`. */
-export const BIND_ACCESS = ['ro', 'rw', 'dev'] as const;
+/** How a bind is attached: read-only, read-write, with devices; the -noexec forms also refuse execution from it. */
+export const BIND_ACCESS = ['ro', 'rw', 'dev', 'ro-noexec', 'rw-noexec'] as const;
 export type BindAccess = (typeof BIND_ACCESS)[number];
 
 export const NOTIFY_MODES = ['none', 'kill', 'log'] as const satisfies readonly NotifyMode[];

@@ -1,9 +1,9 @@
 // Compiles an OCI seccomp profile to BPF with libseccomp; results are cached by content hash (per process).
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { Act, ARCH_TOKENS, Attr, CompareOp, libseccomp, nativeArchName, type ArgCmp } from './libseccomp.js';
 import type { NotifyMode, SeccompProfile } from '../types.js';
+import { prebuiltKey, prebuiltSource, readPrebuilt, writePrebuilt } from './prebuilt.js';
 import { argValue, ProfileError } from './profile.js';
 
 /** How the helper treats the filter's notifications: kill the sandbox and report, or log and let it continue. */
@@ -160,13 +160,28 @@ export function compileProfile(profile: SeccompProfile, mode: 'enforce' | 'log',
 }
 
 function compileByHash(profile: SeccompProfile, mode: 'enforce' | 'log', where: string): CompiledFilter {
-  const lib = libseccomp();
   const notifyOk = userNotifAvailable();
-  const hash = createHash('sha256')
-    .update(JSON.stringify({ CACHE_FORMAT, profile, mode, v: lib.version, notifyOk, arch: process.arch }))
-    .digest('hex');
+  const source = prebuiltSource(profile, mode, notifyOk);
+  const prebuilt = readPrebuilt(source);
+  if (prebuilt) return { ...prebuilt, hash: prebuiltKey(source), compileMs: 0, cached: true };
+  const lib = libseccomp();
+  const hash = prebuiltKey(JSON.stringify({ CACHE_FORMAT, source, v: lib.version }));
   const hit = cache.get(hash);
   if (hit) return { ...hit, cached: true, compileMs: 0 };
+  const compiled = compileNow(profile, mode, where, notifyOk, hash);
+  cache.set(hash, compiled);
+  return compiled;
+}
+
+/** Compiles with libseccomp, no cache; `notifyOk` says whether the kernel has user notifications. */
+export function compileNow(
+  profile: SeccompProfile,
+  mode: 'enforce' | 'log',
+  where: string,
+  notifyOk: boolean,
+  hash: string,
+): CompiledFilter {
+  const lib = libseccomp();
   const started = performance.now();
   const built = buildFilter(profile, mode, where, notifyOk);
   try {
@@ -181,7 +196,6 @@ function compileByHash(profile: SeccompProfile, mode: 'enforce' | 'log', where: 
       compileMs: performance.now() - started,
       cached: false,
     };
-    cache.set(hash, compiled);
     return compiled;
   } finally {
     lib.release(built.ctx);
@@ -208,4 +222,18 @@ function ruleError(errno: number): string {
   if (errno === osConstants.errno.EINVAL) return 'invalid argument comparison';
   if (errno === osConstants.errno.EACCES) return 'the action equals the default action';
   return `errno ${errno}`;
+}
+
+/** Compiles every given profile in both modes, with and without user notifications, into the package's prebuilt
+ *  filters (the build runs this for the shipped policies). */
+export function prebuildFilters(profiles: readonly SeccompProfile[]): number {
+  let n = 0;
+  for (const profile of profiles)
+    for (const mode of ['enforce', 'log'] as const)
+      for (const notifyOk of [true, false]) {
+        const source = prebuiltSource(profile, mode, notifyOk);
+        writePrebuilt(source, compileNow(profile, mode, 'seccomp', notifyOk, prebuiltKey(source)));
+        n++;
+      }
+  return n;
 }

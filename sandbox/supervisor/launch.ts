@@ -8,7 +8,7 @@ import { debuglog } from 'node:util';
 import type { ResolvedOptions } from '../options/resolve.js';
 import { HelperFd } from '../protocol/opcodes.js';
 import { openRegularForRead } from '../safe-open.js';
-import { HELPER_PATH } from '../native/helper-path.js';
+import { helperPath } from '../native/helper-path.js';
 import { fileSync } from 'tmp-promise';
 import { inheritFd, pumpIn, pumpOut, sealedBuffer, sealedCopy } from './stdio.js';
 import { F_DUPFD_CLOEXEC, loadLibc, O_CLOEXEC, POSIX_SPAWN_SETSIGDEF, POSIX_SPAWN_SETSIGMASK, WNOHANG, type Libc } from './libc.js';
@@ -142,7 +142,7 @@ function launchWithChildProcess(libc: Libc | null, o: ResolvedOptions, plan: Uin
       extra.push(f);
     } else if (wantsOut) extra.push('ignore');
     if (wantsOut) extra.push('pipe');
-    child = spawn(HELPER_PATH, [], {
+    child = spawn(helperPath(), [], {
       stdio: [stdinCfg, stdoutCfg, stderrCfg, 'pipe', 'pipe', 'pipe', 'pipe', ...extra],
       env: {},
       argv0: 'cubicle-helper',
@@ -161,7 +161,7 @@ function launchWithChildProcess(libc: Libc | null, o: ResolvedOptions, plan: Uin
   const done = new Promise<HelperExitStatus>((resolve, reject) => {
     child.on('error', (e) =>
       child.pid === undefined
-        ? reject(new LaunchError(`cannot start the helper ${HELPER_PATH}: ${e.message}`, { cause: e }))
+        ? reject(new LaunchError(`cannot start the helper ${helperPath()}: ${e.message}`, { cause: e }))
         : debug('helper: %s', e.message),
     );
     child.on('close', (code, signal) => {
@@ -300,8 +300,8 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
       fds.close(bpfW);
     }
     const pid = [0];
-    const rc = libc.posix_spawn(pid, HELPER_PATH, fa, attr, ['cubicle-helper', null], [null]);
-    if (rc !== 0) throw new LaunchError(`cannot start the helper ${HELPER_PATH}: posix_spawn: ${errnoName(rc)}`);
+    const rc = libc.posix_spawn(pid, helperPath(), fa, attr, ['cubicle-helper', null], [null]);
+    if (rc !== 0) throw new LaunchError(`cannot start the helper ${helperPath()}: posix_spawn: ${errnoName(rc)}`);
     const helperPid = pid[0]!;
     // Everything but our own ends closes now; the helper holds its copies.
     const keep = new Set(

@@ -15,7 +15,6 @@ import type { HostIds, SetupFailure } from '../types.js';
 import type { NoSubids, Subids } from '../host/subids.js';
 import { encodePlan, Op, opArg, type PlanOp } from '../plan/ops.js';
 import { HOST_ID_LOCK_DIR, leaseHostIds, leaseSubids, type HostIdLease } from './host-ids.js';
-import { usernsFix } from '../doctor/userns.js';
 import { errnoName } from '../os-names.js';
 import { assertHelperBuilt } from '../native/helper-path.js';
 import { launchHelper, type HelperExitStatus, type LaunchedHelper } from './launch.js';
@@ -273,7 +272,10 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
     // The kernel refused the namespaces: the doctor's diagnosis of this host is the fix to give.
     const refused =
       terminal?.ev === 'error' && terminal.stage === 'parent' && (terminal.syscall === 'clone' || terminal.syscall === 'clone3');
-    const hostDiagnosis = refused ? usernsFix(terminal.errno === undefined ? undefined : errnoName(terminal.errno)) : undefined;
+    // Loaded only then: the doctor's probes are no part of a run that worked.
+    const hostDiagnosis = refused
+      ? (await import('../doctor/userns.js')).usernsFix(terminal.errno === undefined ? undefined : errnoName(terminal.errno))
+      : undefined;
     const record: RunRecord = {
       helperPid: helper?.pid,
       failure,

@@ -1,7 +1,8 @@
 // API: string vs argv, result shape, SandboxError, reject:false, timeout, cancelSignal, option errors, spawnSandboxed.
 import { strict as assert } from 'node:assert';
+import { existsSync } from 'node:fs';
 import { runSandboxed, SandboxError, SandboxOptionError, spawnSandboxed } from '../../sandbox/index.js';
-import { forEachIdentity, pidsInPidNamespace, probeMount } from '../helpers/env.js';
+import { forEachIdentity, pidsInPidNamespace, probeMount, skipBecause } from '../helpers/env.js';
 
 forEachIdentity((_id, run) => {
   it("a string runs via /bin/sh -c; an array is exec'd directly with argv intact", async () => {
@@ -23,6 +24,18 @@ forEachIdentity((_id, run) => {
     for (const k of ['wallMs', 'cpuUserMs', 'cpuSystemMs', 'maxRssBytes'] as const) assert.equal(typeof r.usage![k], 'number', k);
     assert.ok(r.usage!.maxRssBytes > 0);
     assert.ok(r.setup!.ms > 0);
+  });
+
+  it("a failed compile rejects with the compiler's complaint at the end of the message; shortMessage is the one line", async function () {
+    if (!existsSync('/usr/bin/cc')) skipBecause(this, 'no C compiler at /usr/bin/cc to fail a compile with');
+    await assert.rejects(run('cc -x c -o /tmp/a.out -', { input: 'int main( {\n' }), (e: unknown) => {
+      assert.ok(e instanceof SandboxError);
+      assert.equal(e.shortMessage, 'Command failed with exit code 1: /bin/sh -c "cc -x c -o /tmp/a.out -"');
+      assert.ok(e.message.startsWith(`${e.shortMessage}\n\n`));
+      assert.match(e.message, /error: /, 'the compiler says what is wrong in the message itself');
+      assert.ok(e.message.endsWith(String(e.stderr).trim()));
+      return true;
+    });
   });
 
   it('rejects with a SandboxError carrying the result, unless reject: false', async () => {

@@ -1,7 +1,7 @@
 // The CLI: stdio passthrough, exit codes (payload's, 128+N, 124, 125), --json, --result, binds and flags.
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,7 +22,7 @@ for (const id of identities())
       assert.equal(r.status, 7);
     });
 
-    it('exits 128+N for death by signal N, 124 on timeout, 125 for a setup error', () => {
+    it('exits 128+N for death by signal N, 124 on timeout, 125 for a setup error, 2 for a bad flag', () => {
       assert.equal(cubicle(['run', '--', 'sh', '-c', 'kill -SEGV $$']).status, 139);
       const t = cubicle(['run', '--timeout', '0.2', '--', 'sleep', '10']);
       assert.equal(t.status, 124);
@@ -32,7 +32,7 @@ for (const id of identities())
       assert.match(s.stderr, /execve: ENOENT/);
       assert.match(s.stderr, /hint: /);
       const b = cubicle(['run', '--bind', '/no/such/dir:/x', '--', 'true']);
-      assert.equal(b.status, 125);
+      assert.equal(b.status, 2, 'a bind source that does not exist is a usage error');
       assert.match(b.stderr, /\/no\/such\/dir/);
     });
 
@@ -109,6 +109,64 @@ for (const id of identities())
       assert.equal(r.status, 2);
       assert.match(r.stderr, /frobnicate/);
       assert.equal(cubicle(['run', '--env', 'NOEQUALS', '--', 'true']).status, 2);
+    });
+
+    it('usage errors exit 2 naming the flag, not the API option (regression: --memory 12Q exited 125 naming limits.memory)', () => {
+      for (const [args, re] of [
+        [['--memory', '12Q'], /^cubicle: --memory "12Q" is not a size/],
+        [['--timeout', 'abc'], /^cubicle: --timeout "abc" is not a duration/],
+        [['--cwd', 'rel'], /^cubicle: --cwd "rel" must be an absolute path/],
+        [['--hostname', 'a/b'], /^cubicle: --hostname "a\/b"/],
+        [['--processes', 'x'], /^cubicle: --processes must be a non-negative integer/],
+        [['--tmeout', '1'], /^cubicle: unknown option --tmeout; did you mean --timeout\?/],
+        [['--memroy=1M'], /^cubicle: unknown option --memroy; did you mean --memory\?/],
+      ] as const) {
+        const r = cubicle(['run', ...args, '--', 'true']);
+        assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+        assert.match(r.stderr, re);
+        assert.doesNotMatch(r.stderr, /limits\.|\n\s+at /);
+      }
+      assert.match(cubicle(['rnu']).stderr, /did you mean run\?/);
+      assert.equal(cubicle(['rnu']).status, 2);
+    });
+
+    it('--version and --help for every command', () => {
+      const v = cubicle(['--version']);
+      assert.equal(v.status, 0);
+      assert.match(v.stdout, /^cubicle \d+\.\d+\.\d+/);
+      for (const cmd of ['run', 'plan', 'policy', 'doctor', 'isolate']) {
+        const h = cubicle([cmd, '--help']);
+        assert.equal(h.status, 0, `${cmd}: ${h.stderr}`);
+        assert.match(h.stdout, new RegExp(`^Usage: cubicle ${cmd}`), cmd);
+      }
+    });
+
+    it('--stdin, --stdout and --stderr accept /dev/null', () => {
+      const r = cubicle(
+        ['run', '--stdin', '/dev/null', '--stdout', '/dev/null', '--', 'sh', '-c', 'cat; echo gone; echo kept >&2'],
+        'not read',
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, '');
+      assert.equal(r.stderr, 'kept\n');
+      const e = cubicle(['run', '--stderr', '/dev/null', '--output-limit', '1M', '--', 'sh', '-c', 'echo out; echo err >&2']);
+      assert.equal(e.stdout, 'out\n');
+      assert.equal(e.stderr, '');
+    });
+
+    it('runs ./a relative to --cwd inside, as execve would (regression: "path \'./a\' must be absolute")', () => {
+      const t = worldReadableTmp();
+      try {
+        writeFileSync(join(t.dir, 'a'), '#!/bin/sh\necho "ran $0 in $(pwd)"\n', { mode: 0o755 });
+        mkdirSync(join(t.dir, 'sub'));
+        const r = cubicle(['run', '--ro-bind', `${t.dir}:/box`, '--cwd', '/box', '--', './a']);
+        assert.equal(r.status, 0, r.stderr);
+        assert.equal(r.stdout, 'ran ./a in /box\n');
+        const up = cubicle(['run', '--ro-bind', `${t.dir}:/box`, '--cwd', '/box/sub', '--', '../a']);
+        assert.equal(up.stdout, 'ran ../a in /box/sub\n');
+      } finally {
+        t.cleanup();
+      }
     });
 
     it('limit flags, --meta (isolate format), --stdin/--stdout/--stderr files', () => {

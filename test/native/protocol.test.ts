@@ -7,7 +7,9 @@ import { Op, encodePlan, type PlanOp } from '../../sandbox/plan/ops.js';
 import { renderProtocolHeader, renderStatusEmitters } from '../../sandbox/protocol/c-header.js';
 import { NAMESPACE_NAMES } from '../../sandbox/protocol/events.js';
 import { PLAN_MAGIC, PROTOCOL_VERSION, ProtocolLimits } from '../../sandbox/protocol/opcodes.js';
-import { HELPER_PATH } from '../../sandbox/native/helper-path.js';
+import { renderProtocolSource } from '../../sandbox/native/compile.js';
+import { helperPath } from '../../sandbox/native/helper-path.js';
+import { expectedStamp } from '../../sandbox/native/stamp.js';
 import { StatusReader } from '../../sandbox/protocol/status.js';
 
 interface Run {
@@ -19,7 +21,7 @@ interface Run {
 /** Starts the helper by hand with raw plan and bpf bytes; collects status events. */
 function helper(plan: Uint8Array, bpf: Uint8Array = Buffer.alloc(0)): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const c = spawn(HELPER_PATH, [], { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'], env: {} });
+    const c = spawn(helperPath(), [], { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'], env: {} });
     const st = c.stdio as unknown as (Readable & Writable)[];
     const chunks: Buffer[] = [];
     st[5]!.on('data', (d: Buffer) => chunks.push(d));
@@ -70,7 +72,8 @@ async function refused(plan: Uint8Array, re: RegExp, bpf?: Uint8Array): Promise<
 describe('helper protocol', () => {
   it('the C header and emitters are generated from the TS protocol modules', () => {
     assert.equal(readFileSync(new URL('../../native/protocol.h', import.meta.url), 'utf8'), renderProtocolHeader());
-    assert.equal(readFileSync(new URL('../../native/protocol.c', import.meta.url), 'utf8'), renderStatusEmitters());
+    assert.equal(readFileSync(new URL('../../native/protocol.c', import.meta.url), 'utf8'), renderProtocolSource(expectedStamp()));
+    assert.ok(renderProtocolSource(expectedStamp()).startsWith(renderStatusEmitters()));
   });
 
   it('runs a minimal well-formed plan: hello, ready, exit, each as declared', async () => {
@@ -177,7 +180,7 @@ describe('helper protocol', () => {
     assert.equal(r.events.filter((e) => e.ev === 'exit').length, 0);
   });
   it('started by hand without its fds, it explains itself and exits 126', () => {
-    const r = spawnSync(HELPER_PATH, [], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const r = spawnSync(helperPath(), [], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     assert.equal(r.status, 126);
     assert.match(r.stderr, /started by the cubicle library/);
   });

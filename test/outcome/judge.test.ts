@@ -271,7 +271,7 @@ describe('outcome: judging a run record', () => {
       ctx(),
     );
     assert.deepEqual([launch.verdict, launch.setupFailure!.stage], ['setup-error', 'helper']);
-    assert.match(launch.setupFailure!.hint, /npm install/);
+    assert.match(launch.setupFailure!.hint, /can be executed by this user/);
     const died = judge(record({ ready: undefined, terminal: undefined, helperExit: { code: null, signal: 'SIGKILL' } }), ctx());
     assert.match(died.setupFailure!.message, /SIGKILL/);
     const proto = judge(record({ terminal: undefined, failure: { kind: 'protocol', error: new Error('malformed status event') } }), ctx());

@@ -1,7 +1,7 @@
 // How judged results are told: error codes and messages, CLI exit codes and lines, isolate's meta file.
 import { strict as assert } from 'node:assert';
 import { isCubicleError, SandboxError } from '../../sandbox/errors.js';
-import { cliExitCode, cliReport, describeVerdict, isolateMeta, toSandboxError } from '../../sandbox/outcome/render.js';
+import { cliExitCode, cliReport, describeVerdict, isolateMeta, MESSAGE_OUTPUT_MAX, toSandboxError } from '../../sandbox/outcome/render.js';
 import type { SandboxResult, Verdict } from '../../sandbox/types.js';
 
 function result(r: Partial<SandboxResult> = {}): SandboxResult {
@@ -59,6 +59,20 @@ describe('outcome: rendering a result', () => {
       [failed('setup-error', { exitCode: null, usage: undefined }), 125],
     ];
     for (const [r, code] of table) assert.equal(cliExitCode(r), code, r.verdict);
+  });
+
+  it("an error's message ends with the captured stderr and stdout (bounded); shortMessage has the one line", () => {
+    const e = toSandboxError(failed('nonzero-exit', { exitCode: 1, stderr: 'a.c:1: error: expected ;\n', stdout: 'partial\n' }));
+    assert.equal(e.shortMessage, 'Command failed with exit code 1: /bin/sh -c "echo hi"');
+    assert.equal(e.message, `${e.shortMessage}\n\na.c:1: error: expected ;\n\npartial`);
+    const huge = toSandboxError(failed('nonzero-exit', { exitCode: 1, stderr: Buffer.alloc(1 << 20, 'x') }));
+    assert.ok(huge.message.length < MESSAGE_OUTPUT_MAX + 200, 'bounded');
+    assert.match(huge.message, /output truncated/);
+    assert.equal((huge.stderr as Buffer).length, 1 << 20, 'the whole output stays in the error');
+    assert.equal(
+      toSandboxError(failed('nonzero-exit', { exitCode: 2, stderr: '  \n' })).message,
+      toSandboxError(failed('nonzero-exit', { exitCode: 2 })).shortMessage,
+    );
   });
 
   it('errors carry a stable code per verdict and a message naming the command', () => {

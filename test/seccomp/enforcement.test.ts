@@ -327,11 +327,13 @@ describe('seccomp profile semantics', () => {
 });
 
 describe('without libseccomp', () => {
-  it('a run that needs a filter fails with a clear error and the fix; policy none still runs', () => {
+  it('a filter to compile fails with a clear error and the fix; shipped policies (prebuilt at build time) and none still run', () => {
+    const own = { extends: 'default', seccomp: { syscalls: [{ names: ['chroot'], action: 'SCMP_ACT_ERRNO' }] } };
     const script = `import('${fileURLToPath(new URL('../../sandbox/index.js', import.meta.url))}').then(async (m) => {
-      const r = await m.runSandboxed(['/bin/true'], { reject: false });
+      const r = await m.runSandboxed(['/bin/true'], { reject: false, policy: ${JSON.stringify(own)} });
       const n = await m.runSandboxed(['/bin/true'], { policy: 'none' });
-      console.log(JSON.stringify({ verdict: r.verdict, f: r.setupFailure, none: n.verdict }));
+      const d = await m.runSandboxed(['/bin/true'], { policy: 'judge' });
+      console.log(JSON.stringify({ verdict: r.verdict, f: r.setupFailure, none: n.verdict, shipped: d.verdict }));
     })`;
     const out = spawnSync(process.execPath, ['-e', script], {
       encoding: 'utf8',
@@ -343,5 +345,6 @@ describe('without libseccomp', () => {
     assert.match(j.f.message, /libseccomp cannot be loaded/);
     assert.match(j.f.hint, /apt-get install libseccomp2.*policy 'none'/);
     assert.equal(j.none, 'ok');
+    assert.equal(j.shipped, 'ok');
   });
 });

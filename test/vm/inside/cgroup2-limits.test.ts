@@ -40,8 +40,8 @@ describe(`cgroup v2 limits with no flag, as ${who}`, function () {
     probe();
   });
 
-  const go = (cmd: string[], o: SandboxOptions): Promise<SandboxResult> =>
-    runSandboxed(cmd, { reject: false, ...o, mounts: [...(probeMount() ?? []), ...(o.mounts ?? [])] });
+  const go = (cmd: string[], o: SandboxOptions) =>
+    runSandboxed(cmd, { ...o, reject: false as const, mounts: [...(probeMount() ?? []), ...(o.mounts ?? [])] });
 
   /** A memory case: the kernel holds the group at its limit, the OOM kill ends the whole sandbox. */
   const memoryCase = async (kase: string, cmd: string[], o: SandboxOptions = {}): Promise<void> => {
