@@ -3,7 +3,7 @@
 import { constants as osConstants } from 'node:os';
 import { hostViewOps } from '../../rootfs-builder/host-view.js';
 import { PolicyError, SandboxHostError } from '../errors.js';
-import { passwdGid, subidsFor, type NoSubids, type Subids } from '../host/subids.js';
+import { passwdEntry, subidsFor, type NoSubids, type Subids } from '../host/subids.js';
 import { planLimits, type LimitPlan } from '../plan/limits.js';
 import { mergeOptions, resolveOptions, type ResolvedOptions } from '../options/resolve.js';
 import type { JudgeContext } from '../outcome/judge.js';
@@ -57,7 +57,7 @@ function subidChoice(o: ResolvedOptions): Subids | NoSubids | undefined {
   const rw = o.mounts.find((m) => m.type === 'bind' && !m.readOnly);
   if (rw) return { reason: `the read-write bind of ${rw.source ?? rw.target} keeps the caller's own ids, so the payload can write there` };
   // newuidmap maps only for a process whose gid is the caller's primary one from /etc/passwd
-  const pw = passwdGid(uid);
+  const pw = passwdEntry(uid)?.gid;
   if (pw !== undefined && pw !== process.getegid?.())
     return { reason: `newuidmap needs this process's gid to be the primary gid of /etc/passwd (${pw}); it is ${process.getegid?.()}` };
   return subidsFor(uid);

@@ -32,29 +32,11 @@ function readText(path: string): string | undefined {
   }
 }
 
-/** The login name of `uid` in /etc/passwd (subordinate ranges are usually keyed by name). */
-export function passwdName(uid: number, passwd = readText('/etc/passwd') ?? ''): string | undefined {
+/** The /etc/passwd entry of `uid`: login name, primary gid and home directory. */
+export function passwdEntry(uid: number, passwd = readText('/etc/passwd') ?? ''): { name: string; gid: number; home: string } | undefined {
   for (const line of passwd.split('\n')) {
     const f = line.split(':');
-    if (f.length >= 7 && f[2] === String(uid) && f[0]) return f[0];
-  }
-  return undefined;
-}
-
-/** The home directory of `uid` in /etc/passwd. */
-export function passwdHome(uid: number, passwd = readText('/etc/passwd') ?? ''): string | undefined {
-  for (const line of passwd.split('\n')) {
-    const f = line.split(':');
-    if (f.length >= 7 && f[2] === String(uid) && f[5]?.startsWith('/')) return f[5];
-  }
-  return undefined;
-}
-
-/** The primary gid of `uid` in /etc/passwd. */
-export function passwdGid(uid: number, passwd = readText('/etc/passwd') ?? ''): number | undefined {
-  for (const line of passwd.split('\n')) {
-    const f = line.split(':');
-    if (f.length >= 7 && f[2] === String(uid) && /^\d+$/.test(f[3]!)) return Number(f[3]);
+    if (f.length >= 7 && f[2] === String(uid) && f[0] && /^\d+$/.test(f[3]!)) return { name: f[0], gid: Number(f[3]), home: f[5]! };
   }
   return undefined;
 }
@@ -126,7 +108,7 @@ const cache = new Map<number, Subids | NoSubids>();
 export function subidsFor(uid: number): Subids | NoSubids {
   const hit = cache.get(uid);
   if (hit) return hit;
-  const name = passwdName(uid);
+  const name = passwdEntry(uid)?.name;
   const who = name ? `${name} (uid ${uid})` : `uid ${uid}`;
   const add = `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${name ?? uid}`;
   let found: Subids | NoSubids;

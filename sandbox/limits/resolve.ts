@@ -41,7 +41,8 @@ function ms(option: string, v: unknown): number | undefined {
   return n;
 }
 
-function bytes(option: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
+/** A size option (bytes or units) within min..max; undefined when not given. */
+export function bytes(option: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
   if (v === undefined) return undefined;
   let n: number;
   try {

@@ -3,7 +3,7 @@
 import { closeSync, fstatSync, readSync } from 'node:fs';
 import { SandboxOptionError } from '../errors.js';
 import { openRegularForRead } from '../safe-open.js';
-import { parseSize } from '../units.js';
+import { bytes } from '../limits/resolve.js';
 
 /** Where the work directory is inside. */
 export const BOX_DIR = '/box';
@@ -43,18 +43,6 @@ function checkMode(option: string, mode: unknown, dflt: number): number {
   if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0o777)
     fail(option, `${option} mode must be an integer from 0 to 0o777 (no setuid, setgid or sticky bit), got ${String(mode)}`);
   return mode as number;
-}
-
-function checkBytes(option: string, v: unknown, dflt: number, min: number): number {
-  if (v === undefined) return dflt;
-  let n: number;
-  try {
-    n = parseSize(v, option);
-  } catch (e) {
-    return fail(option, (e as Error).message);
-  }
-  if (n < min || n > 2 ** 40) fail(option, `${option} must be from ${min} bytes to 1T`);
-  return n;
 }
 
 /** Reads a host file for the box: never through a symlink, a regular file, at most `room` bytes. */
@@ -105,8 +93,8 @@ export function resolveBox(o: { files?: unknown; copyOut?: unknown; copyOutMax?:
     if (o.boxSize !== undefined) fail('boxSize', 'boxSize sizes the work directory of files/copyOut; give one of them');
     return undefined;
   }
-  const size = checkBytes('boxSize', o.boxSize, DEFAULT_BOX_BYTES, 4096);
-  const copyOutMax = checkBytes('copyOutMax', o.copyOutMax, DEFAULT_COPY_OUT_MAX, 0);
+  const size = bytes('boxSize', o.boxSize, 4096, 2 ** 40) ?? DEFAULT_BOX_BYTES;
+  const copyOutMax = bytes('copyOutMax', o.copyOutMax, 0, 2 ** 40) ?? DEFAULT_COPY_OUT_MAX;
   const files: BoxFile[] = [];
   if (o.files !== undefined) {
     if (typeof o.files !== 'object' || o.files === null || Array.isArray(o.files) || o.files instanceof Uint8Array)

@@ -6,7 +6,7 @@
 import { closeSync, openSync, statSync, constants as fsConstants } from 'node:fs';
 import { debuglog } from 'node:util';
 import { loadFlock, ownedDir } from '../host/flock.js';
-import { passwdHome, type Subids } from '../host/subids.js';
+import { passwdEntry, type Subids } from '../host/subids.js';
 
 const debug = debuglog('cubicle');
 
@@ -27,9 +27,10 @@ export interface HostIdLease {
  *  of its processes never lease the same id: under its home directory from /etc/passwd (a /tmp can be private
  *  to a service or a session), else, for an account without a home of its own, /tmp/cubicle-ids-UID. */
 export function subidLockDir(uid: number): string {
-  const home = passwdHome(uid);
+  const home = passwdEntry(uid)?.home;
   try {
-    if (home && home !== '/' && statSync(home).isDirectory() && statSync(home).uid === uid) return `${home}/.cache/cubicle-ids`;
+    if (home?.startsWith('/') && home !== '/' && statSync(home).isDirectory() && statSync(home).uid === uid)
+      return `${home}/.cache/cubicle-ids`;
   } catch {
     /* no home of its own */
   }

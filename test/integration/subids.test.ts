@@ -6,7 +6,7 @@ import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { findRange, passwdName, subidsFor } from '../../sandbox/host/subids.js';
+import { findRange, passwdEntry, subidsFor } from '../../sandbox/host/subids.js';
 import { IS_ROOT, skipBecause } from '../helpers/env.js';
 
 const INDEX = fileURLToPath(new URL('../../sandbox/index.js', import.meta.url));
@@ -171,8 +171,8 @@ describe('subordinate id ranges (parsing)', () => {
     assert.equal(findRange(text, 1005, 'dave'), undefined, 'a range holding the caller itself');
     assert.equal(findRange(text, 1006, 'erin'), undefined, 'an empty range');
   });
-  it('names a uid from /etc/passwd', () => {
-    assert.equal(passwdName(0), 'root');
-    assert.equal(passwdName(7, 'lp:x:7:7:lp:/var/spool/lpd:/usr/sbin/nologin\n'), 'lp');
+  it("reads a uid's name, primary gid and home from /etc/passwd", () => {
+    assert.equal(passwdEntry(0)?.name, 'root');
+    assert.deepEqual(passwdEntry(7, 'lp:x:7:7:lp:/var/spool/lpd:/usr/sbin/nologin\n'), { name: 'lp', gid: 7, home: '/var/spool/lpd' });
   });
 });
