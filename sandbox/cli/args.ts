@@ -33,6 +33,8 @@ const RUN_FLAG_OF: Readonly<Record<string, string>> = {
   copyOut: '--copy-out',
   copyOutMax: '--copy-out-max',
   boxSize: '--box-size',
+  rootfs: '--rootfs',
+  writable: '--writable',
   'mounts[]': '--bind/--ro-bind/--tmpfs',
   command: 'the command',
 };

@@ -120,6 +120,9 @@ for (const id of identities())
         [['--processes', 'x'], /^cubicle: --processes must be a non-negative integer/],
         [['--tmeout', '1'], /^cubicle: unknown option --tmeout; did you mean --timeout\?/],
         [['--memroy=1M'], /^cubicle: unknown option --memroy; did you mean --memory\?/],
+        // regression: an image that does not exist exited 125 as if the sandbox had failed
+        [['--rootfs', 'no-such-image-anywhere'], /^cubicle: --rootfs: /],
+        [['--writable'], /^cubicle: --writable needs rootfs/],
       ] as const) {
         const r = cubicle(['run', ...args, '--', 'true']);
         assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
