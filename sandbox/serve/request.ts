@@ -237,10 +237,9 @@ function pipeEnd(field: string, v: unknown, cmds: number): PipeEnd {
 }
 
 function parsePipes(v: unknown, cmd: JudgeCmd[], bounds: RequestBounds): JudgePipe[] {
-  if (v === undefined) return [];
-  if (!Array.isArray(v)) throw new RequestError('pipeMapping', 'must be an array of { in, out }');
+  if (v !== undefined && !Array.isArray(v)) throw new RequestError('pipeMapping', 'must be an array of { in, out }');
   const used = new Set<string>();
-  const pipes = v.map((p, i): JudgePipe => {
+  const pipes = ((v ?? []) as unknown[]).map((p, i): JudgePipe => {
     const field = `pipeMapping[${i}]`;
     if (!isObj(p)) throw new RequestError(field, 'must be { in, out }');
     checkKeys(field, p, ['in', 'out', 'proxy', 'name', 'max']);

@@ -119,7 +119,7 @@ function receiveUpload(req: IncomingMessage, store: FileStore, max: number): Pro
   return new Promise((resolve, reject) => {
     let bb: busboy.Busboy;
     try {
-      bb = busboy({ headers: req.headers, limits: { files: 1, fileSize: max, fields: 0, parts: 1 } });
+      bb = busboy({ headers: req.headers, limits: { files: 1, fileSize: max, fields: 0, parts: 2 } });
     } catch (e) {
       reject(new HttpError(400, `body: a multipart/form-data upload with a field "file" is expected (${(e as Error).message})`));
       return;
@@ -153,7 +153,10 @@ function receiveUpload(req: IncomingMessage, store: FileStore, max: number): Pro
     bb.on('fieldsLimit', () => fail(new HttpError(400, 'body: only a file field named "file" is taken')));
     bb.on('error', (e: Error) => reject(new HttpError(400, `body: malformed multipart data (${e.message})`)));
     bb.on('close', () => {
-      if (failed) reject(failed);
+      if (failed) {
+        if (id !== undefined) store.delete(id); // a refused upload leaves nothing behind
+        reject(failed);
+      }
       else if (id === undefined) reject(new HttpError(400, 'file: no field named "file" in the upload'));
       else resolve(id);
     });
