@@ -2,7 +2,9 @@
 // compile whose binary is cached (copyOutCached), runs that reference it by fileId (one per status), an
 // interactive pair joined by pipeMapping, the token, malformed bodies, and /file.
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createServer as createNetServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { createServer, type JudgeResult, type JudgeServer, type ServerOptions } from '../../sandbox/index.js';
 import { identities, skipBecause } from '../helpers/env.js';
 
@@ -227,7 +229,7 @@ for (const id of identities()) {
       assert.match(rs[0]!.files!.answers!, /=\n$/, 'the proxied pipe is returned by name');
     });
 
-    it('a piped pair where both wait to read ends at the clock limit, not in a hang', async () => {
+    it('a piped pair where each waits for the other (deadlock) ends at the clock limit, not in a hang', async () => {
       const rs = await client.run({
         cmd: [0, 1].map(() => ({ args: ['/bin/sh', '-c', 'read x; echo $x'], env: ENV, files: [null, null], clockLimit: 1e9 })),
         pipeMapping: [
@@ -235,10 +237,28 @@ for (const id of identities()) {
           { in: { index: 1, fd: 1 }, out: { index: 0, fd: 0 } },
         ],
       });
+      // The first to reach its limit is killed; its peer then reads EOF and may end on its own first.
+      const statuses = rs.map((r) => r.status);
+      assert.ok(statuses.includes('Time Limit Exceeded'), statuses.join());
+      assert.ok(
+        statuses.every((s) => s === 'Time Limit Exceeded' || s === 'Accepted'),
+        statuses.join(),
+      );
+    });
+
+    it('a piped stream far larger than any buffer flows through with backpressure', async () => {
+      const rs = await client.run({
+        cmd: [
+          { args: ['/bin/sh', '-c', 'head -c 20000000 /dev/zero'], env: ENV, files: [{ content: '' }, null], clockLimit: 20e9 },
+          { args: ['/bin/sh', '-c', 'wc -c'], env: ENV, files: [null, { name: 'stdout', max: 100 }], clockLimit: 20e9 },
+        ],
+        pipeMapping: [{ in: { index: 0, fd: 1 }, out: { index: 1, fd: 0 } }],
+      });
       assert.deepEqual(
         rs.map((r) => r.status),
-        ['Time Limit Exceeded', 'Time Limit Exceeded'],
+        ['Accepted', 'Accepted'],
       );
+      assert.equal(rs[1]!.files!.stdout!.trim(), '20000000');
     });
 
     it('malformed requests get 400 naming the field', async () => {
@@ -323,3 +343,66 @@ for (const id of identities()) {
     });
   });
 }
+
+const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+
+/** A loopback port that was free a moment ago. */
+async function freePort(): Promise<number> {
+  const srv = createNetServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
+
+describe('cubicle serve (the command)', () => {
+  it('serve --listen --token --pool: /version open and naming the pool, /run behind the token, SIGTERM stops it', async function () {
+    const port = await freePort();
+    const child = spawn(process.execPath, [CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--token', 'open-sesame', '--pool', '2'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    try {
+      let err = '';
+      await new Promise<void>((resolve, reject) => {
+        child.stderr.on('data', (d: Buffer) => {
+          err += d.toString();
+          if (err.includes('listening')) resolve();
+        });
+        child.on('exit', (code) => reject(new Error(`serve exited ${code}: ${err}`)));
+      });
+      const version = (await (await fetch(`http://127.0.0.1:${port}/version`)).json()) as Record<string, unknown>;
+      assert.equal(version.pool, 2);
+      const body = JSON.stringify({ cmd: [{ args: ['/bin/true'] }] });
+      const headers = { 'content-type': 'application/json' };
+      assert.equal((await fetch(`http://127.0.0.1:${port}/run`, { method: 'POST', headers, body })).status, 401);
+      const ok = await fetch(`http://127.0.0.1:${port}/run`, {
+        method: 'POST',
+        headers: { ...headers, authorization: 'Bearer open-sesame' },
+        body,
+      });
+      assert.equal(ok.status, 200);
+      assert.equal(((await ok.json()) as JudgeResult[])[0]!.status, 'Accepted');
+    } finally {
+      const exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0);
+    }
+  });
+
+  it('usage errors exit 2 naming the flag: a non-loopback address without --token, a bad --pool, a bad --listen', () => {
+    const cases: [string[], RegExp][] = [
+      [['serve', '--listen', '0.0.0.0:5050'], /--token/],
+      [['serve', '--pool', 'many'], /--pool/],
+      [['serve', '--listen', 'localhost'], /--listen must be HOST:PORT/],
+      [['serve', '--tokn', 'x'], /did you mean --token/],
+      [['worker', '--queue', 'q'], /--redis/],
+      [['worker', '--redis', 'http://x:1', '--queue', 'q'], /redis:\/\//],
+      [['worker', '--redis', 'redis://127.0.0.1:1', '--queue', 'q', '--concurrency', '0'], /--concurrency/],
+    ];
+    for (const [args, want] of cases) {
+      const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 30_000 });
+      assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, want);
+    }
+  });
+});
