@@ -156,8 +156,7 @@ function receiveUpload(req: IncomingMessage, store: FileStore, max: number): Pro
       if (failed) {
         if (id !== undefined) store.delete(id); // a refused upload leaves nothing behind
         reject(failed);
-      }
-      else if (id === undefined) reject(new HttpError(400, 'file: no field named "file" in the upload'));
+      } else if (id === undefined) reject(new HttpError(400, 'file: no field named "file" in the upload'));
       else resolve(id);
     });
     req.pipe(bb);

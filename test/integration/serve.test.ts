@@ -18,7 +18,8 @@ int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "sum";
   if (!strcmp(mode, "sum")) { long a, b; if (scanf("%ld %ld", &a, &b) != 2) return 9; printf("%ld\\n", a + b); return 0; }
   if (!strcmp(mode, "spin")) { volatile unsigned long n = 0; for (;;) n++; }
-  if (!strcmp(mode, "hog")) { for (int i = 0; i < 64; i++) { char *p = (char *)malloc(16 << 20); if (!p) return 7; memset(p, 1, 16 << 20); } return 0; }
+  if (!strcmp(mode, "hog"))
+    for (int i = 0; i < 64; i++) { char *p = (char *)malloc(16 << 20); if (!p) return 7; memset(p, 1, 16 << 20); }
   if (!strcmp(mode, "flood")) { for (;;) fputs("flood flood flood flood flood flood flood flood\\n", stdout); }
   if (!strcmp(mode, "exit3")) return 3;
   if (!strcmp(mode, "segv")) { raise(SIGSEGV); return 0; }
@@ -47,11 +48,7 @@ echo "no answer after $n guesses" >&2; exit 1
 `;
 
 const ENV = ['PATH=/usr/bin:/bin'];
-const collectors = (): unknown[] => [
-  { content: '' },
-  { name: 'stdout', max: 10240 },
-  { name: 'stderr', max: 10240 },
-];
+const collectors = (): unknown[] => [{ content: '' }, { name: 'stdout', max: 10240 }, { name: 'stderr', max: 10240 }];
 
 class Client {
   constructor(
@@ -276,7 +273,10 @@ for (const id of identities()) {
         [{ cmd: [{ args: ['a'], files: [{ src: '/etc/passwd' }] }] }, /^cmd\[0\]\.files\[0\]\.src: refused/],
         [{ cmd: [{ args: ['a'], files: [{ content: '' }, { name: 'stdout' }] }] }, /^cmd\[0\]\.files\[1\]\.max: /],
         [{ cmd: [{ args: ['a'], files: [null] }] }, /^cmd\[0\]\.files\[0\]: is null but no pipeMapping/],
-        [{ cmd: [{ args: ['a'] }], pipeMapping: [{ in: { index: 3, fd: 1 }, out: { index: 0, fd: 0 } }] }, /^pipeMapping\[0\]\.in\.index: /],
+        [
+          { cmd: [{ args: ['a'] }], pipeMapping: [{ in: { index: 3, fd: 1 }, out: { index: 0, fd: 0 } }] },
+          /^pipeMapping\[0\]\.in\.index: /,
+        ],
       ];
       for (const [body, want] of cases) {
         const r = await client.post(body, body === undefined ? '{"cmd": [' : undefined);
@@ -318,7 +318,10 @@ for (const id of identities()) {
         const body = JSON.stringify({ cmd: [{ args: ['/bin/true'] }] });
         const json = { 'content-type': 'application/json' };
         assert.equal((await fetch(`${base}/run`, { method: 'POST', headers: json, body })).status, 401);
-        assert.equal((await fetch(`${base}/run`, { method: 'POST', headers: { ...json, authorization: 'Bearer nope' }, body })).status, 401);
+        assert.equal(
+          (await fetch(`${base}/run`, { method: 'POST', headers: { ...json, authorization: 'Bearer nope' }, body })).status,
+          401,
+        );
         assert.equal((await fetch(`${base}/file`)).status, 401);
         const ok = await t.client.run({ cmd: [{ args: ['/bin/true'] }] });
         assert.equal(ok[0]!.status, 'Accepted');
