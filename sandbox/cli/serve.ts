@@ -1,10 +1,12 @@
 // `cubicle serve` (the go-judge-compatible HTTP service) and `cubicle worker` (a BullMQ consumer): both run until
 // killed (SIGINT/SIGTERM close them cleanly).
+import { realpathSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { isAbsolute } from 'node:path';
 import { UsageError } from './args.js';
 import { parseFlags } from './usage.js';
 
-export const SERVE_USAGE = `Usage: cubicle serve [--listen HOST:PORT] [--token T] [--pool N] [--parallelism N]
+export const SERVE_USAGE = `Usage: cubicle serve [--listen HOST:PORT] [--token T] [--pool N] [--parallelism N] [--src-dir DIR]...
 
 A go-judge-compatible judge service: POST /run, GET|POST /file, GET|DELETE /file/ID, GET /version.
   --listen HOST:PORT  where to listen (default 127.0.0.1:5050); an address other than loopback needs --token
@@ -12,14 +14,16 @@ A go-judge-compatible judge service: POST /run, GET|POST /file, GET|DELETE /file
                       (the environment variable CUBICLE_SERVE_TOKEN is read when --token is not given)
   --pool N            sandboxes kept ready ahead of runs (reported by /version); default 0
   --parallelism N     commands running at once (default: 2); further requests wait in a bounded line
+  --src-dir DIR       copyIn/stdin { src } may read host files under DIR (repeatable); without it src is refused
 `;
 
-export const WORKER_USAGE = `Usage: cubicle worker --redis URL --queue NAME [--concurrency N]
+export const WORKER_USAGE = `Usage: cubicle worker --redis URL --queue NAME [--concurrency N] [--src-dir DIR]...
 
 Consumes jobs from a BullMQ queue: each job's data is a /run body, its return value the /run answer array.
   --redis URL         redis://[USER:PASSWORD@]HOST:PORT[/DB]
   --queue NAME        the queue's name
   --concurrency N     jobs run at once (default 1)
+  --src-dir DIR       copyIn/stdin { src } may read host files under DIR (repeatable); without it src is refused
 `;
 
 function count(flag: string, v: string | undefined, dflt: number, min: number, max: number): number {
@@ -35,6 +39,21 @@ export function parseListen(v: string): { host: string; port: number } {
   const host = m?.[1] ?? m?.[2];
   if (!m || !host || Number(m[3]) > 65535) throw new UsageError(`--listen must be HOST:PORT (e.g. 127.0.0.1:5050), got "${v}"`);
   return { host, port: Number(m[3]) };
+}
+
+/** --src-dir values: absolute directories whose path holds no symlink. */
+function srcDirs(values: string[] | undefined): string[] {
+  return (values ?? []).map((d) => {
+    let real: string;
+    try {
+      real = realpathSync(d);
+    } catch {
+      throw new UsageError(`--src-dir ${d}: no such directory`);
+    }
+    if (!isAbsolute(d) || real !== d.replace(/\/+$/, '') || !statSync(real).isDirectory())
+      throw new UsageError(`--src-dir ${d}: give an absolute directory path with no symlink in it (here: ${real})`);
+    return real;
+  });
 }
 
 const isLoopback = (host: string): boolean => host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
@@ -61,6 +80,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
     token: { type: 'string' },
     pool: { type: 'string' },
     parallelism: { type: 'string' },
+    'src-dir': { type: 'string', multiple: true },
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) {
@@ -76,7 +96,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
   const poolSize = count('--pool', values.pool, 0, 0, 1024);
   const parallelism = count('--parallelism', values.parallelism, 2, 1, 1024);
   const { createServer } = await import('../serve/server.js');
-  const server = createServer({ ...(token !== undefined ? { token } : {}), poolSize, parallelism });
+  const server = createServer({ ...(token !== undefined ? { token } : {}), poolSize, parallelism, srcDirs: srcDirs(values['src-dir']) });
   let addr;
   try {
     addr = await server.listen(port, host);
@@ -94,6 +114,7 @@ export async function cmdWorker(argv: string[]): Promise<number> {
     redis: { type: 'string' },
     queue: { type: 'string' },
     concurrency: { type: 'string' },
+    'src-dir': { type: 'string', multiple: true },
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) {
@@ -112,9 +133,10 @@ export async function cmdWorker(argv: string[]): Promise<number> {
     if (e instanceof RequestError) throw new UsageError(e.message);
     throw e;
   }
+  const dirs = srcDirs(values['src-dir']);
   let worker;
   try {
-    worker = await startWorker({ redis: values.redis, queue: values.queue, concurrency });
+    worker = await startWorker({ redis: values.redis, queue: values.queue, concurrency, srcDirs: dirs });
     await worker.ready;
   } catch (e) {
     if (!(e instanceof WorkerSetupError) && !/redis|ECONNREFUSED|connect/i.test((e as Error).message)) throw e;

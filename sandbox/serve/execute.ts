@@ -2,12 +2,14 @@
 // pipeMapping go through the runner (runSandboxed, or a warm pool with its signature); commands joined by
 // pipeMapping are spawned together and their stdio connected here, through Node streams whose backpressure bounds
 // what is buffered between them (a writer whose reader stops reading blocks in its pipe until its time limit).
+import { closeSync, fstatSync, readSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import { spawnSandboxed } from '../api/run.js';
 import type { LimitOptions, SandboxOptions, SandboxResult, StreamedResult } from '../types.js';
 import { FileStoreFullError, type FileStore } from './file-store.js';
-import type { JudgeCmd, JudgePipe, JudgeRequest, OutputSink } from './request.js';
+import { openRegularForRead } from '../safe-open.js';
+import type { CopyInSource, JudgeCmd, JudgePipe, JudgeRequest, OutputSink } from './request.js';
 
 /** Runs one command in a fresh sandbox: runSandboxed, or anything with its signature (a warm pool). */
 export interface Runner {
@@ -80,6 +82,28 @@ const emptyResult = (status: JudgeStatus, extra: Partial<JudgeResult> = {}): Jud
   ...extra,
 });
 
+/** The most bytes one `src` file may have (the work directory's default size). */
+const maxSrcBytes = 64 << 20;
+
+/** Reads a host file named by `src`: no symlink anywhere in its path, a regular file, at most `max` bytes. */
+function readHostFile(path: string, max: number): Buffer {
+  const fd = openRegularForRead(path);
+  try {
+    const size = fstatSync(fd).size;
+    if (size > max) throw new Error(`${path} holds ${size} bytes, more than ${max}`);
+    const data = Buffer.alloc(size);
+    let got = 0;
+    while (got < size) {
+      const n = readSync(fd, data, got, size - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    return data.subarray(0, got);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function prepare(c: JudgeCmd, store: FileStore | undefined): Prepared {
   const files: Record<string, { content: Buffer; mode: number }> = Object.create(null) as Record<string, { content: Buffer; mode: number }>;
   const errors: JudgeFileError[] = [];
@@ -93,14 +117,23 @@ function prepare(c: JudgeCmd, store: FileStore | undefined): Prepared {
       });
     return f?.data;
   };
+  const source = (name: string, src: CopyInSource): Buffer | undefined => {
+    if (src.kind === 'content') return src.data;
+    if (src.kind === 'fileId') return lookup(name, src.id);
+    try {
+      return readHostFile(src.path, maxSrcBytes);
+    } catch (e) {
+      errors.push({ name, type: 'CopyInOpenFile', message: (e as Error).message });
+      return undefined;
+    }
+  };
   // Copied-in files are executable, as go-judge makes them: a compiled program runs without a chmod.
   for (const [name, src] of c.copyIn) {
-    const data = src.kind === 'content' ? src.data : lookup(name, src.id);
+    const data = source(name, src);
     if (data) files[name] = { content: data, mode: 0o755 };
   }
   let stdin: Buffer | undefined;
-  if (c.stdin.kind === 'content') stdin = c.stdin.data;
-  else if (c.stdin.kind === 'fileId') stdin = lookup('stdin', c.stdin.id);
+  if (c.stdin.kind === 'content' || c.stdin.kind === 'fileId' || c.stdin.kind === 'src') stdin = source('stdin', c.stdin);
   if (c.copyOutCached.length && !store)
     errors.push({ name: c.copyOutCached[0]!.name, type: 'CopyOutCreateFile', message: 'this runner has no file store: use copyOut' });
   if (errors.length) return { ok: false, result: emptyResult('File Error', { error: errors[0]!.message, fileError: errors }) };

@@ -1,5 +1,6 @@
 // A go-judge /run request, checked whole before anything runs: every field is supported, mapped or refused, and an
 // unknown or refused field is an error naming it (go-judge would ignore an unknown one). Pure: no I/O.
+import { posix } from 'node:path';
 
 /** Thrown for a request that cannot be run as given; `field` is the path of what was wrong (e.g. 'cmd[0].args'). */
 export class RequestError extends Error {
@@ -12,10 +13,10 @@ export class RequestError extends Error {
 }
 
 /** Where a command's stdin comes from (content or a cached file; null when a pipe feeds it). */
-export type StdinSource = { kind: 'content'; data: Buffer } | { kind: 'fileId'; id: string } | { kind: 'pipe' } | { kind: 'none' };
+export type StdinSource = CopyInSource | { kind: 'pipe' } | { kind: 'none' };
 /** Where a command's stdout or stderr goes: a named collector with a byte cap, a pipe, or nowhere. */
 export type OutputSink = { kind: 'collect'; name: string; max: number } | { kind: 'pipe' } | { kind: 'none' };
-export type CopyInSource = { kind: 'content'; data: Buffer } | { kind: 'fileId'; id: string };
+export type CopyInSource = { kind: 'content'; data: Buffer } | { kind: 'fileId'; id: string } | { kind: 'src'; path: string };
 
 export interface JudgeCmd {
   /** argv as given; args[0] naming a copied-in file runs it from the work directory. */
@@ -62,6 +63,8 @@ export interface RequestBounds {
   maxCmds: number;
   /** Largest collector `max` and copyOutMax (bytes). */
   maxOutput: number;
+  /** Host directories (absolute, no symlinks) under which `src` may name files; none: `src` is refused. */
+  srcDirs?: readonly string[];
 }
 
 type Obj = Record<string, unknown>;
@@ -131,23 +134,34 @@ function fileName(field: string, name: string): string {
 
 const content = (field: string, v: unknown): Buffer => Buffer.from(str(field, v), 'utf8');
 
-function copyInSource(field: string, v: unknown): CopyInSource {
-  if (!isObj(v)) throw new RequestError(field, 'must be { content } or { fileId }');
-  if ('src' in v) throw new RequestError(`${field}.src`, 'refused: host files are not read by this service; send content or a fileId');
-  if ('symlink' in v) throw new RequestError(`${field}.symlink`, 'refused: symlinks are not created in the work directory');
-  checkKeys(field, v, ['content', 'fileId']);
-  if ('content' in v && 'fileId' in v) throw new RequestError(field, 'gives both content and fileId; give one');
-  if ('content' in v) return { kind: 'content', data: content(`${field}.content`, v.content) };
-  if ('fileId' in v) return { kind: 'fileId', id: str(`${field}.fileId`, v.fileId) };
-  throw new RequestError(field, 'must be { content } or { fileId }');
+/** A host file named by `src`: only under a directory the service was started with, by a plain absolute path. */
+function srcPath(field: string, v: unknown, bounds: RequestBounds): string {
+  const dirs = bounds.srcDirs ?? [];
+  if (!dirs.length)
+    throw new RequestError(field, 'refused: this service reads no host files (start it with --src-dir DIR); send content or a fileId');
+  const p = str(field, v);
+  if (!p.startsWith('/') || posix.normalize(p) !== p || p.includes('\0') || p.split('/').includes('..'))
+    throw new RequestError(field, `${JSON.stringify(p)} must be a plain absolute path (no '..', '//' or trailing '/')`);
+  if (!dirs.some((d) => p.startsWith(d.endsWith('/') ? d : `${d}/`)))
+    throw new RequestError(field, `${JSON.stringify(p)} is outside the directories this service reads (${dirs.join(', ')})`);
+  return p;
 }
 
-function stdinOf(field: string, v: unknown): StdinSource {
+function copyInSource(field: string, v: unknown, bounds: RequestBounds): CopyInSource {
+  if (!isObj(v)) throw new RequestError(field, 'must be { content }, { fileId } or { src }');
+  if ('symlink' in v) throw new RequestError(`${field}.symlink`, 'refused: symlinks are not created in the work directory');
+  checkKeys(field, v, ['content', 'fileId', 'src']);
+  if (Object.keys(v).length !== 1) throw new RequestError(field, 'give exactly one of content, fileId and src');
+  if ('content' in v) return { kind: 'content', data: content(`${field}.content`, v.content) };
+  if ('fileId' in v) return { kind: 'fileId', id: str(`${field}.fileId`, v.fileId) };
+  return { kind: 'src', path: srcPath(`${field}.src`, v.src, bounds) };
+}
+
+function stdinOf(field: string, v: unknown, bounds: RequestBounds): StdinSource {
   if (v === null || v === undefined) return v === null ? { kind: 'pipe' } : { kind: 'none' };
   if (isObj(v) && ('name' in v || 'max' in v)) throw new RequestError(field, 'a collector { name, max } cannot be stdin');
   if (isObj(v) && 'streamIn' in v) throw new RequestError(`${field}.streamIn`, 'refused: streams are not offered (no /stream endpoint)');
-  const s = copyInSource(field, v);
-  return s;
+  return copyInSource(field, v, bounds);
 }
 
 function sinkOf(field: string, v: unknown, bounds: RequestBounds): OutputSink {
@@ -205,14 +219,14 @@ function parseCmd(where: string, c: unknown, bounds: RequestBounds): JudgeCmd {
     if (!isObj(c.copyIn)) throw new RequestError(`${where}.copyIn`, 'must be an object of file name -> { content } or { fileId }');
     for (const [name, spec] of Object.entries(c.copyIn)) {
       const field = `${where}.copyIn.${name}`;
-      copyIn.set(fileName(field, name), copyInSource(field, spec));
+      copyIn.set(fileName(field, name), copyInSource(field, spec, bounds));
     }
   }
   const clock = positiveOrUnset(`${where}.clockLimit`, c.clockLimit) ?? positiveOrUnset(`${where}.realCpuLimit`, c.realCpuLimit);
   return {
     args,
     env,
-    stdin: stdinOf(`${where}.files[0]`, files[0]),
+    stdin: stdinOf(`${where}.files[0]`, files[0], bounds),
     stdout: sinkOf(`${where}.files[1]`, files[1], bounds),
     stderr: sinkOf(`${where}.files[2]`, files[2], bounds),
     cpuLimitNs: positiveOrUnset(`${where}.cpuLimit`, c.cpuLimit),

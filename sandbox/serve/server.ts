@@ -22,6 +22,9 @@ export interface ServerOptions {
   token?: string;
   /** Options every sandbox starts from (runAs, policy, cgroups ...). */
   sandbox?: SandboxOptions;
+  /** Host directories under which copyIn and stdin `src` may name files (go-judge's src prefix); default none:
+   *  `src` is refused. */
+  srcDirs?: readonly string[];
   /** Commands running at once; more wait in line. Default: 2. */
   parallelism?: number;
   /** Requests waiting for a slot before new ones get 503. Default 64. */
@@ -167,7 +170,11 @@ function receiveUpload(req: IncomingMessage, store: FileStore, max: number): Pro
 export function createServer(options: ServerOptions = {}): JudgeServer {
   const runner: Runner = options.runner ?? { run: (cmd, o) => runSandboxed(cmd, o) };
   const maxBody = options.maxBodyBytes ?? 64 << 20;
-  const bounds: RequestBounds = { maxCmds: options.maxCmds ?? 16, maxOutput: options.maxOutputBytes ?? 64 << 20 };
+  const bounds: RequestBounds = {
+    maxCmds: options.maxCmds ?? 16,
+    maxOutput: options.maxOutputBytes ?? 64 << 20,
+    srcDirs: options.srcDirs ?? [],
+  };
   const store = new FileStore({ maxBytes: options.maxStoreBytes ?? 256 << 20, maxFiles: options.maxStoreFiles ?? 4096 });
   const slots = new Slots(options.parallelism ?? 2, options.maxQueue ?? 64);
   const stopping = new AbortController();

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { runSandboxed } from '../api/run.js';
 import type { SandboxOptions } from '../types.js';
 import { executeRequest, type ExecuteContext, type JudgeResult, type Runner } from './execute.js';
-import { parseRunRequest, RequestError } from './request.js';
+import { parseRunRequest, RequestError, type RequestBounds } from './request.js';
 
 export interface WorkerOptions {
   /** redis://[user:password@]host:port[/db] */
@@ -16,6 +16,8 @@ export interface WorkerOptions {
   concurrency: number;
   runner?: Runner;
   sandbox?: SandboxOptions;
+  /** Host directories under which `src` may name files (see ServerOptions.srcDirs). */
+  srcDirs?: readonly string[];
   defaultClockMs?: number;
   maxClockMs?: number;
   defaultMemoryBytes?: number;
@@ -91,7 +93,11 @@ export async function startWorker(options: WorkerOptions): Promise<JudgeWorker> 
     maxClockMs: options.maxClockMs ?? 60_000,
     defaultMemory: options.defaultMemoryBytes ?? 256 << 20,
   };
-  const bounds = { maxCmds: options.maxCmds ?? 16, maxOutput: options.maxOutputBytes ?? 64 << 20 };
+  const bounds: RequestBounds = {
+    maxCmds: options.maxCmds ?? 16,
+    maxOutput: options.maxOutputBytes ?? 64 << 20,
+    srcDirs: options.srcDirs ?? [],
+  };
   const worker = new Worker(options.queue, (job) => processJob(job.data, ctx, bounds), {
     connection: { url: options.redis, maxRetriesPerRequest: null },
     concurrency: options.concurrency,

@@ -3,10 +3,12 @@
 // interactive pair joined by pipeMapping, the token, malformed bodies, and /file.
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
+import { symlinkSync, writeFileSync } from 'node:fs';
 import { createServer as createNetServer } from 'node:net';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createServer, type JudgeResult, type JudgeServer, type ServerOptions } from '../../sandbox/index.js';
-import { identities, skipBecause } from '../helpers/env.js';
+import { identities, skipBecause, worldReadableTmp } from '../helpers/env.js';
 
 const PROGRAM = `#include <cstdio>
 #include <cstdlib>
@@ -332,6 +334,39 @@ for (const id of identities()) {
         assert.equal(version.copyOutOptional, true);
       } finally {
         await t.server.close();
+      }
+    });
+
+    it('src reads host files only under --src-dir, by a plain path, never through a symlink', async () => {
+      const t = worldReadableTmp();
+      const s = await start({ srcDirs: [t.dir] });
+      try {
+        writeFileSync(join(t.dir, 'in.txt'), '4 5');
+        symlinkSync('/etc/passwd', join(t.dir, 'link'));
+        const body = (src: string): unknown => ({
+          cmd: [{ args: ['a'], env: ENV, files: [{ src }, { name: 'stdout', max: 100 }], copyIn: { a: { fileId: binary } } }],
+        });
+        // The binary is in the other server's store: this one gets it by src too.
+        const binFile = join(t.dir, 'a');
+        writeFileSync(binFile, Buffer.from(await (await fetch(`${client.base}/file/${binary}`)).arrayBuffer()));
+        const withSrc = (src: string): unknown => {
+          const b = body(src) as { cmd: { copyIn: unknown }[] };
+          b.cmd[0]!.copyIn = { a: { src: binFile } };
+          return b;
+        };
+        const ok = await s.client.run(withSrc(join(t.dir, 'in.txt')));
+        assert.equal(ok[0]!.files!.stdout, '9\n', JSON.stringify(ok));
+        const viaLink = await s.client.run(withSrc(join(t.dir, 'link')));
+        assert.equal(viaLink[0]!.status, 'File Error');
+        assert.equal(viaLink[0]!.fileError![0]!.type, 'CopyInOpenFile');
+        for (const src of ['/etc/passwd', `${t.dir}/../etc/passwd`, 'in.txt']) {
+          const r = await s.client.post(withSrc(src));
+          assert.equal(r.status, 400, src);
+          assert.match(String(r.json), /^cmd\[0\]\.files\[0\]\.src: /);
+        }
+      } finally {
+        await s.server.close();
+        t.cleanup();
       }
     });
 
