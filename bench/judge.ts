@@ -224,7 +224,8 @@ async function main(): Promise<void> {
     const live = paths.filter((p) => !p.skipped);
     log(`A+B judging on ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Linux ${release()}, Node ${process.version}`);
     log(
-      `${args.runs} runs per path interleaved in batches of ${BATCH} after ${args.warmup} warm-up runs; then ${args.jobs} jobs, 2 at a time`,
+      `${args.runs} runs per path interleaved in batches of ${BATCH} after ${args.warmup} warm-up runs; ` +
+        `then ${args.jobs} jobs, 2 at a time`,
     );
     for (let i = 0; i < args.warmup; i++) for (const p of live) await p.once();
     const rounds = Math.ceil(args.runs / BATCH);
@@ -256,7 +257,8 @@ async function main(): Promise<void> {
     });
     log('');
     log(
-      `${'path'.padEnd(44)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'runs/s'.padStart(8)} ${'×spawn'.padStart(7)} ${'×bwrap'.padStart(7)}`,
+      `${'path'.padEnd(44)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'runs/s'.padStart(8)} ` +
+        `${'×spawn'.padStart(7)} ${'×bwrap'.padStart(7)}`,
     );
     for (const r of rows) {
       if ('skipped' in r) {
