@@ -25,6 +25,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "flood")) { for (;;) fputs("flood flood flood flood flood flood flood flood\\n", stdout); }
   if (!strcmp(mode, "exit3")) return 3;
   if (!strcmp(mode, "segv")) { raise(SIGSEGV); return 0; }
+  if (!strcmp(mode, "kexec")) { syscall(SYS_kexec_load, 0, 0, 0, 0); return 0; }
   if (!strcmp(mode, "write")) { FILE *f = fopen("out.txt", "w"); fputs("written", f); fclose(f); return 0; }
   if (!strcmp(mode, "guess")) {
     int lo = 1, hi = 1000; char reply[8];
@@ -187,6 +188,22 @@ for (const id of identities()) {
       const r = await runBinary(['sum'], { copyIn: { a: { fileId: 'NOSUCHFILEIDNOSUCHFILEIDNOSUCHFI' } } });
       assert.equal(r.status, 'File Error');
       assert.equal(r.fileError![0]!.type, 'CopyInOpenFile');
+    });
+
+    it('Dangerous Syscall: a call the judge policy kills for', async () => {
+      const t = await start({ sandbox: { ...id.spawnAs, policy: 'judge' } });
+      try {
+        const form = new FormData();
+        form.append('file', new Blob([Buffer.from(await (await fetch(`${client.base}/file/${binary}`)).arrayBuffer())]), 'a');
+        const fileId = (await (await fetch(`${t.client.base}/file`, { method: 'POST', body: form })).json()) as string;
+        const [r] = await t.client.run({
+          cmd: [{ args: ['a', 'kexec'], env: ENV, files: collectors(), copyIn: { a: { fileId } } }],
+        });
+        assert.equal(r!.status, 'Dangerous Syscall', JSON.stringify(r));
+        assert.match(r!.error!, /kexec_load|unknown/);
+      } finally {
+        await t.server.close();
+      }
     });
 
     it('Internal Error: a program that does not exist says why', async () => {
