@@ -249,7 +249,9 @@ function answer(c: JudgeCmd, r: SandboxResult | StreamedResult, out: Outputs, st
     raw.set(sink.name, got);
     files[sink.name] = got.toString('utf8');
   }
-  if (overflow && (status === 'Accepted' || r.verdict === 'canceled' || r.verdict === 'output-limit')) {
+  // The service stopped a piped run whose collector overflowed (out.overflow): that is why it ended, whatever the
+  // kill looked like. A collector over its own max in a run that ended by itself is an output limit too.
+  if (out.overflow || (overflow && (status === 'Accepted' || status === 'Nonzero Exit Status' || status === 'Signalled'))) {
     status = 'Output Limit Exceeded';
     error = undefined;
   }
@@ -397,7 +399,8 @@ async function runPiped(req: JudgeRequest, ctx: ExecuteContext): Promise<JudgeRe
     const res = answer(x.c, x.r, outputs[i]!, ctx.store);
     // A named pipe's traffic (go-judge's proxy with a name) comes back with the reading command.
     for (const pipe of req.pipes)
-      if (pipe.to.index === i && pipe.name !== undefined) res.files![pipe.name] = proxies.get(pipe.name)!().toString('utf8');
+      if (pipe.to.index === i && pipe.name !== undefined)
+        res.files![pipe.name] = proxies.get(pipe.name)!().subarray(0, pipe.max).toString('utf8');
     return res;
   });
 }

@@ -277,6 +277,24 @@ for (const id of identities()) {
       assert.equal(rs[1]!.files!.stdout!.trim(), '20000000');
     });
 
+    it('in a piped group, a collector past its max stops that command with Output Limit Exceeded', async () => {
+      const rs = await client.run({
+        cmd: [
+          {
+            args: ['/bin/sh', '-c', 'echo hi; yes >&2'],
+            env: ENV,
+            files: [{ content: '' }, null, { name: 'stderr', max: 100 }],
+            clockLimit: 20e9,
+          },
+          { args: ['/bin/cat'], env: ENV, files: [null, { name: 'stdout', max: 100 }], clockLimit: 20e9 },
+        ],
+        pipeMapping: [{ in: { index: 0, fd: 1 }, out: { index: 1, fd: 0 } }],
+      });
+      assert.equal(rs[0]!.status, 'Output Limit Exceeded', JSON.stringify(rs).slice(0, 400));
+      assert.equal(rs[0]!.files!.stderr!.length, 100);
+      assert.equal(rs[1]!.files!.stdout, 'hi\n');
+    });
+
     it('malformed requests get 400 naming the field', async () => {
       const cases: [unknown, RegExp][] = [
         [undefined, /^body: not valid JSON/],
