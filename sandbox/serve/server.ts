@@ -290,6 +290,7 @@ export function createServer(options: ServerOptions = {}): JudgeServer {
   const http = createHttpServer((req, res) => void router.lookup(req, res));
   http.requestTimeout = 0; // a run may take its whole clock limit; the limits bound it, not the socket
   http.headersTimeout = 30_000;
+  http.maxConnections = 1024; // each holds a socket, and a waiting request its body (at most maxBodyBytes)
   return {
     http,
     store,
