@@ -27,3 +27,6 @@ export {
   type ErrorCodeValue,
 } from './errors.js';
 export { parseSize, parseDurationMs } from './units.js';
+export { createServer, type JudgeServer, type ServerOptions } from './serve/server.js';
+export { startWorker, type JudgeWorker, type WorkerOptions } from './serve/worker.js';
+export type { JudgeResult, JudgeStatus, Runner } from './serve/execute.js';

@@ -23,6 +23,8 @@ Commands:
   policy show NAME|PATH [--text]   a policy after extends, as JSON (--text: libseccomp's rendering of its filter)
   doctor                           check this host and print the fix for each problem
   isolate --init|--run|--cleanup   an isolate-compatible box (for judges built on isolate)
+  serve [--listen HOST:PORT]       a go-judge-compatible judge service over HTTP (cubicle serve --help)
+  worker --redis URL --queue NAME  a judge worker consuming a BullMQ queue (cubicle worker --help)
   help, --help                     this help; 'cubicle COMMAND --help' for a command's options
   --version                        the version
 
@@ -200,7 +202,7 @@ async function cmdDoctor(argv: string[]): Promise<number> {
   return doctorExitCode(checks);
 }
 
-const COMMANDS = ['run', 'plan', 'policy', 'doctor', 'isolate', 'help', 'version'];
+const COMMANDS = ['run', 'plan', 'policy', 'doctor', 'isolate', 'serve', 'worker', 'help', 'version'];
 
 /** The package version (package.json, read only when asked). */
 async function cubicleVersion(): Promise<string> {
@@ -227,6 +229,10 @@ export async function main(argv: string[]): Promise<number> {
         const { isolateMain } = await import('./isolate.js');
         return await isolateMain(rest);
       }
+      case 'serve':
+        return await (await import('./serve.js')).cmdServe(rest);
+      case 'worker':
+        return await (await import('./serve.js')).cmdWorker(rest);
       case '--version':
       case '-V':
       case 'version':

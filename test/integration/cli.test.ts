@@ -137,7 +137,7 @@ for (const id of identities())
       const v = cubicle(['--version']);
       assert.equal(v.status, 0);
       assert.match(v.stdout, /^cubicle \d+\.\d+\.\d+/);
-      for (const cmd of ['run', 'plan', 'policy', 'doctor', 'isolate']) {
+      for (const cmd of ['run', 'plan', 'policy', 'doctor', 'isolate', 'serve', 'worker']) {
         const h = cubicle([cmd, '--help']);
         assert.equal(h.status, 0, `${cmd}: ${h.stderr}`);
         assert.match(h.stdout, new RegExp(`^Usage: cubicle ${cmd}`), cmd);
