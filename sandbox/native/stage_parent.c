@@ -95,10 +95,21 @@ static void prepare_process(void) {
   signal(SIGQUIT, SIG_IGN);
 }
 
+/* A plan with await leaves the seccomp program, the files stream, the copy-out pipe and the run plan to init. */
+static void require_warm_fds(void) {
+  int fds[] = {CUB_FD_FILES, CUB_FD_COPY_OUT, CUB_FD_RUN};
+  for (size_t i = 0; i < sizeof fds / sizeof *fds; i++) {
+    int fl = fcntl(fds[i], F_GETFD);
+    if (fl < 0) die_msg("a plan with await needs fd %d open (files %d, copy-out %d, run %d)", fds[i], CUB_FD_FILES, CUB_FD_COPY_OUT, CUB_FD_RUN);
+    fcntl(fds[i], F_SETFD, fl | FD_CLOEXEC);
+  }
+}
+
 static void read_plan(struct plan *plan) {
   plan_read(plan, CUB_FD_PLAN, CUB_FD_BPF);
   close(CUB_FD_PLAN);
-  close(CUB_FD_BPF);
+  if (plan->awaits) require_warm_fds();
+  else close(CUB_FD_BPF);
 }
 
 /* Root's supplementary groups would follow the sandbox; drop them (others keep theirs, as any process). */
@@ -228,8 +239,12 @@ static void start_init(struct parent *s) {
   close(init_up);
   /* init's: the files blob, and the copy-out pipe (EOF once init is gone). Only when the plan says they were
    * given: otherwise those numbers may be stage 0's own fds. */
-  if (s->plan->has_files) close(CUB_FD_FILES);
-  if (s->plan->ncopy_out) close(CUB_FD_COPY_OUT);
+  if (s->plan->has_files || s->plan->awaits) close(CUB_FD_FILES);
+  if (s->plan->ncopy_out || s->plan->awaits) close(CUB_FD_COPY_OUT);
+  if (s->plan->awaits) {
+    close(CUB_FD_BPF);
+    close(CUB_FD_RUN);
+  }
   null_stdio(); /* only the payload holds the caller's stdio */
   /* A command written after init has exited must fail with EPIPE, not kill stage 0 (and lose the run's
    * report). Set only here, after the clone: init and the payload keep the default disposition. */
@@ -301,6 +316,7 @@ static void handle_init_msg(struct parent *s, const struct init_msg *m) {
     s->exec_ok = 1, s->setup_us = m->setup_us, s->payload_pid = m->payload_pid;
     report_ready(s);
     break;
+  case MSG_WARM: cub_emit_warm(&(struct cub_ev_warm){.init_pid = s->init}); break;
   case MSG_STATUS: s->have_status = 1, s->status = *m; break;
   case MSG_FAILED: s->failed = 1; break;
   case MSG_VIOLATION: record_violation(s, m); break;
