@@ -11,7 +11,8 @@ import { createPool, runSandboxed, type SandboxOptions, type SandboxPool } from 
 import { BENCH_ENV, BWRAP_FLAGS, percentile, which } from './runner.js';
 
 const GOAL_RATIO = 2;
-const SUM = '#include <stdio.h>\nint main(void) { long a, b; if (scanf("%ld %ld", &a, &b) != 2) return 3; printf("%ld\\n", a + b); return 0; }\n';
+const SUM =
+  '#include <stdio.h>\nint main(void) { long a, b; if (scanf("%ld %ld", &a, &b) != 2) return 3; printf("%ld\\n", a + b); return 0; }\n';
 
 interface Program {
   label: string;
@@ -31,7 +32,9 @@ function spawnWithInput(argv: readonly string[], input: string): Promise<string>
     child.stderr.on('data', (b: Buffer) => err.push(b));
     child.once('error', reject);
     child.once('close', (code) =>
-      code === 0 ? resolve(Buffer.concat(out).toString()) : reject(new Error(`${argv.join(' ')}: exit ${code}: ${Buffer.concat(err).toString()}`)),
+      code === 0
+        ? resolve(Buffer.concat(out).toString())
+        : reject(new Error(`${argv.join(' ')}: exit ${code}: ${Buffer.concat(err).toString()}`)),
     );
     child.stdin.on('error', () => {}); // a program that never reads its stdin (true) closes it first
     child.stdin.end(input);
@@ -106,8 +109,17 @@ async function main(): Promise<void> {
     const report = rows.map((r) => {
       const sorted = [...r.ms].sort((a, b) => a - b);
       const spawnRow = rows.find((x) => x.name === 'spawn' && x.program === r.program)!;
-      const base = percentile([...spawnRow.ms].sort((a, b) => a - b), 50);
-      return { program: r.program.label, row: r.name, p50: percentile(sorted, 50), p99: percentile(sorted, 99), vsSpawn: percentile(sorted, 50) / base };
+      const base = percentile(
+        [...spawnRow.ms].sort((a, b) => a - b),
+        50,
+      );
+      return {
+        program: r.program.label,
+        row: r.name,
+        p50: percentile(sorted, 50),
+        p99: percentile(sorted, 99),
+        vsSpawn: percentile(sorted, 50) / base,
+      };
     });
     const poolUse = { hits: after.hits - before.hits, misses: after.misses - before.misses };
     if (values.json) {
@@ -117,12 +129,14 @@ async function main(): Promise<void> {
     console.log(`warm pool latency: ${runs} interleaved runs per row (after ${warmup} warm-up), ms; ratio = p50 / plain spawn's p50`);
     if (!bwrap) console.log('bwrap: not installed, row skipped');
     console.log(`${'program'.padEnd(10)} ${'row'.padEnd(6)} ${'p50'.padStart(8)} ${'p99'.padStart(8)} ${'ratio'.padStart(7)}`);
+    const num = (n: number, w: number): string => n.toFixed(2).padStart(w);
     for (const r of report)
-      console.log(`${r.program.padEnd(10)} ${r.row.padEnd(6)} ${r.p50.toFixed(2).padStart(8)} ${r.p99.toFixed(2).padStart(8)} ${r.vsSpawn.toFixed(2).padStart(7)}`);
+      console.log(`${r.program.padEnd(10)} ${r.row.padEnd(6)} ${num(r.p50, 8)} ${num(r.p99, 8)} ${num(r.vsSpawn, 7)}`);
     console.log(`pool runs measured: ${poolUse.hits} hits, ${poolUse.misses} misses`);
     for (const prog of programs) {
       const r = report.find((x) => x.program === prog.label && x.row === 'pool')!;
-      console.log(`goal (pool within ${GOAL_RATIO}x a plain spawn) for ${prog.label}: ${r.vsSpawn <= GOAL_RATIO ? 'met' : 'NOT met'} (${r.vsSpawn.toFixed(2)}x)`);
+      const met = r.vsSpawn <= GOAL_RATIO ? 'met' : 'NOT met';
+      console.log(`goal (pool within ${GOAL_RATIO}x a plain spawn) for ${prog.label}: ${met} (${r.vsSpawn.toFixed(2)}x)`);
     }
   } finally {
     await pool?.close();

@@ -562,7 +562,13 @@ function checkPool(f: HostFacts): DoctorCheck {
   const p = f.pool.value;
   if (p.failure) return { id, title, status: 'warn', detail: `no sandbox became ready: ${p.failure}`, fix };
   if (p.use !== 'hit' || p.verdict !== 'ok')
-    return { id, title, status: 'warn', detail: `/bin/true in the pool: ${p.use ?? '?'} ${p.poolMiss ?? ''}, verdict ${p.verdict ?? '?'}`, fix };
+    return {
+      id,
+      title,
+      status: 'warn',
+      detail: `/bin/true in the pool: ${p.use ?? '?'} ${p.poolMiss ?? ''}, verdict ${p.verdict ?? '?'}`,
+      fix,
+    };
   return {
     id,
     title,

@@ -137,7 +137,10 @@ class Pool implements SandboxPool {
     if (this.#closed) return Promise.reject(new SandboxHostError('the pool is closed', 'create a new pool with createPool()'));
     const why = misfit(p, this.#template, this.#ahead);
     const warm = why ? undefined : this.#take();
-    if (!warm) return this.#cold(p, why ?? 'no waiting sandbox was ready (the pool refills in the background)') as unknown as Promise<SandboxResult<O>>;
+    if (!warm)
+      return this.#cold(p, why ?? 'no waiting sandbox was ready (the pool refills in the background)') as unknown as Promise<
+        SandboxResult<O>
+      >;
     return this.#hot(p, warm) as unknown as Promise<SandboxResult<O>>;
   }
 
@@ -344,7 +347,10 @@ export function createPool(options: PoolOptions = {}): SandboxPool {
     throw new SandboxHostError('a warm pool needs posix_spawn through koffi, which cannot load here', 'run `npx cubicle doctor`');
   const template = prepareRun(['true'], options.options ?? {});
   if (template.supervise.failure)
-    throw new SandboxHostError(`the pool's sandboxes cannot start: ${template.supervise.failure.message}`, template.supervise.failure.hint ?? '');
+    throw new SandboxHostError(
+      `the pool's sandboxes cannot start: ${template.supervise.failure.message}`,
+      template.supervise.failure.hint ?? '',
+    );
   if (template.supervise.cgroup)
     throw new SandboxOptionError(
       'options',

@@ -192,7 +192,8 @@ export function renderProtocolHeader(): string {
   lines.push('  int run; /* 1: belongs to a run plan (fd CUB_FD_RUN), never to a plan with await */');
   lines.push('};');
   lines.push('static const struct cub_op_spec CUB_OP_SPECS[CUB_OP__COUNT] = {');
-  for (const op of OPCODES) lines.push(`  {${cStr(op.name)}, ${op.args.length}, ${(RUN_OPS as readonly string[]).includes(op.name) ? 1 : 0}},`);
+  for (const op of OPCODES)
+    lines.push(`  {${cStr(op.name)}, ${op.args.length}, ${(RUN_OPS as readonly string[]).includes(op.name) ? 1 : 0}},`);
   lines.push('};');
   lines.push(`#define CUB_MAX_ARITY ${Math.max(...OPCODES.map((o) => o.args.length))}`);
   lines.push('');

@@ -4,7 +4,14 @@ import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { createPool, runSandboxed, SandboxOptionError, type SandboxOptions, type SandboxPool, type SandboxResult } from '../../sandbox/index.js';
+import {
+  createPool,
+  runSandboxed,
+  SandboxOptionError,
+  type SandboxOptions,
+  type SandboxPool,
+  type SandboxResult,
+} from '../../sandbox/index.js';
 import { launchWarm } from '../../sandbox/pool/launch-warm.js';
 import { splitPlan } from '../../sandbox/pool/split.js';
 import { prepareRun } from '../../sandbox/api/prepare.js';
@@ -84,13 +91,21 @@ forEachIdentity((id) => {
     ['nonzero exit', ['/probe', 'exit', '7'], {}, 'nonzero-exit'],
     ['cpu time limit', ['/probe', 'burn', '5000', '1'], { limits: { cpuTime: 300 } }, 'cpu-time-limit'],
     ['wall time limit', ['/bin/sleep', '5'], { limits: { wallTime: 300 } }, 'wall-time-limit'],
-    ['output limit', ['/bin/sh', '-c', 'while :; do echo xxxxxxxxxxxxxxxxxxxxxxxxxxxx; done'], { limits: { outputLimit: 4096 } }, 'output-limit'],
+    [
+      'output limit',
+      ['/bin/sh', '-c', 'while :; do echo xxxxxxxxxxxxxxxxxxxxxxxxxxxx; done'],
+      { limits: { outputLimit: 4096 } },
+      'output-limit',
+    ],
     ['signalled', ['/probe', 'signal', '6'], {}, 'signaled'],
     ['seccomp violation', ['/bin/sh', '-c', `echo before; /probe syscall ${PTRACE} 0; echo after`], {}, 'seccomp-violation'],
     [
       'copy-in and copy-out',
       ['/bin/sh', '-c', 'cat in.txt; od -An -tx1 bin | tr -d " \\n"; echo; cp in.txt out.txt; ln -s /etc/passwd link'],
-      { files: { 'in.txt': 'hello\n', bin: Buffer.from([0, 255, 10]), 'run.sh': { content: 'x', mode: 0o700 } }, copyOut: ['out.txt', 'link', 'nope'] },
+      {
+        files: { 'in.txt': 'hello\n', bin: Buffer.from([0, 255, 10]), 'run.sh': { content: 'x', mode: 0o700 } },
+        copyOut: ['out.txt', 'link', 'nope'],
+      },
       'ok',
     ],
   ];
@@ -142,7 +157,11 @@ forEachIdentity((id) => {
 
   it('the security state inside a pooled run is a cold run’s: no caps, no_new_privs, seccomp, only fds 0-2', async () => {
     await ready(pool, 1);
-    const cmd = ['/bin/sh', '-c', 'grep -E "^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):" /proc/self/status; /probe fds; /probe session'];
+    const cmd = [
+      '/bin/sh',
+      '-c',
+      'grep -E "^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):" /proc/self/status; /probe fds; /probe session',
+    ];
     const cold = await runSandboxed(cmd, base());
     const hot = await pool.run(cmd, base());
     assert.equal(hot.pool, 'hit');
@@ -213,7 +232,13 @@ describe('warm pool: its owner', () => {
       const pids = descendants(child.pid!);
       assert.ok(pids.filter((p) => comm(p).startsWith('cubicle-')).length >= 4, `under the owner: ${pids.map(comm).join(' ')}`);
       process.kill(child.pid!, 'SIGKILL');
-      assert.ok(await waitFor(() => pids.every((p) => !alive(p)), 5000), `left: ${pids.filter(alive).map((p) => `${p}:${comm(p)}`).join(' ')}`);
+      assert.ok(
+        await waitFor(() => pids.every((p) => !alive(p)), 5000),
+        `left: ${pids
+          .filter(alive)
+          .map((p) => `${p}:${comm(p)}`)
+          .join(' ')}`,
+      );
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
     }
@@ -223,7 +248,10 @@ describe('warm pool: its owner', () => {
 
 describe('warm pool: bad input', () => {
   it('bad pool options are errors naming the option', () => {
-    assert.throws(() => createPool({ size: 0 }), (e: Error) => e instanceof SandboxOptionError && /pool size must be an integer from 1/.test(e.message));
+    assert.throws(
+      () => createPool({ size: 0 }),
+      (e: Error) => e instanceof SandboxOptionError && /pool size must be an integer from 1/.test(e.message),
+    );
     assert.throws(() => createPool({ size: 2, maxStarting: 3 }), /maxStarting must be an integer from 1 to 2/);
     assert.throws(() => createPool({ sise: 2 } as never), /unknown pool option 'sise'/);
     assert.throws(() => createPool({ options: { hostname: '' } }), SandboxOptionError);
