@@ -109,7 +109,8 @@ struct init_msg {
   int kind;
   int payload_pid; /* inside the pid namespace */
   int wait_status;
-  long long setup_us; /* MSG_EXEC_OK: the helper's start to the payload's fork */
+  long long setup_us; /* MSG_EXEC_OK: the helper's start (a warm sandbox: its run plan's arrival) to the payload's fork */
+  long long fork_at_us; /* MSG_EXEC_OK: the payload's fork (monotonic clock) */
   long long wall_us;
   int fd;             /* MSG_LISTENER: the seccomp listener's fd number */
   int nr;             /* MSG_VIOLATION: syscall number */

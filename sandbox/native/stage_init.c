@@ -194,7 +194,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
     send_to_parent(to_parent, &f);
     _exit(CUB_EXIT_SETUP_FAILED);
   }
-  struct init_msg ok = {.kind = MSG_EXEC_OK, .payload_pid = payload, .setup_us = fork_us - t0_us};
+  struct init_msg ok = {.kind = MSG_EXEC_OK, .payload_pid = payload, .setup_us = fork_us - t0_us, .fork_at_us = fork_us};
   send_to_parent(to_parent, &ok);
   /* Signalling and reaping its own uid's processes needs no capability: init keeps none. */
   caps_clear_sets();

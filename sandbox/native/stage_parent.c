@@ -66,6 +66,7 @@ struct parent {
   /* what init reported */
   int exec_ok, failed, have_status, have_usage;
   long long setup_us;
+  long long fork_at_us; /* the payload's fork (monotonic), the origin of a stop's time */
   int payload_pid;
   struct init_msg status;
   struct init_usage usage;
@@ -313,7 +314,7 @@ static void report_ready(struct parent *s) {
 static void handle_init_msg(struct parent *s, const struct init_msg *m) {
   switch (m->kind) {
   case MSG_EXEC_OK:
-    s->exec_ok = 1, s->setup_us = m->setup_us, s->payload_pid = m->payload_pid;
+    s->exec_ok = 1, s->setup_us = m->setup_us, s->fork_at_us = m->fork_at_us, s->payload_pid = m->payload_pid;
     report_ready(s);
     break;
   case MSG_WARM: cub_emit_warm(&(struct cub_ev_warm){.init_pid = s->init}); break;
@@ -429,8 +430,8 @@ static void report_exit(struct parent *s) {
     ev.sample = (struct cub_ev_exit_sample){.samples = s->usage.samples, .peak_memory = (long long)s->usage.peak_memory, .peak_tasks = s->usage.peak_tasks};
     if (s->usage.cgroup_cpu_us >= 0) ev.sample.has_cgroup_cpu_us = 1, ev.sample.cgroup_cpu_us = s->usage.cgroup_cpu_us;
   }
-  if (s->oom_seen_us) { /* on init's time axis: the payload forked at t0 + setupUs */
-    long long at = s->oom_seen_us - (s->t0 + s->setup_us);
+  if (s->oom_seen_us) { /* on init's time axis: since the payload's fork (before it: since the helper's start) */
+    long long at = s->oom_seen_us - (s->fork_at_us ? s->fork_at_us : s->t0);
     record_stop(s, &(struct stop_fact){.kind = CUB_STOP_OOM, .at_us = at > 0 ? at : 0, .observed = 0});
   }
   for (unsigned i = 0; i < s->nstops; i++)

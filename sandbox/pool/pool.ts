@@ -1,7 +1,8 @@
 // A warm pool: sandboxes made ahead (namespaces, ids, root, mounts, /proc, /box), each waiting in init for its run
 // plan, each used once. A run whose first plan is exactly the pool's takes a waiting sandbox ('hit'); any other
 // run, or one that finds none waiting, runs cold as runSandboxed would ('miss', and the result says why).
-import { prepareRun, type PreparedRun } from '../api/prepare.js';
+import { newRunId, prepareRun, type PreparedRun } from '../api/prepare.js';
+import { CgroupSetupError, createCgroup, removeCgroup, type CgroupPlan } from '../cgroup/index.js';
 import { SandboxHostError, SandboxOptionError } from '../errors.js';
 import { assertHelperBuilt } from '../native/helper-path.js';
 import { judge } from '../outcome/judge.js';
@@ -63,6 +64,12 @@ export interface SandboxPool {
 
 /** One sandbox made ahead. */
 interface Warm {
+  /** Its run id: a run that takes it is prepared with it, so the run's cgroup is the sandbox's. */
+  runId: string;
+  /** The first plan it was made from (before leased ids): a run fits when its own is exactly this. */
+  ahead: PlanOp[];
+  /** Its cgroup, made without limits (the run writes its own), removed when the sandbox ends unused. */
+  cgroup: CgroupPlan | undefined;
   launch: WarmLaunch;
   hostIds: HostIds;
   lease: HostIdLease | undefined;
@@ -81,17 +88,20 @@ function intOption(name: string, v: unknown, def: number, min: number, max: numb
   return v;
 }
 
-/** Why a prepared run cannot use the pool's sandboxes, or undefined when it can. */
-function misfit(p: PreparedRun, template: PreparedRun, aheadOfTemplate: readonly PlanOp[]): string | undefined {
+/** A first plan with its run id (in cgroup paths) made neutral, to compare runs prepared with different ids. */
+const neutral = (ops: readonly PlanOp[], runId: string): PlanOp[] =>
+  ops.map((op) => ({ op: op.op, args: op.args.map((a) => a.split(runId).join('{run}')) }) as PlanOp);
+
+/** Why a prepared run cannot use the pool's sandboxes (apart from its plan), or undefined when it can. */
+function misfit(p: PreparedRun, template: PreparedRun): string | undefined {
   const s = p.supervise;
   const o = p.options;
   if (s.failure) return `it cannot start (${s.failure.message})`;
-  if (s.cgroup) return 'it needs a cgroup (a memory, processes or cpuTime limit with cgroups available); pooled sandboxes have none';
   if (o.inputFile !== undefined) return 'inputFile is not pooled (pass its content as input)';
   if (o.stdin === 'inherit' || o.stdout === 'inherit' || o.stderr === 'inherit') return 'inherited stdio is not pooled';
   if (JSON.stringify(o.hostIdRange) !== JSON.stringify(template.options.hostIdRange)) return "its hostIdRange is not the pool's";
   if (JSON.stringify(s.subids) !== JSON.stringify(template.supervise.subids)) return "its host ids would not be the pool's";
-  return planDifference(aheadOfTemplate, splitPlan(p.plan).ahead);
+  return undefined;
 }
 
 /** Judges a finished run like runSandboxed, with the pool's word on it. */
@@ -107,9 +117,9 @@ class Pool implements SandboxPool {
   readonly size: number;
   readonly #maxStarting: number;
   readonly #retryDelayMs: number;
+  readonly #options: SandboxOptions;
   readonly #template: PreparedRun;
-  readonly #ahead: PlanOp[];
-  readonly #aheadBytes: Buffer;
+  readonly #templateRunId: string;
   readonly #all = new Set<Warm>();
   readonly #ready: Warm[] = [];
   #inUse = 0;
@@ -122,26 +132,37 @@ class Pool implements SandboxPool {
   #retry: NodeJS.Timeout | undefined;
   #closed = false;
 
-  constructor(size: number, maxStarting: number, retryDelayMs: number, template: PreparedRun) {
+  constructor(
+    size: number,
+    maxStarting: number,
+    retryDelayMs: number,
+    options: SandboxOptions,
+    template: PreparedRun,
+    templateRunId: string,
+  ) {
     this.size = size;
     this.#maxStarting = maxStarting;
     this.#retryDelayMs = retryDelayMs;
+    this.#options = options;
     this.#template = template;
-    this.#ahead = splitPlan(template.plan).ahead;
-    this.#aheadBytes = encodePlan(this.#ahead);
+    this.#templateRunId = templateRunId;
     this.#fill();
   }
 
   run<O extends SandboxOptions = Record<never, never>>(cmd: string | readonly string[], options?: O): Promise<SandboxResult<O>> {
-    const p = prepareRun(cmd, options); // invalid options throw here, synchronously, as runSandboxed's do
+    // Prepared with the first waiting sandbox's run id, so a run that needs a cgroup plans exactly the sandbox's.
+    const w = this.#ready[0];
+    const runId = w?.runId ?? newRunId();
+    const p = prepareRun(cmd, options, runId); // invalid options throw here, synchronously, as runSandboxed's do
     if (this.#closed) return Promise.reject(new SandboxHostError('the pool is closed', 'create a new pool with createPool()'));
-    const why = misfit(p, this.#template, this.#ahead);
-    const warm = why ? undefined : this.#take();
-    if (!warm)
-      return this.#cold(p, why ?? 'no waiting sandbox was ready (the pool refills in the background)') as unknown as Promise<
-        SandboxResult<O>
-      >;
-    return this.#hot(p, warm) as unknown as Promise<SandboxResult<O>>;
+    const mine = splitPlan(p.plan).ahead;
+    const template = (): string | undefined =>
+      planDifference(neutral(splitPlan(this.#template.plan).ahead, this.#templateRunId), neutral(mine, runId));
+    const why =
+      misfit(p, this.#template) ??
+      (w ? planDifference(w.ahead, mine) : (template() ?? 'no waiting sandbox was ready (the pool refills in the background)'));
+    const result = why ? this.#cold(p, why) : this.#hot(p, this.#take()!, cmd, options);
+    return result as unknown as Promise<SandboxResult<O>>;
   }
 
   stats(): PoolStats {
@@ -175,7 +196,17 @@ class Pool implements SandboxPool {
     return supervise(p.supervise, true).record.then((record) => settle(p, record, 'miss', why));
   }
 
-  #hot(p: PreparedRun, w: Warm): Promise<SandboxResult> {
+  #hot(p: PreparedRun, w: Warm, cmd: string | readonly string[], options: SandboxOptions | undefined): Promise<SandboxResult> {
+    // The run's limits go into the sandbox's cgroup (made without any), written and read back as for a cold run.
+    let cgroup: WarmHelper['cgroup'];
+    if (p.supervise.cgroup)
+      try {
+        cgroup = { plan: p.supervise.cgroup, readBack: createCgroup(p.supervise.cgroup) };
+      } catch (e) {
+        if (!(e instanceof CgroupSetupError)) throw e;
+        void this.#end(w);
+        return this.#cold(prepareRun(cmd, options), `its limits could not be written to the sandbox's cgroup (${e.message})`);
+      }
     this.#hits++;
     this.#inUse++;
     const o = p.options;
@@ -201,6 +232,7 @@ class Pool implements SandboxPool {
       hostIds: w.hostIds,
       lease: w.lease, // released by the run once the sandbox is gone
       status: Buffer.concat(w.chunks),
+      ...(cgroup ? { cgroup } : {}),
       start: () => w.launch.send(runBytes, p.supervise.bpf, p.supervise.files),
     };
     const joined = joinedPlan(w.sent, split.run);
@@ -248,12 +280,29 @@ class Pool implements SandboxPool {
   }
 
   #start(): boolean {
-    const input = { ...this.#template.supervise, plan: this.#ahead, planBytes: this.#aheadBytes };
+    const runId = newRunId();
+    let made: PreparedRun;
+    let ahead: PlanOp[];
     let ids: ReturnType<typeof takeHostIds>;
     let launch: WarmLaunch;
     try {
-      ids = takeHostIds(input);
+      made = prepareRun(['true'], this.#options, runId);
+      ahead = splitPlan(made.plan).ahead;
     } catch (e) {
+      this.#failed(`options: ${(e as Error).message}`);
+      return false;
+    }
+    const cgroup = made.supervise.cgroup;
+    try {
+      if (cgroup) createCgroup({ ...cgroup, writes: [] }); // no limits yet: each run writes its own
+    } catch (e) {
+      this.#failed(`cgroup: ${(e as Error).message}`);
+      return false;
+    }
+    try {
+      ids = takeHostIds({ ...made.supervise, plan: ahead, planBytes: encodePlan(ahead) });
+    } catch (e) {
+      if (cgroup) removeCgroup(cgroup);
       this.#failed(`host ids: ${(e as Error).message}`);
       return false;
     }
@@ -262,14 +311,18 @@ class Pool implements SandboxPool {
       launch = launchWarm(ids.planBytes);
     } catch (e) {
       ids.lease?.release();
+      if (cgroup) removeCgroup(cgroup);
       this.#failed((e as Error).message);
       return false;
     }
     const w: Warm = {
+      runId,
+      ahead,
+      cgroup,
       launch,
       hostIds: ids.hostIds,
       lease: ids.lease,
-      sent: ids.plan ?? this.#ahead,
+      sent: ids.plan ?? ahead,
       chunks: [],
       reader: new StatusReader(),
       state: 'starting',
@@ -280,6 +333,7 @@ class Pool implements SandboxPool {
     h.status.on('data', w.onData);
     for (const s of [h.stdin, h.control]) s.on('error', () => {}); // EPIPE once the helper is gone: its record says why
     void h.done.then(() => {
+      if (w.cgroup && w.state !== 'taken') removeCgroup(w.cgroup); // a taken sandbox's is removed by its run
       if (w.state === 'taken' || w.state === 'gone') return;
       const before = w.state;
       this.#gone(w);
@@ -345,17 +399,13 @@ export function createPool(options: PoolOptions = {}): SandboxPool {
   const retryDelayMs = intOption('retryDelayMs', options.retryDelayMs, 1000, 0, 600_000);
   if (!warmLaunchSupported())
     throw new SandboxHostError('a warm pool needs posix_spawn through koffi, which cannot load here', 'run `npx cubicle doctor`');
-  const template = prepareRun(['true'], options.options ?? {});
+  const sandboxOptions = options.options ?? {};
+  const templateRunId = newRunId();
+  const template = prepareRun(['true'], sandboxOptions, templateRunId); // bad sandbox options throw here
   if (template.supervise.failure)
     throw new SandboxHostError(
       `the pool's sandboxes cannot start: ${template.supervise.failure.message}`,
       template.supervise.failure.hint ?? '',
     );
-  if (template.supervise.cgroup)
-    throw new SandboxOptionError(
-      'options',
-      "the pool's options need a cgroup (a memory, processes or cpuTime limit with cgroups available); pooled sandboxes " +
-        'have none: set cgroups: false, or leave those limits to each run (such runs run cold)',
-    );
-  return new Pool(size, maxStarting, retryDelayMs, template);
+  return new Pool(size, maxStarting, retryDelayMs, sandboxOptions, template, templateRunId);
 }

@@ -129,11 +129,13 @@ export interface WarmHelper {
   hostIds: HostIds;
   lease: HostIdLease | undefined;
   status: Buffer;
+  /** The sandbox's cgroup, made with it and given the run's limits (written and read back) by the pool. */
+  cgroup?: { plan: CgroupPlan; readBack: CgroupReadBack };
   start(): void;
 }
 
 /** Starts one run. `capture` buffers stdout/stderr into the record instead of exposing streams. With `warm`, the
- *  run goes to that waiting helper (no cgroup: the pool only takes runs without one) instead of a new one. */
+ *  run goes to that waiting helper (and its cgroup, removed here as a run's own is) instead of a new one. */
 export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHelper): Supervision {
   const o = input.options;
   const started = performance.now();
@@ -158,8 +160,10 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
       failure = { kind: 'cgroup', failure: cgroupFailure(e) };
     }
   }
-  if (warm) helper = warm.helper;
-  else if (!failure) {
+  if (warm) {
+    helper = warm.helper;
+    cgroup = warm.cgroup;
+  } else if (!failure) {
     try {
       assertHelperBuilt();
       helper = launchHelper(o, planBytes, input.bpf, input.files);

@@ -3,6 +3,7 @@
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   createPool,
@@ -17,7 +18,8 @@ import { splitPlan } from '../../sandbox/pool/split.js';
 import { prepareRun } from '../../sandbox/api/prepare.js';
 import { encodePlan, Op } from '../../sandbox/plan/ops.js';
 import { StatusReader } from '../../sandbox/protocol/status.js';
-import { alive, forEachIdentity, probeMount, waitFor } from '../helpers/env.js';
+import { alive, forEachIdentity, forEachMechanism, probeMount, waitFor, type LimitMechanism } from '../helpers/env.js';
+import { planCgroup } from '../../sandbox/cgroup/index.js';
 
 const INDEX = fileURLToPath(new URL('../../sandbox/index.js', import.meta.url));
 const PTRACE = 101;
@@ -55,6 +57,20 @@ const comm = (pid: number): string => {
 };
 const sandboxPids = (): number[] => descendants(process.pid).filter((p) => comm(p).startsWith('cubicle-'));
 
+/** This process's run groups (named by its pid first) in the cgroup hierarchy runs get. */
+function ownGroups(version: 'v1' | 'v2'): string[] {
+  const planned = planCgroup({ memoryBytes: 64 << 20, pidsMax: 16 }, 'probe', { choice: version, parent: undefined, runAs: false });
+  if ('reason' in planned) return [];
+  const found = new Set<string>();
+  for (const dir of planned.dirs)
+    try {
+      for (const n of readdirSync(dirname(dir))) if (n.startsWith(`${process.pid}-`)) found.add(`${dirname(dir)}/${n}`);
+    } catch {
+      /* no such hierarchy */
+    }
+  return [...found];
+}
+
 async function ready(pool: SandboxPool, n = pool.size): Promise<void> {
   assert.ok(await waitFor(() => pool.stats().ready >= n, 20_000), `the pool never had ${n} ready: ${JSON.stringify(pool.stats())}`);
 }
@@ -74,62 +90,92 @@ function outcome(r: SandboxResult<SandboxOptions>): unknown {
 }
 
 forEachIdentity((id) => {
+  const judged = (m: LimitMechanism): SandboxOptions => ({ ...id.spawnAs, policy: 'judge', mounts: probeMount(), files: {}, ...m.opts });
+  forEachMechanism(id, (m) => {
+    const base = (): SandboxOptions => judged(m);
+    let pool: SandboxPool;
+    let memPool: SandboxPool;
+    before(function () {
+      if (m.skip) return;
+      pool = createPool({ size: 2, options: base() });
+      memPool = createPool({ size: 1, options: { ...base(), limits: { memory: '64M' } } });
+    });
+    after(async () => {
+      await pool?.close();
+      await memPool?.close();
+    });
+
+    const cases: [string, string[], SandboxOptions, string][] = [
+      ['ok', ['/bin/sh', '-c', 'echo hi; cat'], { input: 'from stdin\n' }, 'ok'],
+      ['nonzero exit', ['/probe', 'exit', '7'], {}, 'nonzero-exit'],
+      ['cpu time limit', ['/probe', 'burn', '5000', '1'], { limits: { cpuTime: 300 } }, 'cpu-time-limit'],
+      ['wall time limit', ['/bin/sleep', '5'], { limits: { wallTime: 300 } }, 'wall-time-limit'],
+      [
+        'output limit',
+        ['/bin/sh', '-c', 'while :; do echo xxxxxxxxxxxxxxxxxxxxxxxxxxxx; done'],
+        { limits: { outputLimit: 4096 } },
+        'output-limit',
+      ],
+      ['signalled', ['/probe', 'signal', '6'], {}, 'signaled'],
+      ['seccomp violation', ['/bin/sh', '-c', `echo before; /probe syscall ${PTRACE} 0; echo after`], {}, 'seccomp-violation'],
+      [
+        'copy-in and copy-out',
+        ['/bin/sh', '-c', 'cat in.txt; od -An -tx1 bin | tr -d " \\n"; echo; cp in.txt out.txt; ln -s /etc/passwd link'],
+        {
+          files: { 'in.txt': 'hello\n', bin: Buffer.from([0, 255, 10]), 'run.sh': { content: 'x', mode: 0o700 } },
+          copyOut: ['out.txt', 'link', 'nope'],
+        },
+        'ok',
+      ],
+    ];
+    for (const [name, cmd, extra, verdict] of cases)
+      it(`${name}: a pooled run is judged as a cold one (${verdict})`, async () => {
+        await ready(pool, 1);
+        const o: SandboxOptions = { ...base(), ...extra, reject: false };
+        const cold = await runSandboxed(cmd, o);
+        const hot = await pool.run(cmd, o);
+        assert.equal(hot.pool, 'hit', hot.poolMiss);
+        assert.equal(cold.pool, undefined);
+        assert.equal(cold.verdict, verdict, `cold: ${cold.verdict} ${String(cold.stderr)}`);
+        assert.deepEqual(outcome(hot), outcome(cold));
+        assert.ok(hot.usage!.wallMs < 5000 && hot.usage!.cpuMs! < 6000);
+      });
+
+    it('memory limit: a pool made with the limit judges as a cold run (memory-limit)', async () => {
+      await ready(memPool, 1);
+      const o: SandboxOptions = { ...base(), limits: { memory: '64M' }, reject: false };
+      const cold = await runSandboxed(['/probe', 'hog', '200'], o);
+      const hot = await memPool.run(['/probe', 'hog', '200'], o);
+      assert.equal(hot.pool, 'hit', hot.poolMiss);
+      assert.equal(cold.verdict, 'memory-limit');
+      assert.deepEqual(outcome(hot), outcome(cold));
+    });
+
+    if (m.cgroup)
+      it("a pooled run's limits are written to the sandbox's own cgroup, which is gone after the run and after close()", async () => {
+        await ready(memPool, 1);
+        const r = await memPool.run(['/bin/true'], { ...base(), limits: { memory: '64M', processes: 7 } });
+        assert.equal(r.pool, 'hit', r.poolMiss);
+        assert.match(r.limits.memory!.mechanism, /^cgroup/);
+        assert.equal(r.limits.processes!.value, 7);
+        const mine = (): string[] => ownGroups(m.cgroup!);
+        const p = createPool({ size: 2, maxStarting: 2, options: base() });
+        await ready(p);
+        assert.ok(mine().length >= 2, `groups: ${mine().join(' ')}`);
+        await p.close();
+        await pool.close();
+        await memPool.close();
+        assert.ok(await waitFor(() => mine().length === 0, 5000), `left: ${mine().join(' ')}`);
+      });
+  });
+
   const base = (): SandboxOptions => ({ ...id.spawnAs, policy: 'judge', mounts: probeMount(), files: {}, cgroups: false });
   let pool: SandboxPool;
-  let memPool: SandboxPool;
-  before(function () {
+  before(() => {
     pool = createPool({ size: 2, options: base() });
-    memPool = createPool({ size: 1, options: { ...base(), limits: { memory: '64M' } } });
   });
   after(async () => {
     await pool?.close();
-    await memPool?.close();
-  });
-
-  const cases: [string, string[], SandboxOptions, string][] = [
-    ['ok', ['/bin/sh', '-c', 'echo hi; cat'], { input: 'from stdin\n' }, 'ok'],
-    ['nonzero exit', ['/probe', 'exit', '7'], {}, 'nonzero-exit'],
-    ['cpu time limit', ['/probe', 'burn', '5000', '1'], { limits: { cpuTime: 300 } }, 'cpu-time-limit'],
-    ['wall time limit', ['/bin/sleep', '5'], { limits: { wallTime: 300 } }, 'wall-time-limit'],
-    [
-      'output limit',
-      ['/bin/sh', '-c', 'while :; do echo xxxxxxxxxxxxxxxxxxxxxxxxxxxx; done'],
-      { limits: { outputLimit: 4096 } },
-      'output-limit',
-    ],
-    ['signalled', ['/probe', 'signal', '6'], {}, 'signaled'],
-    ['seccomp violation', ['/bin/sh', '-c', `echo before; /probe syscall ${PTRACE} 0; echo after`], {}, 'seccomp-violation'],
-    [
-      'copy-in and copy-out',
-      ['/bin/sh', '-c', 'cat in.txt; od -An -tx1 bin | tr -d " \\n"; echo; cp in.txt out.txt; ln -s /etc/passwd link'],
-      {
-        files: { 'in.txt': 'hello\n', bin: Buffer.from([0, 255, 10]), 'run.sh': { content: 'x', mode: 0o700 } },
-        copyOut: ['out.txt', 'link', 'nope'],
-      },
-      'ok',
-    ],
-  ];
-  for (const [name, cmd, extra, verdict] of cases)
-    it(`${name}: a pooled run is judged as a cold one (${verdict})`, async () => {
-      await ready(pool, 1);
-      const o: SandboxOptions = { ...base(), ...extra, reject: false };
-      const cold = await runSandboxed(cmd, o);
-      const hot = await pool.run(cmd, o);
-      assert.equal(hot.pool, 'hit', hot.poolMiss);
-      assert.equal(cold.pool, undefined);
-      assert.equal(cold.verdict, verdict, `cold: ${cold.verdict} ${String(cold.stderr)}`);
-      assert.deepEqual(outcome(hot), outcome(cold));
-      assert.ok(hot.usage!.wallMs < 5000 && hot.usage!.cpuMs! < 6000);
-    });
-
-  it('memory limit: a pool made with the limit judges as a cold run (memory-limit)', async () => {
-    await ready(memPool, 1);
-    const o: SandboxOptions = { ...base(), limits: { memory: '64M' }, reject: false };
-    const cold = await runSandboxed(['/probe', 'hog', '200'], o);
-    const hot = await memPool.run(['/probe', 'hog', '200'], o);
-    assert.equal(hot.pool, 'hit', hot.poolMiss);
-    assert.equal(cold.verdict, 'memory-limit');
-    assert.deepEqual(outcome(hot), outcome(cold));
   });
 
   it("the time a sandbox waited is not the run's: wall time and setup start at the command", async () => {
