@@ -74,6 +74,8 @@ struct plan {
   char *run_buf;
   struct op *late_files; /* the run plan's file-data ops, streamed from the pipe on CUB_FD_FILES */
   size_t nlate_files;
+  struct op *late_inodes; /* the run plan's tmpfs-inodes ops */
+  size_t nlate_inodes;
 };
 
 /* Why the sandbox was stopped by the helper itself: one entry of the exit event's stops. */
@@ -143,7 +145,9 @@ void mount_image_open_from_parent(const struct plan *p);
 void mount_build_root(const struct plan *p);
 void mount_proc_sys_readonly(void);
 /* init, in a warm sandbox once the root is entered: the run plan's files, streamed from the pipe on CUB_FD_FILES */
-void mount_files_from_pipe(const struct plan *p); /* after init has capped the ucounts: nobody inside may change /proc/sys */
+void mount_files_from_pipe(const struct plan *p);
+/* init, in a warm sandbox once the root is entered: the run's inode caps on the tmpfs mounts the first plan made */
+void mount_tmpfs_inodes(const struct plan *p); /* after init has capped the ucounts: nobody inside may change /proc/sys */
 
 /* net.c */
 void net_loopback_up(void);

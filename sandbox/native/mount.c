@@ -15,6 +15,8 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -391,6 +393,20 @@ static void write_file_data(const struct op *op, const char *prefix, int from_pi
 }
 
 static void op_file_data(const struct op *op) { write_file_data(op, NEW_PREFIX, 0); }
+
+void mount_tmpfs_inodes(const struct plan *p) {
+  for (size_t i = 0; i < p->nlate_inodes; i++) {
+    const struct op *op = &p->late_inodes[i];
+    const char *path = op->a[CUB_ARG_TMPFS_INODES_PATH];
+    struct statfs sf;
+    if (statfs(path, &sf) < 0) die_op(op, "statfs", errno, "%s", path);
+    if (sf.f_type != TMPFS_MAGIC) die_op(op, "statfs", EINVAL, "%s is not a tmpfs of the first plan", path);
+    char data[48];
+    snprintf(data, sizeof data, "nr_inodes=%s", op->a[CUB_ARG_TMPFS_INODES_INODES]);
+    /* the flags it was mounted with (op_tmpfs): a remount keeps exactly those, and only the inode cap changes */
+    if (mount(NULL, path, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, data) < 0) die_op(op, "mount", errno, "remounting %s with %s", path, data);
+  }
+}
 
 void mount_files_from_pipe(const struct plan *p) {
   /* In the entered root: nothing has run inside yet, so every path is as the first plan made it. */

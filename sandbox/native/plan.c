@@ -100,7 +100,7 @@ static void vec_push(struct vec *v, const char *s) {
   (*v->items)[v->count] = NULL;
 }
 
-static size_t ops_cap, copy_out_cap, late_cap;
+static size_t ops_cap, copy_out_cap, late_cap, inodes_cap;
 
 /* The argument of a filesystem op that names its target inside the new root. */
 static unsigned fs_path_arg(enum cub_op code) {
@@ -355,6 +355,13 @@ static void check_op(struct plan *p, struct op *op, int *seen, enum plan_part pa
     p->rlimits[p->nrlimits++].hard = v[1];
     break;
   }
+  case CUB_OP_TMPFS_INODES:
+    check_path(a[CUB_ARG_TMPFS_INODES_PATH], op);
+    if (strcmp(a[CUB_ARG_TMPFS_INODES_PATH], "/") == 0) die_op(op, NULL, 0, "the root is no tmpfs of the first plan");
+    if (parse_num(a[CUB_ARG_TMPFS_INODES_INODES], 1ULL << 30, op, "tmpfs inodes") < 16) die_op(op, NULL, 0, "tmpfs inodes must be at least 16");
+    p->late_inodes = grow(p->late_inodes, &inodes_cap, p->nlate_inodes + 1, sizeof *p->late_inodes);
+    p->late_inodes[p->nlate_inodes++] = *op;
+    break;
   case CUB_OP_AWAIT:
     if (seen[CUB_OP_AWAIT]) die_op(op, NULL, 0, "await given twice");
     p->awaits = 1;
@@ -457,7 +464,7 @@ void plan_read_run(struct plan *p, int run_fd, int bpf_fd) {
   if (!p->awaits) die_msg("a run plan for a plan without await");
   size_t len = read_bounded(run_fd, &p->run_buf, CUB_PLAN_MAX_BYTES, "run plan");
   read_bpf(p, bpf_fd);
-  late_cap = copy_out_cap = 0;
+  late_cap = copy_out_cap = inodes_cap = 0;
   late_offset = 0;
   int seen[CUB_OP__COUNT] = {0};
   parse_ops(p, p->run_buf, len, p->run_index_base, PART_RUN, seen);

@@ -120,6 +120,7 @@ static const struct plan *await_run(const struct plan *p, int from_parent, int t
   plan_read_run(&run, CUB_FD_RUN, CUB_FD_BPF);
   close(CUB_FD_RUN);
   close(CUB_FD_BPF);
+  mount_tmpfs_inodes(&run);
   mount_files_from_pipe(&run);
   return &run;
 }

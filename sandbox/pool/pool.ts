@@ -15,7 +15,7 @@ import type { HostIdLease } from '../supervisor/host-ids.js';
 import { supervise, takeHostIds, type WarmHelper } from '../supervisor/supervisor.js';
 import type { HostIds, SandboxOptions, SandboxResult } from '../types.js';
 import { launchWarm, warmLaunchSupported, type WarmLaunch } from './launch-warm.js';
-import { joinedPlan, planDifference, splitPlan } from './split.js';
+import { inodeOps, joinedPlan, planDifference, splitPlan, withoutInodes } from './split.js';
 
 export interface PoolOptions {
   /** Sandboxes kept waiting (default 2, at most 64). */
@@ -157,10 +157,15 @@ class Pool implements SandboxPool {
     if (this.#closed) return Promise.reject(new SandboxHostError('the pool is closed', 'create a new pool with createPool()'));
     const mine = splitPlan(p.plan).ahead;
     const template = (): string | undefined =>
-      planDifference(neutral(splitPlan(this.#template.plan).ahead, this.#templateRunId), neutral(mine, runId));
+      planDifference(
+        withoutInodes(neutral(splitPlan(this.#template.plan).ahead, this.#templateRunId)),
+        withoutInodes(neutral(mine, runId)),
+      );
     const why =
       misfit(p, this.#template) ??
-      (w ? planDifference(w.ahead, mine) : (template() ?? 'no waiting sandbox was ready (the pool refills in the background)'));
+      (w
+        ? planDifference(withoutInodes(w.ahead), withoutInodes(mine))
+        : (template() ?? 'no waiting sandbox was ready (the pool refills in the background)'));
     const result = why ? this.#cold(p, why) : this.#hot(p, this.#take()!, cmd, options);
     return result as unknown as Promise<SandboxResult<O>>;
   }
@@ -211,7 +216,9 @@ class Pool implements SandboxPool {
     this.#inUse++;
     const o = p.options;
     const split = splitPlan(p.plan);
-    const runBytes = encodePlan(split.run);
+    // The run's own inode caps (its memory limit sets them) on the tmpfs mounts the sandbox was made with.
+    const runOps = [...inodeOps(w.ahead, split.ahead), ...split.run];
+    const runBytes = encodePlan(runOps);
     const h = w.launch.helper;
     h.status.off('data', w.onData);
     w.launch.ref();
@@ -235,7 +242,7 @@ class Pool implements SandboxPool {
       ...(cgroup ? { cgroup } : {}),
       start: () => w.launch.send(runBytes, p.supervise.bpf, p.supervise.files),
     };
-    const joined = joinedPlan(w.sent, split.run);
+    const joined = joinedPlan(w.sent, runOps);
     const run = { ...p, plan: joined, judge: { ...p.judge, plan: joined } };
     const s = supervise({ ...p.supervise, plan: joined, planBytes: runBytes }, true, warm);
     this.#fill();

@@ -24,6 +24,22 @@ export function splitPlan(plan: readonly PlanOp[]): SplitPlan {
  *  was sent, up to its end, then the run plan. */
 export const joinedPlan = (sent: readonly PlanOp[], run: readonly PlanOp[]): PlanOp[] => [...sent.slice(0, -1), ...run];
 
+/** A first plan with each tmpfs's inode cap left out: a run sets its own (tmpfs-inodes, in its run plan). */
+export const withoutInodes = (ops: readonly PlanOp[]): PlanOp[] =>
+  ops.map((op) => (op.op === 'tmpfs' ? ({ op: 'tmpfs', args: [...op.args.slice(0, 3), '*'] } as PlanOp) : op));
+
+/** The tmpfs-inodes ops that give a sandbox's tmpfs mounts (its first plan) the run's own caps, where they differ.
+ *  The two plans are the same but for those caps (see withoutInodes). */
+export function inodeOps(sandbox: readonly PlanOp[], run: readonly PlanOp[]): PlanOp[] {
+  const ops: PlanOp[] = [];
+  sandbox.forEach((op, i) => {
+    const mine = run[i];
+    if (op.op === 'tmpfs' && mine?.op === 'tmpfs' && op.args[3] !== mine.args[3])
+      ops.push(Op.tmpfsInodes(mine.args[0]!, Number(mine.args[3])));
+  });
+  return ops;
+}
+
 /** Why two first plans differ (undefined when they are the same): the first op that is not the pool's. */
 export function planDifference(pool: readonly PlanOp[], mine: readonly PlanOp[]): string | undefined {
   if (encodePlan(pool).equals(encodePlan(mine))) return undefined;

@@ -113,6 +113,8 @@ export const OPCODES = [
   { name: 'copy-out', args: ['path', 'maxBytes', 'totalBytes'] },
   // a fresh tmpfs; inodes caps its files (nr_inodes): their kernel memory is not counted as the sandbox's
   { name: 'tmpfs', args: ['path', 'sizeBytes', 'modeOctal', 'inodes'] },
+  // a warm sandbox's run: its tmpfs at path (mounted by the first plan) is remounted with this inode cap, the run's
+  { name: 'tmpfs-inodes', args: ['path', 'inodes'] },
   { name: 'proc', args: ['path'] },
   // make the mount at path read-only (that mount only, not those below it)
   { name: 'remount-ro', args: ['path'] },
@@ -143,7 +145,19 @@ export const OPCODES = [
 ] as const;
 
 /** The ops of a run plan (fd `run`), read by init when the command arrives; a plan with `await` holds none of them. */
-export const RUN_OPS = ['file-data', 'copy-out', 'watch', 'rlimit', 'cwd', 'env', 'arg', 'search', 'exec', 'seccomp'] as const;
+export const RUN_OPS = [
+  'tmpfs-inodes',
+  'file-data',
+  'copy-out',
+  'watch',
+  'rlimit',
+  'cwd',
+  'env',
+  'arg',
+  'search',
+  'exec',
+  'seccomp',
+] as const;
 
 export type OpName = (typeof OPCODES)[number]['name'];
 

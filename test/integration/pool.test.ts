@@ -151,6 +151,19 @@ forEachIdentity((id) => {
       assert.deepEqual(outcome(hot), outcome(cold));
     });
 
+    it("a run with another memory limit than the pool's is still a hit, with its own tmpfs inode caps", async () => {
+      for (const memory of ['300M', '32M']) {
+        await ready(memPool, 1);
+        const o: SandboxOptions = { ...base(), limits: { memory }, reject: false };
+        const cmd = ['/bin/sh', '-c', 'stat -f -c %c /tmp /dev/shm /box; /probe hog 100'];
+        const cold = await runSandboxed(cmd, o);
+        const hot = await memPool.run(cmd, o);
+        assert.equal(hot.pool, 'hit', hot.poolMiss);
+        assert.equal(cold.verdict, memory === '32M' ? 'memory-limit' : 'ok');
+        assert.deepEqual(outcome(hot), outcome(cold));
+      }
+    });
+
     if (m.cgroup)
       it("a pooled run's limits are written to the sandbox's own cgroup, which is gone after the run and after close()", async () => {
         await ready(memPool, 1);
