@@ -245,6 +245,16 @@ forEachIdentity((id) => {
     assert.equal(after.misses - before.misses, misses.length);
   });
 
+  it('a large run plan and a large file (over a pipe buffer each) reach the sandbox whole', async () => {
+    await ready(pool, 1);
+    const big = Buffer.alloc(3 << 20, 'ab');
+    const env = { BIG: 'x'.repeat(100_000) };
+    const cmd = ['/bin/sh', '-c', 'printf %s "$BIG" | wc -c; wc -c < big; cmp big big2 && echo same'];
+    const r = await pool.run(cmd, { ...base(), env, files: { big, big2: big } });
+    assert.equal(r.pool, 'hit', r.poolMiss);
+    assert.equal(r.stdout, `100000\n${3 << 20}\nsame\n`);
+  });
+
   it("a run whose sandbox is not the pool's runs cold and the result says why", async () => {
     await ready(pool, 1);
     const r = await pool.run(['/bin/hostname'], { ...base(), hostname: 'elsewhere' });
@@ -347,6 +357,26 @@ describe('warm pool: bad input', () => {
     w.dispose();
     return reader;
   }
+
+  it('a waiting sandbox whose control fd reaches EOF (its owner is gone) ends with all its processes', async () => {
+    const { ahead } = splitPlan(prepareRun(['/bin/true']).plan);
+    const w = launchWarm(encodePlan(ahead));
+    const reader = new StatusReader();
+    w.helper.status.on('data', (c: Buffer) => reader.push(c));
+    for (const s of [w.helper.stdout, w.helper.stderr, w.helper.copyOut]) s.resume();
+    w.ref();
+    assert.ok(await waitFor(() => reader.events.some((e) => e.ev === 'warm'), 10_000), 'never warm');
+    const warm = reader.events.find((e) => e.ev === 'warm');
+    const init = warm?.ev === 'warm' ? warm.initPid : 0;
+    assert.ok(init > 0 && alive(init));
+    w.helper.control.destroy(); // EOF, as when the owning process dies
+    const t = setTimeout(() => w.helper.kill(), 10_000);
+    await w.helper.done;
+    clearTimeout(t);
+    w.dispose();
+    assert.ok(await waitFor(() => !alive(init), 5000), `init ${init} outlived its owner`);
+    assert.ok(!reader.events.some((e) => e.ev === 'ready'), 'nothing ran');
+  });
 
   it('the helper refuses a first plan with await that holds a run op (exec)', async () => {
     const p = prepareRun(['/bin/true']);
