@@ -166,7 +166,9 @@ class Pool implements SandboxPool {
       (w
         ? planDifference(withoutInodes(w.ahead), withoutInodes(mine))
         : (template() ?? 'no waiting sandbox was ready (the pool refills in the background)'));
-    const result = why ? this.#cold(p, why) : this.#hot(p, this.#take()!, cmd, options);
+    // A cold run never shares the waiting sandbox's cgroup: it is planned again with a run id of its own.
+    const cold = (): PreparedRun => (w && p.supervise.cgroup ? prepareRun(cmd, options) : p);
+    const result = why ? this.#cold(cold(), why) : this.#hot(p, this.#take()!, cmd, options);
     return result as unknown as Promise<SandboxResult<O>>;
   }
 

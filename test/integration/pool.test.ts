@@ -165,6 +165,20 @@ forEachIdentity((id) => {
     });
 
     if (m.cgroup)
+      it("a run that misses never shares a waiting sandbox's cgroup (its process count is its own)", async () => {
+        await ready(pool, 2);
+        const o: SandboxOptions = { ...base(), hostname: 'other', limits: { processes: 3 }, reject: false };
+        const cmd = ['/bin/sh', '-c', 'sleep 0.2 & sleep 0.2 & wait; echo done'];
+        const cold = await runSandboxed(cmd, o);
+        const missed = await pool.run(cmd, o);
+        assert.equal(missed.pool, 'miss');
+        assert.deepEqual(outcome(missed), outcome(cold));
+        const hit = await pool.run(['/bin/true'], base());
+        assert.equal(hit.pool, 'hit', hit.poolMiss);
+        assert.equal(hit.verdict, 'ok');
+      });
+
+    if (m.cgroup)
       it("a pooled run's limits are written to the sandbox's own cgroup, which is gone after the run and after close()", async () => {
         await ready(memPool, 1);
         const r = await memPool.run(['/bin/true'], { ...base(), limits: { memory: '64M', processes: 7 } });
