@@ -1,5 +1,6 @@
 // Public surface of the cubicle package.
 export { runSandboxed, spawnSandboxed, type SandboxProcess } from './api/run.js';
+export { createPool, type PoolOptions, type PoolStats, type SandboxPool } from './pool/pool.js';
 export type {
   AppliedLimit,
   CapturedOutput,

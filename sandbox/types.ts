@@ -387,6 +387,10 @@ export interface SandboxResult<O extends SandboxOptions = SandboxOptions> {
   /** With copyOut: each file that did not, and why (symlink, hard link, not a regular file, directory, too large,
    *  missing, unreadable, or not collected when the run was stopped before it ended). */
   fileErrors?: Record<string, string>;
+  /** A warm pool's run (SandboxPool.run): 'hit' when it ran in a sandbox made ahead, 'miss' when it ran cold. */
+  pool?: 'hit' | 'miss';
+  /** With pool 'miss': why the run could not use a warm sandbox. */
+  poolMiss?: string;
 }
 
 /** The result of spawnSandboxed: the same, without captured output (it went to the streams). */

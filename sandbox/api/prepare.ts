@@ -19,7 +19,7 @@ import type { SandboxOptions, SeccompViolation, SetupFailure } from '../types.js
 let runCounter = 0;
 
 /** A run id unique on this host while its owner lives: the owner's pid first (stale cgroups are found by it). */
-const newRunId = (): string => `${process.pid}-${++runCounter}-${Date.now().toString(36)}`;
+export const newRunId = (): string => `${process.pid}-${++runCounter}-${Date.now().toString(36)}`;
 
 export interface PreparedRun {
   options: ResolvedOptions;
@@ -66,7 +66,7 @@ function subidChoice(o: ResolvedOptions): Subids | NoSubids | undefined {
 /** Validates everything and builds the plan; throws SandboxOptionError/PolicyError for bad input and
  *  SandboxHostError when the host lacks what every run needs. Creates nothing: a root caller's host ids of its
  *  own (hostIdRange) are leased by the supervisor, which puts them into the plan's userns op. */
-export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun {
+export function prepareRun(cmd: unknown, call: SandboxOptions = {}, runId: string = newRunId()): PreparedRun {
   if (typeof call !== 'object' || call === null) resolveOptions(cmd, call); // throws the option error
   const policy = loadPolicy(call.policy ?? DEFAULT_POLICY);
   const options = resolveOptions(cmd, mergeOptions(policy.options, call));
@@ -99,7 +99,7 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun
       };
     }
   }
-  const limits = planLimits(options.limits, options.strictLimits, tmpfsPaths(options), newRunId(), {
+  const limits = planLimits(options.limits, options.strictLimits, tmpfsPaths(options), runId, {
     choice: options.cgroups,
     parent: options.cgroupParent,
     runAs: options.runAs !== undefined,

@@ -1,10 +1,12 @@
 // The end-to-end half of the doctor's probes (here, beside the command, because they run sandboxes): real sandbox runs of /bin/true,
 // and probeHost(), which gathers them together with the host's state (probe.ts).
+import { performance } from 'node:perf_hooks';
 import { runSandboxed } from '../api/run.js';
+import { createPool } from '../pool/pool.js';
 import { helperPathForMessages } from '../native/helper-path.js';
 import { subidsFor } from '../host/subids.js';
 import { diagnose, type DoctorCheck } from '../doctor/diagnose.js';
-import type { HostFacts, SandboxProbe, SandboxRunFacts } from '../doctor/facts.js';
+import type { Fact, HostFacts, PoolFacts, SandboxProbe, SandboxRunFacts } from '../doctor/facts.js';
 import {
   attemptAsync,
   probeCgroups,
@@ -40,6 +42,26 @@ export async function probeSandbox(runAs?: { uid: number; gid: number }): Promis
   return runAs ? { runAs, run } : { run };
 }
 
+/** Makes a warm pool of one sandbox, runs /bin/true in it, and records how long each step took. */
+export async function probePool(): Promise<Fact<PoolFacts>> {
+  return attemptAsync(async (): Promise<PoolFacts> => {
+    const t0 = performance.now();
+    const pool = createPool({ size: 1, retryDelayMs: E2E_TIMEOUT_MS });
+    try {
+      while (pool.stats().ready === 0 && !pool.stats().failures && performance.now() - t0 < E2E_TIMEOUT_MS)
+        await new Promise((r) => setTimeout(r, 5));
+      const s = pool.stats();
+      if (s.ready === 0) return { failure: s.lastFailure ?? `no sandbox was ready within ${E2E_TIMEOUT_MS} ms` };
+      const readyMs = performance.now() - t0;
+      const t1 = performance.now();
+      const r = await pool.run(['/bin/true'], { reject: false, timeout: E2E_TIMEOUT_MS });
+      return { readyMs, use: r.pool, ...(r.poolMiss ? { poolMiss: r.poolMiss } : {}), verdict: r.verdict, runMs: performance.now() - t1 };
+    } finally {
+      await pool.close();
+    }
+  });
+}
+
 /** Gathers every fact about this host, including two end-to-end sandbox runs when the caller is root. */
 export async function probeHost(): Promise<HostFacts> {
   const euid = probeEuid();
@@ -57,6 +79,7 @@ export async function probeHost(): Promise<HostFacts> {
     helperPath: helperPathForMessages(),
     sandbox: await probeSandbox(),
   };
+  facts.pool = await probePool();
   if (euid.ok && euid.value === 0)
     facts.sandboxUnprivileged = await probeSandbox({ uid: UNPRIVILEGED_PROBE_ID, gid: UNPRIVILEGED_PROBE_ID });
   return facts;

@@ -93,10 +93,23 @@ export async function cmdServe(argv: string[]): Promise<number> {
   if (token !== undefined && token.length < 8) throw new UsageError('--token must be at least 8 characters');
   if (!isLoopback(host) && token === undefined)
     throw new UsageError(`--listen ${host} is reachable from other machines: give --token so only callers holding it may run code`);
-  const poolSize = count('--pool', values.pool, 0, 0, 1024);
+  const poolSize = count('--pool', values.pool, 0, 0, 64);
   const parallelism = count('--parallelism', values.parallelism, 2, 1, 1024);
   const { createServer } = await import('../serve/server.js');
-  const server = createServer({ ...(token !== undefined ? { token } : {}), poolSize, parallelism, srcDirs: srcDirs(values['src-dir']) });
+  // --pool N: runs start from N sandboxes made ahead (a /box and the default memory limit, as the service's runs
+  // have), each used once; a run that does not fit runs cold and /version's pool stats count it as a miss.
+  let pool: import('../pool/pool.js').SandboxPool | undefined;
+  if (poolSize > 0) {
+    const { createPool } = await import('../pool/pool.js');
+    pool = createPool({ size: poolSize, options: { files: {}, limits: { memory: 256 << 20 } } });
+  }
+  const server = createServer({
+    ...(token !== undefined ? { token } : {}),
+    ...(pool ? { runner: pool } : {}),
+    poolSize,
+    parallelism,
+    srcDirs: srcDirs(values['src-dir']),
+  });
   let addr;
   try {
     addr = await server.listen(port, host);
@@ -106,7 +119,10 @@ export async function cmdServe(argv: string[]): Promise<number> {
   }
   const shown = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   process.stderr.write(`cubicle serve: listening on http://${shown}:${addr.port}${token !== undefined ? ' (token required)' : ''}\n`);
-  return untilSignal(() => server.close());
+  return untilSignal(async () => {
+    await server.close();
+    await pool?.close();
+  });
 }
 
 export async function cmdWorker(argv: string[]): Promise<number> {

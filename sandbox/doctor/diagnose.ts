@@ -552,6 +552,31 @@ function checkSandboxUnprivileged(f: HostFacts): DoctorCheck {
   return sandboxCheck(f, id, `sandbox as uid ${p.runAs?.uid ?? '?'} (runAs, the rootless path)`, p);
 }
 
+/** Whether a warm pool works here: a sandbox made ahead, then /bin/true run in it. */
+function checkPool(f: HostFacts): DoctorCheck {
+  const id = 'pool';
+  const title = 'warm pool (createPool)';
+  if (!f.pool) return { id, title, status: 'skip', detail: 'not probed' };
+  const fix = 'runs still work cold (runSandboxed); rerun with NODE_DEBUG=cubicle and report it as a bug';
+  if (!f.pool.ok) return { id, title, status: 'warn', detail: `createPool failed: ${f.pool.error}`, fix };
+  const p = f.pool.value;
+  if (p.failure) return { id, title, status: 'warn', detail: `no sandbox became ready: ${p.failure}`, fix };
+  if (p.use !== 'hit' || p.verdict !== 'ok')
+    return {
+      id,
+      title,
+      status: 'warn',
+      detail: `/bin/true in the pool: ${p.use ?? '?'} ${p.poolMiss ?? ''}, verdict ${p.verdict ?? '?'}`,
+      fix,
+    };
+  return {
+    id,
+    title,
+    status: 'ok',
+    detail: `supported: a sandbox made ahead was ready in ${p.readyMs?.toFixed(1)} ms and ran /bin/true in ${p.runMs?.toFixed(1)} ms`,
+  };
+}
+
 /** The fallback every run without a memory and pids cgroup gets. */
 const FALLBACK = "rlimits and init's 10 ms sampling";
 
@@ -746,6 +771,7 @@ export function diagnose(f: HostFacts): DoctorCheck[] {
     checkHostIds(f),
     checkSandbox(f),
     checkSandboxUnprivileged(f),
+    checkPool(f),
   ];
 }
 

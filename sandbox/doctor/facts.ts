@@ -105,6 +105,17 @@ export interface SandboxProbe {
   run: Fact<SandboxRunFacts>;
 }
 
+/** What one warm pool of size 1 did: how long its sandbox took to be ready, and how /bin/true ran in it. */
+export interface PoolFacts {
+  /** From createPool() to a sandbox waiting; undefined when none became ready (then `failure` says why). */
+  readyMs?: number;
+  failure?: string;
+  use?: 'hit' | 'miss';
+  poolMiss?: string;
+  verdict?: Verdict;
+  runMs?: number;
+}
+
 export interface HostFacts {
   kernel: Fact<KernelFacts>;
   euid: Fact<number>;
@@ -126,4 +137,6 @@ export interface HostFacts {
   sandbox: SandboxProbe;
   /** When the caller is root: the same run with runAs an unprivileged user (the rootless path). */
   sandboxUnprivileged?: SandboxProbe;
+  /** A warm pool's run of /bin/true. Optional: older fact sets lack it. */
+  pool?: Fact<PoolFacts>;
 }

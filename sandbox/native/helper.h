@@ -68,6 +68,14 @@ struct plan {
   long long limit_tasks;
   const char *watch_tmpfs[16];
   size_t nwatch_tmpfs;
+  /* a warm pool's sandbox (await): the run plan comes later on CUB_FD_RUN, read by init */
+  int awaits;
+  unsigned run_index_base; /* the run plan's ops are numbered from here (the first plan's end) */
+  char *run_buf;
+  struct op *late_files; /* the run plan's file-data ops, streamed from the pipe on CUB_FD_FILES */
+  size_t nlate_files;
+  struct op *late_inodes; /* the run plan's tmpfs-inodes ops */
+  size_t nlate_inodes;
 };
 
 /* Why the sandbox was stopped by the helper itself: one entry of the exit event's stops. */
@@ -98,12 +106,13 @@ struct init_usage {
 };
 
 /* Messages from init (stage 1) to the parent (stage 0), fixed size so each write is atomic. */
-enum init_msg_kind { MSG_EXEC_OK = 1, MSG_STATUS, MSG_FAILED, MSG_LISTENER, MSG_VIOLATION, MSG_STOP, MSG_USAGE };
+enum init_msg_kind { MSG_EXEC_OK = 1, MSG_STATUS, MSG_FAILED, MSG_LISTENER, MSG_VIOLATION, MSG_STOP, MSG_USAGE, MSG_WARM };
 struct init_msg {
   int kind;
   int payload_pid; /* inside the pid namespace */
   int wait_status;
-  long long setup_us; /* MSG_EXEC_OK: the helper's start to the payload's fork */
+  long long setup_us; /* MSG_EXEC_OK: the helper's start (a warm sandbox: its run plan's arrival) to the payload's fork */
+  long long fork_at_us; /* MSG_EXEC_OK: the payload's fork (monotonic clock) */
   long long wall_us;
   int fd;             /* MSG_LISTENER: the seccomp listener's fd number */
   int nr;             /* MSG_VIOLATION: syscall number */
@@ -123,7 +132,9 @@ __attribute__((noreturn)) void die_msg(const char *fmt, ...) __attribute__((form
 long long monotonic_us(void);
 
 /* plan.c */
-void plan_read(struct plan *p, int plan_fd, int bpf_fd);
+void plan_read(struct plan *p, int plan_fd, int bpf_fd); /* a plan with await leaves bpf_fd unread */
+/* init, in a warm sandbox: the run plan (only run ops) and the seccomp program, added to the first plan */
+void plan_read_run(struct plan *p, int run_fd, int bpf_fd);
 int path_is_clean_absolute(const char *path);
 
 /* userns.c: run by the parent for the child pid */
@@ -132,7 +143,11 @@ void userns_write_maps_from_parent(const struct plan *p, pid_t child);
 /* mount.c: run by init, inside the new namespaces */
 void mount_image_open_from_parent(const struct plan *p);
 void mount_build_root(const struct plan *p);
-void mount_proc_sys_readonly(void); /* after init has capped the ucounts: nobody inside may change /proc/sys */
+void mount_proc_sys_readonly(void);
+/* init, in a warm sandbox once the root is entered: the run plan's files, streamed from the pipe on CUB_FD_FILES */
+void mount_files_from_pipe(const struct plan *p);
+/* init, in a warm sandbox once the root is entered: the run's inode caps on the tmpfs mounts the first plan made */
+void mount_tmpfs_inodes(const struct plan *p); /* after init has capped the ucounts: nobody inside may change /proc/sys */
 
 /* net.c */
 void net_loopback_up(void);

@@ -15,6 +15,8 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -84,10 +86,10 @@ static void join(char *out, const char *prefix, const char *path) {
 }
 
 /* Creates the parents of an inside path, refusing to pass through any symlink. */
-static void make_parents(const struct op *op, const char *inside) {
+static void make_parents_under(const struct op *op, const char *prefix, const char *inside) {
   char buf[PATH_MAX];
-  join(buf, NEW_PREFIX, inside);
-  size_t base = strlen(NEW_PREFIX);
+  join(buf, prefix, inside);
+  size_t base = strlen(prefix);
   for (char *s = buf + base + 1; (s = strchr(s, '/')); s++) {
     *s = '\0';
     struct stat st;
@@ -106,6 +108,8 @@ static void make_parents(const struct op *op, const char *inside) {
   if (lstat(buf, &st) == 0 && S_ISLNK(st.st_mode))
     die_op(op, "lstat", ELOOP, "%s is a symlink; use the real path", inside);
 }
+
+static void make_parents(const struct op *op, const char *inside) { make_parents_under(op, NEW_PREFIX, inside); }
 
 static unsigned long statvfs_to_ms(unsigned long f) {
   unsigned long ms = 0;
@@ -363,27 +367,55 @@ static void op_file(const struct op *op) {
   close(fd);
 }
 
-/* A file of the caller's files option: bytes of the sealed blob on CUB_FD_FILES, with exactly the given mode. */
-static void op_file_data(const struct op *op) {
+/* A file of the caller's files option with exactly the given mode: `length` bytes of the sealed blob on
+ * CUB_FD_FILES at `offset` (a cold run), or the next `length` bytes of the pipe there (a warm sandbox's run). */
+static void write_file_data(const struct op *op, const char *prefix, int from_pipe) {
   char dst[PATH_MAX];
   const char *path = op->a[CUB_ARG_FILE_DATA_PATH];
-  make_parents(op, path);
-  join(dst, NEW_PREFIX, path);
+  make_parents_under(op, prefix, path);
+  join(dst, prefix, path);
   mode_t mode = (mode_t)strtoul(op->a[CUB_ARG_FILE_DATA_MODE_OCTAL], NULL, 8);
   unsigned long long off = strtoull(op->a[CUB_ARG_FILE_DATA_OFFSET], NULL, 10), left = strtoull(op->a[CUB_ARG_FILE_DATA_LENGTH], NULL, 10);
   int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) die_op(op, "open", errno, "%s", path);
   char buf[65536];
   while (left > 0) {
-    ssize_t n = pread(CUB_FD_FILES, buf, left < sizeof buf ? (size_t)left : sizeof buf, (off_t)off);
+    size_t want = left < sizeof buf ? (size_t)left : sizeof buf;
+    ssize_t n = from_pipe ? read(CUB_FD_FILES, buf, want) : pread(CUB_FD_FILES, buf, want, (off_t)off);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) die_op(op, "pread", n < 0 ? errno : EIO, "the content of %s (fd %d)", path, CUB_FD_FILES);
+    if (n <= 0) die_op(op, from_pipe ? "read" : "pread", n < 0 ? errno : EIO, "the content of %s (fd %d)", path, CUB_FD_FILES);
     if (write_all(fd, buf, (size_t)n) < 0) die_op(op, "write", errno, "%s", path);
     off += (unsigned long long)n;
     left -= (unsigned long long)n;
   }
   if (fchmod(fd, mode) < 0) die_op(op, "fchmod", errno, "%s", path); /* exactly this mode, whatever the umask */
   close(fd);
+}
+
+static void op_file_data(const struct op *op) { write_file_data(op, NEW_PREFIX, 0); }
+
+void mount_tmpfs_inodes(const struct plan *p) {
+  for (size_t i = 0; i < p->nlate_inodes; i++) {
+    const struct op *op = &p->late_inodes[i];
+    const char *path = op->a[CUB_ARG_TMPFS_INODES_PATH];
+    struct statfs sf;
+    if (statfs(path, &sf) < 0) die_op(op, "statfs", errno, "%s", path);
+    if (sf.f_type != TMPFS_MAGIC) die_op(op, "statfs", EINVAL, "%s is not a tmpfs of the first plan", path);
+    char data[48];
+    snprintf(data, sizeof data, "nr_inodes=%s", op->a[CUB_ARG_TMPFS_INODES_INODES]);
+    /* the flags it was mounted with (op_tmpfs): a remount keeps exactly those, and only the inode cap changes */
+    if (mount(NULL, path, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, data) < 0) die_op(op, "mount", errno, "remounting %s with %s", path, data);
+  }
+}
+
+void mount_files_from_pipe(const struct plan *p) {
+  /* In the entered root: nothing has run inside yet, so every path is as the first plan made it. */
+  for (size_t i = 0; i < p->nlate_files; i++) write_file_data(&p->late_files[i], "", 1);
+  char extra;
+  ssize_t n;
+  while ((n = read(CUB_FD_FILES, &extra, 1)) < 0 && errno == EINTR) {}
+  if (n != 0) die_sys("read", n < 0 ? errno : EPROTO, "the files stream on fd %d holds more than the run plan's files", CUB_FD_FILES);
+  close(CUB_FD_FILES);
 }
 
 static void op_tmpfs(const struct op *op) {

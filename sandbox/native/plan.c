@@ -100,7 +100,7 @@ static void vec_push(struct vec *v, const char *s) {
   (*v->items)[v->count] = NULL;
 }
 
-static size_t ops_cap, copy_out_cap;
+static size_t ops_cap, copy_out_cap, late_cap, inodes_cap;
 
 /* The argument of a filesystem op that names its target inside the new root. */
 static unsigned fs_path_arg(enum cub_op code) {
@@ -119,8 +119,35 @@ static unsigned fs_path_arg(enum cub_op code) {
   }
 }
 
-static void check_op(struct plan *p, struct op *op, int *seen) {
+/* Which plan is being read: the one on fd plan (whole, or up to await), or a warm sandbox's run plan. */
+enum plan_part { PART_FIRST, PART_RUN };
+
+static unsigned long long late_offset; /* a run plan's file-data: the blob's bytes claimed so far */
+
+/* A run plan's file: its content is the next `length` bytes of the files stream (offsets in order, no gap). */
+static void check_late_file(struct plan *p, struct op *op) {
   const char **a = op->a;
+  check_path(a[CUB_ARG_FILE_DATA_PATH], op);
+  if (strcmp(a[CUB_ARG_FILE_DATA_PATH], "/") == 0) die_op(op, NULL, 0, "an op cannot target the root itself");
+  check_mode(a[CUB_ARG_FILE_DATA_MODE_OCTAL], op);
+  unsigned long long off = parse_num(a[CUB_ARG_FILE_DATA_OFFSET], 1ULL << 40, op, "file offset");
+  unsigned long long len = parse_num(a[CUB_ARG_FILE_DATA_LENGTH], 1ULL << 40, op, "file length");
+  if (off != late_offset) die_op(op, NULL, 0, "file offset %llu is not where the previous file ended (%llu)", off, late_offset);
+  late_offset += len;
+  p->late_files = grow(p->late_files, &late_cap, p->nlate_files + 1, sizeof *p->late_files);
+  p->late_files[p->nlate_files++] = *op;
+  p->has_files = 1;
+}
+
+static void check_op(struct plan *p, struct op *op, int *seen, enum plan_part part) {
+  const char **a = op->a;
+  if (part == PART_RUN && op->code != CUB_OP_END && !CUB_OP_SPECS[op->code].run)
+    die_op(op, NULL, 0, "'%s' cannot be in a run plan: it belongs to the plan the warm sandbox was made from", CUB_OP_SPECS[op->code].name);
+  if (part == PART_RUN && op->code == CUB_OP_FILE_DATA) {
+    check_late_file(p, op);
+    seen[op->code]++;
+    return;
+  }
   switch (op->code) {
   case CUB_OP_USERNS:
     if (seen[CUB_OP_USERNS]) die_op(op, NULL, 0, "userns given twice");
@@ -328,6 +355,17 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     p->rlimits[p->nrlimits++].hard = v[1];
     break;
   }
+  case CUB_OP_TMPFS_INODES:
+    check_path(a[CUB_ARG_TMPFS_INODES_PATH], op);
+    if (strcmp(a[CUB_ARG_TMPFS_INODES_PATH], "/") == 0) die_op(op, NULL, 0, "the root is no tmpfs of the first plan");
+    if (parse_num(a[CUB_ARG_TMPFS_INODES_INODES], 1ULL << 30, op, "tmpfs inodes") < 16) die_op(op, NULL, 0, "tmpfs inodes must be at least 16");
+    p->late_inodes = grow(p->late_inodes, &inodes_cap, p->nlate_inodes + 1, sizeof *p->late_inodes);
+    p->late_inodes[p->nlate_inodes++] = *op;
+    break;
+  case CUB_OP_AWAIT:
+    if (seen[CUB_OP_AWAIT]) die_op(op, NULL, 0, "await given twice");
+    p->awaits = 1;
+    break;
   case CUB_OP_END:
   case CUB_OP__COUNT:
     break;
@@ -335,19 +373,11 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
   seen[op->code]++;
 }
 
-void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
-  memset(p, 0, sizeof *p);
-  p->len = read_bounded(plan_fd, &p->buf, CUB_PLAN_MAX_BYTES, "plan");
-  char *raw_bpf = NULL;
-  p->bpf_len = read_bounded(bpf_fd, &raw_bpf, (size_t)CUB_BPF_MAX_INSNS * 8, "seccomp program");
-  p->bpf = (unsigned char *)raw_bpf;
-  if (p->bpf_len % 8 != 0) die_msg("the seccomp program is %zu bytes, not a multiple of 8", p->bpf_len);
-
-  if (p->len == 0 || p->buf[p->len - 1] != '\0') die_msg("the plan must be a sequence of NUL-terminated tokens");
-  ops_cap = copy_out_cap = 0;
-
+/* Checks the header and every op of a plan in buf; `index` numbers its first op. Returns what was seen. */
+static void parse_ops(struct plan *p, char *buf, size_t len, unsigned index, enum plan_part part, int *seen) {
+  if (len == 0 || buf[len - 1] != '\0') die_msg("the plan must be a sequence of NUL-terminated tokens");
   /* Tokenize. */
-  char *cur = p->buf, *endp = p->buf + p->len;
+  char *cur = buf, *endp = buf + len;
   const char *tok[3];
   for (int i = 0; i < 2; i++) {
     if (cur >= endp) die_msg("the plan is truncated before its header");
@@ -360,13 +390,12 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
   if (strcmp(tok[1], want) != 0)
     die_msg("plan protocol version '%s' is not supported (the helper speaks %s); rebuild with npm run build", tok[1], want);
 
-  int seen[CUB_OP__COUNT] = {0};
   struct vec argv = {.items = &p->argv}, envv = {.items = &p->envp}, search = {.items = &p->search};
-  unsigned index = 0;
+  unsigned first = index;
   int ended = 0;
   while (cur < endp) {
     if (ended) die_msg("the plan has tokens after 'end'");
-    if (index >= CUB_MAX_OPS) die_msg("the plan has more than %d ops", CUB_MAX_OPS);
+    if (index - first >= CUB_MAX_OPS) die_msg("the plan has more than %d ops", CUB_MAX_OPS);
     const char *name = cur;
     cur += strlen(cur) + 1;
     int code = -1;
@@ -382,7 +411,7 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
       if (len + 1 > CUB_TOKEN_MAX_BYTES) die_op(&op, NULL, 0, "argument %u is longer than %d bytes with its NUL", i, CUB_TOKEN_MAX_BYTES);
       cur += len + 1;
     }
-    if (op.code == CUB_OP_END) ended = 1;
+    if (op.code == CUB_OP_END) ended = 1, p->run_index_base = op.index;
     if (op.code == CUB_OP_ARG) vec_push(&argv, op.a[CUB_ARG_ARG_VALUE]);
     if (op.code == CUB_OP_SEARCH) vec_push(&search, op.a[CUB_ARG_SEARCH_DIR]);
     if (op.code == CUB_OP_ENV) {
@@ -390,17 +419,54 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
       if (!strchr(kv, '=') || kv[0] == '=') die_op(&op, NULL, 0, "env entry is not KEY=VALUE");
       vec_push(&envv, kv);
     }
-    check_op(p, &op, seen);
+    check_op(p, &op, seen, part);
   }
   if (!ended) die_msg("the plan has no 'end'");
-  if (!seen[CUB_OP_USERNS]) die_msg("the plan has no userns op");
-  if (!seen[CUB_OP_ROOT]) die_msg("the plan has no root op");
+}
+
+/* What a plan needs before its payload can run (the whole plan, or the first plan and its run plan together). */
+static void check_payload(struct plan *p, const int *seen) {
   if (!seen[CUB_OP_EXEC]) die_msg("the plan has no exec op");
-  if (p->image && p->image_writable == p->root_ro) die_msg("an image root is read-only (root-ro) unless it is writable, never both");
-  if (argv.count == 0) die_msg("the plan has no argv (at least argv[0] is required)");
+  if (!p->argv) die_msg("the plan has no argv (at least argv[0] is required)");
   static const char *empty[1] = {NULL};
   if (!p->envp) p->envp = empty;
   if (!p->search) p->search = empty;
   if (!p->cwd) p->cwd = "/";
   if (p->notify_mode != CUB_NOTIFY_NONE && p->bpf_len == 0) die_msg("seccomp notify mode %s needs a seccomp program on fd %d", CUB_NOTIFY_MODE_NAMES[p->notify_mode], CUB_FD_BPF);
+}
+
+static void read_bpf(struct plan *p, int bpf_fd) {
+  char *raw_bpf = NULL;
+  p->bpf_len = read_bounded(bpf_fd, &raw_bpf, (size_t)CUB_BPF_MAX_INSNS * 8, "seccomp program");
+  p->bpf = (unsigned char *)raw_bpf;
+  if (p->bpf_len % 8 != 0) die_msg("the seccomp program is %zu bytes, not a multiple of 8", p->bpf_len);
+}
+
+void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
+  memset(p, 0, sizeof *p);
+  p->len = read_bounded(plan_fd, &p->buf, CUB_PLAN_MAX_BYTES, "plan");
+  ops_cap = copy_out_cap = 0;
+  int seen[CUB_OP__COUNT] = {0};
+  parse_ops(p, p->buf, p->len, 0, PART_FIRST, seen);
+  if (!seen[CUB_OP_USERNS]) die_msg("the plan has no userns op");
+  if (!seen[CUB_OP_ROOT]) die_msg("the plan has no root op");
+  if (p->image && p->image_writable == p->root_ro) die_msg("an image root is read-only (root-ro) unless it is writable, never both");
+  if (p->awaits) {
+    for (int c = 0; c < CUB_OP__COUNT; c++)
+      if (seen[c] && CUB_OP_SPECS[c].run) die_msg("a plan with await holds no '%s': it belongs to the run plan on fd %d", CUB_OP_SPECS[c].name, CUB_FD_RUN);
+    return; /* the seccomp program comes with the run plan */
+  }
+  read_bpf(p, bpf_fd);
+  check_payload(p, seen);
+}
+
+void plan_read_run(struct plan *p, int run_fd, int bpf_fd) {
+  if (!p->awaits) die_msg("a run plan for a plan without await");
+  size_t len = read_bounded(run_fd, &p->run_buf, CUB_PLAN_MAX_BYTES, "run plan");
+  read_bpf(p, bpf_fd);
+  late_cap = copy_out_cap = inodes_cap = 0;
+  late_offset = 0;
+  int seen[CUB_OP__COUNT] = {0};
+  parse_ops(p, p->run_buf, len, p->run_index_base, PART_RUN, seen);
+  check_payload(p, seen);
 }

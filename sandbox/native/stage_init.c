@@ -98,6 +98,33 @@ static void take_identity(const struct plan *p) {
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_DUMPABLE");
 }
 
+/* A warm sandbox, built up to its mounts: stage 0 hears it is warm, then init waits for the run plan. A command or
+ * EOF from stage 0 meanwhile ends it (nothing ran). The run's setup time counts from the run plan's arrival. */
+static const struct plan *await_run(const struct plan *p, int from_parent, int to_parent, long long *t0_us) {
+  static struct plan run;
+  struct init_msg warm = {.kind = MSG_WARM};
+  send_to_parent(to_parent, &warm);
+  prctl(PR_SET_NAME, "cubicle-warm", 0, 0, 0);
+  struct pollfd pfd[2] = {{.fd = CUB_FD_RUN, .events = POLLIN}, {.fd = from_parent, .events = POLLIN}};
+  for (;;) {
+    if (poll(pfd, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      die_sys("poll", errno, "waiting for the run plan on fd %d", CUB_FD_RUN);
+    }
+    if (pfd[1].revents) _exit(CUB_EXIT_OK);
+    if (pfd[0].revents) break;
+  }
+  prctl(PR_SET_NAME, "cubicle-init", 0, 0, 0);
+  *t0_us = monotonic_us();
+  run = *p;
+  plan_read_run(&run, CUB_FD_RUN, CUB_FD_BPF);
+  close(CUB_FD_RUN);
+  close(CUB_FD_BPF);
+  mount_tmpfs_inodes(&run);
+  mount_files_from_pipe(&run);
+  return &run;
+}
+
 void stage_init_main(const struct plan *p, int from_parent, int to_parent, long long t0_us) {
   report_set_stage(CUB_STAGE_INIT);
   report_set_failure_fd(to_parent);
@@ -118,6 +145,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   if (p->loopback) net_loopback_up();
   limits_apply_ucounts(p);
   mount_proc_sys_readonly();
+  if (p->awaits) p = await_run(p, from_parent, to_parent, &t0_us);
 
   /* Only SIGCHLD matters to init (the kernel drops other signals to a pid-namespace init without handlers);
    * "terminate" arrives as a byte from the parent. */
@@ -167,7 +195,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
     send_to_parent(to_parent, &f);
     _exit(CUB_EXIT_SETUP_FAILED);
   }
-  struct init_msg ok = {.kind = MSG_EXEC_OK, .payload_pid = payload, .setup_us = fork_us - t0_us};
+  struct init_msg ok = {.kind = MSG_EXEC_OK, .payload_pid = payload, .setup_us = fork_us - t0_us, .fork_at_us = fork_us};
   send_to_parent(to_parent, &ok);
   /* Signalling and reaping its own uid's processes needs no capability: init keeps none. */
   caps_clear_sets();

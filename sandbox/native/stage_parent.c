@@ -66,6 +66,7 @@ struct parent {
   /* what init reported */
   int exec_ok, failed, have_status, have_usage;
   long long setup_us;
+  long long fork_at_us; /* the payload's fork (monotonic), the origin of a stop's time */
   int payload_pid;
   struct init_msg status;
   struct init_usage usage;
@@ -95,10 +96,21 @@ static void prepare_process(void) {
   signal(SIGQUIT, SIG_IGN);
 }
 
+/* A plan with await leaves the seccomp program, the files stream, the copy-out pipe and the run plan to init. */
+static void require_warm_fds(void) {
+  int fds[] = {CUB_FD_FILES, CUB_FD_COPY_OUT, CUB_FD_RUN};
+  for (size_t i = 0; i < sizeof fds / sizeof *fds; i++) {
+    int fl = fcntl(fds[i], F_GETFD);
+    if (fl < 0) die_msg("a plan with await needs fd %d open (files %d, copy-out %d, run %d)", fds[i], CUB_FD_FILES, CUB_FD_COPY_OUT, CUB_FD_RUN);
+    fcntl(fds[i], F_SETFD, fl | FD_CLOEXEC);
+  }
+}
+
 static void read_plan(struct plan *plan) {
   plan_read(plan, CUB_FD_PLAN, CUB_FD_BPF);
   close(CUB_FD_PLAN);
-  close(CUB_FD_BPF);
+  if (plan->awaits) require_warm_fds();
+  else close(CUB_FD_BPF);
 }
 
 /* Root's supplementary groups would follow the sandbox; drop them (others keep theirs, as any process). */
@@ -228,8 +240,12 @@ static void start_init(struct parent *s) {
   close(init_up);
   /* init's: the files blob, and the copy-out pipe (EOF once init is gone). Only when the plan says they were
    * given: otherwise those numbers may be stage 0's own fds. */
-  if (s->plan->has_files) close(CUB_FD_FILES);
-  if (s->plan->ncopy_out) close(CUB_FD_COPY_OUT);
+  if (s->plan->has_files || s->plan->awaits) close(CUB_FD_FILES);
+  if (s->plan->ncopy_out || s->plan->awaits) close(CUB_FD_COPY_OUT);
+  if (s->plan->awaits) {
+    close(CUB_FD_BPF);
+    close(CUB_FD_RUN);
+  }
   null_stdio(); /* only the payload holds the caller's stdio */
   /* A command written after init has exited must fail with EPIPE, not kill stage 0 (and lose the run's
    * report). Set only here, after the clone: init and the payload keep the default disposition. */
@@ -298,9 +314,10 @@ static void report_ready(struct parent *s) {
 static void handle_init_msg(struct parent *s, const struct init_msg *m) {
   switch (m->kind) {
   case MSG_EXEC_OK:
-    s->exec_ok = 1, s->setup_us = m->setup_us, s->payload_pid = m->payload_pid;
+    s->exec_ok = 1, s->setup_us = m->setup_us, s->fork_at_us = m->fork_at_us, s->payload_pid = m->payload_pid;
     report_ready(s);
     break;
+  case MSG_WARM: cub_emit_warm(&(struct cub_ev_warm){.init_pid = s->init}); break;
   case MSG_STATUS: s->have_status = 1, s->status = *m; break;
   case MSG_FAILED: s->failed = 1; break;
   case MSG_VIOLATION: record_violation(s, m); break;
@@ -413,8 +430,8 @@ static void report_exit(struct parent *s) {
     ev.sample = (struct cub_ev_exit_sample){.samples = s->usage.samples, .peak_memory = (long long)s->usage.peak_memory, .peak_tasks = s->usage.peak_tasks};
     if (s->usage.cgroup_cpu_us >= 0) ev.sample.has_cgroup_cpu_us = 1, ev.sample.cgroup_cpu_us = s->usage.cgroup_cpu_us;
   }
-  if (s->oom_seen_us) { /* on init's time axis: the payload forked at t0 + setupUs */
-    long long at = s->oom_seen_us - (s->t0 + s->setup_us);
+  if (s->oom_seen_us) { /* on init's time axis: since the payload's fork (before it: since the helper's start) */
+    long long at = s->oom_seen_us - (s->fork_at_us ? s->fork_at_us : s->t0);
     record_stop(s, &(struct stop_fact){.kind = CUB_STOP_OOM, .at_us = at > 0 ? at : 0, .observed = 0});
   }
   for (unsigned i = 0; i < s->nstops; i++)

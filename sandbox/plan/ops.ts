@@ -80,6 +80,8 @@ export const Op = {
   watchTmpfs: (path: string): PlanOp => makeOp('watch-tmpfs', { path }),
   rlimit: (resource: RlimitName, soft: number | 'unlimited', hard: number | 'unlimited'): PlanOp =>
     makeOp('rlimit', { resource, soft, hard }),
+  tmpfsInodes: (path: string, inodes: number): PlanOp => makeOp('tmpfs-inodes', { path, inodes }),
+  await: (): PlanOp => makeOp('await', {}),
   end: (): PlanOp => makeOp('end', {}),
 } as const;
 

@@ -10,6 +10,7 @@ import {
   COPY_OUT_STATUSES,
   HelperExit,
   HelperFd,
+  RUN_OPS,
   InitCommand,
   NOTIFY_MODES,
   OPCODES,
@@ -188,9 +189,11 @@ export function renderProtocolHeader(): string {
   lines.push('struct cub_op_spec {');
   lines.push('  const char *name;');
   lines.push('  unsigned arity;');
+  lines.push('  int run; /* 1: belongs to a run plan (fd CUB_FD_RUN), never to a plan with await */');
   lines.push('};');
   lines.push('static const struct cub_op_spec CUB_OP_SPECS[CUB_OP__COUNT] = {');
-  for (const op of OPCODES) lines.push(`  {${cStr(op.name)}, ${op.args.length}},`);
+  for (const op of OPCODES)
+    lines.push(`  {${cStr(op.name)}, ${op.args.length}, ${(RUN_OPS as readonly string[]).includes(op.name) ? 1 : 0}},`);
   lines.push('};');
   lines.push(`#define CUB_MAX_ARITY ${Math.max(...OPCODES.map((o) => o.args.length))}`);
   lines.push('');

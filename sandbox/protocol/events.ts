@@ -48,6 +48,8 @@ export const NAMESPACE_NAMES = ['user', 'mnt', 'pid', 'net', 'uts', 'ipc'] as co
 export const STATUS_EVENTS = {
   /** Stage 0 is alive and speaks this protocol version. */
   hello: { v: int },
+  /** A plan with await: the sandbox is built up to its mounts and init waits for the run plan on fd run. */
+  warm: { initPid: int },
   /** The namespaces exist and the payload was forked and exec'd. */
   ready: {
     initPid: int, // init's pid on the host
@@ -128,8 +130,9 @@ type FieldsOf<S> = Simplify<
 
 export type EventOf<N extends EventName> = Simplify<{ ev: N } & FieldsOf<(typeof STATUS_EVENTS)[N]>>;
 export type HelloEvent = EventOf<'hello'>;
+export type WarmEvent = EventOf<'warm'>;
 export type ReadyEvent = EventOf<'ready'>;
 export type ExitEvent = EventOf<'exit'>;
 export type ErrorEvent = EventOf<'error'>;
-export type HelperEvent = HelloEvent | ReadyEvent | ExitEvent | ErrorEvent;
+export type HelperEvent = HelloEvent | WarmEvent | ReadyEvent | ExitEvent | ErrorEvent;
 export type StopEvent = ExitEvent['stops'][number];

@@ -12,6 +12,11 @@
  *             or <--{"ev":"error",...}\n  (terminal)           setup failed; nothing ran
  *   fd 6 control --'t' terminate | 'k' kill-->                 EOF means the supervisor is gone: kill all
  *
+ * A plan with `await` (a warm pool's sandbox) stops after the mounts: init builds everything up to there, stage 0
+ * writes {"ev":"warm",...}, and init waits. The run's own ops (payload, limits, files, copy-out) arrive later as
+ * a second plan on fd 9 run, the BPF on fd 4 and the files blob as a stream on fd 7, all read by init; the
+ * helper refuses a first plan holding a run op and a run plan holding anything else.
+ *
  *   stage 0 --InitCommand byte--> init, on their internal pipe: go (ids mapped, start), terminate, kill
  *
  * The status events and their fields are declared in ./events.ts.
@@ -28,7 +33,7 @@ export const PROTOCOL_VERSION = 4;
 export const PLAN_MAGIC = 'cubicle-plan';
 
 /** File descriptors the helper receives besides stdio. */
-export const HelperFd = { plan: 3, bpf: 4, status: 5, control: 6, files: 7, copyOut: 8 } as const;
+export const HelperFd = { plan: 3, bpf: 4, status: 5, control: 6, files: 7, copyOut: 8, run: 9 } as const;
 
 /**
  * How init frames each copy-out on fd `copyOut`, in plan order: a header line
@@ -108,6 +113,8 @@ export const OPCODES = [
   { name: 'copy-out', args: ['path', 'maxBytes', 'totalBytes'] },
   // a fresh tmpfs; inodes caps its files (nr_inodes): their kernel memory is not counted as the sandbox's
   { name: 'tmpfs', args: ['path', 'sizeBytes', 'modeOctal', 'inodes'] },
+  // a warm sandbox's run: its tmpfs at path (mounted by the first plan) is remounted with this inode cap, the run's
+  { name: 'tmpfs-inodes', args: ['path', 'inodes'] },
   { name: 'proc', args: ['path'] },
   // make the mount at path read-only (that mount only, not those below it)
   { name: 'remount-ro', args: ['path'] },
@@ -132,7 +139,24 @@ export const OPCODES = [
   // how init handles the filter's user notifications: none (no notify actions), kill (report the syscall and
   // kill the sandbox), log (record it and let the call continue)
   { name: 'seccomp', args: ['notifyMode'] },
+  // a warm pool's sandbox: the run's own ops come later, as a second plan on fd `run` (see the header)
+  { name: 'await', args: [] },
   { name: 'end', args: [] },
+] as const;
+
+/** The ops of a run plan (fd `run`), read by init when the command arrives; a plan with `await` holds none of them. */
+export const RUN_OPS = [
+  'tmpfs-inodes',
+  'file-data',
+  'copy-out',
+  'watch',
+  'rlimit',
+  'cwd',
+  'env',
+  'arg',
+  'search',
+  'exec',
+  'seccomp',
 ] as const;
 
 export type OpName = (typeof OPCODES)[number]['name'];

@@ -184,7 +184,7 @@ function launchWithChildProcess(libc: Libc | null, o: ResolvedOptions, plan: Uin
 }
 
 /** Owns raw fds until they are handed to a stream or closed; closes everything left on failure. */
-class FdSet {
+export class FdSet {
   readonly #open = new Set<number>();
   constructor(readonly libc: Libc) {}
   pipe(): [number, number] {

@@ -80,7 +80,13 @@ function callerIds(input: SuperviseInput): { hostIds: HostIds; planBytes: Buffer
  * leased, root's sandbox maps to nobody and a rootless one keeps the caller's ids, sharing the counters (capped to
  * half of the host's), and the result says why. The lease is the caller's to release.
  */
-function takeHostIds(input: SuperviseInput): { hostIds: HostIds; lease: HostIdLease | undefined; planBytes: Buffer } {
+export function takeHostIds(input: SuperviseInput): {
+  hostIds: HostIds;
+  lease: HostIdLease | undefined;
+  planBytes: Buffer;
+  /** The plan as sent, when it differs from input.plan. */
+  plan?: readonly PlanOp[];
+} {
   const o = input.options;
   let lease: HostIdLease | undefined;
   let hostIds: HostIds;
@@ -107,24 +113,43 @@ function takeHostIds(input: SuperviseInput): { hostIds: HostIds; lease: HostIdLe
     // Extra ops go just before `end`: every other op keeps its index, which setup failures and copy-out frames name.
     const plan = input.plan.map((op) => (op.op === 'userns' ? withOuterIds(op, hostIds) : op));
     plan.splice(plan.length - 1, 0, ...extra);
-    return { hostIds, lease, planBytes: encodePlan(plan) };
+    return { hostIds, lease, planBytes: encodePlan(plan), plan };
   } catch (e) {
     lease?.release();
     throw e;
   }
 }
 
-/** Starts one run. `capture` buffers stdout/stderr into the record instead of exposing streams. */
-export function supervise(input: SuperviseInput, capture: boolean): Supervision {
+/**
+ * A helper started ahead with a plan that awaits its run (a warm pool's sandbox, see pool/): its host ids, the
+ * status bytes it wrote so far, and `start`, which sends the run plan, the BPF and the files.
+ */
+export interface WarmHelper {
+  helper: LaunchedHelper;
+  hostIds: HostIds;
+  lease: HostIdLease | undefined;
+  status: Buffer;
+  /** The sandbox's cgroup, made with it and given the run's limits (written and read back) by the pool. */
+  cgroup?: { plan: CgroupPlan; readBack: CgroupReadBack };
+  start(): void;
+}
+
+/** Starts one run. `capture` buffers stdout/stderr into the record instead of exposing streams. With `warm`, the
+ *  run goes to that waiting helper (and its cgroup, removed here as a run's own is) instead of a new one. */
+export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHelper): Supervision {
   const o = input.options;
   const started = performance.now();
   let failure: RunFailure | undefined = input.failure ? { kind: 'prepared', failure: input.failure } : undefined;
 
   // Side effects start here; the finally in `lifetime` undoes them whatever happens.
-  const { hostIds, lease, planBytes } = failure ? { ...callerIds(input), lease: undefined } : takeHostIds(input);
+  const { hostIds, lease, planBytes } = warm
+    ? { hostIds: warm.hostIds, lease: warm.lease, planBytes: input.planBytes }
+    : failure
+      ? { ...callerIds(input), lease: undefined }
+      : takeHostIds(input);
   let cgroup: { plan: CgroupPlan; readBack: CgroupReadBack } | undefined;
   let helper: LaunchedHelper | undefined;
-  if (!failure && input.cgroup) {
+  if (!failure && input.cgroup && !warm) {
     try {
       cgroup = { plan: input.cgroup, readBack: createCgroup(input.cgroup) };
     } catch (e) {
@@ -135,7 +160,10 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
       failure = { kind: 'cgroup', failure: cgroupFailure(e) };
     }
   }
-  if (!failure) {
+  if (warm) {
+    helper = warm.helper;
+    cgroup = warm.cgroup;
+  } else if (!failure) {
     try {
       assertHelperBuilt();
       helper = launchHelper(o, planBytes, input.bpf, input.files);
@@ -235,6 +263,7 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
     try {
       if (helper) {
         helper.stdin?.on('error', (e) => debug('stdin: %s', e.message)); // EPIPE when the payload stops reading
+        if (warm) onEvents(warm.status);
         helper.status.on('data', onEvents);
         helper.copyOut?.on('data', (c: Buffer) => {
           copied += c.length;
@@ -245,6 +274,7 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
           helper.stdout?.on('data', (c: Buffer) => keep(out, 'out', c));
           helper.stderr?.on('data', (c: Buffer) => keep(err, 'err', c));
         }
+        warm?.start();
         feedInput(o, helper.stdin);
         // init enforces the wall-time limit precisely; this timer is the backstop (setup hangs, a stuck helper).
         const wall = o.limits.wallTimeMs;

@@ -143,7 +143,19 @@ describe('doctor diagnose()', () => {
       'host-ids',
       'sandbox',
       'sandbox-unprivileged',
+      'pool',
     ]);
+  });
+
+  it('reports warm pool support: ok with its timings, a warning naming why none became ready, skip when not probed', () => {
+    const ok = byId(diagnose({ ...healthy(), pool: { ok: true, value: { readyMs: 12, use: 'hit', verdict: 'ok', runMs: 3 } } }), 'pool');
+    assert.equal(ok.status, 'ok');
+    assert.match(ok.detail, /ready in 12\.0 ms and ran \/bin\/true in 3\.0 ms/);
+    const failed = byId(diagnose({ ...healthy(), pool: { ok: true, value: { failure: 'init: mount: EPERM' } } }), 'pool');
+    assert.equal(failed.status, 'warn');
+    assert.match(failed.detail, /no sandbox became ready: init: mount: EPERM/);
+    assert.match(failed.fix ?? '', /runs still work cold/);
+    assert.equal(byId(diagnose(healthy()), 'pool').status, 'skip');
   });
 
   it('a rootless caller without subordinate ids is warned that sandboxes share its counters, with the command that fixes it', () => {
