@@ -68,16 +68,18 @@ async function cmdRun(argv: string[]): Promise<number> {
 /** -t relays the caller's terminal: its input and output cannot also be files or captured. */
 function checkTerminalFlags(args: ReturnType<typeof parseRunArgs>): void {
   if (!args.tty) return;
-  if (args.json) throw new UsageError('--json captures the output into one JSON object; it cannot be combined with -t, which relays your terminal');
+  if (args.json)
+    throw new UsageError('--json captures the output into one JSON object; it cannot be combined with -t, which relays your terminal');
   if (args.options.inputFile !== undefined || args.stdinNull)
-    throw new UsageError('--stdin cannot be combined with -t: what you type is the terminal\'s input (drop -t to read a file)');
+    throw new UsageError("--stdin cannot be combined with -t: what you type is the terminal's input (drop -t to read a file)");
   for (const [flag, given] of [
     ['--stdout', args.stdoutFile],
     ['--stderr', args.stderrFile],
   ] as const)
     if (given !== undefined)
       throw new UsageError(
-        `${flag} cannot be combined with -t: the command's output, stderr included, is what the terminal shows (drop -t to send it to a file)`,
+        `${flag} cannot be combined with -t: the command's output, stderr included, is what the terminal shows ` +
+          '(drop -t to send it to a file)',
       );
 }
 

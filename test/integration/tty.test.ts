@@ -116,7 +116,7 @@ for (const id of identities())
       (await runSandboxed(cmd, { ...o, ...id.spawnAs })) as unknown as SandboxResult<{ tty: true }>;
 
     describe('the library ({ tty })', () => {
-      it("gives the payload a pty of its own devpts as stdin, stdout, stderr and controlling terminal", async () => {
+      it('gives the payload a pty of its own devpts as stdin, stdout, stderr and controlling terminal', async () => {
         const py =
           'import os; print(os.ttyname(0), os.ttyname(1), os.ttyname(2), os.getsid(0) == os.getpid(), ' +
           "os.tcgetpgrp(0) == os.getpgrp(), os.readlink('/dev/ptmx')); " +
@@ -130,7 +130,7 @@ for (const id of identities())
         const m = await run(['sh', '-c', 'grep " /dev/pts " /proc/self/mountinfo; stat -c "%a %g" "$(tty)"'], { tty: true, gid: 1234 });
         // (mountinfo names the group as the host sees it)
         assert.match(m.stdout, / \/dev\/pts rw,nosuid,noexec,\S* - devpts devpts rw,gid=\d+,mode=620,ptmxmode=666\r\n/);
-        assert.match(m.stdout, /\r\n620 1234\r\n/, 'the pty is the sandbox user\'s, mode 0620');
+        assert.match(m.stdout, /\r\n620 1234\r\n/, "the pty is the sandbox user's, mode 0620");
       });
 
       it('the window size given at the start, 80x24 by default', async () => {
@@ -139,20 +139,31 @@ for (const id of identities())
       });
 
       it('resize() changes the size inside, and the foreground process gets SIGWINCH', async () => {
-        const p = spawnSandboxed(['python3', '-c', PY_SIZE], { ...id.spawnAs, tty: { columns: 90, rows: 20 }, stdin: 'pipe', timeout: 60_000 });
+        const p = spawnSandboxed(['python3', '-c', PY_SIZE], {
+          ...id.spawnAs,
+          tty: { columns: 90, rows: 20 },
+          stdin: 'pipe',
+          timeout: 60_000,
+        });
         const out = collect(p.stdout!);
         try {
           await out.until(/size 90 20/);
           p.resize(132, 43);
           await out.until(/size 132 43/);
-          assert.throws(() => p.resize(0, 10), (e: unknown) => e instanceof SandboxOptionError && /columns is 0/.test(e.message));
+          assert.throws(
+            () => p.resize(0, 10),
+            (e: unknown) => e instanceof SandboxOptionError && /columns is 0/.test(e.message),
+          );
           assert.throws(() => p.resize(70000, 10), SandboxOptionError);
         } finally {
           p.kill('SIGKILL');
           await p.result.catch(() => {});
         }
         const plain = spawnSandboxed(['true'], id.spawnAs);
-        assert.throws(() => plain.resize(80, 24), (e: unknown) => e instanceof SandboxOptionError && /needs a terminal/.test(e.message));
+        assert.throws(
+          () => plain.resize(80, 24),
+          (e: unknown) => e instanceof SandboxOptionError && /needs a terminal/.test(e.message),
+        );
         await plain.result;
       });
 
@@ -249,7 +260,9 @@ for (const id of identities())
       const afterRun = async (): Promise<{ rc: number; restored: boolean; flags: string }> => {
         await t.prompt(); // typed any earlier, it would go to the sandbox
         const n = ++runs; // each report is told apart from those of earlier runs on the screen
-        t.line(`rc=$?; stty -a > ${tmp.dir}/after; echo host-rc-${n}=$rc; stty -g | cmp -s - ${tmp.dir}/before && echo RESTORED || echo CHANGED`);
+        t.line(
+          `rc=$?; stty -a > ${tmp.dir}/after; echo host-rc-${n}=$rc; stty -g | cmp -s - ${tmp.dir}/before && echo RESTORED || echo CHANGED`,
+        );
         const m = await t.waitFor(new RegExp(`^host-rc-${n}=(\\d+)\n(RESTORED|CHANGED)$`, 'm'));
         return { rc: Number(m[1]), restored: m[2] === 'RESTORED', flags: readFileSync(`${tmp.dir}/after`, 'utf8') };
       };
@@ -336,7 +349,10 @@ for (const id of identities())
           [['--stdin', '/dev/null'], /--stdin cannot be combined with -t/],
           [['--json'], /--json .* cannot be combined with -t/],
         ] as const) {
-          const r = spawnSync(process.execPath, [CLI, 'run', '-t', ...flags, '--', 'true'], { encoding: 'utf8', ...(id.spawnAs.runAs ?? {}) });
+          const r = spawnSync(process.execPath, [CLI, 'run', '-t', ...flags, '--', 'true'], {
+            encoding: 'utf8',
+            ...(id.spawnAs.runAs ?? {}),
+          });
           assert.equal(r.status, 2, r.stderr);
           assert.match(r.stderr, re);
         }
