@@ -150,6 +150,11 @@ for (const id of identities())
           await out.until(/size 90 20/);
           p.resize(132, 43);
           await out.until(/size 132 43/);
+          // sizes whose bytes are the terminate and kill commands ('t' = 116, 'k' = 107) are sizes, nothing else
+          p.resize(116, 107);
+          await out.until(/size 116 107/);
+          p.resize(120, 40);
+          await out.until(/size 120 40/);
           assert.throws(
             () => p.resize(0, 10),
             (e: unknown) => e instanceof SandboxOptionError && /columns is 0/.test(e.message),
