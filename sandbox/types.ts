@@ -50,6 +50,12 @@ export type FileSpec = string | Uint8Array | { path: string; mode?: number } | {
 /** Which cgroups a run may use: any (v1 first, then v2), one version, or none. */
 export type CgroupChoice = boolean | 'v1' | 'v2';
 
+/** A terminal's window size, in character cells. */
+export interface TerminalSize {
+  columns: number;
+  rows: number;
+}
+
 export interface SandboxOptions {
   /** Environment inside; nothing of the host's is inherited. PATH and HOME get defaults unless given. */
   env?: Record<string, string>;
@@ -95,6 +101,12 @@ export interface SandboxOptions {
   /** 'pipe' captures (runSandboxed) or streams (spawnSandboxed); 'inherit' passes through. Default 'pipe'. */
   stdout?: 'pipe' | 'inherit' | 'ignore';
   stderr?: 'pipe' | 'inherit' | 'ignore';
+  /** A pseudo-terminal inside (Docker's -t, go-judge's tty): the payload leads a session whose controlling
+   *  terminal is a pty of the sandbox's own devpts, and its stdin, stdout and stderr are that terminal. What the
+   *  terminal shows arrives as stdout (stderr is part of it: leave stderr unset); stdin is typed into it, and its
+   *  end types the end-of-file character. true: 80 columns by 24 rows; or the initial size. Resize it with
+   *  SandboxProcess.resize(). */
+  tty?: boolean | TerminalSize;
   /** 'utf8' gives strings, 'buffer' gives Buffers (binary-safe). Default 'utf8'. */
   encoding?: 'utf8' | 'buffer';
   /** Captured output kept per stream (bytes or a size); past it the run is stopped with verdict output-limit and
@@ -155,6 +167,7 @@ export const OPTION_NAMES = [
   'stdin',
   'stdout',
   'stderr',
+  'tty',
   'encoding',
   'maxBuffer',
   'policy',
@@ -338,10 +351,22 @@ type OptionOf<O, K extends keyof SandboxOptions, Default> = K extends keyof O
     : never
   : Default;
 
+/** The tty option of options O: false without a terminal (distributes over boolean). */
+export type TerminalOf<O extends SandboxOptions> = OptionOf<O, 'tty', false>;
+
+/** How stderr is passed with a terminal (`T`, the tty option) or without one (`Mode`): with one, it is part of
+ *  what the terminal shows, never a stream of its own. */
+type StderrWith<T, Mode> = T extends false ? Mode : 'ignore';
+
+/** The mode stream K ends up in: its option, except stderr under a terminal. */
+export type StreamMode<O extends SandboxOptions, K extends 'stdout' | 'stderr'> = K extends 'stderr'
+  ? StderrWith<OptionOf<O, 'tty', false>, OptionOf<O, 'stderr', 'pipe'>>
+  : OptionOf<O, K, 'pipe'>;
+
 /** What a captured stream holds, following the options as execa's types do: a string by default, a Buffer with
  *  `encoding: 'buffer'`, undefined when the stream is not piped. */
 export type CapturedOutput<O extends SandboxOptions, K extends 'stdout' | 'stderr'> =
-  OptionOf<O, K, 'pipe'> extends infer Mode
+  StreamMode<O, K> extends infer Mode
     ? Mode extends 'pipe'
       ? OptionOf<O, 'encoding', 'utf8'> extends infer E
         ? E extends 'buffer'

@@ -5,7 +5,9 @@ import { judge } from '../outcome/judge.js';
 import type { RunRecord } from '../outcome/record.js';
 import { toSandboxError } from '../outcome/render.js';
 import { supervise } from '../supervisor/supervisor.js';
-import type { SandboxOptions, SandboxResult, StreamedResult } from '../types.js';
+import { SandboxOptionError } from '../errors.js';
+import { checkTerminalSize } from '../options/resolve.js';
+import type { SandboxOptions, SandboxResult, StreamedResult, TerminalOf } from '../types.js';
 import { prepareRun, type PreparedRun } from './prepare.js';
 
 /** Judges a finished run; rejects with the result as a SandboxError when it failed (unless reject: false). */
@@ -39,6 +41,9 @@ type PipedStream<O extends SandboxOptions, K extends 'stdin' | 'stdout' | 'stder
     : null
   : never;
 
+/** `S` without a terminal (`T` is the tty option), null with one; either where it may be both. */
+type UnlessTerminal<T, S> = T extends false ? S : null;
+
 export interface SandboxProcess<O extends SandboxOptions = SandboxOptions> {
   /** The helper's host pid. */
   readonly pid: number | undefined;
@@ -46,11 +51,15 @@ export interface SandboxProcess<O extends SandboxOptions = SandboxOptions> {
   readonly stdin: PipedStream<O, 'stdin', Writable, 'ignore'>;
   /** Readable unless `stdout` is 'inherit' or 'ignore'. */
   readonly stdout: PipedStream<O, 'stdout', Readable, 'pipe'>;
-  readonly stderr: PipedStream<O, 'stderr', Readable, 'pipe'>;
+  /** Readable unless `stderr` is 'inherit' or 'ignore', or a terminal (`tty`) shows it as part of stdout. */
+  readonly stderr: UnlessTerminal<TerminalOf<O>, PipedStream<O, 'stderr', Readable, 'pipe'>>;
   /** Settles when the sandbox is gone; stdout/stderr are not buffered here (read the streams). */
   readonly result: Promise<StreamedResult<O>>;
   /** SIGTERM asks every process inside to stop (SIGKILL after forceKillAfterDelay); SIGKILL ends it at once. */
   kill(signal?: 'SIGTERM' | 'SIGKILL'): void;
+  /** With `tty`: the terminal's new window size, in cells (1-65535 each); the foreground process group inside gets
+   *  SIGWINCH. Throws a SandboxOptionError without a terminal; does nothing once the sandbox is gone. */
+  resize(columns: number, rows: number): void;
 }
 
 /** Starts a command in a fresh sandbox and returns its streams; `stdin: 'pipe'` gives a writable stdin. */
@@ -63,6 +72,19 @@ export function spawnSandboxed<O extends SandboxOptions = Record<never, never>>(
   const result = s.record.then((record) => settle(p, record) as unknown as StreamedResult<O>);
   result.catch(() => {}); // the caller may only read streams; a rejection still reaches whoever awaits result
   // Which streams exist follows the options exactly as the types say (the supervisor pipes what they ask for).
-  const proc: SandboxProcess = { pid: s.pid, stdin: s.stdin, stdout: s.stdout, stderr: s.stderr, result, kill: (signal) => s.kill(signal) };
+  const resize = (columns: number, rows: number): void => {
+    if (!p.options.tty) throw new SandboxOptionError('tty', 'resize() needs a terminal: start the sandbox with tty: true');
+    const size = checkTerminalSize('resize(columns, rows)', { columns, rows });
+    s.resize(size.columns, size.rows);
+  };
+  const proc: SandboxProcess = {
+    pid: s.pid,
+    stdin: s.stdin,
+    stdout: s.stdout,
+    stderr: s.stderr,
+    result,
+    kill: (signal) => s.kill(signal),
+    resize,
+  };
   return proc as unknown as SandboxProcess<O>;
 }

@@ -29,6 +29,7 @@ const RUN_FLAG_OF: Readonly<Record<string, string>> = {
   maxBuffer: '--max-buffer',
   cgroupParent: '--cgroup-parent',
   inputFile: '--stdin',
+  tty: '-t',
   files: '--file',
   copyOut: '--copy-out',
   copyOutMax: '--copy-out-max',
@@ -49,6 +50,8 @@ export interface RunArgs {
   stdinNull?: boolean;
   options: SandboxOptions;
   json: boolean;
+  /** -t/--tty: a terminal inside, relayed to the caller's (options.tty is set too). */
+  tty: boolean;
   /** --copy-out NAME[:HOSTPATH]: where each copied-out file goes on the host (default ./NAME). */
   copyOutTo: Map<string, string>;
   resultFile?: string;
@@ -96,6 +99,7 @@ const RUN_FLAGS = {
   stderr: { type: 'string' },
   meta: { type: 'string' },
   json: { type: 'boolean' },
+  tty: { type: 'boolean', short: 't' },
   result: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -148,6 +152,8 @@ Options:
   --stdout FILE          write stdout to FILE; --stderr FILE likewise (never through a symlink;
                          /dev/null discards)
   --meta FILE            write an isolate-compatible key:value meta file
+  -t, --tty              a terminal inside, relayed to yours (yours in raw mode until the end): job control,
+                         Ctrl-C to the foreground process inside, window size and resizes passed on
   --json                 capture output; print one JSON object (the result) and exit 0
                          unless the sandbox itself failed
   --result FILE          pass stdio through and write the result object to FILE
@@ -246,6 +252,7 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
   if (files !== undefined) limits.openFiles = files;
   if (Object.keys(limits).length) options.limits = limits;
   if (v['strict-limits']) options.strictLimits = true;
+  if (v.tty) options.tty = true;
   if (v['no-cgroups']) options.cgroups = false;
   if (v.cgroups !== undefined) {
     if (v.cgroups !== 'v1' && v.cgroups !== 'v2') throw new UsageError(`--cgroups must be v1 or v2, got "${v.cgroups}"`);
@@ -285,6 +292,7 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
     command: [...command],
     options,
     json: v.json === true,
+    tty: v.tty === true,
     copyOutTo,
     ...(v.result !== undefined ? { resultFile: v.result } : {}),
     ...(v.meta !== undefined ? { metaFile: v.meta } : {}),

@@ -67,7 +67,26 @@ async function cmdRun(argv: string[]): Promise<number> {
   }
 }
 
+/** -t relays the caller's terminal: its input and output cannot also be files or captured. */
+function checkTerminalFlags(args: ReturnType<typeof parseRunArgs>): void {
+  if (!args.tty) return;
+  if (args.json)
+    throw new UsageError('--json captures the output into one JSON object; it cannot be combined with -t, which relays your terminal');
+  if (args.options.inputFile !== undefined || args.stdinNull)
+    throw new UsageError("--stdin cannot be combined with -t: what you type is the terminal's input (drop -t to read a file)");
+  for (const [flag, given] of [
+    ['--stdout', args.stdoutFile],
+    ['--stderr', args.stderrFile],
+  ] as const)
+    if (given !== undefined)
+      throw new UsageError(
+        `${flag} cannot be combined with -t: the command's output, stderr included, is what the terminal shows ` +
+          '(drop -t to send it to a file)',
+      );
+}
+
 async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: number | undefined }): Promise<number> {
+  checkTerminalFlags(args);
   const stdin = args.options.inputFile !== undefined || args.stdinNull ? {} : { stdin: 'inherit' as const };
   if (args.json) {
     if (args.stdoutFile !== undefined || args.stderrFile !== undefined)
@@ -84,7 +103,9 @@ async function runWithMeta(args: ReturnType<typeof parseRunArgs>, meta: { fd: nu
     path === undefined ? { kind: 'inherit' } : path === DEV_NULL ? { kind: 'null' } : { kind: 'file', fd: openOutputFile(flag, path) };
   const stdout = target('--stdout', args.stdoutFile);
   const stderr = target('--stderr', args.stderrFile);
-  const r = await runPassthrough({ command: args.command, options: { ...args.options, ...stdin }, stdout, stderr });
+  const r = args.tty
+    ? await (await import('./terminal.js')).runInTerminal(args.command, args.options)
+    : await runPassthrough({ command: args.command, options: { ...args.options, ...stdin }, stdout, stderr });
   if (resultFd !== undefined) writeAndClose(resultFd, resultJsonChunks(r, 2));
   writeMeta(meta, r);
   writeCopyOut(args.copyOutTo, r);

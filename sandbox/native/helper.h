@@ -2,6 +2,7 @@
 #ifndef CUBICLE_HELPER_H
 #define CUBICLE_HELPER_H
 
+#include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -44,6 +45,8 @@ struct plan {
   unsigned char *bpf;
   size_t bpf_len;
   int notify_mode; /* enum cub_notify_mode */
+  const char *tty_ptmx; /* tty: the ptmx inside the new root; NULL without a terminal */
+  unsigned tty_columns, tty_rows;
   /* limits */
   const char *cgroup_join[8];
   size_t ncgroup_join;
@@ -189,6 +192,17 @@ void copy_out_send(const struct plan *p);
 void mount_prepare_idmaps(struct plan *p);
 /* The payload stage, with a read-write idmapped bind: no setuid/setgid bit can be set (see guard.c). */
 void guard_setuid_bits(void);
+
+/* tty.c: a terminal inside. Init opens it (its slave becomes 0-2), relays its master with the helper's
+ * stdin/stdout, and resizes it; the payload stage makes it its controlling terminal. */
+#define TTY_POLL_FDS 3
+void tty_open_from_init(const struct plan *p);
+void tty_take_control_from_exec(const struct plan *p);
+void tty_resize_from_init(unsigned columns, unsigned rows);
+void tty_relay_events(struct pollfd *pfd); /* fills TTY_POLL_FDS entries (fd -1 where nothing is wanted) */
+void tty_relay_handle(const struct pollfd *pfd);
+int tty_relay_timeout_ms(void); /* how soon the relay wants tty_relay_handle called again without an event; -1: no need */
+int tty_relay_drained(void); /* 1 once everything the terminal showed has been written (or without a terminal) */
 
 /* stages */
 __attribute__((noreturn)) void stage_init_main(const struct plan *p, int from_parent_fd, int to_parent_fd,

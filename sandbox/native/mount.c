@@ -437,6 +437,18 @@ static void op_proc(const struct op *op) {
     die_op(op, "mount", errno, "proc on %s", op->a[CUB_ARG_PROC_PATH]);
 }
 
+/* A devpts of the sandbox's own: its ptys are numbered and listed apart from the host's, and anyone inside may
+ * open its ptmx. New ptys belong to the sandbox's user and group, readable by nobody else. */
+static void op_devpts(const struct plan *p, const struct op *op) {
+  char dst[PATH_MAX], data[96];
+  make_parents(op, op->a[CUB_ARG_DEVPTS_PATH]);
+  join(dst, NEW_PREFIX, op->a[CUB_ARG_DEVPTS_PATH]);
+  if (mkdir(dst, 0755) < 0 && errno != EEXIST) die_op(op, "mkdir", errno, "%s", op->a[CUB_ARG_DEVPTS_PATH]);
+  snprintf(data, sizeof data, "newinstance,ptmxmode=0666,mode=0620,gid=%u", (unsigned)p->inner_gid);
+  if (mount("devpts", dst, "devpts", MS_NOSUID | MS_NOEXEC, data) < 0)
+    die_op(op, "mount", errno, "devpts on %s (%s)", op->a[CUB_ARG_DEVPTS_PATH], data);
+}
+
 static void enter_base(void) {
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die_sys("mount", errno, "making / private");
   if (mount("tmpfs", BASE_DIR, "tmpfs", MS_NOSUID | MS_NODEV, "size=65536,mode=0700") < 0)
@@ -517,6 +529,7 @@ void mount_build_root(const struct plan *p) {
     case CUB_OP_BIND_IDMAP: op_bind_idmap(op); break;
     case CUB_OP_TMPFS: op_tmpfs(op); break;
     case CUB_OP_PROC: op_proc(op); break;
+    case CUB_OP_DEVPTS: op_devpts(p, op); break;
     case CUB_OP_REMOUNT_RO: op_remount_ro(op); break;
     case CUB_OP_IMAGE: op_image(p, op); break;
     default: die_op(op, NULL, 0, "not a filesystem op");

@@ -114,6 +114,7 @@ static unsigned fs_path_arg(enum cub_op code) {
   case CUB_OP_BIND_IDMAP: return CUB_ARG_BIND_IDMAP_PATH;
   case CUB_OP_TMPFS: return CUB_ARG_TMPFS_PATH;
   case CUB_OP_PROC: return CUB_ARG_PROC_PATH;
+  case CUB_OP_DEVPTS: return CUB_ARG_DEVPTS_PATH;
   case CUB_OP_REMOUNT_RO: return CUB_ARG_REMOUNT_RO_PATH;
   default: return 0;
   }
@@ -192,6 +193,7 @@ static void check_op(struct plan *p, struct op *op, int *seen, enum plan_part pa
   case CUB_OP_FILE_DATA:
   case CUB_OP_TMPFS:
   case CUB_OP_PROC:
+  case CUB_OP_DEVPTS:
   case CUB_OP_REMOUNT_RO:
   case CUB_OP_SYMLINK:
   case CUB_OP_BIND:
@@ -267,6 +269,13 @@ static void check_op(struct plan *p, struct op *op, int *seen, enum plan_part pa
     break;
   case CUB_OP_SEARCH:
     check_path(a[CUB_ARG_SEARCH_DIR], op);
+    break;
+  case CUB_OP_TTY:
+    if (seen[CUB_OP_TTY]) die_op(op, NULL, 0, "tty given twice");
+    check_path(a[CUB_ARG_TTY_PTMX], op);
+    p->tty_ptmx = a[CUB_ARG_TTY_PTMX];
+    p->tty_columns = (unsigned)parse_num(a[CUB_ARG_TTY_COLUMNS], 65535, op, "terminal columns");
+    p->tty_rows = (unsigned)parse_num(a[CUB_ARG_TTY_ROWS], 65535, op, "terminal rows");
     break;
   case CUB_OP_EXEC:
     if (seen[CUB_OP_EXEC]) die_op(op, NULL, 0, "exec given twice");

@@ -92,6 +92,7 @@ void stage_exec_main(const struct plan *p, int exec_report_fd) {
   prctl(PR_SET_NAME, "cubicle-exec", 0, 0, 0);
   reset_signals();
   if (setsid() < 0) die_sys("setsid", errno, "new session");
+  tty_take_control_from_exec(p);
   fresh_session_keyring();
   limits_apply_rlimits(p);
   caps_drop_all();

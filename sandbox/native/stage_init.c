@@ -125,6 +125,31 @@ static const struct plan *await_run(const struct plan *p, int from_parent, int t
   return &run;
 }
 
+/* The window size that follows a resize byte (stage 0 writes the whole message at once). */
+static void read_resize(int from_parent) {
+  unsigned char sz[CUB_RESIZE_BYTES - 1];
+  size_t got = 0;
+  while (got < sizeof sz) {
+    ssize_t n = read(from_parent, sz + got, sizeof sz - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    got += (size_t)n;
+  }
+  tty_resize_from_init((unsigned)sz[0] << 8 | sz[1], (unsigned)sz[2] << 8 | sz[3]);
+}
+
+/* Everything inside has ended: copy-out, init's usage, then the payload's status; init is done. */
+static __attribute__((noreturn)) void report_end(const struct plan *p, const struct sampler *smp, int watched, int to_parent,
+                                                 pid_t payload, int payload_status, long long wall_us) {
+  copy_out_send(p);
+  struct init_msg um = {.kind = MSG_USAGE};
+  limits_final(smp, watched, &um.usage);
+  send_to_parent(to_parent, &um);
+  struct init_msg done = {.kind = MSG_STATUS, .payload_pid = payload, .wait_status = payload_status, .wall_us = wall_us};
+  send_to_parent(to_parent, &done);
+  _exit(CUB_EXIT_OK);
+}
+
 void stage_init_main(const struct plan *p, int from_parent, int to_parent, long long t0_us) {
   report_set_stage(CUB_STAGE_INIT);
   report_set_failure_fd(to_parent);
@@ -146,6 +171,8 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   limits_apply_ucounts(p);
   mount_proc_sys_readonly();
   if (p->awaits) p = await_run(p, from_parent, to_parent, &t0_us);
+  limits_note_stdin(); /* before the terminal takes fd 0 */
+  tty_open_from_init(p);
 
   /* Only SIGCHLD matters to init (the kernel drops other signals to a pid-namespace init without handlers);
    * "terminate" arrives as a byte from the parent. */
@@ -162,7 +189,8 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   if (poll(&asked, 1, 0) > 0) {
     char cmd = 0;
     ssize_t n = read(from_parent, &cmd, 1);
-    if (n <= 0 || cmd == CUB_INIT_CMD_KILL || cmd == CUB_INIT_CMD_TERMINATE) _exit(CUB_EXIT_OK);
+    if (n == 1 && cmd == CUB_INIT_CMD_RESIZE) read_resize(from_parent);
+    else if (n <= 0 || cmd == CUB_INIT_CMD_KILL || cmd == CUB_INIT_CMD_TERMINATE) _exit(CUB_EXIT_OK);
   }
 
   int exec_pipe[2];
@@ -200,8 +228,8 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   /* Signalling and reaping its own uid's processes needs no capability: init keeps none. */
   caps_clear_sets();
 
-  /* Init holds none of the payload's stdio: EOF reaches the caller when the payload's side closes. */
-  limits_note_stdin();
+  /* Init holds none of the payload's stdio: EOF reaches the caller when the payload's side closes. With a
+   * terminal, these are init's copies of its slave: the master reads EIO once the payload's are closed too. */
   close(0);
   close(1);
   close(2);
@@ -212,11 +240,15 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   long long pace_us = p->watch_interval_us, fast_ticks = 0;
   struct sampler smp;
   memset(&smp, 0, sizeof smp);
-  struct pollfd pfd[4] = {{.fd = sfd, .events = POLLIN}, {.fd = from_parent, .events = POLLIN}, {.fd = listener, .events = POLLIN},
-                          {.fd = timer, .events = POLLIN}};
+  struct pollfd pfd[4 + TTY_POLL_FDS] = {{.fd = sfd, .events = POLLIN}, {.fd = from_parent, .events = POLLIN},
+                                         {.fd = listener, .events = POLLIN}, {.fd = timer, .events = POLLIN}};
   struct notify_state ns = {.mode = p->notify_mode, .fork_us = fork_us};
+  /* all_reaped: everything inside has ended; init still passes on what the terminal showed, unless told to stop */
+  int all_reaped = 0, stop_relay = 0;
   for (;;) {
-    if (poll(pfd, 4, -1) < 0) {
+    if (all_reaped && (stop_relay || tty_relay_drained())) report_end(p, &smp, timer >= 0, to_parent, payload, payload_status, wall_us);
+    tty_relay_events(pfd + 4);
+    if (poll(pfd, 4 + TTY_POLL_FDS, tty_relay_timeout_ms()) < 0) {
       if (errno == EINTR) continue;
       kill(-1, SIGKILL);
       _exit(CUB_EXIT_SETUP_FAILED);
@@ -224,15 +256,20 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
     if (pfd[1].revents) {
       char cmd;
       ssize_t n = read(from_parent, &cmd, 1);
-      if (n == 1 && cmd == CUB_INIT_CMD_TERMINATE) {
+      if (n == 1 && cmd == CUB_INIT_CMD_RESIZE) {
+        read_resize(from_parent);
+      } else if (n == 1 && cmd == CUB_INIT_CMD_TERMINATE) {
         kill(-1, SIGTERM); /* terminate: ask everything inside to stop */
+        stop_relay = all_reaped;
       } else if (n == 1 && cmd == CUB_INIT_CMD_KILL) {
         kill(-1, SIGKILL); /* kill: everything stops now; init still reaps and reports what was used */
+        stop_relay = 1;
       } else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
         kill(-1, SIGKILL); /* the parent is gone: nothing may outlive it */
         _exit(CUB_EXIT_SETUP_FAILED);
       }
     }
+    tty_relay_handle(pfd + 4);
     if (pfd[2].revents) {
       if (!handle_notification(&ns, listener, to_parent)) pfd[2].fd = -1; /* every filtered task is gone */
     }
@@ -277,15 +314,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
         continue;
       }
       if (r < 0 && errno == EINTR) continue;
-      if (r < 0 && errno == ECHILD && payload_done) {
-        copy_out_send(p);
-        struct init_msg um = {.kind = MSG_USAGE};
-        limits_final(&smp, timer >= 0, &um.usage);
-        send_to_parent(to_parent, &um);
-        struct init_msg done = {.kind = MSG_STATUS, .payload_pid = payload, .wait_status = payload_status, .wall_us = wall_us};
-        send_to_parent(to_parent, &done);
-        _exit(CUB_EXIT_OK);
-      }
+      if (r < 0 && errno == ECHILD && payload_done) all_reaped = 1;
       break;
     }
   }

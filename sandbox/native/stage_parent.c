@@ -63,6 +63,8 @@ struct parent {
   int sigchld_fd, oom_fd, events_fd;
   long long kill_deadline; /* init was asked to kill everything; past this, init itself is killed */
   int stop_asked;          /* the supervisor or the OOM watch asked for a stop: an early end of init is no setup failure */
+  unsigned char resize[CUB_RESIZE_BYTES]; /* a window size message being reassembled from the control fd */
+  unsigned resize_have;
   /* what init reported */
   int exec_ok, failed, have_status, have_usage;
   long long setup_us;
@@ -339,6 +341,19 @@ static int relay_control(struct parent *s) {
   /* terminate goes to init as a byte on its own pipe (a signal's sender could be forged from inside) */
   char term = CUB_INIT_CMD_TERMINATE;
   for (ssize_t i = 0; i < n; i++) {
+    if (s->resize_have) { /* the size of a window; passed on whole, in one write */
+      s->resize[s->resize_have++] = (unsigned char)cmd[i];
+      if (s->resize_have == CUB_RESIZE_BYTES) {
+        s->resize_have = 0;
+        if (write(s->to_init, s->resize, CUB_RESIZE_BYTES) < 0) { /* init is gone: nothing to resize */ }
+      }
+      continue;
+    }
+    if (cmd[i] == CUB_CTL_RESIZE) {
+      s->resize[0] = CUB_INIT_CMD_RESIZE;
+      s->resize_have = 1;
+      continue;
+    }
     if (cmd[i] == CUB_CTL_TERMINATE) s->stop_asked = 1;
     if (cmd[i] == CUB_CTL_TERMINATE && write(s->to_init, &term, 1) == 1) continue;
     kill_via_init(s);

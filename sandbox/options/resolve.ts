@@ -16,7 +16,7 @@ import { POLICY_DIR } from '../policy/load.js';
 import { openRegularForRead } from '../safe-open.js';
 import { libseccompLibrary } from '../seccomp/libseccomp.js';
 import { callerStackLimit, checkExecSize } from './exec-size.js';
-import { OPTION_NAMES, type CgroupChoice, type PolicyOptions, type SandboxOptions } from '../types.js';
+import { OPTION_NAMES, type CgroupChoice, type PolicyOptions, type SandboxOptions, type TerminalSize } from '../types.js';
 import { parseSize } from '../units.js';
 
 export interface ResolvedMount {
@@ -58,6 +58,8 @@ export interface ResolvedOptions {
   stdin: 'ignore' | 'inherit' | 'pipe';
   stdout: 'pipe' | 'inherit' | 'ignore';
   stderr: 'pipe' | 'inherit' | 'ignore';
+  /** A terminal inside, of this initial size (stderr is then 'ignore': the payload's stderr is the terminal). */
+  tty?: TerminalSize;
   encoding: 'utf8' | 'buffer';
   /** Bytes of captured output kept per stream. */
   maxBuffer: number;
@@ -312,6 +314,38 @@ function checkCommand(cmd: unknown): string[] {
   return [...(cmd as string[])];
 }
 
+/** The size a terminal gets without one given (a VT100's). */
+export const DEFAULT_TERMINAL_SIZE: TerminalSize = { columns: 80, rows: 24 };
+
+/** A window size: { columns, rows }, each a whole number of cells from 1 to 65535. */
+export function checkTerminalSize(option: string, v: unknown): TerminalSize {
+  const shape = `${option} must be { columns, rows } with whole numbers from 1 to 65535`;
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail(option, shape);
+  const { columns, rows, ...rest } = v as Record<string, unknown>;
+  const extra = Object.keys(rest)[0];
+  if (extra !== undefined) fail(option, `${shape}; "${extra}" is not one of them`);
+  for (const [name, n] of [
+    ['columns', columns],
+    ['rows', rows],
+  ] as const)
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 65535) fail(option, `${shape}; ${name} is ${String(n)}`);
+  return { columns: columns as number, rows: rows as number };
+}
+
+/** The tty option: no terminal, the default size, or the size given. Under a terminal stderr is no stream of its own. */
+function checkTty(o: Record<string, unknown>): TerminalSize | undefined {
+  const v = o.tty;
+  if (v === undefined || v === false) return undefined;
+  const size = v === true ? DEFAULT_TERMINAL_SIZE : checkTerminalSize('tty', v);
+  if (o.stderr !== undefined && o.stderr !== 'ignore')
+    fail(
+      'stderr',
+      `stderr: '${String(o.stderr)}' conflicts with tty: the payload's stderr is the terminal, and what it writes there arrives ` +
+        "in stdout; leave stderr unset (or 'ignore'), or run without tty to get it apart",
+    );
+  return size;
+}
+
 const oneOf = <T extends string>(option: string, v: unknown, allowed: readonly T[], dflt: T): T => {
   if (v === undefined) return dflt;
   if (!allowed.includes(v as T))
@@ -436,6 +470,9 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
   checkExecSize(argv, env, program, limits.stackBytes ?? callerStackLimit());
   const encoding = oneOf('encoding', o.encoding, ['utf8', 'buffer'] as const, 'utf8');
   const box = resolveBox(o);
+  if (o.tty !== undefined && typeof o.tty !== 'boolean' && (typeof o.tty !== 'object' || o.tty === null))
+    fail('tty', `tty must be true, false or { columns, rows }, got ${JSON.stringify(o.tty)}`);
+  const tty = checkTty(o);
   if (box && mounts.some((m) => m.target === BOX_DIR))
     fail('mounts', `${BOX_DIR} is the work directory of files/copyOut; mount elsewhere, or leave files and copyOut out`);
   return {
@@ -462,7 +499,8 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     ...(o.inputFile !== undefined ? { inputFile: o.inputFile as string } : {}),
     stdin: oneOf('stdin', o.stdin, ['ignore', 'inherit', 'pipe'] as const, 'ignore'),
     stdout: oneOf('stdout', o.stdout, ['pipe', 'inherit', 'ignore'] as const, 'pipe'),
-    stderr: oneOf('stderr', o.stderr, ['pipe', 'inherit', 'ignore'] as const, 'pipe'),
+    stderr: tty ? 'ignore' : oneOf('stderr', o.stderr, ['pipe', 'inherit', 'ignore'] as const, 'pipe'),
+    ...(tty ? { tty } : {}),
     encoding,
     maxBuffer: checkMaxBuffer(o.maxBuffer, encoding),
     seccompLog: o.seccompLog === true,

@@ -70,6 +70,8 @@ function hintFor(
       "the kernel refused a fresh /proc: the host's /proc has paths masked by over-mounts (Docker/Podman default); " +
       'run the container with --security-opt systempaths=unconfined (or podman --security-opt unmask=ALL)'
     );
+  if (op?.op === 'devpts')
+    return "a terminal inside (tty) needs a devpts instance of the sandbox's own, which this kernel refused; run without tty";
   if (sys === 'lstat' && name === 'ELOOP')
     return `the target goes through a symlink inside the sandbox (${e.msg}); use the real path (e.g. /usr/bin instead of /bin)`;
   if ((op?.op === 'tmpfs' || op?.op === 'bind' || op?.op === 'dir' || op?.op === 'file') && name === 'EROFS')

@@ -49,6 +49,12 @@ function boxOps(o: ResolvedOptions, inodes: number): PlanOp[] {
   return ops;
 }
 
+/** With a terminal: a devpts of the sandbox's own, /dev/ptmx as its multiplexer, and /dev/tty (which opens the
+ *  caller's controlling terminal: inside, the sandbox's own pty). */
+function terminalDevices(): PlanOp[] {
+  return [Op.devpts('/dev/pts'), Op.symlink('pts/ptmx', '/dev/ptmx'), Op.bind('/dev/tty', '/dev/tty', 'dev')];
+}
+
 /** Depth of an inside path, so parents are mounted before what goes below them. */
 const depth = (p: string): number => (p === '/' ? 0 : p.split('/').length - 1);
 
@@ -74,6 +80,7 @@ export function buildPlan(o: ResolvedOptions, hostView: readonly PlanOp[], notif
   for (const d of DEVICES) ops.push(Op.bind(`/dev/${d}`, `/dev/${d}`, 'dev'));
   ops.push(Op.symlink('/proc/self/fd', '/dev/fd'));
   ['stdin', 'stdout', 'stderr'].forEach((name, fd) => ops.push(Op.symlink(`/proc/self/fd/${fd}`, `/dev/${name}`)));
+  if (o.tty) ops.push(...terminalDevices());
   ops.push(Op.tmpfs('/dev/shm', o.shmSize, 0o1777, inodes));
   ops.push(Op.remountReadOnly('/dev')); // the payload may not replace /dev/fd, /dev/stdin... (shm stays writable)
   ops.push(Op.proc('/proc'));
@@ -94,6 +101,7 @@ export function buildPlan(o: ResolvedOptions, hostView: readonly PlanOp[], notif
     for (const dir of o.env.PATH!.split(':'))
       if (dir.startsWith('/') && !dir.split('/').includes('..')) ops.push(Op.search(posix.normalize(dir).replace(/(.)\/$/, '$1')));
   ops.push(Op.exec(o.argv[0]!)); // with a '/' but relative (./a.out): execve resolves it against the cwd inside
+  if (o.tty) ops.push(Op.tty('/dev/pts/ptmx', o.tty.columns, o.tty.rows));
   if (notify !== 'none') ops.push(Op.seccomp(notify));
   ops.push(Op.end());
   return ops;

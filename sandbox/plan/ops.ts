@@ -58,6 +58,8 @@ export const Op = {
   tmpfs: (path: string, sizeBytes: number, m: number, inodes: number): PlanOp =>
     makeOp('tmpfs', { path, sizeBytes, modeOctal: mode(m), inodes }),
   proc: (path: string): PlanOp => makeOp('proc', { path }),
+  devpts: (path: string): PlanOp => makeOp('devpts', { path }),
+  tty: (ptmx: string, columns: number, rows: number): PlanOp => makeOp('tty', { ptmx, columns, rows }),
   remountReadOnly: (path: string): PlanOp => makeOp('remount-ro', { path }),
   rootReadOnly: (): PlanOp => makeOp('root-ro', {}),
   hostname: (name: string): PlanOp => makeOp('hostname', { name }),

@@ -12,6 +12,7 @@ import {
   HelperFd,
   RUN_OPS,
   InitCommand,
+  TerminalResize,
   NOTIFY_MODES,
   OPCODES,
   PLAN_MAGIC,
@@ -156,6 +157,7 @@ export function renderProtocolHeader(): string {
   lines.push('');
   lines.push('/* control fd: supervisor -> stage 0 */');
   for (const [k, v] of Object.entries(ControlByte)) lines.push(`#define CUB_CTL_${cName(k)} '${v}'`);
+  lines.push(`#define CUB_RESIZE_BYTES ${TerminalResize.bytes}`);
   lines.push('/* internal pipe: stage 0 -> init */');
   for (const [k, v] of Object.entries(InitCommand)) lines.push(`#define CUB_INIT_CMD_${cName(k)} '${v}'`);
   lines.push('');

@@ -11,13 +11,18 @@
  *                <--{"ev":"exit",...}\n   (terminal)           exec happened; payload status + rusage
  *             or <--{"ev":"error",...}\n  (terminal)           setup failed; nothing ran
  *   fd 6 control --'t' terminate | 'k' kill-->                 EOF means the supervisor is gone: kill all
+ *                --'w' cols rows (TerminalResize)-->          with a terminal: its new window size
  *
  * A plan with `await` (a warm pool's sandbox) stops after the mounts: init builds everything up to there, stage 0
  * writes {"ev":"warm",...}, and init waits. The run's own ops (payload, limits, files, copy-out) arrive later as
  * a second plan on fd 9 run, the BPF on fd 4 and the files blob as a stream on fd 7, all read by init; the
  * helper refuses a first plan holding a run op and a run plan holding anything else.
  *
- *   stage 0 --InitCommand byte--> init, on their internal pipe: go (ids mapped, start), terminate, kill
+ *   stage 0 --InitCommand byte--> init, on their internal pipe: go (ids mapped, start), terminate, kill,
+ *                                 resize (the same 5 bytes, written at once)
+ *
+ * With a terminal (the `tty` op), init holds the pty master and relays it: helper fd 0 -> master (typed
+ * input), master -> helper fd 1 (what the terminal shows); the payload's 0-2 are the pty's slave.
  *
  * The status events and their fields are declared in ./events.ts.
  *
@@ -54,15 +59,21 @@ export const ProtocolLimits = {
   bpfMaxInstructions: 4096,
 } as const;
 
-/** One-byte commands on the control fd. */
-export const ControlByte = { terminate: 't', kill: 'k' } as const;
+/** One-byte commands on the control fd (resize is followed by its size, see TerminalResize). */
+export const ControlByte = { terminate: 't', kill: 'k', resize: 'w' } as const;
+
+/**
+ * A window size message on the control fd and on init's pipe: the resize byte, then the columns and the rows as
+ * big-endian 16-bit numbers. Each side writes it at once; stage 0 reassembles it however its reads split it.
+ */
+export const TerminalResize = { bytes: 5, maxCells: 65535 } as const;
 
 /**
  * One-byte commands stage 0 sends init on their internal pipe: `go` once the id maps are written (init
  * waits for it before anything else), then `terminate` (SIGTERM to everything inside) or `kill` (SIGKILL to
  * everything inside; init still reaps and reports). EOF on that pipe means stage 0 is gone.
  */
-export const InitCommand = { go: 'g', terminate: 't', kill: 'k' } as const;
+export const InitCommand = { go: 'g', terminate: 't', kill: 'k', resize: 'w' } as const;
 
 /**
  * Plan opcodes in the order the C enum numbers them. `args` names each argument (the arity is its
@@ -116,6 +127,8 @@ export const OPCODES = [
   // a warm sandbox's run: its tmpfs at path (mounted by the first plan) is remounted with this inode cap, the run's
   { name: 'tmpfs-inodes', args: ['path', 'inodes'] },
   { name: 'proc', args: ['path'] },
+  // a devpts instance of the sandbox's own (newinstance, ptmxmode=0666, mode=0620, gid = the inner gid)
+  { name: 'devpts', args: ['path'] },
   // make the mount at path read-only (that mount only, not those below it)
   { name: 'remount-ro', args: ['path'] },
   // after the filesystem: remount the root tmpfs read-only
@@ -136,6 +149,9 @@ export const OPCODES = [
   { name: 'arg', args: ['value'] },
   { name: 'search', args: ['dir'] }, // PATH directories tried in order when exec has no '/'
   { name: 'exec', args: ['program'] },
+  // init: a pseudo-terminal from this ptmx (inside the new root) of this window size: its slave becomes the
+  // payload's stdio and controlling terminal; init relays the master to and from its own stdin/stdout
+  { name: 'tty', args: ['ptmx', 'columns', 'rows'] },
   // how init handles the filter's user notifications: none (no notify actions), kill (report the syscall and
   // kill the sandbox), log (record it and let the call continue)
   { name: 'seccomp', args: ['notifyMode'] },

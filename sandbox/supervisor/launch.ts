@@ -10,7 +10,7 @@ import { HelperFd } from '../protocol/opcodes.js';
 import { openRegularForRead } from '../safe-open.js';
 import { helperPath } from '../native/helper-path.js';
 import { fileSync } from 'tmp-promise';
-import { inheritFd, pumpIn, pumpOut, sealedBuffer, sealedCopy } from './stdio.js';
+import { inheritFd, pumpIn, pumpOut, sealedBuffer, sealedCopy, type InheritedFd } from './stdio.js';
 import { F_DUPFD_CLOEXEC, loadLibc, O_CLOEXEC, POSIX_SPAWN_SETSIGDEF, POSIX_SPAWN_SETSIGMASK, WNOHANG, type Libc } from './libc.js';
 
 const debug = debuglog('cubicle');
@@ -80,6 +80,12 @@ function feedFile(stream: Readable, dest: Writable): void {
   stream.pipe(dest);
 }
 
+/** How the caller's fd `n` reaches the helper. With a terminal, init relays fds 0 and 1 itself and makes them
+ *  non-blocking: they are always pipes of the run's own, copied here, never a description the caller shares. */
+function handOver(o: ResolvedOptions, n: 0 | 1 | 2, libc: Libc | null): InheritedFd {
+  return o.tty ? { kind: 'pump' } : inheritFd(n, libc);
+}
+
 /** A pipe holds 64 KiB by default: a plan this small is written before the helper even starts. */
 const PIPE_PREFILL_MAX = 60 << 10;
 
@@ -113,7 +119,7 @@ function launchWithChildProcess(libc: Libc | null, o: ResolvedOptions, plan: Uin
   const pumped = new Set<0 | 1 | 2>();
   const cfg = (n: 0 | 1 | 2, mode: 'pipe' | 'ignore' | 'inherit'): 'pipe' | 'ignore' | number => {
     if (mode !== 'inherit') return mode;
-    const h = inheritFd(n, libc);
+    const h = handOver(o, n, libc);
     if (h.kind === 'pump') {
       pumped.add(n);
       return 'pipe';
@@ -233,7 +239,7 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
     // Our ends of the pipes that copy inherited stdio this process cannot hand over as is (see ./stdio.ts).
     const pumpEnds = new Map<0 | 1 | 2, number>();
     const inherit = (n: 0 | 1 | 2): void => {
-      const h = inheritFd(n, libc);
+      const h = handOver(o, n, libc);
       if (h.kind === 'share') targets.set(n, h.fd);
       else if (h.kind === 'fresh') targets.set(n, fds.adopt(h.fd));
       else {

@@ -9,7 +9,7 @@ import type { ResolvedOptions } from '../options/resolve.js';
 import type { RunFailure, RunRecord, SupervisorStopReason } from '../outcome/record.js';
 import { cgroupFailure } from '../outcome/setup-failure.js';
 import type { HelperEvent } from '../protocol/events.js';
-import { ControlByte } from '../protocol/opcodes.js';
+import { ControlByte, TerminalResize } from '../protocol/opcodes.js';
 import { StatusReader } from '../protocol/status.js';
 import type { HostIds, SetupFailure } from '../types.js';
 import type { NoSubids, Subids } from '../host/subids.js';
@@ -61,6 +61,8 @@ export interface Supervision {
   readonly stderr: Readable | null;
   readonly record: Promise<RunRecord>;
   kill(signal?: 'SIGTERM' | 'SIGKILL'): void;
+  /** With a terminal: its new window size (the foreground process group inside gets SIGWINCH). */
+  resize(columns: number, rows: number): void;
 }
 
 /** The ids the plan already holds: the caller's own, or root's fixed hostUid. */
@@ -185,9 +187,9 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
   let readyAt: number | undefined;
   let finished = false;
 
-  const sendControl = (byte: string): void => {
+  const sendControl = (message: string | Buffer): void => {
     const c = helper?.control;
-    if (c && !c.destroyed && c.writable) c.write(byte);
+    if (c && !c.destroyed && c.writable) c.write(message);
   };
   const stop = (signal: 'SIGTERM' | 'SIGKILL', reason: SupervisorStopReason): void => {
     if (finished || !helper) return;
@@ -332,6 +334,14 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
     stderr: capture ? null : stderrOut,
     record: lifetime(),
     kill: (signal = 'SIGTERM') => stop(signal, 'user'),
+    resize: (columns, rows) => {
+      if (finished) return;
+      const m = Buffer.alloc(TerminalResize.bytes);
+      m.write(ControlByte.resize, 0, 'latin1');
+      m.writeUInt16BE(columns, 1);
+      m.writeUInt16BE(rows, 3);
+      sendControl(m);
+    },
   };
 }
 
