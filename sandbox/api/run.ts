@@ -6,11 +6,16 @@ import type { RunRecord } from '../outcome/record.js';
 import { toSandboxError } from '../outcome/render.js';
 import { supervise } from '../supervisor/supervisor.js';
 import type { SandboxOptions, SandboxResult, StreamedResult } from '../types.js';
+import { execInSandbox, type ExecOptions } from '../live/exec.js';
+import { recordResult, untilRunning } from '../live/control.js';
+import { SandboxNameError } from '../live/registry.js';
 import { prepareRun, type PreparedRun } from './prepare.js';
 
-/** Judges a finished run; rejects with the result as a SandboxError when it failed (unless reject: false). */
+/** Judges a finished run; rejects with the result as a SandboxError when it failed (unless reject: false). A named
+ *  run's result is recorded for `cubicle wait NAME`. */
 function settle(p: PreparedRun, record: RunRecord): SandboxResult {
   const r = judge(record, p.judge);
+  if (p.options.name !== undefined) recordResult(p.options.name, r);
   if (!r.failed || !p.options.reject) return r;
   throw toSandboxError(r, record.failure?.kind === 'launch' || record.failure?.kind === 'protocol' ? record.failure.error : undefined);
 }
@@ -51,6 +56,9 @@ export interface SandboxProcess<O extends SandboxOptions = SandboxOptions> {
   readonly result: Promise<StreamedResult<O>>;
   /** SIGTERM asks every process inside to stop (SIGKILL after forceKillAfterDelay); SIGKILL ends it at once. */
   kill(signal?: 'SIGTERM' | 'SIGKILL'): void;
+  /** Runs another command inside this sandbox once its payload runs (a named sandbox only: spawnSandboxed(cmd,
+   *  { name })); resolves with a result shaped like runSandboxed's. */
+  exec(cmd: string | readonly string[], options?: ExecOptions): Promise<SandboxResult>;
 }
 
 /** Starts a command in a fresh sandbox and returns its streams; `stdin: 'pipe'` gives a writable stdin. */
@@ -63,6 +71,22 @@ export function spawnSandboxed<O extends SandboxOptions = Record<never, never>>(
   const result = s.record.then((record) => settle(p, record) as unknown as StreamedResult<O>);
   result.catch(() => {}); // the caller may only read streams; a rejection still reaches whoever awaits result
   // Which streams exist follows the options exactly as the types say (the supervisor pipes what they ask for).
-  const proc: SandboxProcess = { pid: s.pid, stdin: s.stdin, stdout: s.stdout, stderr: s.stderr, result, kill: (signal) => s.kill(signal) };
+  const name = p.options.name;
+  const exec = async (c: string | readonly string[], o?: ExecOptions): Promise<SandboxResult> => {
+    if (name === undefined)
+      throw new SandboxNameError('exec needs a named sandbox: start it with spawnSandboxed(cmd, { name }) to enter it later');
+    const ended = await untilRunning(name, result);
+    if (ended) throw new SandboxNameError(`the sandbox "${name}" ended before the command could be run in it`);
+    return execInSandbox(name, c, o);
+  };
+  const proc: SandboxProcess = {
+    pid: s.pid,
+    stdin: s.stdin,
+    stdout: s.stdout,
+    stderr: s.stderr,
+    result,
+    kill: (signal) => s.kill(signal),
+    exec,
+  };
   return proc as unknown as SandboxProcess<O>;
 }

@@ -44,6 +44,8 @@ struct plan {
   unsigned char *bpf;
   size_t bpf_len;
   int notify_mode; /* enum cub_notify_mode */
+  const char *listen_join; /* listen-join: stage 0 serves the namespace fds on this socket */
+  const char *join;        /* join: enter the sandbox whose stage 0 listens on this socket */
   /* limits */
   const char *cgroup_join[8];
   size_t ncgroup_join;
@@ -174,6 +176,15 @@ void copy_out_send(const struct plan *p);
 void mount_prepare_idmaps(struct plan *p);
 /* The payload stage, with a read-write idmapped bind: no setuid/setgid bit can be set (see guard.c). */
 void guard_setuid_bits(void);
+
+/* stage_parent.c: a root caller's (or subordinate ids') payload may reopen its stdio pipes (see there). */
+void open_stdio_pipes_to_sandbox(const struct plan *p);
+/* join.c: stage 0 of a named sandbox serves its join socket; the join mode enters such a sandbox. */
+int join_listen_from_parent(const struct plan *p);                 /* the listening socket, or -1 */
+void join_open_ns_from_parent(pid_t init, int ns_fds[CUB_NS_COUNT]); /* while init may still be inspected */
+/* One connection on the listening socket; returns the control byte asked for (terminate/kill) or 0. */
+char join_serve_from_parent(int listen_fd, uid_t owner, pid_t init, const int ns_fds[CUB_NS_COUNT]);
+__attribute__((noreturn)) void join_main(const struct plan *p);
 
 /* stages */
 __attribute__((noreturn)) void stage_init_main(const struct plan *p, int from_parent_fd, int to_parent_fd,

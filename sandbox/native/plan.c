@@ -257,6 +257,16 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     p->notify_mode = found;
     break;
   }
+  case CUB_OP_LISTEN_JOIN:
+  case CUB_OP_JOIN: {
+    const char *path = a[0];
+    check_path(path, op);
+    if (strlen(path) >= 108) die_op(op, NULL, 0, "socket path %s is longer than a unix socket address allows (107 bytes)", path);
+    if (p->join || p->listen_join) die_op(op, NULL, 0, "listen-join and join are given once, and not together");
+    if (op->code == CUB_OP_JOIN) p->join = path;
+    else p->listen_join = path;
+    break;
+  }
   case CUB_OP_CGROUP_JOIN:
     check_path(a[CUB_ARG_CGROUP_JOIN_DIR], op);
     if (p->ncgroup_join >= 8) die_op(op, NULL, 0, "at most 8 cgroup-join ops");
@@ -394,7 +404,7 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
   }
   if (!ended) die_msg("the plan has no 'end'");
   if (!seen[CUB_OP_USERNS]) die_msg("the plan has no userns op");
-  if (!seen[CUB_OP_ROOT]) die_msg("the plan has no root op");
+  if (!seen[CUB_OP_ROOT] && !p->join) die_msg("the plan has no root op");
   if (!seen[CUB_OP_EXEC]) die_msg("the plan has no exec op");
   if (p->image && p->image_writable == p->root_ro) die_msg("an image root is read-only (root-ro) unless it is writable, never both");
   if (argv.count == 0) die_msg("the plan has no argv (at least argv[0] is required)");

@@ -80,6 +80,8 @@ export const Op = {
   watchTmpfs: (path: string): PlanOp => makeOp('watch-tmpfs', { path }),
   rlimit: (resource: RlimitName, soft: number | 'unlimited', hard: number | 'unlimited'): PlanOp =>
     makeOp('rlimit', { resource, soft, hard }),
+  listenJoin: (socketPath: string): PlanOp => makeOp('listen-join', { socketPath }),
+  join: (socketPath: string): PlanOp => makeOp('join', { socketPath }),
   end: (): PlanOp => makeOp('end', {}),
 } as const;
 

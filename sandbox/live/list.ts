@@ -1,0 +1,146 @@
+// listSandboxes(): the caller's live named sandboxes with their live usage. CPU and memory of the processes come from
+// pidusage (init and every process below it, as /proc shows the tree), and from the sandbox's cgroup where it has one
+// (which also counts what left the tree, e.g. a command exec'd in).
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pidusage from 'pidusage';
+import { listEntries, findSandbox, checkSandboxName, type SandboxEntry } from './registry.js';
+
+/** Live usage of a sandbox: cumulative CPU (ms) and current memory (bytes) of its processes, and its cgroup's. */
+export interface LiveUsage {
+  cpuMs: number;
+  memoryBytes: number;
+  processes: number;
+  /** What the sandbox's cgroup counts, when it has one. */
+  cgroup?: { cpuMs?: number; memoryBytes?: number };
+}
+
+export interface LiveSandbox {
+  name: string;
+  /** The sandbox's init (PID 1 inside) as the host sees it. */
+  pid: number;
+  helperPid: number;
+  /** The payload's pid inside the sandbox. */
+  payloadPid: number | undefined;
+  state: 'running' | 'starting';
+  startedAt: string;
+  ageMs: number;
+  command: string[];
+  detached: boolean;
+  /** Namespace inode numbers by /proc/PID/ns name (user, mnt, pid, net, ipc, uts, cgroup). */
+  namespaces: Record<string, number>;
+  usage: LiveUsage;
+  /** The limits in force (ms, bytes, counts; absent when not set). */
+  limits: Record<string, number>;
+  cgroup?: { version: 'v1' | 'v2'; dirs: string[] };
+  hostIds: { uid: number; gid: number };
+}
+
+/** Host pids of init and every process below it (parent links from /proc/PID/stat, which anyone may read). */
+function treeOf(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'latin1');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(d));
+      children.set(ppid, list);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  const out: number[] = [];
+  const queue = [root];
+  while (queue.length) {
+    const pid = queue.shift()!;
+    out.push(pid);
+    queue.push(...(children.get(pid) ?? []));
+  }
+  return out;
+}
+
+const readNumber = (path: string, key?: string): number | undefined => {
+  try {
+    const text = readFileSync(path, 'utf8');
+    if (!key) return Number(text.trim());
+    const m = new RegExp(`^${key} (\\d+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+};
+
+/** The cgroup's CPU (ms) and memory charge (bytes), v1 or v2. */
+function cgroupUsage(e: SandboxEntry): LiveUsage['cgroup'] {
+  if (!e.cgroup) return undefined;
+  let cpuMs: number | undefined;
+  let memoryBytes: number | undefined;
+  for (const dir of e.cgroup.dirs) {
+    const v1cpu = readNumber(join(dir, 'cpuacct.usage'));
+    if (v1cpu !== undefined && !Number.isNaN(v1cpu)) cpuMs = v1cpu / 1e6;
+    const v2cpu = readNumber(join(dir, 'cpu.stat'), 'usage_usec');
+    if (v2cpu !== undefined) cpuMs = v2cpu / 1e3;
+    const mem = readNumber(join(dir, 'memory.usage_in_bytes')) ?? readNumber(join(dir, 'memory.current'));
+    if (mem !== undefined && !Number.isNaN(mem)) memoryBytes = mem;
+  }
+  return { ...(cpuMs !== undefined ? { cpuMs } : {}), ...(memoryBytes !== undefined ? { memoryBytes } : {}) };
+}
+
+async function usageOf(e: SandboxEntry): Promise<LiveUsage> {
+  const pids = e.init ? treeOf(e.init.pid) : [];
+  const stats = await Promise.allSettled(pids.map((pid) => pidusage(pid)));
+  let cpuMs = 0;
+  let memoryBytes = 0;
+  let processes = 0;
+  for (const s of stats)
+    if (s.status === 'fulfilled') {
+      cpuMs += s.value.ctime;
+      memoryBytes += s.value.memory;
+      processes++;
+    }
+  const cgroup = cgroupUsage(e);
+  return { cpuMs, memoryBytes, processes, ...(cgroup ? { cgroup } : {}) };
+}
+
+async function describe(e: SandboxEntry): Promise<LiveSandbox> {
+  const limits = Object.fromEntries(Object.entries(e.limits).filter((kv): kv is [string, number] => typeof kv[1] === 'number'));
+  return {
+    name: e.name,
+    pid: e.init?.pid ?? 0,
+    helperPid: e.helper?.pid ?? 0,
+    payloadPid: e.payloadPid,
+    state: e.state,
+    startedAt: e.startedAt,
+    ageMs: Date.now() - Date.parse(e.startedAt),
+    command: e.command,
+    detached: e.detached,
+    namespaces: e.namespaces ?? {},
+    usage: await usageOf(e),
+    limits,
+    ...(e.cgroup ? { cgroup: { version: e.cgroup.version, dirs: e.cgroup.dirs } } : {}),
+    hostIds: { uid: e.hostIds.uid, gid: e.hostIds.gid },
+  };
+}
+
+/** Every live named sandbox of the calling user, with live usage (another user's never appear: the registry is per user). */
+export async function listSandboxes(): Promise<LiveSandbox[]> {
+  const entries = listEntries();
+  try {
+    return await Promise.all(entries.map(describe));
+  } finally {
+    pidusage.clear();
+  }
+}
+
+/** One live named sandbox, or undefined. */
+export async function inspectSandbox(name: string): Promise<LiveSandbox | undefined> {
+  const e = findSandbox(checkSandboxName(name));
+  if (!e) return undefined;
+  try {
+    return await describe(e);
+  } finally {
+    pidusage.clear();
+  }
+}
