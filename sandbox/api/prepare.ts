@@ -128,6 +128,7 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun
       // init's sampler kills at the limit; the supervisor's timer is a backstop a second behind it
       backstopSlackMs: plan.some((p) => p.op === 'watch') ? 1000 : 0,
       ...(filter ? { seccomp: { policy: policy.name, mode, notify } } : {}),
+      applied: limits.applied,
     },
     judge: {
       argv: options.argv,

@@ -4,6 +4,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pidusage from 'pidusage';
+import type { AppliedLimit } from '../types.js';
 import { listEntries, findSandbox, checkSandboxName, type SandboxEntry } from './registry.js';
 
 /** Live usage of a sandbox: cumulative CPU (ms) and current memory (bytes) of its processes, and its cgroup's. */
@@ -30,8 +31,8 @@ export interface LiveSandbox {
   /** Namespace inode numbers by /proc/PID/ns name (user, mnt, pid, net, ipc, uts, cgroup). */
   namespaces: Record<string, number>;
   usage: LiveUsage;
-  /** The limits in force (ms, bytes, counts; absent when not set). */
-  limits: Record<string, number>;
+  /** The limits in force: value, unit and mechanism of each (absent when not set). */
+  limits: Partial<Record<string, AppliedLimit>>;
   cgroup?: { version: 'v1' | 'v2'; dirs: string[] };
   hostIds: { uid: number; gid: number };
 }
@@ -105,7 +106,6 @@ async function usageOf(e: SandboxEntry): Promise<LiveUsage> {
 }
 
 async function describe(e: SandboxEntry): Promise<LiveSandbox> {
-  const limits = Object.fromEntries(Object.entries(e.limits).filter((kv): kv is [string, number] => typeof kv[1] === 'number'));
   return {
     name: e.name,
     pid: e.init?.pid ?? 0,
@@ -118,7 +118,7 @@ async function describe(e: SandboxEntry): Promise<LiveSandbox> {
     detached: e.detached,
     namespaces: e.namespaces ?? {},
     usage: await usageOf(e),
-    limits,
+    limits: e.limits,
     ...(e.cgroup ? { cgroup: { version: e.cgroup.version, dirs: e.cgroup.dirs } } : {}),
     hostIds: { uid: e.hostIds.uid, gid: e.hostIds.gid },
   };

@@ -25,11 +25,11 @@ export function registerRun(
   cgroup: CgroupPlan | undefined,
   detached: boolean,
   seccomp: SandboxEntry['seccomp'],
+  applied: SandboxEntry['limits'],
 ): Registration | undefined {
   if (o.name === undefined) return undefined;
   const name = o.name;
   const socket = socketPath(name);
-  const limits: Record<string, number | undefined> = { ...o.limits } as unknown as Record<string, number | undefined>;
   const entry: SandboxEntry = {
     version: 1,
     name,
@@ -39,7 +39,7 @@ export function registerRun(
     owner: process.geteuid!(),
     command: o.argv,
     detached,
-    limits,
+    limits: applied,
     hostIds: { uid: o.outerUid, gid: o.outerGid, counters: 'shared', source: 'caller' },
     forceKillAfterDelay: o.forceKillAfterDelay,
     ...(seccomp ? { seccomp } : {}),

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { SandboxOptionError } from '../errors.js';
 import type { PlanOp } from '../plan/ops.js';
 import { runtimeDir } from '../host/runtime-dir.js';
-import type { HostIds, NotifyMode } from '../types.js';
+import type { AppliedLimit, HostIds, NotifyMode } from '../types.js';
 
 /** Names: what a file name and a socket path can hold, in any locale. */
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -41,8 +41,8 @@ export interface SandboxEntry {
   detached: boolean;
   /** Namespace inode numbers (as /proc/PID/ns/NAME links show them: NAME:[INODE]). */
   namespaces?: Record<string, number>;
-  /** The limits in force (resolved: ms, bytes, counts) and how the sandbox's cgroup holds them. */
-  limits: Record<string, number | undefined>;
+  /** The limits in force: value, unit and the mechanism that enforces each (as a run's result has them). */
+  limits: Partial<Record<string, AppliedLimit>>;
   cgroup?: { version: 'v1' | 'v2'; dirs: string[]; join: string[] };
   hostIds: HostIds;
   forceKillAfterDelay: number;

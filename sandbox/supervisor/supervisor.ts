@@ -11,7 +11,7 @@ import { cgroupFailure } from '../outcome/setup-failure.js';
 import type { HelperEvent } from '../protocol/events.js';
 import { ControlByte } from '../protocol/opcodes.js';
 import { StatusReader } from '../protocol/status.js';
-import type { HostIds, NotifyMode, SetupFailure } from '../types.js';
+import type { AppliedLimit, HostIds, NotifyMode, SetupFailure } from '../types.js';
 import type { NoSubids, Subids } from '../host/subids.js';
 import { encodePlan, Op, opArg, type PlanOp } from '../plan/ops.js';
 import { HOST_ID_LOCK_DIR, leaseHostIds, leaseSubids, type HostIdLease } from './host-ids.js';
@@ -57,6 +57,8 @@ export interface SuperviseInput {
   joinHostIds?: HostIds;
   /** A named run started by a detached supervisor (recorded in its registry entry). */
   detached?: boolean;
+  /** The limits in force and their mechanisms (recorded in a named run's registry entry). */
+  applied?: Partial<Record<string, AppliedLimit>>;
   /** The seccomp policy compiled into `bpf` (recorded for exec's results). */
   seccomp?: { policy: string; mode: 'enforce' | 'log'; notify: NotifyMode };
 }
@@ -136,7 +138,7 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
   let failure: RunFailure | undefined = input.failure ? { kind: 'prepared', failure: input.failure } : undefined;
 
   // A named run reserves its name first (a taken name throws before anything else happens) and serves a join socket.
-  const registration = failure ? undefined : registerRun(o, input.cgroup, input.detached === true, input.seccomp);
+  const registration = failure ? undefined : registerRun(o, input.cgroup, input.detached === true, input.seccomp, input.applied ?? {});
   if (registration) {
     const plan = registration.plan(input.plan);
     input = { ...input, plan, planBytes: encodePlan(plan) };
