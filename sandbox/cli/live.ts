@@ -6,7 +6,8 @@ import { runSandboxed } from '../api/run.js';
 import { untilRunning, stopSandbox, waitSandbox } from '../live/control.js';
 import { spawnInSandbox } from '../live/exec.js';
 import { inspectSandbox, listSandboxes, type LiveSandbox } from '../live/list.js';
-import { findSandbox, readResult, updateEntry, writeResult } from '../live/registry.js';
+import { findSandbox, readResult, SandboxNameError, updateEntry, writeResult } from '../live/registry.js';
+import { ErrorCode } from '../errors.js';
 import { cliExitCode, CliExit, cliReport, resultJsonChunks } from '../outcome/render.js';
 import type { SandboxOptions } from '../types.js';
 import { parseDurationMs } from '../units.js';
@@ -62,7 +63,16 @@ export async function cmdPs(argv: string[]): Promise<number> {
   for (const s of list) {
     const cpu = s.usage.cgroup?.cpuMs ?? s.usage.cpuMs;
     const mem = s.usage.cgroup?.memoryBytes ?? s.usage.memoryBytes;
-    rows.push([s.name, String(s.pid), String(s.helperPid), s.state, fmtAge(s.ageMs), `${(cpu / 1000).toFixed(2)}s`, fmtMiB(mem), s.command.join(' ')]);
+    rows.push([
+      s.name,
+      String(s.pid),
+      String(s.helperPid),
+      s.state,
+      fmtAge(s.ageMs),
+      `${(cpu / 1000).toFixed(2)}s`,
+      fmtMiB(mem),
+      s.command.join(' '),
+    ]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   for (const r of rows) process.stdout.write(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ') + '\n');
@@ -72,7 +82,7 @@ export async function cmdPs(argv: string[]): Promise<number> {
 export async function cmdInspect(argv: string[]): Promise<number> {
   const name = oneName('inspect', argv);
   const s = await inspectSandbox(name);
-  if (!s) throw new UsageError(`no sandbox named "${name}" is running for this user (cubicle ps lists them)`);
+  if (!s) throw new SandboxNameError(`no sandbox named "${name}" is running for this user (cubicle ps lists them)`, ErrorCode.notFound);
   if (argv.includes('--json')) {
     process.stdout.write(JSON.stringify(s, null, 2) + '\n');
     return 0;
@@ -92,7 +102,9 @@ export async function cmdInspect(argv: string[]): Promise<number> {
       : ['  (none set)']),
     `cgroup:     ${s.cgroup ? `${s.cgroup.version} ${s.cgroup.dirs.join(' ')}` : 'none'}`,
     `usage:      cpu ${(s.usage.cpuMs / 1000).toFixed(2)}s, memory ${fmtMiB(s.usage.memoryBytes)}, ${s.usage.processes} processes` +
-      (s.usage.cgroup ? `; cgroup: cpu ${((s.usage.cgroup.cpuMs ?? 0) / 1000).toFixed(2)}s, memory ${fmtMiB(s.usage.cgroup.memoryBytes ?? 0)}` : ''),
+      (s.usage.cgroup
+        ? `; cgroup: cpu ${((s.usage.cgroup.cpuMs ?? 0) / 1000).toFixed(2)}s, memory ${fmtMiB(s.usage.cgroup.memoryBytes ?? 0)}`
+        : ''),
   ];
   process.stdout.write(lines.join('\n') + '\n');
   return 0;
@@ -116,7 +128,8 @@ export async function cmdExec(argv: string[]): Promise<number> {
   }
   const [name, ...before] = parsed.positionals;
   const command = dash >= 0 ? argv.slice(dash + 1) : before;
-  if (!name || command.length === 0) throw new UsageError('usage: cubicle exec NAME [--env K=V] [--cwd DIR] [--timeout S] [--json] -- CMD [ARGS...]');
+  if (!name || command.length === 0)
+    throw new UsageError('usage: cubicle exec NAME [--env K=V] [--cwd DIR] [--timeout S] [--json] -- CMD [ARGS...]');
   if (dash >= 0 && before.length) throw new UsageError(`unexpected argument "${before[0]}" before --`);
   const env: Record<string, string> = {};
   for (const e of v.env ?? []) {
@@ -198,7 +211,9 @@ export async function runDetached(argv: readonly string[], args: RunArgs): Promi
   if (recorded) {
     const r = JSON.parse(recorded) as { verdict: string; setupFailure?: { message: string; hint: string } };
     if (r.verdict !== 'setup-error') return 0; // it ran, and is already done: cubicle wait prints how
-    process.stderr.write(`cubicle: ${r.setupFailure?.message ?? 'the sandbox could not be set up'}\n  hint: ${r.setupFailure?.hint ?? ''}\n`);
+    process.stderr.write(
+      `cubicle: ${r.setupFailure?.message ?? 'the sandbox could not be set up'}\n  hint: ${r.setupFailure?.hint ?? ''}\n`,
+    );
     return CliExit.sandboxFailed;
   }
   process.stderr.write(`cubicle: the detached supervisor ended without starting the sandbox${said ? `: ${said.trim()}` : ''}\n`);

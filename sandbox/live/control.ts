@@ -2,6 +2,7 @@
 // join socket; and the final result a named run leaves for wait.
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ErrorCode } from '../errors.js';
 import { resultJsonChunks } from '../outcome/render.js';
 import { JoinRequest } from '../protocol/opcodes.js';
 import type { SandboxResult } from '../types.js';
@@ -52,7 +53,7 @@ async function goneWithin(entry: SandboxEntry, ms: number): Promise<boolean> {
 /** Ends a named sandbox: SIGTERM to everything inside, SIGKILL after its forceKillAfterDelay (or `graceMs`). */
 export async function stopSandbox(name: string, graceMs?: number): Promise<void> {
   const entry = findSandbox(checkSandboxName(name));
-  if (!entry) throw new SandboxNameError(`no sandbox named "${name}" is running for this user (cubicle ps lists them)`);
+  if (!entry) throw new SandboxNameError(`no sandbox named "${name}" is running for this user (cubicle ps lists them)`, ErrorCode.notFound);
   if (entry.state === 'running') {
     await request(entry, JoinRequest.terminate);
     if (await goneWithin(entry, graceMs ?? entry.forceKillAfterDelay)) return;
@@ -91,5 +92,6 @@ export async function waitSandbox(name: string): Promise<string> {
     seen
       ? `the sandbox "${name}" ended without a recorded result (its supervisor was killed?)`
       : `no sandbox named "${name}" is running, and none left a result`,
+    ErrorCode.notFound,
   );
 }

@@ -3,6 +3,7 @@
 // and cgroups, with the payload's cwd and environment unless the call gives its own; the result is a run's.
 import { posix } from 'node:path';
 import { nameViolation, prepareRun } from '../api/prepare.js';
+import { ErrorCode } from '../errors.js';
 import { judge } from '../outcome/judge.js';
 import { toSandboxError } from '../outcome/render.js';
 import { encodePlan, Op, opArg, type PlanOp } from '../plan/ops.js';
@@ -13,7 +14,18 @@ import { checkSandboxName, findSandbox, SandboxNameError, type SandboxEntry } fr
 /** What exec accepts: the command's own I/O, environment additions, cwd and time; the sandbox's limits stay. */
 export type ExecOptions = Pick<
   SandboxOptions,
-  'env' | 'cwd' | 'timeout' | 'cancelSignal' | 'forceKillAfterDelay' | 'reject' | 'input' | 'stdin' | 'stdout' | 'stderr' | 'encoding' | 'maxBuffer'
+  | 'env'
+  | 'cwd'
+  | 'timeout'
+  | 'cancelSignal'
+  | 'forceKillAfterDelay'
+  | 'reject'
+  | 'input'
+  | 'stdin'
+  | 'stdout'
+  | 'stderr'
+  | 'encoding'
+  | 'maxBuffer'
 >;
 const EXEC_OPTION_NAMES = new Set<string>([
   'env',
@@ -47,7 +59,7 @@ function payloadEnv(entry: SandboxEntry): { env: Record<string, string>; cwd: st
 /** The live entry of `name`, or a clear error. */
 export function requireSandbox(name: string): SandboxEntry {
   const entry = findSandbox(checkSandboxName(name));
-  if (!entry) throw new SandboxNameError(`no sandbox named "${name}" is running for this user (cubicle ps lists them)`);
+  if (!entry) throw new SandboxNameError(`no sandbox named "${name}" is running for this user (cubicle ps lists them)`, ErrorCode.notFound);
   if (entry.state !== 'running') throw new SandboxNameError(`the sandbox "${name}" is still starting; try again in a moment`);
   return entry;
 }

@@ -44,7 +44,15 @@ export function registerRun(
     forceKillAfterDelay: o.forceKillAfterDelay,
     ...(seccomp ? { seccomp } : {}),
     join: { socket, ops: [], bpf: '' },
-    ...(cgroup ? { cgroup: { version: cgroup.version, dirs: cgroup.dirs, join: [...cgroup.helper.join, ...(cgroup.helper.into ? [cgroup.helper.into] : [])] } } : {}),
+    ...(cgroup
+      ? {
+          cgroup: {
+            version: cgroup.version,
+            dirs: cgroup.dirs,
+            join: [...cgroup.helper.join, ...(cgroup.helper.into ? [cgroup.helper.into] : [])],
+          },
+        }
+      : {}),
   };
   reserveName(entry);
   let removed = false;

@@ -8,7 +8,7 @@
  */
 import { closeSync, linkSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { SandboxOptionError } from '../errors.js';
+import { ErrorCode, SandboxOptionError, type ErrorCodeValue } from '../errors.js';
 import type { PlanOp } from '../plan/ops.js';
 import { runtimeDir } from '../host/runtime-dir.js';
 import type { AppliedLimit, HostIds, NotifyMode } from '../types.js';
@@ -53,9 +53,10 @@ export interface SandboxEntry {
   join: { socket: string; ops: PlanOp[]; bpf: string };
 }
 
+/** A name that cannot be used (invalid, taken) or that names no running sandbox of this user. */
 export class SandboxNameError extends SandboxOptionError {
-  constructor(message: string) {
-    super('name', message);
+  constructor(message: string, code: ErrorCodeValue = ErrorCode.invalidOption) {
+    super('name', message, code);
   }
 }
 
@@ -73,12 +74,14 @@ export const entryPath = (name: string): string => join(registryDir(), `${name}.
 export const socketPath = (name: string): string => join(registryDir(), `${name}.sock`);
 export const resultPath = (name: string): string => join(registryDir(), `${name}.result.json`);
 
-/** When the process started (clock ticks since boot), or undefined when there is no such process. */
+/** When the process started (clock ticks since boot), or undefined when there is no such process (or only its
+ *  zombie, which an orphan stays where nothing reaps it). */
 export function processStart(pid: number): number | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
     // The command name (field 2) may hold spaces and parentheses: the fields after it follow its last ')'.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z' || fields[0] === 'X') return undefined;
     return Number(fields[19]);
   } catch {
     return undefined;
@@ -103,7 +106,8 @@ function writeAtomically(path: string, data: string, exclusive: boolean): void {
     closeSync(fd);
   }
   try {
-    if (exclusive) linkSync(tmp, path); // fails with EEXIST: the name is someone else's
+    if (exclusive)
+      linkSync(tmp, path); // fails with EEXIST: the name is someone else's
     else renameSync(tmp, path);
   } finally {
     if (exclusive) unlinkSync(tmp);
@@ -160,10 +164,11 @@ export function reserveName(entry: SandboxEntry): void {
         throw new SandboxNameError(
           `a sandbox named "${entry.name}" is already running (${held.init ? `init pid ${held.init.pid}` : 'starting'}); ` +
             `choose another name, or end it with: cubicle stop ${entry.name}`,
+          ErrorCode.nameTaken,
         );
     }
   }
-  throw new SandboxNameError(`the name "${entry.name}" is being taken and released by other runs; try again`);
+  throw new SandboxNameError(`the name "${entry.name}" is being taken and released by other runs; try again`, ErrorCode.nameTaken);
 }
 
 /** Replaces the entry (the sandbox is ready, or its state changed). */

@@ -81,23 +81,33 @@ forEachIdentity((id) => {
     const a = await start();
     const b = await start({}, ['sh', '-c', 'exec sleep 123']);
     const bInit = findSandbox(b.name)!.init!.pid;
-    const r = await execInSandbox(a.name, ['sh', '-c', 'cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" " " | grep -c "sleep 12[3]"; kill -9 -1; true'], {
-      reject: false,
-    });
+    const r = await execInSandbox(
+      a.name,
+      ['sh', '-c', 'cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\\0" " " | grep -c "sleep 12[3]"; kill -9 -1; true'],
+      {
+        reject: false,
+      },
+    );
     assert.equal(r.stdout, '0\n');
     assert.ok(alive(bInit), "the other sandbox's init still runs");
     assert.equal((await execInSandbox(b.name, ['cat', '/proc/2/cmdline'])).stdout, 'sleep\x00123\x00');
   });
 });
 
-describe("another user cannot enter a sandbox that is not theirs", function () {
+describe('another user cannot enter a sandbox that is not theirs', function () {
   this.timeout(60_000);
   let proc: Proc | undefined;
   let name = '';
   before(async function () {
     if (!IS_ROOT) return skipBecause(this, 'needs root to act as a second user (uid 65534)');
     name = uniqueName('mine');
-    proc = spawnSandboxed<SandboxOptions>(['sleep', '120'], { name, reject: false, stdout: 'ignore', stderr: 'ignore', runAs: ROOTLESS_ID });
+    proc = spawnSandboxed<SandboxOptions>(['sleep', '120'], {
+      name,
+      reject: false,
+      stdout: 'ignore',
+      stderr: 'ignore',
+      runAs: ROOTLESS_ID,
+    });
     await proc.exec(['true']);
   });
   after(async () => {
@@ -117,14 +127,22 @@ describe("another user cannot enter a sandbox that is not theirs", function () {
 
   it('another user cannot open the join socket, nor enter the namespaces with nsenter', () => {
     const sock = socketPath(name);
-    const py = spawnSync('setpriv', ['--reuid=65533', '--regid=65533', '--clear-groups', 'sh', '-c', `test -e ${sock} && echo visible || echo hidden`], {
-      encoding: 'utf8',
-    });
+    const py = spawnSync(
+      'setpriv',
+      ['--reuid=65533', '--regid=65533', '--clear-groups', 'sh', '-c', `test -e ${sock} && echo visible || echo hidden`],
+      {
+        encoding: 'utf8',
+      },
+    );
     assert.equal(py.stdout, 'hidden\n', 'the registry directory is 0700');
     const init = findSandbox(name)!.init!.pid;
-    const ns = spawnSync('setpriv', ['--reuid=65533', '--regid=65533', '--clear-groups', 'nsenter', '-t', String(init), '-U', '-m', 'true'], {
-      encoding: 'utf8',
-    });
+    const ns = spawnSync(
+      'setpriv',
+      ['--reuid=65533', '--regid=65533', '--clear-groups', 'nsenter', '-t', String(init), '-U', '-m', 'true'],
+      {
+        encoding: 'utf8',
+      },
+    );
     assert.notEqual(ns.status, 0, 'nsenter into a non-dumpable init of another uid is refused');
   });
 
@@ -152,7 +170,10 @@ describe("another user cannot enter a sandbox that is not theirs", function () {
       });
       await new Promise((res) => setTimeout(res, 300));
       const ps = await cubicle(['ps', '--json'], { as: ROOTLESS_ID });
-      assert.ok((JSON.parse(ps.stdout) as { name: string }[]).some((s) => s.name === other), 'a kill request of another uid is ignored');
+      assert.ok(
+        (JSON.parse(ps.stdout) as { name: string }[]).some((s) => s.name === other),
+        'a kill request of another uid is ignored',
+      );
     } finally {
       await cubicle(['stop', other], { as: ROOTLESS_ID });
     }

@@ -14,7 +14,10 @@ export interface CliRun {
 }
 
 /** Runs `cubicle ARGS` (as `as` when given) and collects its output; the process is killed after `timeoutMs`. */
-export function cubicle(args: string[], o: { as?: { uid: number; gid: number }; input?: string; timeoutMs?: number } = {}): Promise<CliRun> {
+export function cubicle(
+  args: string[],
+  o: { as?: { uid: number; gid: number }; input?: string; timeoutMs?: number } = {},
+): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, [CLI, ...args], {
       stdio: ['pipe', 'pipe', 'pipe'],

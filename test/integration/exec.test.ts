@@ -42,7 +42,11 @@ forEachIdentity((id) => {
 
   it("the command sees the sandbox's root and hostname, and runs as the payload's ids", async () => {
     const { name, proc } = await start({ hostname: 'livebox', uid: 4321, gid: 4322 });
-    const r = await proc.exec(['sh', '-c', 'hostname; id -u; id -g; cat /etc/hostname; test -e /home && echo host-root || echo sandbox-root']);
+    const r = await proc.exec([
+      'sh',
+      '-c',
+      'hostname; id -u; id -g; cat /etc/hostname; test -e /home && echo host-root || echo sandbox-root',
+    ]);
     assert.equal(r.stdout, 'livebox\n4321\n4322\nlivebox\nsandbox-root\n');
     assert.equal((await execInSandbox(name, ['true'])).exitCode, 0);
   });
@@ -85,7 +89,10 @@ forEachIdentity((id) => {
     const live = (await listSandboxes()).find((s) => s.name === name)!;
     assert.deepEqual(Object.keys(live.namespaces).sort(), [...NS].sort());
     const r = await execInSandbox(name, ['sh', '-c', `for n in ${NS.join(' ')}; do readlink /proc/self/ns/$n; done`]);
-    assert.deepEqual((r.stdout as string).trim().split('\n'), NS.map((n) => `${n}:[${live.namespaces[n]}]`));
+    assert.deepEqual(
+      (r.stdout as string).trim().split('\n'),
+      NS.map((n) => `${n}:[${live.namespaces[n]}]`),
+    );
     // On the host: init's links (root may read them; it is non-dumpable to anyone else).
     if (IS_ROOT) for (const n of NS) assert.equal(readlinkSync(`/proc/${live.pid}/ns/${n}`), `${n}:[${live.namespaces[n]}]`);
   });
@@ -103,9 +110,13 @@ forEachIdentity((id) => {
   it("counts against the sandbox's process limit", async function () {
     this.timeout(60_000);
     const { name, proc } = await start({ limits: { processes: 12 } });
-    const r = await execInSandbox(name, ['sh', '-c', 'for i in $(seq 40); do sleep 5 & done 2>/dev/null; sleep 1; ls -d /proc/[0-9]* | wc -l'], {
-      reject: false,
-    });
+    const r = await execInSandbox(
+      name,
+      ['sh', '-c', 'for i in $(seq 40); do sleep 5 & done 2>/dev/null; sleep 1; ls -d /proc/[0-9]* | wc -l'],
+      {
+        reject: false,
+      },
+    );
     const run = await Promise.race([proc.result, new Promise((res) => setTimeout(() => res(undefined), 1500))]);
     // Either the forks past the limit failed (a cgroup's pids.max) or init's sampler stopped the sandbox.
     const stopped = (run as { verdict?: string } | undefined)?.verdict === 'process-limit';
