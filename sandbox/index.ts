@@ -1,8 +1,8 @@
 // Public surface of the cubicle package.
 export { runSandboxed, spawnSandboxed, type SandboxProcess } from './api/run.js';
-export { listSandboxes, inspectSandbox, type LiveSandbox, type LiveUsage } from './live/list.js';
-export { execInSandbox, type ExecOptions } from './live/exec.js';
-export { stopSandbox, waitSandbox } from './live/control.js';
+export { listSandboxes, inspectSandbox, type LiveSandbox, type LiveUsage } from './api/list.js';
+export { execInSandbox, type ExecOptions } from './api/exec.js';
+export { stopSandbox, waitSandbox } from './api/stop-wait.js';
 export type {
   AppliedLimit,
   CapturedOutput,

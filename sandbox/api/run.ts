@@ -6,9 +6,9 @@ import type { RunRecord } from '../outcome/record.js';
 import { toSandboxError } from '../outcome/render.js';
 import { supervise } from '../supervisor/supervisor.js';
 import type { SandboxOptions, SandboxResult, StreamedResult } from '../types.js';
-import { execInSandbox, type ExecOptions } from '../live/exec.js';
-import { recordResult, untilRunning } from '../live/control.js';
-import { SandboxNameError } from '../live/registry.js';
+import { execInSandbox, type ExecOptions } from './exec.js';
+import { recordResult, untilRunning } from './stop-wait.js';
+import { SandboxNameError } from '../host/registry.js';
 import { prepareRun, type PreparedRun } from './prepare.js';
 
 /** Judges a finished run; rejects with the result as a SandboxError when it failed (unless reject: false). A named

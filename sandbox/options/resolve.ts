@@ -1,6 +1,6 @@
 // The options of runSandboxed/spawnSandboxed: merged under a policy's defaults, then validated synchronously
 // (nothing runs before this), giving ResolvedOptions where every field is final.
-import { checkSandboxName } from '../live/registry.js';
+import { checkSandboxName } from '../host/registry.js';
 import { idsTakenIn } from '../host/subids.js';
 import { BOX_DIR, resolveBox, type ResolvedBox } from './box.js';
 import { constants as bufferConstants } from 'node:buffer';

@@ -20,7 +20,16 @@ import {
   RLIMIT_NAMES,
   Stage,
 } from './opcodes.js';
-import { MAX_STOPS, MAX_VIOLATIONS, NAMESPACE_NAMES, STATUS_EVENTS, STOP_KINDS, type EventName, type FieldSpec, type FieldsSpec } from './events.js';
+import {
+  MAX_STOPS,
+  MAX_VIOLATIONS,
+  NAMESPACE_NAMES,
+  STATUS_EVENTS,
+  STOP_KINDS,
+  type EventName,
+  type FieldSpec,
+  type FieldsSpec,
+} from './events.js';
 import { PIPE_BUF, lineBound, linePrefix, memberBound, valueBound } from './event-bounds.js';
 
 const cName = (s: string): string =>

@@ -17,7 +17,7 @@ import { encodePlan, Op, opArg, type PlanOp } from '../plan/ops.js';
 import { HOST_ID_LOCK_DIR, leaseHostIds, leaseSubids, type HostIdLease } from './host-ids.js';
 import { errnoName } from '../os-names.js';
 import { assertHelperBuilt } from '../native/helper-path.js';
-import { registerRun } from '../live/register.js';
+import { registerRun } from './register.js';
 import { launchHelper, type HelperExitStatus, type LaunchedHelper } from './launch.js';
 
 const debug = debuglog('cubicle');

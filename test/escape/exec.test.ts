@@ -5,7 +5,7 @@ import { strict as assert } from 'node:assert';
 import { connect } from 'node:net';
 import { spawnSync } from 'node:child_process';
 import { execInSandbox, spawnSandboxed, type SandboxOptions } from '../../sandbox/index.js';
-import { findSandbox, socketPath } from '../../sandbox/live/registry.js';
+import { findSandbox, socketPath } from '../../sandbox/host/registry.js';
 import { alive, forEachIdentity, IS_ROOT, probeMount, ROOTLESS_ID, skipBecause } from '../helpers/env.js';
 import { cubicle, uniqueName } from '../helpers/live.js';
 

@@ -2,7 +2,7 @@
 // supervises keep being served), unique names, and waiting for a sandbox to appear in or leave the registry.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { findSandbox } from '../../sandbox/live/registry.js';
+import { findSandbox } from '../../sandbox/host/registry.js';
 import { waitFor } from './env.js';
 
 export const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));

@@ -3,7 +3,7 @@
 import { strict as assert } from 'node:assert';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { listSandboxes, spawnSandboxed, SandboxOptionError, type SandboxOptions } from '../../sandbox/index.js';
-import { entryPath, findSandbox, processStart, type SandboxEntry } from '../../sandbox/live/registry.js';
+import { entryPath, findSandbox, processStart, type SandboxEntry } from '../../sandbox/host/registry.js';
 import { alive, IS_ROOT, ROOTLESS_ID, waitFor } from '../helpers/env.js';
 import { cubicle, uniqueName, untilGone, untilListed } from '../helpers/live.js';
 

@@ -2,12 +2,13 @@
 // the helper to serve the join socket, record the pids and namespaces once the payload runs, remove it at the end.
 import type { CgroupPlan } from '../cgroup/index.js';
 import type { ResolvedOptions } from '../options/resolve.js';
-import { Op, opArg, type PlanOp } from '../plan/ops.js';
+import { Op, type PlanOp } from '../plan/ops.js';
 import type { ReadyEvent } from '../protocol/events.js';
 import type { HostIds } from '../types.js';
-import { processStart, removeEntry, reserveName, selfRef, socketPath, updateEntry, type SandboxEntry } from './registry.js';
+import { processStart, removeEntry, reserveName, selfRef, socketPath, updateEntry, type SandboxEntry } from '../host/registry.js';
 
-/** The payload ops exec repeats inside a running sandbox (the rest of a plan builds the sandbox itself). */
+/** The payload ops exec repeats inside a running sandbox (the rest of a plan builds the sandbox itself; api/exec.ts
+ *  accepts exactly these). */
 const JOIN_OPS = new Set(['userns', 'id-mapper', 'rlimit', 'cwd', 'env', 'search', 'seccomp']);
 
 export interface Registration {
@@ -85,11 +86,4 @@ export function registerRun(
       removeEntry(name);
     },
   };
-}
-
-/** The inner ids the payload runs as, from the userns op. */
-export function innerIds(ops: readonly PlanOp[]): { uid: number; gid: number } {
-  const u = ops.find((op): op is Extract<PlanOp, { op: 'userns' }> => op.op === 'userns');
-  if (!u) throw new Error('internal: the registry entry has no userns op');
-  return { uid: Number(opArg(u, 'innerUid')), gid: Number(opArg(u, 'innerGid')) };
 }

@@ -9,8 +9,7 @@
 import { closeSync, linkSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, SandboxOptionError, type ErrorCodeValue } from '../errors.js';
-import type { PlanOp } from '../plan/ops.js';
-import { runtimeDir } from '../host/runtime-dir.js';
+import { runtimeDir } from './runtime-dir.js';
 import type { AppliedLimit, HostIds, NotifyMode } from '../types.js';
 
 /** Names: what a file name and a socket path can hold, in any locale. */
@@ -21,6 +20,12 @@ const ENTRY_VERSION = 1;
 export interface ProcessRef {
   pid: number;
   start: number;
+}
+
+/** A plan op as the entry stores it (see plan/ops.ts). */
+export interface StoredOp {
+  readonly op: string;
+  readonly args: readonly string[];
 }
 
 /** One registry entry. */
@@ -50,7 +55,7 @@ export interface SandboxEntry {
   seccomp?: { policy: string; mode: 'enforce' | 'log'; notify: NotifyMode };
   /** What exec needs to run a command as the payload runs: the payload's ops (ids, rlimits, cwd, env, PATH, seccomp
    *  mode) and the same seccomp program (base64). */
-  join: { socket: string; ops: PlanOp[]; bpf: string };
+  join: { socket: string; ops: StoredOp[]; bpf: string };
 }
 
 /** A name that cannot be used (invalid, taken) or that names no running sandbox of this user. */

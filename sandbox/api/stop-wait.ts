@@ -6,7 +6,15 @@ import { ErrorCode } from '../errors.js';
 import { resultJsonChunks } from '../outcome/render.js';
 import { JoinRequest } from '../protocol/opcodes.js';
 import type { SandboxResult } from '../types.js';
-import { checkSandboxName, entryIsLive, findSandbox, readResult, SandboxNameError, writeResult, type SandboxEntry } from './registry.js';
+import {
+  checkSandboxName,
+  entryIsLive,
+  findSandbox,
+  readResult,
+  SandboxNameError,
+  writeResult,
+  type SandboxEntry,
+} from '../host/registry.js';
 
 /** Writes a named run's result (the JSON `run --json` prints) for `cubicle wait`; best effort. */
 export function recordResult(name: string, r: SandboxResult): void {

@@ -2,14 +2,14 @@
 // runs (the same ids, rlimits, seccomp program, no capabilities, NO_NEW_PRIVS), in the sandbox's namespaces, root
 // and cgroups, with the payload's cwd and environment unless the call gives its own; the result is a run's.
 import { posix } from 'node:path';
-import { nameViolation, prepareRun } from '../api/prepare.js';
+import { nameViolation, prepareRun } from './prepare.js';
 import { ErrorCode } from '../errors.js';
 import { judge } from '../outcome/judge.js';
 import { toSandboxError } from '../outcome/render.js';
 import { encodePlan, Op, opArg, type PlanOp } from '../plan/ops.js';
 import { supervise } from '../supervisor/supervisor.js';
 import type { SandboxOptions, SandboxResult, StreamedResult } from '../types.js';
-import { checkSandboxName, findSandbox, SandboxNameError, type SandboxEntry } from './registry.js';
+import { checkSandboxName, findSandbox, SandboxNameError, type SandboxEntry } from '../host/registry.js';
 
 /** What exec accepts: the command's own I/O, environment additions, cwd and time; the sandbox's limits stay. */
 export type ExecOptions = Pick<
@@ -42,11 +42,25 @@ const EXEC_OPTION_NAMES = new Set<string>([
   'maxBuffer',
 ]);
 
+/** The payload ops exec repeats, as the run's supervisor recorded them (see supervisor/register.ts). */
+const STORED_OPS = new Set<string>(['userns', 'id-mapper', 'rlimit', 'cwd', 'env', 'search', 'seccomp']);
+
+/** The entry's payload ops, checked: only those exec repeats, each with its arguments (the helper checks arity). */
+function storedOps(entry: SandboxEntry): PlanOp[] {
+  return entry.join.ops.map((op) => {
+    if (!STORED_OPS.has(op.op) || !Array.isArray(op.args) || op.args.some((a) => typeof a !== 'string'))
+      throw new SandboxNameError(
+        `the registry entry of "${entry.name}" holds an op exec does not take (${String(op.op)}); stop and restart it`,
+      );
+    return op as PlanOp;
+  });
+}
+
 /** The payload's environment and cwd, as the entry recorded them. */
 function payloadEnv(entry: SandboxEntry): { env: Record<string, string>; cwd: string } {
   const env: Record<string, string> = {};
   let cwd = '/';
-  for (const op of entry.join.ops) {
+  for (const op of storedOps(entry)) {
     if (op.op === 'env') {
       const kv = opArg(op, 'keyEqualsValue');
       const eq = kv.indexOf('=');
@@ -79,7 +93,7 @@ function prepareExec(entry: SandboxEntry, cmd: string | readonly string[], optio
   const ops: PlanOp[] = [Op.join(entry.join.socket)];
   // As root, the command joins the sandbox's cgroups (counted with it, held by its limits).
   if (process.geteuid?.() === 0) for (const dir of entry.cgroup?.join ?? []) ops.push(Op.cgroupJoin(dir));
-  const kept = entry.join.ops.filter((op) => op.op !== 'env' && op.op !== 'cwd' && op.op !== 'search' && op.op !== 'seccomp');
+  const kept = storedOps(entry).filter((op) => op.op !== 'env' && op.op !== 'cwd' && op.op !== 'search' && op.op !== 'seccomp');
   ops.push(...kept, Op.cwd(o.cwd));
   for (const [k, v] of Object.entries(o.env)) ops.push(Op.env(k, v));
   for (const a of o.argv) ops.push(Op.arg(a));
@@ -117,7 +131,14 @@ export function spawnInSandbox(name: string, cmd: string | readonly string[], op
     return r as unknown as StreamedResult;
   });
   result.catch(() => {});
-  return { pid: s.pid, stdin: s.stdin, stdout: s.stdout, stderr: s.stderr, result, kill: s.kill };
+  return {
+    pid: s.pid,
+    stdin: s.stdin,
+    stdout: s.stdout,
+    stderr: s.stderr,
+    result,
+    kill: (signal?: 'SIGTERM' | 'SIGKILL') => s.kill(signal),
+  };
 }
 
 /**

@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pidusage from 'pidusage';
 import type { AppliedLimit } from '../types.js';
-import { listEntries, findSandbox, checkSandboxName, type SandboxEntry } from './registry.js';
+import { listEntries, findSandbox, checkSandboxName, type SandboxEntry } from '../host/registry.js';
 
 /** Live usage of a sandbox: cumulative CPU (ms) and current memory (bytes) of its processes, and its cgroup's. */
 export interface LiveUsage {
