@@ -196,7 +196,8 @@ export async function runDetached(argv: readonly string[], args: RunArgs): Promi
   const dash = argv.indexOf('--');
   const runArgv = argv.filter((a, i) => !(a === '--detach' && (dash < 0 || i < dash)));
   const childArgv = [...process.execArgv, process.argv[1]!, DETACHED_COMMAND, ...runArgv];
-  const child = spawn(process.execPath, childArgv, { detached: true, stdio: ['ignore', 'ignore', 'ignore', 'pipe'], cwd: '/' });
+  // The caller's cwd: relative paths among the flags (--bind ./src, --stdin in.txt) mean what they meant here.
+  const child = spawn(process.execPath, childArgv, { detached: true, stdio: ['ignore', 'ignore', 'ignore', 'pipe'], cwd: process.cwd() });
   const said = await new Promise<string>((resolve) => {
     let text = '';
     const fd3 = child.stdio[3] as NodeJS.ReadableStream;

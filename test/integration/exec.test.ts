@@ -2,7 +2,8 @@
 // environment, its limits. Also the seeds this feature grew from (a tmpfs only one sandbox sees; /proc inside
 // shows the sandbox's PID 1; namespace ids as /proc/PID/ns shows them on the host).
 import { strict as assert } from 'node:assert';
-import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { entryPath, type SandboxEntry } from '../../sandbox/host/registry.js';
 import { execInSandbox, listSandboxes, spawnSandboxed, type SandboxOptions, type SandboxProcess } from '../../sandbox/index.js';
 import { forEachIdentity, IS_ROOT, probeMount } from '../helpers/env.js';
 import { uniqueName, untilGone } from '../helpers/live.js';
@@ -141,5 +142,23 @@ describe('exec: bad input', () => {
     await assert.rejects(p.exec(['true']), /exec needs a named sandbox/);
     p.kill('SIGKILL');
     await p.result;
+  });
+
+  it('a registry entry whose payload ops were tampered with is refused, not passed to the helper', async () => {
+    const name = uniqueName('tamper');
+    const p = spawnSandboxed<SandboxOptions>(['sleep', '30'], { name, reject: false, stdout: 'ignore' });
+    try {
+      await p.exec(['true']);
+      const entry = JSON.parse(readFileSync(entryPath(name), 'utf8')) as SandboxEntry;
+      entry.join.ops.push({ op: 'bind', args: ['/', '/host', 'rw'] });
+      writeFileSync(entryPath(name), JSON.stringify(entry));
+      await assert.rejects(
+        execInSandbox(name, ['true']),
+        new RegExp(`the registry entry of "${name}" holds an op exec does not take \\(bind\\)`),
+      );
+    } finally {
+      p.kill('SIGKILL');
+      await p.result;
+    }
   });
 });

@@ -170,6 +170,9 @@ for (const caller of callers)
         assert.notEqual(r.status, 0, cmd);
         assert.match(r.stderr, /no sandbox named "nope-xyz" is running/, cmd);
       }
+      const usage = [await cli(['exec', 'x']), await cli(['ps', 'extra']), await cli(['stop']), await cli(['wait', 'a', 'b'])];
+      for (const u of usage) assert.equal(u.status, 2, u.stderr);
+      assert.match(usage[0]!.stderr, /usage: cubicle exec NAME/);
       const name = uniqueName('dup');
       await cli(['run', '--name', name, '--detach', '--', 'sleep', '30']);
       const dup = await cli(['run', '--name', name, '--', 'true']);
