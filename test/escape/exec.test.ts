@@ -60,9 +60,13 @@ forEachIdentity((id) => {
     assert.equal(r.stdout, '-1 EPERM\n-1 EPERM\n');
   });
 
-  it("an exec'd process holds only fds 0-2 (no namespace fd, no socket of the helper's)", async () => {
-    const { name } = await start({ mounts: probeMount() });
+  it("an exec'd process, and a named sandbox's payload, hold only fds 0-2 (no namespace fd, no join socket)", async () => {
+    const { name, proc } = await start({ mounts: probeMount() }, ['sh', '-c', '/probe fds; sleep 120']);
+    let payload = '';
+    proc.stdout!.on('data', (d: Buffer) => (payload += d.toString()));
     assert.equal((await execInSandbox(name, ['/probe', 'fds'])).stdout, '0 1 2 \n');
+    for (let i = 0; i < 100 && !payload.includes('\n'); i++) await new Promise((res) => setTimeout(res, 20));
+    assert.equal(payload, '0 1 2 \n');
   });
 
   it("an exec'd process can neither ptrace init nor open /proc/1/exe or /proc/1/mem, nor signal it", async () => {
