@@ -116,6 +116,8 @@ function prepareExec(entry: SandboxEntry, cmd: string | readonly string[], optio
       subids: undefined,
       files: undefined,
       joinHostIds: entry.hostIds,
+      // nothing inside watches the command's own time: the supervisor's timer is its limit, not a backstop
+      backstopSlackMs: 0,
     },
     judge: { ...p.judge, plan: ops, seccomp },
   };

@@ -124,6 +124,15 @@ forEachIdentity((id) => {
     assert.ok(stopped || Number(String(r.stdout).trim()) <= 12, `processes seen: ${String(r.stdout).trim()}, run: ${JSON.stringify(run)}`);
   });
 
+  it("exec's own timeout ends the command, not the sandbox", async () => {
+    const { name } = await start();
+    const r = await execInSandbox(name, ['sleep', '30'], { timeout: 300, reject: false });
+    assert.equal(r.verdict, 'wall-time-limit');
+    assert.equal(r.timedOut, true);
+    assert.ok(r.usage!.wallMs < 10_000);
+    assert.equal((await execInSandbox(name, ['echo', 'still here'])).stdout, 'still here\n');
+  });
+
   it('a command exec cannot start fails like a run does (setup error, nothing left running)', async () => {
     const { name } = await start();
     const r = await execInSandbox(name, ['no-such-program-xyz'], { reject: false });
