@@ -60,6 +60,15 @@ forEachIdentity((id) => {
     assert.equal(r.stdout, '-1 EPERM\n-1 EPERM\n');
   });
 
+  it("under a killing policy (judge), a forbidden call ends the exec'd command with seccomp-violation, not the sandbox", async () => {
+    const { name } = await start({ policy: 'judge' });
+    const r = await execInSandbox(name, ['sh', '-c', 'echo before; unshare -U true; echo after'], { reject: false });
+    assert.equal(r.verdict, 'seccomp-violation');
+    assert.equal(r.violation?.syscall, 'unshare');
+    assert.equal(r.stdout, 'before\n');
+    assert.equal((await execInSandbox(name, ['echo', 'alive'])).stdout, 'alive\n');
+  });
+
   it("an exec'd process, and a named sandbox's payload, hold only fds 0-2 (no namespace fd, no join socket)", async () => {
     const { name, proc } = await start({ mounts: probeMount() }, ['sh', '-c', '/probe fds; sleep 120']);
     let payload = '';
