@@ -8,8 +8,8 @@
  */
 import { closeSync, linkSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { ErrorCode, SandboxOptionError, type ErrorCodeValue } from '../errors.js';
-import { runtimeDir } from './runtime-dir.js';
+import { ErrorCode, SandboxHostError, SandboxOptionError, type ErrorCodeValue } from '../errors.js';
+import { runtimeDir, RuntimeDirError } from './runtime-dir.js';
 import type { AppliedLimit, HostIds, NotifyMode } from '../types.js';
 
 /** Names: what a file name and a socket path can hold, in any locale. */
@@ -74,7 +74,15 @@ export function checkSandboxName(name: unknown): string {
   return name;
 }
 
-export const registryDir = (): string => runtimeDir('sandboxes');
+/** The registry directory (made if missing); a runtime directory that is not the user's own is a host error. */
+export function registryDir(): string {
+  try {
+    return runtimeDir('sandboxes');
+  } catch (e) {
+    if (!(e instanceof RuntimeDirError)) throw e;
+    throw new SandboxHostError(e.message.slice(0, e.message.length - e.hint.length - 2), e.hint);
+  }
+}
 export const entryPath = (name: string): string => join(registryDir(), `${name}.json`);
 export const socketPath = (name: string): string => join(registryDir(), `${name}.sock`);
 export const resultPath = (name: string): string => join(registryDir(), `${name}.result.json`);

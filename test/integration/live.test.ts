@@ -1,10 +1,10 @@
 // Named sandboxes from the command line and the library: the registry (names, stale entries, per user), ps and
 // inspect, run --detach with its detached supervisor, stop, wait, and what a crashed supervisor leaves.
 import { strict as assert } from 'node:assert';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { listSandboxes, spawnSandboxed, SandboxOptionError, type SandboxOptions } from '../../sandbox/index.js';
 import { entryPath, findSandbox, processStart, type SandboxEntry } from '../../sandbox/host/registry.js';
-import { alive, IS_ROOT, ROOTLESS_ID, waitFor } from '../helpers/env.js';
+import { alive, IS_ROOT, ROOTLESS_ID, skipBecause, waitFor } from '../helpers/env.js';
 import { cubicle, uniqueName, untilGone, untilListed } from '../helpers/live.js';
 
 const PINNED = ['name', 'pid', 'helperPid', 'state', 'startedAt', 'namespaces', 'usage'];
@@ -181,3 +181,26 @@ for (const caller of callers)
       await cli(['stop', name]);
     });
   });
+
+describe("named sandboxes: a runtime directory that is not the caller's own", function () {
+  this.timeout(60_000);
+  const victim = { uid: 65530, gid: 65530 };
+  const squatted = `/tmp/cubicle-run-${victim.uid}`;
+  before(function () {
+    if (!IS_ROOT) return skipBecause(this, 'needs root to make another user squat the runtime directory');
+    rmSync(squatted, { recursive: true, force: true });
+    mkdirSync(squatted, { mode: 0o755 });
+    chownSync(squatted, 65529, 65529);
+  });
+  after(() => rmSync(squatted, { recursive: true, force: true }));
+
+  it('a squatted runtime directory gives a clear error with the fix for run --name, ps and exec, never a stack trace', async () => {
+    for (const args of [['run', '--name', 'x', '--', 'true'], ['ps'], ['exec', 'x', '--', 'true']]) {
+      const r = await cubicle(args, { as: victim });
+      assert.equal(r.status, 125, args.join(' '));
+      assert.match(r.stderr, new RegExp(`runtime directory ${squatted}/sandboxes cannot be used: ${squatted} is owned by uid 65529`));
+      assert.match(r.stderr, /Hint: remove it/);
+      assert.doesNotMatch(r.stderr, /\n\s+at /);
+    }
+  });
+});
