@@ -4,9 +4,10 @@
  * only believed while the processes it names still run: each pid is stored with its start time (field 22 of
  * /proc/PID/stat), so a pid the kernel gave to another process never matches, and a supervisor that crashed leaves
  * an entry nobody lists (it is removed the next time it is read). Beside each entry: NAME.sock, the helper's join
- * socket, and NAME.result.json, the final result of a detached run (kept until the name is used again).
+ * socket, and NAME.result.json, the final result of a named run for `wait` (kept until the name is used again, at
+ * most a day).
  */
-import { closeSync, linkSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, linkSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, SandboxHostError, SandboxOptionError, type ErrorCodeValue } from '../errors.js';
 import { runtimeDir, RuntimeDirError } from './runtime-dir.js';
@@ -169,6 +170,7 @@ export function reserveName(entry: SandboxEntry): void {
       writeAtomically(path, JSON.stringify(entry), true);
       removeQuietly(socketPath(entry.name)); // a socket a crashed run left
       removeQuietly(resultPath(entry.name)); // the result of an earlier run of this name
+      pruneResults();
       return;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
@@ -199,6 +201,23 @@ export function listEntries(): SandboxEntry[] {
     if (e) out.push(e);
   }
   return out;
+}
+
+/** Results are kept for `wait` this long after their run ended. */
+const RESULT_KEEP_MS = 24 * 3600 * 1000;
+
+/** Removes results older than RESULT_KEEP_MS, so names used once do not pile up. */
+function pruneResults(): void {
+  const dir = registryDir();
+  const now = Date.now();
+  for (const f of readdirSync(dir)) {
+    if (!f.endsWith('.result.json')) continue;
+    try {
+      if (now - statSync(join(dir, f)).mtimeMs > RESULT_KEEP_MS) unlinkSync(join(dir, f));
+    } catch {
+      /* removed meanwhile */
+    }
+  }
 }
 
 /** Records a detached run's final result (the JSON `run --json` prints). */
