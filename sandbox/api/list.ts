@@ -1,7 +1,7 @@
 // listSandboxes(): the caller's live named sandboxes with their live usage. CPU and memory of the processes come from
 // pidusage (init and every process below it, as /proc shows the tree), and from the sandbox's cgroup where it has one
 // (which also counts what left the tree, e.g. a command exec'd in).
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import pidusage from 'pidusage';
 import type { AppliedLimit } from '../types.js';
@@ -37,9 +37,14 @@ export interface LiveSandbox {
   hostIds: { uid: number; gid: number };
 }
 
-/** Host pids of init and every process below it (parent links from /proc/PID/stat, which anyone may read). */
-function treeOf(root: number): number[] {
+/**
+ * Host pids of the sandbox's processes: init and every process below it (parent links from /proc/PID/stat, which
+ * anyone may read), and every process whose pid namespace is the sandbox's where this user may read that link (a
+ * command exec'd in is a child of its join process outside until that ends).
+ */
+function processesOf(root: number, pidNs: number | undefined): number[] {
   const children = new Map<number, number[]>();
+  const inNs = new Set<number>();
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     try {
@@ -48,18 +53,20 @@ function treeOf(root: number): number[] {
       const list = children.get(ppid) ?? [];
       list.push(Number(d));
       children.set(ppid, list);
+      if (pidNs !== undefined && readlinkSync(`/proc/${d}/ns/pid`) === `pid:[${pidNs}]`) inNs.add(Number(d));
     } catch {
-      /* gone meanwhile */
+      /* gone meanwhile, or not this user's to inspect */
     }
   }
-  const out: number[] = [];
-  const queue = [root];
+  const out = new Set<number>();
+  const queue = [root, ...inNs];
   while (queue.length) {
     const pid = queue.shift()!;
-    out.push(pid);
+    if (out.has(pid)) continue;
+    out.add(pid);
     queue.push(...(children.get(pid) ?? []));
   }
-  return out;
+  return [...out];
 }
 
 const readNumber = (path: string, key?: string): number | undefined => {
@@ -90,7 +97,7 @@ function cgroupUsage(e: SandboxEntry): LiveUsage['cgroup'] {
 }
 
 async function usageOf(e: SandboxEntry): Promise<LiveUsage> {
-  const pids = e.init ? treeOf(e.init.pid) : [];
+  const pids = e.init ? processesOf(e.init.pid, e.namespaces?.pid) : [];
   const stats = await Promise.allSettled(pids.map((pid) => pidusage(pid)));
   let cpuMs = 0;
   let memoryBytes = 0;

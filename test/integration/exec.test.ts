@@ -5,7 +5,7 @@ import { strict as assert } from 'node:assert';
 import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { entryPath, type SandboxEntry } from '../../sandbox/host/registry.js';
 import { execInSandbox, listSandboxes, spawnSandboxed, type SandboxOptions, type SandboxProcess } from '../../sandbox/index.js';
-import { forEachIdentity, IS_ROOT, probeMount } from '../helpers/env.js';
+import { forEachIdentity, IS_ROOT, probeMount, skipBecause } from '../helpers/env.js';
 import { uniqueName, untilGone } from '../helpers/live.js';
 
 const NS = ['user', 'mnt', 'pid', 'net', 'uts', 'ipc', 'cgroup'];
@@ -96,6 +96,19 @@ forEachIdentity((id) => {
     );
     // On the host: init's links (root may read them; it is non-dumpable to anyone else).
     if (IS_ROOT) for (const n of NS) assert.equal(readlinkSync(`/proc/${live.pid}/ns/${n}`), `${n}:[${live.namespaces[n]}]`);
+  });
+
+  it("ps counts a command exec'd in among the sandbox's processes while it runs", async function () {
+    if (!IS_ROOT) return skipBecause(this, "an unprivileged caller may not read the pid namespace of a process of the sandbox's own ids");
+    const { name } = await start();
+    const running = execInSandbox(name, ['sleep', '3']);
+    let count = 0;
+    for (let i = 0; i < 100 && count < 3; i++) {
+      count = (await listSandboxes()).find((s) => s.name === name)!.usage.processes;
+      await new Promise((res) => setTimeout(res, 30));
+    }
+    assert.equal(count, 3, "init, the payload and the exec'd command");
+    await running;
   });
 
   it("counts against the sandbox's CPU-time limit: a command that burns CPU ends the whole sandbox", async function () {
