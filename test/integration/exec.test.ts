@@ -99,7 +99,11 @@ forEachIdentity((id) => {
   });
 
   it("ps counts a command exec'd in among the sandbox's processes while it runs", async function () {
-    if (!IS_ROOT) return skipBecause(this, "an unprivileged caller may not read the pid namespace of a process of the sandbox's own ids");
+    if (!IS_ROOT)
+      return skipBecause(
+        this,
+        "an unprivileged caller reads the pid namespace link of a sandbox's process only where it may ptrace it (not with subordinate ids)",
+      );
     const { name } = await start();
     const running = execInSandbox(name, ['sleep', '3']);
     let count = 0;
