@@ -27,6 +27,10 @@ export const ErrorCode = {
   limit: 'ERR_SANDBOX_LIMIT',
   /** An image could not be built, found or removed (a refused entry, an unknown name, an unsafe cache). */
   image: 'ERR_SANDBOX_IMAGE',
+  /** A named sandbox of that name is already running (run --name). */
+  nameTaken: 'ERR_SANDBOX_NAME_TAKEN',
+  /** No running named sandbox of the caller has that name (exec, stop, wait, inspect). */
+  notFound: 'ERR_SANDBOX_NOT_FOUND',
 } as const;
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 

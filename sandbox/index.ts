@@ -1,6 +1,9 @@
 // Public surface of the cubicle package.
 export { runSandboxed, spawnSandboxed, type SandboxProcess } from './api/run.js';
 export { createPool, type PoolOptions, type PoolStats, type SandboxPool } from './pool/pool.js';
+export { listSandboxes, inspectSandbox, type LiveSandbox, type LiveUsage } from './api/list.js';
+export { execInSandbox, type ExecOptions } from './api/exec.js';
+export { stopSandbox, waitSandbox } from './api/stop-wait.js';
 export type {
   AppliedLimit,
   CapturedOutput,

@@ -140,6 +140,9 @@ export interface SandboxOptions {
   /** With rootfs: the payload may write anywhere in the image's tree; writes go to a tmpfs overlay (rootSize) and
    *  never reach the cache. */
   writable?: boolean;
+  /** Registers the running sandbox under this name (1-64 letters, digits, '_', '.', '-') in the caller's registry, so
+   *  `listSandboxes()`, `cubicle ps/inspect/exec/stop` find it; the name is free again once it ends. */
+  name?: string;
 }
 
 /** Every option name, checked against SandboxOptions at compile time (a name missing here fails the build). */
@@ -182,6 +185,7 @@ export const OPTION_NAMES = [
   'copyOut',
   'copyOutMax',
   'boxSize',
+  'name',
 ] as const satisfies readonly (keyof SandboxOptions)[];
 
 /** The options a policy may set as defaults (a call's own options win). */

@@ -35,7 +35,7 @@ export interface PreparedRun {
 
 const ARCH_NAMES = new Map(Object.entries(ARCH_TOKENS).map(([k, v]) => [v, k.replace('SCMP_ARCH_', '').toLowerCase()]));
 
-function nameViolation(arch: number, nr: number): SeccompViolation {
+export function nameViolation(arch: number, nr: number): SeccompViolation {
   let syscall: string | null = null;
   try {
     syscall = libseccomp().resolveNum(arch, nr);
@@ -127,6 +127,8 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}, runId: strin
       failure,
       // init's sampler kills at the limit; the supervisor's timer is a backstop a second behind it
       backstopSlackMs: plan.some((p) => p.op === 'watch') ? 1000 : 0,
+      ...(filter ? { seccomp: { policy: policy.name, mode, notify } } : {}),
+      applied: limits.applied,
     },
     judge: {
       argv: options.argv,

@@ -8,11 +8,16 @@ import { supervise } from '../supervisor/supervisor.js';
 import { SandboxOptionError } from '../errors.js';
 import { checkTerminalSize } from '../options/resolve.js';
 import type { SandboxOptions, SandboxResult, StreamedResult, TerminalOf } from '../types.js';
+import { execInSandbox, type ExecOptions } from './exec.js';
+import { recordResult, untilRunning } from './stop-wait.js';
+import { SandboxNameError } from '../host/registry.js';
 import { prepareRun, type PreparedRun } from './prepare.js';
 
-/** Judges a finished run; rejects with the result as a SandboxError when it failed (unless reject: false). */
+/** Judges a finished run; rejects with the result as a SandboxError when it failed (unless reject: false). A named
+ *  run's result is recorded for `cubicle wait NAME`. */
 function settle(p: PreparedRun, record: RunRecord): SandboxResult {
   const r = judge(record, p.judge);
+  if (p.options.name !== undefined) recordResult(p.options.name, r);
   if (!r.failed || !p.options.reject) return r;
   throw toSandboxError(r, record.failure?.kind === 'launch' || record.failure?.kind === 'protocol' ? record.failure.error : undefined);
 }
@@ -60,6 +65,9 @@ export interface SandboxProcess<O extends SandboxOptions = SandboxOptions> {
   /** With `tty`: the terminal's new window size, in cells (1-65535 each); the foreground process group inside gets
    *  SIGWINCH. Throws a SandboxOptionError without a terminal; does nothing once the sandbox is gone. */
   resize(columns: number, rows: number): void;
+  /** Runs another command inside this sandbox once its payload runs (a named sandbox only: spawnSandboxed(cmd,
+   *  { name })); resolves with a result shaped like runSandboxed's. */
+  exec(cmd: string | readonly string[], options?: ExecOptions): Promise<SandboxResult>;
 }
 
 /** Starts a command in a fresh sandbox and returns its streams; `stdin: 'pipe'` gives a writable stdin. */
@@ -77,6 +85,14 @@ export function spawnSandboxed<O extends SandboxOptions = Record<never, never>>(
     const size = checkTerminalSize('resize(columns, rows)', { columns, rows });
     s.resize(size.columns, size.rows);
   };
+  const name = p.options.name;
+  const exec = async (c: string | readonly string[], o?: ExecOptions): Promise<SandboxResult> => {
+    if (name === undefined)
+      throw new SandboxNameError('exec needs a named sandbox: start it with spawnSandboxed(cmd, { name }) to enter it later');
+    const ended = await untilRunning(name, result);
+    if (ended) throw new SandboxNameError(`the sandbox "${name}" ended before the command could be run in it`);
+    return execInSandbox(name, c, o);
+  };
   const proc: SandboxProcess = {
     pid: s.pid,
     stdin: s.stdin,
@@ -85,6 +101,7 @@ export function spawnSandboxed<O extends SandboxOptions = Record<never, never>>(
     result,
     kill: (signal) => s.kill(signal),
     resize,
+    exec,
   };
   return proc as unknown as SandboxProcess<O>;
 }

@@ -38,6 +38,7 @@ const RUN_FLAG_OF: Readonly<Record<string, string>> = {
   writable: '--writable',
   'mounts[]': '--bind/--ro-bind/--tmpfs',
   command: 'the command',
+  name: '--name',
 };
 export const runFlagOf = (option: string): string | undefined => RUN_FLAG_OF[option];
 
@@ -58,6 +59,8 @@ export interface RunArgs {
   metaFile?: string;
   stdoutFile?: string;
   stderrFile?: string;
+  /** --detach: a detached supervisor keeps the (named) sandbox running after the CLI returns. */
+  detach?: boolean;
 }
 
 const RUN_FLAGS = {
@@ -101,6 +104,8 @@ const RUN_FLAGS = {
   json: { type: 'boolean' },
   tty: { type: 'boolean', short: 't' },
   result: { type: 'string' },
+  name: { type: 'string' },
+  detach: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -157,6 +162,9 @@ Options:
   --json                 capture output; print one JSON object (the result) and exit 0
                          unless the sandbox itself failed
   --result FILE          pass stdio through and write the result object to FILE
+  --name NAME            register the running sandbox as NAME (cubicle ps, inspect, exec, stop, wait)
+  --detach               with --name: return once the payload runs; a detached supervisor keeps the limits
+                         and records the result (cubicle wait NAME prints it)
   -h, --help             this help
 `;
 
@@ -287,6 +295,7 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
   }
   if (v['copy-out-max'] !== undefined) options.copyOutMax = v['copy-out-max'];
   if (v['box-size'] !== undefined) options.boxSize = v['box-size'];
+  if (v.name !== undefined) options.name = v.name;
   if (v['max-buffer'] !== undefined) options.maxBuffer = /^\d+$/.test(v['max-buffer']) ? Number(v['max-buffer']) : v['max-buffer'];
   return {
     command: [...command],
@@ -299,6 +308,7 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
     ...(v.stdout !== undefined ? { stdoutFile: v.stdout } : {}),
     ...(v.stderr !== undefined ? { stderrFile: v.stderr } : {}),
     ...(v.stdin === DEV_NULL ? { stdinNull: true } : {}),
+    ...(v.detach ? { detach: true } : {}),
     help: v.help === true,
   };
 }

@@ -25,6 +25,10 @@ Commands:
   isolate --init|--run|--cleanup   an isolate-compatible box (for judges built on isolate)
   serve [--listen HOST:PORT]       a go-judge-compatible judge service over HTTP (cubicle serve --help)
   worker --redis URL --queue NAME  a judge worker consuming a BullMQ queue (cubicle worker --help)
+  ps [--json]                      your running named sandboxes (run --name NAME [--detach])
+  inspect NAME                     a named sandbox's namespaces, pids and limits
+  exec NAME -- CMD [ARGS...]       run CMD inside a running named sandbox
+  stop NAME, wait NAME             end it (SIGTERM, then SIGKILL); wait for its end and print its result
   help, --help                     this help; 'cubicle COMMAND --help' for a command's options
   --version                        the version
 
@@ -56,6 +60,7 @@ async function cmdRun(argv: string[]): Promise<number> {
     process.stdout.write(RUN_USAGE);
     return 0;
   }
+  if (args.detach) return (await import('./live.js')).runDetached(argv, args);
   // Files are opened before the run (no symlink, regular files): the sandbox cannot redirect where they go.
   const meta = { fd: args.metaFile !== undefined ? openOutputFile('--meta', args.metaFile) : undefined };
   try {
@@ -223,7 +228,30 @@ async function cmdDoctor(argv: string[]): Promise<number> {
   return doctorExitCode(checks);
 }
 
-const COMMANDS = ['run', 'plan', 'policy', 'doctor', 'isolate', 'serve', 'worker', 'help', 'version'];
+const COMMANDS = ['run', 'plan', 'policy', 'doctor', 'isolate', 'serve', 'worker', 'ps', 'inspect', 'exec', 'stop', 'wait', 'help', 'version'];
+
+/** ps, inspect, exec, stop, wait and the detached supervisor: loaded only when used. */
+async function cmdLive(cmd: string, argv: string[]): Promise<number> {
+  const live = await import('./live.js');
+  if (wantsHelp(argv) && cmd !== 'exec') {
+    process.stdout.write(live.LIVE_USAGE);
+    return 0;
+  }
+  switch (cmd) {
+    case 'ps':
+      return live.cmdPs(argv);
+    case 'inspect':
+      return live.cmdInspect(argv);
+    case 'exec':
+      return live.cmdExec(argv);
+    case 'stop':
+      return live.cmdStop(argv);
+    case 'wait':
+      return live.cmdWait(argv);
+    default:
+      return live.detachedMain(parseRunArgs(argv));
+  }
+}
 
 /** The package version (package.json, read only when asked). */
 async function cubicleVersion(): Promise<string> {
@@ -246,6 +274,13 @@ export async function main(argv: string[]): Promise<number> {
         return await (await import('./image.js')).cmdImage(rest);
       case 'doctor':
         return await cmdDoctor(rest);
+      case 'ps':
+      case 'inspect':
+      case 'exec':
+      case 'stop':
+      case 'wait':
+      case '__detached-run':
+        return await cmdLive(cmd, rest);
       case 'isolate': {
         const { isolateMain } = await import('./isolate.js');
         return await isolateMain(rest);

@@ -47,6 +47,8 @@ struct plan {
   int notify_mode; /* enum cub_notify_mode */
   const char *tty_ptmx; /* tty: the ptmx inside the new root; NULL without a terminal */
   unsigned tty_columns, tty_rows;
+  const char *listen_join; /* listen-join: stage 0 serves the namespace fds on this socket */
+  const char *join;        /* join: enter the sandbox whose stage 0 listens on this socket */
   /* limits */
   const char *cgroup_join[8];
   size_t ncgroup_join;
@@ -203,6 +205,14 @@ void tty_relay_events(struct pollfd *pfd); /* fills TTY_POLL_FDS entries (fd -1 
 void tty_relay_handle(const struct pollfd *pfd);
 int tty_relay_timeout_ms(void); /* how soon the relay wants tty_relay_handle called again without an event; -1: no need */
 int tty_relay_drained(void); /* 1 once everything the terminal showed has been written (or without a terminal) */
+/* stage_parent.c: a root caller's (or subordinate ids') payload may reopen its stdio pipes (see there). */
+void open_stdio_pipes_to_sandbox(const struct plan *p);
+/* join.c: stage 0 of a named sandbox serves its join socket; the join mode enters such a sandbox. */
+int join_listen_from_parent(const struct plan *p);                 /* the listening socket, or -1 */
+void join_open_ns_from_parent(pid_t init, int ns_fds[CUB_NS_COUNT]); /* while init may still be inspected */
+/* One connection on the listening socket; returns the control byte asked for (terminate/kill) or 0. */
+char join_serve_from_parent(int listen_fd, uid_t owner, pid_t init, const int ns_fds[CUB_NS_COUNT]);
+__attribute__((noreturn)) void join_main(const struct plan *p);
 
 /* stages */
 __attribute__((noreturn)) void stage_init_main(const struct plan *p, int from_parent_fd, int to_parent_fd,

@@ -293,6 +293,16 @@ static void check_op(struct plan *p, struct op *op, int *seen, enum plan_part pa
     p->notify_mode = found;
     break;
   }
+  case CUB_OP_LISTEN_JOIN:
+  case CUB_OP_JOIN: {
+    const char *path = a[0];
+    check_path(path, op);
+    if (strlen(path) >= 108) die_op(op, NULL, 0, "socket path %s is longer than a unix socket address allows (107 bytes)", path);
+    if (p->join || p->listen_join) die_op(op, NULL, 0, "listen-join and join are given once, and not together");
+    if (op->code == CUB_OP_JOIN) p->join = path;
+    else p->listen_join = path;
+    break;
+  }
   case CUB_OP_CGROUP_JOIN:
     check_path(a[CUB_ARG_CGROUP_JOIN_DIR], op);
     if (p->ncgroup_join >= 8) die_op(op, NULL, 0, "at most 8 cgroup-join ops");
@@ -458,7 +468,7 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
   int seen[CUB_OP__COUNT] = {0};
   parse_ops(p, p->buf, p->len, 0, PART_FIRST, seen);
   if (!seen[CUB_OP_USERNS]) die_msg("the plan has no userns op");
-  if (!seen[CUB_OP_ROOT]) die_msg("the plan has no root op");
+  if (!seen[CUB_OP_ROOT] && !p->join) die_msg("the plan has no root op");
   if (p->image && p->image_writable == p->root_ro) die_msg("an image root is read-only (root-ro) unless it is writable, never both");
   if (p->awaits) {
     for (int c = 0; c < CUB_OP__COUNT; c++)

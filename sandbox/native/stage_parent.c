@@ -61,6 +61,9 @@ struct parent {
   pid_t init;
   int to_init, from_init; /* internal pipes: commands down (InitCommand bytes), init_msg up */
   int sigchld_fd, oom_fd, events_fd;
+  int join_fd;                /* listen-join: the join socket, or -1 */
+  int ns_fds[CUB_NS_COUNT];   /* listen-join: init's namespaces, opened before its release */
+  uid_t owner;                /* the uid that started the helper: only its processes may join */
   long long kill_deadline; /* init was asked to kill everything; past this, init itself is killed */
   int stop_asked;          /* the supervisor or the OOM watch asked for a stop: an early end of init is no setup failure */
   unsigned char resize[CUB_RESIZE_BYTES]; /* a window size message being reassembled from the control fd */
@@ -125,7 +128,7 @@ static void drop_supplementary_groups(void) {
  * through /proc needs ptrace access to a process that holds it, so mode 0666 lets no one else in: only the
  * sandbox itself and the caller's processes hold them. Named FIFOs (another device than pipefs) are left as
  * they are: their mode is a file's on disk. */
-static void open_stdio_pipes_to_sandbox(const struct plan *p) {
+void open_stdio_pipes_to_sandbox(const struct plan *p) {
   /* rootless with its own ids: the payload runs as the caller, who owns them */
   if (geteuid() != 0 && !p->newuidmap) return;
   int probe[2];
@@ -232,6 +235,7 @@ static void start_init(struct parent *s) {
   if (s->init == 0) {
     if (s->events_fd >= 0) close(s->events_fd);
     if (s->oom_fd >= 0) close(s->oom_fd);
+    if (s->join_fd >= 0) close(s->join_fd);
     close(s->to_init);
     close(s->from_init);
     close(CUB_FD_CONTROL);
@@ -329,6 +333,15 @@ static void handle_init_msg(struct parent *s, const struct init_msg *m) {
   }
 }
 
+/* One control byte, from the supervisor or a join socket client. terminate goes to init as a byte on its own pipe
+ * (a signal's sender could be forged from inside); anything else kills. */
+static void apply_control(struct parent *s, char cmd) {
+  char term = CUB_INIT_CMD_TERMINATE;
+  if (cmd == CUB_CTL_TERMINATE) s->stop_asked = 1;
+  if (cmd == CUB_CTL_TERMINATE && write(s->to_init, &term, 1) == 1) return;
+  kill_via_init(s);
+}
+
 /* Control bytes from the supervisor; EOF means it is gone and nothing may outlive it. */
 static int relay_control(struct parent *s) {
   char cmd[64];
@@ -338,8 +351,6 @@ static int relay_control(struct parent *s) {
     kill(s->init, SIGKILL);
     return 0;
   }
-  /* terminate goes to init as a byte on its own pipe (a signal's sender could be forged from inside) */
-  char term = CUB_INIT_CMD_TERMINATE;
   for (ssize_t i = 0; i < n; i++) {
     if (s->resize_have) { /* the size of a window; passed on whole, in one write */
       s->resize[s->resize_have++] = (unsigned char)cmd[i];
@@ -354,9 +365,7 @@ static int relay_control(struct parent *s) {
       s->resize_have = 1;
       continue;
     }
-    if (cmd[i] == CUB_CTL_TERMINATE) s->stop_asked = 1;
-    if (cmd[i] == CUB_CTL_TERMINATE && write(s->to_init, &term, 1) == 1) continue;
-    kill_via_init(s);
+    apply_control(s, cmd[i]);
   }
   return 1;
 }
@@ -369,16 +378,16 @@ static void oom_seen(struct parent *s) {
 
 /* Until init is reaped: control bytes, init's messages, the OOM watches, the kill deadline. */
 static void supervise(struct parent *s) {
-  struct pollfd pfd[5] = {{.fd = CUB_FD_CONTROL, .events = POLLIN}, {.fd = s->from_init, .events = POLLIN},
+  struct pollfd pfd[6] = {{.fd = CUB_FD_CONTROL, .events = POLLIN}, {.fd = s->from_init, .events = POLLIN},
                           {.fd = s->sigchld_fd, .events = POLLIN}, {.fd = s->oom_fd, .events = POLLIN},
-                          {.fd = s->events_fd, .events = POLLPRI}};
+                          {.fd = s->events_fd, .events = POLLPRI},  {.fd = s->join_fd, .events = POLLIN}};
   for (;;) {
     int timeout = -1;
     if (s->kill_deadline > 0) {
       long long left = s->kill_deadline - monotonic_us();
       timeout = left > 0 ? (int)(left / 1000) + 1 : 0;
     }
-    int ready = poll(pfd, 5, timeout);
+    int ready = poll(pfd, 6, timeout);
     if (s->kill_deadline > 0 && monotonic_us() >= s->kill_deadline) { /* init did not stop the sandbox in time */
       kill(s->init, SIGKILL); /* and with init, everything in its namespace */
       s->kill_deadline = -1; /* done: no second deadline */
@@ -390,6 +399,10 @@ static void supervise(struct parent *s) {
       die_sys("poll", errno, "supervising init");
     }
     if (pfd[0].revents && !relay_control(s)) pfd[0].fd = -1;
+    if (pfd[5].revents) {
+      char cmd = join_serve_from_parent(s->join_fd, s->owner, s->init, s->ns_fds);
+      if (cmd) apply_control(s, cmd);
+    }
     if (pfd[1].revents) {
       struct init_msg m;
       ssize_t n = read(s->from_init, &m, sizeof m);
@@ -473,12 +486,13 @@ int main(int argc, char **argv) {
     printf("cubicle-helper protocol %d\n", CUB_PROTOCOL_VERSION);
     return 0;
   }
-  struct parent s = {.t0 = monotonic_us(), .oom_fd = -1, .events_fd = -1};
+  struct parent s = {.t0 = monotonic_us(), .oom_fd = -1, .events_fd = -1, .join_fd = -1, .owner = getuid()};
   prepare_process();
   say_hello();
   struct plan plan;
   read_plan(&plan);
   s.plan = &plan;
+  if (plan.join) join_main(&plan);
   drop_supplementary_groups();
   open_stdio_pipes_to_sandbox(&plan);
   cgroup_join_from_parent(&plan);
@@ -487,9 +501,11 @@ int main(int argc, char **argv) {
   s.oom_fd = cgroup_oom_watch_from_parent(&plan);
   s.events_fd = cgroup_events_open_from_parent(&plan);
   mount_prepare_idmaps(&plan); /* as root, before the namespaces exist */
+  s.join_fd = join_listen_from_parent(&plan); /* bound before any id change, in the owner's directory */
   if (plan.has_host_ids) become_host_user(&plan);
   start_init(&s); /* init waits for the go byte */
   read_ns_ids(&s);
+  if (s.join_fd >= 0) join_open_ns_from_parent(s.init, s.ns_fds);
   userns_write_maps_from_parent(&plan, s.init);
   release_init(&s);
   drop_to_outer_ids(&plan);

@@ -1,5 +1,6 @@
 // The options of runSandboxed/spawnSandboxed: merged under a policy's defaults, then validated synchronously
 // (nothing runs before this), giving ResolvedOptions where every field is final.
+import { checkSandboxName } from '../host/registry.js';
 import { idsTakenIn } from '../host/subids.js';
 import { BOX_DIR, resolveBox, type ResolvedBox } from './box.js';
 import { constants as bufferConstants } from 'node:buffer';
@@ -72,6 +73,8 @@ export interface ResolvedOptions {
   box?: ResolvedBox;
   /** An image as the root (instead of the host view). */
   rootfs?: ResolvedRootfs;
+  /** Registered under this name while it runs (see live/registry.ts). */
+  name?: string;
 }
 
 export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin';
@@ -510,6 +513,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     ...(o.cgroupParent !== undefined ? { cgroupParent: checkHostDir('cgroupParent', o.cgroupParent) } : {}),
     ...(box ? { box } : {}),
     ...(rootfs ? { rootfs } : {}),
+    ...(o.name !== undefined ? { name: checkSandboxName(o.name) } : {}),
   };
 }
 

@@ -84,6 +84,8 @@ export const Op = {
     makeOp('rlimit', { resource, soft, hard }),
   tmpfsInodes: (path: string, inodes: number): PlanOp => makeOp('tmpfs-inodes', { path, inodes }),
   await: (): PlanOp => makeOp('await', {}),
+  listenJoin: (socketPath: string): PlanOp => makeOp('listen-join', { socketPath }),
+  join: (socketPath: string): PlanOp => makeOp('join', { socketPath }),
   end: (): PlanOp => makeOp('end', {}),
 } as const;
 

@@ -13,6 +13,7 @@ import {
   RUN_OPS,
   InitCommand,
   TerminalResize,
+  JoinRequest,
   NOTIFY_MODES,
   OPCODES,
   PLAN_MAGIC,
@@ -21,7 +22,16 @@ import {
   RLIMIT_NAMES,
   Stage,
 } from './opcodes.js';
-import { MAX_STOPS, MAX_VIOLATIONS, STATUS_EVENTS, STOP_KINDS, type EventName, type FieldSpec, type FieldsSpec } from './events.js';
+import {
+  MAX_STOPS,
+  MAX_VIOLATIONS,
+  NAMESPACE_NAMES,
+  STATUS_EVENTS,
+  STOP_KINDS,
+  type EventName,
+  type FieldSpec,
+  type FieldsSpec,
+} from './events.js';
 import { PIPE_BUF, lineBound, linePrefix, memberBound, valueBound } from './event-bounds.js';
 
 const cName = (s: string): string =>
@@ -160,6 +170,10 @@ export function renderProtocolHeader(): string {
   lines.push(`#define CUB_RESIZE_BYTES ${TerminalResize.bytes}`);
   lines.push('/* internal pipe: stage 0 -> init */');
   for (const [k, v] of Object.entries(InitCommand)) lines.push(`#define CUB_INIT_CMD_${cName(k)} '${v}'`);
+  lines.push('/* join socket: client -> stage 0 of a named sandbox */');
+  for (const [k, v] of Object.entries(JoinRequest)) lines.push(`#define CUB_JOIN_REQ_${cName(k)} '${v}'`);
+  lines.push(`static const char *const CUB_NS_NAMES[] = {${NAMESPACE_NAMES.map(cStr).join(', ')}};`);
+  lines.push(`#define CUB_NS_COUNT ${NAMESPACE_NAMES.length}`);
   lines.push('');
   for (const [k, v] of Object.entries(HelperExit)) lines.push(`#define CUB_EXIT_${cName(k)} ${v}`);
   lines.push('');

@@ -42,7 +42,7 @@ export const STOP_KINDS = [
 export type StopKind = (typeof STOP_KINDS)[number];
 
 /** Namespaces whose inode numbers the ready event carries. */
-export const NAMESPACE_NAMES = ['user', 'mnt', 'pid', 'net', 'uts', 'ipc'] as const;
+export const NAMESPACE_NAMES = ['user', 'mnt', 'pid', 'net', 'uts', 'ipc', 'cgroup'] as const;
 
 /** Every status event: its fields, in the order the helper writes them. */
 export const STATUS_EVENTS = {

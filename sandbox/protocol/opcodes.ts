@@ -24,6 +24,11 @@
  * With a terminal (the `tty` op), init holds the pty master and relays it: helper fd 0 -> master (typed
  * input), master -> helper fd 1 (what the terminal shows); the payload's 0-2 are the pty's slave.
  *
+ *   a named sandbox (listen-join): stage 0 listens on a unix socket in the owner's runtime directory. A client of
+ *   the same uid (SO_PEERCRED) sends one JoinRequest byte: join -> stage 0 replies with a JoinReply line and the
+ *   namespace fds of init (SCM_RIGHTS, in NAMESPACE_NAMES order); terminate / kill -> as on the control fd.
+ *   The helper in join mode (the `join` op) is such a client: it enters those namespaces and runs one command.
+ *
  * The status events and their fields are declared in ./events.ts.
  *
  * Plan tokens are NUL-terminated byte strings. Every opcode has a fixed arity; unknown opcodes, wrong
@@ -68,6 +73,9 @@ export const ControlByte = { terminate: 't', kill: 'k', resize: 'w' } as const;
  */
 export const TerminalResize = { bytes: 5, maxCells: 65535 } as const;
 
+/** One-byte requests on a named sandbox's join socket (see the table above). */
+export const JoinRequest = { join: 'j', terminate: 't', kill: 'k' } as const;
+
 /**
  * One-byte commands stage 0 sends init on their internal pipe: `go` once the id maps are written (init
  * waits for it before anything else), then `terminate` (SIGTERM to everything inside) or `kill` (SIGKILL to
@@ -107,6 +115,12 @@ export const OPCODES = [
   // stage 0 before anything else, no symlink followed) and whose upper is the root tmpfs, so nothing reaches the
   // directory. writable 0: the root is made read-only at the end (root-ro); 1: the payload may write anywhere
   { name: 'image', args: ['hostPath', 'writable'] },
+  // stage 0 of a named sandbox: listen on this unix socket (bound before any id change) and hand the owner's
+  // processes the namespace fds of init, or stop the sandbox, on request (see JoinRequest)
+  { name: 'listen-join', args: ['socketPath'] },
+  // join mode: instead of creating a sandbox, enter the running one whose stage 0 listens on this socket and run
+  // the payload ops (userns inner ids, rlimit, cwd, env, arg, search, exec, seccomp) there, in its cgroups (cgroup-join)
+  { name: 'join', args: ['socketPath'] },
   // filesystem ops, executed in plan order inside the new root (paths are absolute, inside view)
   { name: 'dir', args: ['path', 'modeOctal'] },
   { name: 'bind', args: ['hostPath', 'path', 'access'] }, // access: ro | rw | dev
@@ -206,6 +220,7 @@ export const Stage = {
   userns: 'userns', // stage 0 writing uid_map/gid_map
   init: 'init', // stage 1, PID 1 inside: mounts, pivot_root, hostname, loopback
   exec: 'exec', // stage 2: ids, fds, caps, no_new_privs, seccomp, execve
+  join: 'join', // join mode: entering a running sandbox's namespaces
 } as const;
 export type StageName = (typeof Stage)[keyof typeof Stage];
 

@@ -11,12 +11,13 @@ import { cgroupFailure } from '../outcome/setup-failure.js';
 import type { HelperEvent } from '../protocol/events.js';
 import { ControlByte, TerminalResize } from '../protocol/opcodes.js';
 import { StatusReader } from '../protocol/status.js';
-import type { HostIds, SetupFailure } from '../types.js';
+import type { AppliedLimit, HostIds, NotifyMode, SetupFailure } from '../types.js';
 import type { NoSubids, Subids } from '../host/subids.js';
 import { encodePlan, Op, opArg, type PlanOp } from '../plan/ops.js';
 import { HOST_ID_LOCK_DIR, leaseHostIds, leaseSubids, type HostIdLease } from './host-ids.js';
 import { errnoName } from '../os-names.js';
 import { assertHelperBuilt } from '../native/helper-path.js';
+import { registerRun } from './register.js';
 import { launchHelper, type HelperExitStatus, type LaunchedHelper } from './launch.js';
 
 const debug = debuglog('cubicle');
@@ -52,6 +53,14 @@ export interface SuperviseInput {
   failure: SetupFailure | undefined;
   /** How long past the wall limit (and its grace) the supervisor's backstop waits for init's own kill. */
   backstopSlackMs: number;
+  /** exec into a running sandbox: the ids it maps to are that sandbox's (nothing is leased). */
+  joinHostIds?: HostIds;
+  /** A named run started by a detached supervisor (recorded in its registry entry). */
+  detached?: boolean;
+  /** The limits in force and their mechanisms (recorded in a named run's registry entry). */
+  applied?: Partial<Record<string, AppliedLimit>>;
+  /** The seccomp policy compiled into `bpf` (recorded for exec's results). */
+  seccomp?: { policy: string; mode: 'enforce' | 'log'; notify: NotifyMode };
 }
 
 export interface Supervision {
@@ -66,13 +75,15 @@ export interface Supervision {
 }
 
 /** The ids the plan already holds: the caller's own, or root's fixed hostUid. */
-function callerIds(input: SuperviseInput): { hostIds: HostIds; planBytes: Buffer } {
+function callerIds(input: SuperviseInput): { hostIds: HostIds; planBytes: Buffer; plan: readonly PlanOp[] } {
   const o = input.options;
+  if (input.joinHostIds) return { hostIds: input.joinHostIds, planBytes: input.planBytes, plan: input.plan };
   const source = process.geteuid?.() === 0 && !o.runAs ? 'fixed' : 'caller';
   const reason = input.subids && 'reason' in input.subids ? input.subids.reason : undefined;
   return {
     hostIds: { uid: o.outerUid, gid: o.outerGid, counters: 'shared', source, ...(reason ? { reason } : {}) },
     planBytes: input.planBytes,
+    plan: input.plan,
   };
 }
 
@@ -86,10 +97,10 @@ export function takeHostIds(input: SuperviseInput): {
   hostIds: HostIds;
   lease: HostIdLease | undefined;
   planBytes: Buffer;
-  /** The plan as sent, when it differs from input.plan. */
-  plan?: readonly PlanOp[];
+  plan: readonly PlanOp[];
 } {
   const o = input.options;
+  if (input.joinHostIds) return { ...callerIds(input), lease: undefined };
   let lease: HostIdLease | undefined;
   let hostIds: HostIds;
   let extra: PlanOp[] = [];
@@ -143,12 +154,25 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
   const started = performance.now();
   let failure: RunFailure | undefined = input.failure ? { kind: 'prepared', failure: input.failure } : undefined;
 
+  // A named run reserves its name first (a taken name throws before anything else happens) and serves a join socket.
+  const registration = failure ? undefined : registerRun(o, input.cgroup, input.detached === true, input.seccomp, input.applied ?? {});
+  if (registration) {
+    const plan = registration.plan(input.plan);
+    input = { ...input, plan, planBytes: encodePlan(plan) };
+  }
   // Side effects start here; the finally in `lifetime` undoes them whatever happens.
-  const { hostIds, lease, planBytes } = warm
-    ? { hostIds: warm.hostIds, lease: warm.lease, planBytes: input.planBytes }
-    : failure
-      ? { ...callerIds(input), lease: undefined }
-      : takeHostIds(input);
+  let taken: ReturnType<typeof takeHostIds>;
+  try {
+    taken = warm
+      ? { hostIds: warm.hostIds, lease: warm.lease, planBytes: input.planBytes, plan: input.plan }
+      : failure
+        ? { ...callerIds(input), lease: undefined }
+        : takeHostIds(input);
+  } catch (e) {
+    registration?.remove();
+    throw e;
+  }
+  const { hostIds, lease, planBytes, plan: sentPlan } = taken;
   let cgroup: { plan: CgroupPlan; readBack: CgroupReadBack } | undefined;
   let helper: LaunchedHelper | undefined;
   if (!failure && input.cgroup && !warm) {
@@ -157,6 +181,7 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
     } catch (e) {
       if (!(e instanceof CgroupSetupError)) {
         lease?.release();
+        registration?.remove();
         throw e;
       }
       failure = { kind: 'cgroup', failure: cgroupFailure(e) };
@@ -255,6 +280,13 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
     for (const ev of events) {
       debug('event %j', ev);
       if (ev.ev === 'ready') readyAt = performance.now(); // the payload was forked just before
+      if (ev.ev === 'ready' && registration) {
+        try {
+          registration.ready(ev, helper?.pid, sentPlan, input.bpf, hostIds);
+        } catch (e) {
+          debug('registry: %s', (e as Error).message); // the run goes on; it is only not listed
+        }
+      }
     }
   };
 
@@ -299,6 +331,7 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
       helper?.control.destroy();
       if (cgroup) removeCgroup(cgroup.plan);
       lease?.release();
+      registration?.remove();
     }
     const terminal = status.terminal();
     // The kernel refused the namespaces: the doctor's diagnosis of this host is the fix to give.

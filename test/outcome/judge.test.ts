@@ -31,7 +31,7 @@ function record(r: Partial<RunRecord> = {}): RunRecord {
   return {
     helperPid: 1234,
     failure: undefined,
-    ready: { ev: 'ready', initPid: 1235, payloadPid: 2, setupUs: 4000, ns: { user: 1, mnt: 2, pid: 3, net: 4, uts: 5, ipc: 6 } },
+    ready: { ev: 'ready', initPid: 1235, payloadPid: 2, setupUs: 4000, ns: { user: 1, mnt: 2, pid: 3, net: 4, uts: 5, ipc: 6, cgroup: 7 } },
     terminal: exitEvent(),
     helperExit: { code: 0, signal: null },
     stops: [],
