@@ -57,6 +57,14 @@ export interface SandboxOptions {
   cwd?: string;
   /** Hostname inside. Default: "cubicle". */
   hostname?: string;
+  /**
+   * The network the sandbox joins: 'none' (the default: only `lo`) or the name of a private network made by
+   * `cubicle network create` (sandboxes on it reach each other by address and by name; nothing else).
+   */
+  network?: string;
+  /** The sandbox's name: 1-63 of [A-Za-z0-9_.-], starting with a letter or digit. On a network, later sandboxes
+   *  on it resolve it (/etc/hosts inside); two live sandboxes on one network cannot share a name. */
+  name?: string;
   /** uid/gid inside. Default 1000/1000. 0 is allowed (no capabilities either way). */
   uid?: number;
   gid?: number;
@@ -135,6 +143,8 @@ export const OPTION_NAMES = [
   'env',
   'cwd',
   'hostname',
+  'network',
+  'name',
   'uid',
   'gid',
   'username',

@@ -19,6 +19,7 @@ Commands:
   run [options] -- CMD [ARGS...]   run CMD in a fresh rootless sandbox
   plan [options] -- CMD [ARGS...]  print the resolved policy, options and setup plan without running anything
   image build|ls|inspect|rm|gc     root filesystems from tarballs and directories (cubicle image help)
+  network create|ls|rm             private networks between sandboxes, rootless (cubicle network help)
   policy list                      the shipped policies
   policy show NAME|PATH [--text]   a policy after extends, as JSON (--text: libseccomp's rendering of its filter)
   doctor                           check this host and print the fix for each problem
@@ -200,7 +201,7 @@ async function cmdDoctor(argv: string[]): Promise<number> {
   return doctorExitCode(checks);
 }
 
-const COMMANDS = ['run', 'plan', 'policy', 'doctor', 'isolate', 'help', 'version'];
+const COMMANDS = ['run', 'plan', 'policy', 'image', 'network', 'doctor', 'isolate', 'help', 'version'];
 
 /** The package version (package.json, read only when asked). */
 async function cubicleVersion(): Promise<string> {
@@ -221,6 +222,8 @@ export async function main(argv: string[]): Promise<number> {
         return cmdPolicy(rest);
       case 'image':
         return await (await import('./image.js')).cmdImage(rest);
+      case 'network':
+        return await (await import('./network.js')).cmdNetwork(rest);
       case 'doctor':
         return await cmdDoctor(rest);
       case 'isolate': {

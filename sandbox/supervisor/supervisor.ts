@@ -17,6 +17,8 @@ import { encodePlan, Op, opArg, type PlanOp } from '../plan/ops.js';
 import { HOST_ID_LOCK_DIR, leaseHostIds, leaseSubids, type HostIdLease } from './host-ids.js';
 import { errnoName } from '../os-names.js';
 import { assertHelperBuilt } from '../native/helper-path.js';
+import { joinNetwork, type NetworkMember } from '../network/member.js';
+import { NetworkError } from '../network/registry.js';
 import { launchHelper, type HelperExitStatus, type LaunchedHelper } from './launch.js';
 
 const debug = debuglog('cubicle');
@@ -101,7 +103,8 @@ function takeHostIds(input: SuperviseInput): { hostIds: HostIds; lease: HostIdLe
     if ('reason' in got) return { ...callerIds(input), hostIds: { ...callerIds(input).hostIds, reason: got.reason }, lease: undefined };
     lease = got;
     hostIds = { uid: lease.uid, gid: lease.gid, counters: 'own', source: 'subids' };
-    extra = [Op.idMapper(input.subids.newuidmap, input.subids.newgidmap)];
+    // on a network, stage 0 maps the ids itself from inside the holder's user namespace (which maps the whole range)
+    extra = o.network ? [] : [Op.idMapper(input.subids.newuidmap, input.subids.newgidmap)];
   } else return { ...callerIds(input), lease: undefined };
   try {
     // Extra ops go just before `end`: every other op keeps its index, which setup failures and copy-out frames name.
@@ -121,7 +124,23 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
   let failure: RunFailure | undefined = input.failure ? { kind: 'prepared', failure: input.failure } : undefined;
 
   // Side effects start here; the finally in `lifetime` undoes them whatever happens.
-  const { hostIds, lease, planBytes } = failure ? { ...callerIds(input), lease: undefined } : takeHostIds(input);
+  const taken = failure ? { ...callerIds(input), lease: undefined } : takeHostIds(input);
+  const { hostIds, lease } = taken;
+  let planBytes = taken.planBytes;
+  let member: NetworkMember | undefined;
+  if (!failure && o.network !== undefined) {
+    try {
+      member = joinNetwork(o, input.plan, hostIds);
+      planBytes = encodePlan(member.plan);
+    } catch (e) {
+      member?.release();
+      if (!(e instanceof NetworkError)) {
+        lease?.release();
+        throw e;
+      }
+      failure = { kind: 'prepared', failure: { stage: 'network', message: e.detail, hint: e.hint } };
+    }
+  }
   let cgroup: { plan: CgroupPlan; readBack: CgroupReadBack } | undefined;
   let helper: LaunchedHelper | undefined;
   if (!failure && input.cgroup) {
@@ -130,6 +149,7 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
     } catch (e) {
       if (!(e instanceof CgroupSetupError)) {
         lease?.release();
+        member?.release();
         throw e;
       }
       failure = { kind: 'cgroup', failure: cgroupFailure(e) };
@@ -267,6 +287,7 @@ export function supervise(input: SuperviseInput, capture: boolean): Supervision 
       helper?.control.destroy();
       if (cgroup) removeCgroup(cgroup.plan);
       lease?.release();
+      member?.release();
     }
     const terminal = status.terminal();
     // The kernel refused the namespaces: the doctor's diagnosis of this host is the fix to give.
