@@ -62,7 +62,8 @@ export async function cmdNetwork(argv: string[]): Promise<number> {
         if (positionals.length !== 1) throw new UsageError(usage);
         const r = await removeNetwork(positionals[0]);
         const left = r.sandboxes
-          ? `; ${r.sandboxes} sandbox${r.sandboxes > 1 ? 'es' : ''} on it keep${r.sandboxes > 1 ? '' : 's'} their links until they end, and its holder exits with the last`
+          ? `; ${r.sandboxes} sandbox${r.sandboxes > 1 ? 'es' : ''} on it keep${r.sandboxes > 1 ? '' : 's'} their links ` +
+            'until they end, and its holder exits with the last'
           : '';
         process.stderr.write(`cubicle: removed network ${r.name}${r.holder === 'gone' ? ' (its holder was already gone)' : left}\n`);
         return 0;

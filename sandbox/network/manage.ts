@@ -2,7 +2,7 @@
 // network namespace with a bridge, and a record in the per-user registry. Creation and removal hold the registry's
 // lock, so two of them never race on a name or a subnet.
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SandboxOptionError } from '../errors.js';
 import { passwdEntry, subidsFor } from '../host/subids.js';
@@ -42,7 +42,10 @@ export interface NetworkInfo {
 /** Checks a network name for create/rm; throws SandboxOptionError naming the rule. */
 export function checkNetworkName(name: unknown): string {
   if (typeof name !== 'string' || !SANDBOX_NAME.test(name))
-    throw new SandboxOptionError('name', `network name ${JSON.stringify(name)} must be 1-63 of letters, digits, '_', '.' or '-', starting with a letter or digit`);
+    throw new SandboxOptionError(
+      'name',
+      `network name ${JSON.stringify(name)} must be 1-63 of letters, digits, '_', '.' or '-', starting with a letter or digit`,
+    );
   if ((RESERVED_NETWORKS as readonly string[]).includes(name))
     throw new SandboxOptionError('name', `"${name}" is reserved (${RESERVED_NETWORKS.join(', ')} are built in); choose another name`);
   return name;
@@ -77,7 +80,8 @@ function holderMaps(): { uid: IdMapLine[]; gid: IdMapLine[]; mapper?: [string, s
 function startHolder(name: string, maps: ReturnType<typeof holderMaps>): number {
   const ops: PlanOp[] = [Op.holder(socketPath(name))];
   if (maps.mapper) ops.push(Op.idMapper(...maps.mapper));
-  for (const kind of ['uid', 'gid'] as const) for (const [inner, outer, count] of maps[kind]) ops.push(Op.holderMap(kind, inner, outer, count));
+  for (const kind of ['uid', 'gid'] as const)
+    for (const [inner, outer, count] of maps[kind]) ops.push(Op.holderMap(kind, inner, outer, count));
   ops.push(Op.end());
   const planFile = join(networkDir(name), 'plan');
   writeFileSync(planFile, encodePlan(ops), { mode: 0o600 });
@@ -134,7 +138,8 @@ export function createNetwork(nameArg: unknown, subnetArg?: unknown): NetworkRec
   const maps = holderMaps();
   return withLock(join(networksDir(), '.lock'), () => {
     const all = listRecords();
-    if (all.some((r) => r.name === name)) throw new NetworkError(`network "${name}" exists`, `remove it first (cubicle network rm ${name}) or choose another name`);
+    if (all.some((r) => r.name === name))
+      throw new NetworkError(`network "${name}" exists`, `remove it first (cubicle network rm ${name}) or choose another name`);
     const taken = all.map((r) => ({ r, s: parseSubnet(r.subnet) }));
     let subnet: Subnet;
     try {
@@ -144,14 +149,25 @@ export function createNetwork(nameArg: unknown, subnetArg?: unknown): NetworkRec
     }
     const clash = taken.find((t) => overlaps(t.s, subnet));
     if (clash)
-      throw new NetworkError(`subnet ${subnet.text} overlaps network "${clash.r.name}" (${clash.r.subnet})`, 'choose a subnet no other network of yours uses');
+      throw new NetworkError(
+        `subnet ${subnet.text} overlaps network "${clash.r.name}" (${clash.r.subnet})`,
+        'choose a subnet no other network of yours uses',
+      );
     rmSync(networkDir(name), { recursive: true, force: true }); // a leftover without a record (a create that died)
     mkdirSync(networkDir(name), { mode: 0o700 });
     try {
       const pid = startHolder(name, maps);
       const start = processStart(pid);
-      if (start === undefined) throw new NetworkError(`the holder of network "${name}" (pid ${pid}) ended right after starting`, 'run `cubicle doctor`');
-      const record: NetworkRecord = { name, subnet: subnet.text, pid, start, maps: { uid: maps.uid, gid: maps.gid }, created: new Date().toISOString() };
+      if (start === undefined)
+        throw new NetworkError(`the holder of network "${name}" (pid ${pid}) ended right after starting`, 'run `cubicle doctor`');
+      const record: NetworkRecord = {
+        name,
+        subnet: subnet.text,
+        pid,
+        start,
+        maps: { uid: maps.uid, gid: maps.gid },
+        created: new Date().toISOString(),
+      };
       writeRecord(record);
       return record;
     } catch (e) {
@@ -165,7 +181,13 @@ export function createNetwork(nameArg: unknown, subnetArg?: unknown): NetworkRec
 export async function listNetworks(): Promise<NetworkInfo[]> {
   const out: NetworkInfo[] = [];
   for (const r of listRecords())
-    out.push({ name: r.name, subnet: r.subnet, state: (await holderUp(r)) ? 'up' : 'down', holderPid: r.pid, sandboxes: memberCount(r.name) });
+    out.push({
+      name: r.name,
+      subnet: r.subnet,
+      state: (await holderUp(r)) ? 'up' : 'down',
+      holderPid: r.pid,
+      sandboxes: memberCount(r.name),
+    });
   return out;
 }
 

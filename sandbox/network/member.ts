@@ -7,7 +7,17 @@ import { join } from 'node:path';
 import type { ResolvedOptions } from '../options/resolve.js';
 import { Op, opArg, type PlanOp } from '../plan/ops.js';
 import type { HostIds } from '../types.js';
-import { isAlive, networkDir, NetworkError, processStart, readRecord, socketPath, withLock, type IdMapLine, type NetworkRecord } from './registry.js';
+import {
+  isAlive,
+  networkDir,
+  NetworkError,
+  processStart,
+  readRecord,
+  socketPath,
+  withLock,
+  type IdMapLine,
+  type NetworkRecord,
+} from './registry.js';
 import { hostAddress, hostCount, parseSubnet } from './subnet.js';
 
 interface MemberRecord {
@@ -52,8 +62,7 @@ function liveMembers(dir: string): MemberRecord[] {
     } catch {
       m = undefined;
     }
-    if (m && Number.isInteger(m.pid) && Number.isInteger(m.start) && typeof m.address === 'string' && isAlive(m.pid, m.start))
-      out.push(m);
+    if (m && Number.isInteger(m.pid) && Number.isInteger(m.start) && typeof m.address === 'string' && isAlive(m.pid, m.start)) out.push(m);
     else rmSync(join(dir, f), { force: true }); // its run ended without removing it (the process died)
   }
   return out;
@@ -76,7 +85,8 @@ export function joinNetwork(o: ResolvedOptions, plan: readonly PlanOp[], hostIds
   const gid = holderId(r.maps.gid, hostIds.gid);
   if (uid === undefined || gid === undefined)
     throw new NetworkError(
-      `network "${name}" maps host ids ${JSON.stringify(r.maps.uid)}, which do not hold this sandbox's host ids ${hostIds.uid}/${hostIds.gid}`,
+      `network "${name}" maps host ids ${JSON.stringify(r.maps.uid)}, ` +
+        `which do not hold this sandbox's host ids ${hostIds.uid}/${hostIds.gid}`,
       'create the network again as the user who runs the sandboxes (their subordinate ids may have changed since)',
     );
   const subnet = parseSubnet(r.subnet);
@@ -91,7 +101,10 @@ export function joinNetwork(o: ResolvedOptions, plan: readonly PlanOp[], hostIds
     let i = 0;
     while (i < hostCount(subnet) && used.has(hostAddress(subnet, i))) i++;
     if (i >= hostCount(subnet))
-      throw new NetworkError(`network "${name}" (${r.subnet}) has no free address`, 'wait for a sandbox on it to end, or use a larger subnet');
+      throw new NetworkError(
+        `network "${name}" (${r.subnet}) has no free address`,
+        'wait for a sandbox on it to end, or use a larger subnet',
+      );
     const address = hostAddress(subnet, i);
     const file = join(dir, address);
     const rec: MemberRecord = { ...(o.name !== undefined ? { name: o.name } : {}), address, ...self };

@@ -59,7 +59,8 @@ export const isAlive = (pid: number, start: number): boolean => processStart(pid
 
 function validRecord(v: unknown, name: string): NetworkRecord | undefined {
   const r = v as NetworkRecord;
-  const lines = (a: unknown): boolean => Array.isArray(a) && a.every((l) => Array.isArray(l) && l.length === 3 && l.every(Number.isInteger));
+  const lines = (a: unknown): boolean =>
+    Array.isArray(a) && a.every((l) => Array.isArray(l) && l.length === 3 && l.every(Number.isInteger));
   if (typeof r !== 'object' || r === null || r.name !== name || typeof r.subnet !== 'string') return undefined;
   if (!Number.isInteger(r.pid) || !Number.isInteger(r.start) || !lines(r.maps?.uid) || !lines(r.maps?.gid)) return undefined;
   return r;
@@ -103,10 +104,12 @@ const LOCK_EX = 2;
 /** Runs `fn` holding an exclusive flock on `file` (created 0600 if missing); the lock drops when it returns. */
 export function withLock<T>(file: string, fn: () => T): T {
   const flock = loadFlock();
-  if (!flock) throw new NetworkError('file locks are unavailable (flock through koffi)', 'reinstall cubicle with its optional dependencies');
+  if (!flock)
+    throw new NetworkError('file locks are unavailable (flock through koffi)', 'reinstall cubicle with its optional dependencies');
   const fd = openSync(file, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW, 0o600);
   try {
-    if (flock(fd, LOCK_EX) !== 0) throw new NetworkError(`cannot lock ${file}`, 'check that the runtime directory is on a local filesystem');
+    if (flock(fd, LOCK_EX) !== 0)
+      throw new NetworkError(`cannot lock ${file}`, 'check that the runtime directory is on a local filesystem');
     return fn();
   } finally {
     closeSync(fd); // closing the only descriptor drops the lock

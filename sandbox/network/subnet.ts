@@ -33,14 +33,17 @@ export function parseSubnet(text: string): Subnet {
   if (!m || base === undefined) throw new SubnetError(`subnet "${text}" is not an IPv4 CIDR like 10.89.0.0/24`);
   const prefix = Number(m[2]);
   if (prefix < MIN_PREFIX || prefix > MAX_PREFIX)
-    throw new SubnetError(`subnet "${text}": the prefix length must be from /${MIN_PREFIX} to /${MAX_PREFIX} (at least two addresses for sandboxes)`);
+    throw new SubnetError(
+      `subnet "${text}": the prefix length must be from /${MIN_PREFIX} to /${MAX_PREFIX} (at least two addresses for sandboxes)`,
+    );
   const mask = prefix === 0 ? 0 : (~0 << (32 - prefix)) >>> 0;
   if ((base & ~mask) >>> 0 !== 0)
     throw new SubnetError(`subnet "${text}" has host bits set; the network address is ${toText((base & mask) >>> 0)}/${prefix}`);
   const first = base >>> 24;
   if (first === 0 || first === 127 || first >= 224 || (first === 169 && ((base >>> 16) & 255) === 254))
     throw new SubnetError(
-      `subnet "${text}" is reserved (this host, loopback, link-local, multicast or class E); use a private range such as 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16`,
+      `subnet "${text}" is reserved (this host, loopback, link-local, multicast or class E); ` +
+        'use a private range such as 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16',
     );
   return { text, base, prefix };
 }

@@ -158,7 +158,7 @@ export function renderProtocolHeader(): string {
   for (const [k, v] of Object.entries(ControlByte)) lines.push(`#define CUB_CTL_${cName(k)} '${v}'`);
   lines.push('/* internal pipe: stage 0 -> init */');
   for (const [k, v] of Object.entries(InitCommand)) lines.push(`#define CUB_INIT_CMD_${cName(k)} '${v}'`);
-  lines.push('/* a network holder\'s socket: client -> holder requests and its answers */');
+  lines.push("/* a network holder's socket: client -> holder requests and its answers */");
   for (const [k, v] of Object.entries(HolderRequest)) lines.push(`#define CUB_HOLDER_${cName(k)} '${v}'`);
   lines.push('');
   for (const [k, v] of Object.entries(HelperExit)) lines.push(`#define CUB_EXIT_${cName(k)} ${v}`);

@@ -138,7 +138,8 @@ except Exception as e:
 out["tcpSeconds"] = time.time() - t0
 t0 = time.time()
 try:
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(2); u.sendto(b"x", ("${addr}", 8081)); u.recvfrom(100); out["udp"] = "answered"
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(2)
+    u.sendto(b"x", ("${addr}", 8081)); u.recvfrom(100); out["udp"] = "answered"
 except Exception as e:
     out["udp"] = "error: %s" % e
 out["udpSeconds"] = time.time() - t0
@@ -187,7 +188,15 @@ for (const [i, c] of callers().entries()) {
         await server.ready;
       });
       after(async () => {
-        cli(c, ['run', '--network', A, '--', 'python3', '-c', 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"quit", ("srv", 8081))']);
+        cli(c, [
+          'run',
+          '--network',
+          A,
+          '--',
+          'python3',
+          '-c',
+          'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"quit", ("srv", 8081))',
+        ]);
         await server.done;
       });
 
@@ -198,7 +207,11 @@ for (const [i, c] of callers().entries()) {
         serverAddr = out.addr;
         assert.match(out.addr, new RegExp(`^10\\.93\\.${n}\\.\\d+$`), 'srv resolves to an address in the subnet');
         assert.equal(out.icmp, true, `ICMP echo by name (ping_group_range set inside): ${String(out.icmp)}`);
-        if (out.ping[0] !== 0) console.log(`      note: /usr/bin/ping fails inside (${out.ping[1]}): it needs prctl(PR_SET_KEEPCAPS), which the locked securebits refuse; the ICMP echo above is the same request through an unprivileged socket`);
+        if (out.ping[0] !== 0)
+          console.log(
+            `      note: /usr/bin/ping fails inside (${out.ping[1]}): it needs prctl(PR_SET_KEEPCAPS), which the locked ` +
+              'securebits refuse; the ICMP echo above is the same request through an unprivileged socket',
+          );
         assert.equal(out.tcp, 'tcp:hello');
         assert.equal(out.udp, 'udp:hello');
       });
@@ -302,7 +315,11 @@ for (const [i, c] of callers().entries()) {
         [['network', 'create'], 2, /usage: cubicle network create NAME/],
         [['network', 'rm', `${tag}nope`], 1, /there is no network/],
         [['network', 'frob'], 2, /unknown network command "frob"/],
-        [['run', '--network', `${tag}nope`, '--', 'true'], 2, /--network "t\d+nope" does not exist for this user; create it with: cubicle network create/],
+        [
+          ['run', '--network', `${tag}nope`, '--', 'true'],
+          2,
+          /--network "t\d+nope" does not exist for this user; create it with: cubicle network create/,
+        ],
         [['run', '--network', 'bad/name', '--', 'true'], 2, /--network/],
         [['run', '--name', '-x', '--', 'true'], 2, /name/],
       ];
