@@ -74,7 +74,8 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}): PreparedRun
   if (options.network !== undefined && !readRecord(options.network))
     throw new SandboxOptionError(
       'network',
-      `network "${options.network}" does not exist for this user; create it with: cubicle network create ${options.network} (cubicle network ls lists them)`,
+      `network "${options.network}" does not exist for this user; ` +
+        `create it with: cubicle network create ${options.network} (cubicle network ls lists them)`,
     );
   if (options.seccompLog && !policy.seccomp)
     throw new PolicyError(
