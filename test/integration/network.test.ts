@@ -5,6 +5,8 @@ import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { runSandboxed } from '../../sandbox/index.js';
+import { createNetwork, removeNetwork } from '../../sandbox/network/manage.js';
 import { IS_ROOT } from '../helpers/env.js';
 
 const MAIN = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
@@ -333,3 +335,43 @@ for (const [i, c] of callers().entries()) {
     });
   });
 }
+
+describe('private networks through the API (this process as the caller)', function () {
+  this.timeout(120000);
+  const name = `t${process.pid}api`;
+  before(() => void createNetwork(name, `10.94.${n}.0/28`));
+  after(async () => void (await removeNetwork(name).catch(() => undefined)));
+
+  it('concurrent runs lease distinct addresses of the subnet (the lease is taken under a lock)', async () => {
+    const runs = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        runSandboxed(
+          ['sh', '-c', 'sleep 0.5; cat /sys/class/net/eth0/address >/dev/null 2>&1; hostname -I 2>/dev/null || ip -4 -o addr show eth0'],
+          {
+            network: name,
+            name: `w${i}`,
+          },
+        ),
+      ),
+    );
+    const addrs = runs.map((r) => /10\.94\.\d+\.(\d+)/.exec(r.stdout)?.[0]);
+    assert.ok(addrs.every(Boolean), JSON.stringify(runs.map((r) => r.stdout)));
+    assert.equal(new Set(addrs).size, 6, `distinct addresses: ${addrs.join(' ')}`);
+  });
+
+  it('a /28 holds 14 sandboxes; the 15th at once fails naming the full subnet', async () => {
+    const hold = Array.from({ length: 14 }, () => runSandboxed(['sleep', '3'], { network: name, reject: false }));
+    await new Promise((r) => setTimeout(r, 1500));
+    const extra = await runSandboxed(['true'], { network: name, reject: false });
+    await Promise.all(hold);
+    assert.equal(extra.verdict, 'setup-error');
+    assert.match(extra.setupFailure?.message ?? '', /has no free address/);
+    assert.equal(extra.setupFailure?.stage, 'network');
+  });
+
+  it('an unknown network is refused before anything runs; network and name are validated', () => {
+    assert.throws(() => runSandboxed(['true'], { network: `${name}nope` }), /does not exist for this user/);
+    assert.throws(() => runSandboxed(['true'], { name: '.hidden' }), /name ".hidden" must be 1-63/);
+    assert.throws(() => runSandboxed(['true'], { network: 'a b' }), /network "a b" must be 'none' or a network's name/);
+  });
+});
