@@ -22,8 +22,13 @@ function callers(): Caller[] {
   if (!IS_ROOT) return [{ label: `as uid ${process.geteuid!()}`, as: [], uid: process.geteuid!() }];
   const list: Caller[] = [{ label: 'as root', as: [], uid: 0 }];
   const r = spawnSync('id', ['-u', 'tester'], { encoding: 'utf8' });
+  // with subordinate ids (each sandbox a host uid of its own), and without (the caller's own ids)
   if (r.status === 0) list.push({ label: 'as tester (rootless)', as: ['runuser', '-u', 'tester', '--'], uid: Number(r.stdout.trim()) });
-  else list.push({ label: 'as nobody (rootless)', as: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--'], uid: 65534 });
+  list.push({
+    label: 'as nobody (rootless, no subordinate ids)',
+    as: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--'],
+    uid: 65534,
+  });
   return list;
 }
 
