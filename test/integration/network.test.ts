@@ -4,7 +4,9 @@
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { HolderRequest } from '../../sandbox/protocol/opcodes.js';
 import { runSandboxed } from '../../sandbox/index.js';
 import { createNetwork, removeNetwork } from '../../sandbox/network/manage.js';
 import { IS_ROOT } from '../helpers/env.js';
@@ -261,6 +263,25 @@ for (const [i, c] of callers().entries()) {
         for (const u of uids) assert.notEqual(u, 0);
         if (c.uid === 0) for (const u of uids) assert.ok(u >= 65534, `root's sandbox maps to an unprivileged id of its own, got ${u}`);
       });
+    });
+
+    it("its holder serves only its owner: another user's join is refused", async function () {
+      if (!IS_ROOT || c.uid === 0) {
+        console.log("      skipped: needs root to connect to an unprivileged user's holder socket");
+        return this.skip();
+      }
+      const sock = `/tmp/cubicle-run-${c.uid}/networks/${A}/sock`;
+      if (!existsSync(sock)) {
+        console.log(`      skipped: ${sock} is not where this caller's runtime directory is`);
+        return this.skip();
+      }
+      const answer = await new Promise<string>((resolve, reject) => {
+        const s = connect(sock);
+        // nothing is sent: a peer that is not the owner is refused before its request is read
+        s.on('data', (d: Buffer) => (resolve(d.toString('latin1', 0, 1)), s.destroy()));
+        s.on('error', reject);
+      });
+      assert.equal(answer, HolderRequest.no, 'root is not the owner of this holder (it sees root as an unmapped id)');
     });
 
     it('rm while a sandbox runs: no new run can join; the holder and its netns are gone once the last sandbox ends', async () => {
