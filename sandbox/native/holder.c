@@ -137,6 +137,9 @@ static __attribute__((noreturn)) void holder_child(const struct plan *p, int go_
   h.ns_fds[0] = open_ns("user");
   h.ns_fds[1] = open_ns("net");
   h.listen_fd = listen_on(p->holder_socket);
+  /* It holds every capability of its user namespace: nobody, not even a process of the same uid, may ptrace it or
+   * open its /proc files (members get its namespaces through the socket, from the owner's own directory). */
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_DUMPABLE");
   signal(SIGPIPE, SIG_IGN);
   signal(SIGHUP, SIG_IGN);
   /* Nothing of the caller's stays open: stdio, the status and control fds. */
