@@ -29,6 +29,8 @@ struct holder {
   int listen_fd;
   int ns_fds[2]; /* its user and network namespaces, handed to each member */
   int removed;
+  const char *path; /* its socket, and the inode bound there: once the path is gone or another file, the network is */
+  ino_t ino;
   struct pollfd pfd[1 + HOLDER_MAX_MEMBERS]; /* [0]: the listening socket; then one per member */
   nfds_t n;
 };
@@ -78,13 +80,21 @@ static void serve_connection(struct holder *h) {
   close(conn);
 }
 
+/* A network whose socket path is gone (its directory removed without `rm`: a create that died before writing the
+ * record, a cleaned runtime directory) is removed too: nothing can reach the holder any more. */
+static void check_socket_path(struct holder *h) {
+  struct stat st;
+  if (stat(h->path, &st) < 0 || st.st_ino != h->ino) h->removed = 1;
+}
+
 /* Serves until the network is removed and no member is left. */
 static __attribute__((noreturn)) void serve(struct holder *h) {
   h->pfd[0] = (struct pollfd){.fd = h->listen_fd, .events = POLLIN};
   h->n = 1;
   for (;;) {
+    check_socket_path(h);
     if (h->removed && h->n == 1) _exit(0);
-    if (poll(h->pfd, h->n, -1) < 0) {
+    if (poll(h->pfd, h->n, 5000) < 0) {
       if (errno == EINTR) continue;
       _exit(1);
     }
@@ -137,6 +147,10 @@ static __attribute__((noreturn)) void holder_child(const struct plan *p, int go_
   h.ns_fds[0] = open_ns("user");
   h.ns_fds[1] = open_ns("net");
   h.listen_fd = listen_on(p->holder_socket);
+  struct stat st;
+  if (stat(p->holder_socket, &st) < 0) die_sys("stat", errno, "%s", p->holder_socket);
+  h.path = p->holder_socket;
+  h.ino = st.st_ino;
   /* It holds every capability of its user namespace: nobody, not even a process of the same uid, may ptrace it or
    * open its /proc files (members get its namespaces through the socket, from the owner's own directory). */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_DUMPABLE");

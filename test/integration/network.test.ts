@@ -3,12 +3,13 @@
 // from other networks and from none, `network ls --json`, removal while in use, a crashed holder, and bad input.
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { HolderRequest } from '../../sandbox/protocol/opcodes.js';
 import { runSandboxed } from '../../sandbox/index.js';
 import { createNetwork, removeNetwork } from '../../sandbox/network/manage.js';
+import { runtimeDirPath } from '../../sandbox/host/runtime-dir.js';
 import { IS_ROOT } from '../helpers/env.js';
 
 const MAIN = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
@@ -76,6 +77,8 @@ const lsJson = (c: Caller): { name: string; subnet: string; state: string; holde
   return JSON.parse(r.stdout) as ReturnType<typeof lsJson>;
 };
 
+/** Where a caller's networks are (a caller run through runuser/setpriv has no XDG_RUNTIME_DIR). */
+const networksDirOf = (c: Caller): string => (c.as.length === 0 ? runtimeDirPath() + '/networks' : `/tmp/cubicle-run-${c.uid}/networks`);
 const alive = (pid: number): boolean => existsSync(`/proc/${pid}`);
 const netnsOf = (pid: number): number | undefined => {
   try {
@@ -310,6 +313,20 @@ for (const [i, c] of callers().entries()) {
       const holder = lsJson(c).find((x) => x.name === D)!.holderPid;
       assert.equal(cli(c, ['network', 'rm', D]).code, 0);
       await waitFor('the holder to exit', () => !alive(holder), 3000);
+    });
+
+    it('a holder whose network directory vanished (a create that died, a cleaned runtime directory) exits', async function () {
+      const F = `${tag}f`;
+      assert.equal(cli(c, ['network', 'create', F]).code, 0);
+      const holder = lsJson(c).find((x) => x.name === F)!.holderPid;
+      const dir = `${networksDirOf(c)}/${F}`;
+      if (!existsSync(dir)) {
+        console.log(`      skipped: the runtime directory of this caller is not at ${networksDirOf(c)}`);
+        cli(c, ['network', 'rm', F]);
+        return this.skip();
+      }
+      rmSync(dir, { recursive: true, force: true });
+      await waitFor('the orphaned holder to exit', () => !alive(holder), 8000);
     });
 
     it('a crashed holder shows as down in ls; runs on it fail naming why; rm clears it', async () => {
