@@ -5,7 +5,7 @@ import { closeSync, openSync, readdirSync, readFileSync, renameSync, writeFileSy
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { loadFlock } from '../host/flock.js';
-import { runtimeDir } from '../host/runtime-dir.js';
+import { runtimeDir, RuntimeDirError } from '../host/runtime-dir.js';
 import { SANDBOX_NAME } from '../options/resolve.js';
 import { HolderRequest } from '../protocol/opcodes.js';
 import { parseSubnet, type Subnet } from './subnet.js';
@@ -38,8 +38,15 @@ export class NetworkError extends Error {
   }
 }
 
-/** The directory of all networks of this user (made 0700 if missing). */
-export const networksDir = (): string => runtimeDir('networks');
+/** The directory of all networks of this user (made 0700 if missing); a NetworkError when it cannot be used. */
+export function networksDir(): string {
+  try {
+    return runtimeDir('networks');
+  } catch (e) {
+    if (e instanceof RuntimeDirError) throw new NetworkError(e.message.slice(0, e.message.length - e.hint.length - 2), e.hint);
+    throw e;
+  }
+}
 export const networkDir = (name: string): string => join(networksDir(), name);
 export const socketPath = (name: string): string => join(networkDir(name), 'sock');
 

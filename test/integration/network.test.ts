@@ -3,7 +3,7 @@
 // from other networks and from none, `network ls --json`, removal while in use, a crashed holder, and bad input.
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { HolderRequest } from '../../sandbox/protocol/opcodes.js';
@@ -410,6 +410,24 @@ describe('private networks through the API (this process as the caller)', functi
     assert.equal(extra.verdict, 'setup-error');
     assert.match(extra.setupFailure?.message ?? '', /has no free address/);
     assert.equal(extra.setupFailure?.stage, 'network');
+  });
+
+  it('a runtime directory open to others is refused by network commands with the fix, never used', () => {
+    const xdg = mkdtempSync('/tmp/cubicle-xdg-');
+    try {
+      chmodSync(xdg, 0o700);
+      mkdirSync(`${xdg}/cubicle`, { mode: 0o755 });
+      chmodSync(`${xdg}/cubicle`, 0o755);
+      const r = spawnSync(process.execPath, [MAIN, 'network', 'create', `${name}x`], {
+        encoding: 'utf8',
+        env: { ...process.env, XDG_RUNTIME_DIR: xdg },
+      });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /is open to other users .*remove it/);
+      assert.ok(!existsSync(`${xdg}/cubicle/networks`));
+    } finally {
+      rmSync(xdg, { recursive: true, force: true });
+    }
   });
 
   it('an unknown network is refused before anything runs; network and name are validated', () => {
