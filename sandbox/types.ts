@@ -63,6 +63,15 @@ export interface SandboxOptions {
   cwd?: string;
   /** Hostname inside. Default: "cubicle". */
   hostname?: string;
+  /**
+   * The network the sandbox joins: 'none' (the default: only `lo`) or the name of a private network made by
+   * `cubicle network create` (sandboxes on it reach each other by address and by name; nothing else).
+   */
+  network?: string;
+  /** The sandbox's name: 1-63 of [A-Za-z0-9_.-], starting with a letter or digit. It registers the running sandbox
+   *  in the caller's registry, so `listSandboxes()` and `cubicle ps/inspect/exec/stop` find it (the name is free again
+   *  once it ends); on a network, later sandboxes on it resolve it (/etc/hosts inside). */
+  name?: string;
   /** uid/gid inside. Default 1000/1000. 0 is allowed (no capabilities either way). */
   uid?: number;
   gid?: number;
@@ -140,9 +149,6 @@ export interface SandboxOptions {
   /** With rootfs: the payload may write anywhere in the image's tree; writes go to a tmpfs overlay (rootSize) and
    *  never reach the cache. */
   writable?: boolean;
-  /** Registers the running sandbox under this name (1-64 letters, digits, '_', '.', '-') in the caller's registry, so
-   *  `listSandboxes()`, `cubicle ps/inspect/exec/stop` find it; the name is free again once it ends. */
-  name?: string;
 }
 
 /** Every option name, checked against SandboxOptions at compile time (a name missing here fails the build). */
@@ -150,6 +156,8 @@ export const OPTION_NAMES = [
   'env',
   'cwd',
   'hostname',
+  'network',
+  'name',
   'uid',
   'gid',
   'username',

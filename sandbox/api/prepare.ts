@@ -2,7 +2,8 @@
 // validation, seccomp compile, limits and cgroup planning, the plan. `cubicle plan` prints exactly this.
 import { constants as osConstants } from 'node:os';
 import { hostViewOps } from '../../rootfs-builder/host-view.js';
-import { PolicyError, SandboxHostError } from '../errors.js';
+import { PolicyError, SandboxHostError, SandboxOptionError } from '../errors.js';
+import { readRecord } from '../network/registry.js';
 import { passwdEntry, subidsFor, type NoSubids, type Subids } from '../host/subids.js';
 import { planLimits, type LimitPlan } from '../plan/limits.js';
 import { mergeOptions, resolveOptions, type ResolvedOptions } from '../options/resolve.js';
@@ -70,6 +71,12 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}, runId: strin
   if (typeof call !== 'object' || call === null) resolveOptions(cmd, call); // throws the option error
   const policy = loadPolicy(call.policy ?? DEFAULT_POLICY);
   const options = resolveOptions(cmd, mergeOptions(policy.options, call));
+  if (options.network !== undefined && !readRecord(options.network))
+    throw new SandboxOptionError(
+      'network',
+      `network "${options.network}" does not exist for this user; ` +
+        `create it with: cubicle network create ${options.network} (cubicle network ls lists them)`,
+    );
   if (options.seccompLog && !policy.seccomp)
     throw new PolicyError(
       policy.name,

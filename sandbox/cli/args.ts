@@ -10,6 +10,8 @@ const RUN_FLAG_OF: Readonly<Record<string, string>> = {
   env: '--env',
   cwd: '--cwd',
   hostname: '--hostname',
+  network: '--network',
+  name: '--name',
   uid: '--uid',
   gid: '--gid',
   hostUid: '--host-uid',
@@ -38,7 +40,6 @@ const RUN_FLAG_OF: Readonly<Record<string, string>> = {
   writable: '--writable',
   'mounts[]': '--bind/--ro-bind/--tmpfs',
   command: 'the command',
-  name: '--name',
 };
 export const runFlagOf = (option: string): string | undefined => RUN_FLAG_OF[option];
 
@@ -72,6 +73,8 @@ const RUN_FLAGS = {
   env: { type: 'string', multiple: true },
   cwd: { type: 'string' },
   hostname: { type: 'string' },
+  network: { type: 'string' },
+  name: { type: 'string' },
   uid: { type: 'string' },
   gid: { type: 'string' },
   'host-uid': { type: 'string' },
@@ -104,7 +107,6 @@ const RUN_FLAGS = {
   json: { type: 'boolean' },
   tty: { type: 'boolean', short: 't' },
   result: { type: 'string' },
-  name: { type: 'string' },
   detach: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -126,6 +128,8 @@ Options:
   --env K=V              set a variable inside (repeatable); nothing is inherited
   --cwd DIR              working directory inside (default /tmp)
   --hostname NAME        hostname inside (default cubicle)
+  --network NAME         join a private network (cubicle network create NAME); default none: only lo
+  --name SBX             the sandbox's name; on a network, later sandboxes on it resolve SBX (/etc/hosts)
   --uid N, --gid N       ids inside (default 1000)
   --host-uid N, --host-gid N
                          as root: fixed host ids the sandbox maps to (default: ids of its own)
@@ -218,6 +222,8 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
   if (v.writable) options.writable = true;
   if (v.cwd !== undefined) options.cwd = v.cwd;
   if (v.hostname !== undefined) options.hostname = v.hostname;
+  if (v.network !== undefined) options.network = v.network;
+  if (v.name !== undefined) options.name = v.name;
   const ids = {
     uid: intFlag('uid', v.uid),
     gid: intFlag('gid', v.gid),

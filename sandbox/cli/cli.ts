@@ -19,6 +19,7 @@ Commands:
   run [options] -- CMD [ARGS...]   run CMD in a fresh rootless sandbox
   plan [options] -- CMD [ARGS...]  print the resolved policy, options and setup plan without running anything
   image build|ls|inspect|rm|gc     root filesystems from tarballs and directories (cubicle image help)
+  network create|ls|rm             private networks between sandboxes, rootless (cubicle network help)
   policy list                      the shipped policies
   policy show NAME|PATH [--text]   a policy after extends, as JSON (--text: libseccomp's rendering of its filter)
   doctor                           check this host and print the fix for each problem
@@ -228,7 +229,24 @@ async function cmdDoctor(argv: string[]): Promise<number> {
   return doctorExitCode(checks);
 }
 
-const COMMANDS = ['run', 'plan', 'policy', 'doctor', 'isolate', 'serve', 'worker', 'ps', 'inspect', 'exec', 'stop', 'wait', 'help', 'version'];
+const COMMANDS = [
+  'run',
+  'plan',
+  'policy',
+  'image',
+  'network',
+  'doctor',
+  'isolate',
+  'serve',
+  'worker',
+  'ps',
+  'inspect',
+  'exec',
+  'stop',
+  'wait',
+  'help',
+  'version',
+];
 
 /** ps, inspect, exec, stop, wait and the detached supervisor: loaded only when used. */
 async function cmdLive(cmd: string, argv: string[]): Promise<number> {
@@ -272,6 +290,8 @@ export async function main(argv: string[]): Promise<number> {
         return cmdPolicy(rest);
       case 'image':
         return await (await import('./image.js')).cmdImage(rest);
+      case 'network':
+        return await (await import('./network.js')).cmdNetwork(rest);
       case 'doctor':
         return await cmdDoctor(rest);
       case 'ps':

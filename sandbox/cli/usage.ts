@@ -57,5 +57,11 @@ export function asUsageError(e: unknown, flagOf: (option: string) => string | un
   if (!(e instanceof SandboxOptionError) || (e.code !== ErrorCode.invalidOption && e.code !== ErrorCode.bindSource)) return e;
   const flag = flagOf(e.option) ?? flagOf(e.option.replace(/\[\d+\].*$/, '[]'));
   if (!flag) return e;
-  return new UsageError(e.message.includes(e.option) ? e.message.split(e.option).join(flag) : `${flag}: ${e.message}`);
+  // the option's name becomes the flag, except in a command the message quotes (`cubicle network create`)
+  const cmd = `cubicle ${e.option}`;
+  const renamed = e.message
+    .split(cmd)
+    .map((part) => part.split(e.option).join(flag))
+    .join(cmd);
+  return new UsageError(e.message.includes(e.option) ? renamed : `${flag}: ${e.message}`);
 }

@@ -14,7 +14,7 @@ import { runtimeDir, RuntimeDirError } from './runtime-dir.js';
 import type { AppliedLimit, HostIds, NotifyMode } from '../types.js';
 
 /** Names: what a file name and a socket path can hold, in any locale. */
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 const ENTRY_VERSION = 1;
 
 /** A process, as the registry remembers it: its pid and when it started (clock ticks since boot). */
@@ -70,7 +70,7 @@ export class SandboxNameError extends SandboxOptionError {
 export function checkSandboxName(name: unknown): string {
   if (typeof name !== 'string' || !NAME_RE.test(name))
     throw new SandboxNameError(
-      `sandbox name ${JSON.stringify(name)} must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit`,
+      `sandbox name ${JSON.stringify(name)} must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit`,
     );
   return name;
 }

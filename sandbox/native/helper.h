@@ -36,6 +36,17 @@ struct plan {
   const char *image;  /* image: host directory of the root's lower layer */
   int image_writable;
   int loopback;
+  /* network: the holder's socket, eth0's address (network byte order) and prefix length */
+  const char *net_socket;
+  uint32_t net_address;
+  unsigned net_prefix;
+  /* holder mode */
+  const char *holder_socket;
+  struct {
+    int gid; /* 0: a uid_map line, 1: a gid_map line */
+    unsigned long long inner, outer, count;
+  } holder_maps[8];
+  size_t nholder_maps;
   const char *hostname;
   const char *cwd;
   const char *exec;
@@ -144,6 +155,7 @@ int path_is_clean_absolute(const char *path);
 
 /* userns.c: run by the parent for the child pid */
 void userns_write_maps_from_parent(const struct plan *p, pid_t child);
+void userns_write_holder_maps_from_parent(const struct plan *p, pid_t child);
 
 /* mount.c: run by init, inside the new namespaces */
 void mount_image_open_from_parent(const struct plan *p);
@@ -156,6 +168,24 @@ void mount_tmpfs_inodes(const struct plan *p); /* after init has capped the ucou
 
 /* net.c */
 void net_loopback_up(void);
+/* Stage 0, before the clone: joins the network's holder (its user and network namespaces); returns the connection,
+ * which stage 0 holds for the sandbox's lifetime (the holder counts it as a member). */
+int net_join_holder_from_parent(const struct plan *p);
+/* Stage 0, after the clone, still privileged in the holder's user namespace: the veth pair, eth0 in init's netns. */
+void net_attach_from_parent(const struct plan *p, pid_t init);
+/* init: eth0's address, up, and ICMP echo sockets for the payload's gid. */
+void net_configure_from_init(const struct plan *p);
+
+/* netlink.c: rtnetlink in the current network namespace */
+int nl_open(void);
+void nl_bridge_create(int nl, const char *name);
+void nl_veth_create(int nl, const char *name, const char *peer, pid_t peer_netns_pid);
+void nl_set_master(int nl, const char *name, const char *master);
+void net_iface_up(const char *name);
+void net_iface_address(const char *name, uint32_t address, unsigned prefix);
+
+/* holder.c: a network's holder (the helper in holder mode) */
+__attribute__((noreturn)) void holder_main(const struct plan *p);
 
 /* caps.c: run by the payload stage before exec */
 void caps_drop_all(void);

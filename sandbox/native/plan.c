@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include "helper.h"
@@ -260,6 +261,37 @@ static void check_op(struct plan *p, struct op *op, int *seen, enum plan_part pa
   case CUB_OP_LOOPBACK:
     p->loopback = 1;
     break;
+  case CUB_OP_NETWORK: {
+    if (seen[CUB_OP_NETWORK]) die_op(op, NULL, 0, "network given twice");
+    check_path(a[CUB_ARG_NETWORK_SOCKET], op);
+    if (strlen(a[CUB_ARG_NETWORK_SOCKET]) >= 108) die_op(op, NULL, 0, "the holder's socket path is longer than 107 bytes");
+    if (inet_pton(AF_INET, a[CUB_ARG_NETWORK_ADDRESS], &p->net_address) != 1)
+      die_op(op, NULL, 0, "'%.64s' is not an IPv4 address", a[CUB_ARG_NETWORK_ADDRESS]);
+    p->net_prefix = (unsigned)parse_num(a[CUB_ARG_NETWORK_PREFIX_LEN], 30, op, "prefix length");
+    if (p->net_prefix < 8) die_op(op, NULL, 0, "prefix length %u is below 8", p->net_prefix);
+    p->net_socket = a[CUB_ARG_NETWORK_SOCKET];
+    break;
+  }
+  case CUB_OP_HOLDER:
+    if (seen[CUB_OP_HOLDER]) die_op(op, NULL, 0, "holder given twice");
+    check_path(a[CUB_ARG_HOLDER_SOCKET], op);
+    if (strlen(a[CUB_ARG_HOLDER_SOCKET]) >= 108) die_op(op, NULL, 0, "the holder's socket path is longer than 107 bytes");
+    p->holder_socket = a[CUB_ARG_HOLDER_SOCKET];
+    break;
+  case CUB_OP_HOLDER_MAP: {
+    const char *kind = a[CUB_ARG_HOLDER_MAP_KIND];
+    if (strcmp(kind, "uid") != 0 && strcmp(kind, "gid") != 0) die_op(op, NULL, 0, "holder-map kind '%.16s' is not uid or gid", kind);
+    if (p->nholder_maps >= sizeof p->holder_maps / sizeof *p->holder_maps) die_op(op, NULL, 0, "too many holder-map lines");
+    unsigned long long inner = parse_num(a[CUB_ARG_HOLDER_MAP_INNER], 0xfffffffeULL, op, "inner id");
+    unsigned long long outer = parse_num(a[CUB_ARG_HOLDER_MAP_OUTER], 0xfffffffeULL, op, "outer id");
+    unsigned long long count = parse_num(a[CUB_ARG_HOLDER_MAP_COUNT], 0xffffffffULL, op, "count");
+    if (count == 0 || inner + count > 0xffffffffULL || outer + count > 0xffffffffULL) die_op(op, NULL, 0, "holder-map range out of bounds");
+    p->holder_maps[p->nholder_maps].gid = kind[0] == 'g';
+    p->holder_maps[p->nholder_maps].inner = inner;
+    p->holder_maps[p->nholder_maps].outer = outer;
+    p->holder_maps[p->nholder_maps++].count = count;
+    break;
+  }
   case CUB_OP_CWD:
     check_path(a[CUB_ARG_CWD_PATH], op);
     p->cwd = a[CUB_ARG_CWD_PATH];
@@ -467,6 +499,14 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
   ops_cap = copy_out_cap = 0;
   int seen[CUB_OP__COUNT] = {0};
   parse_ops(p, p->buf, p->len, 0, PART_FIRST, seen);
+  if (seen[CUB_OP_HOLDER]) { /* holder mode: nothing of a run may come with it */
+    for (int c = 0; c < CUB_OP__COUNT; c++)
+      if (seen[c] && c != CUB_OP_HOLDER && c != CUB_OP_HOLDER_MAP && c != CUB_OP_ID_MAPPER && c != CUB_OP_END)
+        die_msg("a holder plan cannot carry '%s'", CUB_OP_SPECS[c].name);
+    if (!p->nholder_maps) die_msg("a holder plan needs its holder-map lines");
+    return;
+  }
+  if (seen[CUB_OP_HOLDER_MAP]) die_msg("holder-map belongs to a holder plan");
   if (!seen[CUB_OP_USERNS]) die_msg("the plan has no userns op");
   if (!seen[CUB_OP_ROOT] && !p->join) die_msg("the plan has no root op");
   if (p->image && p->image_writable == p->root_ro) die_msg("an image root is read-only (root-ro) unless it is writable, never both");

@@ -168,6 +168,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   if (p->has_files) close(CUB_FD_FILES); /* its content is in the sandbox now */
   if (p->hostname && sethostname(p->hostname, strlen(p->hostname)) < 0) die_sys("sethostname", errno, "%s", p->hostname);
   if (p->loopback) net_loopback_up();
+  net_configure_from_init(p);
   limits_apply_ucounts(p);
   mount_proc_sys_readonly();
   if (p->awaits) p = await_run(p, from_parent, to_parent, &t0_us);

@@ -64,6 +64,7 @@ struct parent {
   int join_fd;                /* listen-join: the join socket, or -1 */
   int ns_fds[CUB_NS_COUNT];   /* listen-join: init's namespaces, opened before its release */
   uid_t owner;                /* the uid that started the helper: only its processes may join */
+  int holder_fd; /* a network's holder: the connection that makes this sandbox one of its members, or -1 */
   long long kill_deadline; /* init was asked to kill everything; past this, init itself is killed */
   int stop_asked;          /* the supervisor or the OOM watch asked for a stop: an early end of init is no setup failure */
   unsigned char resize[CUB_RESIZE_BYTES]; /* a window size message being reassembled from the control fd */
@@ -129,8 +130,9 @@ static void drop_supplementary_groups(void) {
  * sandbox itself and the caller's processes hold them. Named FIFOs (another device than pipefs) are left as
  * they are: their mode is a file's on disk. */
 void open_stdio_pipes_to_sandbox(const struct plan *p) {
-  /* rootless with its own ids: the payload runs as the caller, who owns them */
-  if (geteuid() != 0 && !p->newuidmap) return;
+  /* rootless with its own ids: the payload runs as the caller, who owns them (on a network, the caller is the
+   * holder's id 0; any other outer id there is one of its subordinate ids) */
+  if (geteuid() != 0 && !p->newuidmap && !(p->net_socket && p->outer_uid != 0)) return;
   int probe[2];
   struct stat pipefs, st;
   if (pipe2(probe, O_CLOEXEC) < 0) die_sys("pipe2", errno, "probing the pipe filesystem");
@@ -236,6 +238,7 @@ static void start_init(struct parent *s) {
     if (s->events_fd >= 0) close(s->events_fd);
     if (s->oom_fd >= 0) close(s->oom_fd);
     if (s->join_fd >= 0) close(s->join_fd);
+    if (s->holder_fd >= 0) close(s->holder_fd);
     close(s->to_init);
     close(s->from_init);
     close(CUB_FD_CONTROL);
@@ -486,13 +489,14 @@ int main(int argc, char **argv) {
     printf("cubicle-helper protocol %d\n", CUB_PROTOCOL_VERSION);
     return 0;
   }
-  struct parent s = {.t0 = monotonic_us(), .oom_fd = -1, .events_fd = -1, .join_fd = -1, .owner = getuid()};
+  struct parent s = {.t0 = monotonic_us(), .oom_fd = -1, .events_fd = -1, .join_fd = -1, .owner = getuid(), .holder_fd = -1};
   prepare_process();
   say_hello();
   struct plan plan;
   read_plan(&plan);
   s.plan = &plan;
   if (plan.join) join_main(&plan);
+  if (plan.holder_socket) holder_main(&plan);
   drop_supplementary_groups();
   open_stdio_pipes_to_sandbox(&plan);
   cgroup_join_from_parent(&plan);
@@ -503,10 +507,12 @@ int main(int argc, char **argv) {
   mount_prepare_idmaps(&plan); /* as root, before the namespaces exist */
   s.join_fd = join_listen_from_parent(&plan); /* bound before any id change, in the owner's directory */
   if (plan.has_host_ids) become_host_user(&plan);
+  if (plan.net_socket) s.holder_fd = net_join_holder_from_parent(&plan); /* the sandbox's namespaces become the holder's children */
   start_init(&s); /* init waits for the go byte */
   read_ns_ids(&s);
   if (s.join_fd >= 0) join_open_ns_from_parent(s.init, s.ns_fds);
   userns_write_maps_from_parent(&plan, s.init);
+  net_attach_from_parent(&plan, s.init);
   release_init(&s);
   drop_to_outer_ids(&plan);
   make_undumpable();

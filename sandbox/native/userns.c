@@ -27,11 +27,16 @@ static void write_proc_file(pid_t child, const char *name, const char *content) 
 
 /* Runs `tool PID INNER OUTER 1` with an empty environment, /dev/null as stdin/stdout and nothing else open but
  * a pipe for its complaint, which becomes part of the setup failure. */
-static void run_mapper(const char *tool, pid_t child, unsigned inner, unsigned outer) {
-  char pid_s[16], inner_s[16], outer_s[16], why[512];
+static void run_mapper_ranges(const char *tool, pid_t child, const char *const *ranges) {
+  char pid_s[16], why[512], shown[256];
   snprintf(pid_s, sizeof pid_s, "%d", (int)child);
-  snprintf(inner_s, sizeof inner_s, "%u", inner);
-  snprintf(outer_s, sizeof outer_s, "%u", outer);
+  size_t nr = 0;
+  while (ranges[nr]) nr++;
+  if (nr > 24) die_msg("internal: too many id ranges for %s", tool);
+  size_t at = 0;
+  shown[0] = 0;
+  for (size_t i = 0; i < nr && at < sizeof shown - 1; i++)
+    at += (size_t)snprintf(shown + at, sizeof shown - at, " %s", ranges[i]);
   int err_pipe[2];
   if (pipe2(err_pipe, O_CLOEXEC) < 0) die_sys("pipe2", errno, "a pipe for %s", tool);
   pid_t pid = fork();
@@ -42,7 +47,9 @@ static void run_mapper(const char *tool, pid_t child, unsigned inner, unsigned o
     /* none of the helper's own fds (plan, status, control, the payload's stdio) reach a setuid program */
     if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
       for (int fd = 3; fd < 1024; fd++) close(fd);
-    char *argv[] = {(char *)tool, pid_s, inner_s, outer_s, (char *)"1", NULL};
+    char *argv[32] = {(char *)tool, pid_s};
+    for (size_t i = 0; i < nr; i++) argv[2 + i] = (char *)ranges[i];
+    argv[2 + nr] = NULL;
     char *envp[] = {NULL};
     execve(tool, argv, envp);
     dprintf(2, "execve: %s", strerror(errno));
@@ -63,8 +70,16 @@ static void run_mapper(const char *tool, pid_t child, unsigned inner, unsigned o
   while (waitpid(pid, &st, 0) < 0)
     if (errno != EINTR) die_sys("waitpid", errno, "waiting for %s", tool);
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-    die_msg("%s %s %s %s 1 failed (%s %d)%s%s", tool, pid_s, inner_s, outer_s, WIFEXITED(st) ? "exit" : "signal",
+    die_msg("%s %s%s failed (%s %d)%s%s", tool, pid_s, shown, WIFEXITED(st) ? "exit" : "signal",
             WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), n ? ": " : "", why);
+}
+
+static void run_mapper(const char *tool, pid_t child, unsigned inner, unsigned outer) {
+  char inner_s[16], outer_s[16];
+  snprintf(inner_s, sizeof inner_s, "%u", inner);
+  snprintf(outer_s, sizeof outer_s, "%u", outer);
+  const char *ranges[] = {inner_s, outer_s, "1", NULL};
+  run_mapper_ranges(tool, child, ranges);
 }
 
 void userns_write_maps_from_parent(const struct plan *p, pid_t child) {
@@ -82,4 +97,32 @@ void userns_write_maps_from_parent(const struct plan *p, pid_t child) {
   snprintf(map, sizeof map, "%u %u 1\n", (unsigned)p->inner_gid, (unsigned)p->outer_gid);
   write_proc_file(child, "gid_map", map);
   report_set_stage(CUB_STAGE_PARENT);
+}
+
+/* A network holder's maps: its lines of each kind in one write (or one newuidmap/newgidmap call). */
+void userns_write_holder_maps_from_parent(const struct plan *p, pid_t child) {
+  for (int gid = 0; gid <= 1; gid++) {
+    char text[512], nums[8][3][24];
+    const char *ranges[25];
+    size_t at = 0, nr = 0, k = 0;
+    text[0] = 0;
+    for (size_t i = 0; i < p->nholder_maps; i++) {
+      if (p->holder_maps[i].gid != gid) continue;
+      at += (size_t)snprintf(text + at, sizeof text - at, "%llu %llu %llu\n", p->holder_maps[i].inner, p->holder_maps[i].outer,
+                             p->holder_maps[i].count);
+      snprintf(nums[k][0], sizeof nums[k][0], "%llu", p->holder_maps[i].inner);
+      snprintf(nums[k][1], sizeof nums[k][1], "%llu", p->holder_maps[i].outer);
+      snprintf(nums[k][2], sizeof nums[k][2], "%llu", p->holder_maps[i].count);
+      for (int j = 0; j < 3; j++) ranges[nr++] = nums[k][j];
+      k++;
+    }
+    ranges[nr] = NULL;
+    if (!k) die_msg("the holder plan has no %s map line", gid ? "gid" : "uid");
+    if (p->newuidmap) run_mapper_ranges(gid ? p->newgidmap : p->newuidmap, child, ranges);
+    else {
+      /* a rootless owner maps only itself, and then may not keep setgroups */
+      if (gid && geteuid() != 0) write_proc_file(child, "setgroups", "deny");
+      write_proc_file(child, gid ? "gid_map" : "uid_map", text);
+    }
+  }
 }

@@ -1,6 +1,5 @@
 // The options of runSandboxed/spawnSandboxed: merged under a policy's defaults, then validated synchronously
 // (nothing runs before this), giving ResolvedOptions where every field is final.
-import { checkSandboxName } from '../host/registry.js';
 import { idsTakenIn } from '../host/subids.js';
 import { BOX_DIR, resolveBox, type ResolvedBox } from './box.js';
 import { constants as bufferConstants } from 'node:buffer';
@@ -38,6 +37,9 @@ export interface ResolvedOptions {
   env: Record<string, string>;
   cwd: string;
   hostname: string;
+  /** A private network by name (undefined: 'none', only lo). */
+  network?: string;
+  name?: string;
   uid: number;
   gid: number;
   username: string;
@@ -73,9 +75,10 @@ export interface ResolvedOptions {
   box?: ResolvedBox;
   /** An image as the root (instead of the host view). */
   rootfs?: ResolvedRootfs;
-  /** Registered under this name while it runs (see live/registry.ts). */
-  name?: string;
 }
+
+/** Names of sandboxes and networks. */
+export const SANDBOX_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
 export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin';
 const KNOWN: ReadonlySet<string> = new Set(OPTION_NAMES);
@@ -356,6 +359,21 @@ const oneOf = <T extends string>(option: string, v: unknown, allowed: readonly T
   return v as T;
 };
 
+/** A sandbox's name: what /etc/hosts on its network resolves. */
+function checkSandboxName(v: unknown): string {
+  if (typeof v !== 'string' || !SANDBOX_NAME.test(v))
+    fail('name', `name ${JSON.stringify(v)} must be 1-63 of letters, digits, '_', '.' or '-', starting with a letter or digit`);
+  return v as string;
+}
+
+/** A private network's name (whether it exists is checked when the run starts). */
+function checkNetworkOption(v: unknown, runAs: boolean): string {
+  if (typeof v !== 'string' || !SANDBOX_NAME.test(v))
+    fail('network', `network ${JSON.stringify(v)} must be 'none' or a network's name (1-63 of letters, digits, '_', '.' or '-')`);
+  if (runAs) fail('network', 'network cannot be combined with runAs: a network belongs to the user who made it, so run as that user');
+  return v as string;
+}
+
 /** Validates and resolves options; throws SandboxOptionError (a TypeError) naming the option. */
 export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): ResolvedOptions {
   if (typeof options !== 'object' || options === null) fail('options', 'options must be an object');
@@ -427,6 +445,9 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
   if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/.test(hostname))
     fail('hostname', `hostname "${hostname}" must be 1-63 letters, digits, '.' or '-'`);
 
+  const name = o.name === undefined ? undefined : checkSandboxName(o.name);
+  const network = o.network === undefined || o.network === 'none' ? undefined : checkNetworkOption(o.network, runAs !== undefined);
+
   if (o.mounts !== undefined && !Array.isArray(o.mounts)) fail('mounts', 'mounts must be an array');
   const mounts = ((o.mounts as unknown[]) ?? []).map(checkMount);
 
@@ -483,6 +504,8 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     env,
     cwd: o.cwd === undefined ? (box ? BOX_DIR : '/tmp') : checkInsidePath('cwd', o.cwd),
     hostname,
+    ...(network !== undefined ? { network } : {}),
+    ...(name !== undefined ? { name } : {}),
     uid,
     gid,
     username,
@@ -513,7 +536,6 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     ...(o.cgroupParent !== undefined ? { cgroupParent: checkHostDir('cgroupParent', o.cgroupParent) } : {}),
     ...(box ? { box } : {}),
     ...(rootfs ? { rootfs } : {}),
-    ...(o.name !== undefined ? { name: checkSandboxName(o.name) } : {}),
   };
 }
 

@@ -64,6 +64,10 @@ export const Op = {
   rootReadOnly: (): PlanOp => makeOp('root-ro', {}),
   hostname: (name: string): PlanOp => makeOp('hostname', { name }),
   loopback: (): PlanOp => makeOp('loopback', {}),
+  network: (socket: string, address: string, prefixLen: number): PlanOp => makeOp('network', { socket, address, prefixLen }),
+  holder: (socket: string): PlanOp => makeOp('holder', { socket }),
+  holderMap: (kind: 'uid' | 'gid', inner: number, outer: number, count: number): PlanOp =>
+    makeOp('holder-map', { kind, inner, outer, count }),
   cwd: (path: string): PlanOp => makeOp('cwd', { path }),
   env: (key: string, value: string): PlanOp => makeOp('env', { keyEqualsValue: `${key}=${value}` }),
   arg: (value: string): PlanOp => makeOp('arg', { value }),

@@ -11,6 +11,7 @@ import {
   HelperExit,
   HelperFd,
   RUN_OPS,
+  HolderRequest,
   InitCommand,
   TerminalResize,
   JoinRequest,
@@ -174,6 +175,8 @@ export function renderProtocolHeader(): string {
   for (const [k, v] of Object.entries(JoinRequest)) lines.push(`#define CUB_JOIN_REQ_${cName(k)} '${v}'`);
   lines.push(`static const char *const CUB_NS_NAMES[] = {${NAMESPACE_NAMES.map(cStr).join(', ')}};`);
   lines.push(`#define CUB_NS_COUNT ${NAMESPACE_NAMES.length}`);
+  lines.push("/* a network holder's socket: client -> holder requests and its answers */");
+  for (const [k, v] of Object.entries(HolderRequest)) lines.push(`#define CUB_HOLDER_${cName(k)} '${v}'`);
   lines.push('');
   for (const [k, v] of Object.entries(HelperExit)) lines.push(`#define CUB_EXIT_${cName(k)} ${v}`);
   lines.push('');

@@ -91,6 +91,8 @@ export const STATUS_EVENTS = {
     stops: { type: 'array', maxItems: MAX_STOPS, item: { kind: { type: 'enum', values: STOP_KINDS }, atUs: int, observed: int } },
     violations: { type: 'array', maxItems: MAX_VIOLATIONS, item: { nr: int, arch: int } },
   },
+  /** Holder mode, terminal: the network's holder is up (its namespaces, bridge and socket exist). */
+  holder: { pid: int },
   /** Terminal: setup failed; nothing ran. */
   error: {
     stage: { type: 'string', maxBytes: 32 },
@@ -104,7 +106,7 @@ export const STATUS_EVENTS = {
 
 export type EventName = keyof typeof STATUS_EVENTS;
 /** Events after which nothing more may arrive; exactly one per run. */
-export const TERMINAL_EVENTS = ['exit', 'error'] as const satisfies readonly EventName[];
+export const TERMINAL_EVENTS = ['exit', 'error', 'holder'] as const satisfies readonly EventName[];
 
 // ---- TypeScript types derived from the declaration ----
 

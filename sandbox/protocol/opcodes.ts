@@ -149,6 +149,16 @@ export const OPCODES = [
   { name: 'root-ro', args: [] },
   { name: 'hostname', args: ['name'] },
   { name: 'loopback', args: [] },
+  // a private network: stage 0 connects to the network's holder at this socket, receives its user and network
+  // namespaces, joins both before the clone (so the holder's user namespace owns the sandbox's), then makes a veth
+  // pair whose host end joins the bridge and whose other end is `eth0` in the sandbox; init gives eth0 this IPv4
+  // address with this prefix length, brings it up, and lets the payload's gid use ICMP echo sockets
+  { name: 'network', args: ['socket', 'address', 'prefixLen'] },
+  // holder mode (a plan of holder ops only): the helper starts a network's holder listening on this socket
+  { name: 'holder', args: ['socket'] },
+  // holder mode: one line of the holder's user namespace map (kind uid|gid), written by stage 0 itself or, after
+  // `id-mapper`, by newuidmap/newgidmap (all lines of a kind in one call)
+  { name: 'holder-map', args: ['kind', 'inner', 'outer', 'count'] },
   // init: cap a per-user kernel counter inside the sandbox's own user namespace (/proc/sys/user/max_<name>)
   { name: 'ucount', args: ['name', 'value'] },
   // init: sample the sandbox every intervalUs; kill everything when a limit is passed (0 = not watched)
@@ -214,6 +224,14 @@ export const RLIMIT_NAMES = [
 ] as const;
 export type RlimitName = (typeof RLIMIT_NAMES)[number];
 
+/**
+ * One-byte requests a client writes on a connection to a network's holder. `join`: the holder answers with its
+ * user and network namespace fds (SCM_RIGHTS) and counts the connection as a member until it closes; `remove`:
+ * the network is gone, the holder refuses further joins and exits once no member is left (it answers `ok`);
+ * `ping`: it answers `ok`. Any other byte, or a peer that is not the holder's owner, is refused (`no`).
+ */
+export const HolderRequest = { join: 'j', remove: 'r', ping: 'p', ok: 'k', no: 'n' } as const;
+
 /** Stage names carried by `error` events (and shown by `ps` as the helper renames itself). */
 export const Stage = {
   parent: 'parent', // stage 0, host side: plan, clone, id maps, supervision
@@ -221,6 +239,7 @@ export const Stage = {
   init: 'init', // stage 1, PID 1 inside: mounts, pivot_root, hostname, loopback
   exec: 'exec', // stage 2: ids, fds, caps, no_new_privs, seccomp, execve
   join: 'join', // join mode: entering a running sandbox's namespaces
+  holder: 'holder', // a network's holder: its namespaces, bridge and socket
 } as const;
 export type StageName = (typeof Stage)[keyof typeof Stage];
 

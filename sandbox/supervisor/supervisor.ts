@@ -18,6 +18,8 @@ import { HOST_ID_LOCK_DIR, leaseHostIds, leaseSubids, type HostIdLease } from '.
 import { errnoName } from '../os-names.js';
 import { assertHelperBuilt } from '../native/helper-path.js';
 import { registerRun } from './register.js';
+import { joinNetwork, type NetworkMember } from '../network/member.js';
+import { NetworkError } from '../network/registry.js';
 import { launchHelper, type HelperExitStatus, type LaunchedHelper } from './launch.js';
 
 const debug = debuglog('cubicle');
@@ -120,7 +122,8 @@ export function takeHostIds(input: SuperviseInput): {
     if ('reason' in got) return { ...callerIds(input), hostIds: { ...callerIds(input).hostIds, reason: got.reason }, lease: undefined };
     lease = got;
     hostIds = { uid: lease.uid, gid: lease.gid, counters: 'own', source: 'subids' };
-    extra = [Op.idMapper(input.subids.newuidmap, input.subids.newgidmap)];
+    // on a network, stage 0 maps the ids itself from inside the holder's user namespace (which maps the whole range)
+    extra = o.network ? [] : [Op.idMapper(input.subids.newuidmap, input.subids.newgidmap)];
   } else return { ...callerIds(input), lease: undefined };
   try {
     // Extra ops go just before `end`: every other op keeps its index, which setup failures and copy-out frames name.
@@ -172,7 +175,24 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
     registration?.remove();
     throw e;
   }
-  const { hostIds, lease, planBytes, plan: sentPlan } = taken;
+  const { hostIds, lease } = taken;
+  let { planBytes, plan: sentPlan } = taken;
+  let member: NetworkMember | undefined;
+  if (!failure && !warm && o.network !== undefined) {
+    try {
+      member = joinNetwork(o, input.plan, hostIds);
+      sentPlan = member.plan;
+      planBytes = encodePlan(member.plan);
+    } catch (e) {
+      member?.release();
+      if (!(e instanceof NetworkError)) {
+        lease?.release();
+        registration?.remove();
+        throw e;
+      }
+      failure = { kind: 'prepared', failure: { stage: 'network', message: e.detail, hint: e.hint } };
+    }
+  }
   let cgroup: { plan: CgroupPlan; readBack: CgroupReadBack } | undefined;
   let helper: LaunchedHelper | undefined;
   if (!failure && input.cgroup && !warm) {
@@ -182,6 +202,7 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
       if (!(e instanceof CgroupSetupError)) {
         lease?.release();
         registration?.remove();
+        member?.release();
         throw e;
       }
       failure = { kind: 'cgroup', failure: cgroupFailure(e) };
@@ -332,6 +353,7 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
       if (cgroup) removeCgroup(cgroup.plan);
       lease?.release();
       registration?.remove();
+      member?.release();
     }
     const terminal = status.terminal();
     // The kernel refused the namespaces: the doctor's diagnosis of this host is the fix to give.

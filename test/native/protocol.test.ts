@@ -139,6 +139,27 @@ describe('helper protocol', () => {
     await refused(raw(PLAN_MAGIC, V, 'userns', '1', '1', '1', '1', 'arg', 'x', 'exec', '/x', 'end'), /no root/);
     await refused(raw(PLAN_MAGIC, V, 'userns', '1', '1', '1', '1', 'root', '65536', 'arg', 'x', 'end'), /no exec/);
   });
+  it('refuses a holder plan that carries run ops, holder-map in a run, and malformed network and holder ops', async () => {
+    const holder = (...ops: PlanOp[]): Buffer => encodePlan([Op.holder('/tmp/nowhere/sock'), ...ops, Op.end()]);
+    await refused(holder(Op.holderMap('uid', 0, 0, 1), Op.exec('/bin/true')), /a holder plan cannot carry 'exec'/);
+    await refused(holder(), /needs its holder-map lines/);
+    await refused(holder({ op: 'holder-map', args: ['pid', '0', '0', '1'] }), /kind 'pid' is not uid or gid/);
+    await refused(holder(Op.holderMap('uid', 0, 4294967294, 2)), /out of bounds/);
+    await refused(encodePlan([Op.holder('relative/sock'), Op.holderMap('uid', 0, 0, 1), Op.end()]), /must be absolute/);
+    await refused(encodePlan(minimal([Op.holderMap('uid', 0, 0, 1)])), /holder-map belongs to a holder plan/);
+    await refused(encodePlan(minimal([Op.network('/tmp/x/sock', '10.0.0.300', 24)])), /'10\.0\.0\.300' is not an IPv4 address/);
+    await refused(encodePlan(minimal([Op.network('/tmp/x/sock', '10.0.0.1', 31)])), /prefix length 31 is out of range/);
+    await refused(encodePlan(minimal([Op.network(`/tmp/${'x'.repeat(120)}`, '10.0.0.1', 24)])), /longer than 107 bytes/);
+  });
+  it('a network whose holder is gone is a setup error naming the fix, never a run', async () => {
+    const r = await helper(encodePlan(minimal([Op.network('/tmp/cubicle-no-such-holder/sock', '10.0.0.2', 24)])));
+    const terminal = r.events.filter((e) => e.ev === 'error' || e.ev === 'exit');
+    assert.equal(terminal.length, 1);
+    assert.equal(terminal[0]!.ev, 'error');
+    assert.equal(terminal[0]!.syscall, 'connect');
+    assert.match(String(terminal[0]!.msg), /reaching the network's holder .*it is gone/);
+    assert.equal(r.code, 125);
+  });
   it('refuses a bad bind access mode and non-octal modes', async () => {
     await refused(encodePlan(minimal([{ op: 'bind', args: ['/usr', '/x', 'rwx'] }])), /bind access 'rwx'/);
     await refused(encodePlan(minimal([{ op: 'dir', args: ['/x', '999'] }])), /not octal/);

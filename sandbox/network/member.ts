@@ -1,0 +1,131 @@
+// A run joining a private network: under the network's lock, stale member records are dropped, the name is checked,
+// the lowest free address is taken and recorded (with this process's pid and start time), and /etc/hosts names every
+// live member. The plan then gets the network op and the sandbox's outer ids as the holder's user namespace sees
+// them (the sandbox's user namespace is a child of the holder's).
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ResolvedOptions } from '../options/resolve.js';
+import { Op, opArg, type PlanOp } from '../plan/ops.js';
+import type { HostIds } from '../types.js';
+import {
+  isAlive,
+  networkDir,
+  NetworkError,
+  processStart,
+  readRecord,
+  socketPath,
+  withLock,
+  type IdMapLine,
+  type NetworkRecord,
+} from './registry.js';
+import { hostAddress, hostCount, parseSubnet } from './subnet.js';
+
+interface MemberRecord {
+  name?: string;
+  address: string;
+  pid: number;
+  start: number;
+}
+
+export interface NetworkMember {
+  address: string;
+  /** The plan with the network op, /etc/hosts and the ids in the holder's terms. */
+  plan: PlanOp[];
+  /** Drops the member record (idempotent; the network may be gone by then). */
+  release: () => void;
+}
+
+/** A host id as the holder's user namespace sees it, or undefined when its maps do not hold it. */
+export function holderId(lines: readonly IdMapLine[], hostId: number): number | undefined {
+  for (const [inner, outer, count] of lines) if (hostId >= outer && hostId < outer + count) return inner + (hostId - outer);
+  return undefined;
+}
+
+/** The network's record if it exists and its holder lives; a NetworkError saying what to do otherwise. */
+export function liveNetwork(name: string): NetworkRecord {
+  const r = readRecord(name);
+  if (!r) throw new NetworkError(`there is no network "${name}" of this user`, `create it with: cubicle network create ${name}`);
+  if (!isAlive(r.pid, r.start))
+    throw new NetworkError(
+      `the holder of network "${name}" (pid ${r.pid}) is gone, so nothing can join it`,
+      `remove it and create it again: cubicle network rm ${name} && cubicle network create ${name} --subnet ${r.subnet}`,
+    );
+  return r;
+}
+
+function liveMembers(dir: string): MemberRecord[] {
+  const out: MemberRecord[] = [];
+  for (const f of readdirSync(dir)) {
+    let m: MemberRecord | undefined;
+    try {
+      m = JSON.parse(readFileSync(join(dir, f), 'utf8')) as MemberRecord;
+    } catch {
+      m = undefined;
+    }
+    if (m && Number.isInteger(m.pid) && Number.isInteger(m.start) && typeof m.address === 'string' && isAlive(m.pid, m.start)) out.push(m);
+    else rmSync(join(dir, f), { force: true }); // its run ended without removing it (the process died)
+  }
+  return out;
+}
+
+/** How many sandboxes are on a network now (stale records are dropped). */
+export function memberCount(name: string): number {
+  try {
+    return withLock(join(networkDir(name), 'lock'), () => liveMembers(join(networkDir(name), 'members')).length);
+  } catch {
+    return 0;
+  }
+}
+
+/** Joins `o.network` with the host ids the run got; throws NetworkError when it cannot. */
+export function joinNetwork(o: ResolvedOptions, plan: readonly PlanOp[], hostIds: HostIds): NetworkMember {
+  const name = o.network!;
+  const r = liveNetwork(name);
+  const uid = holderId(r.maps.uid, hostIds.uid);
+  const gid = holderId(r.maps.gid, hostIds.gid);
+  if (uid === undefined || gid === undefined)
+    throw new NetworkError(
+      `network "${name}" maps host ids ${JSON.stringify(r.maps.uid)}, ` +
+        `which do not hold this sandbox's host ids ${hostIds.uid}/${hostIds.gid}`,
+      'create the network again as the user who runs the sandboxes (their subordinate ids may have changed since)',
+    );
+  const subnet = parseSubnet(r.subnet);
+  const dir = join(networkDir(name), 'members');
+  const self = { pid: process.pid, start: processStart(process.pid)! };
+  const { address, hosts, file } = withLock(join(networkDir(name), 'lock'), () => {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const live = liveMembers(dir);
+    if (o.name !== undefined && live.some((m) => m.name === o.name))
+      throw new NetworkError(`a running sandbox on network "${name}" is already named "${o.name}"`, 'choose another --name');
+    const used = new Set(live.map((m) => m.address));
+    let i = 0;
+    while (i < hostCount(subnet) && used.has(hostAddress(subnet, i))) i++;
+    if (i >= hostCount(subnet))
+      throw new NetworkError(
+        `network "${name}" (${r.subnet}) has no free address`,
+        'wait for a sandbox on it to end, or use a larger subnet',
+      );
+    const address = hostAddress(subnet, i);
+    const file = join(dir, address);
+    const rec: MemberRecord = { ...(o.name !== undefined ? { name: o.name } : {}), address, ...self };
+    writeFileSync(file, JSON.stringify(rec), { mode: 0o600 });
+    const named = live.filter((m) => m.name !== undefined).map((m) => `${m.address}\t${m.name}`);
+    if (o.name !== undefined) named.push(`${address}\t${o.name}`);
+    return { address, hosts: named, file };
+  });
+  const release = (): void => rmSync(file, { force: true });
+  try {
+    const out = plan.map((op) => {
+      if (op.op === 'userns') return Op.userns(Number(opArg(op, 'innerUid')), Number(opArg(op, 'innerGid')), uid, gid);
+      if (op.op === 'file' && opArg(op, 'path') === '/etc/hosts')
+        return Op.file('/etc/hosts', `${opArg(op, 'content')}${hosts.map((h) => `${h}\n`).join('')}`);
+      return op;
+    });
+    // just before `end`: every other op keeps its index (setup failures and copy-out frames name ops by index)
+    out.splice(out.length - 1, 0, Op.network(socketPath(name), address, subnet.prefix));
+    return { address, plan: out, release };
+  } catch (e) {
+    release();
+    throw e;
+  }
+}

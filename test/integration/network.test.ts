@@ -1,0 +1,438 @@
+// Private networks, end to end through the CLI, as root and as an unprivileged user: the seed's experiment (two
+// sandboxes on one network, one listening on TCP and UDP, the other pinging and connecting to it by name), isolation
+// from other networks and from none, `network ls --json`, removal while in use, a crashed holder, and bad input.
+import { strict as assert } from 'node:assert';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { HolderRequest } from '../../sandbox/protocol/opcodes.js';
+import { runSandboxed } from '../../sandbox/index.js';
+import { createNetwork, removeNetwork } from '../../sandbox/network/manage.js';
+import { runtimeDirPath } from '../../sandbox/host/runtime-dir.js';
+import { IS_ROOT } from '../helpers/env.js';
+
+const MAIN = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+
+interface Caller {
+  label: string;
+  /** argv prefix that runs a command as this caller */
+  as: string[];
+  uid: number;
+}
+
+function callers(): Caller[] {
+  if (!IS_ROOT) return [{ label: `as uid ${process.geteuid!()}`, as: [], uid: process.geteuid!() }];
+  const list: Caller[] = [{ label: 'as root', as: [], uid: 0 }];
+  const r = spawnSync('id', ['-u', 'tester'], { encoding: 'utf8' });
+  // with subordinate ids (each sandbox a host uid of its own), and without (the caller's own ids)
+  if (r.status === 0) list.push({ label: 'as tester (rootless)', as: ['runuser', '-u', 'tester', '--'], uid: Number(r.stdout.trim()) });
+  list.push({
+    label: 'as nobody (rootless, no subordinate ids)',
+    as: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--'],
+    uid: 65534,
+  });
+  return list;
+}
+
+interface Ran {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI as the caller and waits for it. */
+function cli(c: Caller, args: string[], timeoutMs = 30000): Ran {
+  const argv = [...c.as, process.execPath, MAIN, ...args];
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', cwd: '/', timeout: timeoutMs, stdio: ['ignore', 'pipe', 'pipe'] });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Starts the CLI in the background; resolves once its stdout has printed `marker`. */
+function cliBackground(c: Caller, args: string[], marker: string): { ready: Promise<void>; done: Promise<Ran>; pid: number } {
+  const argv = [...c.as, process.execPath, MAIN, ...args];
+  const p = spawn(argv[0]!, argv.slice(1), { cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '',
+    err = '';
+  let onReady: () => void = () => {};
+  let onFail: (e: Error) => void = () => {};
+  const ready = new Promise<void>((resolve, reject) => ((onReady = resolve), (onFail = reject)));
+  p.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+    if (out.includes(marker)) onReady();
+  });
+  p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const done = new Promise<Ran>((resolve) =>
+    p.on('close', (code) => {
+      onFail(new Error(`background sandbox ended (${code}) before ${marker}: ${out}${err}`));
+      resolve({ code, stdout: out, stderr: err });
+    }),
+  );
+  return { ready, done, pid: p.pid! };
+}
+
+const lsJson = (c: Caller): { name: string; subnet: string; state: string; holderPid: number; sandboxes: number }[] => {
+  const r = cli(c, ['network', 'ls', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as ReturnType<typeof lsJson>;
+};
+
+/** Where a caller's networks are (a caller run through runuser/setpriv has no XDG_RUNTIME_DIR). */
+const networksDirOf = (c: Caller): string => (c.as.length === 0 ? runtimeDirPath() + '/networks' : `/tmp/cubicle-run-${c.uid}/networks`);
+const alive = (pid: number): boolean => existsSync(`/proc/${pid}`);
+const netnsOf = (pid: number): number | undefined => {
+  try {
+    return statSync(`/proc/${pid}/ns/net`).ino;
+  } catch {
+    return undefined;
+  }
+};
+/** Processes (that this test may inspect) in the network namespace with this inode. */
+const inNetns = (ino: number): number[] =>
+  readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .map(Number)
+    .filter((pid) => netnsOf(pid) === ino);
+
+async function waitFor(what: string, fn: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+// The listener: TCP and UDP echo servers on 8080/8081, up to 60 s, ended by a "quit" datagram.
+const SERVER = `
+import socket, select, time, os
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("0.0.0.0", 8080)); t.listen(8)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 8081))
+print("listening", os.getuid(), flush=True)
+end = time.time() + 60
+while time.time() < end:
+    r, _, _ = select.select([t, u], [], [], 1)
+    if u in r:
+        data, peer = u.recvfrom(100)
+        if data == b"quit": break
+        u.sendto(b"udp:" + data, peer)
+    if t in r:
+        c, _ = t.accept(); c.settimeout(5); c.sendall(b"tcp:" + c.recv(100)); c.close()
+`;
+
+// The client: resolves srv, ICMP echo through a datagram socket (unprivileged ping), TCP and UDP round trips.
+const CLIENT = `
+import socket, json, struct, time, subprocess
+out = {}
+addr = socket.gethostbyname("srv"); out["addr"] = addr
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP); s.settimeout(2)
+    s.sendto(struct.pack("!BBHHH", 8, 0, 0, 0, 1) + b"cubicle", (addr, 0))
+    reply, _ = s.recvfrom(100); out["icmp"] = reply[0] == 0 and reply.endswith(b"cubicle")
+except Exception as e:
+    out["icmp"] = "error: %s" % e
+p = subprocess.run(["ping", "-c", "1", "-W", "2", "srv"], capture_output=True, text=True)
+out["ping"] = [p.returncode, p.stderr.strip()[-200:]]
+c = socket.create_connection(("srv", 8080), timeout=5); c.sendall(b"hello"); out["tcp"] = c.recv(100).decode()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5); u.sendto(b"hello", ("srv", 8081))
+out["udp"] = u.recvfrom(100)[0].decode()
+print(json.dumps(out))
+`;
+
+// From elsewhere: TCP connect and a UDP round trip to the address, each bounded by 2 s.
+const PROBE = (addr: string): string => `
+import socket, json, time
+out = {}
+t0 = time.time()
+try:
+    socket.create_connection(("${addr}", 8080), timeout=2); out["tcp"] = "connected"
+except Exception as e:
+    out["tcp"] = "error: %s" % e
+out["tcpSeconds"] = time.time() - t0
+t0 = time.time()
+try:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(2)
+    u.sendto(b"x", ("${addr}", 8081)); u.recvfrom(100); out["udp"] = "answered"
+except Exception as e:
+    out["udp"] = "error: %s" % e
+out["udpSeconds"] = time.time() - t0
+print(json.dumps(out))
+`;
+
+/** Subnets for this run: 10.93-95.N.0/24 from the pid, so concurrent runs of the suite do not collide. */
+const n = process.pid % 200;
+
+for (const [i, c] of callers().entries()) {
+  describe(`private networks ${c.label}`, function () {
+    this.timeout(120000);
+    const tag = `t${process.pid}${i}`;
+    const [A, B] = [`${tag}a`, `${tag}b`];
+    const subnetA = `10.93.${n}.0/24`;
+
+    before(function () {
+      if (!existsSync('/usr/bin/python3')) {
+        console.log('      skipped: python3 is needed inside the sandbox');
+        this.skip();
+      }
+      const a = cli(c, ['network', 'create', A, '--subnet', subnetA]);
+      assert.equal(a.code, 0, a.stderr);
+      const b = cli(c, ['network', 'create', B]);
+      assert.equal(b.code, 0, b.stderr);
+    });
+    after(() => {
+      cli(c, ['network', 'rm', A]);
+      cli(c, ['network', 'rm', B]);
+    });
+
+    it('network ls --json lists each network with the subnet exactly as given', () => {
+      const list = lsJson(c);
+      const a = list.find((x) => x.name === A);
+      assert.deepEqual({ name: a?.name, subnet: a?.subnet, state: a?.state }, { name: A, subnet: subnetA, state: 'up' });
+      const b = list.find((x) => x.name === B);
+      assert.match(b?.subnet ?? '', /^\d+\.\d+\.\d+\.0\/24$/);
+      assert.notEqual(b?.subnet, subnetA);
+    });
+
+    describe('with a listener on the network', () => {
+      let server: ReturnType<typeof cliBackground>;
+      let serverAddr = '';
+      before(async () => {
+        server = cliBackground(c, ['run', '--network', A, '--name', 'srv', '--', 'python3', '-c', SERVER], 'listening');
+        await server.ready;
+      });
+      after(async () => {
+        cli(c, [
+          'run',
+          '--network',
+          A,
+          '--',
+          'python3',
+          '-c',
+          'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"quit", ("srv", 8081))',
+        ]);
+        await server.done;
+      });
+
+      it('another sandbox on it resolves the name, pings it and talks TCP and UDP to it', () => {
+        const r = cli(c, ['run', '--network', A, '--name', 'cli', '--', 'python3', '-c', CLIENT]);
+        assert.equal(r.code, 0, r.stderr);
+        const out = JSON.parse(r.stdout) as { addr: string; icmp: boolean | string; ping: [number, string]; tcp: string; udp: string };
+        serverAddr = out.addr;
+        assert.match(out.addr, new RegExp(`^10\\.93\\.${n}\\.\\d+$`), 'srv resolves to an address in the subnet');
+        assert.equal(out.icmp, true, `ICMP echo by name (ping_group_range set inside): ${String(out.icmp)}`);
+        if (out.ping[0] !== 0)
+          console.log(
+            `      note: /usr/bin/ping fails inside (${out.ping[1]}): it needs prctl(PR_SET_KEEPCAPS), which the locked ` +
+              'securebits refuse; the ICMP echo above is the same request through an unprivileged socket',
+          );
+        assert.equal(out.tcp, 'tcp:hello');
+        assert.equal(out.udp, 'udp:hello');
+      });
+
+      it('a sandbox on no network and one on another network cannot reach it (an error within 2 s)', () => {
+        assert.ok(serverAddr, 'the address from the previous test');
+        for (const net of [[], ['--network', B]]) {
+          const t0 = Date.now();
+          const r = cli(c, ['run', ...net, '--', 'python3', '-c', PROBE(serverAddr)]);
+          assert.equal(r.code, 0, r.stderr);
+          const out = JSON.parse(r.stdout) as { tcp: string; udp: string; tcpSeconds: number; udpSeconds: number };
+          assert.match(out.tcp, /^error/, `TCP from ${net.join(' ') || 'no network'}: ${out.tcp}`);
+          assert.match(out.udp, /^error/, `UDP from ${net.join(' ') || 'no network'}: ${out.udp}`);
+          assert.ok(out.tcpSeconds < 2.5 && out.udpSeconds < 2.5, JSON.stringify(out));
+          assert.ok(Date.now() - t0 < 30000);
+        }
+      });
+
+      it('the name is resolvable only on its network, and a second live sandbox cannot take it', () => {
+        const other = cli(c, ['run', '--network', B, '--', 'python3', '-c', 'import socket; socket.gethostbyname("srv")']);
+        assert.notEqual(other.code, 0, 'srv is not resolvable on another network');
+        const dup = cli(c, ['run', '--network', A, '--name', 'srv', '--', 'true']);
+        assert.equal(dup.code, 125);
+        assert.match(dup.stderr, /already named "srv"/);
+      });
+
+      it("the listener's host uid is never root's", () => {
+        const pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+        const uids: number[] = [];
+        for (const pid of pids) {
+          try {
+            if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'python3') continue;
+            if (!readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes('print("listening"')) continue;
+            uids.push(Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]));
+          } catch {
+            /* gone, or not ours to read */
+          }
+        }
+        assert.ok(uids.length >= 1, 'the listener was found');
+        for (const u of uids) assert.notEqual(u, 0);
+        if (c.uid === 0) for (const u of uids) assert.ok(u >= 65534, `root's sandbox maps to an unprivileged id of its own, got ${u}`);
+      });
+    });
+
+    it("its holder serves only its owner: another user's join is refused", async function () {
+      if (!IS_ROOT || c.uid === 0) {
+        console.log("      skipped: needs root to connect to an unprivileged user's holder socket");
+        return this.skip();
+      }
+      const sock = `/tmp/cubicle-run-${c.uid}/networks/${A}/sock`;
+      if (!existsSync(sock)) {
+        console.log(`      skipped: ${sock} is not where this caller's runtime directory is`);
+        return this.skip();
+      }
+      const answer = await new Promise<string>((resolve, reject) => {
+        const s = connect(sock);
+        // nothing is sent: a peer that is not the owner is refused before its request is read
+        s.on('data', (d: Buffer) => (resolve(d.toString('latin1', 0, 1)), s.destroy()));
+        s.on('error', reject);
+      });
+      assert.equal(answer, HolderRequest.no, 'root is not the owner of this holder (it sees root as an unmapped id)');
+    });
+
+    it('rm while a sandbox runs: no new run can join; the holder and its netns are gone once the last sandbox ends', async () => {
+      const C = `${tag}c`;
+      assert.equal(cli(c, ['network', 'create', C]).code, 0);
+      const holder = lsJson(c).find((x) => x.name === C)!.holderPid;
+      const ns = netnsOf(holder);
+      const member = cliBackground(c, ['run', '--network', C, '--', 'sh', '-c', 'echo started; sleep 2'], 'started');
+      await member.ready;
+      const rm = cli(c, ['network', 'rm', C]);
+      assert.equal(rm.code, 0, rm.stderr);
+      assert.match(rm.stderr, /1 sandbox on it keeps their links until they end/);
+      assert.ok(alive(holder), 'the holder stays while a sandbox is on the network');
+      const again = cli(c, ['run', '--network', C, '--', 'true']);
+      assert.equal(again.code, 2);
+      assert.match(again.stderr, new RegExp(`--network "${C}" does not exist for this user; create it with: cubicle network create ${C}`));
+      assert.ok(!lsJson(c).some((x) => x.name === C), 'ls no longer shows it');
+      assert.equal((await member.done).code, 0);
+      await waitFor('the holder to exit', () => !alive(holder), 5000);
+      if (ns !== undefined && IS_ROOT) await waitFor('no process left in its netns', () => inNetns(ns).length === 0, 5000);
+    });
+
+    it('rm of an unused network stops its holder at once', async () => {
+      const D = `${tag}d`;
+      assert.equal(cli(c, ['network', 'create', D]).code, 0);
+      const holder = lsJson(c).find((x) => x.name === D)!.holderPid;
+      assert.equal(cli(c, ['network', 'rm', D]).code, 0);
+      await waitFor('the holder to exit', () => !alive(holder), 3000);
+    });
+
+    it('a holder whose network directory vanished (a create that died, a cleaned runtime directory) exits', async function () {
+      const F = `${tag}f`;
+      assert.equal(cli(c, ['network', 'create', F]).code, 0);
+      const holder = lsJson(c).find((x) => x.name === F)!.holderPid;
+      const dir = `${networksDirOf(c)}/${F}`;
+      if (!existsSync(dir)) {
+        console.log(`      skipped: the runtime directory of this caller is not at ${networksDirOf(c)}`);
+        cli(c, ['network', 'rm', F]);
+        return this.skip();
+      }
+      rmSync(dir, { recursive: true, force: true });
+      await waitFor('the orphaned holder to exit', () => !alive(holder), 8000);
+    });
+
+    it('a crashed holder shows as down in ls; runs on it fail naming why; rm clears it', async () => {
+      const E = `${tag}e`;
+      assert.equal(cli(c, ['network', 'create', E]).code, 0);
+      const holder = lsJson(c).find((x) => x.name === E)!.holderPid;
+      process.kill(holder, 'SIGKILL');
+      await waitFor('the holder to die', () => !alive(holder), 3000);
+      assert.equal(lsJson(c).find((x) => x.name === E)?.state, 'down');
+      const r = cli(c, ['run', '--network', E, '--', 'true']);
+      assert.equal(r.code, 125);
+      assert.match(r.stderr, /holder of network .* is gone/);
+      const rm = cli(c, ['network', 'rm', E]);
+      assert.equal(rm.code, 0, rm.stderr);
+      assert.match(rm.stderr, /already gone/);
+      assert.ok(!lsJson(c).some((x) => x.name === E));
+    });
+
+    it('bad input: names, subnets, overlaps, duplicates and unknown networks get clear errors', () => {
+      const bad: [string[], number, RegExp][] = [
+        [['network', 'create', '-bad'], 2, /Unknown option|unknown option|must be/i],
+        [['network', 'create', 'a/b'], 2, /must be 1-63 of letters/],
+        [['network', 'create', 'none'], 2, /reserved/],
+        [['network', 'create', 'egress'], 2, /reserved/],
+        [['network', 'create', `${tag}x`, '--subnet', '10.1.2.3/24'], 2, /host bits set; the network address is 10\.1\.2\.0\/24/],
+        [['network', 'create', `${tag}x`, '--subnet', '300.1.1.0/24'], 2, /not an IPv4 CIDR/],
+        [['network', 'create', `${tag}x`, '--subnet', '10.0.0.0/8'], 2, /prefix length must be from \/16 to \/30/],
+        [['network', 'create', `${tag}x`, '--subnet', '127.0.0.0/24'], 2, /reserved/],
+        [['network', 'create', `${tag}x`, '--subnet', `10.93.${n}.128/25`], 1, new RegExp(`overlaps network "${A}"`)],
+        [['network', 'create', A], 1, new RegExp(`network "${A}" exists`)],
+        [['network', 'create'], 2, /usage: cubicle network create NAME/],
+        [['network', 'rm', `${tag}nope`], 1, /there is no network/],
+        [['network', 'frob'], 2, /unknown network command "frob"/],
+        [
+          ['run', '--network', `${tag}nope`, '--', 'true'],
+          2,
+          /--network "t\d+nope" does not exist for this user; create it with: cubicle network create/,
+        ],
+        [['run', '--network', 'bad/name', '--', 'true'], 2, /--network/],
+        [['run', '--name', '-x', '--', 'true'], 2, /name/],
+      ];
+      for (const [args, code, re] of bad) {
+        const r = cli(c, args);
+        assert.equal(r.code, code, `${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
+        assert.match(r.stderr, re, args.join(' '));
+        assert.doesNotMatch(r.stderr, /internal error|\n\s+at /, 'no stack trace');
+      }
+      assert.ok(!lsJson(c).some((x) => x.name === `${tag}x`), 'nothing was created by the refused commands');
+    });
+  });
+}
+
+describe('private networks through the API (this process as the caller)', function () {
+  this.timeout(120000);
+  const name = `t${process.pid}api`;
+  before(() => void createNetwork(name, `10.94.${n}.0/28`));
+  after(async () => void (await removeNetwork(name).catch(() => undefined)));
+
+  it('concurrent runs lease distinct addresses of the subnet (the lease is taken under a lock)', async () => {
+    const runs = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        runSandboxed(
+          ['sh', '-c', 'sleep 0.5; cat /sys/class/net/eth0/address >/dev/null 2>&1; hostname -I 2>/dev/null || ip -4 -o addr show eth0'],
+          {
+            network: name,
+            name: `w${i}`,
+          },
+        ),
+      ),
+    );
+    const addrs = runs.map((r) => /10\.94\.\d+\.(\d+)/.exec(r.stdout)?.[0]);
+    assert.ok(addrs.every(Boolean), JSON.stringify(runs.map((r) => r.stdout)));
+    assert.equal(new Set(addrs).size, 6, `distinct addresses: ${addrs.join(' ')}`);
+  });
+
+  it('a /28 holds 14 sandboxes; the 15th at once fails naming the full subnet', async () => {
+    const hold = Array.from({ length: 14 }, () => runSandboxed(['sleep', '3'], { network: name, reject: false }));
+    await new Promise((r) => setTimeout(r, 1500));
+    const extra = await runSandboxed(['true'], { network: name, reject: false });
+    await Promise.all(hold);
+    assert.equal(extra.verdict, 'setup-error');
+    assert.match(extra.setupFailure?.message ?? '', /has no free address/);
+    assert.equal(extra.setupFailure?.stage, 'network');
+  });
+
+  it('a runtime directory open to others is refused by network commands with the fix, never used', () => {
+    const xdg = mkdtempSync('/tmp/cubicle-xdg-');
+    try {
+      chmodSync(xdg, 0o700);
+      mkdirSync(`${xdg}/cubicle`, { mode: 0o755 });
+      chmodSync(`${xdg}/cubicle`, 0o755);
+      const r = spawnSync(process.execPath, [MAIN, 'network', 'create', `${name}x`], {
+        encoding: 'utf8',
+        env: { ...process.env, XDG_RUNTIME_DIR: xdg },
+      });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /is open to other users .*remove it/);
+      assert.ok(!existsSync(`${xdg}/cubicle/networks`));
+    } finally {
+      rmSync(xdg, { recursive: true, force: true });
+    }
+  });
+
+  it('an unknown network is refused before anything runs; network and name are validated', () => {
+    assert.throws(() => runSandboxed(['true'], { network: `${name}nope` }), /does not exist for this user/);
+    assert.throws(() => runSandboxed(['true'], { name: '.hidden' }), /name ".hidden" must be 1-63/);
+    assert.throws(() => runSandboxed(['true'], { network: 'a b' }), /network "a b" must be 'none' or a network's name/);
+  });
+});
