@@ -410,7 +410,10 @@ export function createPool(options: PoolOptions = {}): SandboxPool {
     throw new SandboxHostError('a warm pool needs posix_spawn through koffi, which cannot load here', 'run `npx cubicle doctor`');
   const sandboxOptions = options.options ?? {};
   if (typeof sandboxOptions === 'object' && sandboxOptions !== null && 'network' in sandboxOptions && sandboxOptions.network !== undefined)
-    throw new SandboxOptionError('options.network', 'a warm pool does not make sandboxes on a network yet: leave network out of its options');
+    throw new SandboxOptionError(
+      'options.network',
+      'a warm pool does not make sandboxes on a network yet: leave network out of its options',
+    );
   const templateRunId = newRunId();
   const template = prepareRun(['true'], sandboxOptions, templateRunId); // bad sandbox options throw here
   if (template.supervise.failure)
