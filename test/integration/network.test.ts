@@ -10,7 +10,7 @@ import { HolderRequest } from '../../sandbox/protocol/opcodes.js';
 import { runSandboxed } from '../../sandbox/index.js';
 import { createNetwork, removeNetwork } from '../../sandbox/network/manage.js';
 import { runtimeDirPath } from '../../sandbox/host/runtime-dir.js';
-import { IS_ROOT } from '../helpers/env.js';
+import { IS_ROOT, skipBecause } from '../helpers/env.js';
 
 const MAIN = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 
@@ -170,8 +170,7 @@ for (const [i, c] of callers().entries()) {
 
     before(function () {
       if (!existsSync('/usr/bin/python3')) {
-        console.log('      skipped: python3 is needed inside the sandbox');
-        this.skip();
+        skipBecause(this, 'python3 is needed inside the sandbox');
       }
       const a = cli(c, ['network', 'create', A, '--subnet', subnetA]);
       assert.equal(a.code, 0, a.stderr);
@@ -270,13 +269,11 @@ for (const [i, c] of callers().entries()) {
 
     it("its holder serves only its owner: another user's join is refused", async function () {
       if (!IS_ROOT || c.uid === 0) {
-        console.log("      skipped: needs root to connect to an unprivileged user's holder socket");
-        return this.skip();
+        skipBecause(this, "needs root to connect to an unprivileged user's holder socket");
       }
       const sock = `/tmp/cubicle-run-${c.uid}/networks/${A}/sock`;
       if (!existsSync(sock)) {
-        console.log(`      skipped: ${sock} is not where this caller's runtime directory is`);
-        return this.skip();
+        skipBecause(this, `${sock} is not where this caller's runtime directory is`);
       }
       const answer = await new Promise<string>((resolve, reject) => {
         const s = connect(sock);
@@ -321,9 +318,8 @@ for (const [i, c] of callers().entries()) {
       const holder = lsJson(c).find((x) => x.name === F)!.holderPid;
       const dir = `${networksDirOf(c)}/${F}`;
       if (!existsSync(dir)) {
-        console.log(`      skipped: the runtime directory of this caller is not at ${networksDirOf(c)}`);
         cli(c, ['network', 'rm', F]);
-        return this.skip();
+        skipBecause(this, `the runtime directory of this caller is not at ${networksDirOf(c)}`);
       }
       rmSync(dir, { recursive: true, force: true });
       await waitFor('the orphaned holder to exit', () => !alive(holder), 8000);
