@@ -269,7 +269,7 @@ for (const id of identities())
       );
       ok(['image', 'rm', 'b']);
       const missing = cubicle(['run', '--rootfs', 'b', '--', '/bin/true']);
-      assert.equal(missing.status, 125);
+      assert.equal(missing.status, 2, 'an unknown image is a usage error (exit 2), as every bad flag value');
       assert.match(missing.stderr, /no image named "b".*cubicle image build SRC --name b/);
       // a crashed build leaves a temp dir: gc removes it
       const leftover = join(cache, 'tmp', `${'ab'.repeat(32)}.1.dead`);
