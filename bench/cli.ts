@@ -8,7 +8,7 @@ import { BWRAP_FLAGS, measureRoundRobin, spawnMustSucceed, summarize, which, typ
 
 /** The most cubicle itself may add to a call above `node -e 0` (p50). */
 const OWN_SHARE_TARGET_MS = 30;
-const CLI = fileURLToPath(new URL('../sandbox/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../sandbox/cli/main.cjs', import.meta.url));
 
 /** CPU (user + system, ms) of this process's reaped children so far, from /proc/self/stat (10 ms ticks). */
 function childrenCpuMs(): number {
@@ -43,7 +43,7 @@ const rows = [
 ];
 // --baseline DIR: another build of cubicle (e.g. the previous release's package root), measured alongside.
 if (values.baseline)
-  rows.push(row('baseline cubicle run', [process.execPath, `${values.baseline}/dist/sandbox/cli/main.js`, 'run', '--', '/bin/true']));
+  rows.push(row('baseline cubicle run', [process.execPath, `${values.baseline}/dist/sandbox/cli/main.cjs`, 'run', '--', '/bin/true']));
 const bwrap = which('bwrap');
 if (bwrap) rows.push(row('bwrap ... /bin/true', [bwrap, ...BWRAP_FLAGS, '/bin/true']));
 else console.log('bwrap: not installed (apt-get install bubblewrap); its row is skipped');

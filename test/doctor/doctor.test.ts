@@ -62,7 +62,7 @@ describe('cubicle doctor on this host', function () {
 
   it('honours CUBICLE_LIBSECCOMP: `cubicle doctor` with a missing library fails the libseccomp check, with the fix', () => {
     const missing = '/nonexistent/libcubicle-missing.so.2';
-    const cli = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+    const cli = fileURLToPath(new URL('../../sandbox/cli/main.cjs', import.meta.url));
     const r = spawnSync(process.execPath, [cli, 'doctor'], {
       env: { ...process.env, CUBICLE_LIBSECCOMP: missing },
       encoding: 'utf8',

@@ -9,7 +9,7 @@ import { runSandboxed, SandboxOptionError } from '../../sandbox/index.js';
 import { openRegularForRead, walkForTest } from '../../sandbox/safe-open.js';
 import { forEachIdentity, worldReadableTmp } from '../helpers/env.js';
 
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../sandbox/cli/main.cjs', import.meta.url));
 
 forEachIdentity((id, run) => {
   const cubicle = (args: string[]) =>

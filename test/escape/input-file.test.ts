@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { forEachIdentity, worldReadableTmp } from '../helpers/env.js';
 
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../sandbox/cli/main.cjs', import.meta.url));
 /** What a payload tries against its stdin file: make it writable, write through it, truncate it, write via fd 0. */
 const REWRITE =
   'chmod 644 /proc/self/fd/0; echo 42 > /proc/self/fd/0; true > /proc/self/fd/0; echo 43 1<>/proc/self/fd/0; ' +

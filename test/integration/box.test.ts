@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { runSandboxed } from '../../sandbox/index.js';
 import { forEachIdentity, IS_ROOT, skipBecause, worldReadableTmp } from '../helpers/env.js';
 
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../sandbox/cli/main.cjs', import.meta.url));
 const SUM =
   '#include <stdio.h>\nint main(void) { long a, b; if (scanf("%ld %ld", &a, &b) != 2) return 3; printf("%ld\\n", a + b); return 0; }\n';
 

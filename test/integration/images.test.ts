@@ -14,7 +14,7 @@ import { runSandboxed } from '../../sandbox/index.js';
 import { identities, skipBecause } from '../helpers/env.js';
 import { tarBytes, type TarEntry } from '../helpers/tarball.js';
 
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../sandbox/cli/main.cjs', import.meta.url));
 
 /** A static busybox from Debian's busybox-static package, or undefined. */
 function staticBusybox(): string | undefined {

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { runSandboxed, SandboxOptionError } from '../../sandbox/index.js';
 import { forEachIdentity } from '../helpers/env.js';
 
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../sandbox/cli/main.cjs', import.meta.url));
 
 forEachIdentity((id, run) => {
   it('600M of captured output is a clean output-limit with the first 100 MiB kept (it threw ERR_STRING_TOO_LONG)', async function () {

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { spawnSandboxed, type SandboxResult } from '../../sandbox/index.js';
 import { forEachIdentity, identities, worldReadableTmp } from '../helpers/env.js';
 
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../sandbox/cli/main.cjs', import.meta.url));
 
 /** Verdicts seen over a loop, e.g. { 'output-limit': 98, 'setup-error: ...': 2 }. */
 function tally(results: SandboxResult[]): Record<string, number> {

@@ -14,7 +14,7 @@ import {
 import { cliReport, describeVerdict, isolateMeta, resultToJson, toSandboxError } from '../../sandbox/outcome/render.js';
 import { VERDICTS } from '../../sandbox/types.js';
 
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../sandbox/cli/main.cjs', import.meta.url));
 
 /** [what, command, options, the option the error must name] */
 const OPTION_CASES: [string, unknown, unknown, string][] = [

@@ -7,7 +7,7 @@ import { prepareRun } from '../../sandbox/api/prepare.js';
 import { planCgroup } from '../../sandbox/cgroup/index.js';
 import { skipBecause } from '../helpers/env.js';
 
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../sandbox/cli/main.cjs', import.meta.url));
 
 describe('planning has no side effects', () => {
   before(function () {
