@@ -10,6 +10,7 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expectedStamp } from '../native/stamp.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const BUNDLE = `${here}/cli.bundle.cjs`;
@@ -35,6 +36,8 @@ async function bundle(): Promise<void> {
     platform: 'node',
     target: 'node20',
     packages: 'external',
+    // The helper stamp, so a call does not hash the protocol's declarations (package.json is among the inputs).
+    define: { CUBICLE_BUNDLED_STAMP: JSON.stringify(expectedStamp()) },
     metafile: true,
     logLevel: 'warning',
     // Each module's own URL, as if it had been loaded from its compiled file.
@@ -52,7 +55,13 @@ async function bundle(): Promise<void> {
       },
     ],
   });
-  writeFileSync(BUNDLE_INPUTS, JSON.stringify(Object.keys(result.metafile.inputs)) + '\n');
+  for (const [file, out] of Object.entries(result.metafile.outputs))
+    for (const i of out.imports)
+      if (i.kind === 'dynamic-import' && i.external)
+        // main.cts runs the bundle as a vm.Script, which has no loader for import(): require it instead.
+        throw new Error(`${file}: import("${i.path}") of a package cannot run from the bundle; use createRequire (see lazy-require.ts)`);
+  const inputs = [...Object.keys(result.metafile.inputs), relative(here, fileURLToPath(new URL('../../../package.json', import.meta.url)))];
+  writeFileSync(BUNDLE_INPUTS, JSON.stringify(inputs) + '\n');
 }
 
 await bundle();
