@@ -41,7 +41,12 @@ async function bundle(): Promise<void> {
     metafile: true,
     logLevel: 'warning',
     // Each module's own URL, as if it had been loaded from its compiled file.
-    banner: { js: "const __cubicleModuleUrl = (p) => require('node:url').pathToFileURL(require('node:path').join(__dirname, p)).href;" },
+    banner: {
+      js:
+        '"use strict";\n' +
+        "const __cubicleBundleUrl = require('node:url').pathToFileURL(__filename).href;\n" +
+        'const __cubicleModuleUrl = (p) => new URL(p, __cubicleBundleUrl).href;',
+    },
     plugins: [
       {
         name: 'module-url',

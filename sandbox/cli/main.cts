@@ -18,6 +18,8 @@ import {
   openSync,
   readFileSync,
   readSync,
+  readdirSync,
+  rmSync,
   renameSync,
   statSync,
   writeFileSync,
@@ -48,13 +50,19 @@ function cacheRoot(): string | undefined {
   }
 }
 
-/** Where this bundle's code cache lives: one file per bundle (path, size, mtime) and Node version. */
+/** 32-bit FNV-1a of a string, as hex. */
+function fnv(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return (h >>> 0).toString(16);
+}
+
+/** Where this bundle's code cache lives: `cli-<this install>-<this build and Node>.bin`. V8 checks only the source's
+ *  length, so the name carries the bundle's size and mtime: a rebuilt bundle never meets an older build's code. */
 function cacheFile(bundle: { size: number; mtimeMs: number }): string | undefined {
   const root = cacheRoot();
   if (root === undefined) return undefined;
-  let h = 0x811c9dc5;
-  for (const c of `${BUNDLE}\0${bundle.size}\0${bundle.mtimeMs}`) h = Math.imul(h ^ c.charCodeAt(0), 0x01000193);
-  return join(root, 'code-cache', `cli-${process.version}-${process.arch}-${(h >>> 0).toString(16)}.bin`);
+  return join(root, 'code-cache', `cli-${fnv(BUNDLE)}-${fnv(`${bundle.size}/${bundle.mtimeMs}/${process.version}/${process.arch}`)}.bin`);
 }
 
 /** The cache's bytes, when the file is this user's own regular file that nobody else may write. */
@@ -94,6 +102,10 @@ function writeCache(path: string, data: Buffer): void {
     const tmp = `${path}.${process.pid}`;
     writeFileSync(tmp, data, { mode: 0o600, flag: 'wx' });
     renameSync(tmp, path);
+    // The caches of this install's earlier builds (or Node versions) go: one file per install.
+    const name = path.slice(dir.length + 1);
+    const install = name.slice(0, name.lastIndexOf('-') + 1);
+    for (const f of readdirSync(dir)) if (f.startsWith(install) && f !== name && f.endsWith('.bin')) rmSync(join(dir, f), { force: true });
   } catch (e) {
     debug('code cache: %s', (e as Error).message);
   }
