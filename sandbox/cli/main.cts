@@ -76,7 +76,7 @@ function readCache(path: string): Buffer | undefined {
   try {
     const st = fstatSync(fd);
     if (!st.isFile() || st.uid !== process.geteuid!() || st.mode & 0o022 || st.size > MAX_CACHE_BYTES) return undefined;
-    const buf = Buffer.alloc(st.size);
+    const buf = Buffer.allocUnsafe(st.size);
     for (let at = 0; at < buf.length;) {
       const n = readSync(fd, buf, at, buf.length - at, at);
       if (n === 0) return undefined;
@@ -111,13 +111,25 @@ function writeCache(path: string, data: Buffer): void {
   }
 }
 
+/** Whether tsc may have written anything since the bundle was made: in a clone, tsc rewrites dist/.tsbuildinfo
+ *  whenever it emits; a package ships none (nothing there is rebuilt). One stat instead of one per input. */
+function maybeStale(bundleMtimeMs: number): boolean {
+  try {
+    return statSync(join(__dirname, '..', '..', '.tsbuildinfo')).mtimeMs > bundleMtimeMs;
+  } catch {
+    return false;
+  }
+}
+
 /** The bundle's main, when the bundle exists and no file it was made from is newer than it. */
 function bundledMain(): { main: Main; after: () => void } | undefined {
   let bundle: Stats;
   try {
     bundle = statSync(BUNDLE);
-    const inputs = JSON.parse(readFileSync(join(__dirname, 'cli.bundle.json'), 'utf8')) as string[];
-    if (inputs.some((f) => statSync(join(__dirname, f)).mtimeMs > bundle.mtimeMs)) return undefined;
+    if (maybeStale(bundle.mtimeMs)) {
+      const inputs = JSON.parse(readFileSync(join(__dirname, 'cli.bundle.json'), 'utf8')) as string[];
+      if (inputs.some((f) => statSync(join(__dirname, f)).mtimeMs > bundle.mtimeMs)) return undefined;
+    }
   } catch {
     return undefined;
   }
