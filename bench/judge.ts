@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import { createServer, runSandboxed, type JudgeResult, type JudgeServer, type Runner, type SandboxOptions } from '../sandbox/index.js';
 import { BWRAP_FLAGS, percentile, which } from './runner.js';
 
-const CLI = fileURLToPath(new URL('../sandbox/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../sandbox/cli/main.cjs', import.meta.url));
 const GOAL_RATIO = 2;
 const BATCH = 5;
 const SOURCE =

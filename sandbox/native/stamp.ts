@@ -11,7 +11,11 @@ export const STAMP_MARKER = 'CUBICLE-HELPER-STAMP:';
 /** ELF e_machine of each architecture a helper is built for (Node's process.arch names). */
 export const ELF_MACHINE: Readonly<Record<string, number>> = { x64: 62, arm64: 183, ia32: 3, arm: 40, riscv64: 243, ppc64: 21, s390x: 22 };
 
-let expected: string | undefined;
+/** The stamp as computed when the CLI was bundled (../cli/bundle.ts defines it there; unbundled it is undeclared).
+ *  The bundle is only run while the files it was made from, package.json included, are unchanged. */
+declare const CUBICLE_BUNDLED_STAMP: string | undefined;
+
+let expected: string | undefined = typeof CUBICLE_BUNDLED_STAMP === 'string' ? CUBICLE_BUNDLED_STAMP : undefined;
 
 /** Two FNV-1a 32-bit hashes (different offset bases) of a string's UTF-16 units, as 16 hex digits: a
  *  consistency check, not a security boundary (node:crypto would cost every CLI call its load time). */

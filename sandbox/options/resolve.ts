@@ -4,7 +4,6 @@ import { idsTakenIn } from '../host/subids.js';
 import { BOX_DIR, resolveBox, type ResolvedBox } from './box.js';
 import { constants as bufferConstants } from 'node:buffer';
 import { closeSync, existsSync, realpathSync, statSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { dirname, isAbsolute, normalize } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +17,7 @@ import { libseccompLibrary } from '../seccomp/libseccomp.js';
 import { callerStackLimit, checkExecSize } from './exec-size.js';
 import { OPTION_NAMES, type CgroupChoice, type PolicyOptions, type SandboxOptions, type TerminalSize } from '../types.js';
 import { parseSize } from '../units.js';
+import { resolvePackage } from '../lazy-require.js';
 
 export interface ResolvedMount {
   type: 'bind' | 'tmpfs';
@@ -175,7 +175,7 @@ function protectedPaths(): string[] {
     try {
       // koffi's exports hide its package.json: find the package from its entry point. Its native binding is a
       // package of its own beside it (where koffi loads it from), or under koffi's build/.
-      let koffi = dirname(createRequire(import.meta.url).resolve('koffi'));
+      let koffi = dirname(resolvePackage('koffi'));
       while (!existsSync(`${koffi}/package.json`) && dirname(koffi) !== koffi) koffi = dirname(koffi);
       paths.push(realOrNull(koffi), realOrNull(`${koffi}/../@koromix/koffi-${process.platform}-${process.arch}`));
     } catch {

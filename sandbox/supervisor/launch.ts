@@ -1,5 +1,4 @@
 // Starts the helper with its stdio and protocol fds (3 plan, 4 bpf, 5 status, 6 control) and watches it end.
-import { spawn } from 'node:child_process';
 import { closeSync, createReadStream, openSync, writeSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { errnoName, signalName } from '../os-names.js';
@@ -9,7 +8,7 @@ import type { ResolvedOptions } from '../options/resolve.js';
 import { HelperFd } from '../protocol/opcodes.js';
 import { openRegularForRead } from '../safe-open.js';
 import { helperPath } from '../native/helper-path.js';
-import { fileSync } from 'tmp-promise';
+import { childProcess, tmpPromise } from '../lazy-require.js';
 import { inheritFd, pumpIn, pumpOut, sealedBuffer, sealedCopy, type InheritedFd } from './stdio.js';
 import { F_DUPFD_CLOEXEC, loadLibc, O_CLOEXEC, POSIX_SPAWN_SETSIGDEF, POSIX_SPAWN_SETSIGMASK, WNOHANG, type Libc } from './libc.js';
 
@@ -104,7 +103,7 @@ export function launchHelper(o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Arr
 function filesFd(libc: Libc | null, data: Buffer): number {
   const fd = libc ? sealedBuffer(libc, data) : undefined;
   if (fd !== undefined) return fd;
-  const tmp = fileSync({ mode: 0o600, discardDescriptor: false });
+  const tmp = tmpPromise().fileSync({ mode: 0o600, discardDescriptor: false });
   try {
     writeSync(tmp.fd, data);
     return openSync(tmp.name, 'r');
@@ -148,7 +147,7 @@ function launchWithChildProcess(libc: Libc | null, o: ResolvedOptions, plan: Uin
       extra.push(f);
     } else if (wantsOut) extra.push('ignore');
     if (wantsOut) extra.push('pipe');
-    child = spawn(helperPath(), [], {
+    child = childProcess().spawn(helperPath(), [], {
       stdio: [stdinCfg, stdoutCfg, stderrCfg, 'pipe', 'pipe', 'pipe', 'pipe', ...extra],
       env: {},
       argv0: 'cubicle-helper',

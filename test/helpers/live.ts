@@ -1,11 +1,9 @@
 // Helpers of the live-sandbox tests: the CLI run as a given user (asynchronously, so sandboxes this process
 // supervises keep being served), unique names, and waiting for a sandbox to appear in or leave the registry.
 import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { findSandbox } from '../../sandbox/host/registry.js';
 import { waitFor } from './env.js';
-
-export const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+import { CLI } from './cli.js';
 
 export interface CliRun {
   status: number | null;

@@ -4,10 +4,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { identities, worldReadableTmp } from '../helpers/env.js';
-
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+import { CLI } from '../helpers/cli.js';
 
 for (const id of identities())
   describe(`cubicle CLI, ${id.label}`, () => {

@@ -5,14 +5,12 @@ import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { HolderRequest } from '../../sandbox/protocol/opcodes.js';
 import { runSandboxed } from '../../sandbox/index.js';
 import { createNetwork, removeNetwork } from '../../sandbox/network/manage.js';
 import { runtimeDirPath } from '../../sandbox/host/runtime-dir.js';
 import { IS_ROOT, skipBecause } from '../helpers/env.js';
-
-const MAIN = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+import { CLI } from '../helpers/cli.js';
 
 interface Caller {
   label: string;
@@ -43,14 +41,14 @@ interface Ran {
 
 /** Runs the CLI as the caller and waits for it. */
 function cli(c: Caller, args: string[], timeoutMs = 30000): Ran {
-  const argv = [...c.as, process.execPath, MAIN, ...args];
+  const argv = [...c.as, process.execPath, CLI, ...args];
   const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', cwd: '/', timeout: timeoutMs, stdio: ['ignore', 'pipe', 'pipe'] });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** Starts the CLI in the background; resolves once its stdout has printed `marker`. */
 function cliBackground(c: Caller, args: string[], marker: string): { ready: Promise<void>; done: Promise<Ran>; pid: number } {
-  const argv = [...c.as, process.execPath, MAIN, ...args];
+  const argv = [...c.as, process.execPath, CLI, ...args];
   const p = spawn(argv[0]!, argv.slice(1), { cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '',
     err = '';
@@ -414,7 +412,7 @@ describe('private networks through the API (this process as the caller)', functi
       chmodSync(xdg, 0o700);
       mkdirSync(`${xdg}/cubicle`, { mode: 0o755 });
       chmodSync(`${xdg}/cubicle`, 0o755);
-      const r = spawnSync(process.execPath, [MAIN, 'network', 'create', `${name}x`], {
+      const r = spawnSync(process.execPath, [CLI, 'network', 'create', `${name}x`], {
         encoding: 'utf8',
         env: { ...process.env, XDG_RUNTIME_DIR: xdg },
       });

@@ -6,9 +6,9 @@ import { spawn, spawnSync } from 'node:child_process';
 import { symlinkSync, writeFileSync } from 'node:fs';
 import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createServer, type JudgeResult, type JudgeServer, type ServerOptions } from '../../sandbox/index.js';
 import { identities, skipBecause, worldReadableTmp } from '../helpers/env.js';
+import { CLI } from '../helpers/cli.js';
 
 const PROGRAM = `#include <cstdio>
 #include <cstdlib>
@@ -416,8 +416,6 @@ for (const id of identities()) {
     });
   });
 }
-
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 
 /** A loopback port that was free a moment ago. */
 async function freePort(): Promise<number> {

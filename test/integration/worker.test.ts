@@ -9,8 +9,8 @@ import { createServer as createNetServer, connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { JudgeResult } from '../../sandbox/index.js';
 import { alive, skipBecause, waitFor } from '../helpers/env.js';
+import { CLI } from '../helpers/cli.js';
 
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 const API = fileURLToPath(new URL('../../sandbox/index.js', import.meta.url));
 
 async function freePort(): Promise<number> {
