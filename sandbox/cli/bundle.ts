@@ -40,6 +40,9 @@ async function bundle(): Promise<void> {
     define: { CUBICLE_BUNDLED_STAMP: JSON.stringify(expectedStamp()) },
     metafile: true,
     logLevel: 'warning',
+    // Less to read and hand to V8 on every call (~40% of the bytes); names stay, so stack traces still read.
+    minifyWhitespace: true,
+    minifySyntax: true,
     // Each module's own URL, as if it had been loaded from its compiled file.
     banner: {
       js:

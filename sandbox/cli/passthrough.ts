@@ -34,21 +34,28 @@ export async function runPassthrough(run: PassthroughRun): Promise<SandboxResult
     stderr: mode(run.stderr),
   });
   const drained: Promise<void>[] = [];
-  const sink = (t: OutputTarget, fallback: NodeJS.WritableStream): NodeJS.WritableStream =>
-    t.kind === 'file' ? createWriteStream('', { fd: t.fd, autoClose: true }) : t.kind === 'null' ? devNull() : fallback;
+  // Only a stream that goes through this process is made (process.stdout itself is a stream Node builds on first use).
+  const sink = (t: OutputTarget, fallback: () => NodeJS.WritableStream): NodeJS.WritableStream =>
+    t.kind === 'file' ? createWriteStream('', { fd: t.fd, autoClose: true }) : t.kind === 'null' ? devNull() : fallback();
   const route = (src: NodeJS.ReadableStream | null, dest: NodeJS.WritableStream, owned: boolean): void => {
     if (!src) return;
     src.pipe(dest, { end: owned });
     drained.push(new Promise((r) => (owned ? (dest as NodeJS.EventEmitter).on('close', () => r()) : src.on('end', () => r()))));
   };
-  const out = sink(run.stdout, process.stdout);
+  let out: NodeJS.WritableStream | undefined;
+  const stdoutSink = (): NodeJS.WritableStream => (out ??= sink(run.stdout, () => process.stdout));
   if (run.stderr.kind === 'stdout') {
     // Both streams into stdout's destination; it is closed once both have ended.
-    route(proc.stdout, out, false);
-    route(proc.stderr, out, false);
+    if (proc.stdout) route(proc.stdout, stdoutSink(), false);
+    if (proc.stderr) route(proc.stderr, stdoutSink(), false);
   } else {
-    route(proc.stdout, out, run.stdout.kind === 'file');
-    route(proc.stderr, sink(run.stderr, process.stderr), run.stderr.kind === 'file');
+    if (proc.stdout) route(proc.stdout, stdoutSink(), run.stdout.kind === 'file');
+    if (proc.stderr)
+      route(
+        proc.stderr,
+        sink(run.stderr, () => process.stderr),
+        run.stderr.kind === 'file',
+      );
   }
   let interrupts = 0;
   const onSignal = (): void => proc.kill(++interrupts > 1 ? 'SIGKILL' : 'SIGTERM');
@@ -60,7 +67,10 @@ export async function runPassthrough(run: PassthroughRun): Promise<SandboxResult
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
   process.off('SIGHUP', onSignal);
-  if (run.stderr.kind === 'stdout' && run.stdout.kind === 'file') await new Promise<void>((done) => out.end(done));
+  if (run.stderr.kind === 'stdout' && run.stdout.kind === 'file') {
+    const file = stdoutSink(); // opened even when nothing was routed, so the fd is closed here as before
+    await new Promise<void>((done) => file.end(done));
+  }
   return r as SandboxResult;
 }
 
