@@ -13,6 +13,12 @@ export const childProcess = (): typeof import('node:child_process') => load('nod
 /** node:crypto, loaded on first use. */
 export const nodeCrypto = (): typeof import('node:crypto') => load('node:crypto') as typeof import('node:crypto');
 
+/** node:stream, loaded on first use (with node:net, ~6 ms a CLI call that pipes nothing through itself never pays). */
+export const nodeStream = (): typeof import('node:stream') => load('node:stream') as typeof import('node:stream');
+
+/** node:net, loaded on first use. */
+export const nodeNet = (): typeof import('node:net') => load('node:net') as typeof import('node:net');
+
 /** The tmp-promise package, loaded on first use. */
 export const tmpPromise = (): typeof import('tmp-promise') => load('tmp-promise') as typeof import('tmp-promise');
 

@@ -1,12 +1,13 @@
 // A sandbox run with the CLI's stdio passed through (or sent to files the CLI opened), Ctrl-C forwarded, and
 // the files a run writes beside its output (meta, result) written once; shared by `run` and `isolate`.
 import { closeSync, createWriteStream, ftruncateSync, writeSync } from 'node:fs';
-import { Writable } from 'node:stream';
 import { spawnSandboxed } from '../api/run.js';
+import { superviseOneSandboxPerProcess } from '../supervisor/launch.js';
 import { isolateMeta } from '../outcome/render.js';
 import { openRegularForWrite } from '../safe-open.js';
 import type { SandboxOptions, SandboxResult } from '../types.js';
 import { UsageError } from './usage.js';
+import { nodeStream } from '../lazy-require.js';
 
 /** Where one output stream goes: straight through (the CLI's own fd), a file the CLI opened, or nowhere. */
 export type OutputTarget = { kind: 'inherit' } | { kind: 'file'; fd: number } | { kind: 'null' };
@@ -19,10 +20,11 @@ export interface PassthroughRun {
 }
 
 /** Where counted output sent to /dev/null goes: read and dropped. */
-const devNull = (): NodeJS.WritableStream => new Writable({ write: (_c, _e, done) => done() });
+const devNull = (): NodeJS.WritableStream => new (nodeStream().Writable)({ write: (_c, _e, done) => done() });
 
 /** Runs with stdio passed through; output that must be counted or sent elsewhere goes through this process. */
 export async function runPassthrough(run: PassthroughRun): Promise<SandboxResult> {
+  superviseOneSandboxPerProcess(); // this process runs this one sandbox, then exits
   // With an output limit, a file or a merge, output goes through this process (counted); otherwise straight through.
   const limited = run.options.limits?.outputLimit !== undefined;
   const mode = (t: PassthroughRun['stderr']): 'pipe' | 'inherit' | 'ignore' =>

@@ -2,9 +2,9 @@
 // record (network.json), its holder's socket, a lock file, and the records of the sandboxes on it (members/). A
 // holder is identified by pid and start time, so a dead one (or a recycled pid) is never taken for a live one.
 import { closeSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync, constants as fsConstants } from 'node:fs';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { loadFlock } from '../host/flock.js';
+import { nodeNet } from '../lazy-require.js';
 import { runtimeDir, RuntimeDirError } from '../host/runtime-dir.js';
 import { SANDBOX_NAME } from '../options/resolve.js';
 import { HolderRequest } from '../protocol/opcodes.js';
@@ -127,7 +127,7 @@ export function withLock<T>(file: string, fn: () => T): T {
  *  answer within `ms` (it is gone or wedged). */
 export function askHolder(name: string, request: string, ms = 1000): Promise<string | undefined> {
   return new Promise((resolve) => {
-    const s = connect(socketPath(name));
+    const s = nodeNet().connect(socketPath(name));
     const done = (v: string | undefined): void => {
       clearTimeout(timer);
       s.destroy();

@@ -5,7 +5,7 @@ import { BOX_DIR, resolveBox, type ResolvedBox } from './box.js';
 import { constants as bufferConstants } from 'node:buffer';
 import { closeSync, existsSync, realpathSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, normalize } from 'node:path';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { resolveRootfs, type ResolvedRootfs } from '../../rootfs-builder/image-root.js';
 import { ErrorCode, SandboxOptionError } from '../errors.js';
@@ -17,7 +17,7 @@ import { libseccompLibrary } from '../seccomp/libseccomp.js';
 import { callerStackLimit, checkExecSize } from './exec-size.js';
 import { OPTION_NAMES, type CgroupChoice, type PolicyOptions, type SandboxOptions, type TerminalSize } from '../types.js';
 import { parseSize } from '../units.js';
-import { resolvePackage } from '../lazy-require.js';
+import { nodeStream, resolvePackage } from '../lazy-require.js';
 
 export interface ResolvedMount {
   type: 'bind' | 'tmpfs';
@@ -474,7 +474,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     fail('strictLimits', 'strictLimits needs cgroups; do not combine it with cgroups: false');
 
   const input = o.input;
-  if (input !== undefined && typeof input !== 'string' && !(input instanceof Uint8Array) && !(input instanceof Readable))
+  if (input !== undefined && typeof input !== 'string' && !(input instanceof Uint8Array) && !(input instanceof nodeStream().Readable))
     fail('input', 'input must be a string, a Buffer/Uint8Array or a Readable stream');
   if (o.inputFile !== undefined) {
     if (input !== undefined) fail('inputFile', 'give either input or inputFile, not both');

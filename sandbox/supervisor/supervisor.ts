@@ -1,7 +1,7 @@
 // Owns every side effect of one run: creates the run's cgroup, starts the helper and feeds it the plan, reads
 // its events, enforces the wall-time backstop, cancel and output limit, then reads and removes the cgroup — all
 // in one try/finally around the helper's lifetime. Returns a plain record of what happened; nothing is judged here.
-import { PassThrough, Readable, type Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { debuglog } from 'node:util';
 import { CgroupSetupError, createCgroup, removeCgroup, type CgroupPlan, type CgroupReadBack } from '../cgroup/index.js';
 import type { ResolvedOptions } from '../options/resolve.js';
@@ -20,6 +20,7 @@ import { registerRun } from './register.js';
 import { joinNetwork, type NetworkMember } from '../network/member.js';
 import { NetworkError } from '../network/registry.js';
 import { launchHelper, type HelperExitStatus, type LaunchedHelper } from './launch.js';
+import { nodeStream } from '../lazy-require.js';
 
 const debug = debuglog('cubicle');
 /** A monotonic clock in ms (process.hrtime: the `performance` global would load perf_hooks on every CLI call). */
@@ -271,7 +272,7 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
   };
   const limitStream = (src: Readable | null, which: 'out' | 'err'): Readable | null => {
     if (!src || outputLimit === undefined) return src;
-    const t = new PassThrough(); // keeps backpressure; nothing past the limit reaches the consumer
+    const t = new (nodeStream().PassThrough)(); // keeps backpressure; nothing past the limit reaches the consumer
     src.on('data', (c: Buffer) => {
       const kept = within(which, c);
       if (kept.length > 0 && !t.write(kept)) src.pause();
@@ -404,7 +405,7 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
 /** Writes `input` (data or a stream) to the payload's stdin. */
 function feedInput(o: ResolvedOptions, stdin: Writable | null): void {
   if (o.input === undefined || !stdin) return;
-  if (o.input instanceof Readable) {
+  if (typeof o.input === 'object' && !(o.input instanceof Uint8Array) && o.input instanceof nodeStream().Readable) {
     o.input.on('error', (e) => {
       debug('input stream: %s', e.message);
       stdin.destroy();
