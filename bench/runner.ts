@@ -37,6 +37,8 @@ export interface TimedSpawnOptions {
   uid?: number;
   gid?: number;
   env?: NodeJS.ProcessEnv;
+  /** stdout and stderr to /dev/null instead of pipes to this process (Node's pipes are socketpairs). */
+  quiet?: boolean;
 }
 
 /** A small, fixed environment for spawned tools, so the host's environment does not leak into timings. */
@@ -75,7 +77,7 @@ export interface SpawnOutcome {
 /** Spawns argv, waits for 'close' (exit and stdio drained) and reports the outcome with its latency. */
 export function spawnTimed(argv: readonly string[], opts: TimedSpawnOptions = {}): Promise<SpawnOutcome> {
   return new Promise((resolve, reject) => {
-    const options: SpawnOptions = { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? BENCH_ENV };
+    const options: SpawnOptions = { stdio: opts.quiet ? 'ignore' : ['ignore', 'pipe', 'pipe'], env: opts.env ?? BENCH_ENV };
     if (opts.uid !== undefined) options.uid = opts.uid;
     if (opts.gid !== undefined) options.gid = opts.gid;
     const out: Buffer[] = [];
