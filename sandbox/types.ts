@@ -128,6 +128,18 @@ export interface SandboxOptions {
   /** With rootfs: the payload may write anywhere in the image's tree; writes go to a tmpfs overlay (rootSize) and
    *  never reach the cache. */
   writable?: boolean;
+  /** 'none' (default: only lo) or 'egress': the outside through a user-mode stack (pasta) and an allowlist
+   *  (allowHosts, allowCidrs) enforced inside the sandbox's network namespace; everything else is refused at connect. */
+  network?: string;
+  /** With network 'egress': "HOST:PORT" destinations allowed (HOST resolved on the host at run start);
+   *  host.cubicle.internal:PORT is the host's loopback. */
+  allowHosts?: readonly string[];
+  /** With network 'egress': IPv4 networks ("10.1.0.0/16") allowed on every port. */
+  allowCidrs?: readonly string[];
+  /** Host ports bound on 127.0.0.1 only, forwarded to ports inside: "HOSTPORT:SANDBOXPORT" or { hostPort, sandboxPort }. */
+  publish?: readonly (string | { hostPort: number; sandboxPort: number })[];
+  /** A writable home of this size: a tmpfs owned by the sandbox's user at /home/USERNAME, and HOME points there. */
+  homeSize?: number | string;
 }
 
 /** Every option name, checked against SandboxOptions at compile time (a name missing here fails the build). */
@@ -169,6 +181,11 @@ export const OPTION_NAMES = [
   'copyOut',
   'copyOutMax',
   'boxSize',
+  'network',
+  'allowHosts',
+  'allowCidrs',
+  'publish',
+  'homeSize',
 ] as const satisfies readonly (keyof SandboxOptions)[];
 
 /** The options a policy may set as defaults (a call's own options win). */
@@ -184,6 +201,8 @@ export const POLICY_OPTION_NAMES = [
   'shmSize',
   'timeout',
   'limits',
+  'network',
+  'homeSize',
 ] as const satisfies readonly (keyof SandboxOptions)[];
 export type PolicyOptions = Pick<SandboxOptions, (typeof POLICY_OPTION_NAMES)[number]>;
 

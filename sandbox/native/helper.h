@@ -35,6 +35,11 @@ struct plan {
   const char *image;  /* image: host directory of the root's lower layer */
   int image_writable;
   int loopback;
+  /* egress: a user-mode network stack stage 0 starts on the host side, and the allowlist it loads first */
+  const char *stack_program, *stack_ifname;
+  long long stack_timeout_ms;
+  const char **stack_args; /* NULL-terminated */
+  const char *nft, *net_rules;
   const char *hostname;
   const char *cwd;
   const char *exec;
@@ -136,6 +141,11 @@ void mount_proc_sys_readonly(void); /* after init has capped the ucounts: nobody
 
 /* net.c */
 void net_loopback_up(void);
+
+/* egress.c: stage 0 starts the network stack and loads the allowlist before init is released; it stops the
+ * stack once init is reaped (and the stack dies with stage 0 whatever ends it). */
+void egress_start_from_parent(const struct plan *p, pid_t init);
+void egress_stop_from_parent(void);
 
 /* caps.c: run by the payload stage before exec */
 void caps_drop_all(void);

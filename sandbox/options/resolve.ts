@@ -18,6 +18,7 @@ import { libseccompLibrary } from '../seccomp/libseccomp.js';
 import { callerStackLimit, checkExecSize } from './exec-size.js';
 import { OPTION_NAMES, type CgroupChoice, type PolicyOptions, type SandboxOptions } from '../types.js';
 import { parseSize } from '../units.js';
+import { resolveNetwork, type ResolvedNetwork } from '../network/egress.js';
 
 export interface ResolvedMount {
   type: 'bind' | 'tmpfs';
@@ -70,6 +71,10 @@ export interface ResolvedOptions {
   box?: ResolvedBox;
   /** An image as the root (instead of the host view). */
   rootfs?: ResolvedRootfs;
+  /** The network: none or egress, the allowlist, published ports, the host programs that run them. */
+  network: ResolvedNetwork;
+  /** homeSize: a tmpfs of this size at HOME, owned by the sandbox's user. */
+  home?: { path: string; size: number };
 }
 
 export const DEFAULT_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin';
@@ -337,7 +342,6 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     }
   }
   env.PATH ??= DEFAULT_PATH;
-  env.HOME ??= '/tmp';
 
   const uid = checkId('uid', o.uid, 1000);
   const gid = checkId('gid', o.gid, 1000);
@@ -386,6 +390,9 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
   const username = o.username === undefined ? (uid === 0 ? 'root' : 'sandbox') : String(o.username);
   if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(username)) fail('username', `username "${username}" must match [a-z_][a-z0-9_-]{0,31}`);
 
+  const home = o.homeSize === undefined ? undefined : { path: `/home/${username}`, size: checkSize('homeSize', o.homeSize, 0) };
+  if (home && home.size < 4096) fail('homeSize', 'homeSize must be at least 4096 bytes');
+  env.HOME ??= home?.path ?? '/tmp';
   const hostname = o.hostname === undefined ? 'cubicle' : String(o.hostname);
   if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/.test(hostname))
     fail('hostname', `hostname "${hostname}" must be 1-63 letters, digits, '.' or '-'`);
@@ -472,6 +479,8 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     ...(o.cgroupParent !== undefined ? { cgroupParent: checkHostDir('cgroupParent', o.cgroupParent) } : {}),
     ...(box ? { box } : {}),
     ...(rootfs ? { rootfs } : {}),
+    network: resolveNetwork(o, runAs ?? { uid: process.geteuid!(), gid: process.getegid!() }),
+    ...(home ? { home } : {}),
   };
 }
 

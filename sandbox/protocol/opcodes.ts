@@ -115,6 +115,15 @@ export const OPCODES = [
   { name: 'root-ro', args: [] },
   { name: 'hostname', args: ['name'] },
   { name: 'loopback', args: [] },
+  // stage 0, after the id maps and before init is released: start this user-mode network stack (pasta) on the host
+  // side, attached to the sandbox's user and network namespaces (stage 0 appends --runas, --userns and --netns), and
+  // wait until interface `ifname` inside has its default route (at most timeoutMs)
+  { name: 'net-stack', args: ['program', 'ifname', 'timeoutMs'] },
+  // one argument of the net-stack program, in order
+  { name: 'net-stack-arg', args: ['value'] },
+  // stage 0, right after net-stack is up and before init is released: load this nftables ruleset (the egress
+  // allowlist) into the sandbox's network namespace with the host's nft program; a failure is a setup error
+  { name: 'net-rules', args: ['nft', 'ruleset'] },
   // init: cap a per-user kernel counter inside the sandbox's own user namespace (/proc/sys/user/max_<name>)
   { name: 'ucount', args: ['name', 'value'] },
   // init: sample the sandbox every intervalUs; kill everything when a limit is passed (0 = not watched)
