@@ -61,9 +61,20 @@ static void read_err(int fd, char *buf, size_t size) {
     if (n >= size - 1) break;
   }
   buf[n] = 0;
-  for (size_t i = 0; i < n; i++)
-    if (buf[i] == '\n' || buf[i] == '\t') buf[i] = ' ';
-  while (n && buf[n - 1] == ' ') buf[--n] = 0;
+  /* one line; pasta's complaints that it has no syslog to write to are noise here */
+  size_t out = 0;
+  for (char *line = buf, *next; line && *line; line = next) {
+    next = strchr(line, '\n');
+    if (next) *next++ = 0;
+    if (strncmp(line, "Failed to send ", 15) == 0 || !*line) continue;
+    if (out) buf[out++] = ' ';
+    size_t len = strlen(line);
+    memmove(buf + out, line, len);
+    out += len;
+  }
+  buf[out] = 0;
+  for (size_t i = 0; i < out; i++)
+    if (buf[i] == '\t') buf[i] = ' ';
 }
 
 /* The watchdog: starts the stack, then waits for stage 0's pipe to close (or the stack to end), and kills it. */

@@ -166,7 +166,7 @@ export function resolveNetwork(
   const hosts = list('allowHosts', o.allowHosts);
   const cidrs = list('allowCidrs', o.allowCidrs);
   if (network !== NETWORK_EGRESS && (hosts.length || cidrs.length))
-    fail(hosts.length ? 'allowHosts' : 'allowCidrs', `allowHosts and allowCidrs need network: '${NETWORK_EGRESS}' (the allowlist is egress's)`);
+    fail(hosts.length ? 'allowHosts' : 'allowCidrs', `${hosts.length ? 'allowHosts' : 'allowCidrs'} needs network '${NETWORK_EGRESS}' (the allowlist is egress's)`);
   const allow = [...hosts.flatMap(allowHost), ...cidrs.map(allowCidr)];
   if (allow.length > MAX_RULES) fail('allowHosts', `at most ${MAX_RULES} allowed addresses; give a CIDR for a range`);
   const publish = list('publish', o.publish).map(publishSpec);
@@ -207,7 +207,6 @@ export function stackArgs(n: ResolvedNetwork): string[] {
   if (n.publish.length) for (const p of n.publish) args.push('--tcp-ports', `127.0.0.1/${p.hostPort}:${p.sandboxPort}`);
   else args.push('--tcp-ports', 'none');
   if (n.mode === 'egress') args.push('--dns-forward', L.dns);
-  else args.push('--dns', '');
   return args;
 }
 
