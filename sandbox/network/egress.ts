@@ -96,7 +96,14 @@ function resolveName(option: string, given: string, host: string): string[] {
   } catch {
     /* not found */
   }
-  const addrs = [...new Set(out.split('\n').map((l) => l.split(/\s+/)[0]!).filter((a) => isIPv4(a)))];
+  const addrs = [
+    ...new Set(
+      out
+        .split('\n')
+        .map((l) => l.split(/\s+/)[0]!)
+        .filter((a) => isIPv4(a)),
+    ),
+  ];
   if (!addrs.length) fail(option, `${option} "${given}": ${host} does not resolve to an IPv4 address on this host`);
   return addrs;
 }
@@ -166,7 +173,10 @@ export function resolveNetwork(
   const hosts = list('allowHosts', o.allowHosts);
   const cidrs = list('allowCidrs', o.allowCidrs);
   if (network !== NETWORK_EGRESS && (hosts.length || cidrs.length))
-    fail(hosts.length ? 'allowHosts' : 'allowCidrs', `${hosts.length ? 'allowHosts' : 'allowCidrs'} needs network '${NETWORK_EGRESS}' (the allowlist is egress's)`);
+    fail(
+      hosts.length ? 'allowHosts' : 'allowCidrs',
+      `${hosts.length ? 'allowHosts' : 'allowCidrs'} needs network '${NETWORK_EGRESS}' (the allowlist is egress's)`,
+    );
   const allow = [...hosts.flatMap(allowHost), ...cidrs.map(allowCidr)];
   if (allow.length > MAX_RULES) fail('allowHosts', `at most ${MAX_RULES} allowed addresses; give a CIDR for a range`);
   const publish = list('publish', o.publish).map(publishSpec);

@@ -29,7 +29,14 @@ function group(o: ResolvedOptions): string {
 
 /** Inside paths of every tmpfs the plan mounts (their pages count as the sandbox's memory). */
 export function tmpfsPaths(o: ResolvedOptions): string[] {
-  return ['/', '/dev/shm', '/tmp', ...(o.box ? [BOX_DIR] : []), ...(o.home ? [o.home.path] : []), ...o.mounts.filter((m) => m.type === 'tmpfs').map((m) => m.target)];
+  return [
+    '/',
+    '/dev/shm',
+    '/tmp',
+    ...(o.box ? [BOX_DIR] : []),
+    ...(o.home ? [o.home.path] : []),
+    ...o.mounts.filter((m) => m.type === 'tmpfs').map((m) => m.target),
+  ];
 }
 
 /** The files option's contents, back to back: the sealed blob the helper reads them from (fd `files`). */
