@@ -1,12 +1,12 @@
 /* Stage 0, host side: egress for a sandbox. After the id maps are written and before init is released, stage 0
- * starts a user-mode network stack (pasta) attached to the sandbox's user and network namespaces, waits until
+ * starts a user-mode network stack (slirp4netns) attached to the sandbox's user and network namespaces, waits until
  * its interface inside has a default route, then loads the allowlist (an nftables ruleset) into the sandbox's
  * network namespace. Only then is init released, so the payload never runs without the link or the rules.
  *
  * Lifetime: the stack runs under a small watchdog process that holds the read end of a pipe whose write end only
  * stage 0 holds. When stage 0 ends, however it ends (SIGKILL included), the pipe reports EOF and the watchdog
- * SIGKILLs the stack: a parent-death signal alone is not enough, since the stack changes its credentials (it
- * joins the sandbox's user namespace), which clears it. */
+ * SIGKILLs the stack (and removes its API socket): a parent-death signal alone is not enough, since the stack
+ * changes its credentials (it joins the sandbox's user namespace), which clears it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,6 +30,13 @@
 
 static pid_t watchdog = -1;  /* the stack's parent */
 static int watchdog_pipe = -1; /* stage 0's end: closing it stops the stack */
+static char api_dir[64], api_path[96]; /* the stack's API socket, in a directory of stage 0's own */
+
+static void remove_api_socket(void) {
+  if (!api_dir[0]) return;
+  unlink(api_path);
+  rmdir(api_dir);
+}
 
 static void close_from(int lowest) {
 #ifdef SYS_close_range
@@ -61,7 +70,7 @@ static void read_err(int fd, char *buf, size_t size) {
     if (n >= size - 1) break;
   }
   buf[n] = 0;
-  /* one line; pasta's complaints that it has no syslog to write to are noise here */
+  /* one line; a stack's complaints that it has no syslog to write to are noise here */
   size_t out = 0;
   for (char *line = buf, *next; line && *line; line = next) {
     next = strchr(line, '\n');
@@ -78,30 +87,60 @@ static void read_err(int fd, char *buf, size_t size) {
 }
 
 /* The watchdog: starts the stack, then waits for stage 0's pipe to close (or the stack to end), and kills it. */
-static __attribute__((noreturn)) void watchdog_main(const char *const *argv, int from_parent, int err_w) {
+static __attribute__((noreturn)) void watchdog_main(const char *const *argv, int from_parent, int report_w) {
   prctl(PR_SET_NAME, "cubicle-netwatch", 0, 0, 0);
+  int err[2];
+  if (pipe2(err, O_CLOEXEC) < 0) _exit(126);
   pid_t stack = fork();
   if (stack < 0) _exit(126);
   if (stack == 0) {
-    child_stdio(-1, -1, err_w);
+    child_stdio(-1, -1, err[1]);
     execv(argv[0], (char *const *)argv);
     dprintf(2, "cannot run %s: %s", argv[0], strerror(errno));
     _exit(127);
   }
-  close(err_w);
+  close(err[1]);
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
   sigprocmask(SIG_BLOCK, &chld, NULL);
-  struct pollfd pfd = {.fd = from_parent, .events = POLLIN};
+  /* The stack's log is drained for as long as it runs (a full pipe would block it); its tail says why it ended. */
+  char tail[STACK_ERR_MAX];
+  size_t have = 0;
+  struct pollfd pfd[2] = {{.fd = from_parent, .events = POLLIN}, {.fd = err[0], .events = POLLIN}};
   for (;;) {
     int st;
-    if (waitpid(stack, &st, WNOHANG) == stack) _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
-    /* wake up every 100 ms to notice the stack's own end; EOF (or anything) on the pipe means stop */
-    if (poll(&pfd, 1, 100) > 0) break;
+    if (waitpid(stack, &st, WNOHANG) == stack) {
+      ssize_t r;
+      while (have < sizeof tail && (r = read(err[0], tail + have, sizeof tail - have)) > 0) have += (size_t)r;
+      if (have) write_all(report_w, tail, have);
+      _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+    }
+    /* wake up every 100 ms to notice the stack's own end; EOF (or anything) on the pipe from stage 0 means stop */
+    if (poll(pfd, 2, 100) <= 0) continue;
+    if (pfd[0].revents) break;
+    if (pfd[1].revents) {
+      char buf[4096];
+      ssize_t r = read(err[0], buf, sizeof buf);
+      if (r <= 0) {
+        pfd[1].fd = -1;
+        continue;
+      }
+      if ((size_t)r >= sizeof tail) memcpy(tail, buf + r - sizeof tail, have = sizeof tail);
+      else {
+        if (have + (size_t)r > sizeof tail) {
+          size_t drop = have + (size_t)r - sizeof tail;
+          memmove(tail, tail + drop, have - drop);
+          have -= drop;
+        }
+        memcpy(tail + have, buf, (size_t)r);
+        have += (size_t)r;
+      }
+    }
   }
   kill(stack, SIGKILL);
   while (waitpid(stack, NULL, 0) < 0 && errno == EINTR) {}
+  remove_api_socket();
   _exit(0);
 }
 
@@ -174,22 +213,77 @@ static __attribute__((noreturn)) void rules_main(const struct plan *p, pid_t ini
   _exit(127);
 }
 
+/* `arg` with {init} and {api} replaced. */
+static const char *expand(const char *arg, const char *pid, const char *api) {
+  if (!strchr(arg, '{')) return arg;
+  size_t cap = strlen(arg) + 1;
+  for (const char *q = arg; (q = strchr(q, '{')); q++) cap += strlen(pid) + strlen(api);
+  char *out = malloc(cap), *o = out;
+  if (!out) die_sys("malloc", ENOMEM, "network stack arguments");
+  for (const char *q = arg; *q;) {
+    if (strncmp(q, "{init}", 6) == 0) o = stpcpy(o, pid), q += 6;
+    else if (strncmp(q, "{api}", 5) == 0) o = stpcpy(o, api), q += 5;
+    else *o++ = *q++;
+  }
+  *o = 0;
+  return out;
+}
+
+/* One request to the stack's API socket; dies unless the reply says "return". */
+static void api_request(const struct plan *p, const char *request) {
+  long long deadline = monotonic_us() + p->stack_timeout_ms * 1000;
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  snprintf(addr.sun_path, sizeof addr.sun_path, "%s", api_path);
+  int s;
+  for (;;) {
+    s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) die_sys("socket", errno, "the network stack's API socket");
+    if (connect(s, (struct sockaddr *)&addr, sizeof addr) == 0) break;
+    int err = errno;
+    close(s);
+    if ((err != ENOENT && err != ECONNREFUSED) || monotonic_us() > deadline) {
+      egress_stop_from_parent();
+      die_sys("connect", err, "the network stack's API socket %s", api_path);
+    }
+    usleep(1000);
+  }
+  char reply[1024];
+  size_t got = 0;
+  if (write_all(s, request, strlen(request)) < 0) got = 0;
+  shutdown(s, SHUT_WR);
+  for (;;) {
+    ssize_t r = read(s, reply + got, sizeof reply - 1 - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += (size_t)r;
+    if (got >= sizeof reply - 1) break;
+  }
+  close(s);
+  reply[got] = 0;
+  if (!strstr(reply, "\"return\"")) {
+    egress_stop_from_parent();
+    die_msg("egress: the network stack refused %s: %s", request, got ? reply : "(no reply)");
+  }
+}
+
 void egress_start_from_parent(const struct plan *p, pid_t init) {
   if (!p->stack_program) return;
   report_set_stage(CUB_STAGE_PARENT);
   size_t n = 0;
-  while (p->stack_args[n]) n++;
-  const char **argv = calloc(n + 8, sizeof *argv);
+  int wants_api = 0;
+  while (p->stack_args[n]) wants_api |= strstr(p->stack_args[n++], "{api}") != NULL;
+  if (wants_api || p->stack_api[0]) {
+    snprintf(api_dir, sizeof api_dir, "/tmp/cubicle-net-XXXXXX");
+    if (!mkdtemp(api_dir)) die_sys("mkdtemp", errno, "a directory for the network stack's API socket in /tmp");
+    snprintf(api_path, sizeof api_path, "%s/api", api_dir);
+  }
+  char pid[16];
+  snprintf(pid, sizeof pid, "%d", (int)init);
+  const char **argv = calloc(n + 2, sizeof *argv);
   if (!argv) die_sys("calloc", ENOMEM, "network stack arguments");
-  char runas[48], userns[48], netns[48];
-  snprintf(runas, sizeof runas, "%u:%u", (unsigned)geteuid(), (unsigned)getegid());
-  snprintf(userns, sizeof userns, "/proc/%d/ns/user", (int)init);
-  snprintf(netns, sizeof netns, "/proc/%d/ns/net", (int)init);
-  size_t k = 0;
-  argv[k++] = p->stack_program;
-  for (size_t i = 0; i < n; i++) argv[k++] = p->stack_args[i];
-  argv[k++] = "--runas", argv[k++] = runas, argv[k++] = "--userns", argv[k++] = userns, argv[k++] = "--netns", argv[k++] = netns;
-  argv[k] = NULL;
+  argv[0] = p->stack_program;
+  for (size_t i = 0; i < n; i++) argv[i + 1] = expand(p->stack_args[i], pid, api_path);
+  argv[n + 1] = NULL;
 
   int life[2], stack_err[2], rules_in[2], rules_err[2];
   if (pipe2(life, O_CLOEXEC) < 0 || pipe2(stack_err, O_CLOEXEC) < 0 || pipe2(rules_in, O_CLOEXEC) < 0 || pipe2(rules_err, O_CLOEXEC) < 0)
@@ -209,6 +303,7 @@ void egress_start_from_parent(const struct plan *p, pid_t init) {
 
   wait_for_link(p, init, stack_err[0]);
   close(stack_err[0]);
+  for (size_t i = 0; p->stack_api[i]; i++) api_request(p, p->stack_api[i]);
 
   pid_t rules = fork();
   if (rules < 0) die_sys("fork", errno, "loading the egress allowlist");
@@ -246,4 +341,5 @@ void egress_stop_from_parent(void) {
   if (watchdog > 0)
     while (waitpid(watchdog, NULL, 0) < 0 && errno == EINTR) {}
   watchdog = -1;
+  remove_api_socket();
 }

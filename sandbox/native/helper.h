@@ -38,7 +38,8 @@ struct plan {
   /* egress: a user-mode network stack stage 0 starts on the host side, and the allowlist it loads first */
   const char *stack_program, *stack_ifname;
   long long stack_timeout_ms;
-  const char **stack_args; /* NULL-terminated */
+  const char **stack_args; /* NULL-terminated; {init} and {api} are replaced by stage 0 */
+  const char **stack_api;  /* NULL-terminated: requests to the stack's API socket once the link is up */
   const char *nft, *net_rules;
   const char *hostname;
   const char *cwd;

@@ -241,6 +241,7 @@ static void check_op(struct plan *p, struct op *op, int *seen) {
     p->stack_timeout_ms = (long long)parse_num(a[CUB_ARG_NET_STACK_TIMEOUT_MS], 600000, op, "net-stack timeout");
     break;
   case CUB_OP_NET_STACK_ARG: /* collected by plan_read */
+  case CUB_OP_NET_API:
     break;
   case CUB_OP_NET_RULES:
     if (seen[CUB_OP_NET_RULES]) die_op(op, NULL, 0, "net-rules given twice");
@@ -378,7 +379,8 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
     die_msg("plan protocol version '%s' is not supported (the helper speaks %s); rebuild with npm run build", tok[1], want);
 
   int seen[CUB_OP__COUNT] = {0};
-  struct vec argv = {.items = &p->argv}, envv = {.items = &p->envp}, search = {.items = &p->search}, stack = {.items = &p->stack_args};
+  struct vec argv = {.items = &p->argv}, envv = {.items = &p->envp}, search = {.items = &p->search}, stack = {.items = &p->stack_args},
+             api = {.items = &p->stack_api};
   unsigned index = 0;
   int ended = 0;
   while (cur < endp) {
@@ -403,6 +405,7 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
     if (op.code == CUB_OP_ARG) vec_push(&argv, op.a[CUB_ARG_ARG_VALUE]);
     if (op.code == CUB_OP_SEARCH) vec_push(&search, op.a[CUB_ARG_SEARCH_DIR]);
     if (op.code == CUB_OP_NET_STACK_ARG) vec_push(&stack, op.a[CUB_ARG_NET_STACK_ARG_VALUE]);
+    if (op.code == CUB_OP_NET_API) vec_push(&api, op.a[CUB_ARG_NET_API_REQUEST]);
     if (op.code == CUB_OP_ENV) {
       const char *kv = op.a[CUB_ARG_ENV_KEY_EQUALS_VALUE];
       if (!strchr(kv, '=') || kv[0] == '=') die_op(&op, NULL, 0, "env entry is not KEY=VALUE");
@@ -420,6 +423,7 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
   if (!p->envp) p->envp = empty;
   if (!p->search) p->search = empty;
   if (!p->stack_args) p->stack_args = empty;
+  if (!p->stack_api) p->stack_api = empty;
   /* the stack never runs without the allowlist, nor the allowlist without a stack to guard */
   if (!p->stack_program != !p->nft) die_msg("net-stack and net-rules come together (egress never runs without its allowlist)");
   if (!p->cwd) p->cwd = "/";

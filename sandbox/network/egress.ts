@@ -1,4 +1,4 @@
-// The sandbox's network: `none` (only lo, the default) or `egress` (a user-mode stack, pasta, with an allowlist
+// The sandbox's network: `none` (only lo, the default) or `egress` (a user-mode stack, slirp4netns, with an allowlist
 // loaded into the sandbox's network namespace before the payload starts), and published ports. Validates the
 // options, resolves allowed names to addresses on the host, and renders the stack's arguments and the ruleset.
 import { execFileSync } from 'node:child_process';
@@ -6,14 +6,14 @@ import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { SandboxHostError, SandboxOptionError } from '../errors.js';
 
-/** The addresses of the egress link inside (pasta's, IPv4 only). */
+/** The addresses of the egress link inside (slirp4netns's defaults, IPv4 only). */
 export const EGRESS_LINK = {
   ifname: 'eth0',
   address: '10.0.2.100',
   prefix: 24,
-  /** The gateway: pasta delivers connections to it to the host's loopback. */
+  /** The gateway: the stack delivers connections to it to the host's loopback. */
   gateway: '10.0.2.2',
-  /** pasta forwards DNS sent here to the host's first nameserver. */
+  /** The stack's DNS forwarder (to the host's nameservers). */
   dns: '10.0.2.3',
 } as const;
 
@@ -46,7 +46,7 @@ export interface ResolvedNetwork {
   allow: AllowRule[];
   publish: PublishedPort[];
   /** Host programs: the stack and nft (present when a stack runs: egress, or published ports). */
-  stack?: { pasta: string; nft: string };
+  stack?: { program: string; nft: string };
 }
 
 const fail = (option: string, message: string): never => {
@@ -68,7 +68,7 @@ function hostProgram(name: string): string | undefined {
   return undefined;
 }
 
-/** Whether the user (uid/gid) that starts the stack may open /dev/net/tun (pasta needs it). */
+/** Whether the user (uid/gid) that starts the stack may open /dev/net/tun (the stack makes its link with it). */
 function tunUsable(uid: number, gid: number): boolean {
   try {
     const st = statSync('/dev/net/tun');
@@ -187,11 +187,11 @@ export function resolveNetwork(
   }
   const mode = network === NETWORK_EGRESS ? 'egress' : 'none';
   if (mode === 'none' && !publish.length) return { mode, allow, publish };
-  const pasta = hostProgram('pasta');
-  if (!pasta)
+  const program = hostProgram('slirp4netns');
+  if (!program)
     throw new SandboxHostError(
-      'egress and published ports need pasta, a user-mode network stack, which is not installed',
-      'install it (Debian/Ubuntu: apt-get install passt)',
+      'egress and published ports need slirp4netns, a user-mode network stack, which is not installed',
+      'install it (Debian/Ubuntu: apt-get install slirp4netns)',
     );
   const nft = hostProgram('nft');
   if (!nft)
@@ -201,30 +201,39 @@ export function resolveNetwork(
     );
   if (!tunUsable(stackUser.uid, stackUser.gid))
     throw new SandboxHostError(
-      `egress and published ports need /dev/net/tun readable and writable by uid ${stackUser.uid} (pasta makes its link with it)`,
+      `egress and published ports need /dev/net/tun readable and writable by uid ${stackUser.uid} (the stack makes its link with it)`,
       'make it 0666, as udev does on Debian/Ubuntu: chmod 0666 /dev/net/tun (and load the tun module if it is missing)',
     );
-  return { mode, allow, publish, stack: { pasta, nft } };
+  return { mode, allow, publish, stack: { program, nft } };
 }
 
-/** pasta's arguments (stage 0 appends --runas, --userns and --netns). */
+/** slirp4netns's arguments; stage 0 replaces {init} (init's host pid) and {api} (the API socket's path). */
 export function stackArgs(n: ResolvedNetwork): string[] {
-  const L = EGRESS_LINK;
-  const args = ['--foreground', '--quiet', '--ipv4-only', '--ns-ifname', L.ifname, '--address', L.address, '--netmask', String(L.prefix)];
-  args.push('--gateway', L.gateway, '--config-net', '--no-dhcp', '--no-ndp', '--no-dhcpv6', '--no-ra', '--no-icmp');
-  // nothing is forwarded but what is asked for: no automatic port mirroring either way
-  args.push('--tcp-ns', 'none', '--udp-ns', 'none', '--udp-ports', 'none');
-  if (n.publish.length) for (const p of n.publish) args.push('--tcp-ports', `127.0.0.1/${p.hostPort}:${p.sandboxPort}`);
-  else args.push('--tcp-ports', 'none');
-  if (n.mode === 'egress') args.push('--dns-forward', L.dns);
+  const args = ['--configure', '--mtu=65520', '--enable-seccomp'];
+  if (n.mode !== 'egress') args.push('--disable-dns');
+  if (n.publish.length) args.push('--api-socket', '{api}');
+  args.push('--userns-path=/proc/{init}/ns/user', '--netns-type=path', '/proc/{init}/ns/net', EGRESS_LINK.ifname);
   return args;
 }
 
-/** The allowlist: loopback, replies, DNS to the forwarder, the allowed destinations; everything else is refused at
+/** The API requests that publish ports: host 127.0.0.1:HOSTPORT to SANDBOXPORT on the link's address. */
+export function stackRequests(n: ResolvedNetwork): string[] {
+  return n.publish.map((p) =>
+    JSON.stringify({
+      execute: 'add_hostfwd',
+      arguments: { proto: 'tcp', host_addr: '127.0.0.1', host_port: p.hostPort, guest_port: p.sandboxPort },
+    }),
+  );
+}
+
+/** The allowlist: loopback, segments after a connection's first, DNS to the forwarder, the allowed destinations; everything else is refused at
  *  once (TCP reset, ICMP administratively prohibited). The host's loopback (the gateway) only on allowed ports. */
 export function egressRuleset(n: ResolvedNetwork): string {
   const L = EGRESS_LINK;
-  const r: string[] = ['oifname "lo" accept', 'ct state established,related accept'];
+  // Stateless (no conntrack, whose TCP window tracking may call a segment of a healthy stream invalid, which would
+  // end in the final reject): only a connection's first segment, a SYN without ACK, is judged; a later segment can
+  // only belong to a connection that was allowed (the payload has no raw sockets).
+  const r: string[] = ['oifname "lo" accept', 'tcp flags & (syn | ack) != syn accept'];
   if (n.mode === 'egress') r.push(`ip daddr ${L.dns} meta l4proto { tcp, udp } th dport 53 accept`);
   const net = (a: AllowRule): string => (a.prefix === 32 ? a.address : `${a.address}/${a.prefix}`);
   for (const a of n.allow.filter((x) => x.port !== undefined))

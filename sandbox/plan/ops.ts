@@ -65,6 +65,7 @@ export const Op = {
   netStack: (program: string, ifname: string, timeoutMs: number): PlanOp => makeOp('net-stack', { program, ifname, timeoutMs }),
   netStackArg: (value: string): PlanOp => makeOp('net-stack-arg', { value }),
   netRules: (nft: string, ruleset: string): PlanOp => makeOp('net-rules', { nft, ruleset }),
+  netApi: (request: string): PlanOp => makeOp('net-api', { request }),
   cwd: (path: string): PlanOp => makeOp('cwd', { path }),
   env: (key: string, value: string): PlanOp => makeOp('env', { keyEqualsValue: `${key}=${value}` }),
   arg: (value: string): PlanOp => makeOp('arg', { value }),
