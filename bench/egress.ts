@@ -80,7 +80,8 @@ try {
   console.log('path                                   rtt p50    rtt p95    throughput');
   for (const [name, f] of rows)
     console.log(
-      `${name.padEnd(37)}  ${f.p50us.toFixed(0).padStart(5)} us   ${f.p95us.toFixed(0).padStart(5)} us   ${f.mibps.toFixed(0).padStart(6)} MiB/s`,
+      `${name.padEnd(37)}  ${f.p50us.toFixed(0).padStart(5)} us   ${f.p95us.toFixed(0).padStart(5)} us   ` +
+        `${f.mibps.toFixed(0).padStart(6)} MiB/s`,
     );
 } finally {
   server.kill('SIGKILL');

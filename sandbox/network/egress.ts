@@ -226,8 +226,9 @@ export function stackRequests(n: ResolvedNetwork): string[] {
   );
 }
 
-/** The allowlist: loopback, segments after a connection's first, DNS to the forwarder, the allowed destinations; everything else is refused at
- *  once (TCP reset, ICMP administratively prohibited). The host's loopback (the gateway) only on allowed ports. */
+/** The allowlist: loopback, segments after a connection's first, DNS to the forwarder, the allowed destinations;
+ *  everything else is refused at once (TCP reset, ICMP administratively prohibited). The host's loopback (the
+ *  gateway) only on allowed ports. */
 export function egressRuleset(n: ResolvedNetwork): string {
   const L = EGRESS_LINK;
   // Stateless (no conntrack, whose TCP window tracking may call a segment of a healthy stream invalid, which would

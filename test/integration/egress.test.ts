@@ -8,7 +8,11 @@ import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runSandboxed, SandboxHostError, SandboxOptionError, spawnSandboxed, type SandboxOptions } from '../../sandbox/index.js';
-import { identities, skipBecause, waitFor } from '../helpers/env.js';
+import { prepareRun } from '../../sandbox/api/prepare.js';
+import { judge } from '../../sandbox/outcome/judge.js';
+import { encodePlan, makeOp, type PlanOp } from '../../sandbox/plan/ops.js';
+import { supervise } from '../../sandbox/supervisor/supervisor.js';
+import { alive, identities, skipBecause, waitFor } from '../helpers/env.js';
 
 const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 
@@ -219,6 +223,57 @@ c, _ = s.accept(); c.sendall(b'from inside\\n'); c.close()
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
+    });
+  });
+
+/** Runs a prepared sandbox whose plan `edit` changed (a host failure cubicle cannot be made to meet otherwise). */
+async function runEdited(o: SandboxOptions, edit: (op: PlanOp) => PlanOp) {
+  const p = prepareRun(['sh', '-c', 'echo payload ran'], { ...o, reject: false });
+  const plan = p.plan.map(edit);
+  const record = await supervise({ ...p.supervise, plan, planBytes: encodePlan(plan) }, true).record;
+  return judge(record, { ...p.judge, plan });
+}
+
+for (const id of identities())
+  describe(`egress fails closed, ${id.label}`, function () {
+    this.timeout(60_000);
+    before(async function () {
+      try {
+        await runSandboxed(['true'], { network: 'egress', ...id.spawnAs });
+      } catch (e) {
+        if (e instanceof SandboxHostError) skipBecause(this, `egress is not available here: ${e.message}`);
+        throw e;
+      }
+    });
+
+    it('nft that fails to load the allowlist is a setup error, and the payload never runs', async () => {
+      const r = await runEdited({ network: 'egress', ...id.spawnAs }, (op) =>
+        op.op === 'net-rules' ? makeOp('net-rules', { nft: '/bin/false', ruleset: op.args[1]! }) : op,
+      );
+      assert.equal(r.verdict, 'setup-error');
+      assert.match(r.setupFailure!.message, /\/bin\/false could not load the allowlist/);
+      assert.match(r.setupFailure!.hint, /nftables/);
+      assert.equal(r.stdout, '');
+    });
+
+    it('a network stack that exits before its link is up is a setup error naming it', async () => {
+      const r = await runEdited({ network: 'egress', ...id.spawnAs }, (op) =>
+        op.op === 'net-stack' ? makeOp('net-stack', { program: '/bin/false', ifname: op.args[1]!, timeoutMs: op.args[2]! }) : op,
+      );
+      assert.equal(r.verdict, 'setup-error');
+      assert.match(r.setupFailure!.message, /network stack \/bin\/false exited .*before its link came up/);
+      assert.equal(r.stdout, '');
+    });
+
+    it('a helper killed with SIGKILL takes the network stack and its published port with it', async () => {
+      const port = await freePort();
+      const proc = spawnSandboxed(['sleep', '60'], { network: 'egress', publish: [`${port}:8000`], reject: false, ...id.spawnAs });
+      assert.ok(await waitFor(() => listeners(port).length > 0, 20_000), 'the published port is listened on');
+      const helperPid = proc.pid!;
+      process.kill(helperPid, 'SIGKILL');
+      await proc.result;
+      assert.ok(await waitFor(() => listeners(port).length === 0, 5000), 'the published port is gone with the helper');
+      assert.ok(!alive(helperPid));
     });
   });
 
