@@ -1,5 +1,6 @@
 // The end-to-end half of the doctor's probes (here, beside the command, because they run sandboxes): real sandbox runs of /bin/true,
 // and probeHost(), which gathers them together with the host's state (probe.ts).
+import { egressProblems } from '../network/egress.js';
 import { runSandboxed } from '../api/run.js';
 import { helperPathForMessages } from '../native/helper-path.js';
 import { subidsFor } from '../host/subids.js';
@@ -54,6 +55,7 @@ export async function probeHost(): Promise<HostFacts> {
     ...(process.env.CUBICLE_LIBSECCOMP ? { libseccompOverride: process.env.CUBICLE_LIBSECCOMP } : {}),
     cgroups: probeCgroups(),
     ...(euid.ok && euid.value !== 0 ? { subids: { ok: true as const, value: subidsFor(euid.value) } } : {}),
+    egress: { problems: egressProblems({ uid: process.geteuid!(), gid: process.getegid!() }) },
     helperPath: helperPathForMessages(),
     sandbox: await probeSandbox(),
   };

@@ -161,6 +161,20 @@ const list = (option: string, v: unknown): unknown[] => {
   return v;
 };
 
+/** What egress and published ports lack on this host for a user (empty: nothing), each with its fix. */
+export function egressProblems(user: { uid: number; gid: number }): { detail: string; fix: string }[] {
+  const out: { detail: string; fix: string }[] = [];
+  if (!hostProgram('slirp4netns'))
+    out.push({ detail: 'slirp4netns (the user-mode network stack) is not installed', fix: 'apt-get install slirp4netns   # as root' });
+  if (!hostProgram('nft')) out.push({ detail: 'nft (for the allowlist) is not installed', fix: 'apt-get install nftables   # as root' });
+  if (!tunUsable(user.uid, user.gid))
+    out.push({
+      detail: `/dev/net/tun is missing or not readable and writable by uid ${user.uid}`,
+      fix: 'modprobe tun; chmod 0666 /dev/net/tun   # as root (udev makes it 0666 on Debian/Ubuntu)',
+    });
+  return out;
+}
+
 /** Validates the network options; resolves allowed names on the host. `stackUser` is who starts the stack. */
 export function resolveNetwork(
   o: { network?: unknown; allowHosts?: unknown; allowCidrs?: unknown; publish?: unknown },

@@ -146,6 +146,19 @@ describe('doctor diagnose()', () => {
     ]);
   });
 
+  it('egress lacking slirp4netns, nft or a usable /dev/net/tun is a warning whose fix names the package or the chmod', () => {
+    const ok = byId(diagnose({ ...healthy(), egress: { problems: [] } }), 'egress');
+    assert.equal(ok.status, 'ok');
+    const problems = [
+      { detail: 'nft (for the allowlist) is not installed', fix: 'apt-get install nftables   # as root' },
+      { detail: '/dev/net/tun is missing or not readable and writable by uid 1000', fix: 'chmod 0666 /dev/net/tun' },
+    ];
+    const c = byId(diagnose({ ...healthy(), egress: { problems } }), 'egress');
+    assert.equal(c.status, 'warn');
+    assert.match(c.detail, /nft .*\/dev\/net\/tun/);
+    assert.equal(c.fix, 'apt-get install nftables   # as root\nchmod 0666 /dev/net/tun');
+  });
+
   it('a rootless caller without subordinate ids is warned that sandboxes share its counters, with the command that fixes it', () => {
     const reason =
       'alice (uid 1000) has no range in /etc/subuid (as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 alice)';
