@@ -128,7 +128,7 @@ export interface SandboxOptions {
   /** With rootfs: the payload may write anywhere in the image's tree; writes go to a tmpfs overlay (rootSize) and
    *  never reach the cache. */
   writable?: boolean;
-  /** 'none' (default: only lo) or 'egress': the outside through a user-mode stack (pasta) and an allowlist
+  /** 'none' (default: only lo) or 'egress': the outside through a user-mode stack (slirp4netns) and an allowlist
    *  (allowHosts, allowCidrs) enforced inside the sandbox's network namespace; everything else is refused at connect. */
   network?: string;
   /** With network 'egress': "HOST:PORT" destinations allowed (HOST resolved on the host at run start);

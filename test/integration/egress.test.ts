@@ -1,4 +1,4 @@
-// Egress (--network egress): the outside through pasta, only where the allowlist allows; published ports; the ci
+// Egress (--network egress): the outside through slirp4netns, only where the allowlist allows; published ports; the ci
 // policy. Servers run on the host's loopback only; "refused" must come from cubicle's own allowlist.
 import { strict as assert } from 'node:assert';
 import { execFileSync, spawnSync } from 'node:child_process';
