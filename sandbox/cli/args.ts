@@ -39,6 +39,10 @@ const RUN_FLAG_OF: Readonly<Record<string, string>> = {
   rootfs: '--rootfs',
   writable: '--writable',
   'mounts[]': '--bind/--ro-bind/--tmpfs',
+  allowHosts: '--allow-host',
+  allowCidrs: '--allow-cidr',
+  publish: '--publish',
+  homeSize: '--home-size',
   command: 'the command',
 };
 export const runFlagOf = (option: string): string | undefined => RUN_FLAG_OF[option];
@@ -100,6 +104,10 @@ const RUN_FLAGS = {
   'copy-out': { type: 'string', multiple: true },
   'copy-out-max': { type: 'string' },
   'box-size': { type: 'string' },
+  'allow-host': { type: 'string', multiple: true },
+  'allow-cidr': { type: 'string', multiple: true },
+  publish: { type: 'string', multiple: true },
+  'home-size': { type: 'string' },
   stdin: { type: 'string' },
   stdout: { type: 'string' },
   stderr: { type: 'string' },
@@ -128,7 +136,9 @@ Options:
   --env K=V              set a variable inside (repeatable); nothing is inherited
   --cwd DIR              working directory inside (default /tmp)
   --hostname NAME        hostname inside (default cubicle)
-  --network NAME         join a private network (cubicle network create NAME); default none: only lo
+  --network NAME         none (default): only lo; egress: the outside through a user-mode stack, only where
+                         --allow-host/--allow-cidr allow (anything else is refused at connect); or a private
+                         network's name (cubicle network create NAME)
   --name SBX             the sandbox's name; on a network, later sandboxes on it resolve SBX (/etc/hosts)
   --uid N, --gid N       ids inside (default 1000)
   --host-uid N, --host-gid N
@@ -157,6 +167,12 @@ Options:
                          symlink; a file refused (symlink, fifo, hard link, too large, missing) is named on stderr
   --copy-out-max SIZE    largest file --copy-out takes (default 64M)
   --box-size SIZE        size of /box, counted against --memory (default 64M)
+  --allow-host HOST:PORT with --network egress: allow this destination (repeatable; HOST resolved on the host now;
+                         host.cubicle.internal:PORT is the host's loopback)
+  --allow-cidr CIDR      with --network egress: allow an IPv4 network on every port (repeatable)
+  --publish HOSTPORT:SANDBOXPORT
+                         forward 127.0.0.1:HOSTPORT on the host to SANDBOXPORT inside (repeatable; TCP)
+  --home-size SIZE       a writable HOME of its own, a tmpfs of SIZE at /home/USER (the ci policy sets 512M)
   --stdin FILE           read stdin from FILE (never through a symlink; /dev/null: empty)
   --stdout FILE          write stdout to FILE; --stderr FILE likewise (never through a symlink;
                          /dev/null discards)
@@ -302,6 +318,10 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
   if (v['copy-out-max'] !== undefined) options.copyOutMax = v['copy-out-max'];
   if (v['box-size'] !== undefined) options.boxSize = v['box-size'];
   if (v.name !== undefined) options.name = v.name;
+  if (v['allow-host']?.length) options.allowHosts = v['allow-host'];
+  if (v['allow-cidr']?.length) options.allowCidrs = v['allow-cidr'];
+  if (v.publish?.length) options.publish = v.publish;
+  if (v['home-size'] !== undefined) options.homeSize = v['home-size'];
   if (v['max-buffer'] !== undefined) options.maxBuffer = /^\d+$/.test(v['max-buffer']) ? Number(v['max-buffer']) : v['max-buffer'];
   return {
     command: [...command],

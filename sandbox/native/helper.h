@@ -47,6 +47,12 @@ struct plan {
     unsigned long long inner, outer, count;
   } holder_maps[8];
   size_t nholder_maps;
+  /* egress: a user-mode network stack stage 0 starts on the host side, and the allowlist it loads first */
+  const char *stack_program, *stack_ifname;
+  long long stack_timeout_ms;
+  const char **stack_args; /* NULL-terminated; {init} and {api} are replaced by stage 0 */
+  const char **stack_api;  /* NULL-terminated: requests to the stack's API socket once the link is up */
+  const char *nft, *net_rules;
   const char *hostname;
   const char *cwd;
   const char *exec;
@@ -186,6 +192,11 @@ void net_iface_address(const char *name, uint32_t address, unsigned prefix);
 
 /* holder.c: a network's holder (the helper in holder mode) */
 __attribute__((noreturn)) void holder_main(const struct plan *p);
+
+/* egress.c: stage 0 starts the network stack and loads the allowlist before init is released; it stops the
+ * stack once init is reaped (and the stack dies with stage 0 whatever ends it). */
+void egress_start_from_parent(const struct plan *p, pid_t init);
+void egress_stop_from_parent(void);
 
 /* caps.c: run by the payload stage before exec */
 void caps_drop_all(void);

@@ -513,10 +513,12 @@ int main(int argc, char **argv) {
   if (s.join_fd >= 0) join_open_ns_from_parent(s.init, s.ns_fds);
   userns_write_maps_from_parent(&plan, s.init);
   net_attach_from_parent(&plan, s.init);
+  egress_start_from_parent(&plan, s.init); /* the link and its allowlist exist before anything inside runs */
   release_init(&s);
   drop_to_outer_ids(&plan);
   make_undumpable();
   supervise(&s);
+  egress_stop_from_parent();
   drain_init(&s);
   report_outcome(&s);
   return CUB_EXIT_OK;

@@ -409,7 +409,13 @@ export function createPool(options: PoolOptions = {}): SandboxPool {
   if (!warmLaunchSupported())
     throw new SandboxHostError('a warm pool needs posix_spawn through koffi, which cannot load here', 'run `npx cubicle doctor`');
   const sandboxOptions = options.options ?? {};
-  if (typeof sandboxOptions === 'object' && sandboxOptions !== null && 'network' in sandboxOptions && sandboxOptions.network !== undefined)
+  if (
+    typeof sandboxOptions === 'object' &&
+    sandboxOptions !== null &&
+    'network' in sandboxOptions &&
+    sandboxOptions.network !== undefined &&
+    sandboxOptions.network !== 'none'
+  )
     throw new SandboxOptionError(
       'options.network',
       'a warm pool does not make sandboxes on a network yet: leave network out of its options',

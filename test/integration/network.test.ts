@@ -429,6 +429,6 @@ describe('private networks through the API (this process as the caller)', functi
   it('an unknown network is refused before anything runs; network and name are validated', () => {
     assert.throws(() => runSandboxed(['true'], { network: `${name}nope` }), /does not exist for this user/);
     assert.throws(() => runSandboxed(['true'], { name: '.hidden' }), /name ".hidden" must be 1-63/);
-    assert.throws(() => runSandboxed(['true'], { network: 'a b' }), /network "a b" must be 'none' or a network's name/);
+    assert.throws(() => runSandboxed(['true'], { network: 'a b' }), /network "a b" must be 'none', 'egress' or a network's name/);
   });
 });

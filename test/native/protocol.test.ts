@@ -160,6 +160,11 @@ describe('helper protocol', () => {
     assert.match(String(terminal[0]!.msg), /reaching the network's holder .*it is gone/);
     assert.equal(r.code, 125);
   });
+  it('refuses a network stack without its allowlist, and an allowlist without a stack (egress never runs unguarded)', async () => {
+    await refused(encodePlan(minimal([Op.netStack('/usr/bin/slirp4netns', 'eth0', 1000)])), /net-stack and net-rules come together/);
+    await refused(encodePlan(minimal([Op.netRules('/usr/sbin/nft', 'table inet t {}')])), /net-stack and net-rules come together/);
+    await refused(encodePlan(minimal([Op.netStack('/usr/bin/slirp4netns', 'a/b', 1000)])), /interface name/);
+  });
   it('refuses a bad bind access mode and non-octal modes', async () => {
     await refused(encodePlan(minimal([{ op: 'bind', args: ['/usr', '/x', 'rwx'] }])), /bind access 'rwx'/);
     await refused(encodePlan(minimal([{ op: 'dir', args: ['/x', '999'] }])), /not octal/);
