@@ -270,9 +270,17 @@ async function main(): Promise<void> {
           `${r.vsSpawn.toFixed(2).padStart(7)} ${(r.vsBwrap?.toFixed(2) ?? '-').padStart(7)}`,
       );
     }
+    let poolLine = '';
+    if (args.pool) {
+      const v = (await (await fetch(`http://127.0.0.1:${port}/version`)).json()) as { poolStats?: { hits: number; misses: number } };
+      if (v.poolStats) poolLine = `the service's pool over the whole bench: ${v.poolStats.hits} hits, ${v.poolStats.misses} misses`;
+    }
     const http = rows.find((r) => r.name.startsWith('cubicle serve'));
     if (http && !('skipped' in http))
-      log(`\ngoal: A+B over HTTP at most ${GOAL_RATIO}× a plain spawn (with the warm pool); measured ${http.vsSpawn}× without a pool`);
+      log(
+        `\ngoal: A+B over HTTP at most ${GOAL_RATIO}× a plain spawn (with the warm pool); measured ${http.vsSpawn.toFixed(2)}× ` +
+          (args.pool ? `with --pool ${args.pool}${poolLine ? ` (${poolLine})` : ''}` : 'without a pool'),
+      );
     if (args.json) process.stdout.write(`${JSON.stringify({ runs: args.runs, jobs: args.jobs, rows }, null, 2)}\n`);
   } finally {
     for (const c of cleanups.reverse()) await c();

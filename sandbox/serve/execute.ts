@@ -16,6 +16,8 @@ export interface Runner {
   run(cmd: readonly string[], options: SandboxOptions): Promise<SandboxResult>;
   /** Sandboxes kept ready, reported by /version (0 or absent: none). */
   size?: number;
+  /** A warm pool's counters, reported by /version as `poolStats`. */
+  stats?(): { ready: number; starting: number; hits: number; misses: number; failures: number };
 }
 
 export const STATUSES = [

@@ -222,6 +222,13 @@ export function createServer(options: ServerOptions = {}): JudgeServer {
     });
   };
 
+  const poolCounters = (st: ReturnType<NonNullable<Runner['stats']>>): Record<string, number> => ({
+    ready: st.ready,
+    starting: st.starting,
+    hits: st.hits,
+    misses: st.misses,
+    failures: st.failures,
+  });
   on('GET', '/version', (_req, res) =>
     sendJson(res, 200, {
       buildVersion: `cubicle ${version}`,
@@ -231,6 +238,7 @@ export function createServer(options: ServerOptions = {}): JudgeServer {
       copyOutOptional: true,
       pipeProxy: true,
       pool: runner.size ?? options.poolSize ?? 0,
+      ...(runner.stats ? { poolStats: poolCounters(runner.stats()) } : {}),
     }),
   );
   on(

@@ -455,6 +455,10 @@ describe('cubicle serve (the command)', () => {
       });
       assert.equal(ok.status, 200);
       assert.equal(((await ok.json()) as JudgeResult[])[0]!.status, 'Accepted');
+      const after = (await (await fetch(`http://127.0.0.1:${port}/version`)).json()) as { poolStats?: Record<string, number> };
+      assert.ok(after.poolStats, '/version reports the pool counters');
+      assert.equal(after.poolStats.hits! + after.poolStats.misses!, 1, 'the one run is counted as a hit or a miss');
+      assert.ok(after.poolStats.ready! + after.poolStats.starting! <= 2);
     } finally {
       const exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
       child.kill('SIGTERM');
