@@ -272,8 +272,12 @@ async function main(): Promise<void> {
     }
     let poolLine = '';
     if (args.pool) {
-      const v = (await (await fetch(`http://127.0.0.1:${port}/version`)).json()) as { poolStats?: { hits: number; misses: number } };
-      if (v.poolStats) poolLine = `the service's pool over the whole bench: ${v.poolStats.hits} hits, ${v.poolStats.misses} misses`;
+      const v = (await (await fetch(`http://127.0.0.1:${port}/version`)).json()) as {
+        poolStats?: { hits: number; misses: number; missReasons: Record<string, number> };
+      };
+      const why = Object.entries(v.poolStats?.missReasons ?? {}).map(([k, n]) => `${n} ${k}`);
+      if (v.poolStats)
+        poolLine = `the service's pool over the whole bench: ${v.poolStats.hits} hits, ${v.poolStats.misses} misses${why.length ? `: ${why.join(', ')}` : ''}`;
     }
     const http = rows.find((r) => r.name.startsWith('cubicle serve'));
     if (http && !('skipped' in http))

@@ -222,11 +222,12 @@ export function createServer(options: ServerOptions = {}): JudgeServer {
     });
   };
 
-  const poolCounters = (st: ReturnType<NonNullable<Runner['stats']>>): Record<string, number> => ({
+  const poolCounters = (st: ReturnType<NonNullable<Runner['stats']>>): Record<string, unknown> => ({
     ready: st.ready,
     starting: st.starting,
     hits: st.hits,
     misses: st.misses,
+    missReasons: st.missReasons,
     failures: st.failures,
   });
   on('GET', '/version', (_req, res) =>
