@@ -226,6 +226,8 @@ export function resolveNetwork(
 export function stackArgs(n: ResolvedNetwork): string[] {
   const args = ['--configure', '--mtu=65520', '--enable-seccomp'];
   if (n.mode !== 'egress') args.push('--disable-dns');
+  // the host's loopback stays closed in the stack itself unless a HOST:PORT entry opens it (the rules close it too)
+  if (!n.allow.some((a) => a.address === EGRESS_LINK.gateway)) args.push('--disable-host-loopback');
   if (n.publish.length) args.push('--api-socket', '{api}');
   args.push('--userns-path=/proc/{init}/ns/user', '--netns-type=path', '/proc/{init}/ns/net', EGRESS_LINK.ifname);
   return args;
