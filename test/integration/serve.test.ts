@@ -4,11 +4,11 @@
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
 import { symlinkSync, writeFileSync } from 'node:fs';
-import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createServer, type JudgeResult, type JudgeServer, type ServerOptions } from '../../sandbox/index.js';
 import { identities, skipBecause, worldReadableTmp } from '../helpers/env.js';
+import { freePort } from '../helpers/loopback.js';
 
 const PROGRAM = `#include <cstdio>
 #include <cstdlib>
@@ -418,15 +418,6 @@ for (const id of identities()) {
 }
 
 const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
-
-/** A loopback port that was free a moment ago. */
-async function freePort(): Promise<number> {
-  const srv = createNetServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
 
 describe('cubicle serve (the command)', () => {
   it('serve --listen --token --pool: /version open and naming the pool, /run behind the token, SIGTERM stops it', async function () {
