@@ -120,6 +120,10 @@ describe('cubicle worker (BullMQ on a real redis-server)', function () {
       await assert.rejects(bad.waitUntilFinished(events, 60_000), /bad job data: cmd\[0\]\.bogus: unknown field/);
       const failed = await queue.getJob(bad.id!);
       assert.equal(failed!.attemptsMade, 1, 'bad data is not retried');
+      // an option the library refuses is bad data too, named by its field (not an Internal Error result)
+      const refused = await queue.add('run', { cmd: [{ args: ['/bin/true'], memoryLimit: 1 }] });
+      await assert.rejects(refused.waitUntilFinished(events, 60_000), /bad job data: cmd\[0\]\.memoryLimit: must be at least/);
+      assert.equal((await queue.getJob(refused.id!))!.attemptsMade, 1, 'a refused option is not retried');
     } finally {
       await stop(workers.pop());
       await events.close();
