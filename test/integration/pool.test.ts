@@ -301,6 +301,7 @@ forEachIdentity((id) => {
   });
 
   it('close() ends every waiting sandbox and leaves no process behind', async () => {
+    await ready(pool); // this block's own pool refilled (it does so once the runs are quiet), so it starts none later
     const others = new Set(sandboxPids()); // the other pools' sandboxes
     const p = createPool({ size: 3, maxStarting: 3, options: base() });
     await ready(p);
