@@ -253,8 +253,8 @@ async function main(): Promise<void> {
         poolStats?: { hits: number; misses: number; missReasons: Record<string, number> };
       };
       const why = Object.entries(v.poolStats?.missReasons ?? {}).map(([k, n]) => `${n} ${k}`);
-      if (v.poolStats)
-        poolLine = `the service's pool over the whole bench: ${v.poolStats.hits} hits, ${v.poolStats.misses} misses${why.length ? `: ${why.join(', ')}` : ''}`;
+      const counts = v.poolStats ? `${v.poolStats.hits} hits, ${v.poolStats.misses} misses` : '';
+      if (v.poolStats) poolLine = `the service's pool over the whole bench: ${counts}${why.length ? `: ${why.join(', ')}` : ''}`;
     }
     const http = rows.find((r) => r.name.startsWith('cubicle serve'));
     if (http && !('skipped' in http))

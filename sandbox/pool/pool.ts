@@ -39,6 +39,9 @@ const POOL_OPTION_NAMES = ['size', 'options', 'maxStarting', 'retryDelayMs', 're
 export interface PoolStats {
   /** The pool's size: sandboxes it keeps waiting. */
   size: number;
+  /** How it refills: sandboxes made at once, and the quiet time a refill waits for (ms). */
+  maxStarting: number;
+  refillIdleMs: number;
   /** Waiting, ready for a run. */
   ready: number;
   /** Being made. */
@@ -187,6 +190,8 @@ class Pool implements SandboxPool {
     const starting = [...this.#all].filter((w) => w.state === 'starting').length;
     return {
       size: this.size,
+      maxStarting: this.#maxStarting,
+      refillIdleMs: this.#refillIdleMs,
       ready: this.#ready.length,
       starting,
       inUse: this.#inUse,

@@ -18,7 +18,16 @@ export interface Runner {
   /** Sandboxes kept ready, reported by /version (0 or absent: none). */
   size?: number;
   /** A warm pool's counters, reported by /version as `poolStats`. */
-  stats?(): { ready: number; starting: number; hits: number; misses: number; missReasons: Record<string, number>; failures: number };
+  stats?(): {
+    maxStarting: number;
+    refillIdleMs: number;
+    ready: number;
+    starting: number;
+    hits: number;
+    misses: number;
+    missReasons: Record<string, number>;
+    failures: number;
+  };
 }
 
 export const STATUSES = [

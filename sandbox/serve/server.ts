@@ -223,6 +223,8 @@ export function createServer(options: ServerOptions = {}): JudgeServer {
   };
 
   const poolCounters = (st: ReturnType<NonNullable<Runner['stats']>>): Record<string, unknown> => ({
+    maxStarting: st.maxStarting,
+    refillIdleMs: st.refillIdleMs,
     ready: st.ready,
     starting: st.starting,
     hits: st.hits,

@@ -533,6 +533,8 @@ describe('cubicle serve (the command)', () => {
       assert.ok(after.poolStats, '/version reports the pool counters');
       assert.equal(after.poolStats.hits! + after.poolStats.misses!, 1, 'the one run is counted as a hit or a miss');
       assert.ok(after.poolStats.ready! + after.poolStats.starting! <= 2);
+      assert.equal(after.poolStats.refillIdleMs, 30, 'the refill settings are reported');
+      assert.equal(after.poolStats.maxStarting, 1);
     } finally {
       const exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
       child.kill('SIGTERM');
