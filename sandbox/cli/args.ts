@@ -36,6 +36,9 @@ const RUN_FLAG_OF: Readonly<Record<string, string>> = {
   copyOut: '--copy-out',
   copyOutMax: '--copy-out-max',
   boxSize: '--box-size',
+  rootSize: '--root-size',
+  tmpSize: '--tmp-size',
+  shmSize: '--shm-size',
   rootfs: '--rootfs',
   writable: '--writable',
   'mounts[]': '--bind/--ro-bind/--tmpfs',
@@ -104,6 +107,9 @@ const RUN_FLAGS = {
   'copy-out': { type: 'string', multiple: true },
   'copy-out-max': { type: 'string' },
   'box-size': { type: 'string' },
+  'root-size': { type: 'string' },
+  'tmp-size': { type: 'string' },
+  'shm-size': { type: 'string' },
   'allow-host': { type: 'string', multiple: true },
   'allow-cidr': { type: 'string', multiple: true },
   publish: { type: 'string', multiple: true },
@@ -132,7 +138,7 @@ Options:
   --ro-bind SRC[:DST]    bind host path SRC read-only
   --tmpfs DST[:SIZE]     a fresh tmpfs at DST (SIZE like 64M; default 64M)
   --rootfs NAME|DIGEST   an image (cubicle image build) as the root instead of the host's /usr, read-only
-  --writable             with --rootfs: writes anywhere go to a 16M tmpfs overlay (API: rootSize), never to the cache
+  --writable             with --rootfs: writes anywhere go to a tmpfs overlay (--root-size), never to the cache
   --env K=V              set a variable inside (repeatable); nothing is inherited
   --cwd DIR              working directory inside (default /tmp)
   --hostname NAME        hostname inside (default cubicle)
@@ -167,6 +173,9 @@ Options:
                          symlink; a file refused (symlink, fifo, hard link, too large, missing) is named on stderr
   --copy-out-max SIZE    largest file --copy-out takes (default 64M)
   --box-size SIZE        size of /box, counted against --memory (default 64M)
+  --root-size SIZE       size of the root tmpfs, or with --rootfs --writable of its overlay (default 16M)
+  --tmp-size SIZE, --shm-size SIZE
+                         sizes of /tmp and /dev/shm (default 64M each; the ci policy gives /tmp 1G)
   --allow-host HOST:PORT with --network egress: allow this destination (repeatable; HOST resolved on the host now;
                          host.cubicle.internal:PORT is the host's loopback)
   --allow-cidr CIDR      with --network egress: allow an IPv4 network on every port (repeatable)
@@ -318,6 +327,9 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
   }
   if (v['copy-out-max'] !== undefined) options.copyOutMax = v['copy-out-max'];
   if (v['box-size'] !== undefined) options.boxSize = v['box-size'];
+  if (v['root-size'] !== undefined) options.rootSize = v['root-size'];
+  if (v['tmp-size'] !== undefined) options.tmpSize = v['tmp-size'];
+  if (v['shm-size'] !== undefined) options.shmSize = v['shm-size'];
   if (v.name !== undefined) options.name = v.name;
   if (v['allow-host']?.length) options.allowHosts = v['allow-host'];
   if (v['allow-cidr']?.length) options.allowCidrs = v['allow-cidr'];

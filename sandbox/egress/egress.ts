@@ -242,8 +242,10 @@ export const stackIfname = (n: ResolvedNetwork): string => (n.mode === 'private'
 /** slirp4netns's arguments; stage 0 replaces {init} (init's host pid) and {api} (the API socket's path). */
 export function stackArgs(n: ResolvedNetwork): string[] {
   const args = ['--configure', '--mtu=65520', '--enable-seccomp'];
-  // only published ports: no DNS forwarder, and the gateway never leads to the host's loopback
-  if (n.mode !== 'egress') args.push('--disable-dns', '--disable-host-loopback');
+  if (n.mode !== 'egress') args.push('--disable-dns');
+  // the host's loopback stays closed in the stack itself unless a HOST:PORT entry opens it (the rules close it too)
+  if (!n.allow.some((a) => a.address === EGRESS_LINK.gateway)) args.push('--disable-host-loopback');
+  // beside a private network: link-local addresses, which its subnet can never overlap
   if (n.mode === 'private') args.push(`--cidr=${PUBLISH_LINK.cidr}`);
   if (n.publish.length) args.push('--api-socket', '{api}');
   args.push('--userns-path=/proc/{init}/ns/user', '--netns-type=path', '/proc/{init}/ns/net', stackIfname(n));

@@ -262,6 +262,9 @@ __attribute__((noreturn)) void join_main(const struct plan *p);
 __attribute__((noreturn)) void stage_init_main(const struct plan *p, int from_parent_fd, int to_parent_fd,
                                                long long t0_us);
 __attribute__((noreturn)) void stage_exec_main(const struct plan *p, int exec_report_fd);
+/* The parent's side of exec_report_fd: reads the stage's reports until EOF, then closes `fd`. Sets *listener to
+ * the seccomp listener's fd (-1 without one); returns 1 if the stage failed (it wrote the error event), else 0. */
+int read_exec_reports(int fd, int *listener);
 
 ssize_t write_all(int fd, const void *buf, size_t len);
 

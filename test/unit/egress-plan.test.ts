@@ -49,6 +49,14 @@ describe('egress planning', () => {
       [{ execute: 'add_hostfwd', arguments: { proto: 'tcp', host_addr: '127.0.0.1', host_port: 8080, guest_port: 80 } }],
     );
     assert.deepEqual(stackArgs({ ...n, mode: 'egress', publish: [] }).includes('--api-socket'), false);
+    // the stack keeps the host's loopback shut unless host.cubicle.internal:PORT is allowed (besides the rules)
+    assert.ok(stackArgs({ ...n, mode: 'egress', publish: [] }).includes('--disable-host-loopback'));
+    const open = stackArgs({
+      ...n,
+      mode: 'egress',
+      allow: [{ address: '10.0.2.2', prefix: 32, port: 4873, given: 'host.cubicle.internal:4873' }],
+    });
+    assert.ok(!open.includes('--disable-host-loopback'));
   });
 
   it('on a private network: pub0 on a link-local /24 no subnet can take; eth0 (peers) open, the stack only answers', () => {
