@@ -156,7 +156,8 @@ export interface SandboxOptions {
   allowHosts?: readonly string[];
   /** With network 'egress': IPv4 networks ("10.1.0.0/16") allowed on every port. */
   allowCidrs?: readonly string[];
-  /** Host ports bound on 127.0.0.1 only, forwarded to ports inside: "HOSTPORT:SANDBOXPORT" or { hostPort, sandboxPort }. */
+  /** Host ports bound on 127.0.0.1 only, forwarded to ports inside: "HOSTPORT:SANDBOXPORT" or { hostPort, sandboxPort };
+   *  with any network (on a private one the stack sits beside its eth0 and lets only replies out). */
   publish?: readonly (string | { hostPort: number; sandboxPort: number })[];
   /** A writable home of this size: a tmpfs owned by the sandbox's user at /home/USERNAME, and HOME points there. */
   homeSize?: number | string;

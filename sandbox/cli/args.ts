@@ -180,7 +180,8 @@ Options:
                          host.cubicle.internal:PORT is the host's loopback)
   --allow-cidr CIDR      with --network egress: allow an IPv4 network on every port (repeatable)
   --publish HOSTPORT:SANDBOXPORT
-                         forward 127.0.0.1:HOSTPORT on the host to SANDBOXPORT inside (repeatable; TCP)
+                         forward 127.0.0.1:HOSTPORT on the host to SANDBOXPORT inside (repeatable; TCP; with
+                         any --network, a private one included)
   --home-size SIZE       a writable HOME of its own, a tmpfs of SIZE at /home/USER (the ci policy sets 512M)
   --stdin FILE           read stdin from FILE (never through a symlink; /dev/null: empty)
   --stdout FILE          write stdout to FILE; --stderr FILE likewise (never through a symlink;

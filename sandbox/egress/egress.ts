@@ -1,6 +1,7 @@
-// The sandbox's network: `none` (only lo, the default) or `egress` (a user-mode stack, slirp4netns, with an allowlist
-// loaded into the sandbox's network namespace before the payload starts), and published ports. Validates the
-// options, resolves allowed names to addresses on the host, and renders the stack's arguments and the ruleset.
+// The sandbox's network: `none` (only lo, the default), `egress` (a user-mode stack, slirp4netns, with an allowlist
+// loaded into the sandbox's network namespace before the payload starts) or a private network, and published ports
+// (the same stack with nothing allowed out). Validates the options, resolves allowed names to addresses on the host,
+// and renders the stack's arguments and the ruleset.
 import { execFileSync } from 'node:child_process';
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
@@ -16,6 +17,20 @@ export const EGRESS_LINK = {
   /** The stack's DNS forwarder (to the host's nameservers). */
   dns: '10.0.2.3',
 } as const;
+
+/** The link of a stack that only publishes ports for a sandbox on a private network: an interface of its own beside
+ *  the network's `eth0`, and link-local addresses, which a private network's subnet can never overlap (network subnets
+ *  refuse 169.254.0.0/16). Its default route takes only what the subnet's own route does not, and the ruleset
+ *  refuses all of that. */
+export const PUBLISH_LINK = {
+  ifname: 'pub0',
+  cidr: '169.254.2.0/24',
+  address: '169.254.2.100',
+  prefix: 24,
+  gateway: '169.254.2.2',
+} as const;
+/** A private network's link inside (made by stage 0 as a veth pair). */
+export const NETWORK_IFNAME = 'eth0';
 
 /** The name inside for the host's loopback (reachable only on allowed ports). */
 export const HOST_ALIAS = 'host.cubicle.internal';
@@ -42,7 +57,8 @@ export interface PublishedPort {
 }
 
 export interface ResolvedNetwork {
-  mode: 'none' | 'egress';
+  /** 'private': a private network (its name is in ResolvedOptions.network); a stack only for published ports. */
+  mode: 'none' | 'egress' | 'private';
   allow: AllowRule[];
   publish: PublishedPort[];
   /** Host programs: the stack and nft (present when a stack runs: egress, or published ports). */
@@ -192,16 +208,14 @@ export function resolveNetwork(
   const allow = [...hosts.flatMap(allowHost), ...cidrs.map(allowCidr)];
   if (allow.length > MAX_RULES) fail('allowHosts', `at most ${MAX_RULES} allowed addresses; give a CIDR for a range`);
   const publish = list('publish', o.publish).map(publishSpec);
-  // a private network (any other name, checked by the caller) has no stack: its sandboxes reach only each other
-  if (publish.length && network !== NETWORK_NONE && network !== NETWORK_EGRESS)
-    fail('publish', `publish needs network '${NETWORK_NONE}' or '${NETWORK_EGRESS}': a private network's sandboxes reach only each other`);
   const seen = new Set<number>();
   for (const p of publish) {
     if (seen.has(p.hostPort)) fail('publish', `publish names host port ${p.hostPort} twice`);
     seen.add(p.hostPort);
   }
-  const mode = network === NETWORK_EGRESS ? 'egress' : 'none';
-  if (mode === 'none' && !publish.length) return { mode, allow, publish };
+  // a private network (any other name, checked by the caller) gets a stack only for published ports
+  const mode = network === NETWORK_EGRESS ? 'egress' : network === NETWORK_NONE ? 'none' : 'private';
+  if (mode !== 'egress' && !publish.length) return { mode, allow, publish };
   const program = hostProgram('slirp4netns');
   if (!program)
     throw new SandboxHostError(
@@ -222,14 +236,19 @@ export function resolveNetwork(
   return { mode, allow, publish, stack: { program, nft } };
 }
 
+/** The stack's interface inside: egress's `eth0`, or beside a private network's `eth0` its own. */
+export const stackIfname = (n: ResolvedNetwork): string => (n.mode === 'private' ? PUBLISH_LINK.ifname : EGRESS_LINK.ifname);
+
 /** slirp4netns's arguments; stage 0 replaces {init} (init's host pid) and {api} (the API socket's path). */
 export function stackArgs(n: ResolvedNetwork): string[] {
   const args = ['--configure', '--mtu=65520', '--enable-seccomp'];
   if (n.mode !== 'egress') args.push('--disable-dns');
   // the host's loopback stays closed in the stack itself unless a HOST:PORT entry opens it (the rules close it too)
   if (!n.allow.some((a) => a.address === EGRESS_LINK.gateway)) args.push('--disable-host-loopback');
+  // beside a private network: link-local addresses, which its subnet can never overlap
+  if (n.mode === 'private') args.push(`--cidr=${PUBLISH_LINK.cidr}`);
   if (n.publish.length) args.push('--api-socket', '{api}');
-  args.push('--userns-path=/proc/{init}/ns/user', '--netns-type=path', '/proc/{init}/ns/net', EGRESS_LINK.ifname);
+  args.push('--userns-path=/proc/{init}/ns/user', '--netns-type=path', '/proc/{init}/ns/net', stackIfname(n));
   return args;
 }
 
@@ -245,20 +264,25 @@ export function stackRequests(n: ResolvedNetwork): string[] {
 
 /** The allowlist: loopback, segments after a connection's first, DNS to the forwarder, the allowed destinations;
  *  everything else is refused at once (TCP reset, ICMP administratively prohibited). The host's loopback (the
- *  gateway) only on allowed ports. */
+ *  gateway) only on allowed ports. On a private network: everything through the network's own link (its peers),
+ *  and through the stack only the published ports' replies. */
 export function egressRuleset(n: ResolvedNetwork): string {
   const L = EGRESS_LINK;
   // Stateless (no conntrack, whose TCP window tracking may call a segment of a healthy stream invalid, which would
   // end in the final reject): only a connection's first segment, a SYN without ACK, is judged; a later segment can
-  // only belong to a connection that was allowed (the payload has no raw sockets).
-  const r: string[] = ['oifname "lo" accept', 'tcp flags & (syn | ack) != syn accept'];
+  // only belong to a connection that was allowed (the payload has no raw sockets), or accepted from a published port.
+  const r: string[] = ['oifname "lo" accept'];
+  if (n.mode === 'private') r.push(`oifname "${NETWORK_IFNAME}" accept`);
+  r.push('tcp flags & (syn | ack) != syn accept');
   if (n.mode === 'egress') r.push(`ip daddr ${L.dns} meta l4proto { tcp, udp } th dport 53 accept`);
   const net = (a: AllowRule): string => (a.prefix === 32 ? a.address : `${a.address}/${a.prefix}`);
   for (const a of n.allow.filter((x) => x.port !== undefined))
     r.push(`ip daddr ${net(a)} meta l4proto { tcp, udp } th dport ${a.port} accept`);
   // a CIDR never opens the host's loopback or the forwarder: only HOST:PORT entries do
-  r.push(`ip daddr { ${L.gateway}, ${L.dns} } meta l4proto tcp reject with tcp reset`);
-  r.push(`ip daddr { ${L.gateway}, ${L.dns} } reject with icmpx type admin-prohibited`);
+  if (n.mode !== 'private') {
+    r.push(`ip daddr { ${L.gateway}, ${L.dns} } meta l4proto tcp reject with tcp reset`);
+    r.push(`ip daddr { ${L.gateway}, ${L.dns} } reject with icmpx type admin-prohibited`);
+  }
   for (const a of n.allow.filter((x) => x.port === undefined)) r.push(`ip daddr ${net(a)} accept`);
   r.push('meta l4proto tcp reject with tcp reset', 'reject with icmpx type admin-prohibited');
   return [

@@ -3,6 +3,10 @@
  * its interface inside has a default route, then loads the allowlist (an nftables ruleset) into the sandbox's
  * network namespace. Only then is init released, so the payload never runs without the link or the rules.
  *
+ * The watchdog that starts the stack is forked early, before stage 0 joins a private network's holder, and waits
+ * there for init's pid: the stack must live in the host's network namespace (a published port is a socket on the
+ * host's loopback), and once stage 0 is inside the holder's user namespace it can never return to the host's.
+ *
  * Lifetime: the stack runs under a small watchdog process that holds the read end of a pipe whose write end only
  * stage 0 holds. When stage 0 ends, however it ends (SIGKILL included), the pipe reports EOF and the watchdog
  * SIGKILLs the stack (and removes its API socket): a parent-death signal alone is not enough, since the stack
@@ -30,6 +34,7 @@
 
 static pid_t watchdog = -1;  /* the stack's parent */
 static int watchdog_pipe = -1; /* stage 0's end: closing it stops the stack */
+static int stack_err_fd = -1;  /* what the stack (or the watchdog) wrote, until the link is up */
 static char api_dir[64], api_path[96]; /* the stack's API socket, in a directory of stage 0's own */
 
 static void remove_api_socket(void) {
@@ -86,9 +91,28 @@ static void read_err(int fd, char *buf, size_t size) {
     if (buf[i] == '\t') buf[i] = ' ';
 }
 
-/* The watchdog: starts the stack, then waits for stage 0's pipe to close (or the stack to end), and kills it. */
-static __attribute__((noreturn)) void watchdog_main(const char *const *argv, int from_parent, int report_w) {
+/* `arg` with {init} and {api} replaced. */
+static const char *expand(const char *arg, const char *pid, const char *api);
+
+/* The watchdog: reads init's pid from stage 0's pipe (EOF first: the sandbox never started), starts the stack, then
+ * waits for that pipe to close (or the stack to end), and kills it. */
+static __attribute__((noreturn)) void watchdog_main(const struct plan *p, int from_parent, int report_w) {
   prctl(PR_SET_NAME, "cubicle-netwatch", 0, 0, 0);
+  pid_t init = 0;
+  ssize_t got;
+  while ((got = read(from_parent, &init, sizeof init)) < 0 && errno == EINTR) {}
+  if (got != (ssize_t)sizeof init || init <= 0) {
+    remove_api_socket();
+    _exit(0);
+  }
+  char pid[16];
+  snprintf(pid, sizeof pid, "%d", (int)init);
+  size_t n = 0;
+  while (p->stack_args[n]) n++;
+  const char **argv = calloc(n + 2, sizeof *argv);
+  if (!argv) _exit(126);
+  argv[0] = p->stack_program;
+  for (size_t i = 0; i < n; i++) argv[i + 1] = expand(p->stack_args[i], pid, api_path);
   int err[2];
   if (pipe2(err, O_CLOEXEC) < 0) _exit(126);
   pid_t stack = fork();
@@ -213,7 +237,6 @@ static __attribute__((noreturn)) void rules_main(const struct plan *p, pid_t ini
   _exit(127);
 }
 
-/* `arg` with {init} and {api} replaced. */
 static const char *expand(const char *arg, const char *pid, const char *api) {
   if (!strchr(arg, '{')) return arg;
   size_t cap = strlen(arg) + 1;
@@ -266,43 +289,43 @@ static void api_request(const struct plan *p, const char *request) {
   }
 }
 
-void egress_start_from_parent(const struct plan *p, pid_t init) {
-  if (!p->stack_program) return;
+/* Forks the watchdog (which starts the stack once it has init's pid), from the host's namespaces. */
+void egress_prepare_from_parent(const struct plan *p) {
+  if (!p->stack_program || watchdog > 0) return;
   report_set_stage(CUB_STAGE_PARENT);
-  size_t n = 0;
   int wants_api = 0;
-  while (p->stack_args[n]) wants_api |= strstr(p->stack_args[n++], "{api}") != NULL;
+  for (size_t i = 0; p->stack_args[i]; i++) wants_api |= strstr(p->stack_args[i], "{api}") != NULL;
   if (wants_api || p->stack_api[0]) {
     snprintf(api_dir, sizeof api_dir, "/tmp/cubicle-net-XXXXXX");
     if (!mkdtemp(api_dir)) die_sys("mkdtemp", errno, "a directory for the network stack's API socket in /tmp");
     snprintf(api_path, sizeof api_path, "%s/api", api_dir);
   }
-  char pid[16];
-  snprintf(pid, sizeof pid, "%d", (int)init);
-  const char **argv = calloc(n + 2, sizeof *argv);
-  if (!argv) die_sys("calloc", ENOMEM, "network stack arguments");
-  argv[0] = p->stack_program;
-  for (size_t i = 0; i < n; i++) argv[i + 1] = expand(p->stack_args[i], pid, api_path);
-  argv[n + 1] = NULL;
-
-  int life[2], stack_err[2], rules_in[2], rules_err[2];
-  if (pipe2(life, O_CLOEXEC) < 0 || pipe2(stack_err, O_CLOEXEC) < 0 || pipe2(rules_in, O_CLOEXEC) < 0 || pipe2(rules_err, O_CLOEXEC) < 0)
-    die_sys("pipe2", errno, "pipes for the network stack");
+  int life[2], err[2];
+  if (pipe2(life, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) die_sys("pipe2", errno, "pipes for the network stack");
   watchdog = fork();
   if (watchdog < 0) die_sys("fork", errno, "starting the network stack");
   if (watchdog == 0) {
     close(life[1]);
-    close(stack_err[0]);
-    close(rules_in[0]), close(rules_in[1]), close(rules_err[0]), close(rules_err[1]);
-    watchdog_main(argv, life[0], stack_err[1]);
+    close(err[0]);
+    watchdog_main(p, life[0], err[1]);
   }
-  free(argv);
   close(life[0]);
-  close(stack_err[1]);
+  close(err[1]);
   watchdog_pipe = life[1];
+  stack_err_fd = err[0];
+}
 
-  wait_for_link(p, init, stack_err[0]);
-  close(stack_err[0]);
+void egress_start_from_parent(const struct plan *p, pid_t init) {
+  if (!p->stack_program) return;
+  egress_prepare_from_parent(p);
+  report_set_stage(CUB_STAGE_PARENT);
+  int rules_in[2], rules_err[2];
+  if (pipe2(rules_in, O_CLOEXEC) < 0 || pipe2(rules_err, O_CLOEXEC) < 0) die_sys("pipe2", errno, "pipes for the allowlist");
+  /* a watchdog that is gone already (EPIPE) shows up in wait_for_link as a stack that exited */
+  if (write_all(watchdog_pipe, &init, sizeof init) < 0 && errno != EPIPE) die_sys("write", errno, "starting the network stack");
+  wait_for_link(p, init, stack_err_fd);
+  close(stack_err_fd);
+  stack_err_fd = -1;
   for (size_t i = 0; p->stack_api[i]; i++) api_request(p, p->stack_api[i]);
 
   pid_t rules = fork();
@@ -335,7 +358,14 @@ void egress_start_from_parent(const struct plan *p, pid_t init) {
   }
 }
 
+void egress_close_in_child(void) {
+  if (watchdog_pipe >= 0) close(watchdog_pipe);
+  if (stack_err_fd >= 0) close(stack_err_fd);
+}
+
 void egress_stop_from_parent(void) {
+  if (stack_err_fd >= 0) close(stack_err_fd);
+  stack_err_fd = -1;
   if (watchdog_pipe >= 0) close(watchdog_pipe);
   watchdog_pipe = -1;
   if (watchdog > 0)

@@ -193,9 +193,12 @@ void net_iface_address(const char *name, uint32_t address, unsigned prefix);
 /* holder.c: a network's holder (the helper in holder mode) */
 __attribute__((noreturn)) void holder_main(const struct plan *p);
 
-/* egress.c: stage 0 starts the network stack and loads the allowlist before init is released; it stops the
- * stack once init is reaped (and the stack dies with stage 0 whatever ends it). */
+/* egress.c: stage 0 forks the stack's watchdog from the host's namespaces (prepare, before a holder join), starts
+ * the stack and loads the allowlist before init is released; it stops the stack once init is reaped (and the stack
+ * dies with stage 0 whatever ends it). Init closes stage 0's ends of the watchdog's pipes (close_in_child). */
+void egress_prepare_from_parent(const struct plan *p);
 void egress_start_from_parent(const struct plan *p, pid_t init);
+void egress_close_in_child(void);
 void egress_stop_from_parent(void);
 
 /* caps.c: run by the payload stage before exec */

@@ -532,8 +532,9 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
     return;
   }
   if (seen[CUB_OP_HOLDER_MAP]) die_msg("holder-map belongs to a holder plan");
-  if (seen[CUB_OP_NETWORK] && (seen[CUB_OP_NET_STACK] || seen[CUB_OP_NET_RULES]))
-    die_msg("a sandbox joins a private network or egress, not both");
+  /* on a private network, the stack only publishes ports, on an interface of its own beside the network's eth0 */
+  if (seen[CUB_OP_NETWORK] && p->stack_ifname && strcmp(p->stack_ifname, "eth0") == 0)
+    die_msg("on a private network the net-stack interface cannot be eth0 (the network's link inside)");
   if (!seen[CUB_OP_USERNS]) die_msg("the plan has no userns op");
   if (!seen[CUB_OP_ROOT] && !p->join) die_msg("the plan has no root op");
   if (p->image && p->image_writable == p->root_ro) die_msg("an image root is read-only (root-ro) unless it is writable, never both");

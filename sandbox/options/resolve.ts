@@ -76,8 +76,8 @@ export interface ResolvedOptions {
   box?: ResolvedBox;
   /** An image as the root (instead of the host view). */
   rootfs?: ResolvedRootfs;
-  /** Egress and published ports: the allowlist, the ports, the host programs that run them (mode 'none' on a private
-   *  network or none). */
+  /** Egress and published ports: the allowlist, the ports, the host programs that run them (mode 'private' on a
+   *  private network, 'none' on none). */
   egress: ResolvedNetwork;
   /** homeSize: a tmpfs of this size at HOME, owned by the sandbox's user. */
   home?: { path: string; size: number };

@@ -6,7 +6,7 @@ import type { ResolvedOptions } from '../options/resolve.js';
 import type { NotifyMode } from '../types.js';
 import { tmpfsInodes } from './limits.js';
 import { Op, type PlanOp } from './ops.js';
-import { EGRESS_LINK, egressRuleset, HOST_ALIAS, STACK_TIMEOUT_MS, stackArgs, stackRequests } from '../egress/egress.js';
+import { EGRESS_LINK, egressRuleset, HOST_ALIAS, STACK_TIMEOUT_MS, stackArgs, stackIfname, stackRequests } from '../egress/egress.js';
 
 /** Device nodes bound from the host's /dev (the rest of /dev is a fresh tmpfs). */
 const DEVICES = ['null', 'zero', 'full', 'random', 'urandom'];
@@ -68,7 +68,7 @@ function networkOps(o: ResolvedOptions): PlanOp[] {
   const n = o.egress;
   if (!n.stack) return [];
   return [
-    Op.netStack(n.stack.program, EGRESS_LINK.ifname, STACK_TIMEOUT_MS),
+    Op.netStack(n.stack.program, stackIfname(n), STACK_TIMEOUT_MS),
     ...stackArgs(n).map((a) => Op.netStackArg(a)),
     ...stackRequests(n).map((r) => Op.netApi(r)),
     Op.netRules(n.stack.nft, egressRuleset(n)),

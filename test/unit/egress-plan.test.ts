@@ -1,6 +1,7 @@
 // Egress planning (pure): the allowlist's order, the stack's arguments, the files a sandbox with egress gets.
 import { strict as assert } from 'node:assert';
-import { egressRuleset, stackArgs, stackRequests, type ResolvedNetwork } from '../../sandbox/egress/egress.js';
+import { egressRuleset, stackArgs, stackIfname, stackRequests, type ResolvedNetwork } from '../../sandbox/egress/egress.js';
+import { parseSubnet, SubnetError } from '../../sandbox/network/subnet.js';
 
 const stack = { program: '/usr/bin/slirp4netns', nft: '/usr/sbin/nft' };
 const rules = (n: ResolvedNetwork): string[] =>
@@ -56,5 +57,22 @@ describe('egress planning', () => {
       allow: [{ address: '10.0.2.2', prefix: 32, port: 4873, given: 'host.cubicle.internal:4873' }],
     });
     assert.ok(!open.includes('--disable-host-loopback'));
+  });
+
+  it('on a private network: pub0 on a link-local /24 no subnet can take; eth0 (peers) open, the stack only answers', () => {
+    const n: ResolvedNetwork = { mode: 'private', allow: [], publish: [{ hostPort: 8080, sandboxPort: 80 }], stack };
+    assert.equal(stackIfname(n), 'pub0');
+    assert.equal(stackIfname({ ...n, mode: 'egress' }), 'eth0');
+    const args = stackArgs(n);
+    assert.ok(args.includes('--cidr=169.254.2.0/24') && args.includes('--disable-host-loopback') && args.includes('--disable-dns'));
+    assert.equal(args.at(-1), 'pub0');
+    assert.throws(() => parseSubnet('169.254.2.0/24'), SubnetError, 'a network can never overlap the stack link');
+    assert.deepEqual(rules(n), [
+      'oifname "lo" accept',
+      'oifname "eth0" accept',
+      'tcp flags & (syn | ack) != syn accept',
+      'meta l4proto tcp reject with tcp reset',
+      'reject with icmpx type admin-prohibited',
+    ]);
   });
 });
