@@ -6,16 +6,15 @@
 //   --pool N          passed to `cubicle serve --pool N` (a warm pool, once the service wires one)
 //   --runner MODULE   a module whose default export creates a runner ({ run(cmd, options) } with runSandboxed's
 //                     signature, e.g. a warm pool): adds a "library via runner" row and a "serve via runner" row
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { connect, createServer as createNetServer } from 'node:net';
 import { cpus, release, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL, fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createServer, runSandboxed, type JudgeResult, type JudgeServer, type Runner, type SandboxOptions } from '../sandbox/index.js';
+import { freePort, missingForQueue, portOpen, startRedis, type LocalRedis } from '../test/helpers/loopback.js';
 import { BWRAP_FLAGS, percentile, which } from './runner.js';
 
 const CLI = fileURLToPath(new URL('../sandbox/cli/main.cjs', import.meta.url));
@@ -96,28 +95,6 @@ function feed(child: ChildProcess, what: string): Promise<void> {
     });
     child.stdin!.end(INPUT);
   });
-}
-
-async function freePort(): Promise<number> {
-  const srv = createNetServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-async function portOpen(port: number, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const ok = await new Promise<boolean>((r) => {
-      const s = connect(port, '127.0.0.1');
-      s.once('connect', () => (s.destroy(), r(true)));
-      s.once('error', () => r(false));
-    });
-    if (ok) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return false;
 }
 
 /** A go-judge /run body for the cached binary. */
@@ -270,9 +247,21 @@ async function main(): Promise<void> {
           `${r.vsSpawn.toFixed(2).padStart(7)} ${(r.vsBwrap?.toFixed(2) ?? '-').padStart(7)}`,
       );
     }
+    let poolLine = '';
+    if (args.pool) {
+      const v = (await (await fetch(`http://127.0.0.1:${port}/version`)).json()) as {
+        poolStats?: { hits: number; misses: number; missReasons: Record<string, number> };
+      };
+      const why = Object.entries(v.poolStats?.missReasons ?? {}).map(([k, n]) => `${n} ${k}`);
+      const counts = v.poolStats ? `${v.poolStats.hits} hits, ${v.poolStats.misses} misses` : '';
+      if (v.poolStats) poolLine = `the service's pool over the whole bench: ${counts}${why.length ? `: ${why.join(', ')}` : ''}`;
+    }
     const http = rows.find((r) => r.name.startsWith('cubicle serve'));
     if (http && !('skipped' in http))
-      log(`\ngoal: A+B over HTTP at most ${GOAL_RATIO}× a plain spawn (with the warm pool); measured ${http.vsSpawn}× without a pool`);
+      log(
+        `\ngoal: A+B over HTTP at most ${GOAL_RATIO}× a plain spawn (with the warm pool); measured ${http.vsSpawn.toFixed(2)}× ` +
+          (args.pool ? `with --pool ${args.pool}${poolLine ? ` (${poolLine})` : ''}` : 'without a pool'),
+      );
     if (args.json) process.stdout.write(`${JSON.stringify({ runs: args.runs, jobs: args.jobs, rows }, null, 2)}\n`);
   } finally {
     for (const c of cleanups.reverse()) await c();
@@ -302,19 +291,16 @@ async function throughput(p: Path, jobs: number, parallel: number): Promise<numb
 async function bullmqPath(body: unknown, srcDir: string, cleanups: (() => Promise<void> | void)[]): Promise<Path> {
   const name = 'cubicle worker via BullMQ';
   const skip = (why: string): Path => ({ name, samples: [], skipped: why, once: () => Promise.resolve() });
-  if (spawnSync('redis-server', ['--version']).error) return skip('redis-server is not installed');
+  const missing = missingForQueue();
+  if (missing) return skip(missing);
+  let redis: LocalRedis;
   try {
-    createRequire(createRequire(import.meta.url).resolve('bullmq')).resolve('ioredis');
-  } catch {
-    return skip("BullMQ's Redis client package 'ioredis' is not installed");
+    redis = await startRedis();
+  } catch (e) {
+    return skip((e as Error).message);
   }
-  const port = await freePort();
-  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-    stdio: 'ignore',
-  });
-  cleanups.push(() => void redis.kill('SIGTERM'));
-  if (!(await portOpen(port, 10_000))) return skip('redis-server did not start');
-  const url = `redis://127.0.0.1:${port}`;
+  cleanups.push(() => redis.stop());
+  const url = redis.url;
   const worker = spawn(process.execPath, [CLI, 'worker', '--redis', url, '--queue', 'bench', '--concurrency', '2', '--src-dir', srcDir], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });

@@ -64,8 +64,10 @@ export interface SandboxOptions {
   /** Hostname inside. Default: "cubicle". */
   hostname?: string;
   /**
-   * The network the sandbox joins: 'none' (the default: only `lo`) or the name of a private network made by
-   * `cubicle network create` (sandboxes on it reach each other by address and by name; nothing else).
+   * The network the sandbox joins: 'none' (the default: only `lo`); 'egress', the outside through a user-mode stack
+   * (slirp4netns) and an allowlist (allowHosts, allowCidrs) enforced inside the sandbox's network namespace, where
+   * everything else is refused at connect; or the name of a private network made by `cubicle network create`
+   * (sandboxes on it reach each other by address and by name; nothing else).
    */
   network?: string;
   /** The sandbox's name: 1-63 of [A-Za-z0-9_.-], starting with a letter or digit. It registers the running sandbox
@@ -149,6 +151,16 @@ export interface SandboxOptions {
   /** With rootfs: the payload may write anywhere in the image's tree; writes go to a tmpfs overlay (rootSize) and
    *  never reach the cache. */
   writable?: boolean;
+  /** With network 'egress': "HOST:PORT" destinations allowed (HOST resolved on the host at run start);
+   *  host.cubicle.internal:PORT is the host's loopback. */
+  allowHosts?: readonly string[];
+  /** With network 'egress': IPv4 networks ("10.1.0.0/16") allowed on every port. */
+  allowCidrs?: readonly string[];
+  /** Host ports bound on 127.0.0.1 only, forwarded to ports inside: "HOSTPORT:SANDBOXPORT" or { hostPort, sandboxPort };
+   *  with any network (on a private one the stack sits beside its eth0 and lets only replies out). */
+  publish?: readonly (string | { hostPort: number; sandboxPort: number })[];
+  /** A writable home of this size: a tmpfs owned by the sandbox's user at /home/USERNAME, and HOME points there. */
+  homeSize?: number | string;
 }
 
 /** Every option name, checked against SandboxOptions at compile time (a name missing here fails the build). */
@@ -193,7 +205,10 @@ export const OPTION_NAMES = [
   'copyOut',
   'copyOutMax',
   'boxSize',
-  'name',
+  'allowHosts',
+  'allowCidrs',
+  'publish',
+  'homeSize',
 ] as const satisfies readonly (keyof SandboxOptions)[];
 
 /** The options a policy may set as defaults (a call's own options win). */
@@ -209,6 +224,8 @@ export const POLICY_OPTION_NAMES = [
   'shmSize',
   'timeout',
   'limits',
+  'network',
+  'homeSize',
 ] as const satisfies readonly (keyof SandboxOptions)[];
 export type PolicyOptions = Pick<SandboxOptions, (typeof POLICY_OPTION_NAMES)[number]>;
 

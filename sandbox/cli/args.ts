@@ -36,9 +36,16 @@ const RUN_FLAG_OF: Readonly<Record<string, string>> = {
   copyOut: '--copy-out',
   copyOutMax: '--copy-out-max',
   boxSize: '--box-size',
+  rootSize: '--root-size',
+  tmpSize: '--tmp-size',
+  shmSize: '--shm-size',
   rootfs: '--rootfs',
   writable: '--writable',
   'mounts[]': '--bind/--ro-bind/--tmpfs',
+  allowHosts: '--allow-host',
+  allowCidrs: '--allow-cidr',
+  publish: '--publish',
+  homeSize: '--home-size',
   command: 'the command',
 };
 export const runFlagOf = (option: string): string | undefined => RUN_FLAG_OF[option];
@@ -100,6 +107,13 @@ const RUN_FLAGS = {
   'copy-out': { type: 'string', multiple: true },
   'copy-out-max': { type: 'string' },
   'box-size': { type: 'string' },
+  'root-size': { type: 'string' },
+  'tmp-size': { type: 'string' },
+  'shm-size': { type: 'string' },
+  'allow-host': { type: 'string', multiple: true },
+  'allow-cidr': { type: 'string', multiple: true },
+  publish: { type: 'string', multiple: true },
+  'home-size': { type: 'string' },
   stdin: { type: 'string' },
   stdout: { type: 'string' },
   stderr: { type: 'string' },
@@ -124,11 +138,13 @@ Options:
   --ro-bind SRC[:DST]    bind host path SRC read-only
   --tmpfs DST[:SIZE]     a fresh tmpfs at DST (SIZE like 64M; default 64M)
   --rootfs NAME|DIGEST   an image (cubicle image build) as the root instead of the host's /usr, read-only
-  --writable             with --rootfs: writes anywhere go to a 16M tmpfs overlay (API: rootSize), never to the cache
+  --writable             with --rootfs: writes anywhere go to a tmpfs overlay (--root-size), never to the cache
   --env K=V              set a variable inside (repeatable); nothing is inherited
   --cwd DIR              working directory inside (default /tmp)
   --hostname NAME        hostname inside (default cubicle)
-  --network NAME         join a private network (cubicle network create NAME); default none: only lo
+  --network NAME         none (default): only lo; egress: the outside through a user-mode stack, only where
+                         --allow-host/--allow-cidr allow (anything else is refused at connect); or a private
+                         network's name (cubicle network create NAME)
   --name SBX             the sandbox's name; on a network, later sandboxes on it resolve SBX (/etc/hosts)
   --uid N, --gid N       ids inside (default 1000)
   --host-uid N, --host-gid N
@@ -157,6 +173,16 @@ Options:
                          symlink; a file refused (symlink, fifo, hard link, too large, missing) is named on stderr
   --copy-out-max SIZE    largest file --copy-out takes (default 64M)
   --box-size SIZE        size of /box, counted against --memory (default 64M)
+  --root-size SIZE       size of the root tmpfs, or with --rootfs --writable of its overlay (default 16M)
+  --tmp-size SIZE, --shm-size SIZE
+                         sizes of /tmp and /dev/shm (default 64M each; the ci policy gives /tmp 1G)
+  --allow-host HOST:PORT with --network egress: allow this destination (repeatable; HOST resolved on the host now;
+                         host.cubicle.internal:PORT is the host's loopback)
+  --allow-cidr CIDR      with --network egress: allow an IPv4 network on every port (repeatable)
+  --publish HOSTPORT:SANDBOXPORT
+                         forward 127.0.0.1:HOSTPORT on the host to SANDBOXPORT inside (repeatable; TCP; with
+                         any --network, a private one included)
+  --home-size SIZE       a writable HOME of its own, a tmpfs of SIZE at /home/USER (the ci policy sets 512M)
   --stdin FILE           read stdin from FILE (never through a symlink; /dev/null: empty)
   --stdout FILE          write stdout to FILE; --stderr FILE likewise (never through a symlink;
                          /dev/null discards)
@@ -301,7 +327,14 @@ export function parseRunArgs(argv: readonly string[]): RunArgs & { help: boolean
   }
   if (v['copy-out-max'] !== undefined) options.copyOutMax = v['copy-out-max'];
   if (v['box-size'] !== undefined) options.boxSize = v['box-size'];
+  if (v['root-size'] !== undefined) options.rootSize = v['root-size'];
+  if (v['tmp-size'] !== undefined) options.tmpSize = v['tmp-size'];
+  if (v['shm-size'] !== undefined) options.shmSize = v['shm-size'];
   if (v.name !== undefined) options.name = v.name;
+  if (v['allow-host']?.length) options.allowHosts = v['allow-host'];
+  if (v['allow-cidr']?.length) options.allowCidrs = v['allow-cidr'];
+  if (v.publish?.length) options.publish = v.publish;
+  if (v['home-size'] !== undefined) options.homeSize = v['home-size'];
   if (v['max-buffer'] !== undefined) options.maxBuffer = /^\d+$/.test(v['max-buffer']) ? Number(v['max-buffer']) : v['max-buffer'];
   return {
     command: [...command],

@@ -1,6 +1,7 @@
 // The end-to-end half of the doctor's probes (here, beside the command, because they run sandboxes): real sandbox runs of /bin/true,
 // and probeHost(), which gathers them together with the host's state (probe.ts).
 import { performance } from 'node:perf_hooks';
+import { egressProblems } from '../egress/egress.js';
 import { runSandboxed } from '../api/run.js';
 import { createPool } from '../pool/pool.js';
 import { helperPathForMessages } from '../native/helper-path.js';
@@ -76,6 +77,7 @@ export async function probeHost(): Promise<HostFacts> {
     ...(process.env.CUBICLE_LIBSECCOMP ? { libseccompOverride: process.env.CUBICLE_LIBSECCOMP } : {}),
     cgroups: probeCgroups(),
     ...(euid.ok && euid.value !== 0 ? { subids: { ok: true as const, value: subidsFor(euid.value) } } : {}),
+    egress: { problems: egressProblems({ uid: process.geteuid!(), gid: process.getegid!() }) },
     helperPath: helperPathForMessages(),
     sandbox: await probeSandbox(),
   };

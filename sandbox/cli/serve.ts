@@ -56,6 +56,29 @@ function srcDirs(values: string[] | undefined): string[] {
   });
 }
 
+/**
+ * The flags of `serve` or `worker`: each of `names` takes a value, --src-dir DIR repeats, and -h/--help prints
+ * `usage` (then the result is null: the command is done). Neither takes arguments.
+ */
+function serviceFlags<K extends string>(
+  cmd: 'serve' | 'worker',
+  argv: string[],
+  names: readonly K[],
+  usage: string,
+): (Partial<Record<K, string>> & { 'src-dir'?: string[] }) | null {
+  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {};
+  for (const n of names) options[n] = { type: 'string' };
+  options['src-dir'] = { type: 'string', multiple: true };
+  options.help = { type: 'boolean', short: 'h' };
+  const { values, positionals } = parseFlags(argv, options);
+  if (values.help) {
+    process.stdout.write(usage);
+    return null;
+  }
+  if (positionals.length) throw new UsageError(`${cmd} takes no arguments, got "${positionals[0]}"`);
+  return values as Partial<Record<K, string>> & { 'src-dir'?: string[] };
+}
+
 const isLoopback = (host: string): boolean => host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 
 /** Closes `thing` on SIGINT/SIGTERM and resolves with the exit code. */
@@ -75,19 +98,8 @@ function untilSignal(close: () => Promise<void>): Promise<number> {
 }
 
 export async function cmdServe(argv: string[]): Promise<number> {
-  const { values, positionals } = parseFlags(argv, {
-    listen: { type: 'string' },
-    token: { type: 'string' },
-    pool: { type: 'string' },
-    parallelism: { type: 'string' },
-    'src-dir': { type: 'string', multiple: true },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(SERVE_USAGE);
-    return 0;
-  }
-  if (positionals.length) throw new UsageError(`serve takes no arguments, got "${positionals[0]}"`);
+  const values = serviceFlags('serve', argv, ['listen', 'token', 'pool', 'parallelism'], SERVE_USAGE);
+  if (!values) return 0;
   const { host, port } = parseListen(values.listen ?? '127.0.0.1:5050');
   const token = values.token ?? process.env.CUBICLE_SERVE_TOKEN;
   if (token !== undefined && token.length < 8) throw new UsageError('--token must be at least 8 characters');
@@ -126,18 +138,8 @@ export async function cmdServe(argv: string[]): Promise<number> {
 }
 
 export async function cmdWorker(argv: string[]): Promise<number> {
-  const { values, positionals } = parseFlags(argv, {
-    redis: { type: 'string' },
-    queue: { type: 'string' },
-    concurrency: { type: 'string' },
-    'src-dir': { type: 'string', multiple: true },
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) {
-    process.stdout.write(WORKER_USAGE);
-    return 0;
-  }
-  if (positionals.length) throw new UsageError(`worker takes no arguments, got "${positionals[0]}"`);
+  const values = serviceFlags('worker', argv, ['redis', 'queue', 'concurrency'], WORKER_USAGE);
+  if (!values) return 0;
   if (values.redis === undefined) throw new UsageError('--redis URL is required (e.g. redis://127.0.0.1:6379)');
   if (values.queue === undefined || values.queue === '') throw new UsageError('--queue NAME is required');
   const concurrency = count('--concurrency', values.concurrency, 1, 1, 1024);

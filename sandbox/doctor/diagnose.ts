@@ -755,6 +755,20 @@ function checkCgroups(f: HostFacts): DoctorCheck {
  * Every check, root causes first: the kernel, then the switches that refuse namespaces, then what confines this
  * process (seccomp, AppArmor, masked /proc), then libraries and limits, and last the end-to-end runs that show the symptoms.
  */
+/** Egress and published ports (optional features): a slirp4netns, an nft and a /dev/net/tun the caller may use. */
+function checkEgress(e: NonNullable<HostFacts['egress']>): DoctorCheck {
+  const id = 'egress';
+  const title = 'egress and published ports';
+  if (!e.problems.length) return { id, title, status: 'ok', detail: 'slirp4netns, nft and /dev/net/tun are usable' };
+  return {
+    id,
+    title,
+    status: 'warn',
+    detail: `${e.problems.map((p) => p.detail).join('; ')}: network 'egress' and publish fail until fixed (other runs are unaffected)`,
+    fix: e.problems.map((p) => p.fix).join('\n'),
+  };
+}
+
 export function diagnose(f: HostFacts): DoctorCheck[] {
   return [
     checkKernel(f),
@@ -769,6 +783,7 @@ export function diagnose(f: HostFacts): DoctorCheck[] {
     checkLibseccomp(f),
     checkCgroups(f),
     checkHostIds(f),
+    ...(f.egress ? [checkEgress(f.egress)] : []),
     checkSandbox(f),
     checkSandboxUnprivileged(f),
     checkPool(f),

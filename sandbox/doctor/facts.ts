@@ -131,6 +131,8 @@ export interface HostFacts {
   cgroups?: Fact<CgroupFacts>;
   /** For a rootless caller: the subordinate ids its sandboxes get host uids of their own from, or why none. */
   subids?: Fact<{ uid: { start: number; count: number }; newuidmap: string } | { reason: string }>;
+  /** What egress (`network: 'egress'`) and published ports lack for the caller, with fixes. Optional: older fact sets lack it. */
+  egress?: { problems: { detail: string; fix: string }[] };
   /** Where the C helper (the process that creates the namespaces) lives. */
   helperPath: string;
   /** The sandbox run as the caller. */

@@ -47,6 +47,12 @@ struct plan {
     unsigned long long inner, outer, count;
   } holder_maps[8];
   size_t nholder_maps;
+  /* egress: a user-mode network stack stage 0 starts on the host side, and the allowlist it loads first */
+  const char *stack_program, *stack_ifname;
+  long long stack_timeout_ms;
+  const char **stack_args; /* NULL-terminated; {init} and {api} are replaced by stage 0 */
+  const char **stack_api;  /* NULL-terminated: requests to the stack's API socket once the link is up */
+  const char *nft, *net_rules;
   const char *hostname;
   const char *cwd;
   const char *exec;
@@ -187,6 +193,14 @@ void net_iface_address(const char *name, uint32_t address, unsigned prefix);
 /* holder.c: a network's holder (the helper in holder mode) */
 __attribute__((noreturn)) void holder_main(const struct plan *p);
 
+/* egress.c: stage 0 forks the stack's watchdog from the host's namespaces (prepare, before a holder join), starts
+ * the stack and loads the allowlist before init is released; it stops the stack once init is reaped (and the stack
+ * dies with stage 0 whatever ends it). Init closes stage 0's ends of the watchdog's pipes (close_in_child). */
+void egress_prepare_from_parent(const struct plan *p);
+void egress_start_from_parent(const struct plan *p, pid_t init);
+void egress_close_in_child(void);
+void egress_stop_from_parent(void);
+
 /* caps.c: run by the payload stage before exec */
 void caps_drop_all(void);
 /* capset to all-zero: effective, permitted, inheritable */
@@ -248,6 +262,9 @@ __attribute__((noreturn)) void join_main(const struct plan *p);
 __attribute__((noreturn)) void stage_init_main(const struct plan *p, int from_parent_fd, int to_parent_fd,
                                                long long t0_us);
 __attribute__((noreturn)) void stage_exec_main(const struct plan *p, int exec_report_fd);
+/* The parent's side of exec_report_fd: reads the stage's reports until EOF, then closes `fd`. Sets *listener to
+ * the seccomp listener's fd (-1 without one); returns 1 if the stage failed (it wrote the error event), else 0. */
+int read_exec_reports(int fd, int *listener);
 
 ssize_t write_all(int fd, const void *buf, size_t len);
 

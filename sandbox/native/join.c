@@ -312,17 +312,8 @@ void join_main(const struct plan *p) {
   if (j.child < 0) die_sys("clone", errno, "starting the command inside the sandbox");
   if (j.child == 0) join_child(p, report[1]);
   close(report[1]);
-  int listener = -1, failed = 0;
-  for (;;) {
-    struct init_msg m;
-    ssize_t n = read(report[0], &m, sizeof m);
-    if (n < 0 && errno == EINTR) continue;
-    if (n != (ssize_t)sizeof m) break;
-    if (m.kind == MSG_LISTENER) listener = m.fd;
-    else failed = 1;
-  }
-  close(report[0]);
-  if (failed) {
+  int listener;
+  if (read_exec_reports(report[0], &listener)) {
     waitpid(j.child, NULL, 0);
     _exit(CUB_EXIT_SETUP_FAILED); /* the child wrote the error event */
   }

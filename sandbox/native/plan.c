@@ -292,6 +292,24 @@ static void check_op(struct plan *p, struct op *op, int *seen, enum plan_part pa
     p->holder_maps[p->nholder_maps++].count = count;
     break;
   }
+  case CUB_OP_NET_STACK:
+    if (seen[CUB_OP_NET_STACK]) die_op(op, NULL, 0, "net-stack given twice");
+    check_path(a[CUB_ARG_NET_STACK_PROGRAM], op);
+    if (!*a[CUB_ARG_NET_STACK_IFNAME] || strlen(a[CUB_ARG_NET_STACK_IFNAME]) >= 16 || strchr(a[CUB_ARG_NET_STACK_IFNAME], '/'))
+      die_op(op, NULL, 0, "net-stack interface name must be 1-15 bytes without '/'");
+    p->stack_program = a[CUB_ARG_NET_STACK_PROGRAM];
+    p->stack_ifname = a[CUB_ARG_NET_STACK_IFNAME];
+    p->stack_timeout_ms = (long long)parse_num(a[CUB_ARG_NET_STACK_TIMEOUT_MS], 600000, op, "net-stack timeout");
+    break;
+  case CUB_OP_NET_STACK_ARG: /* collected by plan_read */
+  case CUB_OP_NET_API:
+    break;
+  case CUB_OP_NET_RULES:
+    if (seen[CUB_OP_NET_RULES]) die_op(op, NULL, 0, "net-rules given twice");
+    check_path(a[CUB_ARG_NET_RULES_NFT], op);
+    p->nft = a[CUB_ARG_NET_RULES_NFT];
+    p->net_rules = a[CUB_ARG_NET_RULES_RULESET];
+    break;
   case CUB_OP_CWD:
     check_path(a[CUB_ARG_CWD_PATH], op);
     p->cwd = a[CUB_ARG_CWD_PATH];
@@ -441,7 +459,8 @@ static void parse_ops(struct plan *p, char *buf, size_t len, unsigned index, enu
   if (strcmp(tok[1], want) != 0)
     die_msg("plan protocol version '%s' is not supported (the helper speaks %s); rebuild with npm run build", tok[1], want);
 
-  struct vec argv = {.items = &p->argv}, envv = {.items = &p->envp}, search = {.items = &p->search};
+  struct vec argv = {.items = &p->argv}, envv = {.items = &p->envp}, search = {.items = &p->search}, stack = {.items = &p->stack_args},
+             api = {.items = &p->stack_api};
   unsigned first = index;
   int ended = 0;
   while (cur < endp) {
@@ -465,6 +484,8 @@ static void parse_ops(struct plan *p, char *buf, size_t len, unsigned index, enu
     if (op.code == CUB_OP_END) ended = 1, p->run_index_base = op.index;
     if (op.code == CUB_OP_ARG) vec_push(&argv, op.a[CUB_ARG_ARG_VALUE]);
     if (op.code == CUB_OP_SEARCH) vec_push(&search, op.a[CUB_ARG_SEARCH_DIR]);
+    if (op.code == CUB_OP_NET_STACK_ARG) vec_push(&stack, op.a[CUB_ARG_NET_STACK_ARG_VALUE]);
+    if (op.code == CUB_OP_NET_API) vec_push(&api, op.a[CUB_ARG_NET_API_REQUEST]);
     if (op.code == CUB_OP_ENV) {
       const char *kv = op.a[CUB_ARG_ENV_KEY_EQUALS_VALUE];
       if (!strchr(kv, '=') || kv[0] == '=') die_op(&op, NULL, 0, "env entry is not KEY=VALUE");
@@ -482,6 +503,10 @@ static void check_payload(struct plan *p, const int *seen) {
   static const char *empty[1] = {NULL};
   if (!p->envp) p->envp = empty;
   if (!p->search) p->search = empty;
+  if (!p->stack_args) p->stack_args = empty;
+  if (!p->stack_api) p->stack_api = empty;
+  /* the stack never runs without the allowlist, nor the allowlist without a stack to guard */
+  if (!p->stack_program != !p->nft) die_msg("net-stack and net-rules come together (egress never runs without its allowlist)");
   if (!p->cwd) p->cwd = "/";
   if (p->notify_mode != CUB_NOTIFY_NONE && p->bpf_len == 0) die_msg("seccomp notify mode %s needs a seccomp program on fd %d", CUB_NOTIFY_MODE_NAMES[p->notify_mode], CUB_FD_BPF);
 }
@@ -507,6 +532,9 @@ void plan_read(struct plan *p, int plan_fd, int bpf_fd) {
     return;
   }
   if (seen[CUB_OP_HOLDER_MAP]) die_msg("holder-map belongs to a holder plan");
+  /* on a private network, the stack only publishes ports, on an interface of its own beside the network's eth0 */
+  if (seen[CUB_OP_NETWORK] && p->stack_ifname && strcmp(p->stack_ifname, "eth0") == 0)
+    die_msg("on a private network the net-stack interface cannot be eth0 (the network's link inside)");
   if (!seen[CUB_OP_USERNS]) die_msg("the plan has no userns op");
   if (!seen[CUB_OP_ROOT] && !p->join) die_msg("the plan has no root op");
   if (p->image && p->image_writable == p->root_ro) die_msg("an image root is read-only (root-ro) unless it is writable, never both");

@@ -85,6 +85,21 @@ static __attribute__((noreturn)) void exec_payload(const struct plan *p) {
   die_sys("execve", saved, "%s (searched the sandbox's PATH)", p->exec);
 }
 
+int read_exec_reports(int fd, int *listener) {
+  int failed = 0;
+  *listener = -1;
+  for (;;) {
+    struct init_msg m;
+    ssize_t n = read(fd, &m, sizeof m);
+    if (n < 0 && errno == EINTR) continue;
+    if (n != (ssize_t)sizeof m) break;
+    if (m.kind == MSG_LISTENER) *listener = m.fd;
+    else failed = 1;
+  }
+  close(fd);
+  return failed;
+}
+
 void stage_exec_main(const struct plan *p, int exec_report_fd) {
   report_set_stage(CUB_STAGE_EXEC);
   report_set_failure_fd(exec_report_fd);

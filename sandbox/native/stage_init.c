@@ -207,17 +207,8 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   close(exec_pipe[1]);
 
   /* The stage reported its listener, or a failure (and then it has exited); EOF ends its reports. */
-  int listener = -1, failed = 0;
-  for (;;) {
-    struct init_msg m;
-    ssize_t n = read(exec_pipe[0], &m, sizeof m);
-    if (n < 0 && errno == EINTR) continue;
-    if (n != (ssize_t)sizeof m) break;
-    if (m.kind == MSG_LISTENER) listener = m.fd;
-    else failed = 1;
-  }
-  close(exec_pipe[0]);
-  if (failed) {
+  int listener;
+  if (read_exec_reports(exec_pipe[0], &listener)) {
     kill(-1, SIGKILL);
     while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {}
     struct init_msg f = {.kind = MSG_FAILED};

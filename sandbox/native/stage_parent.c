@@ -239,6 +239,7 @@ static void start_init(struct parent *s) {
     if (s->oom_fd >= 0) close(s->oom_fd);
     if (s->join_fd >= 0) close(s->join_fd);
     if (s->holder_fd >= 0) close(s->holder_fd);
+    egress_close_in_child();
     close(s->to_init);
     close(s->from_init);
     close(CUB_FD_CONTROL);
@@ -507,16 +508,19 @@ int main(int argc, char **argv) {
   mount_prepare_idmaps(&plan); /* as root, before the namespaces exist */
   s.join_fd = join_listen_from_parent(&plan); /* bound before any id change, in the owner's directory */
   if (plan.has_host_ids) become_host_user(&plan);
+  egress_prepare_from_parent(&plan); /* the stack's watchdog, from the host's namespaces (before any holder join) */
   if (plan.net_socket) s.holder_fd = net_join_holder_from_parent(&plan); /* the sandbox's namespaces become the holder's children */
   start_init(&s); /* init waits for the go byte */
   read_ns_ids(&s);
   if (s.join_fd >= 0) join_open_ns_from_parent(s.init, s.ns_fds);
   userns_write_maps_from_parent(&plan, s.init);
   net_attach_from_parent(&plan, s.init);
+  egress_start_from_parent(&plan, s.init); /* the link and its allowlist exist before anything inside runs */
   release_init(&s);
   drop_to_outer_ids(&plan);
   make_undumpable();
   supervise(&s);
+  egress_stop_from_parent();
   drain_init(&s);
   report_outcome(&s);
   return CUB_EXIT_OK;

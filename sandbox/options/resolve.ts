@@ -18,6 +18,7 @@ import { callerStackLimit, checkExecSize } from './exec-size.js';
 import { OPTION_NAMES, type CgroupChoice, type PolicyOptions, type SandboxOptions, type TerminalSize } from '../types.js';
 import { parseSize } from '../units.js';
 import { nodeStream, resolvePackage } from '../lazy-require.js';
+import { NETWORK_EGRESS, NETWORK_NONE, resolveNetwork, type ResolvedNetwork } from '../egress/egress.js';
 
 export interface ResolvedMount {
   type: 'bind' | 'tmpfs';
@@ -75,6 +76,11 @@ export interface ResolvedOptions {
   box?: ResolvedBox;
   /** An image as the root (instead of the host view). */
   rootfs?: ResolvedRootfs;
+  /** Egress and published ports: the allowlist, the ports, the host programs that run them (mode 'private' on a
+   *  private network, 'none' on none). */
+  egress: ResolvedNetwork;
+  /** homeSize: a tmpfs of this size at HOME, owned by the sandbox's user. */
+  home?: { path: string; size: number };
 }
 
 /** Names of sandboxes and networks. */
@@ -369,7 +375,7 @@ function checkSandboxName(v: unknown): string {
 /** A private network's name (whether it exists is checked when the run starts). */
 function checkNetworkOption(v: unknown, runAs: boolean): string {
   if (typeof v !== 'string' || !SANDBOX_NAME.test(v))
-    fail('network', `network ${JSON.stringify(v)} must be 'none' or a network's name (1-63 of letters, digits, '_', '.' or '-')`);
+    fail('network', `network ${JSON.stringify(v)} must be 'none', 'egress' or a network's name (1-63 of letters, digits, '_', '.' or '-')`);
   if (runAs) fail('network', 'network cannot be combined with runAs: a network belongs to the user who made it, so run as that user');
   return v as string;
 }
@@ -392,7 +398,6 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     }
   }
   env.PATH ??= DEFAULT_PATH;
-  env.HOME ??= '/tmp';
 
   const uid = checkId('uid', o.uid, 1000);
   const gid = checkId('gid', o.gid, 1000);
@@ -441,12 +446,18 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
   const username = o.username === undefined ? (uid === 0 ? 'root' : 'sandbox') : String(o.username);
   if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(username)) fail('username', `username "${username}" must match [a-z_][a-z0-9_-]{0,31}`);
 
+  const home = o.homeSize === undefined ? undefined : { path: `/home/${username}`, size: checkSize('homeSize', o.homeSize, 0) };
+  if (home && home.size < 4096) fail('homeSize', 'homeSize must be at least 4096 bytes');
+  env.HOME ??= home?.path ?? '/tmp';
   const hostname = o.hostname === undefined ? 'cubicle' : String(o.hostname);
   if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/.test(hostname))
     fail('hostname', `hostname "${hostname}" must be 1-63 letters, digits, '.' or '-'`);
 
   const name = o.name === undefined ? undefined : checkSandboxName(o.name);
-  const network = o.network === undefined || o.network === 'none' ? undefined : checkNetworkOption(o.network, runAs !== undefined);
+  const network =
+    o.network === undefined || o.network === NETWORK_NONE || o.network === NETWORK_EGRESS
+      ? undefined
+      : checkNetworkOption(o.network, runAs !== undefined);
 
   if (o.mounts !== undefined && !Array.isArray(o.mounts)) fail('mounts', 'mounts must be an array');
   const mounts = ((o.mounts as unknown[]) ?? []).map(checkMount);
@@ -536,6 +547,8 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     ...(o.cgroupParent !== undefined ? { cgroupParent: checkHostDir('cgroupParent', o.cgroupParent) } : {}),
     ...(box ? { box } : {}),
     ...(rootfs ? { rootfs } : {}),
+    egress: resolveNetwork(o, runAs ?? { uid: process.geteuid!(), gid: process.getegid!() }),
+    ...(home ? { home } : {}),
   };
 }
 

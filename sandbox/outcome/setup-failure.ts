@@ -42,6 +42,11 @@ function hintFor(
   const sys = e.syscall;
   if (e.stage === 'parent' && (sys === 'clone' || sys === 'clone3'))
     return hostDiagnosis ?? 'the kernel refused new namespaces; run `npx cubicle doctor` for a diagnosis of this host';
+  if (e.stage === 'parent' && /^egress: /.test(e.msg))
+    return (
+      'the network stack (slirp4netns) or nft failed for this sandbox, so it did not start (egress never runs without ' +
+      'its allowlist); check that slirp4netns and nftables are installed and /dev/net/tun is usable by this user'
+    );
   if (e.stage === 'userns' && /newuidmap|newgidmap/.test(e.msg))
     return (
       "the caller's subordinate ids (/etc/subuid, /etc/subgid) could not be mapped; check that its ranges there are " +

@@ -6,6 +6,7 @@ import type { ResolvedOptions } from '../options/resolve.js';
 import type { NotifyMode } from '../types.js';
 import { tmpfsInodes } from './limits.js';
 import { Op, type PlanOp } from './ops.js';
+import { EGRESS_LINK, egressRuleset, HOST_ALIAS, STACK_TIMEOUT_MS, stackArgs, stackIfname, stackRequests } from '../egress/egress.js';
 
 /** Device nodes bound from the host's /dev (the rest of /dev is a fresh tmpfs). */
 const DEVICES = ['null', 'zero', 'full', 'random', 'urandom'];
@@ -28,7 +29,14 @@ function group(o: ResolvedOptions): string {
 
 /** Inside paths of every tmpfs the plan mounts (their pages count as the sandbox's memory). */
 export function tmpfsPaths(o: ResolvedOptions): string[] {
-  return ['/', '/dev/shm', '/tmp', ...(o.box ? [BOX_DIR] : []), ...o.mounts.filter((m) => m.type === 'tmpfs').map((m) => m.target)];
+  return [
+    '/',
+    '/dev/shm',
+    '/tmp',
+    ...(o.box ? [BOX_DIR] : []),
+    ...(o.home ? [o.home.path] : []),
+    ...o.mounts.filter((m) => m.type === 'tmpfs').map((m) => m.target),
+  ];
 }
 
 /** The files option's contents, back to back: the sealed blob the helper reads them from (fd `files`). */
@@ -55,6 +63,18 @@ function terminalDevices(): PlanOp[] {
   return [Op.devpts('/dev/pts'), Op.symlink('pts/ptmx', '/dev/ptmx'), Op.bind('/dev/tty', '/dev/tty', 'dev')];
 }
 
+/** The user-mode stack and its allowlist, when the sandbox has egress or published ports (stage 0 runs them). */
+function networkOps(o: ResolvedOptions): PlanOp[] {
+  const n = o.egress;
+  if (!n.stack) return [];
+  return [
+    Op.netStack(n.stack.program, stackIfname(n), STACK_TIMEOUT_MS),
+    ...stackArgs(n).map((a) => Op.netStackArg(a)),
+    ...stackRequests(n).map((r) => Op.netApi(r)),
+    Op.netRules(n.stack.nft, egressRuleset(n)),
+  ];
+}
+
 /** Depth of an inside path, so parents are mounted before what goes below them. */
 const depth = (p: string): number => (p === '/' ? 0 : p.split('/').length - 1);
 
@@ -73,7 +93,10 @@ export function buildPlan(o: ResolvedOptions, hostView: readonly PlanOp[], notif
   ops.push(...hostView);
   ops.push(Op.file('/etc/passwd', passwd(o)), Op.file('/etc/group', group(o)));
   ops.push(Op.file('/etc/hostname', `${o.hostname}\n`));
-  ops.push(Op.file('/etc/hosts', `127.0.0.1\tlocalhost ${o.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`));
+  const egress = o.egress.mode === 'egress';
+  const hostAlias = egress ? `${EGRESS_LINK.gateway}\t${HOST_ALIAS}\n` : '';
+  ops.push(Op.file('/etc/hosts', `127.0.0.1\tlocalhost ${o.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n${hostAlias}`));
+  if (egress) ops.push(Op.file('/etc/resolv.conf', `nameserver ${EGRESS_LINK.dns}\noptions timeout:2 attempts:2\n`));
 
   const inodes = tmpfsInodes(o.limits.memoryBytes);
   ops.push(Op.tmpfs('/dev', 64 << 10, 0o755, 64));
@@ -86,6 +109,7 @@ export function buildPlan(o: ResolvedOptions, hostView: readonly PlanOp[], notif
   ops.push(Op.proc('/proc'));
   ops.push(Op.tmpfs('/tmp', o.tmpSize, 0o1777, inodes));
   ops.push(...boxOps(o, inodes));
+  if (o.home) ops.push(Op.dir('/home'), Op.tmpfs(o.home.path, o.home.size, 0o755, inodes));
 
   const mounts = [...o.mounts].sort((a, b) => depth(a.target) - depth(b.target));
   for (const m of mounts) {
@@ -94,7 +118,7 @@ export function buildPlan(o: ResolvedOptions, hostView: readonly PlanOp[], notif
     else ops.push(Op.bind(m.source!, m.target, `${m.readOnly ? 'ro' : 'rw'}${m.noexec ? '-noexec' : ''}`));
   }
   if (!o.rootfs?.writable) ops.push(Op.rootReadOnly()); // a writable image root keeps its overlay writable
-  ops.push(Op.hostname(o.hostname), Op.loopback(), ...limits.initOps, ...limits.payloadOps, Op.cwd(o.cwd));
+  ops.push(Op.hostname(o.hostname), Op.loopback(), ...networkOps(o), ...limits.initOps, ...limits.payloadOps, Op.cwd(o.cwd));
   for (const [k, v] of Object.entries(o.env)) ops.push(Op.env(k, v));
   for (const a of o.argv) ops.push(Op.arg(a));
   if (!o.argv[0]!.includes('/'))

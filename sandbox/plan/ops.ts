@@ -68,6 +68,10 @@ export const Op = {
   holder: (socket: string): PlanOp => makeOp('holder', { socket }),
   holderMap: (kind: 'uid' | 'gid', inner: number, outer: number, count: number): PlanOp =>
     makeOp('holder-map', { kind, inner, outer, count }),
+  netStack: (program: string, ifname: string, timeoutMs: number): PlanOp => makeOp('net-stack', { program, ifname, timeoutMs }),
+  netStackArg: (value: string): PlanOp => makeOp('net-stack-arg', { value }),
+  netRules: (nft: string, ruleset: string): PlanOp => makeOp('net-rules', { nft, ruleset }),
+  netApi: (request: string): PlanOp => makeOp('net-api', { request }),
   cwd: (path: string): PlanOp => makeOp('cwd', { path }),
   env: (key: string, value: string): PlanOp => makeOp('env', { keyEqualsValue: `${key}=${value}` }),
   arg: (value: string): PlanOp => makeOp('arg', { value }),

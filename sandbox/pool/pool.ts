@@ -1,6 +1,7 @@
 // A warm pool: sandboxes made ahead (namespaces, ids, root, mounts, /proc, /box), each waiting in init for its run
 // plan, each used once. A run whose first plan is exactly the pool's takes a waiting sandbox ('hit'); any other
 // run, or one that finds none waiting, runs cold as runSandboxed would ('miss', and the result says why).
+import { performance } from 'node:perf_hooks';
 import { newRunId, prepareRun, type PreparedRun } from '../api/prepare.js';
 import { CgroupSetupError, createCgroup, removeCgroup, type CgroupPlan } from '../cgroup/index.js';
 import { SandboxHostError, SandboxOptionError } from '../errors.js';
@@ -28,13 +29,19 @@ export interface PoolOptions {
   maxStarting?: number;
   /** After a sandbox fails to start, how long before trying again (ms, default 1000). */
   retryDelayMs?: number;
+  /** Refill only once no run has started or ended for this long (ms, default 30), so making a sandbox does not
+   *  compete with the runs for the CPU; a pool with nothing left waiting refills at once. 0: refill at once. */
+  refillIdleMs?: number;
 }
 
-const POOL_OPTION_NAMES = ['size', 'options', 'maxStarting', 'retryDelayMs'] as const;
+const POOL_OPTION_NAMES = ['size', 'options', 'maxStarting', 'retryDelayMs', 'refillIdleMs'] as const;
 
 export interface PoolStats {
   /** The pool's size: sandboxes it keeps waiting. */
   size: number;
+  /** How it refills: sandboxes made at once, and the quiet time a refill waits for (ms). */
+  maxStarting: number;
+  refillIdleMs: number;
   /** Waiting, ready for a run. */
   ready: number;
   /** Being made. */
@@ -117,6 +124,10 @@ class Pool implements SandboxPool {
   readonly size: number;
   readonly #maxStarting: number;
   readonly #retryDelayMs: number;
+  readonly #refillIdleMs: number;
+  /** When a run last started or ended (performance.now()). */
+  #lastActivity = -Infinity;
+  #idleTimer: NodeJS.Timeout | undefined;
   readonly #options: SandboxOptions;
   readonly #template: PreparedRun;
   readonly #templateRunId: string;
@@ -136,6 +147,7 @@ class Pool implements SandboxPool {
     size: number,
     maxStarting: number,
     retryDelayMs: number,
+    refillIdleMs: number,
     options: SandboxOptions,
     template: PreparedRun,
     templateRunId: string,
@@ -143,6 +155,7 @@ class Pool implements SandboxPool {
     this.size = size;
     this.#maxStarting = maxStarting;
     this.#retryDelayMs = retryDelayMs;
+    this.#refillIdleMs = refillIdleMs;
     this.#options = options;
     this.#template = template;
     this.#templateRunId = templateRunId;
@@ -152,6 +165,7 @@ class Pool implements SandboxPool {
   run<O extends SandboxOptions = Record<never, never>>(cmd: string | readonly string[], options?: O): Promise<SandboxResult<O>> {
     // Prepared with the first waiting sandbox's run id, so a run that needs a cgroup plans exactly the sandbox's.
     const w = this.#ready[0];
+    this.#lastActivity = performance.now();
     const runId = w?.runId ?? newRunId();
     const p = prepareRun(cmd, options, runId); // invalid options throw here, synchronously, as runSandboxed's do
     if (this.#closed) return Promise.reject(new SandboxHostError('the pool is closed', 'create a new pool with createPool()'));
@@ -176,6 +190,8 @@ class Pool implements SandboxPool {
     const starting = [...this.#all].filter((w) => w.state === 'starting').length;
     return {
       size: this.size,
+      maxStarting: this.#maxStarting,
+      refillIdleMs: this.#refillIdleMs,
       ready: this.#ready.length,
       starting,
       inUse: this.#inUse,
@@ -191,6 +207,7 @@ class Pool implements SandboxPool {
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#retry) clearTimeout(this.#retry);
+    if (this.#idleTimer) clearTimeout(this.#idleTimer);
     this.#ready.length = 0;
     const waiting = [...this.#all].filter((w) => w.state !== 'taken');
     await Promise.all(waiting.map((w) => this.#end(w)));
@@ -200,7 +217,10 @@ class Pool implements SandboxPool {
     this.#misses++;
     const key = why.replace(/ \(.*$/, '').replace(/ at step \d+.*$/, '');
     this.#missReasons[key] = (this.#missReasons[key] ?? 0) + 1;
-    return supervise(p.supervise, true).record.then((record) => settle(p, record, 'miss', why));
+    this.#fill(); // nothing was waiting (or it did not fit): the refill need not wait for quiet
+    return supervise(p.supervise, true)
+      .record.finally(() => this.#ranOut())
+      .then((record) => settle(p, record, 'miss', why));
   }
 
   #hot(p: PreparedRun, w: Warm, cmd: string | readonly string[], options: SandboxOptions | undefined): Promise<SandboxResult> {
@@ -250,6 +270,7 @@ class Pool implements SandboxPool {
     this.#fill();
     return s.record
       .finally(() => {
+        this.#ranOut();
         this.#inUse--;
         w.state = 'gone';
         w.launch.dispose();
@@ -264,9 +285,33 @@ class Pool implements SandboxPool {
     return w;
   }
 
-  /** Starts sandboxes until `size` are ready or starting (at most maxStarting at once). */
+  /** A run ended: the pool is busy a little longer. */
+  #ranOut(): void {
+    this.#lastActivity = performance.now();
+  }
+
+  /** Whether a refill should wait: runs are going on (one in flight, or one started or ended within refillIdleMs)
+   *  and some sandbox is still waiting for the next. Arms a timer that tries again. */
+  #deferRefill(): boolean {
+    if (this.#refillIdleMs === 0 || this.#ready.length === 0) return false;
+    const quietFor = performance.now() - this.#lastActivity;
+    if (this.#inUse === 0 && quietFor >= this.#refillIdleMs) return false;
+    if (!this.#idleTimer) {
+      const wait = this.#inUse > 0 ? this.#refillIdleMs : Math.max(1, this.#refillIdleMs - quietFor);
+      this.#idleTimer = setTimeout(() => {
+        this.#idleTimer = undefined;
+        this.#fill();
+      }, wait);
+      this.#idleTimer.unref();
+    }
+    return true;
+  }
+
+  /** Starts sandboxes until `size` are ready or starting (at most maxStarting at once), once the runs leave the
+   *  CPU to it (refillIdleMs). */
   #fill(): void {
     if (this.#closed || this.#retry) return;
+    if (this.#deferRefill()) return;
     let starting = [...this.#all].filter((w) => w.state === 'starting').length;
     while (this.#ready.length + starting < this.size && starting < this.#maxStarting) {
       if (!this.#start()) return;
@@ -399,17 +444,27 @@ class Pool implements SandboxPool {
  */
 export function createPool(options: PoolOptions = {}): SandboxPool {
   if (typeof options !== 'object' || options === null)
-    throw new SandboxOptionError('options', 'createPool takes an options object: { size, options, maxStarting, retryDelayMs }');
+    throw new SandboxOptionError(
+      'options',
+      'createPool takes an options object: { size, options, maxStarting, retryDelayMs, refillIdleMs }',
+    );
   for (const k of Object.keys(options))
     if (!(POOL_OPTION_NAMES as readonly string[]).includes(k))
       throw new SandboxOptionError(k, `unknown pool option '${k}'; the pool's options are ${POOL_OPTION_NAMES.join(', ')}`);
   const size = intOption('size', options.size, 2, 1, 64);
   const maxStarting = intOption('maxStarting', options.maxStarting, 1, 1, size);
   const retryDelayMs = intOption('retryDelayMs', options.retryDelayMs, 1000, 0, 600_000);
+  const refillIdleMs = intOption('refillIdleMs', options.refillIdleMs, 30, 0, 60_000);
   if (!warmLaunchSupported())
     throw new SandboxHostError('a warm pool needs posix_spawn through koffi, which cannot load here', 'run `npx cubicle doctor`');
   const sandboxOptions = options.options ?? {};
-  if (typeof sandboxOptions === 'object' && sandboxOptions !== null && 'network' in sandboxOptions && sandboxOptions.network !== undefined)
+  if (
+    typeof sandboxOptions === 'object' &&
+    sandboxOptions !== null &&
+    'network' in sandboxOptions &&
+    sandboxOptions.network !== undefined &&
+    sandboxOptions.network !== 'none'
+  )
     throw new SandboxOptionError(
       'options.network',
       'a warm pool does not make sandboxes on a network yet: leave network out of its options',
@@ -421,5 +476,5 @@ export function createPool(options: PoolOptions = {}): SandboxPool {
       `the pool's sandboxes cannot start: ${template.supervise.failure.message}`,
       template.supervise.failure.hint ?? '',
     );
-  return new Pool(size, maxStarting, retryDelayMs, sandboxOptions, template, templateRunId);
+  return new Pool(size, maxStarting, retryDelayMs, refillIdleMs, sandboxOptions, template, templateRunId);
 }

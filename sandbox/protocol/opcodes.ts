@@ -159,6 +159,19 @@ export const OPCODES = [
   // holder mode: one line of the holder's user namespace map (kind uid|gid), written by stage 0 itself or, after
   // `id-mapper`, by newuidmap/newgidmap (all lines of a kind in one call)
   { name: 'holder-map', args: ['kind', 'inner', 'outer', 'count'] },
+  // stage 0, after the id maps and before init is released: start this user-mode network stack (slirp4netns) on the
+  // host side, attached to the sandbox's namespaces, and wait until interface `ifname` inside has its default route
+  // (at most timeoutMs)
+  { name: 'net-stack', args: ['program', 'ifname', 'timeoutMs'] },
+  // one argument of the net-stack program, in order; stage 0 replaces {init} with init's host pid and {api} with the
+  // path of the stack's API socket (in a private directory stage 0 makes, removed with the stack)
+  { name: 'net-stack-arg', args: ['value'] },
+  // stage 0, once the link is up: one JSON request to the stack's API socket (e.g. a published port); a reply
+  // without "return" is a setup error
+  { name: 'net-api', args: ['request'] },
+  // stage 0, right after net-stack is up and before init is released: load this nftables ruleset (the egress
+  // allowlist) into the sandbox's network namespace with the host's nft program; a failure is a setup error
+  { name: 'net-rules', args: ['nft', 'ruleset'] },
   // init: cap a per-user kernel counter inside the sandbox's own user namespace (/proc/sys/user/max_<name>)
   { name: 'ucount', args: ['name', 'value'] },
   // init: sample the sandbox every intervalUs; kill everything when a limit is passed (0 = not watched)

@@ -6,16 +6,28 @@ import { closeSync, fstatSync, readSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import { spawnSandboxed } from '../api/run.js';
+import { SandboxOptionError } from '../errors.js';
 import type { LimitOptions, SandboxOptions, SandboxResult, StreamedResult } from '../types.js';
 import { FileStoreFullError, type FileStore } from './file-store.js';
 import { openRegularForRead } from '../safe-open.js';
-import type { CopyInSource, JudgeCmd, JudgePipe, JudgeRequest, OutputSink } from './request.js';
+import { RequestError, type CopyInSource, type JudgeCmd, type JudgePipe, type JudgeRequest, type OutputSink } from './request.js';
 
 /** Runs one command in a fresh sandbox: runSandboxed, or anything with its signature (a warm pool). */
 export interface Runner {
   run(cmd: readonly string[], options: SandboxOptions): Promise<SandboxResult>;
   /** Sandboxes kept ready, reported by /version (0 or absent: none). */
   size?: number;
+  /** A warm pool's counters, reported by /version as `poolStats`. */
+  stats?(): {
+    maxStarting: number;
+    refillIdleMs: number;
+    ready: number;
+    starting: number;
+    hits: number;
+    misses: number;
+    missReasons: Record<string, number>;
+    failures: number;
+  };
 }
 
 export const STATUSES = [
@@ -300,6 +312,31 @@ function answer(c: JudgeCmd, r: SandboxResult | StreamedResult, out: Outputs, st
 
 const internal = (where: string, e: unknown): JudgeResult => emptyResult('Internal Error', { error: `${where}: ${(e as Error).message}` });
 
+/** The request field each sandbox option a command sets comes from. */
+const FIELD_OF_OPTION: [RegExp, string][] = [
+  [/^limits\.memory\b/, 'memoryLimit'],
+  [/^limits\.stack\b/, 'stackLimit'],
+  [/^limits\.processes\b/, 'procLimit'],
+  [/^limits\.cpuTime\b/, 'cpuLimit'],
+  [/^limits\.wallTime\b/, 'clockLimit'],
+  [/^command\b/, 'args'],
+  [/^env\b/, 'env'],
+  [/^files\b/, 'copyIn'],
+  [/^copyOutMax\b/, 'copyOutMax'],
+  [/^copyOut\b/, 'copyOut'],
+  [/^input\b/, 'files[0]'],
+];
+
+/** A command's option refused by the library, as the request error naming its field (a 400); undefined for any other
+ *  error, or an option the service itself sets (its configuration, not the request, is wrong: an Internal Error). */
+function requestErrorOf(i: number, e: unknown): RequestError | undefined {
+  if (!(e instanceof SandboxOptionError)) return undefined;
+  const field = FIELD_OF_OPTION.find(([re]) => re.test(e.option))?.[1];
+  if (field === undefined) return undefined;
+  const message = e.message.startsWith(`${e.option} `) ? e.message.slice(e.option.length + 1) : e.message;
+  return new RequestError(`cmd[${i}].${field}`, message);
+}
+
 /** One command on its own, through the runner. */
 async function runOne(c: JudgeCmd, i: number, ctx: ExecuteContext): Promise<JudgeResult> {
   const p = prepare(c, ctx.store);
@@ -310,6 +347,8 @@ async function runOne(c: JudgeCmd, i: number, ctx: ExecuteContext): Promise<Judg
     const err = r.stderr as unknown as Buffer | undefined;
     return answer(c, r, { stdout: out, stderr: err, overflow: false }, ctx.store);
   } catch (e) {
+    const bad = requestErrorOf(i, e);
+    if (bad) throw bad;
     return internal(`cmd[${i}]`, e);
   }
 }
@@ -349,6 +388,7 @@ async function runPiped(req: JudgeRequest, ctx: ExecuteContext): Promise<JudgeRe
   const piped = (i: number, fd: number): boolean =>
     req.pipes.some((p) => (fd === 0 ? p.to : p.from).index === i && (fd === 0 ? p.to : p.from).fd === fd);
   const errors: (JudgeResult | undefined)[] = [];
+  let refused: RequestError | undefined;
   req.cmd.forEach((c, i) => {
     const p = prepared[i] as Extract<Prepared, { ok: true }>;
     const o = optionsFor(c, p, ctx);
@@ -361,9 +401,16 @@ async function runPiped(req: JudgeRequest, ctx: ExecuteContext): Promise<JudgeRe
     try {
       procs[i] = spawnSandboxed(argvFor(c), o);
     } catch (e) {
+      refused ??= requestErrorOf(i, e);
       errors[i] = internal(`cmd[${i}]`, e);
     }
   });
+  if (refused) {
+    // a request with a bad field runs nothing: what started is ended before the 400
+    for (const proc of procs) proc?.kill('SIGKILL');
+    await Promise.all(procs.flatMap((proc) => (proc ? [proc.result.catch(() => undefined)] : [])));
+    throw refused;
+  }
   // A command that could not start leaves its partners without a peer: they run on and see EOF.
   req.cmd.forEach((c, i) => {
     const proc = procs[i];
@@ -438,8 +485,22 @@ function connect(pipe: JudgePipe, procs: (ReturnType<typeof spawnSandboxed> | un
 }
 
 /** Runs a checked request: independent commands side by side, a piped group together. Never rejects for a run's
- *  own failure: each command's result says what happened. */
+ *  own failure: each command's result says what happened. Rejects with a RequestError naming the field when the
+ *  library refuses a command's options (the request's other commands are then canceled). */
 export async function executeRequest(req: JudgeRequest, ctx: ExecuteContext): Promise<JudgeResult[]> {
   if (req.pipes.length) return runPiped(req, ctx);
-  return Promise.all(req.cmd.map((c, i) => runOne(c, i, ctx)));
+  const outer = ctx.base.cancelSignal;
+  const own = new AbortController();
+  const cancel = (): void => own.abort();
+  if (outer?.aborted) own.abort();
+  else outer?.addEventListener('abort', cancel, { once: true });
+  const mine: ExecuteContext = { ...ctx, base: { ...ctx.base, cancelSignal: own.signal } };
+  try {
+    return await Promise.all(req.cmd.map((c, i) => runOne(c, i, mine)));
+  } catch (e) {
+    own.abort();
+    throw e;
+  } finally {
+    outer?.removeEventListener('abort', cancel);
+  }
 }

@@ -222,6 +222,16 @@ export function createServer(options: ServerOptions = {}): JudgeServer {
     });
   };
 
+  const poolCounters = (st: ReturnType<NonNullable<Runner['stats']>>): Record<string, unknown> => ({
+    maxStarting: st.maxStarting,
+    refillIdleMs: st.refillIdleMs,
+    ready: st.ready,
+    starting: st.starting,
+    hits: st.hits,
+    misses: st.misses,
+    missReasons: st.missReasons,
+    failures: st.failures,
+  });
   on('GET', '/version', (_req, res) =>
     sendJson(res, 200, {
       buildVersion: `cubicle ${version}`,
@@ -231,6 +241,7 @@ export function createServer(options: ServerOptions = {}): JudgeServer {
       copyOutOptional: true,
       pipeProxy: true,
       pool: runner.size ?? options.poolSize ?? 0,
+      ...(runner.stats ? { poolStats: poolCounters(runner.stats()) } : {}),
     }),
   );
   on(
@@ -246,11 +257,27 @@ export function createServer(options: ServerOptions = {}): JudgeServer {
         throw new RequestError('body', `not valid JSON (${(e as Error).message})`);
       }
       const request = parseRunRequest(body, bounds);
-      const release = await slots.acquire(request.cmd.length);
+      // A client that goes away before its answer cancels its run (and a run still waiting for a slot never starts).
+      const gone = new AbortController();
+      let left = false;
+      const leave = (): void => {
+        left = !res.writableFinished;
+        if (left) gone.abort();
+      };
+      const stop = (): void => gone.abort();
+      res.once('close', leave);
+      stopping.signal.addEventListener('abort', stop, { once: true });
       try {
-        sendJson(res, 200, await executeRequest(request, ctx));
+        const release = await slots.acquire(request.cmd.length);
+        try {
+          if (left) return;
+          sendJson(res, 200, await executeRequest(request, { ...ctx, base: { ...ctx.base, cancelSignal: gone.signal } }));
+        } finally {
+          release();
+        }
       } finally {
-        release();
+        res.off('close', leave);
+        stopping.signal.removeEventListener('abort', stop);
       }
     }),
   );

@@ -68,15 +68,13 @@ export async function processJob(
   ctx: ExecuteContext,
   bounds: { maxCmds: number; maxOutput: number },
 ): Promise<JudgeResult[]> {
-  let request;
   try {
-    request = parseRunRequest(data, bounds);
+    return await executeRequest(parseRunRequest(data, bounds), ctx);
   } catch (e) {
     if (!(e instanceof RequestError)) throw e;
     const { UnrecoverableError } = bullmq();
     throw new UnrecoverableError(`bad job data: ${e.message}`);
   }
-  return executeRequest(request, ctx);
 }
 
 /** Starts a worker on the queue; jobs' data are /run bodies, their return values the answer arrays. */

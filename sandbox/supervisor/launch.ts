@@ -2,6 +2,7 @@
 import { EventEmitter } from 'node:events';
 import { close, closeSync, createReadStream, openSync, read, writeSync } from 'node:fs';
 import { errnoName, signalName } from '../os-names.js';
+import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { debuglog } from 'node:util';
 import type { ResolvedOptions } from '../options/resolve.js';
@@ -328,13 +329,88 @@ export class FdSet {
   }
 }
 
-function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array, files?: Buffer): LaunchedHelper {
-  const fds = new FdSet(libc);
+/**
+ * posix_spawns the helper with `targets` (fd in the helper -> fd here) as its only fds, every signal at its default
+ * and none blocked; then closes every fd of `fds` but `keep` (the helper holds its copies). Throws LaunchError.
+ */
+export function spawnHelper(libc: Libc, fds: FdSet, targets: Map<number, number>, keep: Iterable<number | undefined>): number {
   const fa = Buffer.alloc(512);
   const attr = Buffer.alloc(1024);
   const sigs = Buffer.alloc(128);
   libc.fa_init(fa);
   libc.attr_init(attr);
+  try {
+    for (const [target, src] of targets)
+      if (libc.fa_adddup2(fa, fds.high(src), target) !== 0) throw new LaunchError('posix_spawn_file_actions_adddup2 failed');
+    libc.fa_addclosefrom(fa, Math.max(...targets.keys()) + 1);
+    libc.sigfillset(sigs);
+    libc.attr_setsigdefault(attr, sigs);
+    libc.sigemptyset(sigs);
+    libc.attr_setsigmask(attr, sigs);
+    libc.attr_setflags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    const pid = [0];
+    const rc = libc.posix_spawn(pid, helperPath(), fa, attr, ['cubicle-helper', null], [null]);
+    if (rc !== 0) throw new LaunchError(`cannot start the helper ${helperPath()}: posix_spawn: ${errnoName(rc)}`);
+    for (const fd of keep) if (fd !== undefined) fds.release(fd);
+    fds.closeAll();
+    return pid[0]!;
+  } finally {
+    libc.fa_destroy(fa);
+    libc.attr_destroy(attr);
+  }
+}
+
+/** A stream reading the raw fd `fd` (which it then owns). */
+export const readableFd = (fd: number): Socket => new (nodeNet().Socket)({ fd, readable: true, writable: false });
+/** A stream writing the raw fd `fd` (which it then owns). */
+export const writableFd = (fd: number): Socket => new (nodeNet().Socket)({ fd, readable: false, writable: true });
+/** Writes `data` to the raw fd `fd` through a stream and closes it; a failure (the reader gone) is only logged. */
+export const endFd = (fd: number, data: Uint8Array, what: string): void =>
+  void writableFd(fd)
+    .on('error', (e) => debug('%s fd: %s', what, e.message))
+    .end(data);
+
+/**
+ * Watches a posix_spawned helper: `done` settles with its exit status once every promise of `ends` has (its
+ * streams closed) and waitpid reaps it; `kill` SIGKILLs it unless it is already reaped.
+ */
+export function watchHelper(libc: Libc, pid: number, ends: Promise<unknown>[]): { done: Promise<HelperExitStatus>; kill: () => void } {
+  let exited: HelperExitStatus | undefined;
+  const reap = (): HelperExitStatus | undefined => {
+    if (exited) return exited;
+    const st = new Int32Array(1);
+    if (libc.waitpid(pid, st, WNOHANG) !== pid) return undefined;
+    const s = st[0]!;
+    exited = (s & 0x7f) === 0 ? { code: (s >> 8) & 0xff, signal: null } : { code: null, signal: signalName(s & 0x7f) };
+    return exited;
+  };
+  const waitExit = (): Promise<HelperExitStatus> =>
+    new Promise((resolve) => {
+      const poll = (delay: number): void => {
+        const e = reap();
+        if (e) resolve(e);
+        else setTimeout(() => poll(Math.min(delay * 2, 50)), delay);
+      };
+      poll(0);
+    });
+  const kill = (): void => {
+    if (!reap()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  };
+  return { done: Promise.all(ends).then(waitExit), kill };
+}
+
+/** Settles once `s` has closed (at once without a stream). */
+export const closed = (s: { once(event: 'close', listener: () => void): unknown } | null): Promise<void> =>
+  s ? new Promise<void>((r) => s.once('close', () => r())) : Promise.resolve();
+
+function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array, files?: Buffer): LaunchedHelper {
+  const fds = new FdSet(libc);
   try {
     // target fd in the helper -> source fd here; parentEnds are what this process keeps.
     const targets = new Map<number, number>();
@@ -393,15 +469,6 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
       copyOutEnd = r;
     }
 
-    for (const [target, src] of targets)
-      if (libc.fa_adddup2(fa, fds.high(src), target) !== 0) throw new LaunchError('posix_spawn_file_actions_adddup2 failed');
-    libc.fa_addclosefrom(fa, Math.max(...targets.keys()) + 1);
-    libc.sigfillset(sigs);
-    libc.attr_setsigdefault(attr, sigs);
-    libc.sigemptyset(sigs);
-    libc.attr_setsigmask(attr, sigs);
-    libc.attr_setflags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-
     // Small inputs go into the pipes now, so the helper never waits for this event loop.
     const prefilled = plan.length <= PIPE_PREFILL_MAX && bpf.length <= PIPE_PREFILL_MAX;
     if (prefilled) {
@@ -410,93 +477,37 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
       writeSync(bpfW, bpf);
       fds.close(bpfW);
     }
-    const pid = [0];
-    const rc = libc.posix_spawn(pid, helperPath(), fa, attr, ['cubicle-helper', null], [null]);
-    if (rc !== 0) throw new LaunchError(`cannot start the helper ${helperPath()}: posix_spawn: ${errnoName(rc)}`);
-    const helperPid = pid[0]!;
-    // Everything but our own ends closes now; the helper holds its copies.
-    const keep = new Set(
-      [
-        stdinEnd,
-        stdoutEnd,
-        stderrEnd,
-        fileEnd,
-        copyOutEnd,
-        ...pumpEnds.values(),
-        statusR,
-        controlW,
-        ...(prefilled ? [] : [planW, bpfW]),
-      ].filter((x): x is number => x !== undefined),
-    );
-    for (const fd of keep) fds.release(fd);
-    fds.closeAll();
+    // Everything but our own ends closes once the helper runs; it holds its copies.
+    const keep = [stdinEnd, stdoutEnd, stderrEnd, fileEnd, copyOutEnd, ...pumpEnds.values(), statusR, controlW];
+    const helperPid = spawnHelper(libc, fds, targets, prefilled ? keep : [...keep, planW, bpfW]);
 
-    const readable = (fd: number) => new (nodeNet().Socket)({ fd, readable: true, writable: false });
-    const writable = (fd: number) => new (nodeNet().Socket)({ fd, readable: false, writable: true });
     if (!prefilled) {
-      writable(planW)
-        .on('error', (e) => debug('plan fd: %s', e.message))
-        .end(plan);
-      writable(bpfW)
-        .on('error', (e) => debug('bpf fd: %s', e.message))
-        .end(bpf);
+      endFd(planW, plan, 'plan');
+      endFd(bpfW, bpf, 'bpf');
     }
-    const status = oneSandboxPerProcess ? new ThreadPoolReader(statusR) : readable(statusR);
-    const copyOut = copyOutEnd !== undefined ? readable(copyOutEnd) : null;
-    const control: ControlSink = oneSandboxPerProcess ? new SyncFdWriter(controlW) : writable(controlW);
+    const status = oneSandboxPerProcess ? new ThreadPoolReader(statusR) : readableFd(statusR);
+    const copyOut = copyOutEnd !== undefined ? readableFd(copyOutEnd) : null;
+    const control: ControlSink = oneSandboxPerProcess ? new SyncFdWriter(controlW) : writableFd(controlW);
     control.on('error', (e: Error) => debug('control fd: %s', e.message));
-    const stdin = stdinEnd !== undefined ? writable(stdinEnd) : null;
-    const stdout = stdoutEnd !== undefined ? readable(stdoutEnd) : null;
-    const stderr = stderrEnd !== undefined ? readable(stderrEnd) : null;
+    const stdin = stdinEnd !== undefined ? writableFd(stdinEnd) : null;
+    const stdout = stdoutEnd !== undefined ? readableFd(stdoutEnd) : null;
+    const stderr = stderrEnd !== undefined ? readableFd(stderrEnd) : null;
     const pumps: Promise<void>[] = [];
     for (const n of [1, 2] as const) {
       const end = pumpEnds.get(n);
-      if (end !== undefined) pumps.push(pumpOut(readable(end), n));
+      if (end !== undefined) pumps.push(pumpOut(readableFd(end), n));
     }
     const inEnd = pumpEnds.get(0);
-    const stopIn = inEnd !== undefined ? pumpIn(writable(inEnd)) : undefined;
-    if (fileStream && fileEnd !== undefined) feedFile(fileStream, writable(fileEnd));
+    const stopIn = inEnd !== undefined ? pumpIn(writableFd(inEnd)) : undefined;
+    if (fileStream && fileEnd !== undefined) feedFile(fileStream, writableFd(fileEnd));
 
     // The helper has exited once its status fd reaches EOF (init, which shares it, is gone first) and wait
     // reaps it; its output is complete once stdout/stderr close.
-    const closed = (s: { once(event: 'close', fn: () => void): unknown } | null) =>
-      s ? new Promise<void>((r) => s.once('close', () => r())) : Promise.resolve();
-    let exited: HelperExitStatus | undefined;
-    const reap = (): HelperExitStatus | undefined => {
-      if (exited) return exited;
-      const st = new Int32Array(1);
-      const r = libc.waitpid(helperPid, st, WNOHANG);
-      if (r !== helperPid) return undefined;
-      const s = st[0]!;
-      exited = (s & 0x7f) === 0 ? { code: (s >> 8) & 0xff, signal: null } : { code: null, signal: signalName(s & 0x7f) };
-      return exited;
-    };
-    const waitExit = (): Promise<HelperExitStatus> =>
-      new Promise((resolve) => {
-        const poll = (delay: number): void => {
-          const e = reap();
-          if (e) resolve(e);
-          else setTimeout(() => poll(Math.min(delay * 2, 50)), delay);
-        };
-        poll(0);
-      });
-    const done = Promise.all([closed(status), closed(stdout), closed(stderr), closed(copyOut), ...pumps]).then(waitExit);
+    const { done, kill } = watchHelper(libc, helperPid, [closed(status), closed(stdout), closed(stderr), closed(copyOut), ...pumps]);
     if (stopIn) void done.then(stopIn);
-    const kill = (): void => {
-      if (!reap()) {
-        try {
-          process.kill(helperPid, 'SIGKILL');
-        } catch {
-          /* already gone */
-        }
-      }
-    };
     return { pid: helperPid, stdin, stdout, stderr, status, control, copyOut, done, kill, launcher: 'posix_spawn' };
   } catch (e) {
     fds.closeAll();
     throw e;
-  } finally {
-    libc.fa_destroy(fa);
-    libc.attr_destroy(attr);
   }
 }

@@ -157,6 +157,18 @@ describe('doctor diagnose()', () => {
     assert.match(failed.fix ?? '', /runs still work cold/);
     assert.equal(byId(diagnose(healthy()), 'pool').status, 'skip');
   });
+  it('egress lacking slirp4netns, nft or a usable /dev/net/tun is a warning whose fix names the package or the chmod', () => {
+    const ok = byId(diagnose({ ...healthy(), egress: { problems: [] } }), 'egress');
+    assert.equal(ok.status, 'ok');
+    const problems = [
+      { detail: 'nft (for the allowlist) is not installed', fix: 'apt-get install nftables   # as root' },
+      { detail: '/dev/net/tun is missing or not readable and writable by uid 1000', fix: 'chmod 0666 /dev/net/tun' },
+    ];
+    const c = byId(diagnose({ ...healthy(), egress: { problems } }), 'egress');
+    assert.equal(c.status, 'warn');
+    assert.match(c.detail, /nft .*\/dev\/net\/tun/);
+    assert.equal(c.fix, 'apt-get install nftables   # as root\nchmod 0666 /dev/net/tun');
+  });
 
   it('a rootless caller without subordinate ids is warned that sandboxes share its counters, with the command that fixes it', () => {
     const reason =

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { execInSandbox, spawnSandboxed, type SandboxOptions } from '../../sandbox/index.js';
 import { findSandbox, socketPath } from '../../sandbox/host/registry.js';
 import { alive, forEachIdentity, IS_ROOT, probeMount, ROOTLESS_ID, skipBecause } from '../helpers/env.js';
-import { cubicle, uniqueName } from '../helpers/live.js';
+import { cubicle, namedSandboxes, uniqueName } from '../helpers/live.js';
 
 type Proc = ReturnType<typeof spawnSandboxed<SandboxOptions>>;
 
@@ -21,20 +21,7 @@ const statusFields = (text: string): Record<string, string> =>
 const STATUS = 'grep -E "^(Cap|NoNewPrivs|Seccomp)" /proc/self/status; id';
 
 forEachIdentity((id) => {
-  const started: Proc[] = [];
-  const start = async (o: SandboxOptions = {}, cmd: string[] = ['sleep', '120']): Promise<{ name: string; proc: Proc }> => {
-    const name = uniqueName('esc');
-    const proc = spawnSandboxed<SandboxOptions>(cmd, { ...o, ...id.spawnAs, name, reject: false, stdout: 'pipe', stderr: 'ignore' });
-    started.push(proc);
-    await proc.exec(['true']);
-    return { name, proc };
-  };
-  afterEach(async () => {
-    for (const p of started.splice(0)) {
-      p.kill('SIGKILL');
-      await p.result.catch(() => undefined);
-    }
-  });
+  const start = namedSandboxes(id, 'esc', 'pipe');
 
   it("an exec'd process has the payload's capability sets, NoNewPrivs, seccomp mode and filters, and ids", async () => {
     const { name, proc } = await start({}, ['sh', '-c', `${STATUS}; sleep 120`]);

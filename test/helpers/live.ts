@@ -1,9 +1,13 @@
 // Helpers of the live-sandbox tests: the CLI run as a given user (asynchronously, so sandboxes this process
-// supervises keep being served), unique names, and waiting for a sandbox to appear in or leave the registry.
+// supervises keep being served), unique names, named sandboxes a test starts and ends, and waiting for a
+// sandbox to appear in or leave the registry.
 import { spawn } from 'node:child_process';
 import { findSandbox } from '../../sandbox/host/registry.js';
-import { waitFor } from './env.js';
+import { spawnSandboxed, type SandboxOptions, type SandboxProcess } from '../../sandbox/index.js';
+import { waitFor, type Identity } from './env.js';
 import { CLI } from './cli.js';
+
+export { CLI };
 
 export interface CliRun {
   status: number | null;
@@ -39,6 +43,31 @@ export function cubicle(
 let counter = 0;
 /** A sandbox name no other test (or earlier run of this one) uses. */
 export const uniqueName = (prefix: string): string => `${prefix}-${process.pid}-${++counter}`;
+
+/**
+ * Starts named sandboxes as `id` for the tests of the enclosing describe, each SIGKILLed after its test: `start`
+ * resolves once the sandbox runs its payload (by default sleep 120), which exec proves with a first command.
+ */
+export function namedSandboxes(
+  id: Identity,
+  prefix: string,
+  stdout: 'pipe' | 'ignore' = 'ignore',
+): (o?: SandboxOptions, cmd?: string[]) => Promise<{ name: string; proc: SandboxProcess }> {
+  const started: SandboxProcess[] = [];
+  afterEach(async () => {
+    for (const p of started.splice(0)) {
+      p.kill('SIGKILL');
+      await p.result.catch(() => undefined);
+    }
+  });
+  return async (o = {}, cmd = ['sleep', '120']) => {
+    const name = uniqueName(prefix);
+    const proc = spawnSandboxed<SandboxOptions>(cmd, { ...o, ...id.spawnAs, name, reject: false, stdout, stderr: 'ignore' });
+    started.push(proc);
+    await proc.exec(['true']);
+    return { name, proc };
+  };
+}
 
 /** Waits until the named sandbox of this user runs (true) or `ms` pass (false). */
 export const untilListed = (name: string, ms = 20_000): Promise<boolean> => waitFor(() => findSandbox(name)?.state === 'running', ms);

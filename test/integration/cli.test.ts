@@ -102,6 +102,28 @@ for (const id of identities())
       }
     });
 
+    it('--tmp-size, --shm-size and --root-size size the tmpfs mounts (regression: only the API could size them)', () => {
+      const r = cubicle([
+        'run',
+        '--tmp-size',
+        '300M',
+        '--shm-size',
+        '5M',
+        '--root-size',
+        '20M',
+        '--',
+        'sh',
+        '-c',
+        'for m in /tmp /dev/shm /; do df -k "$m" | tail -n 1; done',
+      ]);
+      assert.equal(r.status, 0, r.stderr);
+      const kib = r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => Number(l.split(/\s+/)[1]));
+      assert.deepEqual(kib, [300 * 1024, 5 * 1024, 20 * 1024], r.stdout);
+    });
+
     it('reports usage errors with exit 2 and names the problem', () => {
       const r = cubicle(['run', '--frobnicate', '--', 'true']);
       assert.equal(r.status, 2);
@@ -121,6 +143,8 @@ for (const id of identities())
         // regression: an image that does not exist exited 125 as if the sandbox had failed
         [['--rootfs', 'no-such-image-anywhere'], /^cubicle: --rootfs: /],
         [['--writable'], /^cubicle: --writable needs rootfs/],
+        [['--tmp-size', 'big'], /^cubicle: --tmp-size "big" is not a size/],
+        [['--root-size', '-1'], /^cubicle: --root-size /],
       ] as const) {
         const r = cubicle(['run', ...args, '--', 'true']);
         assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);

@@ -4,29 +4,15 @@
 import { strict as assert } from 'node:assert';
 import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { entryPath, type SandboxEntry } from '../../sandbox/host/registry.js';
-import { execInSandbox, listSandboxes, spawnSandboxed, type SandboxOptions, type SandboxProcess } from '../../sandbox/index.js';
+import { execInSandbox, listSandboxes, spawnSandboxed, type SandboxOptions } from '../../sandbox/index.js';
 import { forEachIdentity, IS_ROOT, probeMount, skipBecause } from '../helpers/env.js';
-import { uniqueName, untilGone } from '../helpers/live.js';
+import { namedSandboxes, uniqueName, untilGone } from '../helpers/live.js';
 
 const NS = ['user', 'mnt', 'pid', 'net', 'uts', 'ipc', 'cgroup'];
 
 forEachIdentity((id) => {
-  const started: SandboxProcess[] = [];
   /** A named sandbox whose payload waits (sleep) until the test ends it. */
-  const start = async (o: SandboxOptions = {}, cmd: string[] = ['sleep', '120']): Promise<{ name: string; proc: SandboxProcess }> => {
-    const name = uniqueName('exec');
-    const proc = spawnSandboxed<SandboxOptions>(cmd, { ...o, ...id.spawnAs, name, reject: false, stdout: 'ignore', stderr: 'ignore' });
-    started.push(proc);
-    // exec waits for the payload to run: a first command proves the sandbox is up
-    await proc.exec(['true']);
-    return { name, proc };
-  };
-  afterEach(async () => {
-    for (const p of started.splice(0)) {
-      p.kill('SIGKILL');
-      await p.result.catch(() => undefined);
-    }
-  });
+  const start = namedSandboxes(id, 'exec');
 
   it("exits with the command's code, with its output, in the payload's cwd and environment by default", async () => {
     const { name } = await start({ cwd: '/usr', env: { GREETING: 'from-run' } });

@@ -4,7 +4,9 @@
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { egressProblems } from '../../sandbox/egress/egress.js';
 import { HolderRequest } from '../../sandbox/protocol/opcodes.js';
 import { runSandboxed } from '../../sandbox/index.js';
 import { createNetwork, removeNetwork } from '../../sandbox/network/manage.js';
@@ -17,18 +19,27 @@ interface Caller {
   /** argv prefix that runs a command as this caller */
   as: string[];
   uid: number;
+  gid: number;
 }
 
 function callers(): Caller[] {
-  if (!IS_ROOT) return [{ label: `as uid ${process.geteuid!()}`, as: [], uid: process.geteuid!() }];
-  const list: Caller[] = [{ label: 'as root', as: [], uid: 0 }];
+  if (!IS_ROOT) return [{ label: `as uid ${process.geteuid!()}`, as: [], uid: process.geteuid!(), gid: process.getegid!() }];
+  const list: Caller[] = [{ label: 'as root', as: [], uid: 0, gid: 0 }];
   const r = spawnSync('id', ['-u', 'tester'], { encoding: 'utf8' });
+  const g = spawnSync('id', ['-g', 'tester'], { encoding: 'utf8' });
   // with subordinate ids (each sandbox a host uid of its own), and without (the caller's own ids)
-  if (r.status === 0) list.push({ label: 'as tester (rootless)', as: ['runuser', '-u', 'tester', '--'], uid: Number(r.stdout.trim()) });
+  if (r.status === 0)
+    list.push({
+      label: 'as tester (rootless)',
+      as: ['runuser', '-u', 'tester', '--'],
+      uid: Number(r.stdout.trim()),
+      gid: Number(g.stdout.trim()),
+    });
   list.push({
     label: 'as nobody (rootless, no subordinate ids)',
     as: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--'],
     uid: 65534,
+    gid: 65534,
   });
   return list;
 }
@@ -156,6 +167,48 @@ out["udpSeconds"] = time.time() - t0
 print(json.dumps(out))
 `;
 
+// A sandbox on the network with a published port: first talks to srv by name, then tries what must not leave
+// through the stack (the stack's gateway, which would be the host's loopback; an outside address; the name
+// host.cubicle.internal, which only egress has), then serves one connection on 9000.
+const PUBLISHED = (hostPort: number): string => `
+import socket, json, time
+out = {}
+c = socket.create_connection(("srv", 8080), timeout=5); c.sendall(b"peer"); out["peer"] = c.recv(100).decode()
+for target in ["169.254.2.2:${hostPort}", "10.255.255.1:80", "host.cubicle.internal:${hostPort}"]:
+    host, port = target.rsplit(":", 1)
+    t0 = time.time()
+    try:
+        socket.create_connection((host, int(port)), timeout=5).recv(100); out[target] = "connected"
+    except OSError as e:
+        out[target] = e.__class__.__name__
+    out[target + " s"] = time.time() - t0
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 9000)); s.listen()
+print(json.dumps(out), flush=True)
+s.settimeout(30); c, _ = s.accept(); c.sendall(b"published\\n"); c.close()
+`;
+
+/** Local addresses listening on TCP port `port` in this (the host's) network namespace. */
+function listeners(port: number): string[] {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  const out: string[] = [];
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6'])
+    for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length > 3 && f[3] === '0A' && f[1]!.endsWith(`:${hex}`)) out.push(f[1]!.split(':')[0]!);
+    }
+  return out;
+}
+
+/** What a TCP connection to host:port on the host reads until the peer closes ('' when it fails). */
+const readFrom = (host: string, port: number): Promise<string> =>
+  new Promise((resolve) => {
+    const sock = connect({ host, port });
+    let data = '';
+    sock.on('data', (d: Buffer) => (data += d.toString()));
+    sock.on('end', () => resolve(data));
+    sock.on('error', () => resolve(''));
+  });
+
 /** Subnets for this run: 10.93-95.N.0/24 from the pid, so concurrent runs of the suite do not collide. */
 const n = process.pid % 200;
 
@@ -223,6 +276,49 @@ for (const [i, c] of callers().entries()) {
           );
         assert.equal(out.tcp, 'tcp:hello');
         assert.equal(out.udp, 'udp:hello');
+      });
+
+      it('with --publish: 127.0.0.1:HOSTPORT only reaches it, srv still by name, nothing else leaves', async function () {
+        const missing = egressProblems({ uid: c.uid, gid: c.gid });
+        if (missing.length) skipBecause(this, `published ports need the stack here: ${missing.map((m) => m.detail).join('; ')}`);
+        // a server on the host's loopback: what the stack's gateway would reach if anything were let through
+        const bait = createServer((sock) => sock.end('leaked\n'));
+        await new Promise<void>((res) => bait.listen(0, '127.0.0.1', res));
+        const baitPort = (bait.address() as AddressInfo).port;
+        const probe = createServer();
+        await new Promise<void>((res) => probe.listen(0, '127.0.0.1', res));
+        const hostPort = (probe.address() as AddressInfo).port;
+        await new Promise((res) => probe.close(res));
+        const pub = cliBackground(
+          c,
+          ['run', '--network', A, '--publish', `${hostPort}:9000`, '--', 'python3', '-c', PUBLISHED(baitPort)],
+          '}',
+        );
+        try {
+          await pub.ready;
+          assert.deepEqual(listeners(hostPort), ['0100007F'], 'the published port is bound on the host, on 127.0.0.1 only');
+          const other = Object.values(networkInterfaces())
+            .flat()
+            .find((a) => a?.family === 'IPv4' && !a.internal)?.address;
+          if (other) assert.equal(await readFrom(other, hostPort), '', `nothing answers on ${other}:${hostPort}`);
+          assert.equal(await readFrom('127.0.0.1', hostPort), 'published\n');
+          const done = await pub.done;
+          assert.equal(done.code, 0, done.stderr);
+          const out = JSON.parse(done.stdout.trim().split('\n')[0]!) as Record<string, string | number>;
+          assert.equal(out.peer, 'tcp:peer', 'srv by name, over the network');
+          for (const target of [`169.254.2.2:${baitPort}`, '10.255.255.1:80']) {
+            assert.equal(out[target], 'ConnectionRefusedError', `${target} is refused at connect: ${JSON.stringify(out)}`);
+            assert.ok(Number(out[`${target} s`]) < 1, `${target} refused within a second: ${JSON.stringify(out)}`);
+          }
+          const alias = `host.cubicle.internal:${baitPort}`;
+          assert.notEqual(out[alias], 'connected', `${alias} is only egress's`);
+          assert.ok(Number(out[`${alias} s`]) < 1, `${alias} fails within a second: ${JSON.stringify(out)}`);
+        } finally {
+          bait.close();
+          if (alive(pub.pid)) process.kill(pub.pid, 'SIGTERM');
+          await pub.done;
+        }
+        await waitFor('the published port to close with the sandbox', () => listeners(hostPort).length === 0, 5000);
       });
 
       it('a sandbox on no network and one on another network cannot reach it (an error within 2 s)', () => {
@@ -427,6 +523,6 @@ describe('private networks through the API (this process as the caller)', functi
   it('an unknown network is refused before anything runs; network and name are validated', () => {
     assert.throws(() => runSandboxed(['true'], { network: `${name}nope` }), /does not exist for this user/);
     assert.throws(() => runSandboxed(['true'], { name: '.hidden' }), /name ".hidden" must be 1-63/);
-    assert.throws(() => runSandboxed(['true'], { network: 'a b' }), /network "a b" must be 'none' or a network's name/);
+    assert.throws(() => runSandboxed(['true'], { network: 'a b' }), /network "a b" must be 'none', 'egress' or a network's name/);
   });
 });

@@ -205,6 +205,26 @@ forEachIdentity((id) => {
     await pool?.close();
   });
 
+  it('refills once the runs are quiet (refillIdleMs), and at once when nothing is left waiting', async () => {
+    const lazy = createPool({ size: 2, maxStarting: 2, refillIdleMs: 2000, options: base() });
+    const eager = createPool({ size: 1, refillIdleMs: 60_000, options: base() });
+    try {
+      await ready(lazy);
+      await ready(eager);
+      assert.equal((await lazy.run(['/bin/true'], base())).pool, 'hit');
+      await new Promise((r) => setTimeout(r, 500));
+      const mid = lazy.stats();
+      assert.equal(mid.ready + mid.starting, 1, `no refill while runs are recent: ${JSON.stringify(mid)}`);
+      await ready(lazy); // quiet for 2 s: the refill runs
+      // the last waiting sandbox taken: the refill starts at once, whatever refillIdleMs says
+      assert.equal((await eager.run(['/bin/true'], base())).pool, 'hit');
+      await ready(eager);
+    } finally {
+      await lazy.close();
+      await eager.close();
+    }
+  });
+
   it("the time a sandbox waited is not the run's: wall time and setup start at the command", async () => {
     await ready(pool, 1);
     await new Promise((r) => setTimeout(r, 1500));
@@ -281,6 +301,7 @@ forEachIdentity((id) => {
   });
 
   it('close() ends every waiting sandbox and leaves no process behind', async () => {
+    await ready(pool); // this block's own pool refilled (it does so once the runs are quiet), so it starts none later
     const others = new Set(sandboxPids()); // the other pools' sandboxes
     const p = createPool({ size: 3, maxStarting: 3, options: base() });
     await ready(p);
@@ -336,6 +357,7 @@ describe('warm pool: bad input', () => {
       (e: Error) => e instanceof SandboxOptionError && /pool size must be an integer from 1/.test(e.message),
     );
     assert.throws(() => createPool({ size: 2, maxStarting: 3 }), /maxStarting must be an integer from 1 to 2/);
+    assert.throws(() => createPool({ size: 2, refillIdleMs: -1 }), /refillIdleMs must be an integer from 0 to 60000/);
     assert.throws(() => createPool({ sise: 2 } as never), /unknown pool option 'sise'/);
     assert.throws(() => createPool({ options: { hostname: '' } }), SandboxOptionError);
     assert.throws(() => createPool('big' as never), /createPool takes an options object/);

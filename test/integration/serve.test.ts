@@ -3,11 +3,12 @@
 // interactive pair joined by pipeMapping, the token, malformed bodies, and /file.
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
-import { symlinkSync, writeFileSync } from 'node:fs';
-import { createServer as createNetServer } from 'node:net';
+import { readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { join } from 'node:path';
-import { createServer, type JudgeResult, type JudgeServer, type ServerOptions } from '../../sandbox/index.js';
-import { identities, skipBecause, worldReadableTmp } from '../helpers/env.js';
+import { createPool, createServer, type JudgeResult, type JudgeServer, type ServerOptions } from '../../sandbox/index.js';
+import { alive, identities, skipBecause, waitFor, worldReadableTmp } from '../helpers/env.js';
+import { freePort } from '../helpers/loopback.js';
 import { CLI } from '../helpers/cli.js';
 
 const PROGRAM = `#include <cstdio>
@@ -415,15 +416,88 @@ for (const id of identities()) {
       }
     });
   });
+
+  describe(`cubicle serve: options the library refuses, and clients that leave, ${id.label}`, function () {
+    it('a command option the library refuses (memoryLimit 1, stackLimit 1, procLimit 10^12) is a 400 naming the field', async () => {
+      const server = createServer({ sandbox: id.spawnAs });
+      const client = new Client(`http://127.0.0.1:${(await server.listen(0, '127.0.0.1')).port}`);
+      try {
+        const cases: [Record<string, unknown>, RegExp][] = [
+          [{ memoryLimit: 1 }, /^cmd\[0\]\.memoryLimit: must be at least \d+ bytes/],
+          [{ stackLimit: 1 }, /^cmd\[0\]\.stackLimit: must be at least \d+ bytes/],
+          [{ procLimit: 1e12 }, /^cmd\[0\]\.procLimit: must be /],
+        ];
+        for (const [extra, want] of cases) {
+          const r = await client.post({ cmd: [{ args: ['/bin/true'], ...extra }] });
+          assert.equal(r.status, 400, `${JSON.stringify(extra)} -> ${r.status} ${JSON.stringify(r.json)}`);
+          assert.match(String(r.json), want);
+        }
+        // the second command's field is named, in a piped pair too
+        const second = await client.post({ cmd: [{ args: ['/bin/true'] }, { args: ['/bin/true'], memoryLimit: 1 }] });
+        assert.equal(second.status, 400);
+        assert.match(String(second.json), /^cmd\[1\]\.memoryLimit: /);
+        const piped = await client.post({
+          cmd: [
+            { args: ['/bin/echo', 'x'], files: [{ content: '' }, null] },
+            { args: ['/bin/cat'], stackLimit: 1, files: [null] },
+          ],
+          pipeMapping: [{ in: { index: 0, fd: 1 }, out: { index: 1, fd: 0 } }],
+        });
+        assert.equal(piped.status, 400, JSON.stringify(piped.json));
+        assert.match(String(piped.json), /^cmd\[1\]\.stackLimit: /);
+        // the service still runs a good request afterwards
+        assert.equal((await client.run({ cmd: [{ args: ['/bin/true'] }] }))[0]!.status, 'Accepted');
+      } finally {
+        await server.close();
+      }
+    });
+
+    for (const poolSize of [0, 1]) {
+      it(`a client that disconnects mid-run cancels it: sleep 30 under a 60 s clockLimit ends in seconds (pool ${poolSize})`, async () => {
+        const pool = poolSize
+          ? createPool({ size: poolSize, options: { ...id.spawnAs, files: {}, limits: { memory: 256 << 20 } } })
+          : undefined;
+        const server = createServer({ sandbox: id.spawnAs, ...(pool ? { runner: pool } : {}) });
+        const port = (await server.listen(0, '127.0.0.1')).port;
+        try {
+          if (pool) assert.ok(await waitFor(() => pool.stats().ready === poolSize, 20_000), 'the pool made its sandbox');
+          const marker = `30.0${process.pid}${poolSize}`; // a sleep of ~30 s no other process runs
+          const body = JSON.stringify({ cmd: [{ args: ['/bin/sleep', marker], clockLimit: 60e9 }] });
+          const req = request({ host: '127.0.0.1', port, method: 'POST', path: '/run', headers: { 'content-type': 'application/json' } });
+          req.on('error', () => undefined); // destroyed below
+          req.end(body);
+          let pid: number | undefined;
+          assert.ok(await waitFor(() => (pid = pidRunning(['/bin/sleep', marker])) !== undefined, 20_000), 'the command started');
+          const t0 = Date.now();
+          req.destroy();
+          assert.ok(await waitFor(() => !alive(pid!), 10_000), `the command (pid ${pid}) still runs 10 s after its client left`);
+          const took = Date.now() - t0;
+          assert.ok(took < 10_000, `ended ${took} ms after the client left`);
+          if (pool) assert.ok(pool.stats().hits >= 1, `the run used the pool: ${JSON.stringify(pool.stats())}`);
+          // its slot is free again: a next request runs
+          const client = new Client(`http://127.0.0.1:${port}`);
+          assert.equal((await client.run({ cmd: [{ args: ['/bin/true'] }] }))[0]!.status, 'Accepted');
+        } finally {
+          await server.close();
+          await pool?.close();
+        }
+      });
+    }
+  });
 }
 
-/** A loopback port that was free a moment ago. */
-async function freePort(): Promise<number> {
-  const srv = createNetServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
+/** The pid of a process whose argv is exactly `argv`, if one runs. */
+function pidRunning(argv: string[]): number | undefined {
+  const want = `${argv.join('\0')}\0`;
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (readFileSync(`/proc/${name}/cmdline`, 'utf8') === want) return Number(name);
+    } catch {
+      /* gone, or not ours to read */
+    }
+  }
+  return undefined;
 }
 
 describe('cubicle serve (the command)', () => {
@@ -453,6 +527,12 @@ describe('cubicle serve (the command)', () => {
       });
       assert.equal(ok.status, 200);
       assert.equal(((await ok.json()) as JudgeResult[])[0]!.status, 'Accepted');
+      const after = (await (await fetch(`http://127.0.0.1:${port}/version`)).json()) as { poolStats?: Record<string, number> };
+      assert.ok(after.poolStats, '/version reports the pool counters');
+      assert.equal(after.poolStats.hits! + after.poolStats.misses!, 1, 'the one run is counted as a hit or a miss');
+      assert.ok(after.poolStats.ready! + after.poolStats.starting! <= 2);
+      assert.equal(after.poolStats.refillIdleMs, 30, 'the refill settings are reported');
+      assert.equal(after.poolStats.maxStarting, 1);
     } finally {
       const exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
       child.kill('SIGTERM');

@@ -2,42 +2,15 @@
 // job with bad data, and a worker SIGKILLed mid-job: its sandbox dies with it and BullMQ's stalled-job handling
 // gives the job to another worker.
 import { strict as assert } from 'node:assert';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { createServer as createNetServer, connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { JudgeResult } from '../../sandbox/index.js';
 import { alive, skipBecause, waitFor } from '../helpers/env.js';
+import { missingForQueue, startRedis, type LocalRedis } from '../helpers/loopback.js';
 import { CLI } from '../helpers/cli.js';
 
 const API = fileURLToPath(new URL('../../sandbox/index.js', import.meta.url));
-
-async function freePort(): Promise<number> {
-  const srv = createNetServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
-
-/** Whether something accepts connections on the loopback port within `ms`. */
-async function portOpen(port: number, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect(port, '127.0.0.1');
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return false;
-}
 
 /** Every live descendant of `root` (by /proc's ppid links). */
 function descendants(root: number): number[] {
@@ -61,18 +34,6 @@ function descendants(root: number): number[] {
   };
   walk(root);
   return out;
-}
-
-/** Why this host cannot run the queue tests, if it cannot. */
-function missingForQueue(): string | undefined {
-  if (spawnSync('redis-server', ['--version']).error) return 'redis-server is not installed (Debian package redis-server)';
-  try {
-    const require = createRequire(import.meta.url);
-    createRequire(require.resolve('bullmq')).resolve('ioredis');
-  } catch {
-    return "BullMQ's Redis client package 'ioredis' is not installed beside bullmq";
-  }
-  return undefined;
 }
 
 const sleepJob = (seconds: number): unknown => ({
@@ -122,7 +83,7 @@ describe('a process running a sandbox dies: the sandbox dies with it (the worker
 });
 
 describe('cubicle worker (BullMQ on a real redis-server)', function () {
-  let redis: ChildProcess | undefined;
+  let redis: LocalRedis | undefined;
   let port = 0;
   const workers: ChildProcess[] = [];
   type Bull = typeof import('bullmq');
@@ -132,16 +93,13 @@ describe('cubicle worker (BullMQ on a real redis-server)', function () {
     const missing = missingForQueue();
     if (missing) skipBecause(this, missing);
     bull = await import('bullmq');
-    port = await freePort();
-    redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-      stdio: 'ignore',
-    });
-    assert.ok(await portOpen(port, 10_000), `redis-server did not listen on 127.0.0.1:${port}`);
+    redis = await startRedis();
+    port = redis.port;
   });
 
   after(async () => {
     for (const w of workers) await stop(w, 'SIGKILL');
-    if (redis?.pid) await stop(redis, 'SIGTERM');
+    await redis?.stop();
   });
 
   const connection = (): { url: string } => ({ url: `redis://127.0.0.1:${port}` });
@@ -162,6 +120,10 @@ describe('cubicle worker (BullMQ on a real redis-server)', function () {
       await assert.rejects(bad.waitUntilFinished(events, 60_000), /bad job data: cmd\[0\]\.bogus: unknown field/);
       const failed = await queue.getJob(bad.id!);
       assert.equal(failed!.attemptsMade, 1, 'bad data is not retried');
+      // an option the library refuses is bad data too, named by its field (not an Internal Error result)
+      const refused = await queue.add('run', { cmd: [{ args: ['/bin/true'], memoryLimit: 1 }] });
+      await assert.rejects(refused.waitUntilFinished(events, 60_000), /bad job data: cmd\[0\]\.memoryLimit: must be at least/);
+      assert.equal((await queue.getJob(refused.id!))!.attemptsMade, 1, 'a refused option is not retried');
     } finally {
       await stop(workers.pop());
       await events.close();

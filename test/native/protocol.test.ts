@@ -1,7 +1,7 @@
 // The helper refuses malformed plans (never ignores them) and reports exactly one terminal event.
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { Op, encodePlan, type PlanOp } from '../../sandbox/plan/ops.js';
 import { renderProtocolHeader, renderStatusEmitters } from '../../sandbox/protocol/c-header.js';
@@ -159,6 +159,39 @@ describe('helper protocol', () => {
     assert.equal(terminal[0]!.syscall, 'connect');
     assert.match(String(terminal[0]!.msg), /reaching the network's holder .*it is gone/);
     assert.equal(r.code, 125);
+  });
+  it('refuses a network stack without its allowlist, and an allowlist without a stack (egress never runs unguarded)', async () => {
+    await refused(encodePlan(minimal([Op.netStack('/usr/bin/slirp4netns', 'eth0', 1000)])), /net-stack and net-rules come together/);
+    await refused(encodePlan(minimal([Op.netRules('/usr/sbin/nft', 'table inet t {}')])), /net-stack and net-rules come together/);
+    await refused(encodePlan(minimal([Op.netStack('/usr/bin/slirp4netns', 'a/b', 1000)])), /interface name/);
+    const stack = [Op.netStack('/usr/bin/slirp4netns', 'eth0', 1000), Op.netRules('/usr/sbin/nft', 'table inet t {}')];
+    await refused(encodePlan(minimal([...stack, Op.network('/tmp/x/sock', '10.0.0.2', 24)])), /net-stack interface cannot be eth0/);
+  });
+  it('a published port on a network whose holder is gone: the error, and no stack watchdog or API directory left', async () => {
+    const apiDirs = (): string[] => readdirSync('/tmp').filter((d) => d.startsWith('cubicle-net-'));
+    const before = new Set(apiDirs());
+    const plan = minimal([
+      Op.netStack('/usr/bin/slirp4netns', 'pub0', 1000),
+      Op.netStackArg('--api-socket'),
+      Op.netStackArg('{api}'),
+      Op.netRules('/usr/sbin/nft', 'table inet t {}'),
+      Op.network('/tmp/cubicle-no-such-holder/sock', '10.0.0.2', 24),
+    ]);
+    // the watchdog (forked before the holder join) holds the status pipe: the helper's close means it is gone too
+    const r = await helper(encodePlan(plan));
+    const terminal = r.events.filter((e) => e.ev === 'error' || e.ev === 'exit');
+    assert.deepEqual([terminal.length, terminal[0]!.syscall], [1, 'connect']);
+    assert.match(String(terminal[0]!.msg), /reaching the network's holder/);
+    // a new directory that is still empty was this run's (a live stack elsewhere has its socket in its own)
+    const empty = (d: string): boolean => {
+      try {
+        return readdirSync(`/tmp/${d}`).length === 0;
+      } catch {
+        return false; // another user's
+      }
+    };
+    const left = apiDirs().filter((d) => !before.has(d) && empty(d));
+    assert.deepEqual(left, [], 'the watchdog removed the API directory it never used');
   });
   it('refuses a bad bind access mode and non-octal modes', async () => {
     await refused(encodePlan(minimal([{ op: 'bind', args: ['/usr', '/x', 'rwx'] }])), /bind access 'rwx'/);

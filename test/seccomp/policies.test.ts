@@ -13,7 +13,7 @@ const GOLDEN = fileURLToPath(new URL('../../../test/golden/', import.meta.url));
 describe('policies', () => {
   it('lists the shipped policies with descriptions', () => {
     const names = listPolicies().map((p) => p.name);
-    assert.deepEqual(names, ['default', 'judge', 'none', 'permissive']);
+    assert.deepEqual(names, ['ci', 'default', 'judge', 'none', 'permissive']);
     assert.ok(listPolicies().every((p) => p.description.length > 20));
   });
 
@@ -135,7 +135,7 @@ describe('policies', () => {
         ],
         [write('a.json', { extends: './b.json' }), /extends cycle/],
         [join(t.dir, 'missing.json'), /not found/],
-        ['no-such-policy', /not found .*shipped policies: default, judge, none, permissive/],
+        ['no-such-policy', /not found .*shipped policies: ci, default, judge, none, permissive/],
       ];
       write('b.json', { extends: './a.json' });
       for (const [spec, re] of cases) {
