@@ -400,10 +400,16 @@ for (const [i, c] of callers().entries()) {
       if (ns !== undefined && IS_ROOT) await waitFor('no process left in its netns', () => inNetns(ns).length === 0, 5000);
     });
 
-    it('rm of an unused network stops its holder at once', async () => {
+    it('rm of an unused network stops its holder at once; the holder keeps no capability while it serves', async () => {
       const D = `${tag}d`;
       assert.equal(cli(c, ['network', 'create', D]).code, 0);
       const holder = lsJson(c).find((x) => x.name === D)!.holderPid;
+      // a root-made holder maps every id as itself: with its namespace's capabilities it could override host files
+      const caps = readFileSync(`/proc/${holder}/status`, 'utf8')
+        .split('\n')
+        .filter((l) => /^Cap(Inh|Prm|Eff|Bnd|Amb):/.test(l))
+        .map((l) => l.split(/\s+/)[1]);
+      assert.deepEqual(caps, ['0000000000000000', '0000000000000000', '0000000000000000', '0000000000000000', '0000000000000000']);
       assert.equal(cli(c, ['network', 'rm', D]).code, 0);
       await waitFor('the holder to exit', () => !alive(holder), 3000);
     });
