@@ -23,7 +23,8 @@ describe('egress planning', () => {
     assert.match(egressRuleset({ mode: 'egress', allow: [], publish: [], stack }), /policy drop;/);
   });
 
-  it('HOST:PORT entries come before the refusal of the stack link, broadcast and multicast; CIDRs only after it (regression: UDP to 255.255.255.255 reached the host loopback under 0.0.0.0/0)', () => {
+  // regression: UDP to 255.255.255.255 reached the host loopback under host.cubicle.internal:PORT and 0.0.0.0/0
+  it('HOST:PORT entries come before the refusal of the stack link, broadcast and multicast; CIDRs only after it', () => {
     const r = rules({
       mode: 'egress',
       allow: [
