@@ -3,7 +3,7 @@
 import { createSocket } from 'node:dgram';
 import { strict as assert } from 'node:assert';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { createConnection, createServer, type AddressInfo, type Server } from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { judge } from '../../sandbox/outcome/judge.js';
 import { encodePlan, makeOp, type PlanOp } from '../../sandbox/plan/ops.js';
 import { supervise } from '../../sandbox/supervisor/supervisor.js';
 import { alive, identities, skipBecause, waitFor } from '../helpers/env.js';
+import { freePort, listeners } from '../helpers/loopback.js';
 
 const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 
@@ -55,27 +56,6 @@ function hostAddress(): string | undefined {
   for (const list of Object.values(networkInterfaces()))
     for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
   return undefined;
-}
-
-/** Local addresses listening on TCP port `port` in this (the host's) network namespace. */
-function listeners(port: number): string[] {
-  const hex = port.toString(16).toUpperCase().padStart(4, '0');
-  const out: string[] = [];
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6'])
-    for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length > 3 && f[3] === '0A' && f[1]!.endsWith(`:${hex}`)) out.push(f[1]!.split(':')[0]!);
-    }
-  return out;
-}
-
-/** A free port on the host's loopback (bound and released). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((res) => s.listen(0, '127.0.0.1', res));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((res) => s.close(res));
-  return port;
 }
 
 /** Connects to 127.0.0.1:port until a banner comes (the sandbox's server may not listen yet). */

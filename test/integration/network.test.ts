@@ -13,6 +13,7 @@ import { runSandboxed } from '../../sandbox/index.js';
 import { createNetwork, removeNetwork } from '../../sandbox/network/manage.js';
 import { runtimeDirPath } from '../../sandbox/host/runtime-dir.js';
 import { IS_ROOT, skipBecause } from '../helpers/env.js';
+import { listeners } from '../helpers/loopback.js';
 
 const MAIN = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 
@@ -188,18 +189,6 @@ s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.
 print(json.dumps(out), flush=True)
 s.settimeout(30); c, _ = s.accept(); c.sendall(b"published\\n"); c.close()
 `;
-
-/** Local addresses listening on TCP port `port` in this (the host's) network namespace. */
-function listeners(port: number): string[] {
-  const hex = port.toString(16).toUpperCase().padStart(4, '0');
-  const out: string[] = [];
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6'])
-    for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length > 3 && f[3] === '0A' && f[1]!.endsWith(`:${hex}`)) out.push(f[1]!.split(':')[0]!);
-    }
-  return out;
-}
 
 /** What a TCP connection to host:port on the host reads until the peer closes ('' when it fails). */
 const readFrom = (host: string, port: number): Promise<string> =>
