@@ -53,7 +53,7 @@ export interface CgroupPlan {
 /** What the group counted, read once the helper has exited. */
 export interface CgroupCounters {
   peakMemoryBytes?: number;
-  /** Processes the kernel's OOM killer killed (v1 with the OOM killer off: OOM events seen). */
+  /** Processes the kernel's OOM killer killed in the group. */
   oomKills?: number;
   /** Forks the pids controller refused. */
   pidsRefused?: number;

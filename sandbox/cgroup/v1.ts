@@ -17,7 +17,9 @@ export function cgroupV1Available(): true | string {
   return true;
 }
 
-/** The groups a run gets: memory (limit, memsw, OOM killer off so stage 0 stops the whole sandbox), pids, cpuacct. */
+/** The groups a run gets: memory (limit, memsw; its OOM event makes stage 0 stop the whole sandbox), pids, cpuacct. The
+ *  OOM killer is left on: with `memory.oom_control` 1, a kernel allocation the full group could not hold (a SysV
+ *  message, a pipe buffer) failed with ENOMEM and raised no OOM event, so the run ended ok at the limit. */
 export function planV1(l: GroupLimits, runId: string): CgroupPlan {
   const controllers = cgroupV1Controllers(mounts(), V1_CONTROLLERS);
   const plan: CgroupPlan = {
@@ -53,7 +55,6 @@ export function planV1(l: GroupLimits, runId: string): CgroupPlan {
         value: l.memoryBytes,
         orElse: { file: `${dir}/memory.swappiness`, value: 0 },
       });
-      writes.push({ file: `${dir}/memory.oom_control`, value: 1 });
     }
   }
   if (l.pidsMax !== undefined) {

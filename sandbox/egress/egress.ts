@@ -128,12 +128,18 @@ function resolveName(option: string, given: string, host: string): string[] {
 }
 
 const isLoopback = (a: string): boolean => a.startsWith('127.');
+/** Destinations refused before any CIDR is allowed (the egress link's own /24, 0/8, multicast, broadcast). */
+const STACK_RESERVED = ['10.0.2.0/24', '0.0.0.0/8', '224.0.0.0/4', '255.255.255.255'];
+const isStackReserved = (a: string): boolean => {
+  const o = a.split('.').map(Number) as [number, number, number, number];
+  return (o[0] === 10 && o[1] === 0 && o[2] === 2) || o[0] === 0 || (o[0] >= 224 && o[0] <= 239) || a === '255.255.255.255';
+};
 
 /** HOST:PORT -> one rule per address (host.cubicle.internal: the gateway, which is the host's loopback). */
 function allowHost(given: unknown): AllowRule[] {
   const option = 'allowHosts';
   if (typeof given !== 'string') return fail(option, `${option} entries must be "HOST:PORT" strings`);
-  const m = /^([A-Za-z0-9._-]+):([^:]+)$/.exec(given);
+  const m = /^([A-Za-z0-9][A-Za-z0-9._-]*):([^:]+)$/.exec(given);
   if (!m) return fail(option, `${option} "${given}" must be HOST:PORT (an IPv4 address or a name, and a port), e.g. registry.example:443`);
   const [, host, portText] = m as unknown as [string, string, string];
   const port = checkPort(option, given, portText);
@@ -141,6 +147,15 @@ function allowHost(given: unknown): AllowRule[] {
   const addrs = nodeNet().isIPv4(host) ? [host] : resolveName(option, given, host);
   if (addrs.some(isLoopback))
     fail(option, `${option} "${given}": 127.0.0.1 inside is the sandbox's own loopback; allow ${HOST_ALIAS}:${port} to reach the host's`);
+  // the stack's own link (its gateway is the host's loopback), broadcast, multicast and 0/8 are never a destination:
+  // a name that resolves there (its DNS is not the caller's to trust) would open the host's loopback
+  const reserved = addrs.find(isStackReserved);
+  if (reserved)
+    fail(
+      option,
+      `${option} "${given}": ${host === reserved ? '' : `${host} resolves to `}${reserved}, which is the network stack's own ` +
+        `link, a broadcast, multicast or 0.0.0.0/8 address; allow ${HOST_ALIAS}:${port} to reach the host's loopback`,
+    );
   return addrs.map((address) => ({ address, prefix: 32, port, given }));
 }
 
@@ -276,15 +291,20 @@ export function egressRuleset(n: ResolvedNetwork): string {
   // only belong to a connection that was allowed (the payload has no raw sockets), or accepted from a published port.
   const r: string[] = ['oifname "lo" accept'];
   if (n.mode === 'private') r.push(`oifname "${NETWORK_IFNAME}" accept`);
+  // the stack carries IPv4 only: nothing of IPv6 leaves through it (not even a segment after a SYN)
+  r.push('meta nfproto ipv6 reject with icmpx type admin-prohibited');
   r.push('tcp flags & (syn | ack) != syn accept');
   if (n.mode === 'egress') r.push(`ip daddr ${L.dns} meta l4proto { tcp, udp } th dport 53 accept`);
   const net = (a: AllowRule): string => (a.prefix === 32 ? a.address : `${a.address}/${a.prefix}`);
   for (const a of n.allow.filter((x) => x.port !== undefined))
     r.push(`ip daddr ${net(a)} meta l4proto { tcp, udp } th dport ${a.port} accept`);
   // a CIDR never opens the host's loopback or the forwarder: only HOST:PORT entries do
+  // the stack's link (its gateway is the host's loopback), broadcast (which the stack delivers to the host's loopback
+  // too), multicast and 0/8 are refused before any CIDR accepts
   if (n.mode !== 'private') {
-    r.push(`ip daddr { ${L.gateway}, ${L.dns} } meta l4proto tcp reject with tcp reset`);
-    r.push(`ip daddr { ${L.gateway}, ${L.dns} } reject with icmpx type admin-prohibited`);
+    const reserved = `{ ${STACK_RESERVED.join(', ')} }`;
+    r.push(`ip daddr ${reserved} meta l4proto tcp reject with tcp reset`);
+    r.push(`ip daddr ${reserved} reject with icmpx type admin-prohibited`);
   }
   for (const a of n.allow.filter((x) => x.port === undefined)) r.push(`ip daddr ${net(a)} accept`);
   r.push('meta l4proto tcp reject with tcp reset', 'reject with icmpx type admin-prohibited');

@@ -44,8 +44,8 @@ void cgroup_cpu_open_from_parent(const struct plan *p) {
   }
 }
 
-/* cgroup v1: with the OOM killer disabled in the sandbox's memory cgroup, an eventfd says when it hits its
- * limit; stage 0 then stops the whole sandbox. */
+/* cgroup v1: an eventfd says when the sandbox's memory cgroup hits its limit (the kernel's OOM killer may already
+ * have killed one process); stage 0 then stops the whole sandbox. */
 int cgroup_oom_watch_from_parent(const struct plan *p) {
   if (!p->oom_watch_dir) return -1;
   char path[PATH_MAX], line[64];

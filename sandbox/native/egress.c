@@ -50,6 +50,20 @@ static void close_from(int lowest) {
   for (int fd = lowest; fd < 4096; fd++) close(fd);
 }
 
+/* Stdio on /dev/null; every other fd closed but a and b (both above 2). */
+static void keep_only(int a, int b) {
+  int null = open("/dev/null", O_RDWR);
+  if (null >= 0) {
+    for (int i = 0; i < 3; i++)
+      if (null != i) dup2(null, i);
+    if (null > 2) close(null);
+  }
+  int lo = a < b ? a : b, hi = a < b ? b : a;
+  for (int fd = 3; fd < lo; fd++) close(fd);
+  for (int fd = lo + 1; fd < hi; fd++) close(fd);
+  close_from(hi + 1);
+}
+
 /* In a child: default signal state, stdio from the given fds (-1: /dev/null), nothing else open. */
 static void child_stdio(int in, int out, int err) {
   sigset_t none;
@@ -98,6 +112,7 @@ static const char *expand(const char *arg, const char *pid, const char *api);
  * waits for that pipe to close (or the stack to end), and kills it. */
 static __attribute__((noreturn)) void watchdog_main(const struct plan *p, int from_parent, int report_w) {
   prctl(PR_SET_NAME, "cubicle-netwatch", 0, 0, 0);
+  keep_only(from_parent, report_w); /* forked early: none of stage 0's fds (the caller's stdio, status, control) */
   pid_t init = 0;
   ssize_t got;
   while ((got = read(from_parent, &init, sizeof init)) < 0 && errno == EINTR) {}
@@ -109,10 +124,14 @@ static __attribute__((noreturn)) void watchdog_main(const struct plan *p, int fr
   snprintf(pid, sizeof pid, "%d", (int)init);
   size_t n = 0;
   while (p->stack_args[n]) n++;
-  const char **argv = calloc(n + 2, sizeof *argv);
+  const char **argv = calloc(n + 3, sizeof *argv);
   if (!argv) _exit(126);
-  argv[0] = p->stack_program;
-  for (size_t i = 0; i < n; i++) argv[i + 1] = expand(p->stack_args[i], pid, api_path);
+  size_t k = 0;
+  argv[k++] = p->stack_program;
+  /* started by root (a root caller's default ids): slirp4netns drops every capability but CAP_NET_BIND_SERVICE and
+   * keeps only /etc and /run of the host's files once its link is made (a rootless stack has none to drop) */
+  if (geteuid() == 0) argv[k++] = "--enable-sandbox";
+  for (size_t i = 0; i < n; i++) argv[k++] = expand(p->stack_args[i], pid, api_path);
   int err[2];
   if (pipe2(err, O_CLOEXEC) < 0) _exit(126);
   pid_t stack = fork();

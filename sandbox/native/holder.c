@@ -151,8 +151,11 @@ static __attribute__((noreturn)) void holder_child(const struct plan *p, int go_
   if (stat(p->holder_socket, &st) < 0) die_sys("stat", errno, "%s", p->holder_socket);
   h.path = p->holder_socket;
   h.ino = st.st_ino;
-  /* It holds every capability of its user namespace: nobody, not even a process of the same uid, may ptrace it or
-   * open its /proc files (members get its namespaces through the socket, from the owner's own directory). */
+  /* From here it only answers on its socket: no capability is needed (members get their capabilities in its
+   * namespaces as the user namespace's owner, never from it), so none is kept, nor any way back to one. */
+  caps_drop_all();
+  /* Nobody, not even a process of the same uid, may ptrace it or open its /proc files (members get its namespaces
+   * through the socket, from the owner's own directory). */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_DUMPABLE");
   signal(SIGPIPE, SIG_IGN);
   signal(SIGHUP, SIG_IGN);

@@ -222,6 +222,15 @@ static long long shmem_counted_elsewhere(const char *pid) {
   return total;
 }
 
+/* Pss_Anon and Pss_Shmem (KiB) from a process's smaps_rollup; 0 if it is unreadable. */
+static int read_rollup(const char *pid, unsigned long long *anon, unsigned long long *shmem) {
+  char path[300], buf[4096];
+  snprintf(path, sizeof path, "/proc/%s/smaps_rollup", pid);
+  if (read_small(path, buf, sizeof buf) < 0) return 0;
+  char *a = strstr(buf, "\nPss_Anon:"), *m = strstr(buf, "\nPss_Shmem:");
+  return a && m && sscanf(a + 10, "%llu", anon) == 1 && sscanf(m + 11, "%llu", shmem) == 1;
+}
+
 /* Memory a process owns: its anonymous pages plus the shared memory it maps (shared anonymous mappings,
  * tmpfs/SysV shm/memfd pages), proportionally (pages shared among processes are divided among them, so a sum
  * is not inflated). File pages mapped from programs and libraries are page cache, shared with the host and
@@ -229,13 +238,20 @@ static long long shmem_counted_elsewhere(const char *pid) {
  * sample's budget, or for a process that hides smaps_rollup, its status (RssAnon + RssShmem + VmPTE) counts. */
 static unsigned long long read_owned(const char *pid, int cheap) {
   char path[300], buf[4096];
-  snprintf(path, sizeof path, "/proc/%s/smaps_rollup", pid);
   unsigned long long anon = 0, shmem = 0;
-  if (!cheap && read_small(path, buf, sizeof buf) >= 0) {
-    char *a = strstr(buf, "\nPss_Anon:"), *m = strstr(buf, "\nPss_Shmem:");
-    if (a && m && sscanf(a + 10, "%llu", &anon) == 1 && sscanf(m + 11, "%llu", &shmem) == 1) {
-      /* shared pages an object count already holds (a mapped memfd, tmpfs file or SysV segment) count once */
-      long long twice = shmem ? shmem_counted_elsewhere(pid) : 0;
+  if (!cheap && read_rollup(pid, &anon, &shmem)) {
+    /* Shared pages an object count already holds (a mapped memfd, tmpfs file or SysV segment) count once. The
+     * rollup is read again after smaps and the smaller figure kept: a mapping that went away between the two
+     * reads (a munmap, the process exiting) was in the first rollup but not in smaps, and counted twice. */
+    long long twice = 0;
+    int consistent = 1;
+    if (shmem) {
+      unsigned long long anon2, shmem2;
+      twice = shmem_counted_elsewhere(pid);
+      consistent = twice >= 0 && read_rollup(pid, &anon2, &shmem2);
+      if (consistent && shmem2 < shmem) shmem = shmem2;
+    }
+    if (consistent) {
       if (twice > 0) shmem = (unsigned long long)twice < shmem ? shmem - (unsigned long long)twice : 0;
       /* its page tables: kernel memory a cgroup charges too */
       unsigned long long pte = 0;

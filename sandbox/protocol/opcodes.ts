@@ -107,7 +107,7 @@ export const OPCODES = [
   { name: 'cgroup-cpu', args: ['usageFile'] },
   // stage 0 (cgroup v2): memory.current, opened before clone; init samples it for the peak (kernels without memory.peak)
   { name: 'cgroup-memory', args: ['currentFile'] },
-  // stage 0: a cgroup v1 memory dir whose OOM events (with the OOM killer disabled) mean memory-limit: kill all
+  // stage 0: a cgroup v1 memory dir whose OOM events mean memory-limit: kill all
   { name: 'cgroup-oom-watch', args: ['dir'] },
   // the fresh root: a tmpfs of this many bytes
   { name: 'root', args: ['sizeBytes'] },

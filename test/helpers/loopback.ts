@@ -1,6 +1,7 @@
 // Loopback services of the tests and the judge benchmark: a free port, waiting for a listener, and a redis-server
 // of its own (no persistence) stopped by its pid. Plain Node (no test framework), so bench/ imports it too.
 import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { connect, createServer } from 'node:net';
 
@@ -11,6 +12,18 @@ export async function freePort(): Promise<number> {
   const port = (srv.address() as { port: number }).port;
   await new Promise((resolve) => srv.close(resolve));
   return port;
+}
+
+/** Local addresses listening on TCP port `port` in this (the host's) network namespace. */
+export function listeners(port: number): string[] {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  const out: string[] = [];
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6'])
+    for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length > 3 && f[3] === '0A' && f[1]!.endsWith(`:${hex}`)) out.push(f[1]!.split(':')[0]!);
+    }
+  return out;
 }
 
 /** Whether something accepts connections on the loopback port within `ms`. */

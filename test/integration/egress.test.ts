@@ -1,8 +1,9 @@
 // Egress (--network egress): the outside through slirp4netns, only where the allowlist allows; published ports; the ci
 // policy. Servers run on the host's loopback only; "refused" must come from cubicle's own allowlist.
+import { createSocket } from 'node:dgram';
 import { strict as assert } from 'node:assert';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { createConnection, createServer, type AddressInfo, type Server } from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,7 @@ import { encodePlan, makeOp, type PlanOp } from '../../sandbox/plan/ops.js';
 import { supervise } from '../../sandbox/supervisor/supervisor.js';
 import { alive, identities, skipBecause, waitFor } from '../helpers/env.js';
 import { CLI } from '../helpers/cli.js';
+import { freePort, listeners } from '../helpers/loopback.js';
 
 /** A server on the host's loopback that greets each connection with `banner`. */
 async function hostServer(banner: string): Promise<{ port: number; server: Server }> {
@@ -53,27 +55,6 @@ function hostAddress(): string | undefined {
   for (const list of Object.values(networkInterfaces()))
     for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
   return undefined;
-}
-
-/** Local addresses listening on TCP port `port` in this (the host's) network namespace. */
-function listeners(port: number): string[] {
-  const hex = port.toString(16).toUpperCase().padStart(4, '0');
-  const out: string[] = [];
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6'])
-    for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length > 3 && f[3] === '0A' && f[1]!.endsWith(`:${hex}`)) out.push(f[1]!.split(':')[0]!);
-    }
-  return out;
-}
-
-/** A free port on the host's loopback (bound and released). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((res) => s.listen(0, '127.0.0.1', res));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((res) => s.close(res));
-  return port;
 }
 
 /** Connects to 127.0.0.1:port until a banner comes (the sandbox's server may not listen yet). */
@@ -141,6 +122,38 @@ for (const id of identities())
       });
       const [a] = attempts(String(r.stdout));
       assert.equal(a!.error, 'ConnectionRefusedError', JSON.stringify(a));
+    });
+
+    it('UDP to 255.255.255.255 never reaches the host loopback, even with a host port and 0.0.0.0/0 allowed (regression)', async () => {
+      const sock = createSocket('udp4');
+      const got: string[] = [];
+      sock.on('message', (m) => got.push(String(m)));
+      await new Promise<void>((resolve) => sock.bind(0, '127.0.0.1', resolve));
+      const port = (sock.address() as { port: number }).port;
+      try {
+        const send = `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+for dst in ('255.255.255.255', '10.0.2.255', '10.0.2.2', '224.0.0.1'):
+    try:
+        s.sendto(b'leak ' + dst.encode(), (dst, ${port}))
+        print(dst, 'sent')
+    except OSError as e:
+        print(dst, type(e).__name__)
+`;
+        const r = await run(['python3', '-c', send], {
+          network: 'egress',
+          allowHosts: [`host.cubicle.internal:${allowed.port}`],
+          allowCidrs: ['0.0.0.0/0'],
+        });
+        assert.equal(r.exitCode, 0, String(r.stderr));
+        assert.equal(String(r.stdout).trim().split('\n').length, 4, String(r.stdout));
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        assert.deepEqual(got, [], 'no datagram reached the host');
+      } finally {
+        sock.close();
+      }
     });
 
     it("127.0.0.1 inside is the sandbox's own loopback; resolv.conf names a nameserver; /etc/hosts has host.cubicle.internal", async () => {
@@ -294,6 +307,11 @@ describe('egress: bad input is refused before anything runs', () => {
     [{ network: 'no-such-lab', publish: ['8080:80'] }, 'network', /network "no-such-lab" does not exist for this user/],
     [{ network: 'lab', allowHosts: ['10.1.2.3:80'] }, 'allowHosts', /needs network 'egress'/],
     [{ publish: ['8080:80', '8080:81'] }, 'publish', /twice/],
+    // regression: an address of the stack's link (or a name resolving there) opened the host's loopback
+    [{ network: 'egress', allowHosts: ['10.0.2.2:80'] }, 'allowHosts', /network stack's own link.*host\.cubicle\.internal:80/],
+    [{ network: 'egress', allowHosts: ['255.255.255.255:53'] }, 'allowHosts', /broadcast/],
+    // regression: a leading '-' reached getent as an option
+    [{ network: 'egress', allowHosts: ['-sdns:80'] }, 'allowHosts', /must be HOST:PORT/],
   ];
   for (const [o, option, message] of bad)
     it(`${JSON.stringify(o)} is a SandboxOptionError on ${option}`, () => {

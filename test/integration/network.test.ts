@@ -13,6 +13,7 @@ import { createNetwork, removeNetwork } from '../../sandbox/network/manage.js';
 import { runtimeDirPath } from '../../sandbox/host/runtime-dir.js';
 import { IS_ROOT, skipBecause } from '../helpers/env.js';
 import { CLI } from '../helpers/cli.js';
+import { listeners } from '../helpers/loopback.js';
 
 interface Caller {
   label: string;
@@ -186,18 +187,6 @@ s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.
 print(json.dumps(out), flush=True)
 s.settimeout(30); c, _ = s.accept(); c.sendall(b"published\\n"); c.close()
 `;
-
-/** Local addresses listening on TCP port `port` in this (the host's) network namespace. */
-function listeners(port: number): string[] {
-  const hex = port.toString(16).toUpperCase().padStart(4, '0');
-  const out: string[] = [];
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6'])
-    for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length > 3 && f[3] === '0A' && f[1]!.endsWith(`:${hex}`)) out.push(f[1]!.split(':')[0]!);
-    }
-  return out;
-}
 
 /** What a TCP connection to host:port on the host reads until the peer closes ('' when it fails). */
 const readFrom = (host: string, port: number): Promise<string> =>
@@ -398,10 +387,16 @@ for (const [i, c] of callers().entries()) {
       if (ns !== undefined && IS_ROOT) await waitFor('no process left in its netns', () => inNetns(ns).length === 0, 5000);
     });
 
-    it('rm of an unused network stops its holder at once', async () => {
+    it('rm of an unused network stops its holder at once; the holder keeps no capability while it serves', async () => {
       const D = `${tag}d`;
       assert.equal(cli(c, ['network', 'create', D]).code, 0);
       const holder = lsJson(c).find((x) => x.name === D)!.holderPid;
+      // a root-made holder maps every id as itself: with its namespace's capabilities it could override host files
+      const caps = readFileSync(`/proc/${holder}/status`, 'utf8')
+        .split('\n')
+        .filter((l) => /^Cap(Inh|Prm|Eff|Bnd|Amb):/.test(l))
+        .map((l) => l.split(/\s+/)[1]);
+      assert.deepEqual(caps, ['0000000000000000', '0000000000000000', '0000000000000000', '0000000000000000', '0000000000000000']);
       assert.equal(cli(c, ['network', 'rm', D]).code, 0);
       await waitFor('the holder to exit', () => !alive(holder), 3000);
     });

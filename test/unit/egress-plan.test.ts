@@ -13,8 +13,9 @@ const rules = (n: ResolvedNetwork): string[] =>
 describe('egress planning', () => {
   it('judges only first segments, lets DNS reach the forwarder, and refuses everything else with a reset or an ICMP error', () => {
     const r = rules({ mode: 'egress', allow: [], publish: [], stack });
-    assert.deepEqual(r.slice(0, 3), [
+    assert.deepEqual(r.slice(0, 4), [
       'oifname "lo" accept',
+      'meta nfproto ipv6 reject with icmpx type admin-prohibited',
       'tcp flags & (syn | ack) != syn accept',
       'ip daddr 10.0.2.3 meta l4proto { tcp, udp } th dport 53 accept',
     ]);
@@ -22,7 +23,8 @@ describe('egress planning', () => {
     assert.match(egressRuleset({ mode: 'egress', allow: [], publish: [], stack }), /policy drop;/);
   });
 
-  it('HOST:PORT entries come before the refusal of the host loopback; CIDRs only after it', () => {
+  // regression: UDP to 255.255.255.255 reached the host loopback under host.cubicle.internal:PORT and 0.0.0.0/0
+  it('HOST:PORT entries come before the refusal of the stack link, broadcast and multicast; CIDRs only after it', () => {
     const r = rules({
       mode: 'egress',
       allow: [
@@ -33,7 +35,7 @@ describe('egress planning', () => {
       stack,
     });
     const host = r.indexOf('ip daddr 10.0.2.2 meta l4proto { tcp, udp } th dport 4873 accept');
-    const refuse = r.findIndex((l) => l.startsWith('ip daddr { 10.0.2.2, 10.0.2.3 } meta l4proto tcp reject'));
+    const refuse = r.indexOf('ip daddr { 10.0.2.0/24, 0.0.0.0/8, 224.0.0.0/4, 255.255.255.255 } reject with icmpx type admin-prohibited');
     const cidr = r.indexOf('ip daddr 0.0.0.0/0 accept');
     assert.ok(host >= 0 && refuse > host && cidr > refuse, r.join('\n'));
   });
@@ -70,6 +72,7 @@ describe('egress planning', () => {
     assert.deepEqual(rules(n), [
       'oifname "lo" accept',
       'oifname "eth0" accept',
+      'meta nfproto ipv6 reject with icmpx type admin-prohibited',
       'tcp flags & (syn | ack) != syn accept',
       'meta l4proto tcp reject with tcp reset',
       'reject with icmpx type admin-prohibited',
