@@ -109,6 +109,7 @@ void stage_exec_main(const struct plan *p, int exec_report_fd) {
   if (setsid() < 0) die_sys("setsid", errno, "new session");
   tty_take_control_from_exec(p);
   fresh_session_keyring();
+  cgroup_memory_join_from_exec();
   limits_apply_rlimits(p);
   caps_drop_all();
   if (chdir(p->cwd) < 0) die_sys("chdir", errno, "working directory %s", p->cwd);

@@ -153,6 +153,7 @@ static __attribute__((noreturn)) void report_end(const struct plan *p, const str
 void stage_init_main(const struct plan *p, int from_parent, int to_parent, long long t0_us) {
   report_set_stage(CUB_STAGE_INIT);
   report_set_failure_fd(to_parent);
+  cgroup_memory_leave();
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_PDEATHSIG");
   char go;
   if (read(from_parent, &go, 1) != 1 || go != CUB_INIT_CMD_GO) _exit(CUB_EXIT_SETUP_FAILED); /* the parent failed and reported it */
@@ -204,6 +205,7 @@ void stage_init_main(const struct plan *p, int from_parent, int to_parent, long 
   pid_t payload = (pid_t)syscall(SYS_clone, CLONE_VFORK | CLONE_FILES | SIGCHLD, NULL, NULL, NULL, NULL);
   if (payload < 0) die_sys("clone", errno, "starting the payload");
   if (payload == 0) stage_exec_main(p, exec_pipe[1]);
+  cgroup_memory_close();
   close(exec_pipe[1]);
 
   /* The stage reported its listener, or a failure (and then it has exited); EOF ends its reports. */

@@ -246,6 +246,8 @@ static void start_init(struct parent *s) {
     close(s->sigchld_fd);
     stage_init_main(s->plan, init_down, init_up, s->t0);
   }
+  cgroup_memory_leave();
+  cgroup_memory_close();
   close(init_down);
   close(init_up);
   /* init's: the files blob, and the copy-out pipe (EOF once init is gone). Only when the plan says they were

@@ -60,6 +60,15 @@ forEachIdentity((id, run) => {
       }
     });
 
+    it('cgroup v1: the memory group holds the payload only (an OOM kill once took init or the helper, and the usage)', async function () {
+      if (m.cgroup !== 'v1') skipBecause(this, `only cgroup v1 moves init and the helper out of the memory group (here: ${m.label})`);
+      const r = await go(['/bin/sh', '-c', 'grep :memory: /proc/self/cgroup /proc/1/cgroup'], { limits: bomb });
+      assert.equal(r.verdict, 'ok', String(r.stderr));
+      const lines = String(r.stdout).trim().split('\n');
+      assert.match(lines[0] ?? '', /^\/proc\/self\/cgroup:\d+:memory:\/$/, 'the payload in the group (the root of its cgroup namespace)');
+      assert.match(lines[1] ?? '', /^\/proc\/1\/cgroup:\d+:memory:\/\.\.$/, 'init in its parent');
+    });
+
     it('SysV message queues filled to the kernel defaults are memory-limit, not ok', async () => {
       const r = await go([PY, '-c', MSGQ], { limits: bomb });
       assert.equal(r.verdict, 'memory-limit', `${r.verdict} ${String(r.stderr)}`);
