@@ -6,8 +6,7 @@
 // Usage: node dist/bench/cli.js [--runs N (default 40)] [--warmup N (default 5)] [--baseline PACKAGE_DIR]
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
-import { BWRAP_FLAGS, measureRoundRobin, spawnMustSucceed, summarize, which, type Row } from './runner.js';
+import { BWRAP_FLAGS, measureRoundRobin, spawnMustSucceed, summarize, which, type Row, benchFlags } from './runner.js';
 
 /** The most cubicle itself may add to a call above `node -e 0` (p50). */
 const OWN_SHARE_TARGET_MS = 30;
@@ -20,12 +19,12 @@ function childrenCpuMs(): number {
   return (Number(fields[13]) + Number(fields[14])) * 10; // cutime, cstime (fields 16 and 17 of stat)
 }
 
-const { values } = parseArgs({
-  options: { runs: { type: 'string' }, warmup: { type: 'string' }, baseline: { type: 'string' } },
-  strict: true,
+const values = benchFlags('usage: node dist/bench/cli.js [--runs N (default 40)] [--warmup N (default 5)] [--baseline PACKAGE_DIR]', {
+  runs: { count: 40 },
+  warmup: { count: 5, min: 0 },
+  baseline: { text: true },
 });
-const runs = Number(values.runs ?? 40);
-const warmup = Number(values.warmup ?? 5);
+const { runs, warmup } = values;
 
 const cpu = new Map<string, number>();
 const row = (name: string, argv: string[], quiet = false): Row => ({
