@@ -123,11 +123,11 @@ export function withLock<T>(file: string, fn: () => T): T {
   }
 }
 
-/** Sends one request byte to a network's holder; resolves with its answer byte, or undefined when it did not
- *  answer within `ms` (it is gone or wedged). */
-export function askHolder(name: string, request: string, ms = 1000): Promise<string | undefined> {
+/** Sends one request byte to a network's holder (through `path`, its socket by default); resolves with its answer
+ *  byte, or undefined when it did not answer within `ms` (it is gone or wedged). */
+export function askHolder(name: string, request: string, ms = 1000, path = socketPath(name)): Promise<string | undefined> {
   return new Promise((resolve) => {
-    const s = nodeNet().connect(socketPath(name));
+    const s = nodeNet().connect(path);
     const done = (v: string | undefined): void => {
       clearTimeout(timer);
       s.destroy();

@@ -497,6 +497,27 @@ describe('private networks through the API (this process as the caller)', functi
     assert.equal(extra.setupFailure?.stage, 'network');
   });
 
+  it('a create of the same name at once after rm gets a network of its own; rm leaves nothing aside', async () => {
+    const R = `${name}r`;
+    createNetwork(R, `10.94.${n}.16/28`);
+    try {
+      const removing = removeNetwork(R); // its part under the lock runs now, before the create below
+      const created = createNetwork(R, `10.94.${n}.32/28`);
+      assert.equal((await removing).holder, 'stopped');
+      const r = await runSandboxed(['sh', '-c', 'ip -4 -o addr show eth0 2>/dev/null || hostname -I'], { network: R, reject: false });
+      assert.equal(r.verdict, 'ok', `${r.verdict} ${r.setupFailure?.message ?? ''} ${String(r.stderr)}`);
+      assert.match(String(r.stdout), /10\.94\.\d+\.(3[3-9]|4[0-6])\b/, 'an address of the new subnet');
+      assert.ok(existsSync(`/proc/${created.pid}`), 'the new holder still runs');
+      assert.deepEqual(
+        readdirSync(runtimeDirPath() + '/networks').filter((f) => f.startsWith('.removed-')),
+        [],
+        'the moved-aside directory is gone',
+      );
+    } finally {
+      await removeNetwork(R).catch(() => undefined);
+    }
+  });
+
   it('a runtime directory open to others is refused by network commands with the fix, never used', () => {
     const xdg = mkdtempSync('/tmp/cubicle-xdg-');
     try {
