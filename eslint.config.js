@@ -17,7 +17,7 @@ export default defineConfig(
   },
 
   {
-    files: ['**/*.ts'],
+    files: ['**/*.ts', '**/*.cts'],
     extends: [
       js.configs.recommended,
       // Type-aware: the rules read the types tsc infers from tsconfig.json.

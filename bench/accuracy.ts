@@ -5,9 +5,9 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { runSandboxed, type SandboxOptions } from '../sandbox/index.js';
 import { cgroupV1Available } from '../sandbox/cgroup/index.js';
+import { benchFlags } from './runner.js';
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
@@ -22,8 +22,11 @@ function buildProbe(): { bin: string; cleanup: () => void } {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { runs: { type: 'string' }, json: { type: 'boolean' } } });
-  const runs = Number(values.runs ?? 5);
+  const values = benchFlags('usage: node dist/bench/accuracy.js [--runs N (default 5)] [--json]', {
+    runs: { count: 5 },
+    json: { switch: true },
+  });
+  const runs = values.runs;
   const { bin, cleanup } = buildProbe();
   const mounts: SandboxOptions['mounts'] = [{ type: 'bind', source: bin, target: '/probe', readOnly: true }];
   const mechanisms: [string, SandboxOptions][] = [['rlimits + sampling', { cgroups: false }]];

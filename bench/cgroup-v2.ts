@@ -4,16 +4,18 @@
 // delegated subtree); `../shared/vm/cgroup2-vm -- node dist/bench/cgroup-v2.js` gives one on other hosts.
 // Usage: node dist/bench/cgroup-v2.js [--runs N] [--json]
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import { createCgroup, planCgroup, removeCgroup } from '../sandbox/cgroup/index.js';
 import { runSandboxed, type SandboxOptions } from '../sandbox/index.js';
-import { summarize, type Stats } from './runner.js';
+import { summarize, type Stats, benchFlags } from './runner.js';
 
 const LIMITS = { memory: '256M', processes: 64 } as const;
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { runs: { type: 'string' }, json: { type: 'boolean' } } });
-  const runs = Number(values.runs ?? 100);
+  const values = benchFlags('usage: node dist/bench/cgroup-v2.js [--runs N (default 100)] [--json]', {
+    runs: { count: 100 },
+    json: { switch: true },
+  });
+  const runs = values.runs;
   const plan = (id: string) => planCgroup({ memoryBytes: 256 << 20, pidsMax: 65 }, id, { choice: 'v2', parent: undefined, runAs: false });
   const probe = plan('bench-probe');
   if ('reason' in probe) {

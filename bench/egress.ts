@@ -4,12 +4,15 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
-import { parseArgs } from 'node:util';
 import { runSandboxed } from '../sandbox/index.js';
+import { benchFlags } from './runner.js';
 
-const { values } = parseArgs({ options: { mib: { type: 'string', default: '256' }, rounds: { type: 'string', default: '2000' } } });
-const MIB = Number(values.mib);
-const ROUNDS = Number(values.rounds);
+const values = benchFlags('usage: node dist/bench/egress.js [--mib N (default 256)] [--rounds N (default 2000)]', {
+  mib: { count: 256 },
+  rounds: { count: 2000 },
+});
+const MIB = values.mib;
+const ROUNDS = values.rounds;
 
 // Mode byte 'p': echo every byte back (ping-pong); 's': read to EOF, then answer with the byte count.
 const SERVER = `

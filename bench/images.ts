@@ -8,13 +8,15 @@ import { existsSync, mkdtempSync, realpathSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import { buildImage } from '../rootfs-builder/build.js';
 import { runSandboxed, type SandboxOptions } from '../sandbox/index.js';
-import { summarize, type Stats } from './runner.js';
+import { summarize, type Stats, benchFlags } from './runner.js';
 
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '20' }, json: { type: 'boolean' } } });
-const runs = Number(values.runs);
+const values = benchFlags('usage: node dist/bench/images.js [--runs N (default 20)] [--json]', {
+  runs: { count: 20 },
+  json: { switch: true },
+});
+const runs = values.runs;
 
 /** A tarball of the host's "required" packages' files (plus the merged-/usr top-level links), made once. */
 function minbaseTarball(): string {

@@ -17,7 +17,7 @@ import { createServer, runSandboxed, type JudgeResult, type JudgeServer, type Ru
 import { freePort, missingForQueue, portOpen, startRedis, type LocalRedis } from '../test/helpers/loopback.js';
 import { BWRAP_FLAGS, percentile, which } from './runner.js';
 
-const CLI = fileURLToPath(new URL('../sandbox/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../sandbox/cli/main.cjs', import.meta.url));
 const GOAL_RATIO = 2;
 const BATCH = 5;
 const SOURCE =

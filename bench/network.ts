@@ -2,9 +2,9 @@
 // of small messages (latency) and a 100 MiB stream (throughput). The same Python server and client run in both.
 // Usage: node dist/bench/network.js [--rounds N] [--mib N] [--json]
 import { spawn, spawnSync } from 'node:child_process';
-import { parseArgs } from 'node:util';
 import { createNetwork, removeNetwork } from '../sandbox/network/manage.js';
 import { spawnSandboxed, runSandboxed } from '../sandbox/index.js';
+import { benchFlags } from './runner.js';
 
 // Port 9000: answers each 64-byte message with itself; port 9001: reads everything, then answers the byte count.
 const SERVER = `
@@ -94,9 +94,12 @@ async function onNetwork(rounds: number, mib: number): Promise<Figures> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { rounds: { type: 'string' }, mib: { type: 'string' }, json: { type: 'boolean' } } });
-  const rounds = Number(values.rounds ?? 5000);
-  const mib = Number(values.mib ?? 100);
+  const values = benchFlags('usage: node dist/bench/network.js [--rounds N (default 5000)] [--mib N (default 100)] [--json]', {
+    rounds: { count: 5000 },
+    mib: { count: 100 },
+    json: { switch: true },
+  });
+  const { rounds, mib } = values;
   const host = onHost(rounds, mib);
   const net = await onNetwork(rounds, mib);
   if (values.json) {

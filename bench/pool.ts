@@ -6,9 +6,8 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import { createPool, runSandboxed, type SandboxOptions, type SandboxPool } from '../sandbox/index.js';
-import { BENCH_ENV, BWRAP_FLAGS, percentile, which } from './runner.js';
+import { BENCH_ENV, BWRAP_FLAGS, percentile, which, benchFlags } from './runner.js';
 
 const GOAL_RATIO = 2;
 const SUM =
@@ -49,13 +48,12 @@ interface Row {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { runs: { type: 'string' }, warmup: { type: 'string' }, json: { type: 'boolean' } } });
-  const runs = Number(values.runs ?? 50);
-  const warmup = Number(values.warmup ?? 5);
-  if (!Number.isInteger(runs) || runs < 1 || !Number.isInteger(warmup) || warmup < 0) {
-    console.error('usage: node dist/bench/pool.js [--runs N (default 50)] [--warmup N (default 5)] [--json]');
-    process.exit(2);
-  }
+  const values = benchFlags('usage: node dist/bench/pool.js [--runs N (default 50)] [--warmup N (default 5)] [--json]', {
+    runs: { count: 50 },
+    warmup: { count: 5, min: 0 },
+    json: { switch: true },
+  });
+  const { runs, warmup } = values;
   const dir = mkdtempSync(join(tmpdir(), 'cubicle-bench-pool-'));
   chmodSync(dir, 0o755);
   let pool: SandboxPool | undefined;

@@ -3,6 +3,7 @@ import { spawn, type SpawnOptions } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
 
 /** One measured sample: its latency and, for sandboxes that report it, the in-helper setup time. */
 export interface Sample {
@@ -37,6 +38,8 @@ export interface TimedSpawnOptions {
   uid?: number;
   gid?: number;
   env?: NodeJS.ProcessEnv;
+  /** stdout and stderr to /dev/null instead of pipes to this process (Node's pipes are socketpairs). */
+  quiet?: boolean;
 }
 
 /** A small, fixed environment for spawned tools, so the host's environment does not leak into timings. */
@@ -75,7 +78,7 @@ export interface SpawnOutcome {
 /** Spawns argv, waits for 'close' (exit and stdio drained) and reports the outcome with its latency. */
 export function spawnTimed(argv: readonly string[], opts: TimedSpawnOptions = {}): Promise<SpawnOutcome> {
   return new Promise((resolve, reject) => {
-    const options: SpawnOptions = { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? BENCH_ENV };
+    const options: SpawnOptions = { stdio: opts.quiet ? 'ignore' : ['ignore', 'pipe', 'pipe'], env: opts.env ?? BENCH_ENV };
     if (opts.uid !== undefined) options.uid = opts.uid;
     if (opts.gid !== undefined) options.gid = opts.gid;
     const out: Buffer[] = [];
@@ -173,3 +176,45 @@ export const BWRAP_FLAGS = [
   '--die-with-parent',
   '--new-session',
 ];
+
+/** A bench's flags: counts (integers of at least `min`, with a default), switches, and text. */
+export type FlagSpec = Record<string, { count: number; min?: number } | { switch: true } | { text: true }>;
+type FlagValues<S extends FlagSpec> = {
+  [K in keyof S]: S[K] extends { count: number } ? number : S[K] extends { switch: true } ? boolean : string | undefined;
+};
+
+/**
+ * Reads a bench's flags from the command line. `--help` prints `usage` and exits 0; an unknown flag, a positional
+ * argument or a bad count prints what was wrong and the usage to stderr and exits 2 (a usage error, never a stack).
+ */
+export function benchFlags<S extends FlagSpec>(usage: string, spec: S, argv: string[] = process.argv.slice(2)): FlagValues<S> {
+  const options: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' } };
+  for (const [name, s] of Object.entries(spec)) options[name] = { type: 'switch' in s ? 'boolean' : 'string' };
+  const fail = (message: string): never => {
+    process.stderr.write(`${message}\n${usage}\n`);
+    process.exit(2);
+  };
+  let values: Record<string, string | boolean | undefined> = {};
+  try {
+    ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }));
+  } catch (e) {
+    fail((e as Error).message);
+  }
+  if (values.help) {
+    process.stdout.write(`${usage}\n`);
+    process.exit(0);
+  }
+  const out: Record<string, number | boolean | string | undefined> = {};
+  for (const [name, s] of Object.entries(spec)) {
+    const v = values[name];
+    if ('switch' in s) out[name] = v === true;
+    else if ('text' in s) out[name] = v as string | undefined;
+    else if (v === undefined) out[name] = s.count;
+    else {
+      const n = Number(v);
+      if (!/^\d+$/.test(String(v)) || n < (s.min ?? 1)) fail(`--${name} must be an integer >= ${s.min ?? 1}, got ${JSON.stringify(v)}`);
+      out[name] = n;
+    }
+  }
+  return out as FlagValues<S>;
+}

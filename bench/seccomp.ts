@@ -5,12 +5,12 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { runSandboxed } from '../sandbox/index.js';
 import { loadPolicy } from '../sandbox/policy/load.js';
 import type { PolicyObject } from '../sandbox/types.js';
 import { compileNow, compileProfile } from '../sandbox/seccomp/compile.js';
 import { libseccomp } from '../sandbox/seccomp/libseccomp.js';
+import { benchFlags } from './runner.js';
 
 const TARGET_OVERHEAD = 0.05;
 
@@ -47,8 +47,11 @@ async function nsPerCall(bin: string, policy: string | PolicyObject, mode: strin
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { rounds: { type: 'string' }, json: { type: 'boolean' } } });
-  const rounds = Number(values.rounds ?? 9);
+  const values = benchFlags('usage: node dist/bench/seccomp.js [--rounds N (default 9)] [--json]', {
+    rounds: { count: 9 },
+    json: { switch: true },
+  });
+  const rounds = values.rounds;
   const log = values.json ? (s: string) => process.stderr.write(s + '\n') : (s: string) => console.log(s);
 
   // Compile time: library load, first (cold) compile, cached compile.

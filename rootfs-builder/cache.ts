@@ -7,7 +7,6 @@
 //     images/HEX/image.json what was built from what: digest, source, size, entries, altered entries
 //     tmp/                  builds in progress and trees on their way out; `image gc` empties what no one holds
 //     locks/HEX, locks/index  flock files: one builder per digest, one writer of the index
-import { randomBytes } from 'node:crypto';
 import {
   closeSync,
   lstatSync,
@@ -25,6 +24,7 @@ import { isAbsolute, join, normalize } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ImageError } from '../sandbox/errors.js';
 import { loadFlock, ownedDir } from '../sandbox/host/flock.js';
+import { nodeCrypto } from '../sandbox/lazy-require.js';
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
@@ -109,7 +109,7 @@ export const imageRoot = (cache: string, digest: string): string => join(cache, 
 
 /** A fresh build directory inside the cache's tmp/ (so the final rename stays on one filesystem). */
 export function newTempDir(cache: string, digest: string): string {
-  const dir = join(cache, 'tmp', `${hexOf(digest)}.${process.pid}.${randomBytes(4).toString('hex')}`);
+  const dir = join(cache, 'tmp', `${hexOf(digest)}.${process.pid}.${nodeCrypto().randomBytes(4).toString('hex')}`);
   mkdirSync(dir, { mode: 0o700 });
   return dir;
 }
@@ -179,7 +179,7 @@ export async function updateIndex(cache: string, change: (names: Record<string, 
   await withLock(cache, 'index', () => {
     const index = readIndex(cache);
     change(index.names);
-    const tmp = join(cache, 'tmp', `index.${process.pid}.${randomBytes(4).toString('hex')}`);
+    const tmp = join(cache, 'tmp', `index.${process.pid}.${nodeCrypto().randomBytes(4).toString('hex')}`);
     writeFileSync(tmp, JSON.stringify(index, null, 1) + '\n', { mode: 0o600, flag: 'wx' });
     renameSync(tmp, join(cache, 'index.json'));
   });
@@ -246,7 +246,7 @@ export function listImages(cache = openCache(false)): FoundImage[] {
 
 /** Takes a tree out of sight by one rename, then deletes it. */
 function discard(cache: string, dir: string): void {
-  const gone = join(cache, 'tmp', `gone.${process.pid}.${randomBytes(4).toString('hex')}`);
+  const gone = join(cache, 'tmp', `gone.${process.pid}.${nodeCrypto().randomBytes(4).toString('hex')}`);
   try {
     renameSync(dir, gone);
   } catch (e) {

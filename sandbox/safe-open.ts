@@ -4,7 +4,7 @@
 // RESOLVE_NO_SYMLINKS (Linux 5.6+, through koffi); elsewhere it is walked one component at a time, each
 // directory opened with O_NOFOLLOW|O_DIRECTORY relative to the one before it. (Every fd is close-on-exec.)
 import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, type Stats } from 'node:fs';
-import { createRequire } from 'node:module';
+import { koffi as loadKoffi } from './lazy-require.js';
 import { errnoName } from './os-names.js';
 
 const O_PATH = 0o10000000;
@@ -92,7 +92,7 @@ function openNoSymlinks(path: string, flags: number, mode: number): number {
 /** openat2 through libc's syscall(2) (glibc has no wrapper), or null when koffi cannot load. */
 function bindOpenat2(): ((path: string, how: Buffer) => number) | null {
   try {
-    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
+    const koffi = loadKoffi();
     const syscall = koffi.load('libc.so.6').func('long syscall(long nr, ...)');
     errnoOf = () => koffi.errno();
     return (path, how) => Number(syscall(SYS_openat2, 'int', AT_FDCWD, 'const char *', path, 'void *', how, 'unsigned long', how.length));

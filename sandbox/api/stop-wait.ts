@@ -1,8 +1,8 @@
 // Ending a named sandbox from anywhere (stop) and waiting for its end (wait), through the registry and the helper's
 // join socket; and the final result a named run leaves for wait.
-import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCode } from '../errors.js';
+import { nodeNet } from '../lazy-require.js';
 import { resultJsonChunks } from '../outcome/render.js';
 import { JoinRequest } from '../protocol/opcodes.js';
 import type { SandboxResult } from '../types.js';
@@ -42,7 +42,7 @@ export async function untilRunning(name: string, ended: Promise<unknown>): Promi
 /** Sends one request byte to the sandbox's join socket (the helper checks that the caller is its owner). */
 function request(entry: SandboxEntry, byte: string): Promise<void> {
   return new Promise((resolve) => {
-    const s = connect(entry.join.socket);
+    const s = nodeNet().connect(entry.join.socket);
     s.on('error', () => resolve()); // the sandbox ended meanwhile
     s.on('connect', () => s.end(byte));
     s.on('close', () => resolve());

@@ -1,8 +1,8 @@
 // Where a caller without root gets cgroup v2 groups, found once per process: the delegated subtree it already sits
 // in, else a delegated scope the systemd user manager gives this process (as rootless Podman asks for one). Reads
 // the hierarchy only; the one side effect is asking the user manager for that scope, once, when nothing else fits.
-import { spawnSync } from 'node:child_process';
 import { constants, statSync } from 'node:fs';
+import { childProcess } from '../lazy-require.js';
 import { mayAccess, readText, words } from './group.js';
 
 /** The controllers a run's group needs for exact limits. */
@@ -100,7 +100,7 @@ const SCOPE_WAIT_MS = 3000;
  */
 export function requestUserScope(bus: string, mnt: string): { scope: string } | { reason: string } {
   const unit = `cubicle-${process.pid}-${Date.now().toString(36)}.scope`;
-  const r = spawnSync(
+  const r = childProcess().spawnSync(
     'busctl',
     [
       '--user',

@@ -1,4 +1,4 @@
-// The cubicle command line: run, plan, doctor (the bin entry is ./main.ts).
+// The cubicle command line: run, plan, doctor (the bin entry is ./main.cts).
 import { closeSync, writeSync } from 'node:fs';
 import { prepareRun } from '../api/prepare.js';
 import { runSandboxed } from '../api/run.js';

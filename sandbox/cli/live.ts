@@ -1,6 +1,7 @@
 // The commands for named, running sandboxes: run --detach (and its detached supervisor), ps, inspect, exec, stop, wait.
 import { spawn } from 'node:child_process';
 import { Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { prepareRun } from '../api/prepare.js';
 import { runSandboxed } from '../api/run.js';
 import { untilRunning, stopSandbox, waitSandbox } from '../api/stop-wait.js';
@@ -195,7 +196,8 @@ export async function runDetached(argv: readonly string[], args: RunArgs): Promi
   if (held) throw new UsageError(`a sandbox named "${name}" is already running; choose another name, or: cubicle stop ${name}`);
   const dash = argv.indexOf('--');
   const runArgv = argv.filter((a, i) => !(a === '--detach' && (dash < 0 || i < dash)));
-  const childArgv = [...process.execArgv, process.argv[1]!, DETACHED_COMMAND, ...runArgv];
+  // The package's own bin (whatever started this call: a bundle, the modules, another program importing the CLI).
+  const childArgv = [...process.execArgv, fileURLToPath(new URL('./main.cjs', import.meta.url)), DETACHED_COMMAND, ...runArgv];
   // The caller's cwd: relative paths among the flags (--bind ./src, --stdin in.txt) mean what they meant here.
   const child = spawn(process.execPath, childArgv, { detached: true, stdio: ['ignore', 'ignore', 'ignore', 'pipe'], cwd: process.cwd() });
   const said = await new Promise<string>((resolve) => {

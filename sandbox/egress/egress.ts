@@ -2,10 +2,9 @@
 // loaded into the sandbox's network namespace before the payload starts) or a private network, and published ports
 // (the same stack with nothing allowed out). Validates the options, resolves allowed names to addresses on the host,
 // and renders the stack's arguments and the ruleset.
-import { execFileSync } from 'node:child_process';
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
-import { isIPv4 } from 'node:net';
 import { SandboxHostError, SandboxOptionError } from '../errors.js';
+import { childProcess, nodeNet } from '../lazy-require.js';
 
 /** The addresses of the egress link inside (slirp4netns's defaults, IPv4 only). */
 export const EGRESS_LINK = {
@@ -108,7 +107,11 @@ function checkPort(option: string, given: string, v: string): number {
 function resolveName(option: string, given: string, host: string): string[] {
   let out = '';
   try {
-    out = execFileSync('getent', ['ahostsv4', host], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] });
+    out = childProcess().execFileSync('getent', ['ahostsv4', host], {
+      encoding: 'utf8',
+      timeout: 5000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
   } catch {
     /* not found */
   }
@@ -117,7 +120,7 @@ function resolveName(option: string, given: string, host: string): string[] {
       out
         .split('\n')
         .map((l) => l.split(/\s+/)[0]!)
-        .filter((a) => isIPv4(a)),
+        .filter((a) => nodeNet().isIPv4(a)),
     ),
   ];
   if (!addrs.length) fail(option, `${option} "${given}": ${host} does not resolve to an IPv4 address on this host`);
@@ -141,7 +144,7 @@ function allowHost(given: unknown): AllowRule[] {
   const [, host, portText] = m as unknown as [string, string, string];
   const port = checkPort(option, given, portText);
   if (host === HOST_ALIAS) return [{ address: EGRESS_LINK.gateway, prefix: 32, port, given }];
-  const addrs = isIPv4(host) ? [host] : resolveName(option, given, host);
+  const addrs = nodeNet().isIPv4(host) ? [host] : resolveName(option, given, host);
   if (addrs.some(isLoopback))
     fail(option, `${option} "${given}": 127.0.0.1 inside is the sandbox's own loopback; allow ${HOST_ALIAS}:${port} to reach the host's`);
   // the stack's own link (its gateway is the host's loopback), broadcast, multicast and 0/8 are never a destination:
@@ -161,7 +164,7 @@ function allowCidr(given: unknown): AllowRule {
   const option = 'allowCidrs';
   if (typeof given !== 'string') return fail(option, `${option} entries must be "A.B.C.D/N" strings`);
   const m = /^([0-9.]+)(?:\/(\d{1,2}))?$/.exec(given);
-  if (!m || !isIPv4(m[1]!) || (m[2] !== undefined && Number(m[2]) > 32))
+  if (!m || !nodeNet().isIPv4(m[1]!) || (m[2] !== undefined && Number(m[2]) > 32))
     return fail(option, `${option} "${given}" must be an IPv4 CIDR like 10.1.0.0/16 (egress is IPv4 only)`);
   const prefix = m[2] === undefined ? 32 : Number(m[2]);
   const value = m[1]!.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);

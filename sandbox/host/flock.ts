@@ -1,8 +1,8 @@
 // File locks (flock through koffi) and the private directories their lock files live in: the host-side
 // primitives of id leases and of the image cache.
 import { lstatSync, mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { debuglog } from 'node:util';
+import { koffi as loadKoffi } from '../lazy-require.js';
 
 const debug = debuglog('cubicle');
 
@@ -13,7 +13,7 @@ let flockFn: Flock | null | undefined;
 export function loadFlock(): Flock | null {
   if (flockFn !== undefined) return flockFn;
   try {
-    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
+    const koffi = loadKoffi();
     flockFn = koffi.load('libc.so.6').func('int flock(int fd, int op)') as Flock;
   } catch (e) {
     debug('file locks unavailable (no flock through koffi): %s', (e as Error).message);

@@ -6,7 +6,7 @@ import { chmodSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { renderProtocolHeader, renderStatusEmitters } from '../protocol/c-header.js';
 import { NATIVE_SOURCE_DIR } from './helper-path.js';
-import { STAMP_MARKER } from './stamp.js';
+import { STAMP_MARKER, STAMP_SECTION } from './stamp.js';
 
 /** Flags every helper build uses; a static build adds `-static-pie`. */
 export const HELPER_CFLAGS = [
@@ -26,7 +26,7 @@ export function renderProtocolSource(stamp: string): string {
   const literal = JSON.stringify(STAMP_MARKER + stamp + ';');
   return (
     `${renderStatusEmitters()}\n/* Which package version and protocol this binary speaks; checked before it is ever run. */\n` +
-    `__attribute__((used)) const char cubicle_helper_stamp[] = ${literal};\n`
+    `__attribute__((used, section("${STAMP_SECTION}"))) const char cubicle_helper_stamp[] = ${literal};\n`
   );
 }
 

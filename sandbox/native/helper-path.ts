@@ -2,11 +2,11 @@
 // for this architecture, else one built from the shipped sources into a per-user cache (once), else an error
 // that names the fix. Every candidate's stamp and ELF machine are checked first (stamp.ts): a helper of another
 // version or architecture is never run.
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { childProcess } from '../lazy-require.js';
 import { mkdirNoSymlinks } from '../safe-open.js';
 import { expectedStamp, helperMismatch } from './stamp.js';
 
@@ -80,7 +80,7 @@ function buildIntoCache(why: string[]): string {
   try {
     // In a child process: the compiler glue (and the C generator) is never loaded by a run that has its helper.
     const script = fileURLToPath(new URL('./build-cache.js', import.meta.url));
-    const r = spawnSync(process.execPath, [script, work], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const r = childProcess().spawnSync(process.execPath, [script, work], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     if (r.status !== 0) {
       const failure = /^\{.*\}$/m.exec(r.stdout ?? '')?.[0];
       const f = failure

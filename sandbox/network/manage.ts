@@ -2,7 +2,7 @@
 // network namespace with a bridge, and a record in the per-user registry. Creation and removal hold the registry's
 // lock, so two of them never race on a name or a subnet.
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SandboxOptionError } from '../errors.js';
 import { passwdEntry, subidsFor } from '../host/subids.js';
@@ -195,18 +195,26 @@ export async function listNetworks(): Promise<NetworkInfo[]> {
  * Removes a network: at once nothing can join it; sandboxes on it keep their links until they end, and its holder
  * exits with the last of them (at once when none is left). Resolves with how many sandboxes were still on it.
  */
+let removals = 0;
+
 export async function removeNetwork(nameArg: unknown): Promise<{ name: string; sandboxes: number; holder: 'stopped' | 'gone' }> {
   const name = checkNetworkName(nameArg);
   const r = readRecord(name);
   if (!r) throw new NetworkError(`there is no network "${name}" of this user`, 'cubicle network ls lists them');
   const sandboxes = memberCount(name);
-  const lock = join(networksDir(), '.lock');
-  // The record goes first (under the registry's lock), so no run starts joining once this returns; then the holder
-  // is told (through its socket, still in place), then the directory goes.
-  withLock(lock, () => unlinkSync(join(networkDir(name), 'network.json')));
-  const answered = (await askHolder(name, HolderRequest.remove)) === HolderRequest.ok;
-  withLock(lock, () => {
-    if (!readRecord(name)) rmSync(networkDir(name), { recursive: true, force: true }); // unless created again meanwhile
+  // Under the registry's lock the network's directory is moved aside (record, socket and all), so no run joins it
+  // once this returns and a create of the same name starts afresh; the holder is then told through its socket at
+  // the new path, which reaches this network's holder only (it was told by name once, and a create that ran in
+  // between had put a new holder's socket there). A holder nobody tells sees its socket path gone and exits.
+  const aside = join(networksDir(), `.removed-${process.pid}-${++removals}`);
+  withLock(join(networksDir(), '.lock'), () => {
+    if (!readRecord(name)) throw new NetworkError(`there is no network "${name}" of this user`, 'cubicle network ls lists them');
+    renameSync(networkDir(name), aside);
   });
-  return { name, sandboxes, holder: answered ? 'stopped' : 'gone' };
+  try {
+    const answered = (await askHolder(name, HolderRequest.remove, 1000, join(aside, 'sock'))) === HolderRequest.ok;
+    return { name, sandboxes, holder: answered ? 'stopped' : 'gone' };
+  } finally {
+    rmSync(aside, { recursive: true, force: true });
+  }
 }

@@ -2,9 +2,9 @@
 // record (network.json), its holder's socket, a lock file, and the records of the sandboxes on it (members/). A
 // holder is identified by pid and start time, so a dead one (or a recycled pid) is never taken for a live one.
 import { closeSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync, constants as fsConstants } from 'node:fs';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { loadFlock } from '../host/flock.js';
+import { nodeNet } from '../lazy-require.js';
 import { runtimeDir, RuntimeDirError } from '../host/runtime-dir.js';
 import { SANDBOX_NAME } from '../options/resolve.js';
 import { HolderRequest } from '../protocol/opcodes.js';
@@ -123,11 +123,11 @@ export function withLock<T>(file: string, fn: () => T): T {
   }
 }
 
-/** Sends one request byte to a network's holder; resolves with its answer byte, or undefined when it did not
- *  answer within `ms` (it is gone or wedged). */
-export function askHolder(name: string, request: string, ms = 1000): Promise<string | undefined> {
+/** Sends one request byte to a network's holder (through `path`, its socket by default); resolves with its answer
+ *  byte, or undefined when it did not answer within `ms` (it is gone or wedged). */
+export function askHolder(name: string, request: string, ms = 1000, path = socketPath(name)): Promise<string | undefined> {
   return new Promise((resolve) => {
-    const s = connect(socketPath(name));
+    const s = nodeNet().connect(path);
     const done = (v: string | undefined): void => {
       clearTimeout(timer);
       s.destroy();

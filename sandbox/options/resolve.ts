@@ -4,9 +4,8 @@ import { idsTakenIn } from '../host/subids.js';
 import { BOX_DIR, resolveBox, type ResolvedBox } from './box.js';
 import { constants as bufferConstants } from 'node:buffer';
 import { closeSync, existsSync, realpathSync, statSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { dirname, isAbsolute, normalize } from 'node:path';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { resolveRootfs, type ResolvedRootfs } from '../../rootfs-builder/image-root.js';
 import { ErrorCode, SandboxOptionError } from '../errors.js';
@@ -18,6 +17,7 @@ import { libseccompLibrary } from '../seccomp/libseccomp.js';
 import { callerStackLimit, checkExecSize } from './exec-size.js';
 import { OPTION_NAMES, type CgroupChoice, type PolicyOptions, type SandboxOptions, type TerminalSize } from '../types.js';
 import { parseSize } from '../units.js';
+import { nodeStream, resolvePackage } from '../lazy-require.js';
 import { NETWORK_EGRESS, NETWORK_NONE, resolveNetwork, type ResolvedNetwork } from '../egress/egress.js';
 
 export interface ResolvedMount {
@@ -181,7 +181,7 @@ function protectedPaths(): string[] {
     try {
       // koffi's exports hide its package.json: find the package from its entry point. Its native binding is a
       // package of its own beside it (where koffi loads it from), or under koffi's build/.
-      let koffi = dirname(createRequire(import.meta.url).resolve('koffi'));
+      let koffi = dirname(resolvePackage('koffi'));
       while (!existsSync(`${koffi}/package.json`) && dirname(koffi) !== koffi) koffi = dirname(koffi);
       paths.push(realOrNull(koffi), realOrNull(`${koffi}/../@koromix/koffi-${process.platform}-${process.arch}`));
     } catch {
@@ -485,7 +485,7 @@ export function resolveOptions(cmd: unknown, options: SandboxOptions = {}): Reso
     fail('strictLimits', 'strictLimits needs cgroups; do not combine it with cgroups: false');
 
   const input = o.input;
-  if (input !== undefined && typeof input !== 'string' && !(input instanceof Uint8Array) && !(input instanceof Readable))
+  if (input !== undefined && typeof input !== 'string' && !(input instanceof Uint8Array) && !(input instanceof nodeStream().Readable))
     fail('input', 'input must be a string, a Buffer/Uint8Array or a Readable stream');
   if (o.inputFile !== undefined) {
     if (input !== undefined) fail('inputFile', 'give either input or inputFile, not both');

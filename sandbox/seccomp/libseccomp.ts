@@ -1,6 +1,6 @@
 // Koffi bindings to the system libseccomp: build a filter, add rules with argument comparisons, export BPF/PFC.
 import { closeSync, readSync, fstatSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { koffi as loadKoffi } from '../lazy-require.js';
 
 /** libseccomp action values (seccomp.h). */
 export const Act = {
@@ -117,7 +117,7 @@ export function libseccompStatus(): LibseccompStatus {
     const library = loadedLibrary ?? libseccompLibrary();
     const error = loadCause ?? (e as Error).message;
     try {
-      createRequire(import.meta.url)('koffi');
+      loadKoffi();
     } catch (k) {
       return { ok: false, library, reason: 'koffi', error: (k as Error).message };
     }
@@ -129,8 +129,7 @@ export function libseccompStatus(): LibseccompStatus {
 const typed = <A extends unknown[], R>(f: unknown): ((...args: A) => R) => f as (...args: A) => R;
 
 function load(library: string): Bindings {
-  const require = createRequire(import.meta.url);
-  const koffi = require('koffi') as typeof import('koffi');
+  const koffi = loadKoffi();
   const lib = koffi.load(library);
   const libc = koffi.load('libc.so.6');
   const Version = koffi.struct({ major: 'uint', minor: 'uint', micro: 'uint' });

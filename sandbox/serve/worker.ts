@@ -4,6 +4,7 @@
 // helper sees EOF on the control fd).
 import { createRequire } from 'node:module';
 import { runSandboxed } from '../api/run.js';
+import { bullmq } from '../lazy-require.js';
 import type { SandboxOptions } from '../types.js';
 import { executeRequest, type ExecuteContext, type JudgeResult, type Runner } from './execute.js';
 import { parseRunRequest, RequestError, type RequestBounds } from './request.js';
@@ -40,9 +41,9 @@ export class WorkerSetupError extends Error {
 /** BullMQ needs a Redis client package (ioredis) beside it; say so plainly when it is missing. */
 function checkRedisClient(): void {
   const require = createRequire(import.meta.url);
-  const bullmq = require.resolve('bullmq');
+  const entry = require.resolve('bullmq');
   try {
-    createRequire(bullmq).resolve('ioredis');
+    createRequire(entry).resolve('ioredis');
   } catch {
     throw new WorkerSetupError("BullMQ's Redis client package 'ioredis' is not installed beside it; install it (npm install ioredis)");
   }
@@ -71,16 +72,24 @@ export async function processJob(
     return await executeRequest(parseRunRequest(data, bounds), ctx);
   } catch (e) {
     if (!(e instanceof RequestError)) throw e;
-    const { UnrecoverableError } = await import('bullmq');
+    const { UnrecoverableError } = bullmq();
     throw new UnrecoverableError(`bad job data: ${e.message}`);
   }
 }
 
 /** Starts a worker on the queue; jobs' data are /run bodies, their return values the answer arrays. */
-export async function startWorker(options: WorkerOptions): Promise<JudgeWorker> {
+export function startWorker(options: WorkerOptions): Promise<JudgeWorker> {
+  try {
+    return Promise.resolve(newWorker(options));
+  } catch (e) {
+    return Promise.reject(e as Error); // a bad URL or a missing package rejects, as before
+  }
+}
+
+function newWorker(options: WorkerOptions): JudgeWorker {
   checkRedisUrl(options.redis);
   checkRedisClient();
-  const { Worker } = await import('bullmq');
+  const { Worker } = bullmq();
   const runner: Runner = options.runner ?? { run: (cmd, o) => runSandboxed(cmd, o) };
   const stopping = new AbortController();
   const ctx: ExecuteContext = {

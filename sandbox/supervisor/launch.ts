@@ -1,15 +1,15 @@
 // Starts the helper with its stdio and protocol fds (3 plan, 4 bpf, 5 status, 6 control) and watches it end.
-import { spawn } from 'node:child_process';
-import { closeSync, createReadStream, openSync, writeSync } from 'node:fs';
-import { Socket } from 'node:net';
+import { EventEmitter } from 'node:events';
+import { close, closeSync, createReadStream, openSync, read, writeSync } from 'node:fs';
 import { errnoName, signalName } from '../os-names.js';
-import { Readable, Writable } from 'node:stream';
+import type { Socket } from 'node:net';
+import type { Readable, Writable } from 'node:stream';
 import { debuglog } from 'node:util';
 import type { ResolvedOptions } from '../options/resolve.js';
 import { HelperFd } from '../protocol/opcodes.js';
 import { openRegularForRead } from '../safe-open.js';
 import { helperPath } from '../native/helper-path.js';
-import { fileSync } from 'tmp-promise';
+import { childProcess, nodeNet, tmpPromise } from '../lazy-require.js';
 import { inheritFd, pumpIn, pumpOut, sealedBuffer, sealedCopy, type InheritedFd } from './stdio.js';
 import { F_DUPFD_CLOEXEC, loadLibc, O_CLOEXEC, POSIX_SPAWN_SETSIGDEF, POSIX_SPAWN_SETSIGMASK, WNOHANG, type Libc } from './libc.js';
 
@@ -26,14 +26,120 @@ export interface LaunchedHelper {
   readonly stdin: Writable | null;
   readonly stdout: Readable | null;
   readonly stderr: Readable | null;
-  readonly status: Readable;
-  readonly control: Writable;
+  readonly status: StatusSource;
+  readonly control: ControlSink;
   /** With copyOut: init's framed files (see COPY_OUT_STATUSES in protocol/opcodes.ts), EOF once init is gone. */
   readonly copyOut: Readable | null;
   readonly done: Promise<HelperExitStatus>;
   /** SIGKILLs the helper itself (its init then dies by PDEATHSIG, and with it the sandbox). */
   kill(): void;
   readonly launcher: 'posix_spawn' | 'child_process';
+}
+
+/** What the supervisor and the pool use of the status fd's reader: a net.Socket, or a ThreadPoolReader. */
+export interface StatusSource {
+  on(event: 'data', listener: (chunk: Buffer) => void): unknown;
+  off(event: 'data', listener: (chunk: Buffer) => void): unknown;
+  once(event: 'close', listener: () => void): unknown;
+  destroy(): void;
+}
+
+/** What is used of the control fd's writer: a net.Socket, or a SyncFdWriter. */
+export interface ControlSink {
+  readonly destroyed: boolean;
+  readonly writable: boolean;
+  write(data: string | Uint8Array): boolean;
+  end(data?: string | Uint8Array): unknown;
+  on(event: 'error', listener: (e: Error) => void): unknown;
+  once(event: 'close', listener: () => void): unknown;
+  destroy(): void;
+}
+
+let oneSandboxPerProcess = false;
+
+/**
+ * For a process that supervises one sandbox and exits (the CLI's run): the status fd is then read on libuv's
+ * thread pool and the control fd written synchronously, so the call never loads node:net and node:stream (~6 ms
+ * of a CLI call). A library process may supervise many sandboxes at once, and a blocking read would hold a pool
+ * thread for each sandbox's whole life, so everywhere else these fds are sockets.
+ */
+export function superviseOneSandboxPerProcess(): void {
+  oneSandboxPerProcess = true;
+}
+
+/** Reads a blocking pipe on libuv's thread pool, one read at a time: 'data' per chunk, then 'end' and 'close'.
+ *  Reading starts once a 'data' listener is added; the fd is closed once no read is in flight. */
+class ThreadPoolReader extends EventEmitter {
+  destroyed = false;
+  #reading = false;
+  #started = false;
+  #closed = false;
+  constructor(readonly fd: number) {
+    super();
+    this.on('newListener', (event: string) => {
+      if (event !== 'data' || this.#started) return;
+      this.#started = true;
+      queueMicrotask(() => this.#next());
+    });
+  }
+  #next(): void {
+    if (this.destroyed) return this.#close();
+    const buf = Buffer.allocUnsafe(16 << 10);
+    this.#reading = true;
+    read(this.fd, buf, 0, buf.length, null, (err, n) => {
+      this.#reading = false;
+      if (this.destroyed) return this.#close();
+      if (err || n === 0) {
+        if (err) debug('status fd: %s', err.message);
+        this.emit('end');
+        return this.destroy();
+      }
+      this.emit('data', buf.subarray(0, n));
+      this.#next();
+    });
+  }
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    if (!this.#reading) this.#close();
+  }
+  #close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    close(this.fd, () => this.emit('close'));
+  }
+}
+
+/** Writes a blocking pipe synchronously (the control fd: a byte now and then, never near a pipe's capacity). */
+class SyncFdWriter extends EventEmitter {
+  destroyed = false;
+  get writable(): boolean {
+    return !this.destroyed;
+  }
+  constructor(readonly fd: number) {
+    super();
+  }
+  write(data: string | Uint8Array): boolean {
+    if (this.destroyed) return false;
+    try {
+      writeSync(this.fd, typeof data === 'string' ? Buffer.from(data) : data);
+    } catch (e) {
+      debug('control fd: %s', (e as Error).message); // EPIPE: the helper is gone
+      this.destroy();
+    }
+    return true;
+  }
+  end(data?: string | Uint8Array): this {
+    if (data !== undefined) this.write(data);
+    this.destroy();
+    return this;
+  }
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    closeSync(this.fd);
+    process.nextTick(() => this.emit('close'));
+  }
 }
 
 /** The helper could not be started; `hint` names the fix when it is not a broken install. */
@@ -104,7 +210,7 @@ export function launchHelper(o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Arr
 function filesFd(libc: Libc | null, data: Buffer): number {
   const fd = libc ? sealedBuffer(libc, data) : undefined;
   if (fd !== undefined) return fd;
-  const tmp = fileSync({ mode: 0o600, discardDescriptor: false });
+  const tmp = tmpPromise().fileSync({ mode: 0o600, discardDescriptor: false });
   try {
     writeSync(tmp.fd, data);
     return openSync(tmp.name, 'r');
@@ -148,7 +254,7 @@ function launchWithChildProcess(libc: Libc | null, o: ResolvedOptions, plan: Uin
       extra.push(f);
     } else if (wantsOut) extra.push('ignore');
     if (wantsOut) extra.push('pipe');
-    child = spawn(helperPath(), [], {
+    child = childProcess().spawn(helperPath(), [], {
       stdio: [stdinCfg, stdoutCfg, stderrCfg, 'pipe', 'pipe', 'pipe', 'pipe', ...extra],
       env: {},
       argv0: 'cubicle-helper',
@@ -255,9 +361,9 @@ export function spawnHelper(libc: Libc, fds: FdSet, targets: Map<number, number>
 }
 
 /** A stream reading the raw fd `fd` (which it then owns). */
-export const readableFd = (fd: number): Socket => new Socket({ fd, readable: true, writable: false });
+export const readableFd = (fd: number): Socket => new (nodeNet().Socket)({ fd, readable: true, writable: false });
 /** A stream writing the raw fd `fd` (which it then owns). */
-export const writableFd = (fd: number): Socket => new Socket({ fd, readable: false, writable: true });
+export const writableFd = (fd: number): Socket => new (nodeNet().Socket)({ fd, readable: false, writable: true });
 /** Writes `data` to the raw fd `fd` through a stream and closes it; a failure (the reader gone) is only logged. */
 export const endFd = (fd: number, data: Uint8Array, what: string): void =>
   void writableFd(fd)
@@ -300,7 +406,7 @@ export function watchHelper(libc: Libc, pid: number, ends: Promise<unknown>[]): 
 }
 
 /** Settles once `s` has closed (at once without a stream). */
-export const closed = (s: Readable | Writable | null): Promise<void> =>
+export const closed = (s: { once(event: 'close', listener: () => void): unknown } | null): Promise<void> =>
   s ? new Promise<void>((r) => s.once('close', () => r())) : Promise.resolve();
 
 function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, bpf: Uint8Array, files?: Buffer): LaunchedHelper {
@@ -379,10 +485,10 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
       endFd(planW, plan, 'plan');
       endFd(bpfW, bpf, 'bpf');
     }
-    const status = readableFd(statusR);
+    const status = oneSandboxPerProcess ? new ThreadPoolReader(statusR) : readableFd(statusR);
     const copyOut = copyOutEnd !== undefined ? readableFd(copyOutEnd) : null;
-    const control = writableFd(controlW);
-    control.on('error', (e) => debug('control fd: %s', e.message));
+    const control: ControlSink = oneSandboxPerProcess ? new SyncFdWriter(controlW) : writableFd(controlW);
+    control.on('error', (e: Error) => debug('control fd: %s', e.message));
     const stdin = stdinEnd !== undefined ? writableFd(stdinEnd) : null;
     const stdout = stdoutEnd !== undefined ? readableFd(stdoutEnd) : null;
     const stderr = stderrEnd !== undefined ? readableFd(stderrEnd) : null;

@@ -1,6 +1,6 @@
 // The few libc calls the fast launcher makes through koffi (posix_spawn uses vfork: no copy of Node's page tables).
-import { createRequire } from 'node:module';
 import { debuglog } from 'node:util';
+import { koffi as loadKoffi } from '../lazy-require.js';
 
 const debug = debuglog('cubicle');
 
@@ -46,8 +46,7 @@ let loadError: string | undefined;
 export function loadLibc(): Libc | null {
   if (cached !== undefined) return cached;
   try {
-    const require = createRequire(import.meta.url);
-    const koffi = require('koffi') as typeof import('koffi');
+    const koffi = loadKoffi();
     const lib = koffi.load('libc.so.6');
     const f = (proto: string) => lib.func(proto);
     let closefrom: Libc['fa_addclosefrom'];

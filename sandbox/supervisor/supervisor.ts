@@ -1,8 +1,7 @@
 // Owns every side effect of one run: creates the run's cgroup, starts the helper and feeds it the plan, reads
 // its events, enforces the wall-time backstop, cancel and output limit, then reads and removes the cgroup — all
 // in one try/finally around the helper's lifetime. Returns a plain record of what happened; nothing is judged here.
-import { performance } from 'node:perf_hooks';
-import { PassThrough, Readable, type Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { debuglog } from 'node:util';
 import { CgroupSetupError, createCgroup, removeCgroup, type CgroupPlan, type CgroupReadBack } from '../cgroup/index.js';
 import type { ResolvedOptions } from '../options/resolve.js';
@@ -21,8 +20,11 @@ import { registerRun } from './register.js';
 import { joinNetwork, type NetworkMember } from '../network/member.js';
 import { NetworkError } from '../network/registry.js';
 import { launchHelper, type HelperExitStatus, type LaunchedHelper } from './launch.js';
+import { nodeStream } from '../lazy-require.js';
 
 const debug = debuglog('cubicle');
+/** A monotonic clock in ms (process.hrtime: the `performance` global would load perf_hooks on every CLI call). */
+const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6;
 /** The shared host ids (nobody) of a root caller's sandbox when no ids of its own can be leased. */
 const SHARED_HOST_ID = 65534;
 
@@ -154,7 +156,7 @@ export interface WarmHelper {
  *  run goes to that waiting helper (and its cgroup, removed here as a run's own is) instead of a new one. */
 export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHelper): Supervision {
   const o = input.options;
-  const started = performance.now();
+  const started = nowMs();
   let failure: RunFailure | undefined = input.failure ? { kind: 'prepared', failure: input.failure } : undefined;
 
   // A named run reserves its name first (a taken name throws before anything else happens) and serves a join socket.
@@ -240,7 +242,7 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
   const stop = (signal: 'SIGTERM' | 'SIGKILL', reason: SupervisorStopReason): void => {
     if (finished || !helper) return;
     if (!stops.some((s) => s.reason === reason))
-      stops.push({ reason, atUs: readyAt === undefined ? -1 : Math.round((performance.now() - readyAt) * 1000) });
+      stops.push({ reason, atUs: readyAt === undefined ? -1 : Math.round((nowMs() - readyAt) * 1000) });
     sendControl(signal === 'SIGKILL' ? ControlByte.kill : ControlByte.terminate);
     if (signal === 'SIGTERM') after(o.forceKillAfterDelay, () => stop('SIGKILL', reason), true);
     // Last resort if the helper does not react: killing it takes init (PDEATHSIG) and so the whole sandbox.
@@ -270,7 +272,7 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
   };
   const limitStream = (src: Readable | null, which: 'out' | 'err'): Readable | null => {
     if (!src || outputLimit === undefined) return src;
-    const t = new PassThrough(); // keeps backpressure; nothing past the limit reaches the consumer
+    const t = new (nodeStream().PassThrough)(); // keeps backpressure; nothing past the limit reaches the consumer
     src.on('data', (c: Buffer) => {
       const kept = within(which, c);
       if (kept.length > 0 && !t.write(kept)) src.pause();
@@ -300,7 +302,7 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
     }
     for (const ev of events) {
       debug('event %j', ev);
-      if (ev.ev === 'ready') readyAt = performance.now(); // the payload was forked just before
+      if (ev.ev === 'ready') readyAt = nowMs(); // the payload was forked just before
       if (ev.ev === 'ready' && registration) {
         try {
           registration.ready(ev, helper?.pid, sentPlan, input.bpf, hostIds);
@@ -375,7 +377,7 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
       stderr: capture && o.stderr === 'pipe' ? err : undefined,
       hostDiagnosis,
       hostIds,
-      elapsedMs: performance.now() - started,
+      elapsedMs: nowMs() - started,
       ...(helper?.copyOut ? { copyOut: Buffer.concat(copyOut) } : {}),
     };
     debug('run finished in %d ms via %s', Math.round(record.elapsedMs), helper?.launcher);
@@ -403,7 +405,7 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
 /** Writes `input` (data or a stream) to the payload's stdin. */
 function feedInput(o: ResolvedOptions, stdin: Writable | null): void {
   if (o.input === undefined || !stdin) return;
-  if (o.input instanceof Readable) {
+  if (typeof o.input === 'object' && !(o.input instanceof Uint8Array) && o.input instanceof nodeStream().Readable) {
     o.input.on('error', (e) => {
       debug('input stream: %s', e.message);
       stdin.destroy();

@@ -2,7 +2,7 @@
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import { release } from 'node:os';
-import { fileURLToPath } from 'node:url';
+import { CLI } from '../helpers/cli.js';
 import { runDoctor } from '../../sandbox/cli/doctor-probes.js';
 import { doctorExitCode, formatDoctor, type DoctorCheck } from '../../sandbox/doctor/index.js';
 
@@ -62,8 +62,7 @@ describe('cubicle doctor on this host', function () {
 
   it('honours CUBICLE_LIBSECCOMP: `cubicle doctor` with a missing library fails the libseccomp check, with the fix', () => {
     const missing = '/nonexistent/libcubicle-missing.so.2';
-    const cli = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
-    const r = spawnSync(process.execPath, [cli, 'doctor'], {
+    const r = spawnSync(process.execPath, [CLI, 'doctor'], {
       env: { ...process.env, CUBICLE_LIBSECCOMP: missing },
       encoding: 'utf8',
       timeout: 60_000,

@@ -4,12 +4,10 @@ import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { runSandboxed, SandboxOptionError } from '../../sandbox/index.js';
 import { openRegularForRead, walkForTest } from '../../sandbox/safe-open.js';
 import { forEachIdentity, worldReadableTmp } from '../helpers/env.js';
-
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+import { CLI } from '../helpers/cli.js';
 
 forEachIdentity((id, run) => {
   const cubicle = (args: string[]) =>

@@ -3,10 +3,9 @@ import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, closeSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { forEachIdentity, worldReadableTmp } from '../helpers/env.js';
+import { CLI } from '../helpers/cli.js';
 
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 /** What a payload tries against its stdin file: make it writable, write through it, truncate it, write via fd 0. */
 const REWRITE =
   'chmod 644 /proc/self/fd/0; echo 42 > /proc/self/fd/0; true > /proc/self/fd/0; echo 43 1<>/proc/self/fd/0; ' +

@@ -7,8 +7,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runSandboxed, SandboxOptionError } from '../../sandbox/index.js';
 import { alive, forEachIdentity, IS_ROOT, pidsInPidNamespace, probe, waitFor, worldReadableTmp, skipBecause } from '../helpers/env.js';
+import { CLI } from '../helpers/cli.js';
 
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 const REPO = fileURLToPath(new URL('../../..', import.meta.url));
 
 /** A directory the sandbox's host identity can write, as a shared cache or checkout would be. */

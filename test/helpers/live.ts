@@ -2,12 +2,12 @@
 // supervises keep being served), unique names, named sandboxes a test starts and ends, and waiting for a
 // sandbox to appear in or leave the registry.
 import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { findSandbox } from '../../sandbox/host/registry.js';
 import { spawnSandboxed, type SandboxOptions, type SandboxProcess } from '../../sandbox/index.js';
 import { waitFor, type Identity } from './env.js';
+import { CLI } from './cli.js';
 
-export const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+export { CLI };
 
 export interface CliRun {
   status: number | null;

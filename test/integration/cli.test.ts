@@ -1,13 +1,11 @@
 // The CLI: stdio passthrough, exit codes (payload's, 128+N, 124, 125), --json, --result, binds and flags.
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { identities, worldReadableTmp } from '../helpers/env.js';
-
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+import { CLI } from '../helpers/cli.js';
 
 for (const id of identities())
   describe(`cubicle CLI, ${id.label}`, () => {
@@ -292,5 +290,48 @@ describe('cubicle run --json into a reader that goes away', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('what a cubicle run loads', () => {
+  it('runs from the bundle and loads no package, node:net or node:stream (what the run does not need stays unloaded)', () => {
+    // The bin run in-process after a hook that records every require and Node's own module list at exit.
+    const script = `
+      const Module = require('node:module');
+      const load = Module._load;
+      const required = new Set();
+      Module._load = function (request) { required.add(request); return load.apply(this, arguments); };
+      process.on('exit', () => {
+        const loaded = { required: [...required], builtins: process.moduleLoadList };
+        require('node:fs').writeSync(2, '\\nLOADED ' + JSON.stringify(loaded) + '\\n');
+      });
+      process.argv = [process.execPath, ${JSON.stringify(CLI)}, 'run', '--', 'sh', '-c', 'echo ran; echo and >&2'];
+      require(${JSON.stringify(CLI)});`;
+    // Output into files, as an isolate-style judge redirects it (a socketpair, as Node's 'pipe' gives, is copied
+    // through this process, with streams).
+    const dir = mkdtempSync(join(tmpdir(), 'cubicle-loads-'));
+    let stdout: string, stderr: string, status: number | null;
+    try {
+      const out = openSync(join(dir, 'out'), 'w');
+      const err = openSync(join(dir, 'err'), 'w');
+      status = spawnSync(process.execPath, ['-e', script], { stdio: ['ignore', out, err], timeout: 30_000 }).status;
+      closeSync(out);
+      closeSync(err);
+      stdout = readFileSync(join(dir, 'out'), 'utf8');
+      stderr = readFileSync(join(dir, 'err'), 'utf8');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    assert.equal(status, 0, stderr);
+    assert.equal(stdout, 'ran\n');
+    const line = stderr.split('\n').find((l) => l.startsWith('LOADED '));
+    assert.ok(line, stderr);
+    assert.match(stderr, /^and$/m);
+    const { required, builtins } = JSON.parse(line.slice('LOADED '.length)) as { required: string[]; builtins: string[] };
+    assert.ok(builtins.includes('NativeModule vm'), 'the bundle ran (main.cjs runs it through node:vm)');
+    const packages = required.filter((r) => !r.startsWith('node:') && !r.startsWith('/') && !r.startsWith('.'));
+    assert.deepEqual(packages, [], 'no package is required by a plain run (koffi binding is loaded directly)');
+    for (const m of ['NativeModule net', 'NativeModule stream', 'NativeModule child_process', 'NativeModule crypto'])
+      assert.ok(!builtins.includes(m), `${m} was loaded`);
   });
 });

@@ -7,16 +7,14 @@ import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { createConnection, createServer, type AddressInfo, type Server } from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { runSandboxed, SandboxHostError, SandboxOptionError, spawnSandboxed, type SandboxOptions } from '../../sandbox/index.js';
 import { prepareRun } from '../../sandbox/api/prepare.js';
 import { judge } from '../../sandbox/outcome/judge.js';
 import { encodePlan, makeOp, type PlanOp } from '../../sandbox/plan/ops.js';
 import { supervise } from '../../sandbox/supervisor/supervisor.js';
 import { alive, identities, skipBecause, waitFor } from '../helpers/env.js';
+import { CLI } from '../helpers/cli.js';
 import { freePort, listeners } from '../helpers/loopback.js';
-
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 
 /** A server on the host's loopback that greets each connection with `banner`. */
 async function hostServer(banner: string): Promise<{ port: number; server: Server }> {
@@ -38,6 +36,7 @@ for target in sys.argv[1:]:
     except OSError as e:
         print(json.dumps({'target': target, 'ok': False, 'error': e.__class__.__name__, 's': time.monotonic() - t}))
 `;
+
 interface Attempt {
   target: string;
   ok: boolean;

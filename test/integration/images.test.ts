@@ -7,14 +7,12 @@ import { createHash } from 'node:crypto';
 import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, chmodSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { buildImage } from '../../rootfs-builder/build.js';
 import { runSandboxed } from '../../sandbox/index.js';
 import { identities, skipBecause } from '../helpers/env.js';
 import { tarBytes, type TarEntry } from '../helpers/tarball.js';
-
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+import { CLI } from '../helpers/cli.js';
 
 /** A static busybox from Debian's busybox-static package, or undefined. */
 function staticBusybox(): string | undefined {

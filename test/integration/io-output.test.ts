@@ -1,11 +1,9 @@
 // Captured output is bounded (maxBuffer): a flood ends as a clean output-limit result, never a crashed caller.
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { runSandboxed, SandboxOptionError } from '../../sandbox/index.js';
 import { forEachIdentity } from '../helpers/env.js';
-
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+import { CLI } from '../helpers/cli.js';
 
 forEachIdentity((id, run) => {
   it('600M of captured output is a clean output-limit with the first 100 MiB kept (it threw ERR_STRING_TOO_LONG)', async function () {

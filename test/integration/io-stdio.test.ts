@@ -5,8 +5,8 @@ import { chmodSync, constants, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { identities, skipBecause, worldReadableTmp } from '../helpers/env.js';
+import { CLI } from '../helpers/cli.js';
 
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 const INDEX = fileURLToPath(new URL('../../sandbox/index.js', import.meta.url));
 const BYTES = 20_000_000;
 /** Prints the payload's fd flags on stderr (O_NONBLOCK is 04000), after writing BYTES to stdout. */

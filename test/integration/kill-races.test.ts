@@ -5,11 +5,9 @@ import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { spawnSandboxed, type SandboxResult } from '../../sandbox/index.js';
 import { forEachIdentity, identities, worldReadableTmp } from '../helpers/env.js';
-
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+import { CLI } from '../helpers/cli.js';
 
 /** Verdicts seen over a loop, e.g. { 'output-limit': 98, 'setup-error: ...': 2 }. */
 function tally(results: SandboxResult[]): Record<string, number> {

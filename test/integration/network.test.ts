@@ -6,16 +6,14 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { egressProblems } from '../../sandbox/egress/egress.js';
 import { HolderRequest } from '../../sandbox/protocol/opcodes.js';
 import { runSandboxed } from '../../sandbox/index.js';
 import { createNetwork, removeNetwork } from '../../sandbox/network/manage.js';
 import { runtimeDirPath } from '../../sandbox/host/runtime-dir.js';
 import { IS_ROOT, skipBecause } from '../helpers/env.js';
+import { CLI } from '../helpers/cli.js';
 import { listeners } from '../helpers/loopback.js';
-
-const MAIN = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 
 interface Caller {
   label: string;
@@ -55,14 +53,14 @@ interface Ran {
 
 /** Runs the CLI as the caller and waits for it. */
 function cli(c: Caller, args: string[], timeoutMs = 30000): Ran {
-  const argv = [...c.as, process.execPath, MAIN, ...args];
+  const argv = [...c.as, process.execPath, CLI, ...args];
   const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', cwd: '/', timeout: timeoutMs, stdio: ['ignore', 'pipe', 'pipe'] });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** Starts the CLI in the background; resolves once its stdout has printed `marker`. */
 function cliBackground(c: Caller, args: string[], marker: string): { ready: Promise<void>; done: Promise<Ran>; pid: number } {
-  const argv = [...c.as, process.execPath, MAIN, ...args];
+  const argv = [...c.as, process.execPath, CLI, ...args];
   const p = spawn(argv[0]!, argv.slice(1), { cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '',
     err = '';
@@ -499,13 +497,34 @@ describe('private networks through the API (this process as the caller)', functi
     assert.equal(extra.setupFailure?.stage, 'network');
   });
 
+  it('a create of the same name at once after rm gets a network of its own; rm leaves nothing aside', async () => {
+    const R = `${name}r`;
+    createNetwork(R, `10.94.${n}.16/28`);
+    try {
+      const removing = removeNetwork(R); // its part under the lock runs now, before the create below
+      const created = createNetwork(R, `10.94.${n}.32/28`);
+      assert.equal((await removing).holder, 'stopped');
+      const r = await runSandboxed(['sh', '-c', 'ip -4 -o addr show eth0 2>/dev/null || hostname -I'], { network: R, reject: false });
+      assert.equal(r.verdict, 'ok', `${r.verdict} ${r.setupFailure?.message ?? ''} ${String(r.stderr)}`);
+      assert.match(String(r.stdout), /10\.94\.\d+\.(3[3-9]|4[0-6])\b/, 'an address of the new subnet');
+      assert.ok(existsSync(`/proc/${created.pid}`), 'the new holder still runs');
+      assert.deepEqual(
+        readdirSync(runtimeDirPath() + '/networks').filter((f) => f.startsWith('.removed-')),
+        [],
+        'the moved-aside directory is gone',
+      );
+    } finally {
+      await removeNetwork(R).catch(() => undefined);
+    }
+  });
+
   it('a runtime directory open to others is refused by network commands with the fix, never used', () => {
     const xdg = mkdtempSync('/tmp/cubicle-xdg-');
     try {
       chmodSync(xdg, 0o700);
       mkdirSync(`${xdg}/cubicle`, { mode: 0o755 });
       chmodSync(`${xdg}/cubicle`, 0o755);
-      const r = spawnSync(process.execPath, [MAIN, 'network', 'create', `${name}x`], {
+      const r = spawnSync(process.execPath, [CLI, 'network', 'create', `${name}x`], {
         encoding: 'utf8',
         env: { ...process.env, XDG_RUNTIME_DIR: xdg },
       });

@@ -6,10 +6,10 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createPool, createServer, type JudgeResult, type JudgeServer, type ServerOptions } from '../../sandbox/index.js';
 import { alive, identities, skipBecause, waitFor, worldReadableTmp } from '../helpers/env.js';
 import { freePort } from '../helpers/loopback.js';
+import { CLI } from '../helpers/cli.js';
 
 const PROGRAM = `#include <cstdio>
 #include <cstdlib>
@@ -499,8 +499,6 @@ function pidRunning(argv: string[]): number | undefined {
   }
   return undefined;
 }
-
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 
 describe('cubicle serve (the command)', () => {
   it('serve --listen --token --pool: /version open and naming the pool, /run behind the token, SIGTERM stops it', async function () {

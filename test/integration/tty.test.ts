@@ -6,11 +6,10 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import { runSandboxed, SandboxOptionError, spawnSandboxed, type SandboxOptions, type SandboxResult } from '../../sandbox/index.js';
 import { identities, skipBecause, worldReadableTmp, type Identity } from '../helpers/env.js';
+import { CLI } from '../helpers/cli.js';
 
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 const hasTmux = spawnSync('tmux', ['-V']).status === 0;
 
 /** Collects a stream's text; `until` resolves once it matches (or rejects after ms, showing what came). */

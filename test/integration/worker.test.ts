@@ -8,8 +8,8 @@ import { fileURLToPath } from 'node:url';
 import type { JudgeResult } from '../../sandbox/index.js';
 import { alive, skipBecause, waitFor } from '../helpers/env.js';
 import { missingForQueue, startRedis, type LocalRedis } from '../helpers/loopback.js';
+import { CLI } from '../helpers/cli.js';
 
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
 const API = fileURLToPath(new URL('../../sandbox/index.js', import.meta.url));
 
 /** Every live descendant of `root` (by /proc's ppid links). */

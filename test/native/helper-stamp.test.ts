@@ -4,7 +4,7 @@ import { existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { helperPath } from '../../sandbox/native/helper-path.js';
-import { expectedStamp, helperMismatch, STAMP_MARKER } from '../../sandbox/native/stamp.js';
+import { expectedStamp, helperMismatch, STAMP_MARKER, STAMP_SECTION } from '../../sandbox/native/stamp.js';
 import { skipBecause, worldReadableTmp } from '../helpers/env.js';
 
 const REPO = fileURLToPath(new URL('../../..', import.meta.url));
@@ -14,6 +14,23 @@ describe('helper stamp', () => {
     const bytes = readFileSync(helperPath()).toString('latin1');
     assert.ok(bytes.includes(`${STAMP_MARKER}${expectedStamp()};`));
     assert.equal(helperMismatch(helperPath()), null);
+  });
+
+  it('the stamp is read from its own ELF section; a build without that section is still checked (searched whole)', () => {
+    const real = readFileSync(helperPath()).toString('latin1');
+    assert.ok(real.includes(`${STAMP_SECTION}\0`), 'the helper has the stamp section');
+    const t = worldReadableTmp();
+    try {
+      // The section renamed: found by searching the file, as in builds made before the section existed.
+      const renamed = `${STAMP_SECTION.slice(0, -1)}X\0`;
+      writeFileSync(join(t.dir, 'older'), Buffer.from(real.replace(`${STAMP_SECTION}\0`, renamed), 'latin1'));
+      assert.equal(helperMismatch(join(t.dir, 'older')), null);
+      const stale = real.replace(`${STAMP_SECTION}\0`, renamed).replace(expectedStamp(), '0.0.1/0000000000000000');
+      writeFileSync(join(t.dir, 'older-stale'), Buffer.from(stale, 'latin1'));
+      assert.match(helperMismatch(join(t.dir, 'older-stale')) ?? '', /stamped "0\.0\.1\/0+", this package needs/);
+    } finally {
+      t.cleanup();
+    }
   });
 
   it('a binary for another architecture is refused before it is run', function () {

@@ -83,6 +83,23 @@ describe('the package, installed as a dependency with scripts disabled', functio
     assert.ok(!existsSync(join(work, 'home', '.cache', 'cubicle')), 'nothing was built');
   });
 
+  it('the cubicle bin runs from its bundle and keeps its code cache private to the user', () => {
+    const pkg = join(project, 'node_modules', 'cubicle');
+    for (const f of ['dist/sandbox/cli/main.cjs', 'dist/sandbox/cli/cli.bundle.cjs', 'dist/sandbox/cli/cli.bundle.json'])
+      assert.ok(existsSync(join(pkg, f)), f);
+    for (let i = 0; i < 2; i++) {
+      const r = asUser(join(project, 'node_modules', '.bin', 'cubicle'), ['run', '--', '/bin/echo', 'bundled'], { PATH: '/usr/bin:/bin' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, 'bundled\n');
+    }
+    const dir = join(work, 'home', '.cache', 'cubicle', 'code-cache');
+    const [file, ...more] = readdirSync(dir);
+    assert.equal(more.length, 0, 'one code cache file per install');
+    const mode = execFileSync('stat', ['-c', '%a %u', dir, join(dir, file!)], { encoding: 'utf8' });
+    assert.equal(mode, `700 ${USER.uid}\n600 ${USER.uid}\n`);
+    rmSync(join(work, 'home', '.cache', 'cubicle'), { recursive: true, force: true }); // the next test starts without a cache
+  });
+
   it('without a prebuild for the host, the helper is built once into a private cache; without a compiler, the error names the fix', () => {
     const pkg = join(project, 'node_modules', 'cubicle');
     const prebuilt = join(pkg, 'prebuilds', `linux-${process.arch}`, 'cubicle-helper');

@@ -2,7 +2,6 @@
 // synchronously and before anything runs; never a bare TypeError, a stack trace, a hang or a wrong result.
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import {
   isCubicleError,
   runSandboxed,
@@ -13,8 +12,7 @@ import {
 } from '../../sandbox/index.js';
 import { cliReport, describeVerdict, isolateMeta, resultToJson, toSandboxError } from '../../sandbox/outcome/render.js';
 import { VERDICTS } from '../../sandbox/types.js';
-
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+import { CLI } from '../helpers/cli.js';
 
 /** [what, command, options, the option the error must name] */
 const OPTION_CASES: [string, unknown, unknown, string][] = [

@@ -2,12 +2,10 @@
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { prepareRun } from '../../sandbox/api/prepare.js';
 import { planCgroup } from '../../sandbox/cgroup/index.js';
 import { skipBecause } from '../helpers/env.js';
-
-const CLI = fileURLToPath(new URL('../../sandbox/cli/main.js', import.meta.url));
+import { CLI } from '../helpers/cli.js';
 
 describe('planning has no side effects', () => {
   before(function () {
