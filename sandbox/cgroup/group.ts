@@ -297,6 +297,16 @@ export function removeStaleGroups(parent: string): void {
         /* v1, before Linux 5.14, or gone already */
       }
     }
+    removeChildGroups(`${parent}/${name}`);
     removeGroupDir(`${parent}/${name}`, 50);
+  }
+}
+
+/** A run group's child groups (v1: the payload's memory group), removed before it. */
+function removeChildGroups(dir: string): void {
+  try {
+    for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) removeGroupDir(`${dir}/${e.name}`, 50);
+  } catch {
+    /* gone already */
   }
 }

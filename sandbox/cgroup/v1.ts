@@ -17,9 +17,11 @@ export function cgroupV1Available(): true | string {
   return true;
 }
 
-/** The groups a run gets: memory (limit, memsw; its OOM event makes stage 0 stop the whole sandbox), pids, cpuacct. The
- *  OOM killer is left on: with `memory.oom_control` 1, a kernel allocation the full group could not hold (a SysV
- *  message, a pipe buffer) failed with ENOMEM and raised no OOM event, so the run ended ok at the limit. */
+/** The groups a run gets: memory, pids, cpuacct. The memory limit (and memsw) sits on `<run>/payload`, which only the
+ *  payload joins (see sandbox/native/cgroup.c): its OOM event makes stage 0 stop the whole sandbox, and the kernel's
+ *  OOM killer, left on, can only choose a process of the payload. With `memory.oom_control` 1, a kernel allocation
+ *  the full group could not hold (a SysV message, a pipe buffer) failed with ENOMEM and raised no OOM event, so the
+ *  run ended ok at the limit. */
 export function planV1(l: GroupLimits, runId: string): CgroupPlan {
   const controllers = cgroupV1Controllers(mounts(), V1_CONTROLLERS);
   const plan: CgroupPlan = {
@@ -44,8 +46,10 @@ export function planV1(l: GroupLimits, runId: string): CgroupPlan {
   };
   const writes: CgroupWrite[] = [];
   if (l.memoryBytes !== undefined) {
-    const dir = group('memory');
-    if (dir) {
+    const run = group('memory');
+    if (run) {
+      const dir = `${run}/payload`;
+      plan.dirs.push(dir);
       plan.memoryDir = dir;
       plan.helper.oomWatchDir = dir;
       writes.push({ file: `${dir}/memory.limit_in_bytes`, value: l.memoryBytes, readBack: 'memory', tolerance: 4096 });

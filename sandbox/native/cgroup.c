@@ -20,51 +20,47 @@ static int cpu_fd = -1;
 /* The same for v2 memory.current: init samples the group's charge (the peak on kernels without memory.peak). */
 static int memory_fd = -1;
 
-/* cgroup v1's memory group (the one whose OOM events are watched) ends up holding the payload only. The kernel's OOM
- * killer stays on there: with it off, a kernel allocation the full group could not hold (a SysV message, a pipe
- * buffer) failed with ENOMEM and raised no OOM event, so a payload could fill the group and end ok. Its victim is
- * the group's largest process, and memory no process maps (an unmapped memfd of a payload already being killed)
- * left stage 0 or init the largest: they were killed and the run's usage lost. So stage 0 joins the group as
- * before (init's cgroup namespace is rooted there), and opens, while root, the cgroup.procs of the group and of its
- * parent: after the clone stage 0 and init move to the parent, and the payload's last stage back into the group
- * (v1 checks the opener's credentials); the payload's children are born there. */
-static int memory_join_fd = -1, memory_leave_fd = -1;
+/* cgroup v1: the memory limit sits on a child of the run's group that holds the payload only (its OOM events are
+ * watched). The kernel's OOM killer stays on there: with it off, a kernel allocation the full group could not hold
+ * (a SysV message, a pipe buffer) failed with ENOMEM and raised no OOM event, so a payload could fill the group and
+ * end ok. Its victim is the group's largest process, and memory no process maps (an unmapped memfd of a payload
+ * already being killed) left stage 0 or init the largest when they were in the group: they were killed and the
+ * run's usage lost. So stage 0 and init stay in the run's group (init's cgroup namespace is rooted there) and the
+ * payload's last stage moves itself into the child through an fd stage 0 opens. Stage 0 opens it with the ids the
+ * sandbox runs as on the host (root hands that file to them first): it is dumpable for a while after dropping
+ * root, and a file opened as root would let whoever took it from there move any process (v1 checks the opener's
+ * credentials); opened as the sandbox's host user it moves only that user's processes. */
+static int memory_join_fd = -1;
 
-static int open_procs(const char *dir, int len) {
+void cgroup_memory_prepare_from_parent(const struct plan *p) {
+  if (!p->oom_watch_dir || !p->has_host_ids || geteuid() != 0) return;
   char path[PATH_MAX];
-  snprintf(path, sizeof path, "%.*s/cgroup.procs", len, dir);
-  int fd = open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) die_sys("open", errno, "%s (the sandbox's memory cgroup)", path);
-  return fd;
+  snprintf(path, sizeof path, "%s/cgroup.procs", p->oom_watch_dir);
+  if (chown(path, p->host_uid, p->host_gid) < 0) die_sys("chown", errno, "%s (to the sandbox's host ids)", path);
 }
 
-static void write_self(int fd, const char *what) {
-  if (fd >= 0 && write_all(fd, "0\n", 2) < 0) die_sys("write", errno, "cgroup.procs (%s)", what);
+/* After the id drop, before the clone. */
+void cgroup_memory_open_from_parent(const struct plan *p) {
+  if (!p->oom_watch_dir) return;
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/cgroup.procs", p->oom_watch_dir);
+  memory_join_fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (memory_join_fd < 0) die_sys("open", errno, "%s (the payload's memory cgroup)", path);
 }
 
-/* Stage 0 after the clone and init before anything else: out of the memory group, into its parent. */
-void cgroup_memory_leave(void) {
-  write_self(memory_leave_fd, "leaving the sandbox's memory cgroup");
-}
-
-/* The payload's last stage, before execve: back into the memory group (the fd closes on exec). */
+/* The payload's last stage, before execve (the fd closes on exec). */
 void cgroup_memory_join_from_exec(void) {
-  write_self(memory_join_fd, "the payload joining the sandbox's memory cgroup");
+  if (memory_join_fd >= 0 && write_all(memory_join_fd, "0\n", 2) < 0)
+    die_sys("write", errno, "cgroup.procs (the payload joining its memory cgroup)");
 }
 
 void cgroup_memory_close(void) {
   if (memory_join_fd >= 0) close(memory_join_fd);
-  if (memory_leave_fd >= 0) close(memory_leave_fd);
-  memory_join_fd = memory_leave_fd = -1;
+  memory_join_fd = -1;
 }
 
 /* Root only, before clone: every process of the sandbox starts inside these cgroups. */
 void cgroup_join_from_parent(const struct plan *p) {
-  const char *slash = p->oom_watch_dir ? strrchr(p->oom_watch_dir, '/') : NULL;
-  if (slash && slash > p->oom_watch_dir) {
-    memory_join_fd = open_procs(p->oom_watch_dir, (int)strlen(p->oom_watch_dir));
-    memory_leave_fd = open_procs(p->oom_watch_dir, (int)(slash - p->oom_watch_dir));
-  }
   for (size_t i = 0; i < p->ncgroup_join; i++) {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/cgroup.procs", p->cgroup_join[i]);

@@ -209,8 +209,9 @@ void caps_clear_sets(void);
 /* cgroup.c: named by the side that runs them. Stage 0 joins and opens everything before the clone; init
  * inherits the CPU usage file and reads it. */
 void cgroup_join_from_parent(const struct plan *p);
-void cgroup_memory_leave(void);          /* v1: stage 0 after the clone, init at its start: out of the memory group */
-void cgroup_memory_join_from_exec(void); /* v1: the payload back in (the memory group holds the payload only) */
+void cgroup_memory_prepare_from_parent(const struct plan *p); /* v1: root gives the payload's group to the host ids */
+void cgroup_memory_open_from_parent(const struct plan *p);    /* v1: after the id drop, the payload's group */
+void cgroup_memory_join_from_exec(void);                      /* v1: the payload alone joins that group */
 void cgroup_memory_close(void);
 void cgroup_cpu_open_from_parent(const struct plan *p);
 int cgroup_oom_watch_from_parent(const struct plan *p); /* v1 OOM eventfd, or -1 */

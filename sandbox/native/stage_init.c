@@ -153,7 +153,6 @@ static __attribute__((noreturn)) void report_end(const struct plan *p, const str
 void stage_init_main(const struct plan *p, int from_parent, int to_parent, long long t0_us) {
   report_set_stage(CUB_STAGE_INIT);
   report_set_failure_fd(to_parent);
-  cgroup_memory_leave();
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) die_sys("prctl", errno, "PR_SET_PDEATHSIG");
   char go;
   if (read(from_parent, &go, 1) != 1 || go != CUB_INIT_CMD_GO) _exit(CUB_EXIT_SETUP_FAILED); /* the parent failed and reported it */

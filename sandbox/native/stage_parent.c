@@ -246,7 +246,6 @@ static void start_init(struct parent *s) {
     close(s->sigchld_fd);
     stage_init_main(s->plan, init_down, init_up, s->t0);
   }
-  cgroup_memory_leave();
   cgroup_memory_close();
   close(init_down);
   close(init_up);
@@ -509,7 +508,9 @@ int main(int argc, char **argv) {
   s.events_fd = cgroup_events_open_from_parent(&plan);
   mount_prepare_idmaps(&plan); /* as root, before the namespaces exist */
   s.join_fd = join_listen_from_parent(&plan); /* bound before any id change, in the owner's directory */
+  cgroup_memory_prepare_from_parent(&plan);
   if (plan.has_host_ids) become_host_user(&plan);
+  cgroup_memory_open_from_parent(&plan);
   egress_prepare_from_parent(&plan); /* the stack's watchdog, from the host's namespaces (before any holder join) */
   if (plan.net_socket) s.holder_fd = net_join_holder_from_parent(&plan); /* the sandbox's namespaces become the holder's children */
   start_init(&s); /* init waits for the go byte */

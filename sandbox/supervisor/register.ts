@@ -1,5 +1,6 @@
 // A named run's life in the registry, as the supervisor drives it: reserve the name before anything starts, tell
 // the helper to serve the join socket, record the pids and namespaces once the payload runs, remove it at the end.
+import { dirname } from 'node:path';
 import type { CgroupPlan } from '../cgroup/index.js';
 import type { ResolvedOptions } from '../options/resolve.js';
 import { Op, type PlanOp } from '../plan/ops.js';
@@ -50,7 +51,10 @@ export function registerRun(
           cgroup: {
             version: cgroup.version,
             dirs: cgroup.dirs,
-            join: [...cgroup.helper.join, ...(cgroup.helper.into ? [cgroup.helper.into] : [])],
+            // a command exec'd in joins the payload's groups: with v1, the memory limit's child of the run's group
+            join: [...cgroup.helper.join, ...(cgroup.helper.into ? [cgroup.helper.into] : [])].map((d) =>
+              cgroup.helper.oomWatchDir && d === dirname(cgroup.helper.oomWatchDir) ? cgroup.helper.oomWatchDir : d,
+            ),
           },
         }
       : {}),
