@@ -65,10 +65,13 @@ function cacheFile(bundle: { size: number; mtimeMs: number }): string | undefine
   return join(root, 'code-cache', `cli-${fnv(BUNDLE)}-${fnv(`${bundle.size}/${bundle.mtimeMs}/${process.version}/${process.arch}`)}.bin`);
 }
 
-/** The cache's bytes, when the file is this user's own regular file that nobody else may write. */
+/** The cache's bytes, when the file is this user's own regular file that nobody else may write, in a directory that is
+ *  this user's own and private (as writeCache makes it). */
 function readCache(path: string): Buffer | undefined {
   let fd: number;
   try {
+    const dir = lstatSync(path.slice(0, path.lastIndexOf('/')));
+    if (!dir.isDirectory() || dir.uid !== process.geteuid!() || dir.mode & 0o077) return undefined;
     fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch {
     return undefined;

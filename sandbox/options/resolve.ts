@@ -4,7 +4,7 @@ import { idsTakenIn } from '../host/subids.js';
 import { BOX_DIR, resolveBox, type ResolvedBox } from './box.js';
 import { constants as bufferConstants } from 'node:buffer';
 import { closeSync, existsSync, realpathSync, statSync } from 'node:fs';
-import { dirname, isAbsolute, normalize } from 'node:path';
+import { basename, dirname, isAbsolute, join, normalize } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { resolveRootfs, type ResolvedRootfs } from '../../rootfs-builder/image-root.js';
@@ -163,9 +163,20 @@ const realOrNull = (p: string): string | null => {
   }
 };
 
+/** Where `p` is or would be: the real path of its deepest existing ancestor, with the rest as written. */
+const realOrLexical = (p: string): string => {
+  const rest: string[] = [];
+  for (let at = p; ; at = dirname(at)) {
+    const real = realOrNull(at);
+    if (real !== null) return join(real, ...rest.reverse());
+    if (dirname(at) === at) return p;
+    rest.push(basename(at));
+  }
+};
+
 /** Host paths that hold what cubicle runs or reads outside the sandbox, so no read-write bind may contain or
  * sit inside one: its build (dist/: the compiled library and the helper), the shipped helpers and their sources,
- * the per-user helper cache, its shipped policies (and schema),
+ * the per-user cache (whether it exists yet or not), its shipped policies (and schema),
  * koffi with its native binding, and libseccomp when CUBICLE_LIBSECCOMP names a file. The system libseccomp
  * (found by soname) lives in root-owned system directories, which no sandbox can write: none maps to host root. */
 function protectedPaths(): string[] {
@@ -176,8 +187,6 @@ function protectedPaths(): string[] {
       realOrNull(dirname(dirname(PREBUILT_HELPER))), // the shipped helpers
       realOrNull(NATIVE_SOURCE_DIR), // the sources a cache build compiles
     ];
-    const cache = helperCacheRoot(); // helpers built at first use
-    if (typeof cache === 'string') paths.push(realOrNull(cache));
     try {
       // koffi's exports hide its package.json: find the package from its entry point. Its native binding is a
       // package of its own beside it (where koffi loads it from), or under koffi's build/.
@@ -189,9 +198,12 @@ function protectedPaths(): string[] {
     }
     protectedCache = paths.filter((p): p is string => p !== null);
   }
+  // The per-user cache (helpers built at first use, the CLI's code cache), also before it exists: a payload given a
+  // read-write bind of the home directory could otherwise create it and plant what later calls run outside.
+  const cache = helperCacheRoot();
   const lib = libseccompLibrary();
   const libPath = lib.includes('/') ? realOrNull(lib) : null;
-  return libPath ? [...protectedCache, libPath] : protectedCache;
+  return [...protectedCache, ...(typeof cache === 'string' ? [realOrLexical(cache)] : []), ...(libPath ? [libPath] : [])];
 }
 
 /** An absolute, normalized inside path without '..'; `what` names the option in errors. */

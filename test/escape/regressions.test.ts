@@ -193,6 +193,23 @@ describe('binds over cubicle itself', () => {
       );
   });
 
+  it("a read-write bind holding the per-user cache is refused before the cache exists (a payload could plant the CLI's code)", () => {
+    const t = worldReadableTmp();
+    const saved = process.env.XDG_CACHE_HOME;
+    try {
+      process.env.XDG_CACHE_HOME = join(t.dir, 'home', '.cache'); // nothing of it exists yet
+      assert.throws(
+        () => runSandboxed(['/bin/true'], { mounts: [{ type: 'bind', source: t.dir, target: '/home' }] }),
+        (e: unknown) => e instanceof SandboxOptionError && e.code === 'ERR_SANDBOX_BIND_SOURCE' && e.message.includes(join(t.dir, 'home')),
+      );
+      assert.ok(!existsSync(join(t.dir, 'home')), 'nothing was created');
+    } finally {
+      if (saved === undefined) delete process.env.XDG_CACHE_HOME;
+      else process.env.XDG_CACHE_HOME = saved;
+      t.cleanup();
+    }
+  });
+
   it('a read-write bind of the libseccomp that CUBICLE_LIBSECCOMP names is refused', () => {
     const t = worldReadableTmp();
     const saved = process.env.CUBICLE_LIBSECCOMP;
