@@ -239,27 +239,33 @@ static int read_rollup(const char *pid, unsigned long long *anon, unsigned long 
 static unsigned long long read_owned(const char *pid, int cheap) {
   char path[300], buf[4096];
   unsigned long long anon = 0, shmem = 0;
-  if (!cheap && read_rollup(pid, &anon, &shmem)) {
-    /* Shared pages an object count already holds (a mapped memfd, tmpfs file or SysV segment) count once. The
-     * rollup is read again after smaps and the smaller figure kept: a mapping that went away between the two
-     * reads (a munmap, the process exiting) was in the first rollup but not in smaps, and counted twice. */
-    long long twice = 0;
-    int consistent = 1;
-    if (shmem) {
-      unsigned long long anon2, shmem2;
-      twice = shmem_counted_elsewhere(pid);
-      consistent = twice >= 0 && read_rollup(pid, &anon2, &shmem2);
-      if (consistent && shmem2 < shmem) shmem = shmem2;
+  /* Shared pages an object count already holds (a mapped memfd, tmpfs file or SysV segment) count once: smaps says
+   * how much of the rollup's Pss_Shmem they are. A mapping that went away between the rollup and smaps (a munmap,
+   * the process exiting) would be in the one and not the other, and count twice; so the rollup is read again after
+   * smaps, and a smaller second figure means the reading is taken again (at most three times, then status counts,
+   * which is never less). The first figure is the one used: the second may lack a mapping smaps still had. */
+  int consistent = 0;
+  long long twice = 0;
+  for (int tries = 0; !cheap && !consistent && tries < 3; tries++) {
+    unsigned long long anon2, shmem2;
+    twice = 0;
+    if (!read_rollup(pid, &anon, &shmem)) break;
+    if (!shmem) {
+      consistent = 1;
+      break;
     }
-    if (consistent) {
-      if (twice > 0) shmem = (unsigned long long)twice < shmem ? shmem - (unsigned long long)twice : 0;
-      /* its page tables: kernel memory a cgroup charges too */
-      unsigned long long pte = 0;
-      snprintf(path, sizeof path, "/proc/%s/status", pid);
-      char *t = read_small(path, buf, sizeof buf) >= 0 ? strstr(buf, "\nVmPTE:") : NULL;
-      if (t && sscanf(t + 7, "%llu", &pte) != 1) pte = 0;
-      return (anon + shmem + pte) * 1024;
-    }
+    twice = shmem_counted_elsewhere(pid);
+    if (twice < 0 || !read_rollup(pid, &anon2, &shmem2)) break;
+    consistent = shmem2 >= shmem;
+  }
+  if (consistent) {
+    if (twice > 0) shmem = (unsigned long long)twice < shmem ? shmem - (unsigned long long)twice : 0;
+    /* its page tables: kernel memory a cgroup charges too */
+    unsigned long long pte = 0;
+    snprintf(path, sizeof path, "/proc/%s/status", pid);
+    char *t = read_small(path, buf, sizeof buf) >= 0 ? strstr(buf, "\nVmPTE:") : NULL;
+    if (t && sscanf(t + 7, "%llu", &pte) != 1) pte = 0;
+    return (anon + shmem + pte) * 1024;
   }
   /* status is readable even for a process that made itself non-dumpable (smaps_rollup is not), and cheap. Its
    * shared memory counts whole in each process that maps it: more than the proportional share, never less, so
