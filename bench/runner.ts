@@ -212,7 +212,8 @@ export function benchFlags<S extends FlagSpec>(usage: string, spec: S, argv: str
     else if (v === undefined) out[name] = s.count;
     else {
       const n = Number(v);
-      if (!/^\d+$/.test(String(v)) || n < (s.min ?? 1)) fail(`--${name} must be an integer >= ${s.min ?? 1}, got ${JSON.stringify(v)}`);
+      if (!/^\d+$/.test(String(v)) || !Number.isSafeInteger(n) || n < (s.min ?? 1))
+        fail(`--${name} must be an integer >= ${s.min ?? 1}, got ${JSON.stringify(v)}`);
       out[name] = n;
     }
   }

@@ -206,7 +206,7 @@ export async function removeNetwork(nameArg: unknown): Promise<{ name: string; s
   // once this returns and a create of the same name starts afresh; the holder is then told through its socket at
   // the new path, which reaches this network's holder only (it was told by name once, and a create that ran in
   // between had put a new holder's socket there). A holder nobody tells sees its socket path gone and exits.
-  const aside = join(networksDir(), `.removed-${process.pid}-${++removals}`);
+  const aside = join(networksDir(), `.removed-${process.pid}-${++removals}-${Math.random().toString(36).slice(2, 8)}`);
   withLock(join(networksDir(), '.lock'), () => {
     if (!readRecord(name)) throw new NetworkError(`there is no network "${name}" of this user`, 'cubicle network ls lists them');
     renameSync(networkDir(name), aside);
