@@ -502,6 +502,8 @@ describe('private networks through the API (this process as the caller)', functi
     createNetwork(R, `10.94.${n}.16/28`);
     try {
       const removing = removeNetwork(R); // its part under the lock runs now, before the create below
+      // the name is free at once: a create from another process meanwhile can no longer meet the old holder's directory
+      assert.ok(!existsSync(`${runtimeDirPath()}/networks/${R}`), 'the directory was moved aside before the holder is told');
       const created = createNetwork(R, `10.94.${n}.32/28`);
       assert.equal((await removing).holder, 'stopped');
       const r = await runSandboxed(['sh', '-c', 'ip -4 -o addr show eth0 2>/dev/null || hostname -I'], { network: R, reject: false });
