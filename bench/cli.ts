@@ -6,7 +6,17 @@
 // Usage: node dist/bench/cli.js [--runs N (default 40)] [--warmup N (default 5)] [--baseline PACKAGE_DIR]
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { BWRAP_FLAGS, measureRoundRobin, spawnMustSucceed, summarize, which, type Row, benchFlags } from './runner.js';
+import {
+  BENCH_ENV,
+  BWRAP_FLAGS,
+  measureRoundRobin,
+  spawnMustSucceed,
+  spawnTimed,
+  summarize,
+  which,
+  type Row,
+  benchFlags,
+} from './runner.js';
 
 /** The most cubicle itself may add to a call above `node -e 0` (p50). */
 const OWN_SHARE_TARGET_MS = 30;
@@ -75,6 +85,33 @@ for (const r of rows) {
       `  ${ratio(NODE)}x node -e 0 ${vsBwrap}`,
   );
 }
+// Where a call's time goes: the CLI's own marks (CUBICLE_TIMING=1, see sandbox/timing.ts), medians over `runs` calls.
+// Phases: Node's start (what `node -e 0` also pays), the bundle loaded and evaluated, the run planned (policy,
+// options, seccomp, limits, the plan), the helper started (koffi, the host-id lease, posix_spawn), the sandbox's life
+// (set-up, the payload, its end), the result reported, and Node's exit after the last mark.
+const PHASES: [string, string, string][] = [
+  ['node start', '', 'entered'],
+  ['bundle load', 'entered', 'loaded'],
+  ['plan', 'loaded', 'planned'],
+  ['helper start', 'planned', 'spawned'],
+  ['sandbox', 'spawned', 'ended'],
+  ['report', 'ended', 'result'],
+  ['exit', 'result', 'exit'],
+];
+const phases = new Map<string, number[]>(PHASES.map(([name]) => [name, []]));
+const after = new Map<string, number[]>([['teardown', []]]);
+for (let i = 0; i < runs; i++) {
+  const r = await spawnTimed([process.execPath, CLI, 'run', '--', '/bin/true'], { env: { ...BENCH_ENV, CUBICLE_TIMING: '1' } });
+  const closedAt = performance.timeOrigin + performance.now(); // epoch ms, as the child's origin + its marks
+  const line = /^cubicle-timing (\{.*\})$/m.exec(r.stderr)?.[1];
+  if (r.code !== 0 || !line) throw new Error(`cubicle run with CUBICLE_TIMING=1 printed no timing (exit ${String(r.code)}): ${r.stderr}`);
+  const m = JSON.parse(line) as Record<string, number>;
+  for (const [name, from, to] of PHASES) phases.get(name)!.push((m[to] ?? NaN) - (from ? (m[from] ?? NaN) : 0));
+  after.get('teardown')!.push(closedAt - (m.origin! + m.exit!)); // from the exit event until this process saw the end
+}
+console.log(`\nwhere a call goes (cubicle run -- /bin/true, CUBICLE_TIMING=1, medians of ${runs} calls, ms):`);
+for (const [name, values] of [...phases, ...after]) console.log(`  ${name.padEnd(14)} ${summarize(values).p50.toFixed(1).padStart(7)}`);
+
 for (const name of [CUBICLE, QUIET]) {
   const own = p50(name) - p50(NODE);
   const met = own <= OWN_SHARE_TARGET_MS ? 'met' : 'NOT met';

@@ -16,6 +16,7 @@ import { ARCH_TOKENS, libseccomp, SeccompUnavailableError } from '../seccomp/lib
 import { ProfileError } from '../seccomp/profile.js';
 import type { SuperviseInput } from '../supervisor/supervisor.js';
 import type { SandboxOptions, SeccompViolation, SetupFailure } from '../types.js';
+import { mark } from '../timing.js';
 
 let runCounter = 0;
 
@@ -117,6 +118,7 @@ export function prepareRun(cmd: unknown, call: SandboxOptions = {}, runId: strin
   const plan = buildPlan(options, view, notify, limits);
   const planBytes = encodePlan(plan); // refuses an oversize plan before anything runs
   const seccomp = filter ? ({ policy: policy.name, mode, notify, name: nameViolation } as const) : undefined;
+  mark('planned');
   return {
     options,
     policy,

@@ -1,6 +1,6 @@
 // Starts the helper with its stdio and protocol fds (3 plan, 4 bpf, 5 status, 6 control) and watches it end.
 import { EventEmitter } from 'node:events';
-import { close, closeSync, createReadStream, openSync, read, writeSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, read, writeSync } from 'node:fs';
 import { errnoName, signalName } from '../os-names.js';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
@@ -12,6 +12,7 @@ import { helperPath } from '../native/helper-path.js';
 import { childProcess, nodeNet, tmpPromise } from '../lazy-require.js';
 import { inheritFd, pumpIn, pumpOut, sealedBuffer, sealedCopy, type InheritedFd } from './stdio.js';
 import { F_DUPFD_CLOEXEC, loadLibc, O_CLOEXEC, POSIX_SPAWN_SETSIGDEF, POSIX_SPAWN_SETSIGMASK, WNOHANG, type Libc } from './libc.js';
+import { mark } from '../timing.js';
 
 const debug = debuglog('cubicle');
 
@@ -106,7 +107,13 @@ class ThreadPoolReader extends EventEmitter {
   #close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    close(this.fd, () => this.emit('close'));
+    // No read is in flight here: closed at once (a pool thread for a close would delay the run's result).
+    try {
+      closeSync(this.fd);
+    } catch (e) {
+      debug('status fd: %s', (e as Error).message);
+    }
+    process.nextTick(() => this.emit('close'));
   }
 }
 
@@ -480,6 +487,7 @@ function launchWithPosixSpawn(libc: Libc, o: ResolvedOptions, plan: Uint8Array, 
     // Everything but our own ends closes once the helper runs; it holds its copies.
     const keep = [stdinEnd, stdoutEnd, stderrEnd, fileEnd, copyOutEnd, ...pumpEnds.values(), statusR, controlW];
     const helperPid = spawnHelper(libc, fds, targets, prefilled ? keep : [...keep, planW, bpfW]);
+    mark('spawned');
 
     if (!prefilled) {
       endFd(planW, plan, 'plan');

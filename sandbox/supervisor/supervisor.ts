@@ -21,6 +21,7 @@ import { joinNetwork, type NetworkMember } from '../network/member.js';
 import { NetworkError } from '../network/registry.js';
 import { launchHelper, type HelperExitStatus, type LaunchedHelper } from './launch.js';
 import { nodeStream } from '../lazy-require.js';
+import { mark } from '../timing.js';
 
 const debug = debuglog('cubicle');
 /** A monotonic clock in ms (process.hrtime: the `performance` global would load perf_hooks on every CLI call). */
@@ -340,6 +341,7 @@ export function supervise(input: SuperviseInput, capture: boolean, warm?: WarmHe
         else o.cancelSignal?.addEventListener('abort', onAbort, { once: true });
         try {
           helperExit = await helper.done;
+          mark('ended');
         } catch (e) {
           failure ??= { kind: 'launch', error: e as Error };
         }

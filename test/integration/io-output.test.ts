@@ -49,6 +49,31 @@ forEachIdentity((id, run) => {
     assert.ok(tail.endsWith('}\n'));
   });
 
+  it('output the CLI has not yet written when the run ends is written whole (it may end without waiting for it)', async function () {
+    this.timeout(60_000);
+    // The reader starts only after the run has ended: the CLI's writes (the --json result; the copy an output limit
+    // makes) are still pending then, and the CLI ends without Node's usual teardown only when nothing is.
+    const size = 3 << 20;
+    for (const flags of [['--json'], ['--output-limit', '10M']]) {
+      const child = spawn(process.execPath, [CLI, 'run', ...flags, '--', 'sh', '-c', `head -c ${size} /dev/zero | tr '\\0' a`], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        ...(id.spawnAs.runAs ?? {}),
+      });
+      child.stdout.pause();
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      await new Promise((r) => setTimeout(r, 1500)); // the sandbox is over well before this
+      const chunks: Buffer[] = [];
+      child.stdout.on('data', (d: Buffer) => chunks.push(d));
+      child.stdout.resume();
+      const code = await new Promise((r) => child.on('close', r));
+      assert.equal(code, 0, stderr);
+      const out = Buffer.concat(chunks).toString('latin1');
+      if (flags[0] === '--json') assert.equal((JSON.parse(out) as { stdout: string }).stdout, 'a'.repeat(size));
+      else assert.equal(out, 'a'.repeat(size));
+    }
+  });
+
   it('maxBuffer is refused beyond what one string or Buffer holds', () => {
     assert.throws(
       () => runSandboxed(['true'], { maxBuffer: '1G', ...id.spawnAs }),
