@@ -40,6 +40,7 @@ struct plan {
   const char *net_socket;
   uint32_t net_address;
   unsigned net_prefix;
+  pid_t net_holder_pid;
   /* holder mode */
   const char *holder_socket;
   struct {

@@ -59,6 +59,13 @@ int net_join_holder_from_parent(const struct plan *p) {
   strncpy(sa.sun_path, p->net_socket, sizeof sa.sun_path - 1);
   if (connect(conn, (struct sockaddr *)&sa, sizeof sa) < 0)
     die_sys("connect", errno, "reaching the network's holder at %s: it is gone (cubicle network rm NAME, then create it again)", p->net_socket);
+  struct ucred peer;
+  socklen_t len = sizeof peer;
+  if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &peer, &len) < 0) die_sys("getsockopt", errno, "SO_PEERCRED of the network's holder");
+  if (peer.pid != p->net_holder_pid)
+    die_msg("the network's holder is pid %d, not %d as its record said: the network was removed and created again "
+            "meanwhile; run again",
+            (int)peer.pid, (int)p->net_holder_pid);
   char req = CUB_HOLDER_JOIN;
   if (write(conn, &req, 1) != 1) die_sys("write", errno, "asking the network's holder to join");
   int fds[2];

@@ -269,6 +269,8 @@ static void check_op(struct plan *p, struct op *op, int *seen, enum plan_part pa
       die_op(op, NULL, 0, "'%.64s' is not an IPv4 address", a[CUB_ARG_NETWORK_ADDRESS]);
     p->net_prefix = (unsigned)parse_num(a[CUB_ARG_NETWORK_PREFIX_LEN], 30, op, "prefix length");
     if (p->net_prefix < 8) die_op(op, NULL, 0, "prefix length %u is below 8", p->net_prefix);
+    p->net_holder_pid = (pid_t)parse_num(a[CUB_ARG_NETWORK_HOLDER_PID], 1U << 22, op, "holder pid");
+    if (p->net_holder_pid < 1) die_op(op, NULL, 0, "holder pid must be positive");
     p->net_socket = a[CUB_ARG_NETWORK_SOCKET];
     break;
   }

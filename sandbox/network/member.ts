@@ -1,15 +1,20 @@
-// A run joining a private network: under the network's lock, stale member records are dropped, the name is checked,
-// the lowest free address is taken and recorded (with this process's pid and start time), and /etc/hosts names every
-// live member. The plan then gets the network op and the sandbox's outer ids as the holder's user namespace sees
-// them (the sandbox's user namespace is a child of the holder's).
+// A run joining a private network: under the registry's lock (the one `network create` and `network rm` take, so
+// the record read is the network the member joins, never an old one a rm + create of the same name replaced), stale
+// member records are dropped, the name is checked, the lowest free address is taken and recorded (with this
+// process's pid and start time), and /etc/hosts names every live member. The plan then gets the network op and the
+// sandbox's outer ids as the holder's user namespace sees them (the sandbox's user namespace is a child of the
+// holder's).
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { debuglog } from 'node:util';
 import type { ResolvedOptions } from '../options/resolve.js';
 import { Op, opArg, type PlanOp } from '../plan/ops.js';
 import type { HostIds } from '../types.js';
 import {
   isAlive,
   networkDir,
+  networksDir,
   NetworkError,
   processStart,
   readRecord,
@@ -20,11 +25,15 @@ import {
 } from './registry.js';
 import { hostAddress, hostCount, parseSubnet } from './subnet.js';
 
+const debug = debuglog('cubicle');
+
 interface MemberRecord {
   name?: string;
   address: string;
   pid: number;
   start: number;
+  /** This join's own: two runs of one process (same pid and start) on a network removed and created between. */
+  lease?: string;
 }
 
 export interface NetworkMember {
@@ -68,31 +77,49 @@ function liveMembers(dir: string): MemberRecord[] {
   return out;
 }
 
+/** The lock every change of the networks' directories happens under: create, rm, a join, a member's release. */
+const registryLock = (): string => join(networksDir(), '.lock');
+
 /** How many sandboxes are on a network now (stale records are dropped). */
 export function memberCount(name: string): number {
   try {
-    return withLock(join(networkDir(name), 'lock'), () => liveMembers(join(networkDir(name), 'members')).length);
+    return withLock(registryLock(), () => liveMembers(join(networkDir(name), 'members')).length);
   } catch {
     return 0;
   }
 }
 
+/** Removes a member record if it is still this one's: after a rm and a create of the same name, the same path may
+ *  hold another run's record of the same address, which stays. */
+function releaseMember(file: string, rec: MemberRecord): void {
+  withLock(registryLock(), () => {
+    let now: Partial<MemberRecord> | undefined;
+    try {
+      now = JSON.parse(readFileSync(file, 'utf8')) as Partial<MemberRecord>;
+    } catch {
+      return; // gone with its network, or never written
+    }
+    if (now.lease === rec.lease && now.pid === rec.pid && now.start === rec.start && now.address === rec.address)
+      rmSync(file, { force: true });
+  });
+}
+
 /** Joins `o.network` with the host ids the run got; throws NetworkError when it cannot. */
 export function joinNetwork(o: ResolvedOptions, plan: readonly PlanOp[], hostIds: HostIds): NetworkMember {
   const name = o.network!;
-  const r = liveNetwork(name);
-  const uid = holderId(r.maps.uid, hostIds.uid);
-  const gid = holderId(r.maps.gid, hostIds.gid);
-  if (uid === undefined || gid === undefined)
-    throw new NetworkError(
-      `network "${name}" maps host ids ${JSON.stringify(r.maps.uid)}, ` +
-        `which do not hold this sandbox's host ids ${hostIds.uid}/${hostIds.gid}`,
-      'create the network again as the user who runs the sandboxes (their subordinate ids may have changed since)',
-    );
-  const subnet = parseSubnet(r.subnet);
   const dir = join(networkDir(name), 'members');
   const self = { pid: process.pid, start: processStart(process.pid)! };
-  const { address, hosts, file } = withLock(join(networkDir(name), 'lock'), () => {
+  const { r, uid, gid, subnet, address, hosts, file, rec } = withLock(registryLock(), () => {
+    const r = liveNetwork(name);
+    const uid = holderId(r.maps.uid, hostIds.uid);
+    const gid = holderId(r.maps.gid, hostIds.gid);
+    if (uid === undefined || gid === undefined)
+      throw new NetworkError(
+        `network "${name}" maps host ids ${JSON.stringify(r.maps.uid)}, ` +
+          `which do not hold this sandbox's host ids ${hostIds.uid}/${hostIds.gid}`,
+        'create the network again as the user who runs the sandboxes (their subordinate ids may have changed since)',
+      );
+    const subnet = parseSubnet(r.subnet);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const live = liveMembers(dir);
     if (o.name !== undefined && live.some((m) => m.name === o.name))
@@ -107,13 +134,27 @@ export function joinNetwork(o: ResolvedOptions, plan: readonly PlanOp[], hostIds
       );
     const address = hostAddress(subnet, i);
     const file = join(dir, address);
-    const rec: MemberRecord = { ...(o.name !== undefined ? { name: o.name } : {}), address, ...self };
+    const rec: MemberRecord = {
+      ...(o.name !== undefined ? { name: o.name } : {}),
+      address,
+      ...self,
+      lease: randomBytes(8).toString('hex'),
+    };
     writeFileSync(file, JSON.stringify(rec), { mode: 0o600 });
     const named = live.filter((m) => m.name !== undefined).map((m) => `${m.address}\t${m.name}`);
     if (o.name !== undefined) named.push(`${address}\t${o.name}`);
-    return { address, hosts: named, file };
+    return { r, uid, gid, subnet, address, hosts: named, file, rec };
   });
-  const release = (): void => rmSync(file, { force: true });
+  let released = false;
+  const release = (): void => {
+    if (released) return;
+    released = true;
+    try {
+      releaseMember(file, rec);
+    } catch (e) {
+      debug('network member %s: %s', file, (e as Error).message); // a stale record is dropped by the next join
+    }
+  };
   try {
     const out = plan.map((op) => {
       if (op.op === 'userns') return Op.userns(Number(opArg(op, 'innerUid')), Number(opArg(op, 'innerGid')), uid, gid);
@@ -122,7 +163,7 @@ export function joinNetwork(o: ResolvedOptions, plan: readonly PlanOp[], hostIds
       return op;
     });
     // just before `end`: every other op keeps its index (setup failures and copy-out frames name ops by index)
-    out.splice(out.length - 1, 0, Op.network(socketPath(name), address, subnet.prefix));
+    out.splice(out.length - 1, 0, Op.network(socketPath(name), address, subnet.prefix, r.pid));
     return { address, plan: out, release };
   } catch (e) {
     release();

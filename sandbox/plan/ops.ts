@@ -64,7 +64,8 @@ export const Op = {
   rootReadOnly: (): PlanOp => makeOp('root-ro', {}),
   hostname: (name: string): PlanOp => makeOp('hostname', { name }),
   loopback: (): PlanOp => makeOp('loopback', {}),
-  network: (socket: string, address: string, prefixLen: number): PlanOp => makeOp('network', { socket, address, prefixLen }),
+  network: (socket: string, address: string, prefixLen: number, holderPid: number): PlanOp =>
+    makeOp('network', { socket, address, prefixLen, holderPid }),
   holder: (socket: string): PlanOp => makeOp('holder', { socket }),
   holderMap: (kind: 'uid' | 'gid', inner: number, outer: number, count: number): PlanOp =>
     makeOp('holder-map', { kind, inner, outer, count }),

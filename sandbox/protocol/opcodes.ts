@@ -152,8 +152,10 @@ export const OPCODES = [
   // a private network: stage 0 connects to the network's holder at this socket, receives its user and network
   // namespaces, joins both before the clone (so the holder's user namespace owns the sandbox's), then makes a veth
   // pair whose host end joins the bridge and whose other end is `eth0` in the sandbox; init gives eth0 this IPv4
-  // address with this prefix length, brings it up, and lets the payload's gid use ICMP echo sockets
-  { name: 'network', args: ['socket', 'address', 'prefixLen'] },
+  // address with this prefix length, brings it up, and lets the payload's gid use ICMP echo sockets. The socket's
+  // peer must be the process holderPid (the holder the run's record named: a network removed and created again
+  // under the same name in between has another holder, and the join fails rather than meet it)
+  { name: 'network', args: ['socket', 'address', 'prefixLen', 'holderPid'] },
   // holder mode (a plan of holder ops only): the helper starts a network's holder listening on this socket
   { name: 'holder', args: ['socket'] },
   // holder mode: one line of the holder's user namespace map (kind uid|gid), written by stage 0 itself or, after

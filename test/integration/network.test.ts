@@ -520,6 +520,38 @@ describe('private networks through the API (this process as the caller)', functi
     }
   });
 
+  it("a run ending after its network was removed and created again keeps the new network's record of its address", async () => {
+    const R = `${name}m`;
+    const subnet = `10.94.${n}.48/28`;
+    const members = (): string[] => {
+      try {
+        return readdirSync(`${runtimeDirPath()}/networks/${R}/members`);
+      } catch {
+        return [];
+      }
+    };
+    createNetwork(R, subnet);
+    try {
+      const first = runSandboxed(['sleep', '2'], { network: R, reject: false });
+      for (let i = 0; i < 100 && members().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      const [address] = members();
+      assert.ok(address, 'the first run is a member');
+      await new Promise((r) => setTimeout(r, 700)); // its helper has joined the holder by now
+      await removeNetwork(R);
+      createNetwork(R, subnet); // the same subnet: the next run gets the same first address
+      const second = runSandboxed(['sleep', '4'], { network: R, reject: false });
+      for (let i = 0; i < 100 && members().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(members(), [address], 'the second run holds the same address on the new network');
+      const r1 = await first; // it ends now, and gives back its own address only
+      assert.equal(r1.verdict, 'ok', `${r1.verdict} ${r1.setupFailure?.message ?? ''}`);
+      assert.deepEqual(members(), [address], "the second run's member record is still there");
+      assert.equal((await second).verdict, 'ok');
+      assert.deepEqual(members(), [], 'and goes with it');
+    } finally {
+      await removeNetwork(R).catch(() => undefined);
+    }
+  });
+
   it('a runtime directory open to others is refused by network commands with the fix, never used', () => {
     const xdg = mkdtempSync('/tmp/cubicle-xdg-');
     try {

@@ -1,7 +1,8 @@
 // The helper refuses malformed plans (never ignores them) and reports exactly one terminal event.
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { Op, encodePlan, type PlanOp } from '../../sandbox/plan/ops.js';
 import { renderProtocolHeader, renderStatusEmitters } from '../../sandbox/protocol/c-header.js';
@@ -147,12 +148,33 @@ describe('helper protocol', () => {
     await refused(holder(Op.holderMap('uid', 0, 4294967294, 2)), /out of bounds/);
     await refused(encodePlan([Op.holder('relative/sock'), Op.holderMap('uid', 0, 0, 1), Op.end()]), /must be absolute/);
     await refused(encodePlan(minimal([Op.holderMap('uid', 0, 0, 1)])), /holder-map belongs to a holder plan/);
-    await refused(encodePlan(minimal([Op.network('/tmp/x/sock', '10.0.0.300', 24)])), /'10\.0\.0\.300' is not an IPv4 address/);
-    await refused(encodePlan(minimal([Op.network('/tmp/x/sock', '10.0.0.1', 31)])), /prefix length 31 is out of range/);
-    await refused(encodePlan(minimal([Op.network(`/tmp/${'x'.repeat(120)}`, '10.0.0.1', 24)])), /longer than 107 bytes/);
+    await refused(encodePlan(minimal([Op.network('/tmp/x/sock', '10.0.0.300', 24, 1)])), /'10\.0\.0\.300' is not an IPv4 address/);
+    await refused(encodePlan(minimal([Op.network('/tmp/x/sock', '10.0.0.1', 31, 1)])), /prefix length 31 is out of range/);
+    await refused(encodePlan(minimal([Op.network(`/tmp/${'x'.repeat(120)}`, '10.0.0.1', 24, 1)])), /longer than 107 bytes/);
+  });
+  it('a network op without a valid holder pid is refused', async () => {
+    await refused(encodePlan(minimal([{ op: 'network', args: ['/tmp/x/sock', '10.0.0.2', '24', '0'] }])), /holder pid must be positive/);
+    await refused(encodePlan(minimal([{ op: 'network', args: ['/tmp/x/sock', '10.0.0.2', '24', '-5'] }])), /holder pid/);
+  });
+  it("a network's socket served by another process than the record's holder is a setup error (removed and created again)", async () => {
+    // This process listens where the holder would; the plan names another pid (1): the helper must not join.
+    const dir = mkdtempSync('/tmp/cubicle-holder-test-');
+    const server = createServer((c) => c.on('error', () => undefined));
+    try {
+      await new Promise<void>((r) => server.listen(`${dir}/sock`, r));
+      const r = await helper(encodePlan(minimal([Op.network(`${dir}/sock`, '10.0.0.2', 24, 1)])));
+      const terminal = r.events.filter((e) => e.ev === 'error' || e.ev === 'exit');
+      assert.equal(terminal.length, 1);
+      assert.equal(terminal[0]!.ev, 'error');
+      assert.match(String(terminal[0]!.msg), new RegExp(`holder is pid ${process.pid}, not 1 .*removed and created again`));
+      assert.equal(r.code, 125);
+    } finally {
+      server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
   it('a network whose holder is gone is a setup error naming the fix, never a run', async () => {
-    const r = await helper(encodePlan(minimal([Op.network('/tmp/cubicle-no-such-holder/sock', '10.0.0.2', 24)])));
+    const r = await helper(encodePlan(minimal([Op.network('/tmp/cubicle-no-such-holder/sock', '10.0.0.2', 24, 1)])));
     const terminal = r.events.filter((e) => e.ev === 'error' || e.ev === 'exit');
     assert.equal(terminal.length, 1);
     assert.equal(terminal[0]!.ev, 'error');
@@ -165,7 +187,7 @@ describe('helper protocol', () => {
     await refused(encodePlan(minimal([Op.netRules('/usr/sbin/nft', 'table inet t {}')])), /net-stack and net-rules come together/);
     await refused(encodePlan(minimal([Op.netStack('/usr/bin/slirp4netns', 'a/b', 1000)])), /interface name/);
     const stack = [Op.netStack('/usr/bin/slirp4netns', 'eth0', 1000), Op.netRules('/usr/sbin/nft', 'table inet t {}')];
-    await refused(encodePlan(minimal([...stack, Op.network('/tmp/x/sock', '10.0.0.2', 24)])), /net-stack interface cannot be eth0/);
+    await refused(encodePlan(minimal([...stack, Op.network('/tmp/x/sock', '10.0.0.2', 24, 1)])), /net-stack interface cannot be eth0/);
   });
   it('a published port on a network whose holder is gone: the error, and no stack watchdog or API directory left', async () => {
     const apiDirs = (): string[] => readdirSync('/tmp').filter((d) => d.startsWith('cubicle-net-'));
@@ -175,7 +197,7 @@ describe('helper protocol', () => {
       Op.netStackArg('--api-socket'),
       Op.netStackArg('{api}'),
       Op.netRules('/usr/sbin/nft', 'table inet t {}'),
-      Op.network('/tmp/cubicle-no-such-holder/sock', '10.0.0.2', 24),
+      Op.network('/tmp/cubicle-no-such-holder/sock', '10.0.0.2', 24, 1),
     ]);
     // the watchdog (forked before the holder join) holds the status pipe: the helper's close means it is gone too
     const r = await helper(encodePlan(plan));
