@@ -186,9 +186,16 @@ function exitWhenIdle(code: number): void {
   process.exit(code);
 }
 
+/** The commands that run one sandbox and are done with it: no other command (serve, worker, network create...) ends
+ *  early, as a socket of its own would look like stdio's in the check above. */
+const EXITS_WHEN_IDLE = new Set(['run', 'isolate', 'exec']);
+
 start().then(
   // Checked once the callback that settled the run has returned (its own request counts as in flight until then).
-  (code) => void setImmediate(exitWhenIdle, code),
+  (code) => {
+    if (EXITS_WHEN_IDLE.has(process.argv[2] ?? '')) setImmediate(exitWhenIdle, code);
+    else process.exitCode = code;
+  },
   (e: unknown) => {
     process.stderr.write(`cubicle: ${(e as Error).stack ?? String(e)}\n`);
     process.exitCode = 125;

@@ -5,10 +5,20 @@
 // sandbox's outer ids as the holder's user namespace sees them (the sandbox's user namespace is a child of the
 // holder's).
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  constants as fsConstants,
+} from 'node:fs';
 import { join } from 'node:path';
 import { debuglog } from 'node:util';
-import type { ResolvedOptions } from '../options/resolve.js';
+import { SANDBOX_NAME, type ResolvedOptions } from '../options/resolve.js';
 import { Op, opArg, type PlanOp } from '../plan/ops.js';
 import type { HostIds } from '../types.js';
 import {
@@ -62,17 +72,51 @@ export function liveNetwork(name: string): NetworkRecord {
   return r;
 }
 
+const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
+
+/** A member record as its run wrote it, or undefined for anything else (never followed through a symlink, never
+ *  waited on as a fifo, bounded; its name and address are checked before /etc/hosts may carry them). */
+function readMember(file: string): MemberRecord | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.size > 4096) return undefined;
+    const m = JSON.parse(readFileSync(fd, 'utf8')) as Partial<MemberRecord>;
+    const ok =
+      Number.isInteger(m.pid) &&
+      Number.isInteger(m.start) &&
+      typeof m.address === 'string' &&
+      IPV4.test(m.address) &&
+      file.endsWith(`/${m.address}`) &&
+      (m.name === undefined || (typeof m.name === 'string' && SANDBOX_NAME.test(m.name))) &&
+      (m.lease === undefined || typeof m.lease === 'string');
+    return ok ? (m as MemberRecord) : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function removeEntry(file: string): void {
+  try {
+    rmSync(file, { force: true, recursive: true });
+  } catch (e) {
+    debug('network member %s: %s', file, (e as Error).message);
+  }
+}
+
 function liveMembers(dir: string): MemberRecord[] {
   const out: MemberRecord[] = [];
   for (const f of readdirSync(dir)) {
-    let m: MemberRecord | undefined;
-    try {
-      m = JSON.parse(readFileSync(join(dir, f), 'utf8')) as MemberRecord;
-    } catch {
-      m = undefined;
-    }
-    if (m && Number.isInteger(m.pid) && Number.isInteger(m.start) && typeof m.address === 'string' && isAlive(m.pid, m.start)) out.push(m);
-    else rmSync(join(dir, f), { force: true }); // its run ended without removing it (the process died)
+    const m = readMember(join(dir, f));
+    if (m && isAlive(m.pid, m.start)) out.push(m);
+    else removeEntry(join(dir, f)); // its run ended without removing it (the process died), or not a record
   }
   return out;
 }
@@ -93,14 +137,8 @@ export function memberCount(name: string): number {
  *  hold another run's record of the same address, which stays. */
 function releaseMember(file: string, rec: MemberRecord): void {
   withLock(registryLock(), () => {
-    let now: Partial<MemberRecord> | undefined;
-    try {
-      now = JSON.parse(readFileSync(file, 'utf8')) as Partial<MemberRecord>;
-    } catch {
-      return; // gone with its network, or never written
-    }
-    if (now.lease === rec.lease && now.pid === rec.pid && now.start === rec.start && now.address === rec.address)
-      rmSync(file, { force: true });
+    const now = readMember(file); // undefined: gone with its network, or never written
+    if (now && now.lease === rec.lease && now.pid === rec.pid && now.start === rec.start && now.address === rec.address) removeEntry(file);
   });
 }
 

@@ -3,12 +3,12 @@
 // from other networks and from none, `network ls --json`, removal while in use, a crashed holder, and bad input.
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { egressProblems } from '../../sandbox/egress/egress.js';
 import { HolderRequest } from '../../sandbox/protocol/opcodes.js';
-import { runSandboxed } from '../../sandbox/index.js';
+import { runSandboxed, spawnSandboxed } from '../../sandbox/index.js';
 import { createNetwork, removeNetwork } from '../../sandbox/network/manage.js';
 import { runtimeDirPath } from '../../sandbox/host/runtime-dir.js';
 import { IS_ROOT, skipBecause } from '../helpers/env.js';
@@ -532,17 +532,21 @@ describe('private networks through the API (this process as the caller)', functi
     };
     createNetwork(R, subnet);
     try {
-      const first = runSandboxed(['sleep', '2'], { network: R, reject: false });
-      for (let i = 0; i < 100 && members().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      const first = spawnSandboxed(['sh', '-c', 'echo up; sleep 2'], { network: R, reject: false });
+      // its payload runs, so it has joined the holder (a fixed wait raced the join on a busy machine)
+      const said = await new Promise<string>((r) => {
+        first.stdout!.once('data', (d: Buffer) => r(d.toString()));
+        first.stdout!.once('end', () => r(''));
+      });
+      assert.equal(said, 'up\n');
       const [address] = members();
       assert.ok(address, 'the first run is a member');
-      await new Promise((r) => setTimeout(r, 700)); // its helper has joined the holder by now
       await removeNetwork(R);
       createNetwork(R, subnet); // the same subnet: the next run gets the same first address
       const second = runSandboxed(['sleep', '4'], { network: R, reject: false });
       for (let i = 0; i < 100 && members().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
       assert.deepEqual(members(), [address], 'the second run holds the same address on the new network');
-      const r1 = await first; // it ends now, and gives back its own address only
+      const r1 = await first.result; // it ends now, and gives back its own address only
       assert.equal(r1.verdict, 'ok', `${r1.verdict} ${r1.setupFailure?.message ?? ''}`);
       assert.deepEqual(members(), [address], "the second run's member record is still there");
       assert.equal((await second).verdict, 'ok');
@@ -550,6 +554,22 @@ describe('private networks through the API (this process as the caller)', functi
     } finally {
       await removeNetwork(R).catch(() => undefined);
     }
+  });
+
+  it('planted member entries (a fifo, a directory, a record naming a hosts line) neither hang a join nor reach /etc/hosts', async () => {
+    const dir = `${runtimeDirPath()}/networks/${name}/members`;
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const a = `10.94.${n}.9`;
+    spawnSync('mkfifo', [`${dir}/10.94.${n}.7`]);
+    mkdirSync(`${dir}/10.94.${n}.8`);
+    // a live record (this process's pid and start) whose name carries a second hosts line
+    const start = Number(readFileSync(`/proc/${process.pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[19]);
+    writeFileSync(`${dir}/${a}`, JSON.stringify({ name: 'x\n1.2.3.4\tplanted.example', address: a, pid: process.pid, start }));
+    const r = await runSandboxed(['cat', '/etc/hosts'], { network: name, name: 'reader', reject: false });
+    assert.equal(r.verdict, 'ok', `${r.verdict} ${r.setupFailure?.message ?? ''}`);
+    assert.doesNotMatch(String(r.stdout), /planted/);
+    assert.match(String(r.stdout), /\treader\n/);
+    assert.deepEqual(readdirSync(dir), [], 'every planted entry was dropped as not a record');
   });
 
   it('a runtime directory open to others is refused by network commands with the fix, never used', () => {
