@@ -169,20 +169,20 @@ async function start(): Promise<number> {
   return code;
 }
 
-/** Handles that may stay open at the end without holding anything back: stdio's own (a write to them is either done
- *  or counted in writableLength). */
+/** Handles that may stay open at the end without holding anything back: stdio's own. A write still under way on one
+ *  is a request of its own (WriteWrap), so it keeps the process for the usual end. process.stdout is not looked at:
+ *  a run that never wrote to it has not made it, and making it would load Node's streams. */
 const STDIO_HANDLES = new Set(['PipeWrap', 'TTYWrap']);
 
 /**
- * Ends the process now when nothing is left in flight: no request, timer or stream of its own, and nothing unwritten
- * on stdout or stderr. Node's usual teardown (the heap freed, the thread pool joined) costs a few ms of every call
+ * Ends the process now when nothing is left in flight: no request (an unfinished write to stdout or stderr is one),
+ * timer or stream of its own. Node's usual teardown (the heap freed, the thread pool joined) costs a few ms of every call
  * and does nothing for a run that is over. Anything else still pending ends the process the usual way, once done.
  */
 function exitWhenIdle(code: number): void {
   process.exitCode = code;
   const active = process.getActiveResourcesInfo();
   if (!active.every((r) => STDIO_HANDLES.has(r))) return debug('exit: waiting for %s', active.join(', '));
-  if (active.length > 0 && (process.stdout.writableLength > 0 || process.stderr.writableLength > 0)) return;
   process.exit(code);
 }
 

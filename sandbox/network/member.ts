@@ -4,7 +4,6 @@
 // process's pid and start time), and /etc/hosts names every live member. The plan then gets the network op and the
 // sandbox's outer ids as the holder's user namespace sees them (the sandbox's user namespace is a child of the
 // holder's).
-import { randomBytes } from 'node:crypto';
 import {
   closeSync,
   fstatSync,
@@ -142,6 +141,9 @@ function releaseMember(file: string, rec: MemberRecord): void {
   });
 }
 
+/** Joins made by this process: with its pid and start time, a member record's own (node:crypto would load streams). */
+let joins = 0;
+
 /** Joins `o.network` with the host ids the run got; throws NetworkError when it cannot. */
 export function joinNetwork(o: ResolvedOptions, plan: readonly PlanOp[], hostIds: HostIds): NetworkMember {
   const name = o.network!;
@@ -176,7 +178,7 @@ export function joinNetwork(o: ResolvedOptions, plan: readonly PlanOp[], hostIds
       ...(o.name !== undefined ? { name: o.name } : {}),
       address,
       ...self,
-      lease: randomBytes(8).toString('hex'),
+      lease: `${++joins}-${Date.now().toString(36)}`,
     };
     writeFileSync(file, JSON.stringify(rec), { mode: 0o600 });
     const named = live.filter((m) => m.name !== undefined).map((m) => `${m.address}\t${m.name}`);
