@@ -137,7 +137,7 @@ export function memberCount(name: string): number {
 function releaseMember(file: string, rec: MemberRecord): void {
   withLock(registryLock(), () => {
     const now = readMember(file); // undefined: gone with its network, or never written
-    if (now && now.lease === rec.lease && now.pid === rec.pid && now.start === rec.start && now.address === rec.address) removeEntry(file);
+    if (now && now.lease === rec.lease && now.pid === rec.pid && now.start === rec.start) removeEntry(file); // its address is the path
   });
 }
 
